@@ -1,0 +1,215 @@
+"""The `mriaug` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import collect as collect_mod
+from . import data as data_mod
+from . import grid as grid_mod
+from . import models, pools, results, scenarios, synth as synth_mod
+
+app = typer.Typer(help="The synthetic-augmentation MRI study as reproducible batch jobs.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Inspect and prepare the dataset.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DataOpt = Annotated[str, typer.Option("--data", help="phantom | hf:REPO | a parquet folder | an image-folder tree")]
+DataOptions = Annotated[list[str] | None, typer.Option("--data-option", "-o",
+                        help="source option KEY=VALUE (e.g. size=64, n_train=400, test_fraction=0.2)")]
+
+USER_ERRORS = (data_mod.DataError, grid_mod.GridError, results.ResultError, models.WeightsError, ValueError,
+               FileNotFoundError)
+
+
+def _fail(msg: str) -> typer.Exit:
+    typer.secho(f"error: {msg}", fg="red", err=True)
+    return typer.Exit(2)
+
+
+def _value(v: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    if v.startswith("{"):
+        return json.loads(v)
+    return {"true": True, "false": False}.get(v.lower(), v)
+
+
+def _spec(source: str, options: list[str] | None) -> data_mod.DataSpec:
+    opts = {}
+    for item in options or []:
+        if "=" not in item:
+            raise _fail(f"--data-option {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        opts[k] = _value(v)
+    return data_mod.DataSpec(source, opts)
+
+
+def _load_data(spec: data_mod.DataSpec) -> data_mod.Dataset:
+    try:
+        return data_mod.load(spec)
+    except USER_ERRORS as e:
+        raise _fail(str(e)) from e
+
+
+@data_app.command("show")
+def data_show(data: DataOpt = data_mod.DEFAULT_SOURCE, data_option: DataOptions = None) -> None:
+    """Per-class image counts of each split (thesis Table 2.1)."""
+    ds = _load_data(_spec(data, data_option))
+    tr, te = ds.counts("train"), ds.counts("test")
+    typer.echo(f"source: {ds.source['source']}  fingerprint: {ds.fingerprint}  resolution: {ds.resolution}x{ds.resolution}")
+    typer.echo(f"{'class':<22}{'train':>8}{'test':>8}")
+    for name in tr:
+        typer.echo(f"{name:<22}{tr[name]:>8}{te[name]:>8}")
+    typer.echo(f"{'total':<22}{sum(tr.values()):>8}{sum(te.values()):>8}")
+
+
+@data_app.command("prepare")
+def data_prepare(data: DataOpt = data_mod.DEFAULT_SOURCE, data_option: DataOptions = None) -> None:
+    """Decode a source into the uint8 array cache that runs read."""
+    ds = _load_data(_spec(data, data_option))
+    typer.echo(f"cached {len(ds.train_y)} train + {len(ds.test_y)} test images, fingerprint {ds.fingerprint}")
+
+
+@app.command()
+def prefetch(grid: Annotated[Path | None, typer.Option(help="warm what every run of this grid needs")] = None,
+             data: DataOpt = data_mod.DEFAULT_SOURCE, data_option: DataOptions = None,
+             model: Annotated[list[str] | None, typer.Option(help="models whose pretrained weights to fetch")] = None
+             ) -> None:
+    """Download the dataset and pretrained weights into the caches runs read (needs internet)."""
+    if grid:
+        g = grid_mod.load(grid)
+        spec, archs = g.data, {hp["arch"] for hp in g.hparams.values() if hp["pretrained"] and not hp["weights"]}
+    else:
+        spec = _spec(data, data_option)
+        archs = {grid_mod.thesis_hparams(m)["arch"] for m in (model or []) if models.entry(m).pretrained_by_default}
+    ds = _load_data(spec)
+    typer.echo(f"dataset {spec.source}: {len(ds.train_y)} train / {len(ds.test_y)} test, fingerprint {ds.fingerprint}")
+    for arch in sorted(archs):
+        try:
+            models.prefetch(arch)
+        except Exception as e:
+            raise _fail(f"cannot fetch pretrained weights for {arch}: {e}") from e
+        typer.echo(f"weights {arch}: cached")
+
+
+@app.command()
+def synth(out: Annotated[Path | None, typer.Option(help="pool folder to create or extend")] = None,
+          grid: Annotated[Path | None, typer.Option(help="take data source and pool folder from a grid")] = None,
+          generator: Annotated[str, typer.Option(help="generator name")] = "transform",
+          data: DataOpt = data_mod.DEFAULT_SOURCE, data_option: DataOptions = None,
+          classes: Annotated[str | None, typer.Option(help="comma-separated classes (default: all)")] = None,
+          per_source: Annotated[int, typer.Option(help="variations per source image")] = 1,
+          max_sources: Annotated[int | None, typer.Option(help="at most this many sources per class")] = None,
+          seed: int = 0) -> None:
+    """Make a synthetic pool from training images (resumable: done sources are skipped)."""
+    spec = _spec(data, data_option)
+    if grid:
+        try:
+            g = grid_mod.load(grid)
+        except grid_mod.GridError as e:
+            raise _fail(str(e)) from e
+        spec, out = g.data, out or (Path(g.pool) if g.pool else None)
+    if out is None:
+        raise _fail("--out is required (or a --grid that sets pool)")
+    ds = _load_data(spec)
+    try:
+        s = synth_mod.make_pool(ds, out, generator, classes=classes.split(",") if classes else None,
+                                per_source=per_source, max_sources=max_sources, seed=seed)
+    except USER_ERRORS as e:
+        raise _fail(str(e)) from e
+    typer.echo(f"pool {out}: {s['pool_size']} images ({s['generated']} new)")
+
+
+@app.command()
+def run(model: Annotated[str, typer.Option(help="cnn | resnet18 | vit")],
+        scenario: Annotated[str, typer.Option(help="scenario preset 1-6")],
+        aug: Annotated[str, typer.Option(help="none | hflip | autoaugment")],
+        seed: Annotated[int, typer.Option()] = 0,
+        data: DataOpt = data_mod.DEFAULT_SOURCE, data_option: DataOptions = None,
+        pool: Annotated[str | None, typer.Option(help="synthetic pool folder (scenarios 3-6)")] = None,
+        out: Annotated[Path, typer.Option(help="results folder")] = Path("results/runs"),
+        epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
+        resolution: int | None = None,
+        pretrained: Annotated[bool | None, typer.Option("--pretrained/--no-pretrained")] = None,
+        weights: Annotated[str | None, typer.Option(help="local pretrained weights file")] = None,
+        device: str | None = None, save_weights: bool = False) -> None:
+    """Train and evaluate one run (hyper-parameters default to jobs/thesis.toml); write its JSON result."""
+    from .spec import RunSpec
+    from .train import execute
+
+    try:
+        hp = grid_mod.thesis_hparams(model)
+        for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size, resolution=resolution,
+                         pretrained=pretrained, weights=weights).items():
+            if v is not None:
+                hp[k] = v
+        if scenario not in scenarios.SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}; presets: {', '.join(scenarios.SCENARIOS)}")
+        spec = RunSpec(model, scenarios.SCENARIOS[scenario], aug, seed, hp, _spec(data, data_option), pool)
+        r = execute(spec, out, device=device, save_weights=save_weights)
+    except (*USER_ERRORS, pools.PoolError) as e:
+        raise _fail(str(e)) from e
+    m = r["metrics"]
+    typer.echo(json.dumps({"run_id": r["run_id"], "test_ce": round(m["test_ce"], 4),
+                           "accuracy": round(m["accuracy"], 4), "balanced_accuracy": round(m["balanced_accuracy"], 4),
+                           "result": str(results.path_for(out, r["run_id"]))}))
+
+
+@app.command("grid")
+def grid_cmd(file: Annotated[Path, typer.Argument(help="grid file, e.g. jobs/smoke.toml")],
+             device: str | None = None,
+             verbose: Annotated[bool, typer.Option(help="per-epoch lines")] = False) -> None:
+    """Run every run of a grid on this machine, skipping finished ones, then print the tables."""
+    from tqdm import tqdm
+
+    from .train import execute
+
+    try:
+        g = grid_mod.load(file)
+    except grid_mod.GridError as e:
+        raise _fail(str(e)) from e
+    done = results.done_ids(g.results)
+    todo = [r for r in g.runs if r.run_id not in done]
+    typer.echo(f"grid {g.name}: {len(g.runs)} runs, {len(g.runs) - len(todo)} done, {len(todo)} to run -> {g.results}")
+    log = (lambda m: tqdm.write(m, file=sys.stderr)) if verbose else (lambda m: None)
+    with tqdm(todo, unit="run", file=sys.stderr) as bar:
+        for spec in bar:
+            bar.set_postfix_str(spec.label)
+            try:
+                execute(spec, g.results, device=device, save_weights=g.save_weights, log=log)
+            except (*USER_ERRORS, pools.PoolError) as e:
+                raise _fail(f"{spec.label}: {e}") from e
+    _collect(g.results, g.results / "tables")
+
+
+def _collect(results_dir: Path, out: Path) -> collect_mod.Collected:
+    c = collect_mod.gather(results_dir)
+    for err in c.errors:
+        typer.secho(f"skipped: {err}", fg="yellow", err=True)
+    typer.echo(collect_mod.render(c))
+    written = collect_mod.write(c, out)
+    typer.echo(f"{len(c.runs)} runs; tables written to {out} ({len(written)} files)")
+    return c
+
+
+@app.command()
+def collect(results_dir: Annotated[Path, typer.Argument(help="folder of run results")],
+            out: Annotated[Path | None, typer.Option(help="where tables go (default RESULTS_DIR/tables)")] = None
+            ) -> None:
+    """Print the thesis tables (median test CE per cell) and write CSV, Markdown and LaTeX."""
+    if not results_dir.is_dir():
+        raise _fail(f"results folder {results_dir} does not exist")
+    _collect(results_dir, out or results_dir / "tables")
+
+
+def main() -> None:
+    app()

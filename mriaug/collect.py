@@ -1,0 +1,97 @@
+"""Merge run results into the thesis tables: per model, rows scenarios, columns augmentations,
+cells the median test cross-entropy with the number of seeds behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import atomic, augment, models, results
+
+BASE_SCENARIOS = ["1", "2", "3", "4"]
+LONG_COLUMNS = ["run_id", "model", "scenario", "augmentation", "seed", "test_ce", "accuracy",
+                "balanced_accuracy", "macro_f1", "n_real", "n_synthetic", "epochs", "data_fingerprint",
+                "pool_fingerprint", "train_s", "file"]
+
+
+@dataclass
+class Collected:
+    runs: pd.DataFrame
+    errors: list[str] = field(default_factory=list)
+
+    def medians(self, model: str) -> pd.DataFrame:
+        """Median test CE and seed count per (scenario, augmentation) of one model, every cell present."""
+        df = self.runs[self.runs["model"] == model]
+        scens = BASE_SCENARIOS + sorted(set(df["scenario"]) - set(BASE_SCENARIOS))
+        idx = pd.MultiIndex.from_product([scens, list(augment.AUGMENTATIONS)], names=["scenario", "augmentation"])
+        g = df.groupby(["scenario", "augmentation"])["test_ce"].agg(["median", "count"])
+        return g.reindex(idx).fillna({"count": 0}).astype({"count": int})
+
+    def table(self, model: str) -> pd.DataFrame:
+        """The thesis's shape: a row per scenario, a column per augmentation, 'median (n=k)' cells."""
+        m = self.medians(model)
+        cells = m.apply(lambda r: "— (n=0)" if r["count"] == 0 else f"{r['median']:.3f} (n={int(r['count'])})",
+                        axis=1).unstack("augmentation")
+        cells = cells[list(augment.AUGMENTATIONS)].rename(columns=augment.LABELS)
+        cells.index = [f"Scenario {s}" for s in cells.index]
+        cells.index.name = "scenario"
+        return cells
+
+    def models(self) -> list[str]:
+        present = sorted(set(self.runs["model"]) - set(models.MODELS))
+        return list(models.MODELS) + present
+
+
+def gather(results_dir: str | Path) -> Collected:
+    rows, errors = [], []
+    for path, r in results.scan(results_dir):
+        if isinstance(r, results.ResultError):
+            errors.append(str(r))
+            continue
+        spec, met = r["spec"], r["metrics"]
+        rows.append({
+            "run_id": r["run_id"], "model": spec["model"], "scenario": str(spec["scenario"]["name"]),
+            "augmentation": spec["augmentation"], "seed": spec["seed"], "test_ce": met["test_ce"],
+            "accuracy": met["accuracy"], "balanced_accuracy": met["balanced_accuracy"],
+            "macro_f1": met["macro_f1"], "n_real": sum(r["counts"]["real"].values()),
+            "n_synthetic": sum(r["counts"]["synthetic"].values()), "epochs": spec["hparams"].get("epochs"),
+            "data_fingerprint": r["data"].get("fingerprint"), "pool_fingerprint": r["data"].get("pool_fingerprint"),
+            "train_s": r["timings"].get("train_s"), "file": path.name,
+        })
+    return Collected(pd.DataFrame(rows, columns=LONG_COLUMNS), errors)
+
+
+def _latex(table: pd.DataFrame, caption: str) -> str:
+    cols = " & ".join(["Scenario", *table.columns])
+    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{caption}}}",
+             r"\begin{tabular}{l" + "c" * len(table.columns) + "}", r"\hline", cols + r" \\", r"\hline"]
+    for idx, row in table.iterrows():
+        cells = [str(c).replace("—", "--") for c in row]
+        lines.append(" & ".join([str(idx).replace("Scenario ", ""), *cells]) + r" \\")
+    lines += [r"\hline", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def write(c: Collected, out_dir: str | Path) -> list[Path]:
+    """CSV, Markdown and LaTeX per model plus the long-form CSV of all runs, each written atomically."""
+    out = Path(out_dir)
+    written = []
+    atomic.write_text(out / "runs.csv", c.runs.to_csv(index=False))
+    written.append(out / "runs.csv")
+    for model in c.models():
+        t = c.table(model)
+        caption = f"{model}: median test cross-entropy over seeds (n = seeds per cell)"
+        for suffix, text in ((".csv", t.to_csv()), (".md", f"**{caption}**\n\n{t.to_markdown()}\n"),
+                             (".tex", _latex(t, caption))):
+            atomic.write_text(out / f"{model}{suffix}", text)
+            written.append(out / f"{model}{suffix}")
+    return written
+
+
+def render(c: Collected) -> str:
+    parts = []
+    for model in c.models():
+        parts.append(f"{model} — median test cross-entropy (n = seeds)\n{c.table(model).to_markdown()}\n")
+    return "\n".join(parts)

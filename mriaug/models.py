@@ -1,0 +1,119 @@
+"""Models by name: the thesis's basic CNN, and timm's ResNet-18 and ViT with one input channel.
+
+Pretrained weights load from the local Hugging Face cache (filled by `mriaug prefetch`) or from a
+local file (`weights = "path/to/model.safetensors"`); nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .classes import NUM_CLASSES
+
+
+class WeightsError(RuntimeError):
+    pass
+
+
+class BasicCNN(nn.Module):
+    """Thesis ch. 5: two conv + ReLU + 2x2 max-pool blocks, then a fully connected net with two hidden
+    layers and 4 outputs."""
+
+    def __init__(self, resolution: int = 128, channels: tuple[int, int] = (16, 32),
+                 hidden: tuple[int, int] = (128, 64), num_classes: int = NUM_CLASSES):
+        super().__init__()
+        c1, c2 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )
+        side = resolution // 4
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c2 * side * side, hidden[0]), nn.ReLU(inplace=True),
+            nn.Linear(hidden[0], hidden[1]), nn.ReLU(inplace=True),
+            nn.Linear(hidden[1], num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    default_arch: str
+    default_resolution: int
+    pretrained_by_default: bool
+    build: Callable[[dict[str, Any]], nn.Module]
+    gradcam_layer: Callable[[nn.Module], nn.Module]
+
+
+def _timm(hp: dict[str, Any], **extra: Any) -> nn.Module:
+    import timm
+
+    kwargs: dict[str, Any] = dict(num_classes=NUM_CLASSES, in_chans=1, **extra)
+    weights = hp.get("weights")
+    pretrained = bool(hp.get("pretrained")) or bool(weights)
+    if weights:
+        if not Path(weights).is_file():
+            raise WeightsError(f"weights file {weights} does not exist (model setting 'weights')")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+    try:
+        return timm.create_model(hp["arch"], pretrained=pretrained, **kwargs)
+    except Exception as e:
+        if pretrained and not weights and ("LocalEntryNotFound" in type(e).__name__ or "offline" in str(e).lower()
+                                            or isinstance(e, OSError)):
+            raise WeightsError(
+                f"pretrained weights for {hp['arch']!r} are not in the local cache ({type(e).__name__}). "
+                f"Run `mriaug prefetch` on a machine with internet (same HF_HOME as the jobs), or set "
+                "'weights' to a local .safetensors file, or pretrained = false."
+            ) from e
+        raise
+
+
+def _cnn(hp: dict[str, Any]) -> nn.Module:
+    if hp.get("pretrained"):
+        raise ValueError("model cnn is trained from scratch: set pretrained = false")
+    return BasicCNN(int(hp["resolution"]))
+
+
+MODELS: dict[str, ModelEntry] = {
+    "cnn": ModelEntry("cnn", "basic-cnn", 128, False, _cnn, lambda m: m.features[3]),
+    "resnet18": ModelEntry("resnet18", "resnet18.tv_in1k", 256, True, lambda hp: _timm(hp),
+                           lambda m: m.layer4[-1]),
+    "vit": ModelEntry("vit", "vit_base_patch16_224.augreg2_in21k_ft_in1k", 256, True,
+                      lambda hp: _timm(hp, img_size=int(hp["resolution"])), lambda m: m.blocks[-1].norm1),
+}
+
+
+def entry(name: str) -> ModelEntry:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+
+
+def build(name: str, hp: dict[str, Any]) -> nn.Module:
+    return entry(name).build(hp)
+
+
+def normalization(model: nn.Module) -> tuple[float, float]:
+    """Grayscale mean/std: the average of the pretrained RGB statistics, 0.5/0.5 otherwise."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = cfg.get("mean", (0.5,)), cfg.get("std", (0.5,))
+    return float(sum(mean) / len(mean)), float(sum(std) / len(std))
+
+
+def prefetch(arch: str) -> str:
+    """Download an architecture's pretrained weights into the Hugging Face cache runs read."""
+    import timm
+
+    timm.create_model(arch, pretrained=True, num_classes=NUM_CLASSES, in_chans=1)
+    return arch

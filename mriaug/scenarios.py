@@ -1,0 +1,135 @@
+"""Mixing policies: which real images a run keeps and which synthetic images it adds, per class.
+
+For class c with n_c training images, a scenario keeps round(real_fraction[c] * n_c) real images
+(sampled per seed, without replacement) and adds round(synthetic_fraction[c] * n_c) synthetic
+images whose sources are among the kept ones. Rounding is half-up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .classes import CLASSES, NUM_CLASSES, class_index
+from .data import Dataset
+from .pools import Pool, PoolError
+
+MILD_MODERATE = ("Mild_Demented", "Moderate_Demented")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    real_fraction: tuple[float, ...]
+    synthetic_fraction: tuple[float, ...]
+    description: str = ""
+
+    @property
+    def needs_pool(self) -> bool:
+        return any(f > 0 for f in self.synthetic_fraction)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name,
+                "real_fraction": dict(zip(CLASSES, self.real_fraction, strict=True)),
+                "synthetic_fraction": dict(zip(CLASSES, self.synthetic_fraction, strict=True))}
+
+
+def _preset(name: str, real: float, synth: float, synth_classes: tuple[str, ...], desc: str) -> Scenario:
+    syn = tuple(synth if c in synth_classes else 0.0 for c in CLASSES)
+    return Scenario(name, (real,) * NUM_CLASSES, syn, desc)
+
+
+# Keyed by the names in grid files and in the rows of the thesis tables.
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        _preset("1", 1.0, 0.0, (), "100% real, no synthetic"),
+        _preset("2", 0.8, 0.0, (), "80% real, no synthetic"),
+        _preset("3", 1.0, 0.2, MILD_MODERATE, "100% real + 20% synthetic for Mild and Moderate"),
+        _preset("4", 0.8, 0.2, MILD_MODERATE, "80% real + 20% synthetic for Mild and Moderate"),
+        _preset("5", 1.0, 0.2, CLASSES, "100% real + 20% synthetic for every class"),
+        _preset("6", 0.8, 0.2, CLASSES, "80% real + 20% synthetic for every class"),
+    )
+}
+
+
+def _fractions(value: Any, what: str) -> tuple[float, ...]:
+    """A fraction for every class from a number or a table {class or 'default': number}."""
+    if isinstance(value, int | float):
+        table: dict[str, Any] = {"default": value}
+    elif isinstance(value, dict):
+        table = value
+    else:
+        raise ValueError(f"{what} must be a number or a table of class = number")
+    out = [float(table.get("default", 0.0))] * NUM_CLASSES
+    for key, v in table.items():
+        if key == "default":
+            continue
+        out[class_index(key)] = float(v)
+    for c, v in zip(CLASSES, out, strict=True):
+        if not 0.0 <= v <= 10.0:
+            raise ValueError(f"{what} for {c} is {v}; must be between 0 and 10")
+    return tuple(out)
+
+
+def custom(name: str, real_fraction: Any = 1.0, synthetic_fraction: Any = 0.0, description: str = "") -> Scenario:
+    return Scenario(name, _fractions(real_fraction, "real_fraction"),
+                    _fractions(synthetic_fraction, "synthetic_fraction"), description)
+
+
+def round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5 + 1e-9))
+
+
+@dataclass
+class Mix:
+    """The training set of one run: indices only, so it costs nothing to keep in a result."""
+
+    real_index: np.ndarray  # rows of the train split
+    synthetic_index: np.ndarray  # rows of the pool
+    counts_real: dict[str, int]
+    counts_synthetic: dict[str, int]
+
+
+def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> Mix:
+    rng = np.random.default_rng([seed, 0x5EED])
+    real_idx, syn_idx = [], []
+    counts_real, counts_syn = {}, {}
+    for c, name in enumerate(CLASSES):
+        rows = np.flatnonzero(dataset.train_y == c)
+        n = len(rows)
+        k = min(round_half_up(scenario.real_fraction[c] * n), n)
+        kept = np.sort(rng.choice(rows, k, replace=False))
+        m = round_half_up(scenario.synthetic_fraction[c] * n)
+        chosen = np.zeros(0, np.int64)
+        if m:
+            if pool is None:
+                raise PoolError(f"scenario {scenario.name} needs {m} synthetic {name} images but no pool was given")
+            avail = pool.available(c, kept)
+            if len(avail) < m:
+                raise PoolError(
+                    f"scenario {scenario.name}, seed {seed}: needs {m} synthetic {name} images whose sources are "
+                    f"among the {k} kept real ones; pool {pool.path} has {len(avail)} such "
+                    f"({int((pool.labels == c).sum())} {name} images in all)"
+                )
+            chosen = np.sort(rng.choice(avail, m, replace=False))
+            # The guard the study rests on: never a variation of a dropped or test image.
+            if not np.isin(pool.sources[chosen], kept).all():
+                raise PoolError(f"internal: synthetic image of a dropped source selected ({name})")
+        real_idx.append(kept)
+        syn_idx.append(chosen)
+        counts_real[name] = int(k)
+        counts_syn[name] = int(m)
+    return Mix(np.concatenate(real_idx), np.concatenate(syn_idx), counts_real, counts_syn)
+
+
+def training_arrays(dataset: Dataset, m: Mix, pool: Pool | None) -> tuple[np.ndarray, np.ndarray]:
+    x = [dataset.train_x[m.real_index]]
+    y = [dataset.train_y[m.real_index]]
+    if pool is not None and len(m.synthetic_index):
+        x.append(pool.images[m.synthetic_index])
+        y.append(pool.labels[m.synthetic_index])
+    return np.concatenate(x), np.concatenate(y)

@@ -1,0 +1,208 @@
+"""One run: mix the training set, train, evaluate, write the JSON result.
+
+Data sits on the device as uint8 tensors at the model's resolution; augmentation runs per image on
+the batch; the forward pass uses bf16 autocast where asked. Every epoch ends with an atomic
+checkpoint, and every epoch reseeds from (seed, epoch), so a run resumed after preemption gives
+exactly the metrics of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__, atomic, augment, models, pools, results, scenarios
+from . import data as data_mod
+from .spec import RunSpec
+
+Log = Callable[[str], None]
+
+
+class Interrupted(RuntimeError):
+    """Raised by `stop_after` (tests and benchmarks simulate a preemption with it)."""
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def to_device_uint8(x: np.ndarray, resolution: int, device: torch.device) -> torch.Tensor:
+    """(N, H, W) uint8 -> (N, 1, R, R) uint8 on the device, resized once for the whole run."""
+    t = torch.from_numpy(x).unsqueeze(1).to(device)
+    if t.shape[-1] == resolution:
+        return t
+    out = torch.empty((t.shape[0], 1, resolution, resolution), dtype=torch.uint8, device=device)
+    for i in range(0, t.shape[0], 1024):
+        chunk = F.interpolate(t[i : i + 1024].float(), size=(resolution, resolution), mode="bilinear",
+                              antialias=True, align_corners=False)
+        out[i : i + 1024] = chunk.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def _git_commit() -> str | None:
+    if os.environ.get("MRIAUG_GIT_COMMIT"):
+        return os.environ["MRIAUG_GIT_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import timm
+
+    return {
+        "mriaug": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "timm": timm.__version__, "numpy": np.__version__, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "threads": torch.get_num_threads(), "host": socket.gethostname(), "git_commit": _git_commit(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+    }
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, norm: tuple[float, float], autocast: bool,
+            batch: int = 256) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch):
+        xb = (x[i : i + batch].float() / 255.0 - norm[0]) / norm[1]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            out.append(model(xb).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None, save_weights: bool = False,
+            log: Log = _stderr, stop_after: int | None = None) -> dict[str, Any]:
+    """Train and evaluate one run; return its result (read back if it already exists)."""
+    t_start = time.perf_counter()
+    results_dir = Path(results_dir)
+    run_id = spec.run_id
+    out = results.path_for(results_dir, run_id)
+    if out.exists():
+        return results.read(out)
+    hp = spec.hparams
+    dev = pick_device(device)
+    ds = data_mod.load(spec.data)
+    pool = pools.load(spec.pool, ds) if spec.scenario.needs_pool and spec.pool else None
+    mix = scenarios.mix(ds, spec.scenario, spec.seed, pool)
+    x_np, y_np = scenarios.training_arrays(ds, mix, pool)
+    res = int(hp["resolution"])
+    x_train = to_device_uint8(x_np, res, dev)
+    y_train = torch.from_numpy(y_np).to(dev)
+    x_test = to_device_uint8(ds.test_x, res, dev)
+    t_data = time.perf_counter() - t_start
+
+    _seed_everything(spec.seed)
+    model = models.build(spec.model, hp).to(dev)
+    if dev.type == "cpu" and spec.model != "vit":
+        model = model.to(memory_format=torch.channels_last)
+    norm = models.normalization(model)
+    opt = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+    use_bf16 = hp.get("precision", "bf16") == "bf16"
+    aug = augment.get(spec.augmentation)
+
+    ckpt_path = results.checkpoint_for(results_dir, run_id)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        history, start_epoch = ckpt["history"], ckpt["epoch"]
+        log(f"[{run_id}] {spec.label}: resumed from checkpoint at epoch {start_epoch}/{hp['epochs']}")
+
+    n, bs, epochs = len(y_train), int(hp["batch_size"]), int(hp["epochs"])
+    log(f"[{run_id}] {spec.label}: {n} training images ({sum(mix.counts_synthetic.values())} synthetic), "
+        f"{epochs} epochs on {dev}")
+    t_train = 0.0
+    logits = None
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        _seed_everything(spec.seed * 100_003 + epoch + 1)
+        model.train()
+        perm = torch.randperm(n).to(dev)
+        total, seen = 0.0, 0
+        for i in range(0, n, bs):
+            idx = perm[i : i + bs]
+            xb = (aug(x_train[idx]).float() / 255.0 - norm[0]) / norm[1]
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = F.cross_entropy(model(xb).float(), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        t_train += time.perf_counter() - t0
+        logits = predict(model, x_test, norm, use_bf16)
+        m = _metrics(logits, ds.test_y)
+        history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1), "test_ce": m["test_ce"],
+                        "test_accuracy": m["accuracy"], "seconds": time.perf_counter() - t0})
+        log(f"[{run_id}] epoch {epoch + 1}/{epochs} train_loss={total / max(seen, 1):.4f} "
+            f"test_ce={m['test_ce']:.4f} acc={m['accuracy']:.3f} ({time.perf_counter() - t0:.1f}s)")
+        if epoch + 1 < epochs:
+            with atomic.atomic_path(ckpt_path) as tmp:
+                torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "history": history}, tmp)
+        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < epochs:
+            raise Interrupted(f"stopped after epoch {epoch + 1} as asked")
+
+    if logits is None:  # resumed from a checkpoint of the last epoch
+        logits = predict(model, x_test, norm, use_bf16)
+    metrics = _metrics(logits, ds.test_y)
+    if save_weights:
+        from safetensors.torch import save_file
+
+        with atomic.atomic_path(results.weights_for(results_dir, run_id)) as tmp:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    trained = (epochs - start_epoch) * n
+    result = {
+        "run_id": run_id,
+        "spec": spec.to_dict(),
+        "metrics": metrics,
+        "history": history,
+        "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test")},
+        "selection": {"real_train_rows": mix.real_index.tolist(), "pool_rows": mix.synthetic_index.tolist()},
+        "data": {"fingerprint": ds.fingerprint, "source": ds.source, "resolution": ds.resolution,
+                 "pool_fingerprint": pool.fingerprint if pool else None,
+                 "pool_path": str(pool.path) if pool else None},
+        "env": environment(dev),
+        "timings": {"data_s": t_data, "train_s": t_train, "total_s": time.perf_counter() - t_start,
+                    "train_images_per_s": trained / t_train if t_train else None,
+                    "resumed_from_epoch": start_epoch},
+        "weights": str(results.weights_for(results_dir, run_id)) if save_weights else None,
+    }
+    results.write(results_dir, result)
+    ckpt_path.unlink(missing_ok=True)
+    log(f"[{run_id}] done: test_ce={metrics['test_ce']:.4f} accuracy={metrics['accuracy']:.3f}")
+    return result
+
+
+def _metrics(logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    from .metrics import classification_metrics
+
+    return classification_metrics(logits, y)
