@@ -12,7 +12,7 @@ import typer
 from . import collect as collect_mod
 from . import data as data_mod
 from . import grid as grid_mod
-from . import models, pools, results, scenarios, synth as synth_mod
+from . import models, pools, results, scenarios
 
 app = typer.Typer(help="The synthetic-augmentation MRI study as reproducible batch jobs.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -102,34 +102,6 @@ def prefetch(grid: Annotated[Path | None, typer.Option(help="warm what every run
 
 
 @app.command()
-def synth(out: Annotated[Path | None, typer.Option(help="pool folder to create or extend")] = None,
-          grid: Annotated[Path | None, typer.Option(help="take data source and pool folder from a grid")] = None,
-          generator: Annotated[str, typer.Option(help="generator name")] = "transform",
-          data: DataOpt = data_mod.DEFAULT_SOURCE, data_option: DataOptions = None,
-          classes: Annotated[str | None, typer.Option(help="comma-separated classes (default: all)")] = None,
-          per_source: Annotated[int, typer.Option(help="variations per source image")] = 1,
-          max_sources: Annotated[int | None, typer.Option(help="at most this many sources per class")] = None,
-          seed: int = 0) -> None:
-    """Make a synthetic pool from training images (resumable: done sources are skipped)."""
-    spec = _spec(data, data_option)
-    if grid:
-        try:
-            g = grid_mod.load(grid)
-        except grid_mod.GridError as e:
-            raise _fail(str(e)) from e
-        spec, out = g.data, out or (Path(g.pool) if g.pool else None)
-    if out is None:
-        raise _fail("--out is required (or a --grid that sets pool)")
-    ds = _load_data(spec)
-    try:
-        s = synth_mod.make_pool(ds, out, generator, classes=classes.split(",") if classes else None,
-                                per_source=per_source, max_sources=max_sources, seed=seed)
-    except USER_ERRORS as e:
-        raise _fail(str(e)) from e
-    typer.echo(f"pool {out}: {s['pool_size']} images ({s['generated']} new)")
-
-
-@app.command()
 def run(model: Annotated[str, typer.Option(help="cnn | resnet18 | vit")],
         scenario: Annotated[str, typer.Option(help="scenario preset 1-6")],
         aug: Annotated[str, typer.Option(help="none | hflip | autoaugment")],
@@ -209,6 +181,17 @@ def collect(results_dir: Annotated[Path, typer.Argument(help="folder of run resu
     if not results_dir.is_dir():
         raise _fail(f"results folder {results_dir} does not exist")
     _collect(results_dir, out or results_dir / "tables")
+
+
+def _register_subcommands() -> None:
+    # Kept in their own modules: pool generation and the cluster launcher.
+    from . import cli_cluster, cli_synth
+
+    cli_synth.register(app)
+    cli_cluster.register(app)
+
+
+_register_subcommands()
 
 
 def main() -> None:

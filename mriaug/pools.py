@@ -22,7 +22,7 @@ from PIL import Image
 
 from . import atomic
 from .classes import CLASSES, class_index
-from .data import Dataset, DataError, decode_image
+from .data import DataError, Dataset, decode_image
 
 FORMAT = 1
 MANIFEST = "manifest.jsonl"
