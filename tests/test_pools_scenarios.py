@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mriaug import data, pools, scenarios, synth
+from mriaug.classes import CLASSES
+from mriaug.data import DataSpec
+from mriaug.pools import PoolError
+
+
+@pytest.fixture
+def ds(phantom_spec: DataSpec) -> data.Dataset:
+    return data.load(phantom_spec)
+
+
+@pytest.fixture
+def pool_dir(ds: data.Dataset, tmp_path: Path) -> Path:
+    out = tmp_path / "pool"
+    synth.make_pool(ds, out, "transform", classes=["Mild_Demented", "Moderate_Demented"], progress_bar=False)
+    return out
+
+
+def test_transform_pool_is_valid_and_resumable(ds: data.Dataset, pool_dir: Path) -> None:
+    p = pools.load(pool_dir, ds)
+    n_mild_mod = ds.counts("train")["Mild_Demented"] + ds.counts("train")["Moderate_Demented"]
+    assert len(p.labels) == n_mild_mod
+    assert (ds.train_y[p.sources] == p.labels).all()
+    assert p.images.shape[1:] == ds.train_x.shape[1:]
+    # Variations differ from their sources but stay close.
+    diff = np.abs(p.images.astype(int) - ds.train_x[p.sources].astype(int)).mean()
+    assert 1 < diff < 60
+    before = (pool_dir / pools.MANIFEST).read_bytes()
+    summary = synth.make_pool(ds, pool_dir, "transform", classes=["Mild_Demented", "Moderate_Demented"],
+                              progress_bar=False)
+    assert summary["generated"] == 0
+    assert (pool_dir / pools.MANIFEST).read_bytes() == before
+
+
+def _rewrite(pool_dir: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    mf = pool_dir / pools.MANIFEST
+    lines = [json.loads(line) for line in mf.read_text().splitlines()]
+    edit(lines)
+    mf.write_text("".join(json.dumps(e) + "\n" for e in lines))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda ls: ls[1].update(source_index=10**6), r"line 2: source_index 1000000 is not a row of the train split"),
+        (lambda ls: ls[0].update({"class": "Severe"}), r"line 1: unknown class 'Severe'"),
+        (lambda ls: ls[2].update(sha256="0" * 64), r"line 3: sha256 .* does not match"),
+        (lambda ls: ls[0].update(file="images/nope.png"), r"line 1: image file .*nope.png is missing"),
+        (lambda ls: ls[0].update({"class": "Non_Demented"}), r"line 1: source train row \d+ is Mild_Demented|Moderate"),
+    ],
+)
+def test_pool_validation_names_the_line(ds: data.Dataset, pool_dir: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]
+    _rewrite(pool_dir, edit)
+    with pytest.raises(PoolError, match=message):
+        pools.load(pool_dir, ds)
+
+
+def test_pool_cut_in_half_and_missing(ds: data.Dataset, pool_dir: Path, tmp_path: Path) -> None:
+    mf = pool_dir / pools.MANIFEST
+    mf.write_text(mf.read_text()[:-30])
+    with pytest.raises(PoolError, match=r"manifest.jsonl, line \d+: not valid JSON"):
+        pools.load(pool_dir, ds)
+    with pytest.raises(PoolError, match="no such folder"):
+        pools.load(tmp_path / "missing", ds)
+
+
+def test_pool_from_other_dataset_is_refused(pool_dir: Path) -> None:
+    other = data.load(DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32, "seed": 9}))
+    with pytest.raises(PoolError, match="was made from dataset"):
+        pools.load(pool_dir, other)
+
+
+def test_presets() -> None:
+    s4 = scenarios.SCENARIOS["4"]
+    assert s4.real_fraction == (0.8,) * 4
+    assert s4.synthetic_fraction == (0.2, 0.2, 0.0, 0.0)
+    assert scenarios.SCENARIOS["6"].synthetic_fraction == (0.2,) * 4
+    assert not scenarios.SCENARIOS["2"].needs_pool
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_scenario4_counts_and_sources_are_kept_images(ds: data.Dataset, pool_dir: Path, seed: int) -> None:
+    p = pools.load(pool_dir, ds)
+    m = scenarios.mix(ds, scenarios.SCENARIOS["4"], seed, p)
+    for c, name in enumerate(CLASSES):
+        n = int((ds.train_y == c).sum())
+        assert m.counts_real[name] == scenarios.round_half_up(0.8 * n)
+        want_syn = scenarios.round_half_up(0.2 * n) if name in scenarios.MILD_MODERATE else 0
+        assert m.counts_synthetic[name] == want_syn
+    kept = set(m.real_index.tolist())
+    for row in m.synthetic_index:
+        assert int(p.sources[row]) in kept
+        assert ds.train_y[p.sources[row]] == p.labels[row]
+    x, y = scenarios.training_arrays(ds, m, p)
+    assert len(x) == len(y) == len(m.real_index) + len(m.synthetic_index)
+
+
+def test_seed_changes_the_subsample(ds: data.Dataset) -> None:
+    a = scenarios.mix(ds, scenarios.SCENARIOS["2"], 0, None)
+    b = scenarios.mix(ds, scenarios.SCENARIOS["2"], 1, None)
+    assert not np.array_equal(a.real_index, b.real_index)
+    np.testing.assert_array_equal(a.real_index, scenarios.mix(ds, scenarios.SCENARIOS["2"], 0, None).real_index)
+
+
+def test_pool_too_small_or_missing_fails_with_counts(ds: data.Dataset, tmp_path: Path) -> None:
+    with pytest.raises(PoolError, match="no pool was given"):
+        scenarios.mix(ds, scenarios.SCENARIOS["3"], 0, None)
+    out = tmp_path / "small"
+    synth.make_pool(ds, out, "transform", classes=["Mild_Demented"], max_sources=3, progress_bar=False)
+    p = pools.load(out, ds)
+    n = int((ds.train_y == 0).sum())
+    with pytest.raises(PoolError, match=rf"needs {scenarios.round_half_up(0.2 * n)} synthetic Mild_Demented .* has \d+ such"):
+        scenarios.mix(ds, scenarios.SCENARIOS["3"], 0, p)
+
+
+def test_variations_of_dropped_images_are_never_used(ds: data.Dataset, tmp_path: Path) -> None:
+    # A pool with variations of every Mild image: in scenario 4 (80% kept) only kept sources may be drawn.
+    out = tmp_path / "all"
+    synth.make_pool(ds, out, "transform", classes=["Mild_Demented", "Moderate_Demented"], progress_bar=False)
+    p = pools.load(out, ds)
+    for seed in range(5):
+        m = scenarios.mix(ds, scenarios.SCENARIOS["4"], seed, p)
+        dropped = set(np.flatnonzero(np.isin(ds.train_y, [0, 1]))) - set(m.real_index.tolist())
+        assert dropped, "scenario 4 drops images"
+        assert not set(p.sources[m.synthetic_index].tolist()) & dropped
+
+
+def test_custom_scenario_fractions() -> None:
+    s = scenarios.custom("x", {"default": 0.5, "Moderate_Demented": 1.0}, {"Very Mild Demented": 0.3})
+    assert s.real_fraction == (0.5, 1.0, 0.5, 0.5)
+    assert s.synthetic_fraction == (0.0, 0.0, 0.0, 0.3)
+    with pytest.raises(ValueError, match="unknown class"):
+        scenarios.custom("y", {"Severe": 0.5})
