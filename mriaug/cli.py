@@ -65,7 +65,8 @@ def data_show(data: DataOpt = data_mod.DEFAULT_SOURCE, data_option: DataOptions 
     """Per-class image counts of each split (thesis Table 2.1)."""
     ds = _load_data(_spec(data, data_option))
     tr, te = ds.counts("train"), ds.counts("test")
-    typer.echo(f"source: {ds.source['source']}  fingerprint: {ds.fingerprint}  resolution: {ds.resolution}x{ds.resolution}")
+    res = f"{ds.resolution}x{ds.resolution}"
+    typer.echo(f"source: {ds.source['source']}  fingerprint: {ds.fingerprint}  resolution: {res}")
     typer.echo(f"{'class':<22}{'train':>8}{'test':>8}")
     for name in tr:
         typer.echo(f"{name:<22}{tr[name]:>8}{te[name]:>8}")

@@ -117,7 +117,8 @@ def test_pool_too_small_or_missing_fails_with_counts(ds: data.Dataset, tmp_path:
     synth.make_pool(ds, out, "transform", classes=["Mild_Demented"], max_sources=3, progress_bar=False)
     p = pools.load(out, ds)
     n = int((ds.train_y == 0).sum())
-    with pytest.raises(PoolError, match=rf"needs {scenarios.round_half_up(0.2 * n)} synthetic Mild_Demented .* has \d+ such"):
+    need = scenarios.round_half_up(0.2 * n)
+    with pytest.raises(PoolError, match=rf"needs {need} synthetic Mild_Demented .* has \d+ such"):
         scenarios.mix(ds, scenarios.SCENARIOS["3"], 0, p)
 
 

@@ -71,7 +71,8 @@ def test_scenario3_run_with_transform_pool(phantom_spec: DataSpec, tmp_path: Pat
     synth.make_pool(ds, tmp_path / "pool", "transform", classes=["Mild_Demented", "Moderate_Demented"],
                     progress_bar=False)
     r = execute(_spec(phantom_spec, scenario="3", pool=str(tmp_path / "pool")), tmp_path / "res", log=lambda m: None)
-    assert r["counts"]["synthetic"]["Mild_Demented"] == scenarios.round_half_up(0.2 * ds.counts("train")["Mild_Demented"])
+    n_mild = ds.counts("train")["Mild_Demented"]
+    assert r["counts"]["synthetic"]["Mild_Demented"] == scenarios.round_half_up(0.2 * n_mild)
     assert r["counts"]["synthetic"]["Non_Demented"] == 0
     assert r["data"]["pool_fingerprint"]
     assert len(r["selection"]["pool_rows"]) == sum(r["counts"]["synthetic"].values())

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mriaug import grid
+from mriaug.grid import GridError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_thesis_grid_is_720_runs() -> None:
+    g = grid.load(ROOT / "jobs" / "thesis.toml")
+    assert len(g.runs) == 720
+    assert len({r.run_id for r in g.runs}) == 720
+    assert {r.model for r in g.runs} == {"cnn", "resnet18", "vit"}
+    assert {r.scenario.name for r in g.runs} == {"1", "2", "3", "4"}
+    assert g.hparams["resnet18"]["pretrained"] and not g.hparams["cnn"]["pretrained"]
+    assert g.hparams["vit"]["resolution"] == 256
+
+
+def test_smoke_grid_fills_every_cell_with_two_seeds() -> None:
+    g = grid.load(ROOT / "jobs" / "smoke.toml")
+    assert len(g.runs) == 72
+    assert g.data.source == "phantom"
+
+
+def _grid(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "g.toml"
+    p.write_text(text)
+    return p
+
+
+BASE = """name = "t"
+models = ["cnn"]
+scenarios = ["1", "x"]
+augmentations = ["none"]
+seeds = {start = 5, count = 2}
+pool = "pools/p"
+data = "phantom"
+
+[scenario.x]
+real_fraction = 0.5
+synthetic_fraction = {Moderate_Demented = 1.0}
+
+[model.cnn]
+epochs = 1
+"""
+
+
+def test_custom_scenarios_and_seed_ranges(tmp_path: Path) -> None:
+    g = grid.load(_grid(tmp_path, BASE))
+    assert [r.seed for r in g.runs] == [5, 6, 5, 6]
+    x = [r for r in g.runs if r.scenario.name == "x"][0]
+    assert x.scenario.synthetic_fraction == (0.0, 1.0, 0.0, 0.0)
+    assert g.hparams["cnn"]["epochs"] == 1 and g.hparams["cnn"]["resolution"] == 128
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("epochs = 1", "epochs = -1", r"line 14: model.cnn.epochs: must be a positive integer"),
+        ("epochs = 1", "epoch = 1", r"line 14: model.cnn.epoch: unknown hyper-parameter"),
+        ('models = ["cnn"]', 'models = ["cnn", "alexnet"]', r"line 2: models: unknown model 'alexnet'"),
+        ('augmentations = ["none"]', 'augmentations = ["mixup"]', r"line 4: augmentations: unknown augmentation"),
+        ('scenarios = ["1", "x"]', 'scenarios = ["1", "9"]', r"line 3: scenarios: unknown scenario '9'"),
+        ('pool = "pools/p"\n', "", r"scenarios: scenario\(s\) x add synthetic images but the grid sets no pool"),
+        ("seeds = {start = 5, count = 2}", "seeds = 0", r"line 5: seeds: must be a count"),
+        ('name = "t"', 'name = "t"\nseedz = 3', r"line 2: seedz: unknown key"),
+        ("real_fraction = 0.5", 'real_fraction = {Severe = 0.5}', r"scenario.x: unknown class 'Severe'"),
+        ("epochs = 1", "epochs = [1", r"not valid TOML"),
+    ],
+)
+def test_malformed_grid_names_key_and_line(tmp_path: Path, old: str, new: str, message: str) -> None:
+    with pytest.raises(GridError, match=message) as e:
+        grid.load(_grid(tmp_path, BASE.replace(old, new)))
+    assert str(tmp_path / "g.toml") in str(e.value)
+
+
+def test_missing_grid_file(tmp_path: Path) -> None:
+    with pytest.raises(GridError, match="does not exist"):
+        grid.load(tmp_path / "nope.toml")
