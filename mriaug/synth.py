@@ -1,7 +1,12 @@
-"""`mriaug synth`: make a pool of variations of training images, resumably (done sources are skipped)."""
+"""`mriaug synth`: make a pool of variations of training images, resumably (done sources are skipped).
+
+Sources come from the train split only. With `kept_for=(scenario, seed)` they come only from the real
+images that run keeps, so a pool made for it cannot hold a variation of a dropped image.
+"""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -10,33 +15,94 @@ import numpy as np
 from . import generators
 from .classes import CLASSES, class_index
 from .data import Dataset
-from .pools import PoolWriter
+from .pools import Pool, PoolWriter
 
 
 def plan(dataset: Dataset, classes: list[str] | None, per_source: int, max_sources: int | None,
-         seed: int, done: set[tuple[int, int]]) -> list[tuple[int, int]]:
-    """(train row, variation) pairs still to make. Sources come from the train split only."""
+         seed: int, done: set[tuple[int, int]], allowed: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """(train row, variation) pairs still to make. Sources come from the train split only, and from
+    `allowed` (train rows) when given."""
     labels = [class_index(c) for c in classes] if classes else list(range(len(CLASSES)))
     todo = []
     rng = np.random.default_rng(seed)
     for k in labels:
         rows = np.flatnonzero(dataset.train_y == k)
+        if allowed is not None:
+            rows = rows[np.isin(rows, allowed)]
         if max_sources is not None and max_sources < len(rows):
             rows = np.sort(rng.choice(rows, max_sources, replace=False))
         todo += [(int(r), v) for r in rows for v in range(per_source) if (int(r), v) not in done]
     return todo
 
 
+def kept_rows(dataset: Dataset, scenario: str, seed: int, per_source: int = 1) -> np.ndarray:
+    """The real train rows that run (scenario, seed) keeps.
+
+    `scenarios.mix` draws the synthetic rows from the same random stream as the kept rows, so the kept
+    rows of a later class depend on how many pool images an earlier class had available. We ask `mix`
+    with a stand-in pool holding `per_source` variations of every train row: a pool made from exactly
+    the kept rows with `per_source` variations each then offers the same counts, and so the same kept rows.
+    """
+    from . import scenarios
+
+    if scenario not in scenarios.SCENARIOS:
+        raise ValueError(f"kept-for: unknown scenario {scenario!r}; known: {', '.join(scenarios.SCENARIOS)}")
+    n = len(dataset.train_y)
+    src = np.repeat(np.arange(n), per_source)
+    stand_in = Pool(path=Path("<every train row>"), images=np.zeros((0, 1, 1), np.uint8),
+                    labels=dataset.train_y[src].astype(np.int64), sources=src, entries=[], meta={}, fingerprint="")
+    return np.sort(scenarios.mix(dataset, scenarios.SCENARIOS[scenario], seed, stand_in).real_index)
+
+
+def parse_kept_for(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    scenario, sep, seed = value.partition(":")
+    if not sep or not seed.strip().isdigit():
+        raise ValueError(f"--kept-for {value!r}: expected SCENARIO:SEED, e.g. 4:0")
+    return scenario.strip(), int(seed)
+
+
+def build_generator(generator: str, options: dict[str, Any] | None) -> Any:
+    """The generator with its settings; an unknown setting is named with the known ones."""
+    import importlib
+
+    options = dict(options or {})
+    if generator in generators.GENERATORS:
+        mod, cls = generators.GENERATORS[generator].split(":")
+        sig = inspect.signature(getattr(importlib.import_module(mod), cls))
+        known = [p for p in sig.parameters if p != "self"]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ValueError(f"generator {generator}: unknown setting(s) {unknown}; known: {', '.join(known)}")
+    return generators.get(generator, **options)
+
+
 def make_pool(dataset: Dataset, out: str | Path, generator: str, *, classes: list[str] | None = None,
               per_source: int = 1, max_sources: int | None = None, seed: int = 0,
-              options: dict[str, Any] | None = None, progress_bar: bool = True) -> dict[str, Any]:
+              options: dict[str, Any] | None = None, progress_bar: bool = True, dry_run: bool = False,
+              max_cost: float | None = None, kept_for: tuple[str, int] | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
-    gen = generators.get(generator, **(options or {}))
-    writer = PoolWriter(out, dataset, generator, {"generator_params": gen.params()})
-    todo = plan(dataset, classes, per_source, max_sources, seed, writer.done())
+    options = dict(options or {})
+    if max_cost is not None:
+        options["max_cost_usd"] = max_cost
+    gen = build_generator(generator, options)
+    extra = {"generator_params": gen.params()}
+    allowed = None
+    if kept_for is not None:
+        allowed = kept_rows(dataset, kept_for[0], kept_for[1], per_source)
+        extra["kept_for"] = {"scenario": kept_for[0], "seed": kept_for[1]}
+    writer = PoolWriter(out, dataset, generator, extra)
+    todo = plan(dataset, classes, per_source, max_sources, seed, writer.done(), allowed)
+    if dry_run:
+        spent = float(writer.meta.get("spend_usd", 0.0))
+        est = gen.estimate(todo, spent) if hasattr(gen, "estimate") else {
+            "requests": len(todo), "cost_usd": 0.0, "text": f"{len(todo)} image(s) to make locally, no cost"}
+        return {"dry_run": True, "todo": len(todo), "done": len(writer.entries), **est}
     with tqdm(total=len(todo), desc=f"synth {generator}", unit="img", disable=not progress_bar) as bar:
         summary = gen.run(writer, todo, bar.update)
     writer.flush()
     summary["pool_size"] = len(writer.entries)
+    summary["todo"] = len(todo)
     return summary

@@ -8,6 +8,8 @@ from typing import Any
 # name -> module path of a class with `name`, `params()`, and `run(writer, todo, progress)`.
 GENERATORS: dict[str, str] = {
     "transform": "mriaug.generators.transform:TransformGenerator",
+    "openai": "mriaug.generators.openai_api:OpenAIGenerator",
+    "diffusion": "mriaug.generators.diffusion:DiffusionGenerator",
 }
 
 

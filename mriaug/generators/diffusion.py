@@ -1,0 +1,274 @@
+"""`diffusion`: a local class-conditional diffusion model; no image leaves the site, no paid API.
+
+Model: a diffusers `UNet2DModel` (1 channel, `num_class_embeds` = 4 classes) trained with the DDPM
+noise-prediction loss on the training images a pool may use: the train split, restricted to some
+classes and/or to the real images one run keeps (`kept_for=SCENARIO:SEED`) so that the model never
+sees a dropped image. `mriaug synth train-diffusion` trains it; the checkpoint (weights, EMA weights,
+optimiser, step) is written atomically every `checkpoint_every` steps, and a rerun resumes from it
+(every step draws its batch, noise and timesteps from a generator seeded by (seed, step), so a
+resumed run follows the same path as an uninterrupted one).
+
+Generation (SDEdit): the source image is noised to `strength` of the way along the DDIM schedule and
+denoised with its class label; strength 0 returns the source, 1 ignores it. Noise is seeded per
+(seed, source, variation), so a resumed pool gets the same images.
+
+Cost (measured, see the report of issue 4): the default model (block_out_channels (32, 64, 128, 256),
+2 layers per block, attention at 16x16 and 32x32, 128x128 input, 7.0M parameters) needs about 12.9
+GFLOP per training image (forward + backward, counted with torch's FlopCounterMode). On this
+machine's 2 CPU cores (shared) it trains at about 2 images/s in fp32. ESTIMATE, not measured: on one
+A100/H100 in bf16 at a realistic 15-25% of peak (~300-1000 TFLOP/s dense), that is ~5,000-15,000
+images/s of FLOP budget; small-resolution UNets are launch-bound in practice, so plan on ~1,000-2,000
+images/s. 20k steps at batch 64 (1.28M images, ~250 epochs of the 5,120 training images) is then
+roughly 10-25 GPU-minutes; the same on these CPUs would take about a week. Sampling a pool of 1,000
+variations at 50 DDIM steps and strength 0.5 (25 UNet passes each) is about a minute on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import atomic
+from ..classes import CLASSES, NUM_CLASSES, class_index
+from ..data import Dataset
+from ..pools import PoolError, PoolWriter
+
+CHECKPOINT = "checkpoint.pt"
+INFO = "diffusion.json"
+DEFAULT_CHANNELS = (32, 64, 128, 256)
+
+
+class DiffusionError(PoolError):
+    pass
+
+
+def unet_config(resolution: int, channels: tuple[int, ...] = DEFAULT_CHANNELS, layers_per_block: int = 2,
+                attention: bool = True) -> dict[str, Any]:
+    """A `UNet2DModel` config; attention only on the two coarsest levels, where it is cheap."""
+    n = len(channels)
+    if resolution % 2 ** (n - 1):
+        raise DiffusionError(f"diffusion: resolution {resolution} must be divisible by {2 ** (n - 1)} "
+                             f"for {n} UNet levels (channels {channels})")
+    attn = [attention and i >= n - 2 and n > 2 for i in range(n)]
+    groups = math.gcd(*channels, 32)
+    return {
+        "sample_size": resolution, "in_channels": 1, "out_channels": 1, "layers_per_block": layers_per_block,
+        "block_out_channels": list(channels), "norm_num_groups": groups, "num_class_embeds": NUM_CLASSES,
+        "down_block_types": ["AttnDownBlock2D" if a else "DownBlock2D" for a in attn],
+        "up_block_types": ["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)],
+    }
+
+
+def _device(requested: str | None) -> torch.device:
+    return torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _to_model_range(x_uint8: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(N, H, W) uint8 -> (N, 1, R, R) float in [-1, 1]."""
+    x = x_uint8.unsqueeze(1).float() / 127.5 - 1.0
+    if x.shape[-1] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
+def _to_uint8(x: torch.Tensor, resolution: int) -> np.ndarray:
+    if x.shape[-1] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].cpu().numpy()
+
+
+def training_rows(dataset: Dataset, classes: list[str] | None = None,
+                  kept_for: tuple[str, int] | None = None) -> np.ndarray:
+    """Train rows the model may learn from: never a test image, and only kept ones when asked."""
+    labels = [class_index(c) for c in classes] if classes else list(range(NUM_CLASSES))
+    rows = np.flatnonzero(np.isin(dataset.train_y, labels))
+    if kept_for is not None:
+        from ..synth import kept_rows
+
+        rows = rows[np.isin(rows, kept_rows(dataset, kept_for[0], kept_for[1]))]
+    if len(rows) == 0:
+        raise DiffusionError("diffusion: no training images left for the chosen classes / kept set")
+    return rows
+
+
+def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 32, lr: float = 2e-4,
+          resolution: int | None = None, channels: tuple[int, ...] = DEFAULT_CHANNELS, layers_per_block: int = 2,
+          attention: bool = True, classes: list[str] | None = None, kept_for: tuple[str, int] | None = None,
+          seed: int = 0, checkpoint_every: int = 500, ema_decay: float = 0.999, precision: str = "fp32",
+          device: str | None = None, progress_bar: bool = True, log: Callable[[str], None] = print,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Train (or resume training) to `steps` steps; returns the info written to `diffusion.json`."""
+    from diffusers import DDPMScheduler, UNet2DModel
+    from tqdm import tqdm
+
+    if steps < 1 or batch_size < 1:
+        raise DiffusionError("diffusion: steps and batch_size must be at least 1")
+    if precision not in ("fp32", "bf16"):
+        raise DiffusionError(f"diffusion: precision {precision!r} must be fp32 or bf16")
+    out = Path(out)
+    dev = _device(device)
+    res = int(resolution or dataset.resolution)
+    rows = training_rows(dataset, classes, kept_for)
+    config = unet_config(res, tuple(channels), layers_per_block, attention)
+    ident = {"data_fingerprint": dataset.fingerprint, "data_source": dataset.source, "unet": config,
+             "rows_sha256": atomic.sha256_bytes(rows.astype(np.int64).tobytes()), "n_rows": int(len(rows)),
+             "classes": classes, "kept_for": list(kept_for) if kept_for else None, "seed": seed,
+             "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "precision": precision}
+
+    model = UNet2DModel(**config).to(dev)
+    ema = UNet2DModel(**config).to(dev)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    info: dict[str, Any] = {**ident, "step": 0, "history": [], "train_seconds": 0.0}
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        old = json.loads(ck["ident"])
+        for k, v in ident.items():
+            if json.dumps(old.get(k), sort_keys=True) != json.dumps(v, sort_keys=True):
+                raise DiffusionError(f"{ckpt_path}: was trained with {k}={old.get(k)!r}, this run asks for {v!r}; "
+                                     "use another --out or the same settings to resume")
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["optimizer"])
+        info = json.loads(ck["info"])
+        log(f"diffusion: resumed {ckpt_path} at step {info['step']}/{steps}")
+
+    x_all = torch.from_numpy(dataset.train_x[rows]).to(dev)
+    y_all = torch.from_numpy(dataset.train_y[rows].astype(np.int64)).to(dev)
+
+    def save() -> None:
+        blob = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                "ident": json.dumps(ident), "info": json.dumps(info), "unet": json.dumps(config)}
+        with atomic.atomic_path(ckpt_path) as tmp:
+            torch.save(blob, tmp)
+        atomic.write_json(out / INFO, info)
+
+    start = int(info["step"])
+    model.train()
+    t0, window_loss, window_n = time.perf_counter(), 0.0, 0
+    with tqdm(total=steps, initial=start, desc="train-diffusion", unit="step", disable=not progress_bar) as bar:
+        for step in range(start, steps):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+            idx = torch.randint(0, len(rows), (batch_size,), generator=g).to(dev)
+            x0 = _to_model_range(x_all[idx], res)
+            noise = torch.randn(x0.shape, generator=g).to(dev)
+            t = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), generator=g).to(dev)
+            xt = sched.add_noise(x0, noise, t)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                pred = model(xt, t, class_labels=y_all[idx]).sample
+            loss = F.mse_loss(pred.float(), noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():
+                # EMA warm-up: early on the average would be mostly the random initialisation.
+                d = min(ema_decay, (1 + step) / (10 + step))
+                for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                    pe.lerp_(pm, 1 - d)
+            window_loss += float(loss.detach())
+            window_n += 1
+            info["step"] = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+            last = step + 1 == steps
+            if (step + 1) % checkpoint_every == 0 or last or (stop_after is not None and step + 1 >= stop_after):
+                dt = time.perf_counter() - t0
+                info["train_seconds"] += dt
+                info["history"].append({"step": step + 1, "loss": window_loss / window_n,
+                                        "images_per_s": window_n * batch_size / dt if dt else None})
+                t0, window_loss, window_n = time.perf_counter(), 0.0, 0
+                save()
+                if stop_after is not None and step + 1 >= stop_after and not last:
+                    return info
+    if start >= steps:
+        log(f"diffusion: {ckpt_path} is already trained to step {start} (asked {steps})")
+    return info
+
+
+class DiffusionGenerator:
+    name = "diffusion"
+
+    def __init__(self, checkpoint: str, strength: float = 0.5, steps: int = 50, seed: int = 0,
+                 batch_size: int = 16, device: str | None = None, use_ema: bool = True, flush_every: int = 100):
+        if not 0.0 < float(strength) <= 1.0:
+            raise ValueError(f"diffusion generator: strength {strength} must be in (0, 1]")
+        self.checkpoint = Path(checkpoint)
+        if self.checkpoint.is_dir():
+            self.checkpoint = self.checkpoint / CHECKPOINT
+        if not self.checkpoint.exists():
+            raise ValueError(f"diffusion generator: no checkpoint at {self.checkpoint}; "
+                             "train one with `mriaug synth train-diffusion --out DIR`")
+        self.strength, self.steps, self.seed = float(strength), int(steps), int(seed)
+        self.batch_size, self.device, self.use_ema, self.flush_every = int(batch_size), device, use_ema, flush_every
+        self._ck: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._ck is None:
+            self._ck = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        return self._ck
+
+    def params(self) -> dict[str, Any]:
+        info = json.loads(self._load()["info"])
+        return {"checkpoint": str(self.checkpoint), "trained_steps": info["step"], "kept_for": info["kept_for"],
+                "trained_rows": info["n_rows"], "rows_sha256": info["rows_sha256"], "strength": self.strength,
+                "steps": self.steps, "seed": self.seed, "scheduler": "ddim", "ema": self.use_ema}
+
+    def run(self, writer: PoolWriter, todo: Iterable[tuple[int, int]],
+            progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+        from diffusers import DDIMScheduler, UNet2DModel
+
+        ck = self._load()
+        ident = json.loads(ck["ident"])
+        if ident["data_fingerprint"] != writer.dataset.fingerprint:
+            raise DiffusionError(f"{self.checkpoint}: trained on dataset {ident['data_fingerprint']}, but the pool's "
+                                 f"dataset is {writer.dataset.fingerprint}")
+        pool_kept = writer.meta.get("kept_for")
+        if ident["kept_for"] and pool_kept and [pool_kept["scenario"], pool_kept["seed"]] != ident["kept_for"]:
+            raise DiffusionError(f"{self.checkpoint}: trained on the kept set of {ident['kept_for']}, "
+                                 f"but the pool is for {pool_kept}")
+        config = json.loads(ck["unet"])
+        dev = _device(self.device)
+        model = UNet2DModel(**config).to(dev).eval()
+        model.load_state_dict(ck["ema" if self.use_ema else "model"])
+        sched = DDIMScheduler(num_train_timesteps=1000)
+        sched.set_timesteps(self.steps)
+        ts = sched.timesteps[self.steps - max(1, round(self.steps * self.strength)):]
+        res_model, res_out = int(config["sample_size"]), writer.dataset.resolution
+        todo = list(todo)
+        n = 0
+        params = {**self.params()}
+        for i in range(0, len(todo), self.batch_size):
+            chunk = todo[i : i + self.batch_size]
+            src = np.array([s for s, _ in chunk])
+            x0 = _to_model_range(torch.from_numpy(writer.dataset.train_x[src]), res_model).to(dev)
+            labels = torch.from_numpy(writer.dataset.train_y[src].astype(np.int64)).to(dev)
+            noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=torch.Generator().manual_seed(
+                self.seed * 1_000_003 + s * 101 + v)) for s, v in chunk]).to(dev)
+            x = sched.add_noise(x0, noise, ts[:1].repeat(len(chunk)).to(dev))
+            with torch.no_grad():
+                for t in ts:
+                    eps = model(x, t.to(dev), class_labels=labels).sample
+                    x = sched.step(eps, t, x).prev_sample
+            for (s, v), img in zip(chunk, _to_uint8(x.float().cpu(), res_out), strict=True):
+                writer.add(img, s, v, self.name, {**params, "variation": v})
+                n += 1
+                progress(1)
+            if n % self.flush_every < len(chunk):
+                writer.flush()
+        writer.flush()
+        return {"generated": n, "failed": {}}
+
+
+__all__ = ["CLASSES", "DiffusionGenerator", "train", "training_rows", "unet_config"]

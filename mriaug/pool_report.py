@@ -1,0 +1,152 @@
+"""A pool's report: real sources beside their synthetic variations per class (like thesis Fig. 2.2) and
+simple fidelity numbers per class, written atomically next to the manifest as `report.png` and
+`report.json`.
+
+Numbers per class: SSIM of each synthetic image to its source (Gaussian window 11, sigma 1.5, the
+usual constants for 8-bit images), the L1 distance between the two 64-bin intensity histograms of an
+image and its source (0 = same histogram, 2 = disjoint), and the same histogram distance between the
+whole synthetic class and the real training images of that class.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import atomic, pools
+from . import data as data_mod
+from .classes import CLASSES
+
+REPORT_PNG = "report.png"
+REPORT_JSON = "report.json"
+
+
+def _gaussian(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SSIM per image pair of two (N, H, W) uint8 stacks (Wang et al. 2004), in float64."""
+    x = torch.from_numpy(a).double()[:, None]
+    y = torch.from_numpy(b).double()[:, None]
+    w = _gaussian(min(11, a.shape[-1]))
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, w)  # valid region only, as in the reference implementation
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.mean(dim=(1, 2, 3)).numpy()
+
+
+def histogram(images: np.ndarray, bins: int = 64) -> np.ndarray:
+    h = np.histogram(images, bins=bins, range=(0, 256))[0].astype(np.float64)
+    return h / max(h.sum(), 1.0)
+
+
+def hist_distance(a: np.ndarray, b: np.ndarray, bins: int = 64) -> float:
+    return float(np.abs(histogram(a, bins) - histogram(b, bins)).sum())
+
+
+def fidelity(pool: pools.Pool, dataset: data_mod.Dataset) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c, name in enumerate(CLASSES):
+        rows = np.flatnonzero(pool.labels == c)
+        if not len(rows):
+            continue
+        syn = pool.images[rows]
+        src = dataset.train_x[pool.sources[rows]]
+        s = ssim(syn, src)
+        hd = np.array([hist_distance(a, b) for a, b in zip(syn, src, strict=True)])
+        real = dataset.train_x[dataset.train_y == c]
+        out[name] = {
+            "images": int(len(rows)), "sources": int(len(np.unique(pool.sources[rows]))),
+            "ssim_to_source_mean": float(s.mean()), "ssim_to_source_median": float(np.median(s)),
+            "ssim_to_source_min": float(s.min()),
+            "hist_l1_to_source_mean": float(hd.mean()),
+            "hist_l1_class_vs_real": hist_distance(syn, real),
+            "mean_intensity_synthetic": float(syn.mean()), "mean_intensity_real": float(real.mean()),
+        }
+    return out
+
+
+def figure(pool: pools.Pool, dataset: data_mod.Dataset, per_class: int = 4, seed: int = 0) -> bytes:
+    """PNG: for each class in the pool, a row of real sources above a row of their variations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = [c for c in range(len(CLASSES)) if (pool.labels == c).any()]
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(2 * max(len(classes), 1), per_class, figsize=(1.8 * per_class, 3.7 * max(len(classes), 1)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, c in enumerate(classes):
+        rows = np.flatnonzero(pool.labels == c)
+        # One variation per shown source, sources drawn at random so the figure is not cherry-picked.
+        _, first = np.unique(pool.sources[rows], return_index=True)
+        pick = rng.choice(rows[first], min(per_class, len(first)), replace=False)
+        for j, k in enumerate(pick):
+            src = int(pool.sources[k])
+            axes[2 * r, j].imshow(dataset.train_x[src], cmap="gray", vmin=0, vmax=255)
+            axes[2 * r, j].set_title(f"real #{src}", fontsize=7)
+            axes[2 * r + 1, j].imshow(pool.images[k], cmap="gray", vmin=0, vmax=255)
+            axes[2 * r + 1, j].set_title(f"synthetic v{pool.entries[k].get('variation', 0)}", fontsize=7)
+        axes[2 * r, 0].text(-0.1, 0.0, CLASSES[c], transform=axes[2 * r, 0].transAxes, rotation=90,
+                            ha="right", va="center", fontsize=9)
+    gen = pool.meta.get("generator", "?")
+    fig.suptitle(f"{pool.path.name}: real sources (upper rows) and {gen} variations (lower rows)", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def dataset_of(path: str | Path) -> data_mod.Dataset:
+    """The dataset a pool was made from, as recorded in its pool.json."""
+    import json
+
+    meta_file = Path(path) / pools.META
+    if not meta_file.exists():
+        raise pools.PoolError(f"{meta_file}: missing; pass --data to say which dataset the pool belongs to")
+    src = json.loads(meta_file.read_text()).get("data_source") or {}
+    if "source" not in src:
+        raise pools.PoolError(f"{meta_file}: no data_source recorded; pass --data")
+    return data_mod.load(data_mod.DataSpec(src["source"], dict(src.get("options") or {})))
+
+
+def write(path: str | Path, dataset: data_mod.Dataset | None = None, per_class: int = 4) -> dict[str, Any]:
+    path = Path(path)
+    dataset = dataset or dataset_of(path)
+    pool = pools.load(path, dataset)
+    report = {"pool": str(path), "pool_fingerprint": pool.fingerprint, "images": int(len(pool.labels)),
+              "generator": pool.meta.get("generator"), "spend_usd": pool.meta.get("spend_usd", 0.0),
+              "failures": len(pool.meta.get("failures", {}) or {}), "per_class": fidelity(pool, dataset),
+              "figure": REPORT_PNG}
+    if len(pool.labels):
+        atomic.write_bytes(path / REPORT_PNG, figure(pool, dataset, per_class))
+    else:
+        report["figure"] = None
+    atomic.write_json(path / REPORT_JSON, report)
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = [f"{'class':<20}{'images':>7}{'SSIM mean':>11}{'SSIM min':>10}{'hist L1':>9}{'class vs real':>15}"]
+    for name, r in report["per_class"].items():
+        lines.append(f"{name:<20}{r['images']:>7}{r['ssim_to_source_mean']:>11.3f}{r['ssim_to_source_min']:>10.3f}"
+                     f"{r['hist_l1_to_source_mean']:>9.3f}{r['hist_l1_class_vs_real']:>15.3f}")
+    return "\n".join(lines)
