@@ -10,6 +10,7 @@ server chose and whether it would have billed it (every answer it meant as a 200
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import threading
@@ -84,7 +85,8 @@ class FakeImageAPI:
                         fields[name] = part.get_payload(decode=True).decode()
                 with api.lock:
                     fault = api.faults.pop(0) if api.faults else None
-                    rec: dict[str, Any] = {"path": self.path, "fields": fields, "fault": fault,
+                    rec: dict[str, Any] = {"path": self.path, "fields": fields, "fault": fault, "t": time.monotonic(),
+                                           "sha": hashlib.sha256(upload or b"").hexdigest(),
                                            "auth_ok": self.headers.get("Authorization") == f"Bearer {api.key}"}
                     api.requests.append(rec)
                 endpoint = self.path.rstrip("/").rsplit("/", 1)[-1]

@@ -29,6 +29,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -208,8 +209,11 @@ class OpenAIGenerator:
     def _call(self, client: Any, png: bytes, name: str) -> Any:
         f = (name, png, "image/png")
         if self.endpoint == "variation":
-            return client.images.create_variation(image=f, model=self.model, n=1, size=self.size,
-                                                  response_format="b64_json")
+            with warnings.catch_warnings():
+                # The SDK marks the endpoint deprecated (DALL-E 2 retired); compatible servers still serve it.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return client.images.create_variation(image=f, model=self.model, n=1, size=self.size,
+                                                      response_format="b64_json")
         kw: dict[str, Any] = {"image": f, "prompt": self.prompt, "model": self.model, "n": 1, "size": self.size}
         if self.quality:
             kw["quality"] = self.quality

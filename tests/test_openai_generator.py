@@ -1,0 +1,188 @@
+"""The `openai` generator with the real `openai` client against a loopback OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mriaug import data, pools, synth
+from mriaug.cli import app
+from tests.fake_openai_server import FakeImageAPI
+
+KEY = "sk-test-DoNotLeak-9f8e7d6c5b4a3210"
+DATA = ["--data", "phantom", "-o", "n_train=160", "-o", "n_test=80", "-o", "size=32"]
+CLASSES = ["--classes", "Mild_Demented,Moderate_Demented", "--max-sources", "3"]
+FAST = ["-s", "timeout_s=1", "-s", "backoff_s=0.05", "-s", "concurrency=3"]
+
+
+@pytest.fixture
+def dataset() -> data.Dataset:
+    return data.load(data.DataSpec("phantom", {"n_train": 160, "n_test": 80, "size": 32}))
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    return monkeypatch
+
+
+def _synth(pool: Path, *extra: str) -> object:
+    return CliRunner().invoke(app, ["synth", *DATA, "--out", str(pool), "--generator", "openai", *CLASSES, *extra])
+
+
+def _planned(dataset: data.Dataset) -> set[int]:
+    return {s for s, _ in synth.plan(dataset, ["Mild_Demented", "Moderate_Demented"], 1, 3, 0, set())}
+
+
+def _assert_no_key(pool: Path, *texts: str) -> None:
+    for f in pool.rglob("*"):
+        if f.is_file():
+            assert KEY.encode() not in f.read_bytes(), f"API key leaked into {f}"
+    for t in texts:
+        assert KEY not in t
+
+
+def test_variations_retry_faults_resume_and_cost(tmp_path: Path, dataset: data.Dataset, env: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    pool = tmp_path / "pool"
+    with FakeImageAPI(KEY, faults=["429", "500", "malformed", "slow"], slow_s=1.6) as api:
+        env.setenv("OPENAI_BASE_URL", api.base_url)  # the SDK's own variable, as a user would set it
+        r = _synth(pool, *FAST)
+        assert r.exit_code == 0, r.output
+        first = list(api.requests)
+
+        # Complete, every source exactly once, only train rows.
+        p = pools.load(pool, dataset)
+        assert sorted(p.sources.tolist()) == sorted(_planned(dataset))
+        assert len(set(p.sources.tolist())) == len(p.sources)
+        assert {e["variation"] for e in p.entries} == {0}
+
+        # What was sent: the thesis's request, square PNGs within the limits.
+        assert {q["path"] for q in first} == {"/v1/images/variations"}
+        ok = [q for q in first if q["status"] == 200]
+        for q in ok:
+            assert q["fields"]["model"] == "dall-e-2" and q["fields"]["size"] == "256x256"
+            assert q["fields"]["n"] == "1" and q["fields"]["response_format"] == "b64_json"
+            assert q["upload"]["format"] == "PNG" and q["upload"]["size"] == (256, 256)
+            assert q["upload"]["bytes"] < 4 * 1024 * 1024
+        assert all(q["auth_ok"] for q in first)
+        statuses = [q["status"] for q in first]
+        assert statuses.count(429) == 1 and statuses.count(500) == 1
+        assert [q["fault"] for q in first][:4] == ["429", "500", "malformed", "slow"]
+
+        # Retry-After: 1 was honoured: the same image came back no sooner than a second later.
+        q429 = next(q for q in first if q["status"] == 429)
+        again = [q for q in first if q["sha"] == q429["sha"] and q["t"] > q429["t"]]
+        assert again and again[0]["t"] - q429["t"] >= 0.95
+
+        # Spend: every 200 the server sent (incl. the malformed and the timed-out one) at $0.016.
+        meta = json.loads((pool / "pool.json").read_text())
+        assert meta["requests"]["sent"] == len(first)
+        assert meta["requests"]["billed"] == api.billed() == len(p.sources) + 2
+        assert meta["spend_usd"] == pytest.approx(api.billed() * 0.016)
+        assert sum(e["params"]["cost_usd"] for e in p.entries) == pytest.approx(meta["spend_usd"])
+        assert meta["failures"] == {}
+        assert "spend $" in r.output and (pool / "report.png").exists()
+
+        # Grayscale at the dataset's resolution; the fake server answers the inverted upload.
+        assert p.images.shape[1:] == (32, 32)
+
+        # A rerun sends no request.
+        r2 = _synth(pool, *FAST)
+        assert r2.exit_code == 0, r2.output
+        assert len(api.requests) == len(first)
+        assert "(0 new)" in r2.output
+    _assert_no_key(pool, r.output, r2.output, caplog.text)
+
+
+def test_edits_with_prompt_and_a_rejected_source(tmp_path: Path, dataset: data.Dataset, env: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    pool = tmp_path / "pool"
+    settings = ["-s", "endpoint=edit", "-s", "model=gpt-image-2", "-s", "prompt=an axial MRI slice, realistic",
+                "-s", "base_url=PLACEHOLDER", *FAST]
+    # The 400's message quotes the key, as a careless proxy might: it must be redacted.
+    with FakeImageAPI(KEY, faults=["400"]) as api:
+        settings[settings.index("base_url=PLACEHOLDER")] = f"base_url={api.base_url}"
+        r = _synth(pool, *settings)
+        assert r.exit_code == 1, r.output
+        assert "1 source(s) failed" in r.output and "HTTP 400" in r.output
+        meta = json.loads((pool / "pool.json").read_text())
+        assert len(meta["failures"]) == 1
+        (tag, fail), = meta["failures"].items()
+        assert "safety system" in fail["error"] and fail["attempts"] == 1
+        first = list(api.requests)
+        assert {q["path"] for q in first} == {"/v1/images/edits"}
+        for q in first:
+            assert q["fields"]["model"] == "gpt-image-2" and q["fields"]["prompt"] == "an axial MRI slice, realistic"
+            assert q["fields"]["quality"] == "low" and "response_format" not in q["fields"]
+        assert meta["spend_usd"] == pytest.approx(api.billed() * 0.02)
+
+        # The rerun retries only the failed source and completes the pool.
+        r2 = _synth(pool, *settings)
+        assert r2.exit_code == 0, r2.output
+        assert len(api.requests) == len(first) + 1
+        assert api.requests[-1]["sha"] == next(q["sha"] for q in first if q["status"] == 400)
+        meta = json.loads((pool / "pool.json").read_text())
+        assert meta["failures"] == {} and meta["requests"]["sent"] == len(first) + 1
+        p = pools.load(pool, dataset)
+        assert sorted(p.sources.tolist()) == sorted(_planned(dataset))
+        assert int(tag.split(":")[0]) in p.sources.tolist()
+    _assert_no_key(pool, r.output, r2.output, caplog.text)
+
+
+def test_max_cost_stops_and_a_higher_budget_continues(tmp_path: Path, dataset: data.Dataset,
+                                                      env: pytest.MonkeyPatch) -> None:
+    pool = tmp_path / "pool"
+    n = len(_planned(dataset))
+    assert n >= 4
+    with FakeImageAPI(KEY) as api:
+        env.setenv("OPENAI_BASE_URL", api.base_url)
+        r = _synth(pool, *FAST, "--max-cost", "0.05")  # room for 3 images at $0.016
+        assert r.exit_code == 3, r.output
+        assert "stopped at the budget" in r.output and "--max-cost" in r.output
+        meta = json.loads((pool / "pool.json").read_text())
+        assert len(api.requests) == 3 and meta["spend_usd"] == pytest.approx(0.048)
+        assert len(pools.load(pool, dataset).entries) == 3
+
+        # The same budget again: nothing more is spent.
+        r = _synth(pool, *FAST, "--max-cost", "0.05")
+        assert r.exit_code == 3 and len(api.requests) == 3
+
+        r = _synth(pool, *FAST, "--max-cost", "1.00")
+        assert r.exit_code == 0, r.output
+        assert len(api.requests) == n
+        meta = json.loads((pool / "pool.json").read_text())
+        assert meta["spend_usd"] == pytest.approx(n * 0.016)
+        p = pools.load(pool, dataset)
+        assert sorted(p.sources.tolist()) == sorted(_planned(dataset))
+
+
+def test_dry_run_estimates_cost_without_key_or_server(tmp_path: Path, dataset: data.Dataset,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    n = len(_planned(dataset))
+    r = _synth(tmp_path / "pool", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert f"{n} request(s) to /v1/images/variations (dall-e-2, 256x256)" in r.output
+    assert f"${n * 0.016:.2f}" in r.output
+    assert not (tmp_path / "pool").exists()
+
+    # Without a key a real run stops with one clear line, before any request.
+    r = _synth(tmp_path / "pool")
+    assert r.exit_code == 2 and "OPENAI_API_KEY" in r.output
+
+    # A model without a known price needs one.
+    r = _synth(tmp_path / "pool", "-s", "endpoint=edit", "-s", "model=my-local-model", "--dry-run")
+    assert r.exit_code == 2 and "price_usd" in r.output
+    r = _synth(tmp_path / "pool", "-s", "endpoint=edit", "-s", "model=my-local-model", "-s", "price_usd=0.001",
+               "--dry-run")
+    assert r.exit_code == 0 and "/v1/images/edits (my-local-model, 1024x1024, quality low)" in r.output
+    r = _synth(tmp_path / "pool", "-s", "colour=blue", "--dry-run")
+    assert r.exit_code == 2 and "unknown setting(s) ['colour']" in r.output
