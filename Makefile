@@ -29,3 +29,21 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mriaug tests benchmarks
+
+# The single-node Slurm test cluster (munged + slurmctld + slurmd on this host; needs root). Idempotent.
+.PHONY: slurm-up slurm-down submit-grid container
+slurm-up:
+	slurm/cluster.sh up
+
+slurm-down:
+	slurm/cluster.sh down
+
+# Submit the grid's missing runs as Slurm arrays plus a collector job, e.g.
+#   make submit-grid GRID=jobs/smoke.toml PROFILE=slurm/local.toml
+# Then follow with `mriaug status $(GRID) --wait`.
+submit-grid: $(STAMP)
+	$(BIN)/mriaug submit $(GRID) --profile $(PROFILE)
+
+# The Apptainer image the GPU profiles run tasks in (needs apptainer; see containers/README.md).
+container:
+	apptainer build containers/mriaug.sif containers/mriaug.def

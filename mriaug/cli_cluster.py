@@ -2,8 +2,115 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+if TYPE_CHECKING:  # imported lazily at run time to keep `mriaug --help` fast
+    from .grid import Grid
+    from .slurm import Plan
+
+GridArg = Annotated[Path, typer.Argument(help="grid file, e.g. jobs/thesis.toml")]
+
+
+def _load_grid(path: Path) -> Grid:
+    from . import grid as grid_mod
+    from .cli import _fail
+
+    try:
+        return grid_mod.load(path)
+    except grid_mod.GridError as e:
+        raise _fail(str(e)) from e
+
+
+def _sizes(arrays: list) -> str:
+    """Array sizes, compactly: "16 + 8", or "15x16 + 1x8" for many arrays."""
+    sizes = [len(a.runs) for a in arrays]
+    if len(sizes) <= 3:
+        return " + ".join(map(str, sizes))
+    return " + ".join(f"{sizes.count(n)}x{n}" for n in dict.fromkeys(sizes))
+
+
+def _print_plan(p: Plan) -> None:
+    g, prof = p.grid, p.profile
+    typer.echo(f"grid {g.name} ({g.path}): {len(g.runs)} runs, {p.done} done, {p.active} queued or running, "
+               f"{p.to_submit} to submit -> {g.results}")
+    image = f"apptainer image {prof.container.image}" if prof.container else "no container"
+    limit = f"{p.max_array_size} ({p.max_array_source})" if p.max_array_size else "unknown"
+    typer.echo(f"profile {prof.name} ({prof.path}): {image}; max array size {limit}")
+    for w in p.warnings:
+        typer.secho(f"warning: {w}", fg="yellow", err=True)
+    if not p.arrays:
+        return
+    typer.echo(f"{'model':<10}{'runs':>6}  {'arrays':<16}{'throttle':<10}resources")
+    for model in dict.fromkeys(a.model for a in p.arrays):
+        arrays = [a for a in p.arrays if a.model == model]
+        throttle = f"%{arrays[0].throttle}" if arrays[0].throttle else "none"
+        typer.echo(f"{model:<10}{sum(len(a.runs) for a in arrays):>6}  {_sizes(arrays):<16}{throttle:<10}"
+                   f"{arrays[0].resources.describe()}")
+    typer.echo(f"collector: 1 job after all {len(p.arrays)} arrays (afterany), {prof.collector.describe()} "
+               f"-> {g.results / 'tables'}")
+
+
+def submit(grid: GridArg,
+           profile: Annotated[Path, typer.Option(help="cluster profile, e.g. slurm/local.toml")],
+           dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be submitted")] = False
+           ) -> None:
+    """Submit the grid's missing runs as Slurm array jobs (one task per run) plus a collector job."""
+    from . import slurm
+    from .cli import _fail
+
+    g = _load_grid(grid)
+    try:
+        prof = slurm.load_profile(profile)
+        p = slurm.plan(g, prof, dry_run=dry_run)
+    except slurm.ProfileError as e:
+        raise _fail(str(e)) from e
+    _print_plan(p)
+    if dry_run:
+        typer.echo("dry run: nothing submitted")
+        return
+    if not p.arrays:
+        typer.echo("nothing to submit" + (" (all runs done)" if p.done == len(g.runs) else ""))
+        return
+    try:
+        s = slurm.submit(p)
+    except Exception as e:  # sbatch refusing a job (bad partition, account, ...) is the usual cause
+        raise _fail(f"submission failed: {e}") from e
+    for a in s.arrays:
+        typer.echo(f"submitted array {a.job_id}: {a.model}, {len(a.runs)} runs")
+    typer.echo(f"submitted collector {s.collector_id} (afterany on {len(s.arrays)} arrays)")
+    typer.echo(f"record: {s.record}")
+    typer.echo(f"follow with: mriaug status {grid} --wait")
+
+
+def status(grid: GridArg,
+           wait: Annotated[bool, typer.Option("--wait", help="block until every run is done or failed")] = False,
+           interval: Annotated[float, typer.Option(help="seconds between polls with --wait")] = 10.0,
+           timeout: Annotated[float | None, typer.Option(help="give up waiting after this many seconds")] = None
+           ) -> None:
+    """Per model and scenario: runs done, queued, running, failed; where failed runs' logs are.
+    With --wait: exit 0 when all runs are done, 1 when any failed or was never submitted, 3 on timeout."""
+    from . import slurm
+
+    g = _load_grid(grid)
+    if wait:
+        try:
+            st = slurm.wait(g, interval=interval, timeout=timeout, echo=typer.echo)
+        except TimeoutError as e:
+            typer.echo(slurm.render_status(slurm.grid_status(g)))
+            typer.secho(f"timed out: {e}", fg="red", err=True)
+            raise typer.Exit(3) from e
+    else:
+        st = slurm.grid_status(g)
+    typer.echo(slurm.render_status(st))
+    c = st.counts()
+    if wait and (c["failed"] or c["unsubmitted"]):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add the cluster commands to the main app."""
+    app.command()(submit)
+    app.command()(status)
