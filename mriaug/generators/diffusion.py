@@ -123,7 +123,9 @@ def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 32
              "classes": classes, "kept_for": list(kept_for) if kept_for else None, "seed": seed,
              "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "precision": precision}
 
-    model = UNet2DModel(**config).to(dev)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = UNet2DModel(**config).to(dev)
     ema = UNet2DModel(**config).to(dev)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -181,7 +183,7 @@ def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 32
             window_n += 1
             info["step"] = step + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             last = step + 1 == steps
             if (step + 1) % checkpoint_every == 0 or last or (stop_after is not None and step + 1 >= stop_after):
                 dt = time.perf_counter() - t0
