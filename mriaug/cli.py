@@ -164,11 +164,11 @@ def grid_cmd(file: Annotated[Path, typer.Argument(help="grid file, e.g. jobs/smo
     _collect(g.results, g.results / "tables")
 
 
-def _collect(results_dir: Path, out: Path) -> collect_mod.Collected:
+def _collect(results_dir: Path, out: Path, versus_thesis: bool = False) -> collect_mod.Collected:
     c = collect_mod.gather(results_dir)
     for err in c.errors:
         typer.secho(f"skipped: {err}", fg="yellow", err=True)
-    typer.echo(collect_mod.render(c))
+    typer.echo(collect_mod.render(c, versus_thesis))
     written = collect_mod.write(c, out)
     typer.echo(f"{len(c.runs)} runs; tables written to {out} ({len(written)} files)")
     return c
@@ -176,12 +176,13 @@ def _collect(results_dir: Path, out: Path) -> collect_mod.Collected:
 
 @app.command()
 def collect(results_dir: Annotated[Path, typer.Argument(help="folder of run results")],
-            out: Annotated[Path | None, typer.Option(help="where tables go (default RESULTS_DIR/tables)")] = None
+            out: Annotated[Path | None, typer.Option(help="where tables go (default RESULTS_DIR/tables)")] = None,
+            thesis: Annotated[bool, typer.Option(help="also print our medians beside the thesis's")] = False,
             ) -> None:
-    """Print the thesis tables (median test CE per cell) and write CSV, Markdown and LaTeX."""
+    """Print the thesis tables (median test CE per cell) and write CSV, Markdown, LaTeX and a figure."""
     if not results_dir.is_dir():
         raise _fail(f"results folder {results_dir} does not exist")
-    _collect(results_dir, out or results_dir / "tables")
+    _collect(results_dir, out or results_dir / "tables", thesis)
 
 
 def _register_subcommands() -> None:

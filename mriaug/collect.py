@@ -39,9 +39,69 @@ class Collected:
         cells.index.name = "scenario"
         return cells
 
+    def versus_thesis(self, model: str) -> pd.DataFrame:
+        """Our median beside the thesis's (Tables 7.x), 'ours / thesis' per cell; '—' where either is missing."""
+        ours = self.medians(model)["median"]
+        th = thesis_medians()
+        th = th[th["model"] == model].set_index(["scenario", "augmentation"])["median_test_ce"]
+
+        def fmt(v: float) -> str:
+            return "—" if pd.isna(v) else f"{v:.3f}"
+
+        cells = pd.Series({k: f"{fmt(ours.get(k))} / {fmt(th.get(k))}" for k in ours.index}, name="cell")
+        cells.index = pd.MultiIndex.from_tuples(cells.index, names=["scenario", "augmentation"])
+        t = cells.unstack("augmentation")[list(augment.AUGMENTATIONS)].rename(columns=augment.LABELS)
+        t.index = [f"Scenario {s}" for s in t.index]
+        t.index.name = "scenario"
+        return t
+
+    def figure(self, model: str, path: Path) -> bool:
+        """Box plot of test CE per cell (seeds as points): the spread the medians hide."""
+        df = self.runs[self.runs["model"] == model]
+        if df.empty:
+            return False
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        scens = sorted(df["scenario"].unique())
+        augs = list(augment.AUGMENTATIONS)
+        fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(scens), 3.6))
+        width = 0.8 / len(augs)
+        for j, aug in enumerate(augs):
+            pos = [i + (j - (len(augs) - 1) / 2) * width for i in range(len(scens))]
+            vals = [df[(df.scenario == s) & (df.augmentation == aug)]["test_ce"].to_numpy() for s in scens]
+            bp = ax.boxplot(vals, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False,
+                            medianprops={"color": "black"})
+            for patch in bp["boxes"]:
+                patch.set_facecolor(f"C{j}")
+                patch.set_alpha(0.5)
+            for p, v in zip(pos, vals, strict=True):
+                ax.plot([p] * len(v), v, ".", color=f"C{j}", ms=3)
+            ax.plot([], [], "s", color=f"C{j}", alpha=0.5, label=augment.LABELS[aug])
+        ax.set_xticks(range(len(scens)), [f"Scenario {s}" for s in scens])
+        ax.set_ylabel("test cross-entropy")
+        ax.set_title(f"{model}: test cross-entropy per run")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        with atomic.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+        plt.close(fig)
+        return True
+
     def models(self) -> list[str]:
         present = sorted(set(self.runs["model"]) - set(models.MODELS))
         return list(models.MODELS) + present
+
+
+def thesis_medians() -> pd.DataFrame:
+    """The thesis's median test CE per model, scenario and augmentation (empty cells absent)."""
+    from importlib.resources import files
+
+    with files("mriaug").joinpath("thesis_tables.csv").open() as fh:
+        df = pd.read_csv(fh, dtype={"scenario": str})
+    return df.dropna(subset=["median_test_ce"])
 
 
 def gather(results_dir: str | Path) -> Collected:
@@ -87,11 +147,17 @@ def write(c: Collected, out_dir: str | Path) -> list[Path]:
                              (".tex", _latex(t, caption))):
             atomic.write_text(out / f"{model}{suffix}", text)
             written.append(out / f"{model}{suffix}")
+        atomic.write_text(out / f"{model}_vs_thesis.md", c.versus_thesis(model).to_markdown() + "\n")
+        written.append(out / f"{model}_vs_thesis.md")
+        if c.figure(model, out / f"{model}.png"):
+            written.append(out / f"{model}.png")
     return written
 
 
-def render(c: Collected) -> str:
+def render(c: Collected, versus_thesis: bool = False) -> str:
     parts = []
     for model in c.models():
         parts.append(f"{model} — median test cross-entropy (n = seeds)\n{c.table(model).to_markdown()}\n")
+        if versus_thesis:
+            parts.append(f"{model} — ours / thesis\n{c.versus_thesis(model).to_markdown()}\n")
     return "\n".join(parts)

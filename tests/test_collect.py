@@ -65,3 +65,16 @@ def test_result_reader_rejects_mismatched_name(results_dir: Path, tmp_path: Path
     dst.write_text(src.read_text())
     with pytest.raises(results.ResultError, match="does not match its run_id"):
         results.read(dst)
+
+
+def test_versus_thesis_and_figure(results_dir: Path, tmp_path: Path) -> None:
+    c = collect.gather(results_dir)
+    t = c.versus_thesis("cnn")
+    ours = c.medians("cnn").loc[("1", "none"), "median"]
+    assert t.loc["Scenario 1", "No Augmentation"] == f"{ours:.3f} / 0.114"
+    assert t.loc["Scenario 3", "AutoAugment"] == "— / 0.137"
+    assert collect.thesis_medians().query("model == 'resnet18' and scenario == '2'").empty
+    written = collect.write(c, tmp_path)
+    png = tmp_path / "cnn.png"
+    assert png in written and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "vit.png").exists()
