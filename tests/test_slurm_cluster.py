@@ -1,0 +1,146 @@
+"""Against the real single-node Slurm (started by slurm/cluster.sh when it is not running; never skipped):
+submit a tiny grid, follow it with `mriaug status`, collect, resubmit only what is missing, a failing task,
+and a task requeued with `scontrol requeue` mid-training that resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mriaug import grid as grid_mod
+from mriaug import results, slurm
+from mriaug.cli import app
+from tests.slurm_helpers import ROOT, diagnostics, ensure_cluster, squeue, wait_for, write_grid
+
+pytestmark = pytest.mark.slurm
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> None:
+    ensure_cluster()
+
+
+def _status(grid: Path, *args: str) -> tuple[int, str]:
+    out = runner.invoke(app, ["status", str(grid), *args])
+    return out.exit_code, out.output
+
+
+def _submit(grid: Path, profile: Path = ROOT / "slurm" / "local.toml") -> str:
+    out = runner.invoke(app, ["submit", str(grid), "--profile", str(profile)])
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+def _wait(grid: Path, results_dir: Path, expect: int = 0) -> str:
+    code, output = _status(grid, "--wait", "--interval", "1", "--timeout", "150")
+    assert code == expect, f"{output}\n{diagnostics(results_dir)}"
+    return output
+
+
+@pytest.mark.timeout(300)
+def test_grid_submit_status_collect_resubmit(tmp_path: Path) -> None:
+    res = tmp_path / "results"
+    grid = write_grid(tmp_path / "tiny.toml", res, scenarios=["1", "2"], augmentations=["none", "hflip"], seeds=2)
+    # The documented command, against the real cluster.
+    make = subprocess.run(["make", "-s", "-C", str(ROOT), "submit-grid", f"GRID={grid}",
+                           "PROFILE=slurm/local.toml"], capture_output=True, text=True, timeout=120)
+    assert make.returncode == 0, make.stdout + make.stderr
+    array_ids = re.findall(r"submitted array (\d+): cnn, 8 runs", make.stdout)
+    assert len(array_ids) == 1, make.stdout
+    assert re.search(rf"^{array_ids[0]}_\d+ mriaug-tiny-cnn", squeue(), re.MULTILINE), squeue()
+
+    # While it runs, every snapshot accounts for all 8 runs; tasks are seen queued and running.
+    seen: set[str] = set()
+    g = grid_mod.load(grid)
+
+    def snapshot() -> bool:
+        c = slurm.grid_status(g).counts()
+        assert sum(c.values()) == 8 and c["failed"] == c["unsubmitted"] == 0, c
+        seen.update(s for s, n in c.items() if n)
+        return c["done"] == 8
+
+    wait_for(snapshot, 150, "the grid to finish", res, interval=0.3)
+    assert {"queued", "running", "done"} <= seen, seen
+    output = _wait(grid, res)
+    assert re.search(r"^total\s+8\s+0\s+0\s+0\s+0$", output, re.MULTILINE), output
+    assert not (res / ".checkpoints").exists() or not list((res / ".checkpoints").iterdir())
+
+    # The collector ran after the arrays and wrote what `mriaug collect` writes and prints.
+    tables = res / "tables"
+    assert (tables / "cnn.csv").is_file() and "collector: job" in output
+    out = runner.invoke(app, ["collect", str(res), "--out", str(tmp_path / "by-hand")])
+    assert out.exit_code == 0, out.output
+    assert sorted(f.name for f in tables.iterdir()) == sorted(f.name for f in (tmp_path / "by-hand").iterdir())
+    for f in sorted(tables.iterdir()):
+        if f.suffix != ".png":  # figures may embed render details; the numbers are in the text tables
+            assert f.read_bytes() == (tmp_path / "by-hand" / f.name).read_bytes(), f.name
+    collector_log = next(p for p in (res / ".slurm" / "logs").glob("*_log.out") if "cnn — median" in p.read_text())
+    assert out.output.split("tables written to")[0].rsplit("\n", 2)[0] in collector_log.read_text()
+
+    # Again: nothing new. Then two results deleted: exactly those two are submitted.
+    records = res / ".slurm" / "submissions"
+    assert "nothing to submit (all runs done)" in _submit(grid)
+    assert len(list(records.glob("*.json"))) == 1
+    gone = sorted(res.glob("*.json"))[:2]
+    for f in gone:
+        f.unlink()
+    output = _submit(grid)
+    assert "6 done, 0 queued or running, 2 to submit" in output and "cnn, 2 runs" in output
+    latest = json.loads(sorted(records.glob("*.json"))[-1].read_text())
+    assert set(latest["tasks"]) == {f.stem for f in gone}
+    _wait(grid, res)
+    assert results.done_ids(res) == {r.run_id for r in g.runs}
+
+
+@pytest.mark.timeout(240)
+def test_failed_task_is_reported_with_its_log(tmp_path: Path) -> None:
+    res = tmp_path / "results"
+    # Scenario 3 draws synthetic images from a pool that does not exist: that task fails, scenario 1 succeeds.
+    grid = write_grid(tmp_path / "broken.toml", res, scenarios=["1", "3"], pool=str(tmp_path / "no-such-pool"))
+    _submit(grid)
+    output = _wait(grid, res, expect=1)
+    assert re.search(r"^total\s+1\s+0\s+0\s+1\s+0$", output, re.MULTILINE), output
+    failed = next(r for r in grid_mod.load(grid).runs if r.scenario.name == "3")
+    assert f"{failed.label} [{failed.run_id}] job" in output
+    assert "no-such-pool" in output.split("failed runs")[1], output
+    log = Path(re.search(r"log: (\S+)", output).group(1))
+    assert log.is_file() and "no-such-pool" in log.read_text()
+    code, again = _status(grid)  # without --wait: a report, exit 0
+    assert code == 0 and "failed runs (1)" in again
+
+
+@pytest.mark.timeout(300)
+def test_requeued_task_resumes_from_checkpoint(tmp_path: Path) -> None:
+    # The same run twice, into two results folders: one is requeued mid-training, the other is not.
+    kw = dict(augmentations=["autoaugment"], epochs=14, n_train=1200, size=48)
+    grid_a = write_grid(tmp_path / "a.toml", tmp_path / "a", name="requeued", **kw)
+    grid_b = write_grid(tmp_path / "b.toml", tmp_path / "b", name="straight", **kw)
+    spec = grid_mod.load(grid_a).runs[0]
+    assert spec.run_id == grid_mod.load(grid_b).runs[0].run_id
+    _submit(grid_a)
+    _submit(grid_b)
+    ckpt = results.checkpoint_for(tmp_path / "a", spec.run_id)
+    wait_for(ckpt.exists, 120, "the first checkpoint", tmp_path / "a", interval=0.2)
+    record = json.loads(next((tmp_path / "a" / ".slurm" / "submissions").glob("*.json")).read_text())
+    task = record["tasks"][spec.run_id]
+    assert not results.path_for(tmp_path / "a", spec.run_id).exists(), "too fast to interrupt: add epochs"
+    subprocess.run(["scontrol", "requeue", task["job_id"]], check=True, timeout=30)
+    _wait(grid_a, tmp_path / "a")
+    _wait(grid_b, tmp_path / "b")
+
+    log = Path(task["stderr"]).read_text()
+    m = re.search(r"resumed from checkpoint at epoch (\d+)/14", log)
+    assert m and int(m.group(1)) >= 1, log
+    assert "attempt 2" in log, log
+    a = results.read(results.path_for(tmp_path / "a", spec.run_id))
+    b = results.read(results.path_for(tmp_path / "b", spec.run_id))
+    assert a["timings"]["resumed_from_epoch"] >= 1 and b["timings"]["resumed_from_epoch"] == 0
+    assert a["metrics"] == b["metrics"]
+    assert [h["test_ce"] for h in a["history"]] == [h["test_ce"] for h in b["history"]]
+    assert not ckpt.exists()
