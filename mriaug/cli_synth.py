@@ -108,15 +108,15 @@ def register(app: typer.Typer) -> None:
             data: DataOpt = data_mod.DEFAULT_SOURCE, data_option: DataOptions = None,
             grid: Annotated[Path | None, typer.Option(help="take the data source from a grid")] = None,
             steps: Annotated[int, typer.Option(help="total training steps")] = 20000,
-            batch_size: int = 32, lr: float = 2e-4,
+            batch_size: int = 64, lr: float = 2e-4,
             resolution: Annotated[int | None, typer.Option(help="model resolution (default: the dataset's)")] = None,
             channels: Annotated[str, typer.Option(help="UNet channels per level")] = "32,64,128,256",
             layers_per_block: int = 2,
-            attention: Annotated[bool, typer.Option(help="self-attention on the two coarsest levels")] = True,
+            attention: Annotated[bool, typer.Option(help="self-attention on the coarsest level")] = True,
             classes: Annotated[str | None, typer.Option(help="comma-separated classes (default: all)")] = None,
             kept_for: Annotated[str | None, typer.Option(
                 help="train only on the real images run SCENARIO:SEED keeps (e.g. 4:0)")] = None,
-            checkpoint_every: int = 500, precision: Annotated[str, typer.Option(help="fp32 | bf16")] = "fp32",
+            checkpoint_every: int = 500, precision: Annotated[str, typer.Option(help="bf16 | fp32")] = "bf16",
             device: Annotated[str | None, typer.Option(help="cuda | cpu (default: cuda if available)")] = None,
             seed: int = 0) -> None:
         """Train the class-conditional diffusion model of the `diffusion` generator (checkpointed, resumable)."""

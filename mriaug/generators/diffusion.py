@@ -12,15 +12,18 @@ Generation (SDEdit): the source image is noised to `strength` of the way along t
 denoised with its class label; strength 0 returns the source, 1 ignores it. Noise is seeded per
 (seed, source, variation), so a resumed pool gets the same images.
 
-Cost (measured, see the report of issue 4): the default model (block_out_channels (32, 64, 128, 256),
-2 layers per block, attention at 16x16 and 32x32, 128x128 input, 7.0M parameters) needs about 12.9
-GFLOP per training image (forward + backward, counted with torch's FlopCounterMode). On this
-machine's 2 CPU cores (shared) it trains at about 2 images/s in fp32. ESTIMATE, not measured: on one
-A100/H100 in bf16 at a realistic 15-25% of peak (~300-1000 TFLOP/s dense), that is ~5,000-15,000
-images/s of FLOP budget; small-resolution UNets are launch-bound in practice, so plan on ~1,000-2,000
-images/s. 20k steps at batch 64 (1.28M images, ~250 epochs of the 5,120 training images) is then
-roughly 10-25 GPU-minutes; the same on these CPUs would take about a week. Sampling a pool of 1,000
-variations at 50 DDIM steps and strength 0.5 (25 UNet passes each) is about a minute on a GPU.
+Cost. Default model: block_out_channels (32, 64, 128, 256), 2 ResNet layers per block, self-attention
+at the coarsest level, 128x128 input, 15.5M parameters; 67.5 GFLOP per training image (forward +
+backward, torch's FlopCounterMode), 22.5 GFLOP per denoising pass.
+MEASURED on this project's 2 shared CPU cores (x86-64 with AMX, batch 8): about 3 images/s in fp32 and
+about 6 images/s with bf16 autocast.
+ESTIMATED, not measured (no GPU was available): at 20-40% of bf16 peak, an A100 (312 TFLOP/s) would
+train at roughly 900-1,800 images/s and an H100 (989 TFLOP/s) at roughly 3,000-6,000 (likely less:
+small convolutions rarely keep an H100 busy). The suggested run, 20,000 steps at batch 64 (1.28M
+images, ~250 passes over the 5,120 training images), is then about 12-23 A100-minutes or 4-8
+H100-minutes, against about 2.5 days on the 2 CPU cores in bf16. Sampling 1,000 variations at 50 DDIM
+steps and strength 0.5 (25 passes each, ~560 TFLOP) takes seconds on such a GPU and about 45 minutes
+on the 2 CPU cores (fp32).
 """
 
 from __future__ import annotations
@@ -52,12 +55,12 @@ class DiffusionError(PoolError):
 
 def unet_config(resolution: int, channels: tuple[int, ...] = DEFAULT_CHANNELS, layers_per_block: int = 2,
                 attention: bool = True) -> dict[str, Any]:
-    """A `UNet2DModel` config; attention only on the two coarsest levels, where it is cheap."""
+    """A `UNet2DModel` config; self-attention only on the coarsest level (16x16 at 128 px), where it is cheap."""
     n = len(channels)
     if resolution % 2 ** (n - 1):
         raise DiffusionError(f"diffusion: resolution {resolution} must be divisible by {2 ** (n - 1)} "
                              f"for {n} UNet levels (channels {channels})")
-    attn = [attention and i >= n - 2 and n > 2 for i in range(n)]
+    attn = [attention and i == n - 1 and n > 2 for i in range(n)]
     groups = math.gcd(*channels, 32)
     return {
         "sample_size": resolution, "in_channels": 1, "out_channels": 1, "layers_per_block": layers_per_block,
@@ -99,10 +102,10 @@ def training_rows(dataset: Dataset, classes: list[str] | None = None,
     return rows
 
 
-def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 32, lr: float = 2e-4,
+def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 64, lr: float = 2e-4,
           resolution: int | None = None, channels: tuple[int, ...] = DEFAULT_CHANNELS, layers_per_block: int = 2,
           attention: bool = True, classes: list[str] | None = None, kept_for: tuple[str, int] | None = None,
-          seed: int = 0, checkpoint_every: int = 500, ema_decay: float = 0.999, precision: str = "fp32",
+          seed: int = 0, checkpoint_every: int = 500, ema_decay: float = 0.999, precision: str = "bf16",
           device: str | None = None, progress_bar: bool = True, log: Callable[[str], None] = print,
           stop_after: int | None = None) -> dict[str, Any]:
     """Train (or resume training) to `steps` steps; returns the info written to `diffusion.json`."""
