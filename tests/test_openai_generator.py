@@ -186,3 +186,16 @@ def test_dry_run_estimates_cost_without_key_or_server(tmp_path: Path, dataset: d
     assert r.exit_code == 0 and "/v1/images/edits (my-local-model, 1024x1024, quality low)" in r.output
     r = _synth(tmp_path / "pool", "-s", "colour=blue", "--dry-run")
     assert r.exit_code == 2 and "unknown setting(s) ['colour']" in r.output
+
+
+def test_wrong_key_or_unreachable_server_stops_the_run(tmp_path: Path, env: pytest.MonkeyPatch) -> None:
+    with FakeImageAPI("sk-the-right-key-0000000000") as api:
+        env.setenv("OPENAI_BASE_URL", api.base_url)
+        r = _synth(tmp_path / "pool", *FAST)
+        assert r.exit_code == 2 and "HTTP 401" in r.output and "OPENAI_API_KEY" in r.output
+        assert len(api.requests) <= 3  # at most the requests already in flight, not one per source
+        url = api.base_url
+    env.setenv("OPENAI_BASE_URL", url)  # the server is gone now
+    r = _synth(tmp_path / "pool", *FAST, "-s", "max_attempts=2")
+    assert r.exit_code == 2 and "connection error" in r.output
+    _assert_no_key(tmp_path / "pool", r.output)

@@ -126,6 +126,7 @@ class Outcome:
     budget: bool = False
     attempts: int = 0
     cost: float = 0.0
+    fatal: bool = False  # the whole run must stop (the key or the model is refused)
 
 
 class OpenAIGenerator:
@@ -256,7 +257,9 @@ class OpenAIGenerator:
 
         out = Outcome(src, var)
         png = self._upload(image)
+        unreachable = False
         for attempt in range(1, self.max_attempts + 1):
+            unreachable = False
             if stop.is_set():
                 out.budget = True
                 return out
@@ -278,11 +281,18 @@ class OpenAIGenerator:
                 out.error = f"HTTP {code}: {e.message}"
                 if not retry:
                     out.error = redact(out.error, key)
+                    if code in (401, 403, 404):  # same answer for every source: stop instead of failing them all
+                        out.fatal = True
+                        stop.set()
                     return out
                 headers = e.response.headers
             except openai.APIConnectionError as e:
                 ledger.settle("connection_error", billed=False)
                 out.error = f"connection error: {e}"
+                unreachable = True
+                if attempt < self.max_attempts:
+                    stop.wait(self._delay(attempt, None))
+                continue
             except (openai.APIResponseValidationError, ValueError) as e:
                 ledger.settle("malformed", billed=True)
                 out.cost += ledger.price
@@ -301,6 +311,9 @@ class OpenAIGenerator:
             if attempt < self.max_attempts:
                 stop.wait(self._delay(attempt, headers))
         out.error = redact(f"gave up after {self.max_attempts} attempts; last error: {out.error}", key)
+        if unreachable:  # the server cannot be reached: every other source would wait just as long
+            out.fatal = True
+            stop.set()
         return out
 
     # --- the pool ------------------------------------------------------------------------------
@@ -327,10 +340,11 @@ class OpenAIGenerator:
 
         pending: dict[Future[Outcome], tuple[int, int]] = {}
         it = iter(todo)
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai") as pool:
-            try:
+        fatal: str | None = None
+        try:
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai") as pool:
                 while True:
-                    while not budget_hit and len(pending) < self.concurrency:
+                    while not budget_hit and fatal is None and len(pending) < self.concurrency:
                         nxt = next(it, None)
                         if nxt is None:
                             break
@@ -353,6 +367,8 @@ class OpenAIGenerator:
                             generated += 1
                             since_flush += 1
                             progress(1)
+                        elif o.fatal:
+                            fatal = fatal or o.error
                         elif o.budget:
                             budget_hit = True
                             if o.cost:
@@ -363,11 +379,16 @@ class OpenAIGenerator:
                     if since_flush >= self.flush_every:
                         record()
                         since_flush = 0
-            except BaseException:
-                stop.set()  # wakes retry sleeps; in-flight requests end within their timeout
-                record()
-                raise
-        record()
+        except BaseException:
+            stop.set()  # wakes retry sleeps; in-flight requests end within their timeout
+            raise
+        finally:
+            record()  # after the pool has shut down, so the spend of in-flight requests is counted
+        if fatal is not None:
+            base = self.base_url or os.environ.get("OPENAI_BASE_URL") or "api.openai.com"
+            raise ValueError(f"openai generator: stopped, the server at {base} would fail every request the same "
+                             f"way ({fatal}); check OPENAI_API_KEY, OPENAI_BASE_URL / base_url and the model "
+                             f"({self.model}). {generated} image(s) made before it; a rerun continues.")
         left = len(todo) - generated - sum(1 for t in todo if f"{t[0]}:{t[1]}" in failures)
         summary: dict[str, Any] = {
             "generated": generated,
