@@ -166,3 +166,13 @@ def test_status_without_submissions(tmp_path: Path) -> None:
     st = slurm.grid_status(grid)
     assert st.counts() == {"done": 0, "queued": 0, "running": 0, "failed": 0, "unsubmitted": 3}
     assert "3 runs not submitted yet" in slurm.render_status(st)
+
+
+def test_container_recipe_installs_like_ci() -> None:
+    recipe = (ROOT / "containers" / "mriaug.def").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install -q -e '.[dev]'" in makefile  # how `make venv` (and CI) install the package
+    assert re.search(r"^\s*/opt/venv/bin/pip install --no-cache-dir -e '\.\[dev\]'$", recipe, re.MULTILINE)
+    assert re.search(r"^From: nvidia/cuda:\S+", recipe, re.MULTILINE)
+    assert "HF_HUB_OFFLINE=1" in recipe
+    assert "apptainer build containers/mriaug.sif containers/mriaug.def" in makefile

@@ -118,7 +118,7 @@ def test_failed_task_is_reported_with_its_log(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_requeued_task_resumes_from_checkpoint(tmp_path: Path) -> None:
     # The same run twice, into two results folders: one is requeued mid-training, the other is not.
-    kw = dict(augmentations=["autoaugment"], epochs=14, n_train=1200, size=48)
+    kw = dict(augmentations=["autoaugment"], epochs=30, n_train=1200, size=48)
     grid_a = write_grid(tmp_path / "a.toml", tmp_path / "a", name="requeued", **kw)
     grid_b = write_grid(tmp_path / "b.toml", tmp_path / "b", name="straight", **kw)
     spec = grid_mod.load(grid_a).runs[0]
@@ -135,7 +135,7 @@ def test_requeued_task_resumes_from_checkpoint(tmp_path: Path) -> None:
     _wait(grid_b, tmp_path / "b")
 
     log = Path(task["stderr"]).read_text()
-    m = re.search(r"resumed from checkpoint at epoch (\d+)/14", log)
+    m = re.search(r"resumed from checkpoint at epoch (\d+)/30", log)
     assert m and int(m.group(1)) >= 1, log
     assert "attempt 2" in log, log
     a = results.read(results.path_for(tmp_path / "a", spec.run_id))
