@@ -86,6 +86,8 @@ def make_pool(dataset: Dataset, out: str | Path, generator: str, *, classes: lis
 
     options = dict(options or {})
     if max_cost is not None:
+        if generator != "openai":
+            raise ValueError(f"--max-cost applies to the paid generator (openai); {generator} costs nothing")
         options["max_cost_usd"] = max_cost
     gen = build_generator(generator, options)
     extra = {"generator_params": gen.params()}
