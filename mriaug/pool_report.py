@@ -89,7 +89,7 @@ def figure(pool: pools.Pool, dataset: data_mod.Dataset, per_class: int = 4, seed
 
     classes = [c for c in range(len(CLASSES)) if (pool.labels == c).any()]
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(2 * max(len(classes), 1), per_class, figsize=(1.8 * per_class, 3.7 * max(len(classes), 1)),
+    fig, axes = plt.subplots(2 * max(len(classes), 1), per_class, figsize=(1.8 * per_class, 3.5 * max(len(classes), 1)),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
