@@ -685,13 +685,15 @@ def wait(grid: Grid, *, interval: float = 10.0, timeout: float | None = None,
          echo: Any = print) -> GridStatus:
     """Poll until no run is queued or running and the latest collector left the queue."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    last = None
+    last, last_at = None, 0.0
     while True:
         st = grid_status(grid)
         line = progress_line(st)
-        if line.split(" ", 1)[1] != last:  # print on change only, keeps CI logs short
-            echo(line)
-            last = line.split(" ", 1)[1]
+        counts = line.split(" ", 1)[1]
+        # On change, or every few minutes as a sign of life: keeps CI logs short.
+        if counts != last or time.monotonic() - last_at > 300:
+            echo(line + ("" if st.squeue_ok else " (squeue did not answer)"))
+            last, last_at = counts, time.monotonic()
         collector_busy = bool(st.collector and st.collector["state"] in QUEUED_STATES | RUNNING_STATES)
         if not st.active and not collector_busy:
             return st
