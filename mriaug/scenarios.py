@@ -94,15 +94,29 @@ class Mix:
     counts_synthetic: dict[str, int]
 
 
+def _rng(seed: int, label: int, stream: int) -> np.random.Generator:
+    # One stream per (seed, class, purpose): which real images a run keeps never depends on the pool.
+    return np.random.default_rng([seed, 0x5EED, label, stream])
+
+
+def kept_rows(dataset: Dataset, scenario: Scenario, seed: int, label: int) -> np.ndarray:
+    """The real train rows of one class that run (scenario, seed) keeps, sorted."""
+    rows = np.flatnonzero(dataset.train_y == label)
+    k = min(round_half_up(scenario.real_fraction[label] * len(rows)), len(rows))
+    return np.sort(_rng(seed, label, 0).choice(rows, k, replace=False))
+
+
+def kept_real(dataset: Dataset, scenario: Scenario, seed: int) -> np.ndarray:
+    """Every real train row that run (scenario, seed) keeps, sorted."""
+    return np.sort(np.concatenate([kept_rows(dataset, scenario, seed, c) for c in range(NUM_CLASSES)]))
+
+
 def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> Mix:
-    rng = np.random.default_rng([seed, 0x5EED])
     real_idx, syn_idx = [], []
     counts_real, counts_syn = {}, {}
     for c, name in enumerate(CLASSES):
-        rows = np.flatnonzero(dataset.train_y == c)
-        n = len(rows)
-        k = min(round_half_up(scenario.real_fraction[c] * n), n)
-        kept = np.sort(rng.choice(rows, k, replace=False))
+        n = int((dataset.train_y == c).sum())
+        kept = kept_rows(dataset, scenario, seed, c)
         m = round_half_up(scenario.synthetic_fraction[c] * n)
         chosen = np.zeros(0, np.int64)
         if m:
@@ -112,16 +126,16 @@ def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> M
             if len(avail) < m:
                 raise PoolError(
                     f"scenario {scenario.name}, seed {seed}: needs {m} synthetic {name} images whose sources are "
-                    f"among the {k} kept real ones; pool {pool.path} has {len(avail)} such "
+                    f"among the {len(kept)} kept real ones; pool {pool.path} has {len(avail)} such "
                     f"({int((pool.labels == c).sum())} {name} images in all)"
                 )
-            chosen = np.sort(rng.choice(avail, m, replace=False))
+            chosen = np.sort(_rng(seed, c, 1).choice(avail, m, replace=False))
             # The guard the study rests on: never a variation of a dropped or test image.
             if not np.isin(pool.sources[chosen], kept).all():
                 raise PoolError(f"internal: synthetic image of a dropped source selected ({name})")
         real_idx.append(kept)
         syn_idx.append(chosen)
-        counts_real[name] = int(k)
+        counts_real[name] = len(kept)
         counts_syn[name] = int(m)
     return Mix(np.concatenate(real_idx), np.concatenate(syn_idx), counts_real, counts_syn)
 

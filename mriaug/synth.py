@@ -15,7 +15,7 @@ import numpy as np
 from . import generators
 from .classes import CLASSES, class_index
 from .data import Dataset
-from .pools import Pool, PoolWriter
+from .pools import PoolWriter
 
 
 def plan(dataset: Dataset, classes: list[str] | None, per_source: int, max_sources: int | None,
@@ -35,23 +35,13 @@ def plan(dataset: Dataset, classes: list[str] | None, per_source: int, max_sourc
     return todo
 
 
-def kept_rows(dataset: Dataset, scenario: str, seed: int, per_source: int = 1) -> np.ndarray:
-    """The real train rows that run (scenario, seed) keeps.
-
-    `scenarios.mix` draws the synthetic rows from the same random stream as the kept rows, so the kept
-    rows of a later class depend on how many pool images an earlier class had available. We ask `mix`
-    with a stand-in pool holding `per_source` variations of every train row: a pool made from exactly
-    the kept rows with `per_source` variations each then offers the same counts, and so the same kept rows.
-    """
+def kept_rows(dataset: Dataset, scenario: str, seed: int) -> np.ndarray:
+    """The real train rows that run (scenario, seed) keeps: the only valid sources for its pool."""
     from . import scenarios
 
     if scenario not in scenarios.SCENARIOS:
         raise ValueError(f"kept-for: unknown scenario {scenario!r}; known: {', '.join(scenarios.SCENARIOS)}")
-    n = len(dataset.train_y)
-    src = np.repeat(np.arange(n), per_source)
-    stand_in = Pool(path=Path("<every train row>"), images=np.zeros((0, 1, 1), np.uint8),
-                    labels=dataset.train_y[src].astype(np.int64), sources=src, entries=[], meta={}, fingerprint="")
-    return np.sort(scenarios.mix(dataset, scenarios.SCENARIOS[scenario], seed, stand_in).real_index)
+    return scenarios.kept_real(dataset, scenarios.SCENARIOS[scenario], seed)
 
 
 def parse_kept_for(value: str | None) -> tuple[str, int] | None:
@@ -93,7 +83,7 @@ def make_pool(dataset: Dataset, out: str | Path, generator: str, *, classes: lis
     extra = {"generator_params": gen.params()}
     allowed = None
     if kept_for is not None:
-        allowed = kept_rows(dataset, kept_for[0], kept_for[1], per_source)
+        allowed = kept_rows(dataset, kept_for[0], kept_for[1])
         extra["kept_for"] = {"scenario": kept_for[0], "seed": kept_for[1]}
     writer = PoolWriter(out, dataset, generator, extra)
     todo = plan(dataset, classes, per_source, max_sources, seed, writer.done(), allowed)
