@@ -57,7 +57,9 @@ def submit(grid: GridArg,
            profile: Annotated[Path, typer.Option(help="cluster profile, e.g. slurm/local.toml")],
            dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be submitted")] = False
            ) -> None:
-    """Submit the grid's missing runs as Slurm array jobs (one task per run) plus a collector job."""
+    """Submit the grid's missing runs to Slurm: an array task per run, then a collector job.
+
+    Runs with a result, or still queued or running, are not submitted again. See slurm/README.md."""
     from . import slurm
     from .cli import _fail
 
@@ -79,7 +81,7 @@ def submit(grid: GridArg,
     except Exception as e:  # sbatch refusing a job (bad partition, account, ...) is the usual cause
         raise _fail(f"submission failed: {e}") from e
     for a in s.arrays:
-        typer.echo(f"submitted array {a.job_id}: {a.model}, {len(a.runs)} runs")
+        typer.echo(f"submitted array {a.job_id}: {a.model}, {len(a.runs)} run{'s' if len(a.runs) != 1 else ''}")
     typer.echo(f"submitted collector {s.collector_id} (afterany on {len(s.arrays)} arrays)")
     typer.echo(f"record: {s.record}")
     typer.echo(f"follow with: mriaug status {grid} --wait")
@@ -90,8 +92,11 @@ def status(grid: GridArg,
            interval: Annotated[float, typer.Option(help="seconds between polls with --wait")] = 10.0,
            timeout: Annotated[float | None, typer.Option(help="give up waiting after this many seconds")] = None
            ) -> None:
-    """Per model and scenario: runs done, queued, running, failed; where failed runs' logs are.
-    With --wait: exit 0 when all runs are done, 1 when any failed or was never submitted, 3 on timeout."""
+    """Runs done, queued, running and failed per model and scenario (results folder + squeue).
+
+    Failed runs are listed with their error and log. With --wait: poll until nothing is queued or running
+    (and the collector ended); exit 0 when all runs are done, 1 when any failed or was never submitted,
+    3 on timeout."""
     from . import slurm
 
     g = _load_grid(grid)
