@@ -116,31 +116,37 @@ def test_failed_task_is_reported_with_its_log(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_requeued_task_resumes_from_checkpoint(tmp_path: Path) -> None:
-    # The same run twice, into two results folders: one is requeued mid-training, the other is not.
+def test_interrupted_tasks_resume_from_checkpoint(tmp_path: Path) -> None:
+    # The same run three times, into three results folders: one requeued with `scontrol requeue` (no warning,
+    # like a node failure), one sent the USR2 warning signal (preemption / time limit: submitit requeues it),
+    # one left alone. Both interrupted runs must end with the uninterrupted run's metrics.
     kw = dict(augmentations=["autoaugment"], epochs=30, n_train=1200, size=48)
-    grid_a = write_grid(tmp_path / "a.toml", tmp_path / "a", name="requeued", **kw)
-    grid_b = write_grid(tmp_path / "b.toml", tmp_path / "b", name="straight", **kw)
-    spec = grid_mod.load(grid_a).runs[0]
-    assert spec.run_id == grid_mod.load(grid_b).runs[0].run_id
-    _submit(grid_a)
-    _submit(grid_b)
-    ckpt = results.checkpoint_for(tmp_path / "a", spec.run_id)
-    wait_for(ckpt.exists, 120, "the first checkpoint", tmp_path / "a", interval=0.2)
-    record = json.loads(next((tmp_path / "a" / ".slurm" / "submissions").glob("*.json")).read_text())
-    task = record["tasks"][spec.run_id]
-    assert not results.path_for(tmp_path / "a", spec.run_id).exists(), "too fast to interrupt: add epochs"
-    subprocess.run(["scontrol", "requeue", task["job_id"]], check=True, timeout=30)
-    _wait(grid_a, tmp_path / "a")
-    _wait(grid_b, tmp_path / "b")
+    names = ("requeued", "signalled", "straight")
+    grids = {n: write_grid(tmp_path / f"{n}.toml", tmp_path / n, name=n, **kw) for n in names}
+    spec = grid_mod.load(grids["straight"]).runs[0]
+    assert {grid_mod.load(g).runs[0].run_id for g in grids.values()} == {spec.run_id}
+    for n in names:  # the interrupted ones first: they take the node's two CPUs
+        _submit(grids[n])
+    tasks = {}
+    for n in ("requeued", "signalled"):
+        wait_for(results.checkpoint_for(tmp_path / n, spec.run_id).exists, 120, f"the first checkpoint of {n}",
+                 tmp_path / n, interval=0.2)
+        assert not results.path_for(tmp_path / n, spec.run_id).exists(), "too fast to interrupt: add epochs"
+        record = json.loads(next((tmp_path / n / ".slurm" / "submissions").glob("*.json")).read_text())
+        tasks[n] = record["tasks"][spec.run_id]
+        cmd = ["scontrol", "requeue"] if n == "requeued" else ["scancel", "--signal=USR2"]
+        subprocess.run([*cmd, tasks[n]["job_id"]], check=True, timeout=30)
+    for n in names:
+        _wait(grids[n], tmp_path / n)
 
-    log = Path(task["stderr"]).read_text()
-    m = re.search(r"resumed from checkpoint at epoch (\d+)/30", log)
-    assert m and int(m.group(1)) >= 1, log
-    assert "attempt 2" in log, log
-    a = results.read(results.path_for(tmp_path / "a", spec.run_id))
-    b = results.read(results.path_for(tmp_path / "b", spec.run_id))
-    assert a["timings"]["resumed_from_epoch"] >= 1 and b["timings"]["resumed_from_epoch"] == 0
-    assert a["metrics"] == b["metrics"]
-    assert [h["test_ce"] for h in a["history"]] == [h["test_ce"] for h in b["history"]]
-    assert not ckpt.exists()
+    straight = results.read(results.path_for(tmp_path / "straight", spec.run_id))
+    assert straight["timings"]["resumed_from_epoch"] == 0
+    for n in ("requeued", "signalled"):
+        log = Path(tasks[n]["stderr"]).read_text()
+        m = re.search(r"resumed from checkpoint at epoch (\d+)/30", log)
+        assert m and int(m.group(1)) >= 1 and "attempt 2" in log, f"{n}:\n{log}"
+        r = results.read(results.path_for(tmp_path / n, spec.run_id))
+        assert r["timings"]["resumed_from_epoch"] >= 1, n
+        assert r["metrics"] == straight["metrics"], n
+        assert [h["test_ce"] for h in r["history"]] == [h["test_ce"] for h in straight["history"]], n
+        assert not results.checkpoint_for(tmp_path / n, spec.run_id).exists(), n
