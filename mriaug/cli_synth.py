@@ -34,6 +34,32 @@ def _settings(items: list[str] | None) -> dict[str, object]:
     return out
 
 
+Profile = Annotated[Path | None, typer.Option(
+    help="submit this command as one Slurm job with this cluster profile instead of running it here")]
+
+
+def _submit_self(profile: Path, job: str, out: Path) -> None:
+    """Send the command line being run, less --profile, to Slurm as one job (see mriaug/slurm.py)."""
+    import sys
+
+    from . import slurm
+
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--profile":
+            skip = True
+        elif not a.startswith("--profile="):
+            argv.append(a)
+    try:
+        j = slurm.submit_command(slurm.load_profile(profile), job, argv, out)
+    except (slurm.ProfileError, slurm.SlurmError) as e:
+        raise _fail(str(e)) from e
+    typer.echo(f"submitted job {j.job_id}: mriaug {' '.join(argv)}")
+    typer.echo(f"log: {j.paths.stderr}")
+
+
 def register(app: typer.Typer) -> None:
     synth_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                             help="Make synthetic pools, train the local diffusion model, report on pools.")
@@ -55,7 +81,7 @@ def register(app: typer.Typer) -> None:
               max_cost: Annotated[float | None, typer.Option(
                   help="stop when the pool's total spend (USD, all runs) would exceed this")] = None,
               report: Annotated[bool, typer.Option(help="write report.png/report.json at the end")] = True,
-              seed: int = 0) -> None:
+              seed: int = 0, profile: Profile = None) -> None:
         """Make a synthetic pool from training images (resumable: done sources are skipped)."""
         if ctx.invoked_subcommand:
             return
@@ -68,6 +94,8 @@ def register(app: typer.Typer) -> None:
             spec, out = g.data, out or (Path(g.pool) if g.pool else None)
         if out is None:
             raise _fail("--out is required (or a --grid that sets pool)")
+        if profile and not dry_run:
+            return _submit_self(profile, "synth", out)
         options = _settings(setting)
         ds = _load_data(spec)
         try:
@@ -118,10 +146,12 @@ def register(app: typer.Typer) -> None:
                 help="train only on the real images run SCENARIO:SEED keeps (e.g. 4:0)")] = None,
             checkpoint_every: int = 500, precision: Annotated[str, typer.Option(help="bf16 | fp32")] = "bf16",
             device: Annotated[str | None, typer.Option(help="cuda | cpu (default: cuda if available)")] = None,
-            seed: int = 0) -> None:
+            seed: int = 0, profile: Profile = None) -> None:
         """Train the class-conditional diffusion model of the `diffusion` generator (checkpointed, resumable)."""
         from .generators import diffusion
 
+        if profile:
+            return _submit_self(profile, "diffusion", out)
         spec = _spec(data, data_option)
         if grid:
             try:

@@ -36,6 +36,9 @@ from .spec import RunSpec
 
 # Always set in jobs: compute nodes read the caches `mriaug prefetch` filled and never reach the hub.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+# One-off jobs besides the runs, with their own [resources.NAME] table (else [resources.default]).
+COMMAND_JOBS = {"synth": "pool generation (`mriaug synth --profile`)",
+                "diffusion": "diffusion training (`mriaug synth train-diffusion --profile`)"}
 TOP_KEYS = {"name", "array_parallelism", "max_array_size", "max_requeues", "signal_delay_s", "setup", "pass_env",
             "env", "sbatch", "resources", "collector", "container"}
 RESOURCE_KEYS = {"partition", "account", "qos", "gpus", "cpus", "mem_gb", "time", "constraint"}
@@ -225,8 +228,9 @@ def load_profile(path: str | Path) -> Profile:
     for name, table in res_doc.items():
         if name == "default":
             continue
-        if name not in models.MODELS:
-            raise r.fail(f"resources.{name}", None, f"unknown model; known: default, {', '.join(models.MODELS)}")
+        if name not in models.MODELS and name not in COMMAND_JOBS:
+            known = ", ".join(["default", *models.MODELS, *COMMAND_JOBS])
+            raise r.fail(f"resources.{name}", None, f"unknown model or job; known: {known}")
         resources[name] = r.resources(f"resources.{name}", table, default or Resources())
     base = default or Resources()
     collector = r.resources("collector", doc["collector"], Resources(
@@ -360,6 +364,36 @@ class RunTask(submitit.helpers.Checkpointable):
             raise
         failure_path(results_dir, spec.run_id).unlink(missing_ok=True)
         return {"run_id": r["run_id"], "test_ce": r["metrics"]["test_ce"]}
+
+
+class CommandTask(submitit.helpers.Checkpointable):
+    """A one-off job running an `mriaug` command line (pool generation, diffusion training). Both resume
+    from what they wrote to disk, so a requeue simply runs the same command again."""
+
+    def __call__(self, argv: list[str]) -> int:
+        from .cli import app
+
+        print(f"mriaug job: mriaug {shlex.join(argv)} on {os.uname().nodename}, "
+              f"attempt {int(os.environ.get('SLURM_RESTART_COUNT', 0)) + 1}", file=sys.stderr, flush=True)
+        rc = app(argv, prog_name="mriaug", standalone_mode=False)
+        if isinstance(rc, int) and rc != 0:
+            raise SlurmError(f"`mriaug {shlex.join(argv)}` exited with status {rc}")
+        return 0
+
+
+def submit_command(profile: Profile, job: str, argv: list[str], out_dir: Path) -> submitit.Job:
+    """Submit one CommandTask; its logs go to OUT_DIR/.slurm/logs, OUT_DIR is bound into the container."""
+    if job not in COMMAND_JOBS:
+        raise SlurmError(f"unknown job kind {job!r}; known: {', '.join(COMMAND_JOBS)}")
+    c = profile.container
+    if c and not c.image.is_file():
+        raise ProfileError(f"{profile.path}: container.image: {c.image} does not exist; build it with "
+                           "`make container`")
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ex = executor(profile, profile.for_model(job), folder=slurm_dir(out_dir) / "logs", workdir=Path.cwd(),
+                  results_dir=out_dir, name=f"mriaug-{job}")
+    return ex.submit(CommandTask(), argv)
 
 
 def collect_task(results_dir: str) -> int:

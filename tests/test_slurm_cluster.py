@@ -150,3 +150,40 @@ def test_interrupted_tasks_resume_from_checkpoint(tmp_path: Path) -> None:
         assert r["metrics"] == straight["metrics"], n
         assert [h["test_ce"] for h in r["history"]] == [h["test_ce"] for h in straight["history"]], n
         assert not results.checkpoint_for(tmp_path / n, spec.run_id).exists(), n
+
+
+@pytest.mark.timeout(300)
+def test_pool_generation_and_diffusion_training_as_slurm_jobs(tmp_path: Path) -> None:
+    """`mriaug synth ... --profile` and `mriaug synth train-diffusion ... --profile` each become one job
+    that runs the same command (less --profile) and leaves the same files a local run would."""
+    import os
+    import sys
+
+    mriaug = str(Path(sys.executable).with_name("mriaug"))
+    data = ["--data", "phantom", "-o", "n_train=160", "-o", "n_test=64", "-o", "size=32"]
+    profile = ["--profile", str(ROOT / "slurm" / "local.toml")]
+    env = dict(os.environ)
+    pool, model = tmp_path / "pool", tmp_path / "dm"
+    jobs = []
+    for argv, out in (
+        (["synth", *data, "--out", str(pool), "--classes", "Moderate_Demented", *profile], pool),
+        (["synth", "train-diffusion", *data, "--out", str(model), "--steps", "2", "--batch-size", "4",
+          "--channels", "8,16", "--layers-per-block", "1", "--no-attention", "--precision", "fp32", *profile], model),
+    ):
+        r = subprocess.run([mriaug, *argv], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+        assert r.returncode == 0, r.stdout + r.stderr
+        job = re.search(r"submitted job (\d+)", r.stdout)
+        assert job, r.stdout
+        assert "--profile" not in r.stdout
+        jobs.append((job.group(1), out))
+    for job_id, out in jobs:
+        wait_for(lambda j=job_id: not re.search(rf"^{j}\b", squeue(), re.MULTILINE), 240, f"job {job_id}", out)
+        log = (out / ".slurm" / "logs" / f"{job_id}_0_log.err").read_text()
+        assert "mriaug job: mriaug synth" in log and "attempt 1" in log, log
+    from mriaug import data as data_mod
+    from mriaug import pools
+
+    ds = data_mod.load(data_mod.DataSpec("phantom", {"n_train": 160, "n_test": 64, "size": 32}))
+    p = pools.load(pool, ds)
+    assert len(p.labels) == ds.counts("train")["Moderate_Demented"]
+    assert (model / "checkpoint.pt").is_file(), f"no diffusion checkpoint in {model}\n{diagnostics(model)}"
