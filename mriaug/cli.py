@@ -38,19 +38,34 @@ def _value(v: str) -> Any:
             return cast(v)
         except ValueError:
             pass
-    if v.startswith("{"):
+    if v.startswith(("{", "[")):
         return json.loads(v)
     return {"true": True, "false": False}.get(v.lower(), v)
 
 
+def pairs(items: list[str] | None, flag: str, keep_str: tuple[str, ...] = ()) -> dict[str, Any]:
+    """KEY=VALUE options (numbers, booleans and JSON parsed, except keys in keep_str); errors name the option."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise _fail(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            out[k.strip()] = v if k.strip() in keep_str else _value(v)
+        except json.JSONDecodeError as e:
+            raise _fail(f"{flag} {item!r}: the value is not valid JSON ({e.msg} at column {e.colno})") from e
+    return out
+
+
 def _spec(source: str, options: list[str] | None) -> data_mod.DataSpec:
-    opts = {}
-    for item in options or []:
-        if "=" not in item:
-            raise _fail(f"--data-option {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        opts[k] = _value(v)
-    return data_mod.DataSpec(source, opts)
+    return data_mod.DataSpec(source, pairs(options, "--data-option"))
+
+
+def _grid(path: Path) -> grid_mod.Grid:
+    try:
+        return grid_mod.load(path)
+    except grid_mod.GridError as e:
+        raise _fail(str(e)) from e
 
 
 def _load_data(spec: data_mod.DataSpec) -> data_mod.Dataset:
@@ -87,11 +102,14 @@ def prefetch(grid: Annotated[Path | None, typer.Option(help="warm what every run
              ) -> None:
     """Download the dataset and pretrained weights into the caches runs read (needs internet)."""
     if grid:
-        g = grid_mod.load(grid)
+        g = _grid(grid)
         spec, archs = g.data, {hp["arch"] for hp in g.hparams.values() if hp["pretrained"] and not hp["weights"]}
     else:
         spec = _spec(data, data_option)
-        archs = {grid_mod.thesis_hparams(m)["arch"] for m in (model or []) if models.entry(m).pretrained_by_default}
+        try:
+            archs = {grid_mod.grid_hparams(m)["arch"] for m in (model or []) if models.entry(m).pretrained_by_default}
+        except USER_ERRORS as e:
+            raise _fail(str(e)) from e
     ds = _load_data(spec)
     typer.echo(f"dataset {spec.source}: {len(ds.train_y)} train / {len(ds.test_y)} test, fingerprint {ds.fingerprint}")
     for arch in sorted(archs):
@@ -110,21 +128,29 @@ def run(model: Annotated[str, typer.Option(help="cnn | resnet18 | vit")],
         data: DataOpt = data_mod.DEFAULT_SOURCE, data_option: DataOptions = None,
         pool: Annotated[str | None, typer.Option(help="synthetic pool folder (scenarios 3-6)")] = None,
         out: Annotated[Path, typer.Option(help="results folder")] = Path("results/runs"),
-        epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
-        resolution: int | None = None,
+        grid: Annotated[Path | None, typer.Option(
+            help="take the model's hyper-parameters from this grid (default jobs/thesis.toml)")] = None,
+        epochs: Annotated[int | None, typer.Option(help="override the grid's epochs")] = None,
+        lr: Annotated[float | None, typer.Option(help="override the learning rate")] = None,
+        batch_size: Annotated[int | None, typer.Option(help="override the batch size")] = None,
+        resolution: Annotated[int | None, typer.Option(help="override the input resolution")] = None,
         pretrained: Annotated[bool | None, typer.Option("--pretrained/--no-pretrained")] = None,
         weights: Annotated[str | None, typer.Option(help="local pretrained weights file")] = None,
-        device: str | None = None, save_weights: bool = False) -> None:
+        device: Annotated[str | None, typer.Option(help="cuda | cpu (default: cuda when available)")] = None,
+        save_weights: Annotated[bool, typer.Option(help="also write the trained weights (.safetensors)")] = False,
+        ) -> None:
     """Train and evaluate one run (hyper-parameters default to jobs/thesis.toml); write its JSON result."""
-    from .spec import RunSpec
+    from .spec import RunSpec, validate_hparams
     from .train import execute
 
     try:
-        hp = grid_mod.thesis_hparams(model)
+        hp = grid_mod.grid_hparams(model, grid)
         for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size, resolution=resolution,
                          pretrained=pretrained, weights=weights).items():
             if v is not None:
                 hp[k] = v
+        for key, problem in validate_hparams(model, hp):
+            raise ValueError(f"{key}: {problem}")
         if scenario not in scenarios.SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; presets: {', '.join(scenarios.SCENARIOS)}")
         spec = RunSpec(model, scenarios.SCENARIOS[scenario], aug, seed, hp, _spec(data, data_option), pool)
@@ -139,17 +165,14 @@ def run(model: Annotated[str, typer.Option(help="cnn | resnet18 | vit")],
 
 @app.command("grid")
 def grid_cmd(file: Annotated[Path, typer.Argument(help="grid file, e.g. jobs/smoke.toml")],
-             device: str | None = None,
+             device: Annotated[str | None, typer.Option(help="cuda | cpu (default: cuda when available)")] = None,
              verbose: Annotated[bool, typer.Option(help="per-epoch lines")] = False) -> None:
     """Run every run of a grid on this machine, skipping finished ones, then print the tables."""
     from tqdm import tqdm
 
     from .train import execute
 
-    try:
-        g = grid_mod.load(file)
-    except grid_mod.GridError as e:
-        raise _fail(str(e)) from e
+    g = _grid(file)
     done = results.done_ids(g.results)
     todo = [r for r in g.runs if r.run_id not in done]
     typer.echo(f"grid {g.name}: {len(g.runs)} runs, {len(g.runs) - len(todo)} done, {len(todo)} to run -> {g.results}")
@@ -161,11 +184,14 @@ def grid_cmd(file: Annotated[Path, typer.Argument(help="grid file, e.g. jobs/smo
                 execute(spec, g.results, device=device, save_weights=g.save_weights, log=log)
             except (*USER_ERRORS, pools.PoolError) as e:
                 raise _fail(f"{spec.label}: {e}") from e
-    _collect(g.results, g.results / "tables")
+    _collect(g.results, g.results / "tables", run_ids={r.run_id for r in g.runs})
 
 
-def _collect(results_dir: Path, out: Path, versus_thesis: bool = False) -> collect_mod.Collected:
-    c = collect_mod.gather(results_dir)
+def _collect(results_dir: Path, out: Path, versus_thesis: bool = False,
+             run_ids: set[str] | None = None) -> collect_mod.Collected:
+    c = collect_mod.gather(results_dir, run_ids)
+    for warning in c.warnings:
+        typer.secho(f"warning: {warning}", fg="yellow", err=True)
     for err in c.errors:
         typer.secho(f"skipped: {err}", fg="yellow", err=True)
     typer.echo(collect_mod.render(c, versus_thesis))
@@ -178,11 +204,14 @@ def _collect(results_dir: Path, out: Path, versus_thesis: bool = False) -> colle
 def collect(results_dir: Annotated[Path, typer.Argument(help="folder of run results")],
             out: Annotated[Path | None, typer.Option(help="where tables go (default RESULTS_DIR/tables)")] = None,
             thesis: Annotated[bool, typer.Option(help="also print our medians beside the thesis's")] = False,
+            grid: Annotated[Path | None, typer.Option(
+                help="only the runs of this grid (others in the folder, e.g. of an earlier version, left out)")] = None,
             ) -> None:
     """Print the thesis tables (median test CE per cell) and write CSV, Markdown, LaTeX and a figure."""
     if not results_dir.is_dir():
         raise _fail(f"results folder {results_dir} does not exist")
-    _collect(results_dir, out or results_dir / "tables", thesis)
+    ids = {r.run_id for r in _grid(grid).runs} if grid else None
+    _collect(results_dir, out or results_dir / "tables", thesis, ids)
 
 
 def _register_subcommands() -> None:

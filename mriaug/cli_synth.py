@@ -16,7 +16,7 @@ from . import data as data_mod
 from . import grid as grid_mod
 from . import pool_report
 from . import synth as synth_mod
-from .cli import USER_ERRORS, DataOpt, DataOptions, _fail, _load_data, _spec, _value
+from .cli import USER_ERRORS, DataOpt, DataOptions, _fail, _load_data, _spec, pairs
 
 Settings = Annotated[list[str] | None, typer.Option(
     "--setting", "-s", help="generator setting KEY=VALUE, e.g. -s endpoint=edit -s model=gpt-image-2 "
@@ -24,14 +24,8 @@ Settings = Annotated[list[str] | None, typer.Option(
 
 
 def _settings(items: list[str] | None) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise _fail(f"--setting {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        # Prompts and model names stay strings; numbers and booleans are parsed.
-        out[k.strip()] = v if k.strip() in ("prompt", "model", "base_url", "size", "checkpoint") else _value(v)
-    return out
+    # Prompts and model names stay strings; numbers and booleans are parsed.
+    return pairs(items, "--setting", keep_str=("prompt", "model", "base_url", "size", "checkpoint"))
 
 
 Profile = Annotated[Path | None, typer.Option(
@@ -81,7 +75,8 @@ def register(app: typer.Typer) -> None:
               max_cost: Annotated[float | None, typer.Option(
                   help="stop when the pool's total spend (USD, all runs) would exceed this")] = None,
               report: Annotated[bool, typer.Option(help="write report.png/report.json at the end")] = True,
-              seed: int = 0, profile: Profile = None) -> None:
+              seed: Annotated[int, typer.Option(help="which sources --max-sources picks (generators take -s seed)")]
+              = 0, profile: Profile = None) -> None:
         """Make a synthetic pool from training images (resumable: done sources are skipped)."""
         if ctx.invoked_subcommand:
             return

@@ -16,10 +16,19 @@ LONG_COLUMNS = ["run_id", "model", "scenario", "augmentation", "seed", "test_ce"
                 "pool_fingerprint", "train_s", "file"]
 
 
+def _thesis_shape(cells: pd.Series) -> pd.DataFrame:
+    """(scenario, augmentation) -> cell text, as a table: a row per scenario, the thesis's column names."""
+    t = cells.unstack("augmentation")[list(augment.AUGMENTATIONS)].rename(columns=augment.LABELS)
+    t.index = [f"Scenario {s}" for s in t.index]
+    t.index.name = "scenario"
+    return t
+
+
 @dataclass
 class Collected:
     runs: pd.DataFrame
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def medians(self, model: str) -> pd.DataFrame:
         """Median test CE and seed count per (scenario, augmentation) of one model, every cell present."""
@@ -32,12 +41,8 @@ class Collected:
     def table(self, model: str) -> pd.DataFrame:
         """The thesis's shape: a row per scenario, a column per augmentation, 'median (n=k)' cells."""
         m = self.medians(model)
-        cells = m.apply(lambda r: "— (n=0)" if r["count"] == 0 else f"{r['median']:.3f} (n={int(r['count'])})",
-                        axis=1).unstack("augmentation")
-        cells = cells[list(augment.AUGMENTATIONS)].rename(columns=augment.LABELS)
-        cells.index = [f"Scenario {s}" for s in cells.index]
-        cells.index.name = "scenario"
-        return cells
+        return _thesis_shape(m.apply(
+            lambda r: "— (n=0)" if r["count"] == 0 else f"{r['median']:.3f} (n={int(r['count'])})", axis=1))
 
     def versus_thesis(self, model: str) -> pd.DataFrame:
         """Our median beside the thesis's (Tables 7.x), 'ours / thesis' per cell; '—' where either is missing."""
@@ -48,12 +53,8 @@ class Collected:
         def fmt(v: float) -> str:
             return "—" if pd.isna(v) else f"{v:.3f}"
 
-        cells = pd.Series({k: f"{fmt(ours.get(k))} / {fmt(th.get(k))}" for k in ours.index}, name="cell")
-        cells.index = pd.MultiIndex.from_tuples(cells.index, names=["scenario", "augmentation"])
-        t = cells.unstack("augmentation")[list(augment.AUGMENTATIONS)].rename(columns=augment.LABELS)
-        t.index = [f"Scenario {s}" for s in t.index]
-        t.index.name = "scenario"
-        return t
+        cells = pd.Series([f"{fmt(ours.get(k))} / {fmt(th.get(k))}" for k in ours.index], index=ours.index)
+        return _thesis_shape(cells)
 
     def figure(self, model: str, path: Path) -> bool:
         """Box plot of test CE per cell (seeds as points): the spread the medians hide."""
@@ -104,9 +105,12 @@ def thesis_medians() -> pd.DataFrame:
     return df.dropna(subset=["median_test_ce"])
 
 
-def gather(results_dir: str | Path) -> Collected:
+def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collected:
+    """Every valid result in a folder (only `run_ids` when given); invalid files are named in `errors`."""
     rows, errors = [], []
     for path, r in results.scan(results_dir):
+        if run_ids is not None and path.stem not in run_ids:
+            continue
         if isinstance(r, results.ResultError):
             errors.append(str(r))
             continue
@@ -120,7 +124,13 @@ def gather(results_dir: str | Path) -> Collected:
             "data_fingerprint": r["data"].get("fingerprint"), "pool_fingerprint": r["data"].get("pool_fingerprint"),
             "train_s": r["timings"].get("train_s"), "file": path.name,
         })
-    return Collected(pd.DataFrame(rows, columns=LONG_COLUMNS), errors)
+    df = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    # Runs of different specs in one cell and seed (e.g. after editing a grid) would be pooled silently.
+    dup = df.groupby(["model", "scenario", "augmentation", "seed"]).size()
+    warnings = [f"{len(dup[dup > 1])} cell(s) have several runs for the same seed (e.g. "
+                f"{'/'.join(map(str, dup[dup > 1].index[0]))}): results of different settings are mixed; "
+                "collect with --grid to keep one grid's runs"] if (dup > 1).any() else []
+    return Collected(df, errors, warnings)
 
 
 def _latex(table: pd.DataFrame, caption: str) -> str:

@@ -49,9 +49,8 @@ class DataSpec:
             return "hub"
         path = Path(self.source)
         if not path.exists():
-            if "/" in self.source and not self.source.startswith((".", "/")):
-                return "hub"
-            raise DataError(f"data source {self.source!r}: no such folder, and not 'phantom' or 'hf:<repo>'")
+            raise DataError(f"data source {self.source!r}: no such folder (for a Hugging Face hub dataset write "
+                            f"hf:OWNER/NAME, for the built-in one 'phantom')")
         if any(path.glob("*.parquet")) or any(path.glob("*/*.parquet")):
             return "parquet"
         return "imagefolder"

@@ -3,15 +3,14 @@ data source and pool, expanded into run specs. Errors name the file, the key and
 
 from __future__ import annotations
 
-import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import augment, models, scenarios
 from .data import DataSpec
-from .spec import DEFAULT_HPARAMS, HPARAM_KEYS, RunSpec
+from .spec import DEFAULT_HPARAMS, RunSpec, validate_hparams
+from .tomlfile import TomlFile
 
 TOP_KEYS = {"name", "results", "seeds", "models", "scenarios", "augmentations", "pool", "save_weights",
             "data", "model", "scenario"}
@@ -20,22 +19,6 @@ JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
 
 class GridError(ValueError):
     pass
-
-
-def _line_of(text: str, table: str, key: str | None) -> int | None:
-    """Line number of `key` inside `[table]` (or of the table header when key is None)."""
-    current = ""
-    for n, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        header = re.match(r"^\[+\s*([^\]]+?)\s*\]+", s)
-        if header:
-            current = header.group(1).replace('"', "")
-            if key is None and current == table:
-                return n
-            continue
-        if key is not None and current == table and re.match(rf"^\"?{re.escape(key)}\"?\s*=", s):
-            return n
-    return None
 
 
 @dataclass
@@ -50,20 +33,8 @@ class Grid:
     runs: list[RunSpec]
 
 
-class _Reader:
-    def __init__(self, path: Path):
-        self.path = path
-        self.text = path.read_text()
-        try:
-            self.doc = tomllib.loads(self.text)
-        except tomllib.TOMLDecodeError as e:
-            raise GridError(f"{path}: not valid TOML: {e}") from e
-
-    def fail(self, table: str, key: str | None, msg: str) -> GridError:
-        line = _line_of(self.text, table, key)
-        where = f"{self.path}" + (f", line {line}" if line else "")
-        name = ".".join(p for p in (table, key) if p)
-        return GridError(f"{where}: {name}: {msg}")
+class _Reader(TomlFile):
+    error = GridError
 
 
 def model_hparams(name: str, table: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -111,12 +82,12 @@ def load(path: str | Path) -> Grid:
         raise r.fail("", "data", "must be a string or a table")
 
     custom: dict[str, scenarios.Scenario] = {}
-    for name, table in doc.get("scenario", {}).items():
+    for name, table in r.table("", "scenario", doc.get("scenario", {})).items():
         if not isinstance(table, dict):
             raise r.fail("scenario", name, "must be a table")
-        bad = set(table) - {"real_fraction", "synthetic_fraction", "description"}
-        if bad:
-            raise r.fail(f"scenario.{name}", sorted(bad)[0], "unknown key; known: real_fraction, synthetic_fraction")
+        if name in scenarios.SCENARIOS:
+            raise r.fail(f"scenario.{name}", None, f"'{name}' is a preset scenario (1-6); give yours another name")
+        r.check_keys(f"scenario.{name}", table, {"real_fraction", "synthetic_fraction", "description"})
         try:
             custom[name] = scenarios.custom(name, **table)
         except (ValueError, TypeError) as e:
@@ -134,25 +105,17 @@ def load(path: str | Path) -> Grid:
 
     model_names = get_list("models", list(models.MODELS))
     hparams: dict[str, dict[str, Any]] = {}
-    model_tables = doc.get("model", {})
-    for name in model_tables:
+    model_tables = r.table("", "model", doc.get("model", {}))
+    for name, table in model_tables.items():
         if name not in models.MODELS:
             raise r.fail(f"model.{name}", None, f"unknown model; known: {', '.join(models.MODELS)}")
+        r.table("model", name, table)
     for name in model_names:
         if name not in models.MODELS:
             raise r.fail("", "models", f"unknown model {name!r}; known: {', '.join(models.MODELS)}")
-        table = model_tables.get(name, {})
-        for key in table:
-            if key not in HPARAM_KEYS:
-                raise r.fail(f"model.{name}", key, f"unknown hyper-parameter; known: {', '.join(sorted(HPARAM_KEYS))}")
-        hp = model_hparams(name, table)
-        for key in ("epochs", "batch_size", "resolution"):
-            if not isinstance(hp[key], int) or hp[key] <= 0:
-                raise r.fail(f"model.{name}", key, f"must be a positive integer, got {hp[key]!r}")
-        if not isinstance(hp["lr"], int | float) or hp["lr"] <= 0:
-            raise r.fail(f"model.{name}", "lr", f"must be a positive number, got {hp['lr']!r}")
-        if hp["precision"] not in ("bf16", "fp32"):
-            raise r.fail(f"model.{name}", "precision", "must be 'bf16' or 'fp32'")
+        hp = model_hparams(name, model_tables.get(name, {}))
+        for key, problem in validate_hparams(name, hp):
+            raise r.fail(f"model.{name}", key, problem)
         hparams[name] = hp
 
     augs = get_list("augmentations", list(augment.AUGMENTATIONS))
@@ -170,6 +133,11 @@ def load(path: str | Path) -> Grid:
         need = [s.name for s in scens if s.needs_pool]
         raise r.fail("", "scenarios", f"scenario(s) {', '.join(need)} add synthetic images but the grid sets no pool")
 
+    for key, values in (("models", model_names), ("scenarios", scen_names), ("augmentations", augs),
+                        ("seeds", seeds)):
+        dup = sorted({str(v) for v in values if values.count(v) > 1})
+        if dup:  # the same run twice would be trained twice at once on a cluster
+            raise r.fail("", key, f"listed more than once: {', '.join(dup)}")
     runs = [
         RunSpec(m, s, a, seed, hparams[m], data, pool)
         for m in model_names for s in scens for a in augs for seed in seeds
@@ -179,8 +147,18 @@ def load(path: str | Path) -> Grid:
                 save_weights=bool(doc.get("save_weights", False)), hparams=hparams, runs=runs)
 
 
-def thesis_hparams(model: str) -> dict[str, Any]:
-    """A model's hyper-parameters as `jobs/thesis.toml` sets them (the defaults of `mriaug run`)."""
-    path = JOBS_DIR / "thesis.toml"
-    table = tomllib.loads(path.read_text()).get("model", {}).get(model, {}) if path.exists() else {}
-    return model_hparams(model, table)
+def default_grid() -> Path:
+    """The grid whose model tables are `mriaug run`'s defaults: ./jobs/thesis.toml, else the checkout's."""
+    for path in (Path("jobs") / "thesis.toml", JOBS_DIR / "thesis.toml"):
+        if path.is_file():
+            return path
+    raise GridError("no jobs/thesis.toml here or beside the package; pass --grid FILE for the hyper-parameters")
+
+
+def grid_hparams(model: str, path: Path | None = None) -> dict[str, Any]:
+    """A model's hyper-parameters as a grid file sets them (jobs/thesis.toml by default)."""
+    path = path or default_grid()
+    if not path.is_file():
+        raise GridError(f"grid file {path} does not exist")
+    r = _Reader(path)
+    return model_hparams(model, r.table("model", model, r.doc.get("model", {}).get(model, {})))

@@ -69,9 +69,10 @@ def _fractions(value: Any, what: str) -> tuple[float, ...]:
         if key == "default":
             continue
         out[class_index(key)] = float(v)
+    top = 1.0 if what == "real_fraction" else 10.0  # a run cannot keep more real images than there are
     for c, v in zip(CLASSES, out, strict=True):
-        if not 0.0 <= v <= 10.0:
-            raise ValueError(f"{what} for {c} is {v}; must be between 0 and 10")
+        if not 0.0 <= v <= top:
+            raise ValueError(f"{what} for {c} is {v}; must be between 0 and {top:g}")
     return tuple(out)
 
 
@@ -102,7 +103,7 @@ def _rng(seed: int, label: int, stream: int) -> np.random.Generator:
 def kept_rows(dataset: Dataset, scenario: Scenario, seed: int, label: int) -> np.ndarray:
     """The real train rows of one class that run (scenario, seed) keeps, sorted."""
     rows = np.flatnonzero(dataset.train_y == label)
-    k = min(round_half_up(scenario.real_fraction[label] * len(rows)), len(rows))
+    k = round_half_up(scenario.real_fraction[label] * len(rows))
     return np.sort(_rng(seed, label, 0).choice(rows, k, replace=False))
 
 

@@ -20,7 +20,6 @@ import shlex
 import subprocess
 import sys
 import time
-import tomllib
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,8 +30,10 @@ from typing import Any
 import submitit
 
 from . import atomic, models, results
-from .grid import Grid, _line_of
+from .grid import Grid
 from .spec import RunSpec
+from .tomlfile import TomlFile
+from .train import git_commit
 
 # Always set in jobs: compute nodes read the caches `mriaug prefetch` filled and never reach the hub.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -137,30 +138,8 @@ def parse_time(value: Any) -> int:
     return minutes
 
 
-class _ProfileReader:
-    def __init__(self, path: Path):
-        self.path = path
-        self.text = path.read_text()
-        try:
-            self.doc = tomllib.loads(self.text)
-        except tomllib.TOMLDecodeError as e:
-            raise ProfileError(f"{path}: not valid TOML: {e}") from e
-
-    def fail(self, table: str, key: str | None, msg: str) -> ProfileError:
-        line = _line_of(self.text, table, key)
-        where = f"{self.path}" + (f", line {line}" if line else "")
-        return ProfileError(f"{where}: {'.'.join(p for p in (table, key) if p)}: {msg}")
-
-    def check_keys(self, table: str, doc: dict[str, Any], known: set[str]) -> None:
-        for key in doc:
-            if key not in known:
-                raise self.fail(table, key, f"unknown key; known: {', '.join(sorted(known))}")
-
-    def positive_int(self, table: str, key: str, value: Any, *, zero_ok: bool = False) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero_ok else 1):
-            raise self.fail(table, key, f"must be a {'non-negative' if zero_ok else 'positive'} integer, "
-                            f"got {value!r}")
-        return value
+class _ProfileReader(TomlFile):
+    error = ProfileError
 
     def resources(self, table: str, doc: Any, base: Resources) -> Resources:
         if not isinstance(doc, dict):
@@ -186,11 +165,6 @@ class _ProfileReader:
             except ValueError as e:
                 raise self.fail(table, "time", str(e)) from e
         return Resources(**values)
-
-    def string_list(self, table: str, key: str, value: Any) -> list[str]:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.fail(table, key, "must be a list of strings")
-        return list(value)
 
     def container(self, doc: Any) -> Container:
         if not isinstance(doc, dict):
@@ -233,10 +207,9 @@ def load_profile(path: str | Path) -> Profile:
             raise r.fail(f"resources.{name}", None, f"unknown model or job; known: {known}")
         resources[name] = r.resources(f"resources.{name}", table, default or Resources())
     base = default or Resources()
-    collector = r.resources("collector", doc["collector"], Resources(
-        partition=base.partition, account=base.account, qos=base.qos, cpus=1, time_min=30,
-    )) if "collector" in doc else Resources(partition=base.partition, account=base.account, qos=base.qos,
-                                            cpus=1, time_min=30)
+    collector = Resources(partition=base.partition, account=base.account, qos=base.qos, cpus=1, time_min=30)
+    if "collector" in doc:
+        collector = r.resources("collector", doc["collector"], collector)
     env = doc.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, str | int | float) for v in env.values()):
         raise r.fail("", "env", "must be a table of NAME = \"value\"")
@@ -259,19 +232,23 @@ def load_profile(path: str | Path) -> Profile:
     return p
 
 
-def check_profile_for(profile: Profile, grid: Grid, *, need_image: bool) -> list[str]:
-    """Problems that stop a submission (raised) or only a dry run (returned as warnings)."""
-    for m in {s.model for s in grid.runs}:
-        profile.for_model(m)
-    warnings = []
+def check_image(profile: Profile, *, need_image: bool = True) -> list[str]:
+    """A missing container image stops a submission (raised) or only warns a dry run (returned)."""
     c = profile.container
     if c and not c.image.is_file():
         msg = (f"{profile.path}: container.image: {c.image} does not exist; build it with `make container` "
                "(on a machine with Apptainer) and copy it to the cluster")
         if need_image:
             raise ProfileError(msg)
-        warnings.append(msg)
-    return warnings
+        return [msg]
+    return []
+
+
+def check_profile_for(profile: Profile, grid: Grid, *, need_image: bool) -> list[str]:
+    """Problems that stop a submission (raised) or only a dry run (returned as warnings)."""
+    for m in {s.model for s in grid.runs}:
+        profile.for_model(m)
+    return check_image(profile, need_image=need_image)
 
 
 # ------------------------------------------------------------------------------------ cluster queries
@@ -385,10 +362,7 @@ def submit_command(profile: Profile, job: str, argv: list[str], out_dir: Path) -
     """Submit one CommandTask; its logs go to OUT_DIR/.slurm/logs, OUT_DIR is bound into the container."""
     if job not in COMMAND_JOBS:
         raise SlurmError(f"unknown job kind {job!r}; known: {', '.join(COMMAND_JOBS)}")
-    c = profile.container
-    if c and not c.image.is_file():
-        raise ProfileError(f"{profile.path}: container.image: {c.image} does not exist; build it with "
-                           "`make container`")
+    check_image(profile)
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     ex = executor(profile, profile.for_model(job), folder=slurm_dir(out_dir) / "logs", workdir=Path.cwd(),
@@ -396,11 +370,11 @@ def submit_command(profile: Profile, job: str, argv: list[str], out_dir: Path) -
     return ex.submit(CommandTask(), argv)
 
 
-def collect_task(results_dir: str) -> int:
-    """The collector job: `mriaug collect RESULTS_DIR` (tables in RESULTS_DIR/tables)."""
+def collect_task(results_dir: str, run_ids: list[str] | None = None) -> int:
+    """The collector job: `mriaug collect RESULTS_DIR --grid GRID` (tables in RESULTS_DIR/tables)."""
     from .cli import _collect
 
-    c = _collect(Path(results_dir), Path(results_dir) / "tables")
+    c = _collect(Path(results_dir), Path(results_dir) / "tables", run_ids=set(run_ids) if run_ids else None)
     return len(c.runs)
 
 
@@ -461,18 +435,13 @@ def plan(grid: Grid, profile: Profile, *, dry_run: bool = False) -> Plan:
                 max_array_size=size, max_array_source=source, warnings=warnings)
 
 
-def _git_commit() -> str | None:
-    out = _run(["git", "rev-parse", "HEAD"], timeout=5)
-    return out.stdout.strip() if out and out.returncode == 0 and out.stdout.strip() else None
-
-
 def job_env(profile: Profile) -> dict[str, str]:
     """Variables every job exports: offline hub, passed-through caches, the profile's [env]."""
     env = dict(OFFLINE_ENV)
     for name in profile.pass_env:
         if name in os.environ:
             env[name] = os.environ[name]
-    commit = _git_commit()
+    commit = git_commit()
     if commit:
         env["MRIAUG_GIT_COMMIT"] = commit  # provenance, even where the image has no git checkout
     env.update(profile.env)
@@ -563,7 +532,7 @@ def submit(p: Plan) -> Submitted:
     dependency = "afterany:" + ":".join(a.job_id for a in p.arrays if a.job_id)
     cex = executor(p.profile, p.profile.collector, folder=folder, workdir=workdir, results_dir=p.results_dir,
                    name=f"mriaug-{p.grid.name}-collect", dependency=dependency)
-    cjob = cex.submit(collect_task, str(p.results_dir))
+    cjob = cex.submit(collect_task, str(p.results_dir), [s.run_id for s in p.grid.runs])
     record = slurm_dir(p.results_dir) / "submissions" / f"{stamp}.json"
     atomic.write_json(record, {
         "grid": str(p.grid.path.resolve()), "profile": str(p.profile.path.resolve()), "submitted_at": stamp,

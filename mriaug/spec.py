@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import atomic
@@ -15,6 +18,53 @@ DEFAULT_HPARAMS: dict[str, Any] = {
     "precision": "bf16", "pretrained": False, "weights": None,
 }
 HPARAM_KEYS = set(DEFAULT_HPARAMS) | {"arch", "resolution"}
+# Patch or pooling sizes the resolution must be a multiple of.
+RESOLUTION_MULTIPLE = {"cnn": 4, "vit": 16}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def validate_hparams(model: str, hp: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, problem) for every bad hyper-parameter; empty when all are usable."""
+    bad = [(k, "unknown hyper-parameter; known: " + ", ".join(sorted(HPARAM_KEYS))) for k in hp if k not in HPARAM_KEYS]
+    for key in ("epochs", "batch_size", "resolution"):
+        if not _is_int(hp.get(key)) or hp[key] <= 0:
+            bad.append((key, f"must be a positive integer, got {hp.get(key)!r}"))
+    mult = RESOLUTION_MULTIPLE.get(model)
+    if mult and _is_int(hp.get("resolution")) and hp["resolution"] % mult:
+        bad.append(("resolution", f"must be a multiple of {mult} for model {model}, got {hp['resolution']}"))
+    for key, lo in (("lr", 0.0), ("weight_decay", -1e-12)):
+        v = hp.get(key)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not v > lo:
+            bad.append((key, f"must be a {'positive' if lo == 0 else 'non-negative'} number, got {v!r}"))
+    if not isinstance(hp.get("pretrained"), bool):
+        bad.append(("pretrained", f"must be true or false, got {hp.get('pretrained')!r}"))
+    if hp.get("weights") is not None and not isinstance(hp["weights"], str):
+        bad.append(("weights", "must be the path of a .safetensors file"))
+    if hp.get("precision") not in ("bf16", "fp32"):
+        bad.append(("precision", f"must be 'bf16' or 'fp32', got {hp.get('precision')!r}"))
+    if not isinstance(hp.get("arch"), str) or not hp["arch"]:
+        bad.append(("arch", "must name an architecture (a timm model name)"))
+    return bad
+
+
+@functools.lru_cache(maxsize=256)
+def _manifest_hash(path: str, mtime_ns: int, size: int) -> str:
+    return atomic.sha256_file(path)[:16]
+
+
+def pool_fingerprint(pool: str | None) -> str | None:
+    """What a pool holds (the hash of its manifest, as `pools.load` computes it); None when it has none yet."""
+    if pool is None:
+        return None
+    manifest = Path(pool) / "manifest.jsonl"
+    try:
+        st = os.stat(manifest)
+    except OSError:
+        return None
+    return _manifest_hash(str(manifest), st.st_mtime_ns, st.st_size)
 
 
 @dataclass(frozen=True)
@@ -35,8 +85,9 @@ class RunSpec:
             "seed": self.seed,
             "hparams": dict(sorted(self.hparams.items())),
             "data": self.data.describe(),
-            # A pool only matters to runs that draw from it.
-            "pool": self.pool if self.scenario.needs_pool else None,
+            # A pool only matters to runs that draw from it, and then by what it holds, not where it lies:
+            # extending or re-making a pool gives new runs; moving it does not.
+            "pool": {"fingerprint": pool_fingerprint(self.pool)} if self.scenario.needs_pool else None,
         }
 
     @property

@@ -27,6 +27,8 @@ from . import data as data_mod
 from .spec import RunSpec
 
 Log = Callable[[str], None]
+# cuBLAS needs this before CUDA starts to be deterministic (see execute's determinism flags).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 class Interrupted(RuntimeError):
@@ -56,7 +58,8 @@ def to_device_uint8(x: np.ndarray, resolution: int, device: torch.device) -> tor
     return out
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The commit of the code that runs: MRIAUG_GIT_COMMIT (set by the launcher), else this checkout's."""
     if os.environ.get("MRIAUG_GIT_COMMIT"):
         return os.environ["MRIAUG_GIT_COMMIT"]
     try:
@@ -74,14 +77,47 @@ def environment(device: torch.device) -> dict[str, Any]:
         "mriaug": __version__, "python": platform.python_version(), "torch": torch.__version__,
         "timm": timm.__version__, "numpy": np.__version__, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-        "threads": torch.get_num_threads(), "host": socket.gethostname(), "git_commit": _git_commit(),
+        "threads": torch.get_num_threads(), "host": socket.gethostname(), "git_commit": git_commit(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
     }
 
 
 def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds CUDA; augmentation, shuffling and dropout all draw from torch
+
+
+def _deterministic(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _set_aside(path: Path, why: str, log: Log) -> None:
+    """Keep an unusable file for inspection, out of the way of the run that replaces it."""
+    aside = path.with_name(path.name + ".bad")
+    os.replace(path, aside)
+    log(f"{path}: {why}; moved to {aside.name}, starting this run afresh")
+
+
+def _load_checkpoint(path: Path, dev: torch.device, expect: dict[str, Any], log: Log) -> dict[str, Any] | None:
+    """The checkpoint of this run if it is usable: readable, and made from the same data and selection."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location=dev, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: torch raises several types
+        _set_aside(path, f"unreadable checkpoint ({type(e).__name__}: {e})", log)
+        return None
+    for key, value in expect.items():
+        if ckpt.get(key) != value:
+            _set_aside(path, f"checkpoint made with another {key} ({ckpt.get(key)} != {value})", log)
+            return None
+    if dev.type == "cpu" and ckpt.get("threads") not in (None, torch.get_num_threads()):
+        # Float sums depend on the thread count: resume with the count the run started with.
+        log(f"resuming with {ckpt['threads']} threads as the run started (not {torch.get_num_threads()})")
+        torch.set_num_threads(int(ckpt["threads"]))
+    return ckpt
 
 
 @torch.no_grad()
@@ -104,7 +140,10 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
     run_id = spec.run_id
     out = results.path_for(results_dir, run_id)
     if out.exists():
-        return results.read(out)
+        try:
+            return results.read(out)
+        except results.ResultError as e:
+            _set_aside(out, str(e), log)
     hp = spec.hparams
     dev = pick_device(device)
     ds = data_mod.load(spec.data)
@@ -117,6 +156,7 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
     x_test = to_device_uint8(ds.test_x, res, dev)
     t_data = time.perf_counter() - t_start
 
+    _deterministic(dev)
     _seed_everything(spec.seed)
     model = models.build(spec.model, hp).to(dev)
     if dev.type == "cpu" and spec.model != "vit":
@@ -129,8 +169,10 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
     ckpt_path = results.checkpoint_for(results_dir, run_id)
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=False)
+    identity = {"data_fingerprint": ds.fingerprint, "pool_fingerprint": pool.fingerprint if pool else None,
+                "selection": atomic.stable_hash([mix.real_index.tolist(), mix.synthetic_index.tolist()])}
+    ckpt = _load_checkpoint(ckpt_path, dev, identity, log)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         history, start_epoch = ckpt["history"], ckpt["epoch"]
@@ -140,7 +182,6 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
     log(f"[{run_id}] {spec.label}: {n} training images ({sum(mix.counts_synthetic.values())} synthetic), "
         f"{epochs} epochs on {dev}")
     t_train = 0.0
-    logits = None
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         _seed_everything(spec.seed * 100_003 + epoch + 1)
@@ -167,12 +208,11 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
         if epoch + 1 < epochs:
             with atomic.atomic_path(ckpt_path) as tmp:
                 torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "history": history}, tmp)
+                            "history": history, "threads": torch.get_num_threads(), "device": dev.type,
+                            **identity}, tmp)
         if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < epochs:
             raise Interrupted(f"stopped after epoch {epoch + 1} as asked")
 
-    if logits is None:  # resumed from a checkpoint of the last epoch
-        logits = predict(model, x_test, norm, use_bf16)
     metrics = _metrics(logits, ds.test_y)
     if save_weights:
         from safetensors.torch import save_file

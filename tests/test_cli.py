@@ -78,3 +78,16 @@ def test_data_show_phantom() -> None:
     assert lines["Moderate_Demented"] == ["49", "15"]
     assert lines["Non_Demented"] == ["2566", "634"]
     assert lines["Very_Mild_Demented"] == ["1781", "459"]
+
+
+def test_run_rejects_bad_settings_naming_them(tmp_path: Path) -> None:
+    base = ["run", "--model", "cnn", "--scenario", "1", "--aug", "none", "--data", "phantom", "--out", str(tmp_path)]
+    for extra, message in ((["--epochs", "0"], "epochs: must be a positive integer, got 0"),
+                           (["--batch-size", "0"], "batch_size: must be a positive integer, got 0"),
+                           (["--resolution", "30"], "resolution: must be a multiple of 4"),
+                           (["-o", "class_map={bad"], "--data-option 'class_map={bad': the value is not valid JSON"),
+                           (["--grid", str(tmp_path / "nope.toml")], "nope.toml does not exist")):
+        r = runner.invoke(app, [*base, *extra])
+        assert r.exit_code == 2, (extra, r.output)
+        assert message in r.output, (extra, r.output)
+    assert not list(tmp_path.glob("*.json"))

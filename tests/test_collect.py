@@ -78,3 +78,18 @@ def test_versus_thesis_and_figure(results_dir: Path, tmp_path: Path) -> None:
     png = tmp_path / "cnn.png"
     assert png in written and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "vit.png").exists()
+
+
+def test_collect_keeps_one_grids_runs_and_warns_of_mixed_cells(results_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    work = tmp_path / "r"
+    shutil.copytree(results_dir, work)
+    spec = DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32})
+    # The same cell and seed again with other settings, as after editing a grid.
+    other = RunSpec("cnn", scenarios.SCENARIOS["1"], "none", 0, tiny_hparams("cnn", epochs=1, lr=5e-3), spec)
+    execute(other, work, log=lambda m: None)
+    mixed = collect.gather(work)
+    assert len(mixed.runs) == 13 and mixed.warnings and "cnn/1/none/0" in mixed.warnings[0]
+    only = collect.gather(work, {other.run_id})
+    assert list(only.runs["run_id"]) == [other.run_id] and not only.warnings

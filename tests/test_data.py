@@ -23,12 +23,18 @@ def test_class_spellings() -> None:
         class_index("Severe")
 
 
-def test_phantom_has_real_imbalance_and_is_cached(phantom_spec: DataSpec) -> None:
+def test_phantom_has_real_imbalance_and_is_cached(phantom_spec: DataSpec, monkeypatch: pytest.MonkeyPatch) -> None:
     ds = data.load(phantom_spec)
     counts = ds.counts("train")
     assert sum(counts.values()) == 240
     assert counts["Non_Demented"] > counts["Very_Mild_Demented"] > counts["Mild_Demented"] > counts["Moderate_Demented"]
     assert ds.train_x.dtype == np.uint8 and ds.train_x.shape[1:] == (32, 32)
+    assert list((data.cache_root() / "datasets").glob("*.npz"))
+
+    def no_decoding(*a: object) -> None:
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(phantom, "generate", no_decoding)
     t0 = time.perf_counter()
     again = data.load(phantom_spec)
     assert time.perf_counter() - t0 < 1.0
@@ -122,5 +128,9 @@ def test_hub_source_offline_with_cold_cache_names_prefetch(tmp_path: Path, monke
 def test_unknown_source_and_phantom_option() -> None:
     with pytest.raises(DataError, match="no such folder"):
         DataSpec("./does/not/exist").kind  # noqa: B018
+    # A mistyped folder is not taken for a hub repository.
+    with pytest.raises(DataError, match=r"no such folder \(for a Hugging Face hub dataset write hf:OWNER/NAME"):
+        DataSpec("data/alzheimer").kind  # noqa: B018
+    assert DataSpec("hf:Falah/Alzheimer_MRI").kind == "hub"
     with pytest.raises(DataError, match="unknown option"):
         data.load(DataSpec("phantom", {"colour": 1}))

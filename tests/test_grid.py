@@ -70,12 +70,26 @@ def test_custom_scenarios_and_seed_ranges(tmp_path: Path) -> None:
         ('name = "t"', 'name = "t"\nseedz = 3', r"line 2: seedz: unknown key"),
         ("real_fraction = 0.5", 'real_fraction = {Severe = 0.5}', r"scenario.x: unknown class 'Severe'"),
         ("epochs = 1", "epochs = [1", r"not valid TOML"),
+        ("epochs = 1", "epochs = true", r"line 14: model.cnn.epochs: must be a positive integer, got True"),
+        ("epochs = 1", 'pretrained = "false"', r"line 14: model.cnn.pretrained: must be true or false"),
+        ("epochs = 1", "weight_decay = -0.1", r"line 14: model.cnn.weight_decay: must be a non-negative number"),
+        ("epochs = 1", "resolution = 30", r"line 14: model.cnn.resolution: must be a multiple of 4"),
+        ('models = ["cnn"]', 'models = ["cnn", "cnn"]', r"line 2: models: listed more than once: cnn"),
+        ("seeds = {start = 5, count = 2}", "seeds = [1, 2, 1]", r"line 5: seeds: listed more than once: 1"),
+        ("[scenario.x]", "[scenario.3]", r"line 9: scenario.3: '3' is a preset scenario"),
     ],
 )
 def test_malformed_grid_names_key_and_line(tmp_path: Path, old: str, new: str, message: str) -> None:
     with pytest.raises(GridError, match=message) as e:
         grid.load(_grid(tmp_path, BASE.replace(old, new)))
     assert str(tmp_path / "g.toml") in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["model", "scenario"])
+def test_table_keys_that_are_not_tables(tmp_path: Path, key: str) -> None:
+    text = f'models = ["cnn"]\nscenarios = ["1"]\n{key} = 3\n'
+    with pytest.raises(GridError, match=rf"line 3: {key}: must be a table"):
+        grid.load(_grid(tmp_path, text))
 
 
 def test_missing_grid_file(tmp_path: Path) -> None:

@@ -54,7 +54,8 @@ def _rewrite(pool_dir: Path, edit) -> None:  # type: ignore[no-untyped-def]
         (lambda ls: ls[0].update({"class": "Severe"}), r"line 1: unknown class 'Severe'"),
         (lambda ls: ls[2].update(sha256="0" * 64), r"line 3: sha256 .* does not match"),
         (lambda ls: ls[0].update(file="images/nope.png"), r"line 1: image file .*nope.png is missing"),
-        (lambda ls: ls[0].update({"class": "Non_Demented"}), r"line 1: source train row \d+ is Mild_Demented|Moderate"),
+        (lambda ls: ls[0].update({"class": "Non_Demented"}),
+         r"line 1: source train row \d+ is (Mild|Moderate)_Demented, but the image is labelled Non_Demented"),
     ],
 )
 def test_pool_validation_names_the_line(ds: data.Dataset, pool_dir: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -132,6 +133,11 @@ def test_variations_of_dropped_images_are_never_used(ds: data.Dataset, tmp_path:
         dropped = set(np.flatnonzero(np.isin(ds.train_y, [0, 1]))) - set(m.real_index.tolist())
         assert dropped, "scenario 4 drops images"
         assert not set(p.sources[m.synthetic_index].tolist()) & dropped
+
+
+def test_real_fraction_above_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="real_fraction for Mild_Demented is 1.2; must be between 0 and 1"):
+        scenarios.custom("z", {"Mild_Demented": 1.2})
 
 
 def test_custom_scenario_fractions() -> None:

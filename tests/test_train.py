@@ -103,3 +103,80 @@ def test_run_id_covers_the_whole_spec(phantom_spec: DataSpec) -> None:
     assert base.run_id != _spec(phantom_spec, seed=3).run_id
     # A pool only matters to scenarios that draw from it.
     assert base.run_id == _spec(phantom_spec, pool="pools/x").run_id
+
+
+def test_pool_identity_is_its_content_not_its_path(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    import shutil
+
+    ds = data_mod.load(phantom_spec)
+    synth.make_pool(ds, tmp_path / "p", "transform", classes=["Mild_Demented"], max_sources=10,
+                    progress_bar=False)
+    first = _spec(phantom_spec, scenario="3", pool=str(tmp_path / "p")).run_id
+    shutil.copytree(tmp_path / "p", tmp_path / "moved")
+    assert _spec(phantom_spec, scenario="3", pool=str(tmp_path / "moved")).run_id == first
+    synth.make_pool(ds, tmp_path / "p", "transform", classes=["Mild_Demented"], progress_bar=False)
+    assert _spec(phantom_spec, scenario="3", pool=str(tmp_path / "p")).run_id != first
+    assert _spec(phantom_spec, scenario="3", pool=str(tmp_path / "none")).run_id != first
+
+
+def test_run_id_changes_with_every_part_of_the_spec(phantom_spec: DataSpec) -> None:
+    base = _spec(phantom_spec).run_id
+    variants = [
+        _spec(phantom_spec, model="vit"), _spec(phantom_spec, aug="none"), _spec(phantom_spec, scenario="2"),
+        _spec(phantom_spec, epochs=3), _spec(phantom_spec, weights="w.safetensors"),
+        _spec(DataSpec("phantom", {**phantom_spec.options, "seed": 1})),
+    ]
+    ids = {v.run_id for v in variants}
+    assert base not in ids and len(ids) == len(variants)
+
+
+def test_unreadable_result_is_set_aside_and_run_again(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    spec = _spec(phantom_spec, epochs=1)
+    first = execute(spec, tmp_path, log=lambda m: None)
+    path = results.path_for(tmp_path, spec.run_id)
+    path.write_text(path.read_text()[:100])
+    lines: list[str] = []
+    again = execute(spec, tmp_path, log=lines.append)
+    assert any("not valid JSON" in line and "moved to" in line for line in lines)
+    assert (tmp_path / f"{spec.run_id}.json.bad").exists()
+    assert again["metrics"] == first["metrics"]
+
+
+def test_bad_or_foreign_checkpoint_is_not_resumed(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    spec = _spec(phantom_spec, epochs=3)
+    whole = execute(spec, tmp_path / "whole", log=lambda m: None)
+    ckpt = results.checkpoint_for(tmp_path / "cut", spec.run_id)
+    # A checkpoint cut short: set aside, the run starts afresh and still matches.
+    with pytest.raises(Interrupted):
+        execute(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
+    ckpt.write_bytes(ckpt.read_bytes()[:200])
+    lines: list[str] = []
+    assert execute(spec, tmp_path / "cut", log=lines.append)["metrics"] == whole["metrics"]
+    assert any("unreadable checkpoint" in line for line in lines)
+    # A checkpoint of the same run id made from other data (the selection differs): not resumed.
+    results.path_for(tmp_path / "cut", spec.run_id).unlink()
+    with pytest.raises(Interrupted):
+        execute(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
+    state = torch.load(ckpt, weights_only=True)
+    state["data_fingerprint"] = "0" * 16
+    torch.save(state, ckpt)
+    lines.clear()
+    assert execute(spec, tmp_path / "cut", log=lines.append)["metrics"] == whole["metrics"]
+    assert any("checkpoint made with another data_fingerprint" in line for line in lines)
+    assert not any("resumed" in line for line in lines)
+
+
+def test_resume_uses_the_thread_count_the_run_started_with(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    spec = _spec(phantom_spec, epochs=2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with pytest.raises(Interrupted):
+            execute(spec, tmp_path, log=lambda m: None, stop_after=1)
+        torch.set_num_threads(2)
+        lines: list[str] = []
+        r = execute(spec, tmp_path, log=lines.append)
+        assert any("resuming with 1 threads" in line for line in lines)
+        assert r["env"]["threads"] == 1
+    finally:
+        torch.set_num_threads(threads)
