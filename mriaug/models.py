@@ -72,7 +72,8 @@ def _timm(hp: dict[str, Any], **extra: Any) -> nn.Module:
                                             or isinstance(e, OSError)):
             raise WeightsError(
                 f"pretrained weights for {hp['arch']!r} are not in the local cache ({type(e).__name__}). "
-                f"Run `mriaug prefetch` on a machine with internet (same HF_HOME as the jobs), or set "
+                f"Run `mriaug prefetch --grid GRID` (or `--model NAME`) on a machine with internet (same HF_HOME "
+                "as the jobs), or set "
                 "'weights' to a local .safetensors file, or pretrained = false."
             ) from e
         raise
