@@ -2,7 +2,8 @@
 
 It parses the multipart upload, answers `{"created": ..., "data": [{"b64_json": ...}]}` with a PNG of
 the requested size made from the uploaded image, and plays a script of injected faults, one per
-request in arrival order: "429" (with Retry-After), "500", "400", "malformed" (a 200 with a cut-off
+request in arrival order: "429" (with Retry-After), "429-soon" (a 429 whose Retry-After is neither
+seconds nor a date: "soon"), "500", "400", "malformed" (a 200 with a cut-off
 JSON body) and "slow" (a 200 after `slow_s` seconds). Every request is logged, with the status the
 server chose and whether it would have billed it (every answer it meant as a 200).
 """
@@ -100,6 +101,10 @@ class FakeImageAPI:
                     rec.update(status=429, billed=False)
                     return self._send(429, b'{"error": {"message": "Rate limit reached", "type": "requests"}}',
                                       {"Retry-After": api.retry_after})
+                if fault == "429-soon":
+                    rec.update(status=429, billed=False)
+                    return self._send(429, b'{"error": {"message": "Rate limit reached", "type": "requests"}}',
+                                      {"Retry-After": "soon"})
                 if fault == "500":
                     rec.update(status=500, billed=False)
                     return self._send(500, b'{"error": {"message": "The server had an error"}}')

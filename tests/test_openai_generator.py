@@ -199,3 +199,36 @@ def test_wrong_key_or_unreachable_server_stops_the_run(tmp_path: Path, env: pyte
     r = _synth(tmp_path / "pool", *FAST, "-s", "max_attempts=2")
     assert r.exit_code == 2 and "connection error" in r.output
     _assert_no_key(tmp_path / "pool", r.output)
+
+
+def test_unusable_retry_after_falls_back_to_backoff(tmp_path: Path, dataset: data.Dataset,
+                                                    env: pytest.MonkeyPatch) -> None:
+    pool = tmp_path / "pool"
+    with FakeImageAPI(KEY, faults=["429-soon"]) as api:
+        env.setenv("OPENAI_BASE_URL", api.base_url)
+        r = _synth(pool, *FAST, "-s", "concurrency=1")
+        assert r.exit_code == 0, r.output
+        assert [q["status"] for q in api.requests].count(429) == 1
+        q429 = api.requests[0]
+        again = next(q for q in api.requests[1:] if q["sha"] == q429["sha"])
+        assert again["t"] - q429["t"] < 1.0  # the normal backoff (0.05 s base), not a guess from "soon"
+        p = pools.load(pool, dataset)
+        assert sorted(p.sources.tolist()) == sorted(_planned(dataset))
+        assert json.loads((pool / "pool.json").read_text())["failures"] == {}
+
+
+@pytest.mark.parametrize(("headers", "lo", "hi"), [
+    ({"retry-after": "soon"}, 0.5, 1.5),
+    ({"retry-after": "nan"}, 0.5, 1.5),
+    ({"retry-after-ms": "later", "retry-after": "soon"}, 0.5, 1.5),
+    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.5, 1.5),  # in the past
+    ({"retry-after": "3"}, 3.0, 3.0),
+    ({"retry-after-ms": "250"}, 0.25, 0.25),
+    ({"retry-after": "inf"}, 0.5, 1.5),
+    ({"retry-after": "999"}, 120.0, 120.0),  # capped at max_backoff_s
+])
+def test_retry_after_values(headers: dict[str, str], lo: float, hi: float) -> None:
+    from mriaug.generators.openai_api import OpenAIGenerator
+
+    gen = OpenAIGenerator(backoff_s=1.0)
+    assert lo <= gen._delay(1, headers) <= hi

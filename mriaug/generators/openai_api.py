@@ -23,8 +23,10 @@ budget and a rerun with a higher budget continues where it stopped.
 from __future__ import annotations
 
 import base64
+import datetime
 import email.utils
 import io
+import math
 import os
 import random
 import threading
@@ -156,6 +158,8 @@ class OpenAIGenerator:
         self.concurrency, self.timeout_s, self.max_attempts = int(concurrency), float(timeout_s), int(max_attempts)
         self.backoff_s, self.max_backoff_s = float(backoff_s), float(max_backoff_s)
         self.max_cost_usd = None if max_cost_usd is None else float(max_cost_usd)
+        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
+            raise ValueError(f"openai generator: flush_every must be a whole number of at least 1, got {flush_every!r}")
         self.flush_every = flush_every
         if price_usd is not None:
             self.price = float(price_usd)
@@ -235,21 +239,36 @@ class OpenAIGenerator:
             return np.asarray(im, dtype=np.uint8).copy()
 
     def _delay(self, attempt: int, headers: Any) -> float:
-        wait_s: float | None = None
-        if headers is not None:
-            ms = headers.get("retry-after-ms")
-            ra = headers.get("retry-after")
-            try:
-                if ms is not None:
-                    wait_s = float(ms) / 1000
-                elif ra is not None:
-                    wait_s = float(ra)
-            except ValueError:
-                when = email.utils.parsedate_to_datetime(ra) if ra else None
-                wait_s = when.timestamp() - time.time() if when else None
-        if wait_s is None or wait_s < 0:
+        wait_s = self._retry_after(headers) if headers is not None else None
+        # A header we cannot use (absent, unparseable, in the past, NaN) means the normal backoff.
+        if wait_s is None or not math.isfinite(wait_s) or wait_s < 0:
             wait_s = self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())  # jitter spreads threads
         return min(wait_s, self.max_backoff_s)
+
+    @staticmethod
+    def _retry_after(headers: Any) -> float | None:
+        """Seconds the server asks to wait: `retry-after-ms`, or `retry-after` as seconds or an HTTP
+        date; None when neither is there or usable (a server may send anything, e.g. "soon")."""
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            try:
+                return float(ms) / 1000
+            except ValueError:
+                pass
+        ra = headers.get("retry-after")
+        if not ra:
+            return None
+        try:
+            return float(ra)
+        except ValueError:
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(ra)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT; without this, timestamp() would assume local time
+            when = when.replace(tzinfo=datetime.UTC)
+        return when.timestamp() - time.time()
 
     def _one(self, client: Any, ledger: Ledger, image: np.ndarray, src: int, var: int, resolution: int,
              stop: threading.Event, key: str | None) -> Outcome:
