@@ -117,13 +117,14 @@ def figure(pool: pools.Pool, dataset: data_mod.Dataset, per_class: int = 4, seed
 
 def dataset_of(path: str | Path) -> data_mod.Dataset:
     """The dataset a pool was made from, as recorded in its pool.json."""
-    import json
-
-    meta_file = Path(path) / pools.META
+    path = Path(path)
+    if not path.is_dir():
+        raise pools.PoolError(f"pool folder {path} does not exist; make the pool with `mriaug synth --out {path}`")
+    meta_file = path / pools.META
     if not meta_file.exists():
         raise pools.PoolError(f"{meta_file}: missing; pass --data to say which dataset the pool belongs to")
-    src = json.loads(meta_file.read_text()).get("data_source") or {}
-    if "source" not in src:
+    src = pools.read_meta(path).get("data_source") or {}
+    if not isinstance(src, dict) or "source" not in src:
         raise pools.PoolError(f"{meta_file}: no data_source recorded; pass --data")
     return data_mod.load(data_mod.DataSpec(src["source"], dict(src.get("options") or {})))
 
@@ -133,7 +134,9 @@ def write(path: str | Path, dataset: data_mod.Dataset | None = None, per_class: 
     dataset = dataset or dataset_of(path)
     pool = pools.load(path, dataset)
     report = {"pool": str(path), "pool_fingerprint": pool.fingerprint, "images": int(len(pool.labels)),
-              "generator": pool.meta.get("generator"), "spend_usd": pool.meta.get("spend_usd", 0.0),
+              "generator": pool.meta.get("generator"),
+              "generators": sorted({str(e["generator"]) for e in pool.entries}),
+              "spend_usd": pool.meta.get("spend_usd", 0.0),
               "failures": len(pool.meta.get("failures", {}) or {}), "per_class": fidelity(pool, dataset),
               "figure": REPORT_PNG}
     if len(pool.labels):

@@ -1,18 +1,33 @@
 """Synthetic image pools: a folder of images plus `manifest.jsonl` and `pool.json`.
 
-`pool.json` (written last, atomically) says which dataset the source indices refer to:
-    {"format": 1, "data_fingerprint": "...", "data_source": {...}, "generator": "...", "spend_usd": 0.0}
+`pool.json` (written atomically, before the manifest; see `PoolWriter.flush`) says which dataset the
+source indices refer to and how the images were made:
+    {"format": 1, "data_fingerprint": "...", "data_source": {...}, "resolution": 128, "spend_usd": 0.0,
+     "runs": [{"generator": "transform", "generator_params": {...}, "kept_for": null, "trained_on": null,
+               "images": 120, "started": "...", "finished": "..."}, ...],
+     "generator": "...", "generator_params": {...},   # those of the latest run that added images
+     "kept_for": {"scenario": "4", "seed": 0} | null,
+     "trained_on": [{"kept_for": ["4", 0] | null, "classes": [...] | null, "n_rows": ..., "rows_sha256": ...}]}
+`runs` has one record per `mriaug synth` run that added images. The pool-level keys are derived from it:
+- `kept_for`: the (scenario, seed) whose kept real rows every source was drawn from, when every run
+  was restricted to that same kept set; null when any run drew from all train rows, or runs were made
+  for different kept sets (the pool then holds variations of images some of those runs drop).
+- `trained_on`: the distinct training sets of generators trained on this dataset (the diffusion
+  model) whose images are in the pool; [] when none was (transform, openai). A `kept_for` of null there
+  means the model saw every train row of its classes, including the ones a scenario drops.
 `manifest.jsonl` has one line per image:
     {"file": "images/Mild_Demented/000123_0.png", "class": "Mild_Demented", "label": 0,
-     "source_index": 123, "generator": "transform", "params": {...}, "sha256": "..."}
+     "source_index": 123, "source_sha256": "...", "generator": "transform", "params": {...}, "sha256": "..."}
 `source_index` is the row of the source image in the train split; only train images may seed a
-synthetic one, and a run uses only variations of the real images it keeps.
+synthetic one, and a run uses only variations of the real images it keeps. `source_sha256` is the
+hash of that row's pixels, so a pool used with a re-split dataset is caught line by line.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +42,9 @@ from .data import DataError, Dataset, decode_image
 FORMAT = 1
 MANIFEST = "manifest.jsonl"
 META = "pool.json"
+# Keys that describe one run; the pool-level copies are derived from `runs` on every flush.
+RUN_KEYS = ("generator_params", "kept_for", "trained_on")
+REMAKE = "re-make it with `mriaug synth --out {path} ...`"
 
 
 class PoolError(DataError):
@@ -40,12 +58,36 @@ class Pool:
     labels: np.ndarray  # (M,)
     sources: np.ndarray  # (M,) row in the train split
     entries: list[dict[str, Any]]
-    meta: dict[str, Any]
+    meta: dict[str, Any]  # pool.json as read; see the module docstring and `training_conflicts`
     fingerprint: str
 
     def available(self, label: int, kept: np.ndarray) -> np.ndarray:
         """Pool rows of class `label` whose source is among the kept real train rows."""
         return np.flatnonzero((self.labels == label) & np.isin(self.sources, kept))
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """pool.json of the pool folder `path` (or the file itself); {} when there is none yet.
+    A file that is not a JSON object is a PoolError naming it."""
+    path = Path(path)
+    f = path if path.name == META and not path.is_dir() else path / META
+    if not f.exists():
+        return {}
+    try:
+        meta = json.loads(f.read_text())
+    except json.JSONDecodeError as err:
+        raise PoolError(f"{f}: not valid JSON ({err.msg}, line {err.lineno}); "
+                        f"{REMAKE.format(path=f.parent)} or restore the file") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise PoolError(f"{f}: cannot be read ({err})") from err
+    if not isinstance(meta, dict):
+        raise PoolError(f"{f}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def source_sha256(dataset: Dataset, row: int) -> str:
+    """Hash of the pixels of train row `row`: ties a manifest line to the very image it was made from."""
+    return atomic.sha256_bytes(np.ascontiguousarray(dataset.train_x[row]).tobytes())
 
 
 def read_manifest(path: Path) -> list[dict[str, Any]]:
@@ -61,6 +103,8 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
             e = json.loads(line)
         except json.JSONDecodeError as err:
             raise PoolError(f"{mf}, line {n}: not valid JSON ({err.msg})") from err
+        if not isinstance(e, dict):
+            raise PoolError(f"{mf}, line {n}: expected a JSON object")
         missing = {"file", "class", "source_index", "generator", "sha256"} - set(e)
         if missing:
             raise PoolError(f"{mf}, line {n}: missing key(s) {sorted(missing)}")
@@ -74,9 +118,16 @@ def load(path: str | Path, dataset: Dataset, *, verify_hashes: bool = True) -> P
     path = Path(path)
     if not path.is_dir():
         raise PoolError(f"pool {path}: no such folder; create it with `mriaug synth --out {path}`")
+    meta = read_meta(path)
     meta_file = path / META
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    if meta.get("data_fingerprint") not in (None, dataset.fingerprint):
+    # Without the fingerprint the source rows could refer to another split: refuse rather than guess.
+    if not meta_file.exists():
+        raise PoolError(f"{meta_file}: missing, so the dataset its source rows refer to is unknown; "
+                        f"{REMAKE.format(path=path)}")
+    if not meta.get("data_fingerprint"):
+        raise PoolError(f"{meta_file}: no data_fingerprint, so the dataset its source rows refer to is unknown; "
+                        f"{REMAKE.format(path=path)}")
+    if meta["data_fingerprint"] != dataset.fingerprint:
         raise PoolError(
             f"pool {path} was made from dataset {meta['data_fingerprint']} ({meta.get('data_source')}), "
             f"but this run's data is {dataset.fingerprint} ({dataset.source}); its source indices do not apply"
@@ -91,13 +142,16 @@ def load(path: str | Path, dataset: Dataset, *, verify_hashes: bool = True) -> P
         except ValueError as err:
             raise PoolError(f"{where}: {err}") from err
         src = e["source_index"]
-        if not isinstance(src, int) or not 0 <= src < n_train:
+        if not isinstance(src, int) or isinstance(src, bool) or not 0 <= src < n_train:
             raise PoolError(f"{where}: source_index {src!r} is not a row of the train split (0..{n_train - 1})")
         if int(dataset.train_y[src]) != label:
             raise PoolError(
                 f"{where}: source train row {src} is {CLASSES[int(dataset.train_y[src])]}, "
                 f"but the image is labelled {CLASSES[label]}"
             )
+        if "source_sha256" in e and e["source_sha256"] != source_sha256(dataset, src):
+            raise PoolError(f"{where}: source train row {src} is not the image this variation was made from "
+                            f"(the dataset was re-split or changed); {REMAKE.format(path=path)}")
         f = path / e["file"]
         if not f.exists():
             raise PoolError(f"{where}: image file {f} is missing")
@@ -119,31 +173,131 @@ def load(path: str | Path, dataset: Dataset, *, verify_hashes: bool = True) -> P
     )
 
 
+def trained_on(pool: Pool) -> list[dict[str, Any]]:
+    """The distinct training sets of the models trained on this dataset whose images are in the pool
+    (`pool.json`'s `trained_on`). A pool.json from before that key was kept gets them from the manifest:
+    diffusion entries always named the model's kept set in `params.kept_for`."""
+    if "trained_on" in pool.meta and "runs" in pool.meta:
+        return list(pool.meta["trained_on"] or [])
+    out: list[dict[str, Any]] = []
+    for e in pool.entries:
+        if e["generator"] == "diffusion":
+            t = {"kept_for": (e.get("params") or {}).get("kept_for")}
+            if t not in out:
+                out.append(t)
+    return out
+
+
+def training_conflicts(pool: Pool, scenario: str, seed: int) -> list[dict[str, Any]]:
+    """The training sets of `trained_on(pool)` that are not the kept set of run (scenario, seed): a model
+    trained on one of them may have seen real images that run drops (`kept_for` null: all train rows)."""
+    want = [str(scenario), int(seed)]
+    return [t for t in trained_on(pool) if t.get("kept_for") != want]
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()
 
 
+def _kept_for_record(value: Any) -> dict[str, Any] | None:
+    """(scenario, seed), [scenario, seed] or {"scenario", "seed"} -> {"scenario": str, "seed": int}."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {"scenario": str(value["scenario"]), "seed": int(value["seed"])}
+    scenario, seed = value
+    return {"scenario": str(scenario), "seed": int(seed)}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
 class PoolWriter:
     """Adds images to a pool; each image is written atomically and the manifest is rewritten
-    atomically on `flush`, so a crash leaves a valid (shorter) pool that a rerun resumes."""
+    atomically on `flush`, so a crash leaves a valid (shorter) pool that a rerun resumes.
 
-    def __init__(self, path: str | Path, dataset: Dataset, generator: str, extra_meta: dict | None = None):
+    Per-run settings (`generator_params`, `kept_for`, `trained_on`) go into this run's record in
+    `pool.json`'s `runs` (they may be passed in `extra_meta` or as keywords); the pool-level keys are
+    derived from all runs, so a rerun without `--kept-for` cannot leave a stale `kept_for` behind."""
+
+    def __init__(self, path: str | Path, dataset: Dataset, generator: str, extra_meta: dict | None = None, *,
+                 generator_params: dict[str, Any] | None = None, kept_for: Any = None,
+                 trained_on: dict[str, Any] | None = None):
         self.path = Path(path)
         self.dataset = dataset
-        self.entries = read_manifest(self.path) if (self.path / MANIFEST).exists() else []
-        for e in self.entries:
-            e.pop("_line", None)
         meta_file = self.path / META
-        self.meta: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        self.meta: dict[str, Any] = read_meta(self.path)
+        has_manifest = (self.path / MANIFEST).exists()
+        self.entries = read_manifest(self.path) if has_manifest else []
         if self.meta.get("data_fingerprint") not in (None, dataset.fingerprint):
-            raise PoolError(f"pool {self.path} belongs to another dataset ({self.meta['data_fingerprint']})")
+            raise PoolError(f"pool {self.path} belongs to another dataset ({self.meta['data_fingerprint']}), "
+                            f"this one is {dataset.fingerprint}; use another --out")
+        if self.entries and not self.meta.get("data_fingerprint"):
+            raise PoolError(f"{meta_file}: missing or without data_fingerprint, so the dataset of the "
+                            f"{len(self.entries)} image(s) in {self.path / MANIFEST} is unknown; use another --out")
+        for e in self.entries:
+            line = e.pop("_line", None)
+            src = e["source_index"]
+            if "source_sha256" in e and (not isinstance(src, int) or not 0 <= src < len(dataset.train_y)
+                                         or e["source_sha256"] != source_sha256(dataset, src)):
+                raise PoolError(f"{self.path / MANIFEST}, line {line}: source train row {src} is not the image "
+                                f"this variation was made from; use another --out")
+        extra = dict(extra_meta or {})
+        run = {k: extra.pop(k) for k in RUN_KEYS if k in extra}
+        if generator_params is not None:
+            run["generator_params"] = generator_params
+        if kept_for is not None:
+            run["kept_for"] = kept_for
+        if trained_on is not None:
+            run["trained_on"] = trained_on
+        self.run: dict[str, Any] = {"generator": generator, "generator_params": run.get("generator_params"),
+                                    "kept_for": _kept_for_record(run.get("kept_for")),
+                                    "trained_on": run.get("trained_on"), "images": 0, "started": _now()}
+        if "runs" not in self.meta:
+            self.meta["runs"] = self._legacy_runs()
         self.meta.update({"format": FORMAT, "data_fingerprint": dataset.fingerprint,
-                          "data_source": dataset.source, "generator": generator,
-                          "resolution": dataset.resolution})
-        self.meta.update(extra_meta or {})
+                          "data_source": dataset.source, "resolution": dataset.resolution})
+        self.meta.update(extra)
         self.meta.setdefault("spend_usd", 0.0)
+        self._derive()
+
+    def _legacy_runs(self) -> list[dict[str, Any]]:
+        """Runs of a pool written before `runs` was kept: one record per generator, from the manifest.
+        Its old top-level `kept_for` may be stale (it survived later runs), so it is not trusted."""
+        runs: dict[tuple[str, str], dict[str, Any]] = {}
+        for e in self.entries:
+            params = e.get("params") or {}
+            trained = None
+            if e["generator"] == "diffusion":  # its params always named the model's kept set
+                trained = {"kept_for": params.get("kept_for"), "classes": None,
+                           "n_rows": params.get("trained_rows"), "rows_sha256": params.get("rows_sha256")}
+            key = (e["generator"], json.dumps(trained, sort_keys=True))
+            r = runs.setdefault(key, {"generator": e["generator"], "generator_params": None, "kept_for": None,
+                                      "trained_on": trained, "images": 0, "legacy": True})
+            r["images"] += 1
+        return list(runs.values())
+
+    def _derive(self) -> None:
+        """Pool-level keys from the runs (and the current one once it has added images)."""
+        runs = self.meta["runs"]
+        if runs:
+            latest = runs[-1]
+            self.meta["generator"] = latest["generator"]
+            self.meta["generator_params"] = latest.get("generator_params")
+            kept = [r.get("kept_for") for r in runs]
+            self.meta["kept_for"] = kept[0] if kept[0] is not None and all(k == kept[0] for k in kept) else None
+        else:  # nothing made yet: the pool is what this run is about to make
+            self.meta["generator"] = self.run["generator"]
+            self.meta["generator_params"] = self.run["generator_params"]
+            self.meta["kept_for"] = self.run["kept_for"]
+        trained: list[dict[str, Any]] = []
+        for r in runs:
+            if r.get("trained_on") is not None and r["trained_on"] not in trained:
+                trained.append(r["trained_on"])
+        self.meta["trained_on"] = trained
 
     def done(self) -> set[tuple[int, int]]:
         """(source_index, variation) pairs already in the pool."""
@@ -157,12 +311,21 @@ class PoolWriter:
         data = png_bytes(image)
         atomic.write_bytes(self.path / rel, data)
         entry = {"file": rel, "class": name, "label": label, "source_index": int(source_index),
+                 "source_sha256": source_sha256(self.dataset, int(source_index)),
                  "variation": variation, "generator": generator, "params": params,
                  "sha256": atomic.sha256_bytes(data)}
         self.entries.append(entry)
+        self.run["images"] += 1
         return entry
 
     def flush(self) -> None:
+        if self.run["images"]:
+            if not self.meta["runs"] or self.meta["runs"][-1] is not self.run:
+                self.meta["runs"].append(self.run)
+            self.run["finished"] = _now()
+        self._derive()
+        # pool.json first: after a crash between the two writes it may name a run whose images are not
+        # in the manifest yet (harmless), never hold images whose provenance it does not record.
+        atomic.write_json(self.path / META, self.meta)
         lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in self.entries)
         atomic.write_text(self.path / MANIFEST, lines)
-        atomic.write_json(self.path / META, self.meta)

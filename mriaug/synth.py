@@ -22,7 +22,19 @@ def plan(dataset: Dataset, classes: list[str] | None, per_source: int, max_sourc
          seed: int, done: set[tuple[int, int]], allowed: np.ndarray | None = None) -> list[tuple[int, int]]:
     """(train row, variation) pairs still to make. Sources come from the train split only, and from
     `allowed` (train rows) when given."""
-    labels = [class_index(c) for c in classes] if classes else list(range(len(CLASSES)))
+    # A 0 would silently make an empty pool; say which option is wrong instead.
+    if isinstance(per_source, bool) or not isinstance(per_source, int) or per_source < 1:
+        raise ValueError(f"--per-source must be a whole number of at least 1, got {per_source!r}")
+    if max_sources is not None and (isinstance(max_sources, bool) or not isinstance(max_sources, int)
+                                    or max_sources < 1):
+        raise ValueError(f"--max-sources must be a whole number of at least 1 (or left out for all), "
+                         f"got {max_sources!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"--seed must be a whole number of at least 0, got {seed!r}")
+    if classes is not None and not classes:
+        raise ValueError("--classes is empty; name at least one class or leave it out for all")
+    # Duplicates ("Mild,Mild_Demented") would plan the same images twice.
+    labels = sorted({class_index(c) for c in classes}) if classes else list(range(len(CLASSES)))
     todo = []
     rng = np.random.default_rng(seed)
     for k in labels:
@@ -40,7 +52,11 @@ def kept_rows(dataset: Dataset, scenario: str, seed: int) -> np.ndarray:
     from . import scenarios
 
     if scenario not in scenarios.SCENARIOS:
-        raise ValueError(f"kept-for: unknown scenario {scenario!r}; known: {', '.join(scenarios.SCENARIOS)}")
+        raise ValueError(f"--kept-for {scenario}:{seed}: only the preset scenarios can be named "
+                         f"({', '.join(scenarios.SCENARIOS)}), not {scenario!r}; a grid's own [scenario.*] "
+                         "tables are not available here")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"--kept-for {scenario}:{seed}: the seed must be a whole number of at least 0")
     return scenarios.kept_real(dataset, scenarios.SCENARIOS[scenario], seed)
 
 
@@ -80,12 +96,13 @@ def make_pool(dataset: Dataset, out: str | Path, generator: str, *, classes: lis
             raise ValueError(f"--max-cost applies to the paid generator (openai); {generator} costs nothing")
         options["max_cost_usd"] = max_cost
     gen = build_generator(generator, options)
-    extra = {"generator_params": gen.params()}
     allowed = None
     if kept_for is not None:
         allowed = kept_rows(dataset, kept_for[0], kept_for[1])
-        extra["kept_for"] = {"scenario": kept_for[0], "seed": kept_for[1]}
-    writer = PoolWriter(out, dataset, generator, extra)
+    # A generator trained on this dataset (diffusion) says on which rows, for the leak check at mix time.
+    trained = gen.trained_on() if hasattr(gen, "trained_on") else None
+    writer = PoolWriter(out, dataset, generator, generator_params=gen.params(), kept_for=kept_for,
+                        trained_on=trained)
     todo = plan(dataset, classes, per_source, max_sources, seed, writer.done(), allowed)
     if dry_run:
         spent = float(writer.meta.get("spend_usd", 0.0))

@@ -40,11 +40,29 @@ def trained(tmp_path_factory: pytest.TempPathFactory, dataset: data.Dataset) -> 
     return out
 
 
+def _assert_same_state(a: object, b: object, where: str = "") -> None:
+    """Bit-for-bit equality of nested state dicts (tensors compared with torch.equal)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _assert_same_state(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same_state(x, y, f"{where}/{i}")
+    else:
+        assert a == b, where
+
+
 def test_resumed_training_equals_uninterrupted(tmp_path: Path, dataset: data.Dataset, trained: Path) -> None:
     diffusion.train(dataset, tmp_path, steps=4, **TINY)
-    a = torch.load(trained / diffusion.CHECKPOINT, weights_only=True)["model"]
-    b = torch.load(tmp_path / diffusion.CHECKPOINT, weights_only=True)["model"]
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    a = torch.load(trained / diffusion.CHECKPOINT, weights_only=True)
+    b = torch.load(tmp_path / diffusion.CHECKPOINT, weights_only=True)
+    for part in ("model", "ema", "optimizer"):  # bit for bit, not merely close
+        _assert_same_state(a[part], b[part], part)
+    assert a["optimizer"]["state"], "the optimiser has moments to compare"
     # Resuming with other settings is refused, naming the setting.
     with pytest.raises(diffusion.DiffusionError, match="batch_size"):
         diffusion.train(dataset, tmp_path, steps=6, **{**TINY, "batch_size": 4})
@@ -59,6 +77,10 @@ def test_pool_from_diffusion_feeds_a_scenario_3_run(tmp_path: Path, dataset: dat
     assert s["generated"] == n
     p = pools.load(pool, dataset)
     assert len(p.labels) == n and p.images.shape[1:] == (32, 32) and p.images.dtype == np.uint8
+    # The model saw every Mild/Moderate train row: a run that drops some must not use this pool.
+    (t,) = p.meta["trained_on"]
+    assert t["kept_for"] is None and t["n_rows"] == n and t["classes"] == ["Mild_Demented", "Moderate_Demented"]
+    assert pools.training_conflicts(p, "4", 0) == [t]
     assert p.entries[0]["params"]["strength"] == 0.4 and p.entries[0]["params"]["trained_steps"] == 4
     # Resumable: nothing left to do.
     assert synth.make_pool(dataset, pool, "diffusion", classes=["Mild_Demented", "Moderate_Demented"],
@@ -94,3 +116,70 @@ def test_train_diffusion_cli(tmp_path: Path) -> None:
     assert info["kept_for"] == ["4", 0] and info["step"] == 2
     r = CliRunner().invoke(app, [*args[:-1], "5:0"])
     assert r.exit_code == 2 and "kept_for" in r.output
+
+    # A pool from this model records what it was trained on, for the check at mix time.
+    ds = data.load(SPEC)
+    opts = {"checkpoint": str(out), "steps": 2, "strength": 0.5}
+    pool = tmp_path / "pool"
+    synth.make_pool(ds, pool, "diffusion", classes=["Moderate_Demented"], kept_for=("4", 0), options=opts,
+                    progress_bar=False)
+    p = pools.load(pool, ds)
+    assert [t["kept_for"] for t in p.meta["trained_on"]] == [["4", 0]]
+    assert p.meta["runs"][0]["trained_on"]["kept_for"] == ["4", 0]
+    assert pools.training_conflicts(p, "4", 0) == [] and pools.training_conflicts(p, "4", 1) != []
+    # A pool run for another kept set is refused: the model saw rows that run drops.
+    with pytest.raises(diffusion.DiffusionError, match=r"trained on the kept set of \['4', 0\].*kept set of 4:1"):
+        synth.make_pool(ds, tmp_path / "p41", "diffusion", classes=["Moderate_Demented"], kept_for=("4", 1),
+                        options=opts, progress_bar=False)
+
+
+def test_legacy_pool_json_trained_on_comes_from_the_manifest(tmp_path: Path, dataset: data.Dataset,
+                                                             trained: Path) -> None:
+    pool = tmp_path / "pool"
+    synth.make_pool(dataset, pool, "diffusion", classes=["Moderate_Demented"], progress_bar=False,
+                    options={"checkpoint": str(trained), "steps": 2})
+    meta = json.loads((pool / "pool.json").read_text())
+    for k in ("runs", "trained_on"):
+        del meta[k]
+    (pool / "pool.json").write_text(json.dumps(meta))
+    p = pools.load(pool, dataset)
+    assert pools.trained_on(p) == [{"kept_for": None}]
+    assert pools.training_conflicts(p, "4", 0) == [{"kept_for": None}]
+
+
+def test_a_model_trained_on_all_rows_cannot_make_a_pool_for_a_kept_set(tmp_path: Path, dataset: data.Dataset,
+                                                                       trained: Path) -> None:
+    with pytest.raises(diffusion.DiffusionError, match="trained on every train row.*kept set of 4:0"):
+        synth.make_pool(dataset, tmp_path / "p", "diffusion", classes=["Moderate_Demented"], kept_for=("4", 0),
+                        options={"checkpoint": str(trained), "steps": 2}, progress_bar=False)
+    assert not (tmp_path / "p" / "manifest.jsonl").exists()
+
+
+def test_noise_is_seeded_per_source_and_variation_without_collisions() -> None:
+    # The old seed, seed*1_000_003 + source*101 + variation, was the same for (0, 101) and (1, 0).
+    n = diffusion._noise(0, [(0, 101), (1, 0), (9901, 2)], (1, 8, 8))
+    m = diffusion._noise(1, [(0, 0)], (1, 8, 8))
+    assert not torch.equal(n[0], n[1]) and not torch.equal(n[2], m[0])
+    assert torch.equal(diffusion._noise(0, [(1, 0)], (1, 8, 8))[0], n[1])  # independent of the batch
+
+
+def test_device_choice_is_the_training_runs(monkeypatch: pytest.MonkeyPatch, dataset: data.Dataset,
+                                            tmp_path: Path) -> None:
+    import mriaug.train
+
+    asked: list[str | None] = []
+
+    def pick(requested: str | None = None) -> torch.device:
+        asked.append(requested)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(mriaug.train, "pick_device", pick)
+    diffusion.train(dataset, tmp_path, steps=1, **{**TINY, "classes": ["Moderate_Demented"]}, device="cpu")
+    assert asked == ["cpu"]
+
+
+@pytest.mark.parametrize(("kw", "name"), [({"steps": 0}, "steps"), ({"checkpoint_every": 0}, "checkpoint_every"),
+                                          ({"seed": -1}, "seed")])
+def test_bad_training_settings_are_named(tmp_path: Path, dataset: data.Dataset, kw: dict, name: str) -> None:
+    with pytest.raises(diffusion.DiffusionError, match=rf"diffusion: {name} must be"):
+        diffusion.train(dataset, tmp_path, **{"steps": 2, **TINY, **kw})

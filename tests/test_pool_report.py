@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from mriaug import data, pool_report, pools, scenarios, synth
 from mriaug.cli import app
+from mriaug.generators import seed_for
 from mriaug.generators.transform import TransformGenerator
 
 SMALL = data.DataSpec("phantom", {"n_train": 160, "n_test": 80, "size": 32})
@@ -69,9 +71,19 @@ def test_report_written_next_to_the_manifest(tmp_path: Path, small: data.Dataset
     pools.load(pool, small)
 
 
-def test_report_on_a_missing_pool_is_one_clear_error(tmp_path: Path) -> None:
+def test_report_on_a_missing_pool_is_one_clear_error(tmp_path: Path, small: data.Dataset) -> None:
     r = CliRunner().invoke(app, ["synth", "report", str(tmp_path / "nope")])
-    assert r.exit_code == 2 and "pool.json" in r.output
+    assert r.exit_code == 2 and "nope does not exist" in r.output and "pool.json" not in r.output
+    # A folder that exists but has no pool.json: that file is what is missing.
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(app, ["synth", "report", str(tmp_path / "empty")])
+    assert r.exit_code == 2 and "pool.json: missing" in r.output
+    # A corrupt pool.json is named, not a traceback.
+    pool = tmp_path / "pool"
+    _write(pool, small, [int(np.flatnonzero(small.train_y == 0)[0])])
+    (pool / "pool.json").write_text('{"data_fingerprint": ')
+    r = CliRunner().invoke(app, ["synth", "report", str(pool)])
+    assert r.exit_code == 2 and "pool.json: not valid JSON" in r.output, r.output
 
 
 # --- the guards: never a test image, never a dropped image ---------------------------------------
@@ -117,7 +129,10 @@ def test_pool_made_for_a_kept_set(tmp_path: Path, medium: data.Dataset) -> None:
     assert np.isin(p.sources, kept).all()
     mm = np.isin(medium.train_y, [0, 1])
     assert len(p.sources) == int(np.isin(np.flatnonzero(mm), kept).sum())
-    assert json.loads((pool / "pool.json").read_text())["kept_for"] == {"scenario": "4", "seed": 0}
+    meta = json.loads((pool / "pool.json").read_text())
+    assert meta["kept_for"] == {"scenario": "4", "seed": 0}
+    assert [r["kept_for"] for r in meta["runs"]] == [{"scenario": "4", "seed": 0}]
+    assert meta["trained_on"] == []  # transform learns from nothing
     m = scenarios.mix(medium, scenarios.SCENARIOS["4"], 0, p)
     assert np.array_equal(np.sort(m.real_index), kept)  # the run keeps exactly the rows the pool was made for
     assert np.isin(p.sources[m.synthetic_index], m.real_index).all()
@@ -132,3 +147,133 @@ def test_diffusion_trains_only_on_kept_rows(medium: data.Dataset) -> None:
     kept = synth.kept_rows(medium, "4", 0)
     assert np.isin(rows, kept).all() and len(rows) == 5
     assert len(training_rows(medium, ["Moderate_Demented"])) == 6
+
+
+# --- pool.json: required, readable, and true to the latest run ------------------------------------
+
+def test_pool_json_is_required_and_a_corrupt_one_is_named(tmp_path: Path, small: data.Dataset) -> None:
+    pool = tmp_path / "pool"
+    _write(pool, small, [int(np.flatnonzero(small.train_y == 0)[0])])
+    meta_file = pool / "pool.json"
+    good = meta_file.read_text()
+    meta_file.write_text(good[:-20])
+    for read in (lambda: pools.read_meta(pool), lambda: pools.load(pool, small),
+                 lambda: pools.PoolWriter(pool, small, "transform")):
+        with pytest.raises(pools.PoolError, match=r"pool\.json: not valid JSON"):
+            read()
+    meta_file.write_text("[1, 2]")
+    with pytest.raises(pools.PoolError, match=r"pool\.json: expected a JSON object"):
+        pools.load(pool, small)
+    # Without the fingerprint the rows could belong to another split: refused, with the fix.
+    meta = json.loads(good)
+    del meta["data_fingerprint"]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(pools.PoolError, match=r"pool\.json: no data_fingerprint.*mriaug synth"):
+        pools.load(pool, small)
+    meta_file.unlink()
+    with pytest.raises(pools.PoolError, match=r"pool\.json: missing.*mriaug synth"):
+        pools.load(pool, small)
+    with pytest.raises(pools.PoolError, match=r"pool\.json: missing or without data_fingerprint"):
+        pools.PoolWriter(pool, small, "transform")  # nor may the pool be extended blindly
+
+
+def test_source_pixels_are_checked_against_a_resplit_dataset(tmp_path: Path, small: data.Dataset) -> None:
+    pool = tmp_path / "pool"
+    mild = np.flatnonzero(small.train_y == 0)
+    _write(pool, small, [int(mild[0]), int(mild[1])])
+    entries = [json.loads(line) for line in (pool / "manifest.jsonl").read_text().splitlines()]
+    assert entries[1]["source_sha256"] == pools.source_sha256(small, int(mild[1]))
+    # Same fingerprint (as a source whose split the fingerprint does not capture), two rows of one class swapped.
+    x = small.train_x.copy()
+    x[[mild[0], mild[1]]] = x[[mild[1], mild[0]]]
+    resplit = dataclasses.replace(small, train_x=x)
+    with pytest.raises(pools.PoolError,
+                       match=rf"line 1: source train row {mild[0]} is not the image this variation was made from"):
+        pools.load(pool, resplit)
+    with pytest.raises(pools.PoolError, match="is not the image this variation was made from"):
+        pools.PoolWriter(pool, resplit, "transform")
+    assert len(pools.load(pool, small).labels) == 2
+
+
+def test_per_run_keys_follow_the_latest_run(tmp_path: Path, medium: data.Dataset) -> None:
+    pool = tmp_path / "pool"
+
+    def make(classes: list[str], kept_for: tuple[str, int] | None, **options: object) -> dict:
+        synth.make_pool(medium, pool, "transform", classes=classes, kept_for=kept_for, options=options,
+                        progress_bar=False)
+        return json.loads((pool / "pool.json").read_text())
+
+    meta = make(["Moderate_Demented"], ("4", 0))
+    assert meta["kept_for"] == {"scenario": "4", "seed": 0} and len(meta["runs"]) == 1
+    meta = make(["Moderate_Demented"], ("4", 0))  # nothing new: no run recorded
+    assert len(meta["runs"]) == 1 and meta["kept_for"] == {"scenario": "4", "seed": 0}
+    meta = make(["Mild_Demented"], ("4", 0), contrast=0.2)
+    assert meta["kept_for"] == {"scenario": "4", "seed": 0} and meta["generator_params"]["contrast"] == 0.2
+    # Extended from all rows: the old kept_for must not survive, and the latest params are shown.
+    meta = make(["Moderate_Demented"], None, contrast=0.3)
+    assert meta["kept_for"] is None
+    assert meta["generator_params"]["contrast"] == 0.3
+    assert [r["kept_for"] for r in meta["runs"]] == [{"scenario": "4", "seed": 0}] * 2 + [None]
+    assert [r["generator_params"]["contrast"] for r in meta["runs"]] == [0.1, 0.2, 0.3]
+    assert sum(r["images"] for r in meta["runs"]) == len(pools.load(pool, medium).entries)
+
+    # Two different kept sets: no single one describes the pool either.
+    other = tmp_path / "other"
+    synth.make_pool(medium, other, "transform", classes=["Moderate_Demented"], kept_for=("4", 0), progress_bar=False)
+    synth.make_pool(medium, other, "transform", classes=["Mild_Demented"], kept_for=("4", 1), progress_bar=False)
+    assert json.loads((other / "pool.json").read_text())["kept_for"] is None
+
+
+def test_a_pool_json_from_before_runs_were_kept_drops_its_stale_kept_for(tmp_path: Path,
+                                                                          small: data.Dataset) -> None:
+    pool = tmp_path / "pool"
+    _write(pool, small, [int(np.flatnonzero(small.train_y == 0)[0])])
+    meta = json.loads((pool / "pool.json").read_text())
+    for k in ("runs", "trained_on"):
+        del meta[k]
+    meta["kept_for"] = {"scenario": "4", "seed": 0}  # possibly stale: it was never removed
+    (pool / "pool.json").write_text(json.dumps(meta))
+    w = pools.PoolWriter(pool, small, "transform")
+    w.flush()
+    meta = json.loads((pool / "pool.json").read_text())
+    assert meta["kept_for"] is None
+    assert meta["runs"] == [{"generator": "transform", "generator_params": None, "kept_for": None,
+                             "trained_on": None, "images": 1, "legacy": True}]
+
+
+# --- bad settings: one clear error naming the option ----------------------------------------------
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--per-source", "0"], "--per-source must be a whole number of at least 1, got 0"),
+    (["--max-sources", "0"], "--max-sources must be a whole number of at least 1"),
+    (["--seed", "-1"], "--seed must be a whole number of at least 0"),
+    (["--kept-for", "mine:0"], "only the preset scenarios can be named (1, 2, 3, 4, 5, 6), not 'mine'"),
+    (["-s", "flush_every=0"], "flush_every must be a whole number of at least 1"),
+])
+def test_bad_synth_options_name_the_option(tmp_path: Path, args: list[str], message: str) -> None:
+    r = CliRunner().invoke(app, ["synth", "--data", "phantom", "-o", "n_train=160", "-o", "n_test=80",
+                                 "-o", "size=32", "--out", str(tmp_path / "pool"), "--no-report", *args])
+    assert r.exit_code == 2, r.output
+    assert message in " ".join(r.output.split()), r.output
+    assert not (tmp_path / "pool" / "manifest.jsonl").exists()
+
+
+def test_duplicate_classes_are_planned_once(small: data.Dataset) -> None:
+    once = synth.plan(small, ["Mild_Demented"], 2, None, 0, set())
+    assert synth.plan(small, ["Mild_Demented", "Mild Demented", "0"], 2, None, 0, set()) == once
+
+
+# --- seeds: one per (seed, source, variation), without collisions -------------------------------------
+
+def test_transform_variations_do_not_collide(small: data.Dataset) -> None:
+    img = small.train_x[0]
+    gen = TransformGenerator()
+    # seed*1_000_003 + source*101 + variation gave (0, 0, 101) and (0, 1, 0) the same seed, and
+    # (1, 0, 0) the same as (0, 9901, 2).
+    assert not np.array_equal(gen.variation(img, 0, 101), gen.variation(img, 1, 0))
+    assert not np.array_equal(TransformGenerator(seed=1).variation(img, 0, 0), gen.variation(img, 9901, 2))
+    assert np.array_equal(gen.variation(img, 3, 1), TransformGenerator().variation(img, 3, 1))  # still seeded
+    seeds = {seed_for(s, src, v) for s in range(3) for src in range(40) for v in range(120)}
+    assert len(seeds) == 3 * 40 * 120
+    with pytest.raises(ValueError, match="at least 0"):
+        seed_for(0, -1, 0)

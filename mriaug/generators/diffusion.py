@@ -43,6 +43,7 @@ from .. import atomic
 from ..classes import CLASSES, NUM_CLASSES, class_index
 from ..data import Dataset
 from ..pools import PoolError, PoolWriter
+from . import seed_for
 
 CHECKPOINT = "checkpoint.pt"
 INFO = "diffusion.json"
@@ -71,7 +72,17 @@ def unet_config(resolution: int, channels: tuple[int, ...] = DEFAULT_CHANNELS, l
 
 
 def _device(requested: str | None) -> torch.device:
-    return torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # The same choice as a training run's (imported late: mriaug.train pulls in the model zoo).
+    from .. import train as train_mod
+
+    return train_mod.pick_device(requested)
+
+
+def _noise(seed: int, chunk: list[tuple[int, int]], shape: tuple[int, ...]) -> torch.Tensor:
+    """One noise image per (source, variation), each from its own generator, so an image does not
+    depend on the batch it was made in."""
+    return torch.cat([torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed_for(seed, s, v)))
+                      for s, v in chunk])
 
 
 def _to_model_range(x_uint8: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -112,8 +123,13 @@ def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 64
     from diffusers import DDPMScheduler, UNet2DModel
     from tqdm import tqdm
 
-    if steps < 1 or batch_size < 1:
-        raise DiffusionError("diffusion: steps and batch_size must be at least 1")
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DiffusionError(f"diffusion: {name} must be a whole number of at least 1, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DiffusionError(f"diffusion: seed must be a whole number of at least 0, got {seed!r}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise DiffusionError(f"diffusion: ema_decay {ema_decay} must be in [0, 1)")
     if precision not in ("fp32", "bf16"):
         raise DiffusionError(f"diffusion: precision {precision!r} must be fp32 or bf16")
     out = Path(out)
@@ -209,6 +225,11 @@ class DiffusionGenerator:
                  batch_size: int = 16, device: str | None = None, use_ema: bool = True, flush_every: int = 100):
         if not 0.0 < float(strength) <= 1.0:
             raise ValueError(f"diffusion generator: strength {strength} must be in (0, 1]")
+        for name, value in (("steps", steps), ("batch_size", batch_size), ("flush_every", flush_every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"diffusion generator: {name} must be a whole number of at least 1, got {value!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"diffusion generator: seed must be a whole number of at least 0, got {seed!r}")
         self.checkpoint = Path(checkpoint)
         if self.checkpoint.is_dir():
             self.checkpoint = self.checkpoint / CHECKPOINT
@@ -230,6 +251,13 @@ class DiffusionGenerator:
                 "trained_rows": info["n_rows"], "rows_sha256": info["rows_sha256"], "strength": self.strength,
                 "steps": self.steps, "seed": self.seed, "scheduler": "ddim", "ema": self.use_ema}
 
+    def trained_on(self) -> dict[str, Any]:
+        """The rows the model learnt from, recorded per run in pool.json (`trained_on`): a run that drops
+        real images must not use variations from a model that saw them."""
+        ident = json.loads(self._load()["ident"])
+        return {"kept_for": ident["kept_for"], "classes": ident["classes"], "n_rows": ident["n_rows"],
+                "rows_sha256": ident["rows_sha256"], "data_fingerprint": ident["data_fingerprint"]}
+
     def run(self, writer: PoolWriter, todo: Iterable[tuple[int, int]],
             progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
         from diffusers import DDIMScheduler, UNet2DModel
@@ -239,10 +267,14 @@ class DiffusionGenerator:
         if ident["data_fingerprint"] != writer.dataset.fingerprint:
             raise DiffusionError(f"{self.checkpoint}: trained on dataset {ident['data_fingerprint']}, but the pool's "
                                  f"dataset is {writer.dataset.fingerprint}")
-        pool_kept = writer.meta.get("kept_for")
-        if ident["kept_for"] and pool_kept and [pool_kept["scenario"], pool_kept["seed"]] != ident["kept_for"]:
-            raise DiffusionError(f"{self.checkpoint}: trained on the kept set of {ident['kept_for']}, "
-                                 f"but the pool is for {pool_kept}")
+        # This run's kept set, not the pool's (which earlier runs decide). A model that saw rows outside
+        # it (another kept set, or all rows) would leak images the run drops into its variations.
+        run_kept = writer.run.get("kept_for")
+        if run_kept is not None and ident["kept_for"] != [run_kept["scenario"], run_kept["seed"]]:
+            seen = "every train row" if ident["kept_for"] is None else f"the kept set of {ident['kept_for']}"
+            raise DiffusionError(f"{self.checkpoint}: trained on {seen}, but this pool run is for the kept set of "
+                                 f"{run_kept['scenario']}:{run_kept['seed']}; train a model with "
+                                 f"`mriaug synth train-diffusion --kept-for {run_kept['scenario']}:{run_kept['seed']}`")
         config = json.loads(ck["unet"])
         dev = _device(self.device)
         model = UNet2DModel(**config).to(dev).eval()
@@ -259,8 +291,7 @@ class DiffusionGenerator:
             src = np.array([s for s, _ in chunk])
             x0 = _to_model_range(torch.from_numpy(writer.dataset.train_x[src]), res_model).to(dev)
             labels = torch.from_numpy(writer.dataset.train_y[src].astype(np.int64)).to(dev)
-            noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=torch.Generator().manual_seed(
-                self.seed * 1_000_003 + s * 101 + v)) for s, v in chunk]).to(dev)
+            noise = _noise(self.seed, chunk, tuple(x0.shape[1:])).to(dev)
             x = sched.add_noise(x0, noise, ts[:1].repeat(len(chunk)).to(dev))
             with torch.no_grad():
                 for t in ts:

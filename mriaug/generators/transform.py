@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..pools import PoolWriter
+from . import seed_for
 
 
 class TransformGenerator:
@@ -19,6 +20,11 @@ class TransformGenerator:
 
     def __init__(self, seed: int = 0, max_rotation_deg: float = 8.0, elastic_alpha: float = 0.03,
                  contrast: float = 0.1, flush_every: int = 200):
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"transform generator: seed must be a whole number of at least 0, got {seed!r}")
+        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
+            raise ValueError(f"transform generator: flush_every must be a whole number of at least 1, "
+                             f"got {flush_every!r}")
         self.seed, self.max_rot, self.alpha, self.contrast = seed, max_rotation_deg, elastic_alpha, contrast
         self.flush_every = flush_every
 
@@ -27,8 +33,8 @@ class TransformGenerator:
                 "contrast": self.contrast}
 
     def variation(self, image: np.ndarray, source_index: int, variation: int) -> np.ndarray:
-        # Seeded per (source, variation) so a resumed or re-made pool has the same images.
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + source_index * 101 + variation)
+        # Seeded per (seed, source, variation) so a resumed or re-made pool has the same images.
+        g = torch.Generator().manual_seed(seed_for(self.seed, source_index, variation))
         h, w = image.shape
         x = torch.from_numpy(image).float()[None, None] / 255.0
         u = lambda lo, hi: float(torch.empty(1).uniform_(lo, hi, generator=g))  # noqa: E731
