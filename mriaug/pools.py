@@ -7,7 +7,8 @@ source indices refer to and how the images were made:
                "images": 120, "started": "...", "finished": "..."}, ...],
      "generator": "...", "generator_params": {...},   # those of the latest run that added images
      "kept_for": {"scenario": "4", "seed": 0} | null,
-     "trained_on": [{"kept_for": ["4", 0] | null, "classes": [...] | null, "n_rows": ..., "rows_sha256": ...}]}
+     "trained_on": [{"kept_for": ["4", 0] | null, "classes": [...] | null, "n_rows": ..., "rows_sha256": ...,
+                     "data_fingerprint": ...}]}
 `runs` has one record per `mriaug synth` run that added images. The pool-level keys are derived from it:
 - `kept_for`: the (scenario, seed) whose kept real rows every source was drawn from, when every run
   was restricted to that same kept set; null when any run drew from all train rows, or runs were made
