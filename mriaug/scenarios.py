@@ -112,7 +112,26 @@ def kept_real(dataset: Dataset, scenario: Scenario, seed: int) -> np.ndarray:
     return np.sort(np.concatenate([kept_rows(dataset, scenario, seed, c) for c in range(NUM_CLASSES)]))
 
 
+def check_generator_training(scenario: Scenario, seed: int, pool: Pool) -> None:
+    """A run that drops real images may not use images from a model trained on any of them (e.g. a
+    diffusion model trained on all rows, or on another seed's kept set): it would bring them back."""
+    from .pools import training_conflicts
+
+    if all(f >= 1.0 for f in scenario.real_fraction):
+        return
+    bad = training_conflicts(pool, scenario.name, seed)
+    if bad:
+        seen = "all train rows" if bad[0].get("kept_for") is None else f"the kept set of {bad[0]['kept_for']}"
+        raise PoolError(
+            f"scenario {scenario.name}, seed {seed}: pool {pool.path} has images from a model trained on {seen}, "
+            f"which includes real images this run drops; train one with `mriaug synth train-diffusion "
+            f"--kept-for {scenario.name}:{seed}` and make this run's pool from it"
+        )
+
+
 def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> Mix:
+    if pool is not None and scenario.needs_pool:
+        check_generator_training(scenario, seed, pool)
     real_idx, syn_idx = [], []
     counts_real, counts_syn = {}, {}
     for c, name in enumerate(CLASSES):

@@ -92,6 +92,9 @@ def test_pool_from_diffusion_feeds_a_scenario_3_run(tmp_path: Path, dataset: dat
     assert res["counts"]["synthetic"]["Mild_Demented"] == round(0.2 * int((dataset.train_y == 0).sum()))
     assert res["data"]["pool_fingerprint"] == p.fingerprint
     assert np.isfinite(res["metrics"]["test_ce"])
+    # Scenario 4 drops real images the model was trained on: refused before any training.
+    with pytest.raises(pools.PoolError, match=r"scenario 4, seed 0: .* trained on all train rows.*--kept-for 4:0"):
+        scenarios.mix(dataset, scenarios.SCENARIOS["4"], 0, p)
 
 
 def test_generator_refuses_other_dataset_and_bad_settings(tmp_path: Path, trained: Path) -> None:
