@@ -175,6 +175,10 @@ def grid_cmd(file: Annotated[Path, typer.Argument(help="grid file, e.g. jobs/smo
     g = _grid(file)
     done = results.done_ids(g.results)
     todo = [r for r in g.runs if r.run_id not in done]
+    try:
+        grid_mod.check_pools(todo)
+    except (*USER_ERRORS, pools.PoolError) as e:
+        raise _fail(f"{file}: {e}") from e
     typer.echo(f"grid {g.name}: {len(g.runs)} runs, {len(g.runs) - len(todo)} done, {len(todo)} to run -> {g.results}")
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if verbose else (lambda m: None)
     with tqdm(todo, unit="run", file=sys.stderr) as bar:

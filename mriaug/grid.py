@@ -37,6 +37,25 @@ class _Reader(TomlFile):
     error = GridError
 
 
+def check_pools(runs: list[RunSpec]) -> None:
+    """Before any training: every run that adds synthetic images finds enough in its pool (and the pool is
+    valid for the data). Mixing only builds indices, so checking every (scenario, seed) is cheap."""
+    from . import data as data_mod
+    from . import pools
+
+    needing = [r for r in runs if r.scenario.needs_pool]
+    if not needing:
+        return
+    loaded: dict[tuple[str, str | None], pools.Pool] = {}
+    for r in needing:
+        if r.pool is None:
+            raise pools.PoolError(f"{r.label}: scenario {r.scenario.name} adds synthetic images but no pool is set")
+        key = (repr(r.data), r.pool)
+        if key not in loaded:
+            loaded[key] = pools.load(r.pool, data_mod.load(r.data))
+        scenarios.mix(data_mod.load(r.data), r.scenario, r.seed, loaded[key])
+
+
 def model_hparams(name: str, table: dict[str, Any] | None = None) -> dict[str, Any]:
     e = models.entry(name)
     hp = {**DEFAULT_HPARAMS, "arch": e.default_arch, "resolution": e.default_resolution,

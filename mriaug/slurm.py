@@ -30,7 +30,9 @@ from typing import Any
 import submitit
 
 from . import atomic, models, results
-from .grid import Grid
+from .data import DataError
+from .grid import Grid, check_pools
+from .pools import PoolError
 from .spec import RunSpec
 from .tomlfile import TomlFile
 from .train import git_commit
@@ -419,6 +421,12 @@ def plan(grid: Grid, profile: Profile, *, dry_run: bool = False) -> Plan:
     results_dir = grid.results.resolve()
     status = grid_status(grid)
     todo = [r.spec for r in status.runs if r.state in ("failed", "unsubmitted")]
+    try:
+        check_pools(todo)  # a task that cannot find its synthetic images should not wait for a GPU
+    except DataError as e:
+        if isinstance(e, PoolError):
+            raise ProfileError(f"{grid.path}: {e}") from e
+        warnings.append(f"could not check the pool here (the data does not load on this machine: {e})")
     cluster_max = cluster_max_array_size()
     sizes = [(profile.max_array_size, "profile"), (cluster_max, "scontrol show config")]
     size, source = min(((s, src) for s, src in sizes if s), default=(None, "unknown"))
@@ -511,38 +519,45 @@ class Submitted:
 
 
 def submit(p: Plan) -> Submitted:
-    """Submit the planned arrays and the collector; write the submission record."""
+    """Submit the planned arrays and the collector. The submission record is rewritten after every
+    array, so tasks that went in before a failure are tracked (status sees them, resubmits skip them)."""
     if not p.arrays:
         raise SlurmError("nothing to submit")
     workdir = Path.cwd()
     folder = slurm_dir(p.results_dir) / "logs"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    record = slurm_dir(p.results_dir) / "submissions" / f"{stamp}.json"
     tasks: dict[str, dict[str, Any]] = {}
+    doc: dict[str, Any] = {"grid": str(p.grid.path.resolve()), "profile": str(p.profile.path.resolve()),
+                           "submitted_at": stamp, "workdir": str(workdir), "folder": str(folder), "arrays": [],
+                           "tasks": tasks, "collector": None}
     for a in p.arrays:
         for spec in a.runs:  # a resubmitted run's old error no longer applies
             failure_path(p.results_dir, spec.run_id).unlink(missing_ok=True)
         ex = executor(p.profile, a.resources, folder=folder, workdir=workdir, results_dir=p.results_dir,
                       name=f"mriaug-{p.grid.name}-{a.model}", throttle=a.throttle)
         n = len(a.runs)
-        jobs = ex.map_array(RunTask(), a.runs, [str(p.results_dir)] * n, [p.grid.save_weights] * n)
+        try:
+            jobs = ex.map_array(RunTask(), a.runs, [str(p.results_dir)] * n, [p.grid.save_weights] * n)
+        except Exception as e:
+            went_in = ", ".join(f"{x['model']} (job {x['job_id']})" for x in doc["arrays"]) or "none"
+            raise SlurmError(f"submitting the {a.model} array ({n} runs, {a.resources.describe()}) failed: {e}; "
+                             f"arrays already submitted: {went_in} (recorded in {record}); fix the profile "
+                             "and run the same command again to submit the rest") from e
         a.job_id = jobs[0].job_id.split("_")[0]
         for spec, job in zip(a.runs, jobs, strict=True):
             tasks[spec.run_id] = {"job_id": job.job_id, "label": spec.label, "stdout": str(job.paths.stdout),
                                   "stderr": str(job.paths.stderr)}
+        doc["arrays"].append({"job_id": a.job_id, "model": a.model, "runs": n, "throttle": a.throttle,
+                              "resources": asdict(a.resources)})
+        atomic.write_json(record, doc)
     dependency = "afterany:" + ":".join(a.job_id for a in p.arrays if a.job_id)
     cex = executor(p.profile, p.profile.collector, folder=folder, workdir=workdir, results_dir=p.results_dir,
                    name=f"mriaug-{p.grid.name}-collect", dependency=dependency)
     cjob = cex.submit(collect_task, str(p.results_dir), [s.run_id for s in p.grid.runs])
-    record = slurm_dir(p.results_dir) / "submissions" / f"{stamp}.json"
-    atomic.write_json(record, {
-        "grid": str(p.grid.path.resolve()), "profile": str(p.profile.path.resolve()), "submitted_at": stamp,
-        "workdir": str(workdir), "folder": str(folder),
-        "arrays": [{"job_id": a.job_id, "model": a.model, "runs": len(a.runs), "throttle": a.throttle,
-                    "resources": asdict(a.resources)} for a in p.arrays],
-        "tasks": tasks,
-        "collector": {"job_id": cjob.job_id, "dependency": dependency, "stdout": str(cjob.paths.stdout),
-                      "stderr": str(cjob.paths.stderr), "tables": str(p.results_dir / "tables")},
-    })
+    doc["collector"] = {"job_id": cjob.job_id, "dependency": dependency, "stdout": str(cjob.paths.stdout),
+                       "stderr": str(cjob.paths.stderr), "tables": str(p.results_dir / "tables")}
+    atomic.write_json(record, doc)
     return Submitted(record, p.arrays, cjob.job_id)
 
 

@@ -55,7 +55,7 @@ def _manifest_hash(path: str, mtime_ns: int, size: int) -> str:
     return atomic.sha256_file(path)[:16]
 
 
-def pool_fingerprint(pool: str | None) -> str | None:
+def read_pool_fingerprint(pool: str | None) -> str | None:
     """What a pool holds (the hash of its manifest, as `pools.load` computes it); None when it has none yet."""
     if pool is None:
         return None
@@ -76,6 +76,13 @@ class RunSpec:
     hparams: dict[str, Any]
     data: DataSpec = field(default_factory=DataSpec)
     pool: str | None = None
+    # The pool's content when the run was planned: read once here, so a pool extended while runs wait
+    # in a queue does not change their ids (train.execute refuses a pool that changed since).
+    pool_fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pool_fingerprint is None and self.scenario.needs_pool:
+            object.__setattr__(self, "pool_fingerprint", read_pool_fingerprint(self.pool))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,7 +94,7 @@ class RunSpec:
             "data": self.data.describe(),
             # A pool only matters to runs that draw from it, and then by what it holds, not where it lies:
             # extending or re-making a pool gives new runs; moving it does not.
-            "pool": {"fingerprint": pool_fingerprint(self.pool)} if self.scenario.needs_pool else None,
+            "pool": {"fingerprint": self.pool_fingerprint} if self.scenario.needs_pool else None,
         }
 
     @property

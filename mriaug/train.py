@@ -148,6 +148,11 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
     dev = pick_device(device)
     ds = data_mod.load(spec.data)
     pool = pools.load(spec.pool, ds) if spec.scenario.needs_pool and spec.pool else None
+    if pool is not None and pool.fingerprint != spec.pool_fingerprint:
+        raise pools.PoolError(
+            f"pool {spec.pool} changed since run {spec.label} was planned (manifest {pool.fingerprint}, planned "
+            f"{spec.pool_fingerprint}); plan it again (`mriaug grid` / `mriaug submit`) to train on the new pool"
+        )
     mix = scenarios.mix(ds, spec.scenario, spec.seed, pool)
     x_np, y_np = scenarios.training_arrays(ds, mix, pool)
     res = int(hp["resolution"])

@@ -91,3 +91,19 @@ def test_run_rejects_bad_settings_naming_them(tmp_path: Path) -> None:
         assert r.exit_code == 2, (extra, r.output)
         assert message in r.output, (extra, r.output)
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_grid_checks_its_pool_before_training_anything(tmp_path: Path) -> None:
+    g = tmp_path / "grid.toml"
+    g.write_text(GRID.format(results=tmp_path / "res", pool=tmp_path / "missing-pool"))
+    r = runner.invoke(app, ["grid", str(g)])
+    assert r.exit_code == 2, r.output
+    assert "missing-pool: no such folder" in r.output
+    assert not (tmp_path / "res").exists() or not list((tmp_path / "res").glob("*.json"))
+    # A pool too small for scenario 3: also refused up front, with the counts.
+    runner.invoke(app, ["synth", "--grid", str(g), "--out", str(tmp_path / "small"), "--classes", "Mild_Demented",
+                        "--max-sources", "2"])
+    g.write_text(GRID.format(results=tmp_path / "res", pool=tmp_path / "small"))
+    r = runner.invoke(app, ["grid", str(g)])
+    assert r.exit_code == 2 and "synthetic Mild_Demented images whose sources are among" in r.output, r.output
+    assert not list((tmp_path / "res").glob("*.json"))

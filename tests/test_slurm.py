@@ -5,6 +5,7 @@ in test_slurm_cluster.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -176,3 +177,31 @@ def test_container_recipe_installs_like_ci() -> None:
     assert re.search(r"^From: nvidia/cuda:\S+", recipe, re.MULTILINE)
     assert "HF_HUB_OFFLINE=1" in recipe
     assert "apptainer build containers/mriaug.sif containers/mriaug.def" in makefile
+
+
+def test_submit_that_fails_partway_records_what_went_in(fake_slurm: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    # The second sbatch call is refused (e.g. a partition the account may not use).
+    sbatch = next(p for p in os.environ["PATH"].split(os.pathsep) if p.endswith("fakebin"))
+    text = FAKE_SBATCH.replace('echo "Submitted batch job $n"',
+                               'if [ $n -ge 4242 ]; then echo "sbatch: error: invalid partition" >&2; exit 1; fi\n'
+                               'echo "Submitted batch job $n"')
+    Path(sbatch, "sbatch").write_text(text)
+    results = tmp_path / "results"
+    grid = write_grid(tmp_path / "g.toml", results, augmentations=["none", "hflip", "autoaugment"], seeds=4)
+    out = runner.invoke(app, ["submit", str(grid), "--profile", str(_gpu_profile(tmp_path))])
+    assert out.exit_code == 2, out.output
+    assert "submitting the cnn array (5 runs" in out.output
+    assert "arrays already submitted: cnn (job 4241)" in out.output
+    record = json.loads(next((results / ".slurm" / "submissions").glob("*.json")).read_text())
+    assert [a["job_id"] for a in record["arrays"]] == ["4241"] and len(record["tasks"]) == 5
+    assert record["collector"] is None
+
+
+def test_submit_checks_the_pool_first(fake_slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path / "g.toml", tmp_path / "results", scenarios=["1", "3"], pool=str(tmp_path / "nope"))
+    out = runner.invoke(app, ["submit", str(grid), "--profile", str(ROOT / "slurm" / "local.toml"), "--dry-run"])
+    assert out.exit_code == 2 and "nope: no such folder" in out.output, out.output
+    assert not list(fake_slurm.glob("job_*.sh"))

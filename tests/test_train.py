@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mriaug import data as data_mod
-from mriaug import results, scenarios, synth
+from mriaug import pools, results, scenarios, synth
 from mriaug.data import DataSpec
 from mriaug.spec import RunSpec
 from mriaug.train import Interrupted, execute
@@ -180,3 +180,16 @@ def test_resume_uses_the_thread_count_the_run_started_with(phantom_spec: DataSpe
         assert r["env"]["threads"] == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_pool_changed_after_planning_keeps_the_id_and_is_refused(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    ds = data_mod.load(phantom_spec)
+    synth.make_pool(ds, tmp_path / "p", "transform", classes=["Mild_Demented", "Moderate_Demented"],
+                    progress_bar=False)
+    planned = _spec(phantom_spec, scenario="3", pool=str(tmp_path / "p"))
+    run_id = planned.run_id
+    synth.make_pool(ds, tmp_path / "p", "transform", classes=["Non_Demented"], max_sources=3, progress_bar=False)
+    assert planned.run_id == run_id
+    with pytest.raises(pools.PoolError, match=r"changed since run cnn/s3/hflip/seed0 was planned"):
+        execute(planned, tmp_path / "res", log=lambda m: None)
+    assert not list((tmp_path / "res").glob("*.json"))
