@@ -24,6 +24,9 @@ DEFAULT_SOURCE = "hf:Falah/Alzheimer_MRI"
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 PHANTOM_DEFAULTS = {"n_train": 5120, "n_test": 1280, "size": 128, "seed": 0}
+# The options each kind of source takes (`--data-option KEY=VALUE`, or keys beside `source` in a grid).
+OPTIONS = {"phantom": set(PHANTOM_DEFAULTS), "hub": {"size", "revision"}, "parquet": {"size"},
+           "imagefolder": {"size", "class_map", "test_fraction", "split_seed"}}
 
 
 class DataError(RuntimeError):
@@ -54,6 +57,33 @@ class DataSpec:
         if any(path.glob("*.parquet")) or any(path.glob("*/*.parquet")):
             return "parquet"
         return "imagefolder"
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(option, problem) for every option this kind of source does not know or cannot use."""
+        o = self.options
+        known = OPTIONS[self.kind]
+        bad = [(k, f"unknown option for a {self.kind} source; known: {', '.join(sorted(known))}")
+               for k in o if k not in known]
+
+        def count(key: str, lo: int) -> None:
+            v = o.get(key)
+            if key in o and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+                bad.append((key, f"must be an integer >= {lo}, got {v!r}"))
+
+        count("n_train", 8)  # every class gets at least 2 images
+        count("n_test", 8)
+        count("size", 16)
+        count("seed", 0)
+        count("split_seed", 0)
+        tf = o.get("test_fraction")
+        if "test_fraction" in o and (isinstance(tf, bool) or not isinstance(tf, int | float) or not 0 < tf < 1):
+            bad.append(("test_fraction", f"must be a number between 0 and 1, got {tf!r}"))
+        cm = o.get("class_map")
+        if "class_map" in o and not (isinstance(cm, dict) and all(isinstance(v, str) for v in cm.values())):
+            bad.append(("class_map", "must be a table of folder name = class name"))
+        if "revision" in o and not isinstance(o["revision"], str):
+            bad.append(("revision", "must be a branch, tag or commit string"))
+        return bad
 
     def describe(self) -> dict[str, Any]:
         opts = dict(self.options)
@@ -102,6 +132,8 @@ def _cache_key(spec: DataSpec) -> str:
 
 def load(spec: DataSpec, *, use_cache: bool = True) -> Dataset:
     """The dataset of `spec`, from the on-disk cache when warm (well under a second)."""
+    for key, problem in spec.problems():
+        raise DataError(f"data source {spec.source!r}: option {key}: {problem}")
     path = cache_root() / "datasets" / f"{_cache_key(spec)}.npz"
     if use_cache and path.exists():
         with np.load(path) as z:
@@ -126,9 +158,6 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 def _load_phantom(spec: DataSpec) -> Arrays:
     o = spec.describe()["options"]
-    unknown = set(o) - set(PHANTOM_DEFAULTS)
-    if unknown:
-        raise DataError(f"phantom: unknown option(s) {sorted(unknown)}; known: {sorted(PHANTOM_DEFAULTS)}")
     train_counts = phantom.class_counts(int(o["n_train"]))
     test_counts = phantom.class_counts(int(o["n_test"]), phantom.REAL_TEST_COUNTS)
     tx, ty = phantom.generate(train_counts, int(o["size"]), int(o["seed"]))

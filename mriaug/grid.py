@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import augment, models, scenarios
-from .data import DataSpec
+from .data import DataError, DataSpec
 from .spec import DEFAULT_HPARAMS, RunSpec, validate_hparams
 from .tomlfile import TomlFile
 
@@ -65,13 +65,16 @@ def model_hparams(name: str, table: dict[str, Any] | None = None) -> dict[str, A
 
 
 def _seeds(value: Any) -> list[int]:
-    if isinstance(value, int) and value > 0:
+    def ok(v: Any, lo: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+    if ok(value, 1):
         return list(range(value))
-    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+    if isinstance(value, list) and value and all(ok(v, 0) for v in value):
         return list(value)
-    if isinstance(value, dict) and set(value) == {"start", "count"}:
-        return list(range(int(value["start"]), int(value["start"]) + int(value["count"])))
-    raise ValueError("must be a count (20), a list of seeds ([0, 1]) or {start = 0, count = 20}")
+    if isinstance(value, dict) and set(value) == {"start", "count"} and ok(value["start"], 0) and ok(value["count"], 1):
+        return list(range(value["start"], value["start"] + value["count"]))
+    raise ValueError(f"must be a count (20), a list of seeds >= 0 ([0, 1]) or {{start = 0, count = 20}}, got {value!r}")
 
 
 def load(path: str | Path) -> Grid:
@@ -99,6 +102,13 @@ def load(path: str | Path) -> Grid:
         data = DataSpec(str(data_doc.get("source", DataSpec().source)), opts)
     else:
         raise r.fail("", "data", "must be a string or a table")
+    table, key = ("data", "source") if isinstance(data_doc, dict) else ("", "data")
+    try:
+        problems = data.problems()
+    except DataError as e:  # a local source that does not exist
+        raise r.fail(table, key, str(e)) from e
+    for option, problem in problems:
+        raise r.fail("data", option, problem)
 
     custom: dict[str, scenarios.Scenario] = {}
     for name, table in r.table("", "scenario", doc.get("scenario", {})).items():
@@ -148,6 +158,10 @@ def load(path: str | Path) -> Grid:
     pool = doc.get("pool")
     if pool is not None and not isinstance(pool, str):
         raise r.fail("", "pool", "must be a path string")
+    for key, typ, what in (("name", str, "a string"), ("results", str, "a folder path string"),
+                           ("save_weights", bool, "true or false")):
+        if key in doc and not isinstance(doc[key], typ):
+            raise r.fail("", key, f"must be {what}, got {doc[key]!r}")
     if pool is None and any(s.needs_pool for s in scens):
         need = [s.name for s in scens if s.needs_pool]
         raise r.fail("", "scenarios", f"scenario(s) {', '.join(need)} add synthetic images but the grid sets no pool")

@@ -86,7 +86,9 @@ def test_run_rejects_bad_settings_naming_them(tmp_path: Path) -> None:
                            (["--batch-size", "0"], "batch_size: must be a positive integer, got 0"),
                            (["--resolution", "30"], "resolution: must be a multiple of 4"),
                            (["-o", "class_map={bad"], "--data-option 'class_map={bad': the value is not valid JSON"),
-                           (["--grid", str(tmp_path / "nope.toml")], "nope.toml does not exist")):
+                           (["--grid", str(tmp_path / "nope.toml")], "nope.toml does not exist"),
+                           (["-o", "size=abc"], "option size: must be an integer >= 16, got 'abc'"),
+                           (["-o", "n_train=-5"], "option n_train: must be an integer >= 8, got -5")):
         r = runner.invoke(app, [*base, *extra])
         assert r.exit_code == 2, (extra, r.output)
         assert message in r.output, (extra, r.output)

@@ -77,12 +77,26 @@ def test_custom_scenarios_and_seed_ranges(tmp_path: Path) -> None:
         ('models = ["cnn"]', 'models = ["cnn", "cnn"]', r"line 2: models: listed more than once: cnn"),
         ("seeds = {start = 5, count = 2}", "seeds = [1, 2, 1]", r"line 5: seeds: listed more than once: 1"),
         ("[scenario.x]", "[scenario.3]", r"line 9: scenario.3: '3' is a preset scenario"),
+        ("seeds = {start = 5, count = 2}", "seeds = true", r"line 5: seeds: must be a count"),
+        ("seeds = {start = 5, count = 2}", "seeds = [-1]", r"line 5: seeds: must be a count"),
+        ("seeds = {start = 5, count = 2}", "seeds = {start = 0, count = 0}", r"line 5: seeds: must be a count"),
+        ('name = "t"', 'name = "t"\nsave_weights = "no"', r"line 2: save_weights: must be true or false"),
+        ('name = "t"', 'name = "t"\nresults = 5', r"line 2: results: must be a folder path string"),
+        ('data = "phantom"', 'data = "./no/such/folder"', r"line 7: data: data source './no/such/folder': no such"),
     ],
 )
 def test_malformed_grid_names_key_and_line(tmp_path: Path, old: str, new: str, message: str) -> None:
     with pytest.raises(GridError, match=message) as e:
         grid.load(_grid(tmp_path, BASE.replace(old, new)))
     assert str(tmp_path / "g.toml") in str(e.value)
+
+
+@pytest.mark.parametrize(("option", "message"), [("ntrain = 300", r"line 4: data.ntrain: unknown option for a phantom"),
+                                                 ('n_train = "abc"', r"line 4: data.n_train: must be an integer >= 8")])
+def test_data_options_are_checked_at_load(tmp_path: Path, option: str, message: str) -> None:
+    text = f'models = ["cnn"]\nscenarios = ["1"]\n[data]\n{option}\nsource = "phantom"\n'
+    with pytest.raises(GridError, match=message):
+        grid.load(_grid(tmp_path, text))
 
 
 @pytest.mark.parametrize("key", ["model", "scenario"])
