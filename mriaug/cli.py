@@ -124,7 +124,7 @@ def prefetch(grid: Annotated[Path | None, typer.Option(help="warm what every run
 def run(model: Annotated[str, typer.Option(help="cnn | resnet18 | vit")],
         scenario: Annotated[str, typer.Option(help="scenario preset 1-6")],
         aug: Annotated[str, typer.Option(help="none | hflip | autoaugment")],
-        seed: Annotated[int, typer.Option()] = 0,
+        seed: Annotated[int, typer.Option(min=0, help="fixes the subsample, synthetic picks, init and order")] = 0,
         data: DataOpt = data_mod.DEFAULT_SOURCE, data_option: DataOptions = None,
         pool: Annotated[str | None, typer.Option(help="synthetic pool folder (scenarios 3-6)")] = None,
         out: Annotated[Path, typer.Option(help="results folder")] = Path("results/runs"),
@@ -154,6 +154,12 @@ def run(model: Annotated[str, typer.Option(help="cnn | resnet18 | vit")],
         if scenario not in scenarios.SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; presets: {', '.join(scenarios.SCENARIOS)}")
         spec = RunSpec(model, scenarios.SCENARIOS[scenario], aug, seed, hp, _spec(data, data_option), pool)
+        done = results.path_for(out, spec.run_id)
+        if done.exists():
+            typer.echo(f"run {spec.run_id} is already done: {done} (delete it to train again)", err=True)
+            if save_weights and not results.weights_for(out, spec.run_id).exists():
+                typer.secho("warning: it was trained without --save-weights; no weights to write", fg="yellow",
+                            err=True)
         r = execute(spec, out, device=device, save_weights=save_weights)
     except (*USER_ERRORS, pools.PoolError) as e:
         raise _fail(str(e)) from e

@@ -153,8 +153,11 @@ def load(path: str | Path, dataset: Dataset, *, verify_hashes: bool = True) -> P
         if "source_sha256" in e and e["source_sha256"] != source_sha256(dataset, src):
             raise PoolError(f"{where}: source train row {src} is not the image this variation was made from "
                             f"(the dataset was re-split or changed); {REMAKE.format(path=path)}")
-        f = path / e["file"]
-        if not f.exists():
+        rel = e["file"]
+        if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise PoolError(f"{where}: file {rel!r} must be a path inside the pool folder")
+        f = path / rel
+        if not f.is_file():
             raise PoolError(f"{where}: image file {f} is missing")
         data = f.read_bytes()
         if verify_hashes and atomic.sha256_bytes(data) != e["sha256"]:

@@ -54,6 +54,19 @@ def read(path: str | Path) -> dict[str, Any]:
     for key in REQUIRED_METRICS:
         if key not in obj["metrics"]:
             raise ResultError(f"{path}: missing key 'metrics.{key}'")
+    for key in ("test_ce", "accuracy", "balanced_accuracy", "macro_f1"):
+        v = obj["metrics"][key]
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ResultError(f"{path}: 'metrics.{key}' is not a number ({v!r})")
+    spec = obj["spec"]
+    for key, typ in (("model", str), ("augmentation", str), ("seed", int), ("scenario", dict), ("hparams", dict)):
+        if not isinstance(spec.get(key), typ):
+            raise ResultError(f"{path}: missing or malformed key 'spec.{key}'")
+    if "name" not in spec["scenario"]:
+        raise ResultError(f"{path}: missing key 'spec.scenario.name'")
+    for key in ("real", "synthetic"):
+        if not isinstance(obj["counts"].get(key), dict):
+            raise ResultError(f"{path}: missing or malformed key 'counts.{key}'")
     if path.stem != obj["run_id"]:
         raise ResultError(f"{path}: file name does not match its run_id {obj['run_id']}")
     return obj

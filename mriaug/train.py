@@ -40,9 +40,18 @@ def _stderr(msg: str) -> None:
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device asked for ('cpu', 'cuda', 'cuda:1'), or CUDA when there is one; a bad choice is named."""
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(requested)
+    except RuntimeError as e:
+        raise ValueError(f"device {requested!r}: not a device name (cpu, cuda, cuda:N)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {requested!r}: no CUDA device on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {requested!r}: mriaug runs on cpu or cuda")
+    return dev
 
 
 def to_device_uint8(x: np.ndarray, resolution: int, device: torch.device) -> torch.Tensor:

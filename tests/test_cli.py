@@ -62,6 +62,8 @@ def test_run_command_and_errors(tmp_path: Path) -> None:
     result = json.loads(Path(out["result"]).read_text())
     assert result["spec"]["seed"] == 3 and result["spec"]["scenario"]["name"] == "2"
     assert result["spec"]["hparams"]["lr"] == 1e-3  # the cnn default of jobs/thesis.toml
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and f"run {out['run_id']} is already done" in r.output
     r = runner.invoke(app, [*args[:4], "3", *args[5:]])
     assert r.exit_code == 2 and "needs" in r.output and "no pool was given" in r.output
     r = runner.invoke(app, ["run", "--model", "lenet", "--scenario", "1", "--aug", "none", "--data", "phantom"])
@@ -88,7 +90,9 @@ def test_run_rejects_bad_settings_naming_them(tmp_path: Path) -> None:
                            (["-o", "class_map={bad"], "--data-option 'class_map={bad': the value is not valid JSON"),
                            (["--grid", str(tmp_path / "nope.toml")], "nope.toml does not exist"),
                            (["-o", "size=abc"], "option size: must be an integer >= 16, got 'abc'"),
-                           (["-o", "n_train=-5"], "option n_train: must be an integer >= 8, got -5")):
+                           (["-o", "n_train=-5"], "option n_train: must be an integer >= 8, got -5"),
+                           (["--device", "tpu"], "device 'tpu'"),
+                           (["--seed", "-1"], "Invalid value for '--seed'")):
         r = runner.invoke(app, [*base, *extra])
         assert r.exit_code == 2, (extra, r.output)
         assert message in r.output, (extra, r.output)

@@ -46,16 +46,21 @@ def test_corrupt_result_is_named_and_tables_still_print(results_dir: Path, tmp_p
     victim = sorted(work.glob("*.json"))[0]
     victim.write_text(victim.read_text()[: len(victim.read_text()) // 2])
     (work / "0000000000000000.json").write_text(json.dumps({"run_id": "0000000000000000"}))
+    # Valid JSON with every top-level key, but a metric that is not a number.
+    broken = json.loads(sorted(results_dir.glob("*.json"))[1].read_text())
+    broken["metrics"]["test_ce"] = "low"
+    (work / sorted(results_dir.glob("*.json"))[1].name).write_text(json.dumps(broken))
     res = CliRunner().invoke(app, ["collect", str(work)])
     assert res.exit_code == 0, res.output
     assert f"skipped: {victim}: not valid JSON" in res.output
     assert "0000000000000000.json: missing or malformed key 'spec'" in res.output
+    assert "'metrics.test_ce' is not a number ('low')" in res.output
     assert "Scenario 1" in res.output and "(n=3)" in res.output and "(n=2)" in res.output
     for model in ("cnn", "resnet18", "vit"):
         for suffix in (".csv", ".md", ".tex"):
             assert (work / "tables" / f"{model}{suffix}").exists()
     runs = (work / "tables" / "runs.csv").read_text().splitlines()
-    assert len(runs) == 1 + 11
+    assert len(runs) == 1 + 10
     assert r"\begin{tabular}" in (work / "tables" / "cnn.tex").read_text()
 
 
