@@ -15,7 +15,7 @@ import numpy as np
 from . import generators
 from .classes import CLASSES, class_index
 from .data import Dataset
-from .pools import PoolWriter
+from .pools import PoolError, PoolWriter
 
 
 def plan(dataset: Dataset, classes: list[str] | None, per_source: int, max_sources: int | None,
@@ -84,6 +84,30 @@ def build_generator(generator: str, options: dict[str, Any] | None) -> Any:
     return generators.get(generator, **options)
 
 
+def _identity(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    # A price update is not another generator; everything else in params() shapes the images.
+    return None if params is None else {k: v for k, v in params.items() if k != "price_usd"}
+
+
+def _check_overlap(writer: PoolWriter, generator: str, params: dict[str, Any], wanted: list[tuple[int, int]],
+                   out: str | Path) -> None:
+    """Sources already in a pool are skipped; if they were made by another generator or with other
+    settings, this run would silently make nothing for them: refuse, and say what the pool holds."""
+    ident = _identity(params) or {}
+    wanted_set = set(wanted)
+    for e in writer.entries:
+        if (e["source_index"], e.get("variation", 0)) not in wanted_set:
+            continue
+        theirs = e.get("params") or {}
+        differs = {k: theirs[k] for k, v in ident.items() if k in theirs and theirs[k] != v}
+        if e["generator"] != generator or differs:
+            raise PoolError(
+                f"pool {out} already holds train row {e['source_index']} (variation {e.get('variation', 0)}) made "
+                f"by {e['generator']}" + (f" with {differs}" if differs else "") + f"; this run asks for {generator} "
+                f"with {ident} and would skip it. Use another --out, or the pool's settings to extend it"
+            )
+
+
 def make_pool(dataset: Dataset, out: str | Path, generator: str, *, classes: list[str] | None = None,
               per_source: int = 1, max_sources: int | None = None, seed: int = 0,
               options: dict[str, Any] | None = None, progress_bar: bool = True, dry_run: bool = False,
@@ -103,6 +127,8 @@ def make_pool(dataset: Dataset, out: str | Path, generator: str, *, classes: lis
     trained = gen.trained_on() if hasattr(gen, "trained_on") else None
     writer = PoolWriter(out, dataset, generator, generator_params=gen.params(), kept_for=kept_for,
                         trained_on=trained)
+    _check_overlap(writer, generator, gen.params(), plan(dataset, classes, per_source, max_sources, seed, set(),
+                                                         allowed), out)
     todo = plan(dataset, classes, per_source, max_sources, seed, writer.done(), allowed)
     if dry_run:
         spent = float(writer.meta.get("spend_usd", 0.0))

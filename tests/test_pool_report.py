@@ -210,7 +210,7 @@ def test_per_run_keys_follow_the_latest_run(tmp_path: Path, medium: data.Dataset
     meta = make(["Mild_Demented"], ("4", 0), contrast=0.2)
     assert meta["kept_for"] == {"scenario": "4", "seed": 0} and meta["generator_params"]["contrast"] == 0.2
     # Extended from all rows: the old kept_for must not survive, and the latest params are shown.
-    meta = make(["Moderate_Demented"], None, contrast=0.3)
+    meta = make(["Non_Demented"], None, contrast=0.3)
     assert meta["kept_for"] is None
     assert meta["generator_params"]["contrast"] == 0.3
     assert [r["kept_for"] for r in meta["runs"]] == [{"scenario": "4", "seed": 0}] * 2 + [None]

@@ -149,3 +149,20 @@ def test_custom_scenario_fractions() -> None:
     assert s.synthetic_fraction == (0.0, 0.0, 0.0, 0.3)
     with pytest.raises(ValueError, match="unknown class"):
         scenarios.custom("y", {"Severe": 0.5})
+
+
+def test_extending_a_pool_with_another_generator_or_settings_is_refused(ds: data.Dataset, pool_dir: Path) -> None:
+    before = (pool_dir / pools.MANIFEST).read_bytes()
+    with pytest.raises(PoolError, match=r"already holds train row \d+ \(variation 0\) made by transform with "
+                                        r"\{'seed': 0\}; this run asks for transform with \{'seed': 5"):
+        synth.make_pool(ds, pool_dir, "transform", classes=["Mild_Demented"], options={"seed": 5},
+                        progress_bar=False)
+    with pytest.raises(PoolError, match=r"made by transform; this run asks for openai"):
+        synth.make_pool(ds, pool_dir, "openai", classes=["Mild_Demented"], dry_run=True, progress_bar=False)
+    assert (pool_dir / pools.MANIFEST).read_bytes() == before
+    # The same settings extend it; other settings may add other sources.
+    s = synth.make_pool(ds, pool_dir, "transform", classes=["Very_Mild_Demented"], max_sources=2, progress_bar=False)
+    assert s["generated"] == 2
+    s = synth.make_pool(ds, pool_dir, "transform", classes=["Non_Demented"], max_sources=2, options={"seed": 5},
+                        progress_bar=False)
+    assert s["generated"] == 2
