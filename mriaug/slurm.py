@@ -143,6 +143,14 @@ def parse_time(value: Any) -> int:
 class _ProfileReader(TomlFile):
     error = ProfileError
 
+    def expand(self, table: str, key: str, value: str) -> str:
+        """$VARS expanded now, on the submitting machine; one left unset would reach the job script quoted."""
+        out = os.path.expandvars(value)
+        left = re.search(r"\$\{?\w+", out)
+        if left:
+            raise self.fail(table, key, f"{left.group(0)} in {value!r} is not set in this shell")
+        return out
+
     def resources(self, table: str, doc: Any, base: Resources) -> Resources:
         if not isinstance(doc, dict):
             raise self.fail(table, None, "must be a table")
@@ -182,8 +190,8 @@ class _ProfileReader(TomlFile):
         nv = doc.get("nv", True)
         if not isinstance(nv, bool):
             raise self.fail("container", "nv", "must be true or false")
-        return Container(image=Path(os.path.expandvars(doc["image"])).expanduser(),
-                         binds=tuple(os.path.expandvars(b) for b in binds), nv=nv,
+        return Container(image=Path(self.expand("container", "image", doc["image"])).expanduser(),
+                         binds=tuple(self.expand("container", "binds", b) for b in binds), nv=nv,
                          apptainer=str(doc.get("apptainer", "apptainer")), options=tuple(options),
                          python=str(doc.get("python", "python")))
 
@@ -222,7 +230,7 @@ def load_profile(path: str | Path) -> Profile:
         path=path, name=str(doc.get("name", path.stem)), resources=resources, collector=collector,
         setup=r.string_list("", "setup", doc.get("setup", [])),
         pass_env=r.string_list("", "pass_env", doc.get("pass_env", [])),
-        env={k: os.path.expandvars(str(v)) for k, v in env.items()}, sbatch=dict(sbatch),
+        env={k: r.expand("env", k, str(v)) for k, v in env.items()}, sbatch=dict(sbatch),
         container=r.container(doc["container"]) if "container" in doc else None,
     )
     for key in ("array_parallelism", "max_array_size"):

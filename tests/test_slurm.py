@@ -34,6 +34,12 @@ def test_parse_time_rejects(value: object) -> None:
         slurm.parse_time(value)
 
 
+@pytest.fixture(autouse=True)
+def _user(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The example profile binds /scratch/$USER; a login shell always has USER, CI's environment may not.
+    monkeypatch.setenv("USER", os.environ.get("USER") or "tester")
+
+
 def test_shipped_profiles_load() -> None:
     local = slurm.load_profile(ROOT / "slurm" / "local.toml")
     assert local.container is None and local.for_model("vit").cpus == 1
@@ -205,3 +211,12 @@ def test_submit_checks_the_pool_first(fake_slurm: Path, tmp_path: Path, monkeypa
     out = runner.invoke(app, ["submit", str(grid), "--profile", str(ROOT / "slurm" / "local.toml"), "--dry-run"])
     assert out.exit_code == 2 and "nope: no such folder" in out.output, out.output
     assert not list(fake_slurm.glob("job_*.sh"))
+
+
+def test_unset_variables_in_a_profile_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("USER", raising=False)
+    with pytest.raises(slurm.ProfileError, match=r"example-gpu.toml, line \d+: container.binds: \$USER in "
+                                                 r"'/scratch/\$USER/mriaug-cache:/cache' is not set"):
+        slurm.load_profile(ROOT / "slurm" / "example-gpu.toml")
+    monkeypatch.setenv("USER", "ada")
+    assert "/scratch/ada/pools" in slurm.load_profile(ROOT / "slurm" / "example-gpu.toml").container.binds
