@@ -101,16 +101,21 @@ def test_grid_submit_status_collect_resubmit(tmp_path: Path) -> None:
 @pytest.mark.timeout(240)
 def test_failed_task_is_reported_with_its_log(tmp_path: Path) -> None:
     res = tmp_path / "results"
-    # Scenario 3 draws synthetic images from a pool that does not exist: that task fails, scenario 1 succeeds.
-    grid = write_grid(tmp_path / "broken.toml", res, scenarios=["1", "3"], pool=str(tmp_path / "no-such-pool"))
+    # The resnet18 run names a weights file that is not there (on a cluster it would be a path inside the
+    # container, so submit cannot check it): that task fails, the cnn run succeeds.
+    grid = write_grid(tmp_path / "broken.toml", res)
+    text = grid.read_text().replace('models = ["cnn"]', 'models = ["cnn", "resnet18"]')
+    weights = tmp_path / "no-such-weights.safetensors"
+    grid.write_text(text + f'\n[model.resnet18]\narch = "resnet18"\nweights = "{weights}"\n'
+                    "epochs = 1\nbatch_size = 32\nresolution = 32\n")
     _submit(grid)
     output = _wait(grid, res, expect=1)
     assert re.search(r"^total\s+1\s+0\s+0\s+1\s+0$", output, re.MULTILINE), output
-    failed = next(r for r in grid_mod.load(grid).runs if r.scenario.name == "3")
+    failed = next(r for r in grid_mod.load(grid).runs if r.model == "resnet18")
     assert f"{failed.label} [{failed.run_id}] job" in output
-    assert "no-such-pool" in output.split("failed runs")[1], output
+    assert "no-such-weights" in output.split("failed runs")[1], output
     log = Path(re.search(r"log: (\S+)", output).group(1))
-    assert log.is_file() and "no-such-pool" in log.read_text()
+    assert log.is_file() and "no-such-weights" in log.read_text()
     code, again = _status(grid)  # without --wait: a report, exit 0
     assert code == 0 and "failed runs (1)" in again
 
