@@ -81,6 +81,13 @@ def build_generator(generator: str, options: dict[str, Any] | None) -> Any:
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise ValueError(f"generator {generator}: unknown setting(s) {unknown}; known: {', '.join(known)}")
+        for name, value in options.items():
+            default = sig.parameters[name].default
+            number = (int, float)
+            # Settings whose default is a number must be numbers (`-s contrast=abc` would fail deep inside).
+            if isinstance(default, number) and not isinstance(default, bool) and (
+                    isinstance(value, bool) or not isinstance(value, number)):
+                raise ValueError(f"generator {generator}: setting {name} must be a number, got {value!r}")
     return generators.get(generator, **options)
 
 

@@ -166,3 +166,9 @@ def test_extending_a_pool_with_another_generator_or_settings_is_refused(ds: data
     s = synth.make_pool(ds, pool_dir, "transform", classes=["Non_Demented"], max_sources=2, options={"seed": 5},
                         progress_bar=False)
     assert s["generated"] == 2
+
+
+def test_generator_settings_of_the_wrong_type_are_named(ds: data.Dataset, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="generator transform: setting max_rotation_deg must be a number, got 'abc'"):
+        synth.make_pool(ds, tmp_path / "p", "transform", options={"max_rotation_deg": "abc"}, progress_bar=False)
+    assert not (tmp_path / "p" / pools.MANIFEST).exists()
