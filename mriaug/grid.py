@@ -46,14 +46,17 @@ def check_pools(runs: list[RunSpec]) -> None:
     needing = [r for r in runs if r.scenario.needs_pool]
     if not needing:
         return
-    loaded: dict[tuple[str, str | None], pools.Pool] = {}
+    datasets: dict[str, data_mod.Dataset] = {}
+    loaded: dict[tuple[str, str], pools.Pool] = {}
     for r in needing:
         if r.pool is None:
             raise pools.PoolError(f"{r.label}: scenario {r.scenario.name} adds synthetic images but no pool is set")
-        key = (repr(r.data), r.pool)
-        if key not in loaded:
-            loaded[key] = pools.load(r.pool, data_mod.load(r.data))
-        scenarios.mix(data_mod.load(r.data), r.scenario, r.seed, loaded[key])
+        dkey = repr(r.data)
+        if dkey not in datasets:
+            datasets[dkey] = data_mod.load(r.data)
+        if (dkey, r.pool) not in loaded:
+            loaded[dkey, r.pool] = pools.load(r.pool, datasets[dkey])
+        scenarios.mix(datasets[dkey], r.scenario, r.seed, loaded[dkey, r.pool])
 
 
 def model_hparams(name: str, table: dict[str, Any] | None = None) -> dict[str, Any]:
