@@ -234,6 +234,3 @@ def _register_subcommands() -> None:
 
 _register_subcommands()
 
-
-def main() -> None:
-    app()

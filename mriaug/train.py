@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from . import __version__, atomic, augment, models, pools, results, scenarios
 from . import data as data_mod
+from .metrics import classification_metrics
 from .spec import RunSpec
 
 Log = Callable[[str], None]
@@ -214,11 +215,11 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
             seen += len(idx)
         t_train += time.perf_counter() - t0
         logits = predict(model, x_test, norm, use_bf16)
-        m = _metrics(logits, ds.test_y)
-        history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1), "test_ce": m["test_ce"],
-                        "test_accuracy": m["accuracy"], "seconds": time.perf_counter() - t0})
+        metrics = classification_metrics(logits, ds.test_y)
+        history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1), "test_ce": metrics["test_ce"],
+                        "test_accuracy": metrics["accuracy"], "seconds": time.perf_counter() - t0})
         log(f"[{run_id}] epoch {epoch + 1}/{epochs} train_loss={total / max(seen, 1):.4f} "
-            f"test_ce={m['test_ce']:.4f} acc={m['accuracy']:.3f} ({time.perf_counter() - t0:.1f}s)")
+            f"test_ce={metrics['test_ce']:.4f} acc={metrics['accuracy']:.3f} ({time.perf_counter() - t0:.1f}s)")
         if epoch + 1 < epochs:
             with atomic.atomic_path(ckpt_path) as tmp:
                 torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -227,7 +228,7 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
         if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < epochs:
             raise Interrupted(f"stopped after epoch {epoch + 1} as asked")
 
-    metrics = _metrics(logits, ds.test_y)
+    # `metrics` are those of the last epoch's evaluation (the loop runs at least once: epochs >= 1).
     if save_weights:
         from safetensors.torch import save_file
 
@@ -254,9 +255,3 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
     ckpt_path.unlink(missing_ok=True)
     log(f"[{run_id}] done: test_ce={metrics['test_ce']:.4f} accuracy={metrics['accuracy']:.3f}")
     return result
-
-
-def _metrics(logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    from .metrics import classification_metrics
-
-    return classification_metrics(logits, y)
