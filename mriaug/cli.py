@@ -233,4 +233,3 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
-
