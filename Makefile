@@ -27,8 +27,11 @@ clean-smoke:
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# ruff, the import layers of pyproject.toml (an upward import fails), and the type checker.
 lint: $(STAMP)
 	$(BIN)/ruff check mriaug tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # The single-node Slurm test cluster (munged + slurmctld + slurmd on this host; needs root). Idempotent.
 .PHONY: slurm-up slurm-down submit-grid container

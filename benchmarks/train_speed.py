@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,8 +21,9 @@ from PIL import Image
 from torchvision import transforms as T
 
 from mriaug import data, models, scenarios
-from mriaug.grid import model_hparams
-from mriaug.spec import RunSpec
+from mriaug.grid import plan_run
+from mriaug.hparams import HParams
+from mriaug.hparams import resolve as model_hparams
 from mriaug.train import execute
 
 
@@ -42,12 +44,12 @@ class PILDataset(torch.utils.data.Dataset):
         return self.tf(Image.fromarray(self.x[i])), int(self.y[i])
 
 
-def reference(ds: data.Dataset, n: int, model_name: str, hp: dict, aug: str) -> float:
+def reference(ds: data.Dataset, n: int, model_name: str, hp: HParams, aug: str) -> float:
     torch.manual_seed(0)
     model = models.build(model_name, hp)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = torch.utils.data.DataLoader(PILDataset(ds.train_x[:n], ds.train_y[:n], hp["resolution"], aug),
-                                         batch_size=hp["batch_size"], shuffle=True)
+    loader = torch.utils.data.DataLoader(PILDataset(ds.train_x[:n], ds.train_y[:n], hp.resolution, aug),
+                                         batch_size=hp.batch_size, shuffle=True)
     model.train()
     t0 = time.perf_counter()
     for xb, yb in loader:
@@ -58,9 +60,9 @@ def reference(ds: data.Dataset, n: int, model_name: str, hp: dict, aug: str) -> 
     return n / (time.perf_counter() - t0)
 
 
-def ours(spec: data.DataSpec, n_frac: float, model_name: str, hp: dict, aug: str) -> float:
+def ours(spec: data.DataSpec, n_frac: float, model_name: str, hp: HParams, aug: str) -> float:
     scen = scenarios.custom("bench", n_frac, 0.0)
-    run = RunSpec(model_name, scen, aug, 0, {**hp, "epochs": 1}, spec)
+    run = plan_run(model_name, scen, aug, 0, replace(hp, epochs=1), spec)
     with tempfile.TemporaryDirectory() as d:
         r = execute(run, d, log=lambda m: None)
     return r["timings"]["train_images_per_s"]
@@ -84,7 +86,7 @@ def main() -> None:
         res = 128
         hp = model_hparams(name, {"resolution": res, "pretrained": False, "batch_size": 64,
                                   **({"arch": "vit_small_patch16_224"} if name == "vit" else {})})
-        ref = reference(ds, n, name, {**hp, "precision": "fp32"}, args.aug)
+        ref = reference(ds, n, name, replace(hp, precision="fp32"), args.aug)
         fast = ours(spec, frac, name, hp, args.aug)
         print(f"{name:<10}{res:>5}{ref:>18.0f}{fast:>15.0f}{fast / ref:>8.2f}")
 

@@ -38,7 +38,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def _write(path: str | os.PathLike[str], mode: str, fill: Callable[[IO[Any]], None]) -> None:
+def _write(path: str | os.PathLike[str], mode: str, fill: Callable[[IO[Any]], object]) -> None:
     with atomic_path(path) as tmp, open(tmp, mode) as fh:
         fill(fh)
         fh.flush()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import UnknownClassError
+
 CLASSES: tuple[str, ...] = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
 NUM_CLASSES = len(CLASSES)
 
@@ -15,10 +17,6 @@ _ALIASES: dict[str, int] = {
     "nondemented": 2, "non": 2, "nodementia": 2, "normal": 2, "healthy": 2, "cn": 2, "control": 2,
     "verymilddemented": 3, "verymild": 3, "verymilddementia": 3,
 }
-
-
-class UnknownClassError(ValueError):
-    pass
 
 
 def _norm(name: str) -> str:
@@ -36,9 +34,9 @@ def class_index(name: str | int, class_map: dict[str, str] | None = None) -> int
         return class_index(class_map[name])
     if name in CLASSES:
         return CLASSES.index(name)
-    idx = _ALIASES.get(_norm(name))
-    if idx is None:
+    alias = _ALIASES.get(_norm(name))
+    if alias is None:
         raise UnknownClassError(
             f"unknown class {name!r}: expected one of {', '.join(CLASSES)} (or a common spelling of one)"
         )
-    return idx
+    return alias

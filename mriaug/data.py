@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from . import atomic, phantom
 from .classes import CLASSES, class_index
+from .errors import DataError, UnknownClassError
 
 DEFAULT_SOURCE = "hf:Falah/Alzheimer_MRI"
 CACHE_VERSION = 1
@@ -27,10 +29,6 @@ PHANTOM_DEFAULTS = {"n_train": 5120, "n_test": 1280, "size": 128, "seed": 0}
 # The options each kind of source takes (`--data-option KEY=VALUE`, or keys beside `source` in a grid).
 OPTIONS = {"phantom": set(PHANTOM_DEFAULTS), "hub": {"size", "revision"}, "parquet": {"size"},
            "imagefolder": {"size", "class_map", "test_fraction", "split_seed"}}
-
-
-class DataError(RuntimeError):
-    """A data source that cannot be read; the message names the file, row or setting at fault."""
 
 
 def cache_root() -> Path:
@@ -136,9 +134,15 @@ def load(spec: DataSpec, *, use_cache: bool = True) -> Dataset:
         raise DataError(f"data source {spec.source!r}: option {key}: {problem}")
     path = cache_root() / "datasets" / f"{_cache_key(spec)}.npz"
     if use_cache and path.exists():
-        with np.load(path) as z:
-            meta = json.loads(str(z["meta"]))
-            return Dataset(z["train_x"], z["train_y"], z["test_x"], z["test_y"], meta["source"], meta["fingerprint"])
+        try:
+            with np.load(path) as z:
+                meta = json.loads(str(z["meta"]))
+                return Dataset(z["train_x"], z["train_y"], z["test_x"], z["test_y"], meta["source"],
+                               meta["fingerprint"])
+        except Exception as e:  # cut short or foreign: numpy and zipfile raise many types; a cache is rebuilt
+            print(f"warning: data cache {path} is unreadable ({type(e).__name__}: {e}); decoding the source again",
+                  file=sys.stderr)
+            path.unlink(missing_ok=True)
     decoders = {"phantom": _load_phantom, "hub": _load_hub, "parquet": _load_parquet,
                 "imagefolder": _load_imagefolder}
     tx, ty, vx, vy = decoders[spec.kind](spec)
@@ -168,10 +172,10 @@ def _load_phantom(spec: DataSpec) -> Arrays:
 def decode_image(data: bytes | Path, size: int | None, where: str) -> np.ndarray:
     """Decode one image to a grayscale uint8 array, resized to size x size when given."""
     try:
-        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
-            im = im.convert("L")
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as raw:
+            im = raw.convert("L")
             if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(f"{where}: cannot decode image ({e})") from e
@@ -240,7 +244,7 @@ def _class_dirs(root: Path, class_map: dict[str, str] | None) -> list[tuple[int,
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             out.append((class_index(d.name, class_map), d))
-        except ValueError as e:
+        except UnknownClassError as e:
             raise DataError(f"{d}: {e}; pass a class map (data option 'class_map')") from e
     if not out:
         raise DataError(f"{root}: no class folders found")

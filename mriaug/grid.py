@@ -7,18 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import augment, models, scenarios
-from .data import DataError, DataSpec
-from .spec import DEFAULT_HPARAMS, RunSpec, validate_hparams
+from . import augment, checks, hparams, pools, scenarios
+from .data import DataSpec
+from .errors import DataError, GridError, PoolError, SettingError
+from .hparams import HParamError, HParams
+from .spec import RunSpec
 from .tomlfile import TomlFile
 
 TOP_KEYS = {"name", "results", "seeds", "models", "scenarios", "augmentations", "pool", "save_weights",
             "data", "model", "scenario"}
-JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
-
-
-class GridError(ValueError):
-    pass
 
 
 @dataclass
@@ -29,7 +26,7 @@ class Grid:
     data: DataSpec
     pool: str | None
     save_weights: bool
-    hparams: dict[str, dict[str, Any]]
+    hparams: dict[str, HParams]
     runs: list[RunSpec]
 
 
@@ -37,11 +34,19 @@ class _Reader(TomlFile):
     error = GridError
 
 
+def plan_run(model: str, scenario: scenarios.Scenario, augmentation: str, seed: int, hp: HParams,
+             data: DataSpec | None = None, pool: str | None = None) -> RunSpec:
+    """A run as planned now: a run that draws from a pool records what the pool holds at this moment."""
+    augment.get(augmentation)
+    checks.seed(seed, "seed")
+    fingerprint = pools.manifest_fingerprint(pool) if scenario.needs_pool else None
+    return RunSpec(model, scenario, augmentation, seed, hp, data or DataSpec(), pool, fingerprint)
+
+
 def check_pools(runs: list[RunSpec]) -> None:
     """Before any training: every run that adds synthetic images finds enough in its pool (and the pool is
     valid for the data). Mixing only builds indices, so checking every (scenario, seed) is cheap."""
     from . import data as data_mod
-    from . import pools
 
     needing = [r for r in runs if r.scenario.needs_pool]
     if not needing:
@@ -50,21 +55,13 @@ def check_pools(runs: list[RunSpec]) -> None:
     loaded: dict[tuple[str, str], pools.Pool] = {}
     for r in needing:
         if r.pool is None:
-            raise pools.PoolError(f"{r.label}: scenario {r.scenario.name} adds synthetic images but no pool is set")
+            raise PoolError(f"{r.label}: scenario {r.scenario.name} adds synthetic images but no pool is set")
         dkey = repr(r.data)
         if dkey not in datasets:
             datasets[dkey] = data_mod.load(r.data)
         if (dkey, r.pool) not in loaded:
             loaded[dkey, r.pool] = pools.load(r.pool, datasets[dkey])
         scenarios.mix(datasets[dkey], r.scenario, r.seed, loaded[dkey, r.pool])
-
-
-def model_hparams(name: str, table: dict[str, Any] | None = None) -> dict[str, Any]:
-    e = models.entry(name)
-    hp = {**DEFAULT_HPARAMS, "arch": e.default_arch, "resolution": e.default_resolution,
-          "pretrained": e.pretrained_by_default}
-    hp.update(table or {})
-    return hp
 
 
 def _seeds(value: Any) -> list[int]:
@@ -77,7 +74,8 @@ def _seeds(value: Any) -> list[int]:
         return list(value)
     if isinstance(value, dict) and set(value) == {"start", "count"} and ok(value["start"], 0) and ok(value["count"], 1):
         return list(range(value["start"], value["start"] + value["count"]))
-    raise ValueError(f"must be a count (20), a list of seeds >= 0 ([0, 1]) or {{start = 0, count = 20}}, got {value!r}")
+    raise SettingError(f"must be a count (20), a list of seeds >= 0 ([0, 1]) or {{start = 0, count = 20}}, "
+                       f"got {value!r}")
 
 
 def load(path: str | Path) -> Grid:
@@ -122,7 +120,7 @@ def load(path: str | Path) -> Grid:
         r.check_keys(f"scenario.{name}", table, {"real_fraction", "synthetic_fraction", "description"})
         try:
             custom[name] = scenarios.custom(name, **table)
-        except (ValueError, TypeError) as e:
+        except SettingError as e:
             raise r.fail(f"scenario.{name}", None, str(e)) from e
     scen_names = get_list("scenarios", ["1", "2", "3", "4"])
     scens = []
@@ -135,20 +133,20 @@ def load(path: str | Path) -> Grid:
             raise r.fail("", "scenarios", f"unknown scenario {s!r}; presets {', '.join(scenarios.SCENARIOS)} "
                          "or one defined under [scenario.NAME]")
 
-    model_names = get_list("models", list(models.MODELS))
-    hparams: dict[str, dict[str, Any]] = {}
+    model_names = get_list("models", list(hparams.MODELS))
+    hps: dict[str, HParams] = {}
     model_tables = r.table("", "model", doc.get("model", {}))
     for name, table in model_tables.items():
-        if name not in models.MODELS:
-            raise r.fail(f"model.{name}", None, f"unknown model; known: {', '.join(models.MODELS)}")
+        if name not in hparams.MODELS:
+            raise r.fail(f"model.{name}", None, f"unknown model; known: {', '.join(hparams.MODELS)}")
         r.table("model", name, table)
     for name in model_names:
-        if name not in models.MODELS:
-            raise r.fail("", "models", f"unknown model {name!r}; known: {', '.join(models.MODELS)}")
-        hp = model_hparams(name, model_tables.get(name, {}))
-        for key, problem in validate_hparams(name, hp):
-            raise r.fail(f"model.{name}", key, problem)
-        hparams[name] = hp
+        if name not in hparams.MODELS:
+            raise r.fail("", "models", f"unknown model {name!r}; known: {', '.join(hparams.MODELS)}")
+        try:
+            hps[name] = hparams.resolve(name, model_tables.get(name, {}))
+        except HParamError as e:
+            raise r.fail(f"model.{name}", e.key, e.problem) from e
 
     augs = get_list("augmentations", list(augment.AUGMENTATIONS))
     for a in augs:
@@ -156,7 +154,7 @@ def load(path: str | Path) -> Grid:
             raise r.fail("", "augmentations", f"unknown augmentation {a!r}; known: {', '.join(augment.AUGMENTATIONS)}")
     try:
         seeds = _seeds(doc.get("seeds", 20))
-    except ValueError as e:
+    except SettingError as e:
         raise r.fail("", "seeds", str(e)) from e
     pool = doc.get("pool")
     if pool is not None and not isinstance(pool, str):
@@ -169,32 +167,33 @@ def load(path: str | Path) -> Grid:
         need = [s.name for s in scens if s.needs_pool]
         raise r.fail("", "scenarios", f"scenario(s) {', '.join(need)} add synthetic images but the grid sets no pool")
 
-    for key, values in (("models", model_names), ("scenarios", scen_names), ("augmentations", augs),
-                        ("seeds", seeds)):
+    listed: tuple[tuple[str, list[Any]], ...] = (("models", model_names), ("scenarios", scen_names),
+                                                 ("augmentations", augs), ("seeds", seeds))
+    for key, values in listed:
         dup = sorted({str(v) for v in values if values.count(v) > 1})
         if dup:  # the same run twice would be trained twice at once on a cluster
             raise r.fail("", key, f"listed more than once: {', '.join(dup)}")
+    # The pool's content is read once, now: every run of this plan records the same fingerprint.
+    fingerprint = pools.manifest_fingerprint(pool)
     runs = [
-        RunSpec(m, s, a, seed, hparams[m], data, pool)
+        RunSpec(m, s, a, seed, hps[m], data, pool, fingerprint if s.needs_pool else None)
         for m in model_names for s in scens for a in augs for seed in seeds
     ]
     return Grid(path=path, name=str(doc.get("name", path.stem)),
                 results=Path(str(doc.get("results", f"results/{path.stem}"))), data=data, pool=pool,
-                save_weights=bool(doc.get("save_weights", False)), hparams=hparams, runs=runs)
+                save_weights=bool(doc.get("save_weights", False)), hparams=hps, runs=runs)
 
 
-def default_grid() -> Path:
-    """The grid whose model tables are `mriaug run`'s defaults: ./jobs/thesis.toml, else the checkout's."""
-    for path in (Path("jobs") / "thesis.toml", JOBS_DIR / "thesis.toml"):
-        if path.is_file():
-            return path
-    raise GridError("no jobs/thesis.toml here or beside the package; pass --grid FILE for the hyper-parameters")
 
-
-def grid_hparams(model: str, path: Path | None = None) -> dict[str, Any]:
-    """A model's hyper-parameters as a grid file sets them (jobs/thesis.toml by default)."""
-    path = path or default_grid()
+def model_hparams(model: str, path: Path | None = None) -> HParams:
+    """A model's hyper-parameters: the thesis's (shipped with mriaug), or as the grid file `path` sets them."""
+    if path is None:
+        return hparams.thesis(model)
     if not path.is_file():
         raise GridError(f"grid file {path} does not exist")
     r = _Reader(path)
-    return model_hparams(model, r.table("model", model, r.doc.get("model", {}).get(model, {})))
+    table = r.table("model", model, r.doc.get("model", {}).get(model, {}))
+    try:
+        return hparams.resolve(model, table)
+    except HParamError as e:
+        raise r.fail(f"model.{model}", e.key, e.problem) from e

@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 from .classes import NUM_CLASSES
-
-
-class WeightsError(RuntimeError):
-    pass
+from .errors import SettingError, WeightsError
+from .hparams import MODELS as CARDS
+from .hparams import HParams, ModelCard, card
 
 
 class BasicCNN(nn.Module):
@@ -47,31 +46,34 @@ class BasicCNN(nn.Module):
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """How to build the network of a model name (its defaults live in `hparams.MODELS`)."""
+
     name: str
-    default_arch: str
-    default_resolution: int
-    pretrained_by_default: bool
-    build: Callable[[dict[str, Any]], nn.Module]
-    gradcam_layer: Callable[[nn.Module], nn.Module]
+    build: Callable[[HParams], nn.Module]
+    gradcam_layer: Callable[[Any], nn.Module]  # the network as built by `build` -> its Grad-CAM layer
+
+    @property
+    def card(self) -> ModelCard:
+        return card(self.name)
 
 
-def _timm(hp: dict[str, Any], **extra: Any) -> nn.Module:
+def _timm(hp: HParams, **extra: Any) -> nn.Module:
     import timm
 
     kwargs: dict[str, Any] = dict(num_classes=NUM_CLASSES, in_chans=1, **extra)
-    weights = hp.get("weights")
-    pretrained = bool(hp.get("pretrained")) or bool(weights)
+    weights = hp.weights
+    pretrained = bool(hp.pretrained) or bool(weights)
     if weights:
         if not Path(weights).is_file():
             raise WeightsError(f"weights file {weights} does not exist (model setting 'weights')")
         kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
     try:
-        return timm.create_model(hp["arch"], pretrained=pretrained, **kwargs)
+        return timm.create_model(hp.arch, pretrained=pretrained, **kwargs)
     except Exception as e:
         if pretrained and not weights and ("LocalEntryNotFound" in type(e).__name__ or "offline" in str(e).lower()
                                             or isinstance(e, OSError)):
             raise WeightsError(
-                f"pretrained weights for {hp['arch']!r} are not in the local cache ({type(e).__name__}). "
+                f"pretrained weights for {hp.arch!r} are not in the local cache ({type(e).__name__}). "
                 f"Run `mriaug prefetch --grid GRID` (or `--model NAME`) on a machine with internet (same HF_HOME "
                 "as the jobs), or set "
                 "'weights' to a local .safetensors file, or pretrained = false."
@@ -79,29 +81,27 @@ def _timm(hp: dict[str, Any], **extra: Any) -> nn.Module:
         raise
 
 
-def _cnn(hp: dict[str, Any]) -> nn.Module:
-    if hp.get("pretrained"):
-        raise ValueError("model cnn is trained from scratch: set pretrained = false")
-    return BasicCNN(int(hp["resolution"]))
+def _cnn(hp: HParams) -> nn.Module:
+    if hp.pretrained:
+        raise SettingError("model cnn is trained from scratch: set pretrained = false")
+    return BasicCNN(hp.resolution)
 
 
+# Keyed by the names of grid files and tables, the same keys as `hparams.MODELS`.
 MODELS: dict[str, ModelEntry] = {
-    "cnn": ModelEntry("cnn", "basic-cnn", 128, False, _cnn, lambda m: m.features[3]),
-    "resnet18": ModelEntry("resnet18", "resnet18.tv_in1k", 256, True, lambda hp: _timm(hp),
-                           lambda m: m.layer4[-1]),
-    "vit": ModelEntry("vit", "vit_base_patch16_224.augreg2_in21k_ft_in1k", 256, True,
-                      lambda hp: _timm(hp, img_size=int(hp["resolution"])), lambda m: m.blocks[-1].norm1),
+    "cnn": ModelEntry("cnn", _cnn, lambda m: m.features[3]),
+    "resnet18": ModelEntry("resnet18", lambda hp: _timm(hp), lambda m: m.layer4[-1]),
+    "vit": ModelEntry("vit", lambda hp: _timm(hp, img_size=hp.resolution), lambda m: m.blocks[-1].norm1),
 }
+assert MODELS.keys() == CARDS.keys(), "every model card needs a builder"
 
 
 def entry(name: str) -> ModelEntry:
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+    card(name)  # names the known models when `name` is not one
+    return MODELS[name]
 
 
-def build(name: str, hp: dict[str, Any]) -> nn.Module:
+def build(name: str, hp: HParams) -> nn.Module:
     return entry(name).build(hp)
 
 

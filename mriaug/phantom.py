@@ -28,8 +28,8 @@ def _render(sev: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     n = sev.shape[0]
     lin = np.linspace(-1.0, 1.0, size, dtype=np.float32)
     yy, xx = np.meshgrid(lin, lin, indexing="ij")
-    theta = rng.uniform(-0.2, 0.2, n).astype(np.float32)[:, None, None]
-    scale = rng.uniform(0.9, 1.05, n).astype(np.float32)[:, None, None]
+    theta = rng.uniform(-0.2, 0.2, (n,)).astype(np.float32)[:, None, None]
+    scale = rng.uniform(0.9, 1.05, (n,)).astype(np.float32)[:, None, None]
     dx, dy = (rng.uniform(-0.05, 0.05, (2, n)).astype(np.float32)[:, :, None, None])
     x = (np.cos(theta) * xx + np.sin(theta) * yy - dx) / scale
     y = (-np.sin(theta) * xx + np.cos(theta) * yy - dy) / scale
@@ -42,7 +42,7 @@ def _render(sev: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     img = np.where(brain_r < 1.0 - cortex, 0.82, img)              # white matter
     # Sulci: dark radial clefts that open up with atrophy.
     phi = np.arctan2(y, x)
-    phase = rng.uniform(0, 2 * np.pi, n).astype(np.float32)[:, None, None]
+    phase = rng.uniform(0, 2 * np.pi, (n,)).astype(np.float32)[:, None, None]
     width = 0.05 + 0.25 * s
     sulci = (np.cos(14 * phi + phase) > 1 - width) & (brain_r > 0.82 - 0.12 * s) & (brain_r < 1.0)
     img = np.where(sulci, 0.12, img)
@@ -53,8 +53,8 @@ def _render(sev: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
         img = np.where(r < 1.0, 0.08, img)
     # Mild blur (scanner PSF) and noise, then quantise like the JPEGs of the real set.
     p = np.pad(img, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    img = sum(p[:, i : i + size, j : j + size] for i in range(3) for j in range(3)) / 9.0
-    img = img * rng.uniform(0.85, 1.15, n).astype(np.float32)[:, None, None]
+    img = np.sum([p[:, i : i + size, j : j + size] for i in range(3) for j in range(3)], axis=0) / 9.0
+    img = img * rng.uniform(0.85, 1.15, (n,)).astype(np.float32)[:, None, None]
     img = img + rng.normal(0, 0.03, img.shape).astype(np.float32)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 

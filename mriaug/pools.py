@@ -26,8 +26,10 @@ hash of that row's pixels, so a pool used with a re-split dataset is caught line
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,9 @@ from PIL import Image
 
 from . import atomic
 from .classes import CLASSES, class_index
-from .data import DataError, Dataset, decode_image
+from .data import Dataset, decode_image
+from .errors import PoolError, UnknownClassError
+from .kept import KeptFor
 
 FORMAT = 1
 MANIFEST = "manifest.jsonl"
@@ -46,10 +50,6 @@ META = "pool.json"
 # Keys that describe one run; the pool-level copies are derived from `runs` on every flush.
 RUN_KEYS = ("generator_params", "kept_for", "trained_on")
 REMAKE = "re-make it with `mriaug synth --out {path} ...`"
-
-
-class PoolError(DataError):
-    pass
 
 
 @dataclass
@@ -140,7 +140,7 @@ def load(path: str | Path, dataset: Dataset, *, verify_hashes: bool = True) -> P
         where = f"{path / MANIFEST}, line {e['_line']}"
         try:
             label = class_index(e["class"])
-        except ValueError as err:
+        except UnknownClassError as err:
             raise PoolError(f"{where}: {err}") from err
         src = e["source_index"]
         if not isinstance(src, int) or isinstance(src, bool) or not 0 <= src < n_train:
@@ -192,10 +192,10 @@ def trained_on(pool: Pool) -> list[dict[str, Any]]:
     return out
 
 
-def training_conflicts(pool: Pool, scenario: str, seed: int) -> list[dict[str, Any]]:
-    """The training sets of `trained_on(pool)` that are not the kept set of run (scenario, seed): a model
-    trained on one of them may have seen real images that run drops (`kept_for` null: all train rows)."""
-    want = [str(scenario), int(seed)]
+def training_conflicts(pool: Pool, run: KeptFor) -> list[dict[str, Any]]:
+    """The training sets of `trained_on(pool)` that are not the kept set of `run`: a model trained on
+    one of them may have seen real images that run drops (`kept_for` null: all train rows)."""
+    want = run.pair()
     return [t for t in trained_on(pool) if t.get("kept_for") != want]
 
 
@@ -206,13 +206,26 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def _kept_for_record(value: Any) -> dict[str, Any] | None:
-    """(scenario, seed), [scenario, seed] or {"scenario", "seed"} -> {"scenario": str, "seed": int}."""
-    if value is None:
+    kept = KeptFor.from_any(value)
+    return kept.record() if kept else None
+
+
+@functools.lru_cache(maxsize=256)
+def _manifest_hash(path: str, mtime_ns: int, size: int) -> str:
+    return atomic.sha256_file(path)[:16]
+
+
+def manifest_fingerprint(pool: str | os.PathLike[str] | None) -> str | None:
+    """What a pool holds: the hash of its manifest (as `load` computes it); None when it has none yet.
+    Cached by the file's mtime and size, so planning a grid of many runs reads each manifest once."""
+    if pool is None:
         return None
-    if isinstance(value, dict):
-        return {"scenario": str(value["scenario"]), "seed": int(value["seed"])}
-    scenario, seed = value
-    return {"scenario": str(scenario), "seed": int(seed)}
+    manifest = Path(pool) / MANIFEST
+    try:
+        st = os.stat(manifest)
+    except OSError:
+        return None
+    return _manifest_hash(str(manifest), st.st_mtime_ns, st.st_size)
 
 
 def _now() -> str:
@@ -228,7 +241,7 @@ class PoolWriter:
     derived from all runs, so a rerun without `--kept-for` cannot leave a stale `kept_for` behind."""
 
     def __init__(self, path: str | Path, dataset: Dataset, generator: str, extra_meta: dict | None = None, *,
-                 generator_params: dict[str, Any] | None = None, kept_for: Any = None,
+                 generator_params: dict[str, Any] | None = None, kept_for: KeptFor | None = None,
                  trained_on: dict[str, Any] | None = None):
         self.path = Path(path)
         self.dataset = dataset

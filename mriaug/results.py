@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
+from .errors import ResultError
 
 REQUIRED = {
     "run_id": str, "spec": dict, "metrics": dict, "history": list, "counts": dict, "data": dict,
@@ -15,9 +16,8 @@ REQUIRED = {
 }
 REQUIRED_METRICS = ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion")
 
-
-class ResultError(ValueError):
-    pass
+# Version of the result file's layout; results written before it existed count as version 0.
+SCHEMA = 1
 
 
 def path_for(results_dir: str | Path, run_id: str) -> Path:
@@ -59,8 +59,10 @@ def read(path: str | Path) -> dict[str, Any]:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ResultError(f"{path}: 'metrics.{key}' is not a number ({v!r})")
     spec = obj["spec"]
-    for key, typ in (("model", str), ("augmentation", str), ("seed", int), ("scenario", dict), ("hparams", dict)):
-        if not isinstance(spec.get(key), typ):
+    spec_types: tuple[tuple[str, type], ...] = (("model", str), ("augmentation", str), ("seed", int),
+                                                ("scenario", dict), ("hparams", dict))
+    for key, spec_type in spec_types:
+        if not isinstance(spec.get(key), spec_type):
             raise ResultError(f"{path}: missing or malformed key 'spec.{key}'")
     if "name" not in spec["scenario"]:
         raise ResultError(f"{path}: missing key 'spec.scenario.name'")

@@ -15,7 +15,9 @@ import numpy as np
 
 from .classes import CLASSES, NUM_CLASSES, class_index
 from .data import Dataset
-from .pools import Pool, PoolError
+from .errors import PoolError, SettingError
+from .kept import KeptFor
+from .pools import Pool, training_conflicts
 
 MILD_MODERATE = ("Mild_Demented", "Moderate_Demented")
 
@@ -63,7 +65,10 @@ def _fractions(value: Any, what: str) -> tuple[float, ...]:
     elif isinstance(value, dict):
         table = value
     else:
-        raise ValueError(f"{what} must be a number or a table of class = number")
+        raise SettingError(f"{what} must be a number or a table of class = number")
+    for key, v in table.items():
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise SettingError(f"{what} for {key} must be a number, got {v!r}")
     out = [float(table.get("default", 0.0))] * NUM_CLASSES
     for key, v in table.items():
         if key == "default":
@@ -72,7 +77,7 @@ def _fractions(value: Any, what: str) -> tuple[float, ...]:
     top = 1.0 if what == "real_fraction" else 10.0  # a run cannot keep more real images than there are
     for c, v in zip(CLASSES, out, strict=True):
         if not 0.0 <= v <= top:
-            raise ValueError(f"{what} for {c} is {v}; must be between 0 and {top:g}")
+            raise SettingError(f"{what} for {c} is {v}; must be between 0 and {top:g}")
     return tuple(out)
 
 
@@ -100,7 +105,7 @@ def _rng(seed: int, label: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, 0x5EED, label, stream])
 
 
-def kept_rows(dataset: Dataset, scenario: Scenario, seed: int, label: int) -> np.ndarray:
+def kept_class_rows(dataset: Dataset, scenario: Scenario, seed: int, label: int) -> np.ndarray:
     """The real train rows of one class that run (scenario, seed) keeps, sorted."""
     rows = np.flatnonzero(dataset.train_y == label)
     k = round_half_up(scenario.real_fraction[label] * len(rows))
@@ -109,17 +114,25 @@ def kept_rows(dataset: Dataset, scenario: Scenario, seed: int, label: int) -> np
 
 def kept_real(dataset: Dataset, scenario: Scenario, seed: int) -> np.ndarray:
     """Every real train row that run (scenario, seed) keeps, sorted."""
-    return np.sort(np.concatenate([kept_rows(dataset, scenario, seed, c) for c in range(NUM_CLASSES)]))
+    return np.sort(np.concatenate([kept_class_rows(dataset, scenario, seed, c) for c in range(NUM_CLASSES)]))
+
+
+def kept_for_rows(dataset: Dataset, kept: KeptFor) -> np.ndarray:
+    """The real train rows the preset run `kept` keeps: the only valid sources of a pool (or training
+    images of a generator) made for it."""
+    if kept.scenario not in SCENARIOS:
+        raise SettingError(f"--kept-for {kept}: only the preset scenarios can be named "
+                           f"({', '.join(SCENARIOS)}), not {kept.scenario!r}; a grid's own [scenario.*] "
+                           "tables are not available here")
+    return kept_real(dataset, SCENARIOS[kept.scenario], kept.seed)
 
 
 def check_generator_training(scenario: Scenario, seed: int, pool: Pool) -> None:
     """A run that drops real images may not use images from a model trained on any of them (e.g. a
     diffusion model trained on all rows, or on another seed's kept set): it would bring them back."""
-    from .pools import training_conflicts
-
     if all(f >= 1.0 for f in scenario.real_fraction):
         return
-    bad = training_conflicts(pool, scenario.name, seed)
+    bad = training_conflicts(pool, KeptFor(scenario.name, seed))
     if bad:
         seen = "all train rows" if bad[0].get("kept_for") is None else f"the kept set of {bad[0]['kept_for']}"
         raise PoolError(
@@ -136,7 +149,7 @@ def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> M
     counts_real, counts_syn = {}, {}
     for c, name in enumerate(CLASSES):
         n = int((dataset.train_y == c).sum())
-        kept = kept_rows(dataset, scenario, seed, c)
+        kept = kept_class_rows(dataset, scenario, seed, c)
         m = round_half_up(scenario.synthetic_fraction[c] * n)
         chosen = np.zeros(0, np.int64)
         if m:

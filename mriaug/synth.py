@@ -6,16 +6,18 @@ images that run keeps, so a pool made for it cannot hold a variation of a droppe
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import generators
+from . import checks, generators
 from .classes import CLASSES, class_index
 from .data import Dataset
-from .pools import PoolError, PoolWriter
+from .errors import PoolError, SettingError
+from .kept import KeptFor
+from .pools import PoolWriter
+from .scenarios import kept_for_rows
 
 
 def plan(dataset: Dataset, classes: list[str] | None, per_source: int, max_sources: int | None,
@@ -23,16 +25,12 @@ def plan(dataset: Dataset, classes: list[str] | None, per_source: int, max_sourc
     """(train row, variation) pairs still to make. Sources come from the train split only, and from
     `allowed` (train rows) when given."""
     # A 0 would silently make an empty pool; say which option is wrong instead.
-    if isinstance(per_source, bool) or not isinstance(per_source, int) or per_source < 1:
-        raise ValueError(f"--per-source must be a whole number of at least 1, got {per_source!r}")
-    if max_sources is not None and (isinstance(max_sources, bool) or not isinstance(max_sources, int)
-                                    or max_sources < 1):
-        raise ValueError(f"--max-sources must be a whole number of at least 1 (or left out for all), "
-                         f"got {max_sources!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"--seed must be a whole number of at least 0, got {seed!r}")
+    checks.positive_int(per_source, "--per-source")
+    if max_sources is not None:
+        checks.positive_int(max_sources, "--max-sources")
+    checks.seed(seed, "--seed")
     if classes is not None and not classes:
-        raise ValueError("--classes is empty; name at least one class or leave it out for all")
+        raise SettingError("--classes is empty; name at least one class or leave it out for all")
     # Duplicates ("Mild,Mild_Demented") would plan the same images twice.
     labels = sorted({class_index(c) for c in classes}) if classes else list(range(len(CLASSES)))
     todo = []
@@ -45,50 +43,6 @@ def plan(dataset: Dataset, classes: list[str] | None, per_source: int, max_sourc
             rows = np.sort(rng.choice(rows, max_sources, replace=False))
         todo += [(int(r), v) for r in rows for v in range(per_source) if (int(r), v) not in done]
     return todo
-
-
-def kept_rows(dataset: Dataset, scenario: str, seed: int) -> np.ndarray:
-    """The real train rows that run (scenario, seed) keeps: the only valid sources for its pool."""
-    from . import scenarios
-
-    if scenario not in scenarios.SCENARIOS:
-        raise ValueError(f"--kept-for {scenario}:{seed}: only the preset scenarios can be named "
-                         f"({', '.join(scenarios.SCENARIOS)}), not {scenario!r}; a grid's own [scenario.*] "
-                         "tables are not available here")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"--kept-for {scenario}:{seed}: the seed must be a whole number of at least 0")
-    return scenarios.kept_real(dataset, scenarios.SCENARIOS[scenario], seed)
-
-
-def parse_kept_for(value: str | None) -> tuple[str, int] | None:
-    if not value:
-        return None
-    scenario, sep, seed = value.partition(":")
-    if not sep or not seed.strip().isdigit():
-        raise ValueError(f"--kept-for {value!r}: expected SCENARIO:SEED, e.g. 4:0")
-    return scenario.strip(), int(seed)
-
-
-def build_generator(generator: str, options: dict[str, Any] | None) -> Any:
-    """The generator with its settings; an unknown setting is named with the known ones."""
-    import importlib
-
-    options = dict(options or {})
-    if generator in generators.GENERATORS:
-        mod, cls = generators.GENERATORS[generator].split(":")
-        sig = inspect.signature(getattr(importlib.import_module(mod), cls))
-        known = [p for p in sig.parameters if p != "self"]
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ValueError(f"generator {generator}: unknown setting(s) {unknown}; known: {', '.join(known)}")
-        for name, value in options.items():
-            default = sig.parameters[name].default
-            number = (int, float)
-            # Settings whose default is a number must be numbers (`-s contrast=abc` would fail deep inside).
-            if isinstance(default, number) and not isinstance(default, bool) and (
-                    isinstance(value, bool) or not isinstance(value, number)):
-                raise ValueError(f"generator {generator}: setting {name} must be a number, got {value!r}")
-    return generators.get(generator, **options)
 
 
 def _identity(params: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -118,18 +72,18 @@ def _check_overlap(writer: PoolWriter, generator: str, params: dict[str, Any], w
 def make_pool(dataset: Dataset, out: str | Path, generator: str, *, classes: list[str] | None = None,
               per_source: int = 1, max_sources: int | None = None, seed: int = 0,
               options: dict[str, Any] | None = None, progress_bar: bool = True, dry_run: bool = False,
-              max_cost: float | None = None, kept_for: tuple[str, int] | None = None) -> dict[str, Any]:
+              max_cost: float | None = None, kept_for: KeptFor | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     options = dict(options or {})
     if max_cost is not None:
         if generator != "openai":
-            raise ValueError(f"--max-cost applies to the paid generator (openai); {generator} costs nothing")
+            raise SettingError(f"--max-cost applies to the paid generator (openai); {generator} costs nothing")
         options["max_cost_usd"] = max_cost
-    gen = build_generator(generator, options)
+    gen = generators.get(generator, **options)
     allowed = None
     if kept_for is not None:
-        allowed = kept_rows(dataset, kept_for[0], kept_for[1])
+        allowed = kept_for_rows(dataset, kept_for)
     # A generator trained on this dataset (diffusion) says on which rows, for the leak check at mix time.
     trained = gen.trained_on() if hasattr(gen, "trained_on") else None
     writer = PoolWriter(out, dataset, generator, generator_params=gen.params(), kept_for=kept_for,
@@ -143,7 +97,10 @@ def make_pool(dataset: Dataset, out: str | Path, generator: str, *, classes: lis
             "requests": len(todo), "cost_usd": 0.0, "text": f"{len(todo)} image(s) to make locally, no cost"}
         return {"dry_run": True, "todo": len(todo), "done": len(writer.entries), **est}
     with tqdm(total=len(todo), desc=f"synth {generator}", unit="img", disable=not progress_bar) as bar:
-        summary = gen.run(writer, todo, bar.update)
+        def progress(n: int) -> None:
+            bar.update(n)
+
+        summary = gen.run(writer, todo, progress)
     writer.flush()
     summary["pool_size"] = len(writer.entries)
     summary["todo"] = len(todo)

@@ -8,6 +8,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from . import checks
+from .errors import SettingError
+
 
 def line_of(text: str, table: str, key: str | None) -> int | None:
     """Line number of `key` inside `[table]` (or of the table header when key is None)."""
@@ -28,7 +31,7 @@ def line_of(text: str, table: str, key: str | None) -> int | None:
 class TomlFile:
     """A parsed TOML file plus the checks grids and profiles share; `error` is the exception to raise."""
 
-    error: type[Exception] = ValueError
+    error: type[SettingError] = SettingError
 
     def __init__(self, path: Path):
         self.path = path
@@ -38,7 +41,7 @@ class TomlFile:
         except tomllib.TOMLDecodeError as e:
             raise self.error(f"{path}: not valid TOML: {e}") from e
 
-    def fail(self, table: str, key: str | None, msg: str) -> Exception:
+    def fail(self, table: str, key: str | None, msg: str) -> SettingError:
         line = line_of(self.text, table, key)
         where = f"{self.path}" + (f", line {line}" if line else "")
         return self.error(f"{where}: {'.'.join(p for p in (table, key) if p)}: {msg}")
@@ -54,10 +57,18 @@ class TomlFile:
         return value
 
     def positive_int(self, table: str, key: str, value: Any, *, zero_ok: bool = False) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero_ok else 1):
+        try:
+            return checks.whole(value, key, lo=0 if zero_ok else 1)
+        except SettingError:
             raise self.fail(table, key, f"must be a {'non-negative' if zero_ok else 'positive'} integer, "
-                            f"got {value!r}")
-        return value
+                            f"got {value!r}") from None
+
+    def number(self, table: str, key: str, value: Any, **limits: Any) -> float:
+        """A finite number within `limits` (see `checks.number`); errors name the line."""
+        try:
+            return checks.number(value, "value", **limits)
+        except SettingError as e:
+            raise self.fail(table, key, str(e).removeprefix("value ")) from None
 
     def string_list(self, table: str, key: str, value: Any) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

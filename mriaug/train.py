@@ -9,9 +9,6 @@ exactly the metrics of an uninterrupted one.
 from __future__ import annotations
 
 import os
-import platform
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,13 +19,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__, atomic, augment, models, pools, results, scenarios
+from . import atomic, augment, models, pools, results, scenarios
 from . import data as data_mod
+from .errors import PoolError
 from .metrics import classification_metrics
+from .runtime import deterministic, environment, pick_device
 from .spec import RunSpec
 
 Log = Callable[[str], None]
-# cuBLAS needs this before CUDA starts to be deterministic (see execute's determinism flags).
+# cuBLAS needs this before CUDA starts to be deterministic (see `runtime.deterministic`).
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
@@ -38,21 +37,6 @@ class Interrupted(RuntimeError):
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def pick_device(requested: str | None = None) -> torch.device:
-    """The device asked for ('cpu', 'cuda', 'cuda:1'), or CUDA when there is one; a bad choice is named."""
-    if not requested:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(requested)
-    except RuntimeError as e:
-        raise ValueError(f"device {requested!r}: not a device name (cpu, cuda, cuda:N)") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {requested!r}: no CUDA device on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {requested!r}: mriaug runs on cpu or cuda")
-    return dev
 
 
 def to_device_uint8(x: np.ndarray, resolution: int, device: torch.device) -> torch.Tensor:
@@ -68,39 +52,8 @@ def to_device_uint8(x: np.ndarray, resolution: int, device: torch.device) -> tor
     return out
 
 
-def git_commit() -> str | None:
-    """The commit of the code that runs: MRIAUG_GIT_COMMIT (set by the launcher), else this checkout's."""
-    if os.environ.get("MRIAUG_GIT_COMMIT"):
-        return os.environ["MRIAUG_GIT_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    import timm
-
-    return {
-        "mriaug": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "timm": timm.__version__, "numpy": np.__version__, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-        "threads": torch.get_num_threads(), "host": socket.gethostname(), "git_commit": git_commit(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
-    }
-
-
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds CUDA; augmentation, shuffling and dropout all draw from torch
-
-
-def _deterministic(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def _set_aside(path: Path, why: str, log: Log) -> None:
@@ -159,26 +112,26 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
     ds = data_mod.load(spec.data)
     pool = pools.load(spec.pool, ds) if spec.scenario.needs_pool and spec.pool else None
     if pool is not None and pool.fingerprint != spec.pool_fingerprint:
-        raise pools.PoolError(
+        raise PoolError(
             f"pool {spec.pool} changed since run {spec.label} was planned (manifest {pool.fingerprint}, planned "
             f"{spec.pool_fingerprint}); plan it again (`mriaug grid` / `mriaug submit`) to train on the new pool"
         )
     mix = scenarios.mix(ds, spec.scenario, spec.seed, pool)
     x_np, y_np = scenarios.training_arrays(ds, mix, pool)
-    res = int(hp["resolution"])
+    res = hp.resolution
     x_train = to_device_uint8(x_np, res, dev)
     y_train = torch.from_numpy(y_np).to(dev)
     x_test = to_device_uint8(ds.test_x, res, dev)
     t_data = time.perf_counter() - t_start
 
-    _deterministic(dev)
+    deterministic(dev)
     _seed_everything(spec.seed)
     model = models.build(spec.model, hp).to(dev)
     if dev.type == "cpu" and spec.model != "vit":
         model = model.to(memory_format=torch.channels_last)
     norm = models.normalization(model)
-    opt = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
-    use_bf16 = hp.get("precision", "bf16") == "bf16"
+    opt = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    use_bf16 = hp.precision == "bf16"
     aug = augment.get(spec.augmentation)
 
     ckpt_path = results.checkpoint_for(results_dir, run_id)
@@ -191,9 +144,9 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         history, start_epoch = ckpt["history"], ckpt["epoch"]
-        log(f"[{run_id}] {spec.label}: resumed from checkpoint at epoch {start_epoch}/{hp['epochs']}")
+        log(f"[{run_id}] {spec.label}: resumed from checkpoint at epoch {start_epoch}/{hp.epochs}")
 
-    n, bs, epochs = len(y_train), int(hp["batch_size"]), int(hp["epochs"])
+    n, bs, epochs = len(y_train), hp.batch_size, hp.epochs
     log(f"[{run_id}] {spec.label}: {n} training images ({sum(mix.counts_synthetic.values())} synthetic), "
         f"{epochs} epochs on {dev}")
     t_train = 0.0
@@ -224,7 +177,7 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
             with atomic.atomic_path(ckpt_path) as tmp:
                 torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "history": history, "threads": torch.get_num_threads(), "device": dev.type,
-                            **identity}, tmp)
+                            "hparams": hp.to_dict(), **identity}, tmp)
         if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < epochs:
             raise Interrupted(f"stopped after epoch {epoch + 1} as asked")
 
@@ -236,6 +189,7 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     trained = (epochs - start_epoch) * n
     result = {
+        "schema": results.SCHEMA,
         "run_id": run_id,
         "spec": spec.to_dict(),
         "metrics": metrics,

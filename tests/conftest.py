@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mriaug.data import DataSpec
-from mriaug.grid import model_hparams
+from mriaug.hparams import resolve as model_hparams
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alzheimer_mri"
 

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import collect, results, scenarios
+from mriaug import results, scenarios
+from mriaug.analysis import collect
 from mriaug.cli import app
 from mriaug.data import DataSpec
-from mriaug.spec import RunSpec
+from mriaug.grid import plan_run
 from mriaug.train import execute
 from tests.conftest import tiny_hparams
 
@@ -22,7 +23,7 @@ def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for aug in ("none", "hflip"):
             for seed in (0, 1, 2):
                 hp = tiny_hparams("cnn", epochs=1)
-                execute(RunSpec("cnn", scenarios.SCENARIOS[scen], aug, seed, hp, spec), out, log=lambda m: None)
+                execute(plan_run("cnn", scenarios.SCENARIOS[scen], aug, seed, hp, spec), out, log=lambda m: None)
     return out
 
 
@@ -92,7 +93,7 @@ def test_collect_keeps_one_grids_runs_and_warns_of_mixed_cells(results_dir: Path
     shutil.copytree(results_dir, work)
     spec = DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32})
     # The same cell and seed again with other settings, as after editing a grid.
-    other = RunSpec("cnn", scenarios.SCENARIOS["1"], "none", 0, tiny_hparams("cnn", epochs=1, lr=5e-3), spec)
+    other = plan_run("cnn", scenarios.SCENARIOS["1"], "none", 0, tiny_hparams("cnn", epochs=1, lr=5e-3), spec)
     execute(other, work, log=lambda m: None)
     mixed = collect.gather(work)
     assert len(mixed.runs) == 13 and mixed.warnings and "cnn/1/none/0" in mixed.warnings[0]

@@ -12,9 +12,11 @@ from typer.testing import CliRunner
 
 from mriaug import data, pools, scenarios, synth
 from mriaug.cli import app
+from mriaug.errors import MriaugError
 from mriaug.generators import diffusion
-from mriaug.grid import model_hparams
-from mriaug.spec import RunSpec
+from mriaug.grid import plan_run
+from mriaug.hparams import resolve as model_hparams
+from mriaug.kept import KeptFor
 from mriaug.train import execute
 
 SPEC = data.DataSpec("phantom", {"n_train": 160, "n_test": 80, "size": 32})
@@ -80,13 +82,13 @@ def test_pool_from_diffusion_feeds_a_scenario_3_run(tmp_path: Path, dataset: dat
     # The model saw every Mild/Moderate train row: a run that drops some must not use this pool.
     (t,) = p.meta["trained_on"]
     assert t["kept_for"] is None and t["n_rows"] == n and t["classes"] == ["Mild_Demented", "Moderate_Demented"]
-    assert pools.training_conflicts(p, "4", 0) == [t]
+    assert pools.training_conflicts(p, KeptFor("4", 0)) == [t]
     assert p.entries[0]["params"]["strength"] == 0.4 and p.entries[0]["params"]["trained_steps"] == 4
     # Resumable: nothing left to do.
     assert synth.make_pool(dataset, pool, "diffusion", classes=["Mild_Demented", "Moderate_Demented"],
                            options=opts, progress_bar=False)["generated"] == 0
 
-    run = RunSpec("cnn", scenarios.SCENARIOS["3"], "none", 0,
+    run = plan_run("cnn", scenarios.SCENARIOS["3"], "none", 0,
                   model_hparams("cnn", {"epochs": 1, "resolution": 32, "batch_size": 32}), SPEC, str(pool))
     res = execute(run, tmp_path / "results", log=lambda m: None)
     assert res["counts"]["synthetic"]["Mild_Demented"] == round(0.2 * int((dataset.train_y == 0).sum()))
@@ -101,9 +103,9 @@ def test_generator_refuses_other_dataset_and_bad_settings(tmp_path: Path, traine
     other = data.load(data.DataSpec("phantom", {"n_train": 160, "n_test": 80, "size": 32, "seed": 5}))
     with pytest.raises(diffusion.DiffusionError, match="trained on dataset"):
         synth.make_pool(other, tmp_path / "p", "diffusion", options={"checkpoint": str(trained)}, progress_bar=False)
-    with pytest.raises(ValueError, match="strength"):
+    with pytest.raises(MriaugError, match="strength"):
         synth.make_pool(other, tmp_path / "p", "diffusion", options={"checkpoint": str(trained), "strength": 1.5})
-    with pytest.raises(ValueError, match="train-diffusion"):
+    with pytest.raises(MriaugError, match="train-diffusion"):
         synth.make_pool(other, tmp_path / "p", "diffusion", options={"checkpoint": str(tmp_path / "none")})
 
 
@@ -124,15 +126,15 @@ def test_train_diffusion_cli(tmp_path: Path) -> None:
     ds = data.load(SPEC)
     opts = {"checkpoint": str(out), "steps": 2, "strength": 0.5}
     pool = tmp_path / "pool"
-    synth.make_pool(ds, pool, "diffusion", classes=["Moderate_Demented"], kept_for=("4", 0), options=opts,
+    synth.make_pool(ds, pool, "diffusion", classes=["Moderate_Demented"], kept_for=KeptFor("4", 0), options=opts,
                     progress_bar=False)
     p = pools.load(pool, ds)
     assert [t["kept_for"] for t in p.meta["trained_on"]] == [["4", 0]]
     assert p.meta["runs"][0]["trained_on"]["kept_for"] == ["4", 0]
-    assert pools.training_conflicts(p, "4", 0) == [] and pools.training_conflicts(p, "4", 1) != []
+    assert pools.training_conflicts(p, KeptFor("4", 0)) == [] and pools.training_conflicts(p, KeptFor("4", 1)) != []
     # A pool run for another kept set is refused: the model saw rows that run drops.
     with pytest.raises(diffusion.DiffusionError, match=r"trained on the kept set of \['4', 0\].*kept set of 4:1"):
-        synth.make_pool(ds, tmp_path / "p41", "diffusion", classes=["Moderate_Demented"], kept_for=("4", 1),
+        synth.make_pool(ds, tmp_path / "p41", "diffusion", classes=["Moderate_Demented"], kept_for=KeptFor("4", 1),
                         options=opts, progress_bar=False)
 
 
@@ -147,13 +149,13 @@ def test_legacy_pool_json_trained_on_comes_from_the_manifest(tmp_path: Path, dat
     (pool / "pool.json").write_text(json.dumps(meta))
     p = pools.load(pool, dataset)
     assert pools.trained_on(p) == [{"kept_for": None}]
-    assert pools.training_conflicts(p, "4", 0) == [{"kept_for": None}]
+    assert pools.training_conflicts(p, KeptFor("4", 0)) == [{"kept_for": None}]
 
 
 def test_a_model_trained_on_all_rows_cannot_make_a_pool_for_a_kept_set(tmp_path: Path, dataset: data.Dataset,
                                                                        trained: Path) -> None:
     with pytest.raises(diffusion.DiffusionError, match="trained on every train row.*kept set of 4:0"):
-        synth.make_pool(dataset, tmp_path / "p", "diffusion", classes=["Moderate_Demented"], kept_for=("4", 0),
+        synth.make_pool(dataset, tmp_path / "p", "diffusion", classes=["Moderate_Demented"], kept_for=KeptFor("4", 0),
                         options={"checkpoint": str(trained), "steps": 2}, progress_bar=False)
     assert not (tmp_path / "p" / "manifest.jsonl").exists()
 
@@ -176,7 +178,9 @@ def test_device_choice_is_the_training_runs(monkeypatch: pytest.MonkeyPatch, dat
         asked.append(requested)
         return torch.device("cpu")
 
-    monkeypatch.setattr(mriaug.train, "pick_device", pick)
+    # One function decides for both (mriaug.runtime); the generator calls it with the requested device.
+    assert diffusion.pick_device is mriaug.train.pick_device
+    monkeypatch.setattr(diffusion, "pick_device", pick)
     diffusion.train(dataset, tmp_path, steps=1, **{**TINY, "classes": ["Moderate_Demented"]}, device="cpu")
     assert asked == ["cpu"]
 

@@ -16,8 +16,8 @@ def test_thesis_grid_is_720_runs() -> None:
     assert len({r.run_id for r in g.runs}) == 720
     assert {r.model for r in g.runs} == {"cnn", "resnet18", "vit"}
     assert {r.scenario.name for r in g.runs} == {"1", "2", "3", "4"}
-    assert g.hparams["resnet18"]["pretrained"] and not g.hparams["cnn"]["pretrained"]
-    assert g.hparams["vit"]["resolution"] == 256
+    assert g.hparams["resnet18"].pretrained and not g.hparams["cnn"].pretrained
+    assert g.hparams["vit"].resolution == 256
 
 
 def test_smoke_grid_fills_every_cell_with_two_seeds() -> None:
@@ -54,7 +54,7 @@ def test_custom_scenarios_and_seed_ranges(tmp_path: Path) -> None:
     assert [r.seed for r in g.runs] == [5, 6, 5, 6]
     x = [r for r in g.runs if r.scenario.name == "x"][0]
     assert x.scenario.synthetic_fraction == (0.0, 1.0, 0.0, 0.0)
-    assert g.hparams["cnn"]["epochs"] == 1 and g.hparams["cnn"]["resolution"] == 128
+    assert g.hparams["cnn"].epochs == 1 and g.hparams["cnn"].resolution == 128
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def test_custom_scenarios_and_seed_ranges(tmp_path: Path) -> None:
         ("epochs = 1", "epochs = [1", r"not valid TOML"),
         ("epochs = 1", "epochs = true", r"line 14: model.cnn.epochs: must be a positive integer, got True"),
         ("epochs = 1", 'pretrained = "false"', r"line 14: model.cnn.pretrained: must be true or false"),
-        ("epochs = 1", "weight_decay = -0.1", r"line 14: model.cnn.weight_decay: must be a non-negative number"),
+        ("epochs = 1", "weight_decay = -0.1", r"line 14: model.cnn.weight_decay: must be a non-negative finite number"),
         ("epochs = 1", "resolution = 30", r"line 14: model.cnn.resolution: must be a multiple of 4"),
         ('models = ["cnn"]', 'models = ["cnn", "cnn"]', r"line 2: models: listed more than once: cnn"),
         ("seeds = {start = 5, count = 2}", "seeds = [1, 2, 1]", r"line 5: seeds: listed more than once: 1"),

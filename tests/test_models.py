@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mriaug import models
+from mriaug.errors import MriaugError
 from tests.conftest import tiny_hparams
 
 
@@ -50,5 +51,5 @@ def test_cold_weight_cache_names_prefetch(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_cnn_refuses_pretrained() -> None:
-    with pytest.raises(ValueError, match="from scratch"):
+    with pytest.raises(MriaugError, match="from scratch"):
         models.build("cnn", tiny_hparams("cnn", pretrained=True))

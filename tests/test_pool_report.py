@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import data, pool_report, pools, scenarios, synth
+from mriaug import data, pools, scenarios, synth
+from mriaug.analysis import pool_report
 from mriaug.cli import app
+from mriaug.errors import MriaugError
 from mriaug.generators import seed_for
 from mriaug.generators.transform import TransformGenerator
+from mriaug.kept import KeptFor
 
 SMALL = data.DataSpec("phantom", {"n_train": 160, "n_test": 80, "size": 32})
 # Big enough that scenario 4 drops a Moderate image (6 of them, 5 kept) and needs one synthetic.
@@ -103,7 +106,7 @@ def test_source_outside_the_train_split_is_rejected(tmp_path: Path, small: data.
 
 def test_variations_of_dropped_images_make_mix_fail(tmp_path: Path, medium: data.Dataset) -> None:
     pool = tmp_path / "pool"
-    kept = synth.kept_rows(medium, "4", 0)
+    kept = scenarios.kept_for_rows(medium, KeptFor("4", 0))
     mild = np.flatnonzero(medium.train_y == 0).tolist()
     moderate = np.flatnonzero(medium.train_y == 1)
     dropped = [int(r) for r in moderate if r not in kept]
@@ -125,7 +128,7 @@ def test_pool_made_for_a_kept_set(tmp_path: Path, medium: data.Dataset) -> None:
                                  "--kept-for", "4:0", "--no-report"])
     assert r.exit_code == 0, r.output
     p = pools.load(pool, medium)
-    kept = synth.kept_rows(medium, "4", 0)
+    kept = scenarios.kept_for_rows(medium, KeptFor("4", 0))
     assert np.isin(p.sources, kept).all()
     mm = np.isin(medium.train_y, [0, 1])
     assert len(p.sources) == int(np.isin(np.flatnonzero(mm), kept).sum())
@@ -143,8 +146,8 @@ def test_pool_made_for_a_kept_set(tmp_path: Path, medium: data.Dataset) -> None:
 def test_diffusion_trains_only_on_kept_rows(medium: data.Dataset) -> None:
     from mriaug.generators.diffusion import training_rows
 
-    rows = training_rows(medium, ["Moderate_Demented"], ("4", 0))
-    kept = synth.kept_rows(medium, "4", 0)
+    rows = training_rows(medium, ["Moderate_Demented"], KeptFor("4", 0))
+    kept = scenarios.kept_for_rows(medium, KeptFor("4", 0))
     assert np.isin(rows, kept).all() and len(rows) == 5
     assert len(training_rows(medium, ["Moderate_Demented"])) == 6
 
@@ -198,16 +201,16 @@ def test_source_pixels_are_checked_against_a_resplit_dataset(tmp_path: Path, sma
 def test_per_run_keys_follow_the_latest_run(tmp_path: Path, medium: data.Dataset) -> None:
     pool = tmp_path / "pool"
 
-    def make(classes: list[str], kept_for: tuple[str, int] | None, **options: object) -> dict:
+    def make(classes: list[str], kept_for: KeptFor | None, **options: object) -> dict:
         synth.make_pool(medium, pool, "transform", classes=classes, kept_for=kept_for, options=options,
                         progress_bar=False)
         return json.loads((pool / "pool.json").read_text())
 
-    meta = make(["Moderate_Demented"], ("4", 0))
+    meta = make(["Moderate_Demented"], KeptFor("4", 0))
     assert meta["kept_for"] == {"scenario": "4", "seed": 0} and len(meta["runs"]) == 1
-    meta = make(["Moderate_Demented"], ("4", 0))  # nothing new: no run recorded
+    meta = make(["Moderate_Demented"], KeptFor("4", 0))  # nothing new: no run recorded
     assert len(meta["runs"]) == 1 and meta["kept_for"] == {"scenario": "4", "seed": 0}
-    meta = make(["Mild_Demented"], ("4", 0), contrast=0.2)
+    meta = make(["Mild_Demented"], KeptFor("4", 0), contrast=0.2)
     assert meta["kept_for"] == {"scenario": "4", "seed": 0} and meta["generator_params"]["contrast"] == 0.2
     # Extended from all rows: the old kept_for must not survive, and the latest params are shown.
     meta = make(["Non_Demented"], None, contrast=0.3)
@@ -219,8 +222,10 @@ def test_per_run_keys_follow_the_latest_run(tmp_path: Path, medium: data.Dataset
 
     # Two different kept sets: no single one describes the pool either.
     other = tmp_path / "other"
-    synth.make_pool(medium, other, "transform", classes=["Moderate_Demented"], kept_for=("4", 0), progress_bar=False)
-    synth.make_pool(medium, other, "transform", classes=["Mild_Demented"], kept_for=("4", 1), progress_bar=False)
+    synth.make_pool(medium, other, "transform", classes=["Moderate_Demented"], kept_for=KeptFor("4", 0),
+                    progress_bar=False)
+    synth.make_pool(medium, other, "transform", classes=["Mild_Demented"], kept_for=KeptFor("4", 1),
+                    progress_bar=False)
     assert json.loads((other / "pool.json").read_text())["kept_for"] is None
 
 
@@ -246,7 +251,7 @@ def test_a_pool_json_from_before_runs_were_kept_drops_its_stale_kept_for(tmp_pat
 @pytest.mark.parametrize(("args", "message"), [
     (["--per-source", "0"], "--per-source must be a whole number of at least 1, got 0"),
     (["--max-sources", "0"], "--max-sources must be a whole number of at least 1"),
-    (["--seed", "-1"], "--seed must be a whole number of at least 0"),
+    (["--seed", "-1"], "--seed must be a whole number in [0, 2147483647], got -1"),
     (["--kept-for", "mine:0"], "only the preset scenarios can be named (1, 2, 3, 4, 5, 6), not 'mine'"),
     (["-s", "flush_every=0"], "flush_every must be a whole number of at least 1"),
 ])
@@ -275,5 +280,5 @@ def test_transform_variations_do_not_collide(small: data.Dataset) -> None:
     assert np.array_equal(gen.variation(img, 3, 1), TransformGenerator().variation(img, 3, 1))  # still seeded
     seeds = {seed_for(s, src, v) for s in range(3) for src in range(40) for v in range(120)}
     assert len(seeds) == 3 * 40 * 120
-    with pytest.raises(ValueError, match="at least 0"):
+    with pytest.raises(MriaugError, match="at least 0"):
         seed_for(0, -1, 0)

@@ -9,6 +9,7 @@ import pytest
 from mriaug import data, pools, scenarios, synth
 from mriaug.classes import CLASSES
 from mriaug.data import DataSpec
+from mriaug.errors import MriaugError
 from mriaug.pools import PoolError
 
 
@@ -139,7 +140,7 @@ def test_variations_of_dropped_images_are_never_used(ds: data.Dataset, tmp_path:
 
 
 def test_real_fraction_above_one_is_refused() -> None:
-    with pytest.raises(ValueError, match="real_fraction for Mild_Demented is 1.2; must be between 0 and 1"):
+    with pytest.raises(MriaugError, match="real_fraction for Mild_Demented is 1.2; must be between 0 and 1"):
         scenarios.custom("z", {"Mild_Demented": 1.2})
 
 
@@ -147,7 +148,7 @@ def test_custom_scenario_fractions() -> None:
     s = scenarios.custom("x", {"default": 0.5, "Moderate_Demented": 1.0}, {"Very Mild Demented": 0.3})
     assert s.real_fraction == (0.5, 1.0, 0.5, 0.5)
     assert s.synthetic_fraction == (0.0, 0.0, 0.0, 0.3)
-    with pytest.raises(ValueError, match="unknown class"):
+    with pytest.raises(MriaugError, match="unknown class"):
         scenarios.custom("y", {"Severe": 0.5})
 
 
@@ -169,6 +170,6 @@ def test_extending_a_pool_with_another_generator_or_settings_is_refused(ds: data
 
 
 def test_generator_settings_of_the_wrong_type_are_named(ds: data.Dataset, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="generator transform: setting max_rotation_deg must be a number, got 'abc'"):
+    with pytest.raises(MriaugError, match="generator transform: setting max_rotation_deg must be a number, got 'abc'"):
         synth.make_pool(ds, tmp_path / "p", "transform", options={"max_rotation_deg": "abc"}, progress_bar=False)
     assert not (tmp_path / "p" / pools.MANIFEST).exists()

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from mriaug import data, pools, scenarios, synth
 from mriaug.cli import app
 from mriaug.data import DataSpec
-from mriaug.spec import RunSpec
+from mriaug.grid import plan_run
 from mriaug.train import execute
 from tests.conftest import REAL_DATA, tiny_hparams
 
@@ -31,7 +31,7 @@ def test_scenario4_on_real_data_with_transform_pool(tmp_path: Path) -> None:
     ds = data.load(spec)
     synth.make_pool(ds, tmp_path / "pool", "transform", classes=["Mild_Demented", "Moderate_Demented"],
                     progress_bar=False)
-    run = RunSpec("cnn", scenarios.SCENARIOS["4"], "none", 0, tiny_hparams("cnn", epochs=1), spec,
+    run = plan_run("cnn", scenarios.SCENARIOS["4"], "none", 0, tiny_hparams("cnn", epochs=1), spec,
                   str(tmp_path / "pool"))
     r = execute(run, tmp_path / "res", log=lambda m: None)
     n = {"Mild_Demented": 724, "Moderate_Demented": 49, "Non_Demented": 2566, "Very_Mild_Demented": 1781}

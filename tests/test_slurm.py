@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from mriaug import grid as grid_mod
 from mriaug import slurm
 from mriaug.cli import app
+from mriaug.slurm import planning, queue
 from tests.slurm_helpers import ROOT, write_grid
 
 runner = CliRunner()
@@ -74,13 +75,13 @@ def test_missing_profile_and_model_without_resources(tmp_path: Path) -> None:
 
 
 def test_parsers() -> None:
-    assert slurm.parse_max_array_size("MaxArraySize            = 1001\nMaxJobCount = 10000\n") == 1001
-    assert slurm.parse_max_array_size("nothing here") is None
+    assert queue.parse_max_array_size("MaxArraySize            = 1001\nMaxJobCount = 10000\n") == 1001
+    assert queue.parse_max_array_size("nothing here") is None
     text = "12_3|RUNNING\n12_[4-6,9%2]|PENDING\n15|PENDING\ngarbage\n"
-    assert slurm.parse_squeue(text) == {"12_3": "RUNNING", "12_4": "PENDING", "12_5": "PENDING",
+    assert queue.parse_squeue(text) == {"12_3": "RUNNING", "12_4": "PENDING", "12_5": "PENDING",
                                         "12_6": "PENDING", "12_9": "PENDING", "15": "PENDING"}
-    assert [len(c) for c in slurm.chunks(list(range(7)), 3)] == [3, 3, 1]
-    assert [len(c) for c in slurm.chunks(list(range(7)), None)] == [7]
+    assert [len(c) for c in planning.chunks(list(range(7)), 3)] == [3, 3, 1]
+    assert [len(c) for c in planning.chunks(list(range(7)), None)] == [7]
 
 
 FAKE_SBATCH = """#!/bin/bash

@@ -8,6 +8,7 @@ import torch
 from mriaug import data as data_mod
 from mriaug import pools, results, scenarios, synth
 from mriaug.data import DataSpec
+from mriaug.grid import plan_run
 from mriaug.spec import RunSpec
 from mriaug.train import Interrupted, execute
 from tests.conftest import tiny_hparams
@@ -15,7 +16,7 @@ from tests.conftest import tiny_hparams
 
 def _spec(phantom_spec: DataSpec, model: str = "cnn", scenario: str = "1", aug: str = "hflip", seed: int = 0,
           pool: str | None = None, **hp: object) -> RunSpec:
-    return RunSpec(model, scenarios.SCENARIOS[scenario], aug, seed, tiny_hparams(model, **hp), phantom_spec, pool)
+    return plan_run(model, scenarios.SCENARIOS[scenario], aug, seed, tiny_hparams(model, **hp), phantom_spec, pool)
 
 
 def test_result_has_the_documented_keys(phantom_spec: DataSpec, tmp_path: Path) -> None:

@@ -1,35 +1,57 @@
-"""Synthetic image generators by name (the `generator` of a pool manifest)."""
+"""Synthetic image generators by name (the `generator` of a pool manifest); one lookup, `get`.
+
+Each is imported only when asked for: the openai one needs no torch, the diffusion one needs diffusers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import inspect
 from typing import Any
 
-# name -> module path of a class with `name`, `params()`, and `run(writer, todo, progress)`.
+from ..errors import SettingError
+from .base import Generator, seed_for
+
+# name -> "module:class" of a class that satisfies `Generator`.
 GENERATORS: dict[str, str] = {
     "transform": "mriaug.generators.transform:TransformGenerator",
     "openai": "mriaug.generators.openai_api:OpenAIGenerator",
     "diffusion": "mriaug.generators.diffusion:DiffusionGenerator",
 }
 
-
-def seed_for(*parts: int) -> int:
-    """A 63-bit seed for torch.Generator from non-negative ints, e.g. (seed, source, variation).
-    SeedSequence hashes the whole tuple, so distinct tuples get unrelated seeds; an affine mix such as
-    seed*1_000_003 + source*101 + variation collides once variation reaches 101."""
-    import numpy as np
-
-    if any(isinstance(p, bool) or int(p) != p or p < 0 for p in parts):
-        raise ValueError(f"seeds must be whole numbers of at least 0, got {parts}")
-    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0]
-    return int(state) >> 1  # torch.Generator.manual_seed takes up to 2**63 - 1
+__all__ = ["GENERATORS", "Generator", "get", "seed_for", "settings_of"]
 
 
-def get(name: str, **options: Any) -> Any:
-    import importlib
-
+def _factory(name: str) -> Any:
     if name not in GENERATORS:
-        raise ValueError(f"unknown generator {name!r}; known: {', '.join(GENERATORS)}")
+        raise SettingError(f"unknown generator {name!r}; known: {', '.join(GENERATORS)}")
     mod, cls = GENERATORS[name].split(":")
-    factory: Callable[..., Any] = getattr(importlib.import_module(mod), cls)
-    return factory(**options)
+    return getattr(importlib.import_module(mod), cls)
+
+
+def settings_of(name: str) -> dict[str, Any]:
+    """The settings a generator takes (`-s KEY=VALUE`) with their defaults."""
+    sig = inspect.signature(_factory(name))
+    return {p: v.default for p, v in sig.parameters.items() if p != "self"}
+
+
+def get(name: str, **options: Any) -> Generator:
+    """The generator with its settings; an unknown setting, or a word where a number belongs, is named."""
+    known = settings_of(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise SettingError(f"generator {name}: unknown setting(s) {unknown}; known: {', '.join(known)}")
+    missing = [k for k, v in known.items() if v is inspect.Parameter.empty and k not in options]
+    if missing:
+        hints = {"checkpoint": "DIR (made by `mriaug synth train-diffusion --out DIR`)"}
+        raise SettingError(f"generator {name}: setting {missing[0]} is required: -s {missing[0]}="
+                           + hints.get(missing[0], "VALUE"))
+    for key, value in options.items():
+        default = known[key]
+        # Settings whose default is a number must be numbers (`-s contrast=abc` would fail deep inside).
+        if isinstance(default, int | float) and not isinstance(default, bool) and (
+                isinstance(value, bool) or not isinstance(value, int | float)):
+            raise SettingError(f"generator {name}: setting {key} must be a number, got {value!r}")
+    gen = _factory(name)(**options)
+    assert isinstance(gen, Generator), f"{name} does not implement the Generator protocol"
+    return gen

@@ -39,11 +39,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import atomic
+from .. import atomic, checks
 from ..classes import CLASSES, NUM_CLASSES, class_index
 from ..data import Dataset
-from ..pools import PoolError, PoolWriter
-from . import seed_for
+from ..errors import PoolError
+from ..kept import KeptFor
+from ..pools import PoolWriter
+from ..runtime import pick_device
+from ..scenarios import kept_for_rows
+from .base import seed_for
 
 CHECKPOINT = "checkpoint.pt"
 INFO = "diffusion.json"
@@ -71,13 +75,6 @@ def unet_config(resolution: int, channels: tuple[int, ...] = DEFAULT_CHANNELS, l
     }
 
 
-def _device(requested: str | None) -> torch.device:
-    # The same choice as a training run's (imported late: mriaug.train pulls in the model zoo).
-    from .. import train as train_mod
-
-    return train_mod.pick_device(requested)
-
-
 def _noise(seed: int, chunk: list[tuple[int, int]], shape: tuple[int, ...]) -> torch.Tensor:
     """One noise image per (source, variation), each from its own generator, so an image does not
     depend on the batch it was made in."""
@@ -100,14 +97,12 @@ def _to_uint8(x: torch.Tensor, resolution: int) -> np.ndarray:
 
 
 def training_rows(dataset: Dataset, classes: list[str] | None = None,
-                  kept_for: tuple[str, int] | None = None) -> np.ndarray:
+                  kept_for: KeptFor | None = None) -> np.ndarray:
     """Train rows the model may learn from: never a test image, and only kept ones when asked."""
     labels = [class_index(c) for c in classes] if classes else list(range(NUM_CLASSES))
     rows = np.flatnonzero(np.isin(dataset.train_y, labels))
     if kept_for is not None:
-        from ..synth import kept_rows
-
-        rows = rows[np.isin(rows, kept_rows(dataset, kept_for[0], kept_for[1]))]
+        rows = rows[np.isin(rows, kept_for_rows(dataset, kept_for))]
     if len(rows) == 0:
         raise DiffusionError("diffusion: no training images left for the chosen classes / kept set")
     return rows
@@ -115,7 +110,7 @@ def training_rows(dataset: Dataset, classes: list[str] | None = None,
 
 def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 64, lr: float = 2e-4,
           resolution: int | None = None, channels: tuple[int, ...] = DEFAULT_CHANNELS, layers_per_block: int = 2,
-          attention: bool = True, classes: list[str] | None = None, kept_for: tuple[str, int] | None = None,
+          attention: bool = True, classes: list[str] | None = None, kept_for: KeptFor | None = None,
           seed: int = 0, checkpoint_every: int = 500, ema_decay: float = 0.999, precision: str = "bf16",
           device: str | None = None, progress_bar: bool = True, log: Callable[[str], None] = print,
           stop_after: int | None = None) -> dict[str, Any]:
@@ -133,13 +128,13 @@ def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 64
     if precision not in ("fp32", "bf16"):
         raise DiffusionError(f"diffusion: precision {precision!r} must be fp32 or bf16")
     out = Path(out)
-    dev = _device(device)
+    dev = pick_device(device)
     res = int(resolution or dataset.resolution)
     rows = training_rows(dataset, classes, kept_for)
     config = unet_config(res, tuple(channels), layers_per_block, attention)
     ident = {"data_fingerprint": dataset.fingerprint, "data_source": dataset.source, "unet": config,
              "rows_sha256": atomic.sha256_bytes(rows.astype(np.int64).tobytes()), "n_rows": int(len(rows)),
-             "classes": classes, "kept_for": list(kept_for) if kept_for else None, "seed": seed,
+             "classes": classes, "kept_for": kept_for.pair() if kept_for else None, "seed": seed,
              "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "precision": precision}
 
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
@@ -223,18 +218,15 @@ class DiffusionGenerator:
 
     def __init__(self, checkpoint: str, strength: float = 0.5, steps: int = 50, seed: int = 0,
                  batch_size: int = 16, device: str | None = None, use_ema: bool = True, flush_every: int = 100):
-        if not 0.0 < float(strength) <= 1.0:
-            raise ValueError(f"diffusion generator: strength {strength} must be in (0, 1]")
+        checks.number(strength, "diffusion generator: strength", lo=0.0, hi=1.0, lo_open=True)
         for name, value in (("steps", steps), ("batch_size", batch_size), ("flush_every", flush_every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"diffusion generator: {name} must be a whole number of at least 1, got {value!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"diffusion generator: seed must be a whole number of at least 0, got {seed!r}")
+            checks.positive_int(value, f"diffusion generator: {name}")
+        checks.seed(seed, "diffusion generator: seed")
         self.checkpoint = Path(checkpoint)
         if self.checkpoint.is_dir():
             self.checkpoint = self.checkpoint / CHECKPOINT
         if not self.checkpoint.exists():
-            raise ValueError(f"diffusion generator: no checkpoint at {self.checkpoint}; "
+            raise DiffusionError(f"diffusion generator: no checkpoint at {self.checkpoint}; "
                              "train one with `mriaug synth train-diffusion --out DIR`")
         self.strength, self.steps, self.seed = float(strength), int(steps), int(seed)
         self.batch_size, self.device, self.use_ema, self.flush_every = int(batch_size), device, use_ema, flush_every
@@ -276,7 +268,7 @@ class DiffusionGenerator:
                                  f"{run_kept['scenario']}:{run_kept['seed']}; train a model with "
                                  f"`mriaug synth train-diffusion --kept-for {run_kept['scenario']}:{run_kept['seed']}`")
         config = json.loads(ck["unet"])
-        dev = _device(self.device)
+        dev = pick_device(self.device)
         model = UNet2DModel(**config).to(dev).eval()
         model.load_state_dict(ck["ema" if self.use_ema else "model"])
         sched = DDIMScheduler(num_train_timesteps=1000)

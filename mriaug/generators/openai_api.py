@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .. import checks
+from ..errors import GeneratorError, SettingError
 from ..pools import PoolWriter
 
 # Price in USD per output image, by (model, size, quality); quality None for DALL-E.
@@ -75,10 +77,6 @@ DEFAULT_PROMPT = (
 # API limits on the uploaded image: DALL-E 2 takes a square PNG under 4 MB, GPT image models under 50 MB.
 UPLOAD_LIMIT_BYTES = {"variation": 4 * 1024 * 1024, "edit": 50 * 1024 * 1024}
 VARIATION_SIZES = ("256x256", "512x512", "1024x1024")
-
-
-class BudgetReached(RuntimeError):
-    pass
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -140,26 +138,27 @@ class OpenAIGenerator:
                  backoff_s: float = 2.0, max_backoff_s: float = 120.0, price_usd: float | None = None,
                  max_cost_usd: float | None = None, flush_every: int = 20):
         if endpoint not in DEFAULT_MODEL:
-            raise ValueError(f"openai generator: endpoint {endpoint!r} must be 'variation' or 'edit'")
+            raise SettingError(f"openai generator: endpoint {endpoint!r} must be 'variation' or 'edit'")
         self.endpoint = endpoint
         self.model = model or DEFAULT_MODEL[endpoint]
         self.size = size or DEFAULT_SIZE[endpoint]
         if endpoint == "variation" and self.size not in VARIATION_SIZES:
-            raise ValueError(f"openai generator: size {self.size!r} for variations must be one of {VARIATION_SIZES}")
+            raise SettingError(f"openai generator: size {self.size!r} for variations must be one of {VARIATION_SIZES}")
         w, _, h = self.size.partition("x")
         if not (w.isdigit() and w == h):
-            raise ValueError(f"openai generator: size {self.size!r} must be square, e.g. 1024x1024")
+            raise SettingError(f"openai generator: size {self.size!r} must be square, e.g. 1024x1024")
         self.px = int(w)
         self.prompt = prompt
         self.quality = quality if quality is not None else (None if self.model.startswith("dall-e") else "low")
         self.base_url = base_url
-        if concurrency < 1 or max_attempts < 1:
-            raise ValueError("openai generator: concurrency and max_attempts must be at least 1")
+        checks.positive_int(concurrency, "openai generator: concurrency")
+        checks.positive_int(max_attempts, "openai generator: max_attempts")
+        for key, value in (("timeout_s", timeout_s), ("backoff_s", backoff_s), ("max_backoff_s", max_backoff_s)):
+            checks.non_negative(value, f"openai generator: {key}")
         self.concurrency, self.timeout_s, self.max_attempts = int(concurrency), float(timeout_s), int(max_attempts)
         self.backoff_s, self.max_backoff_s = float(backoff_s), float(max_backoff_s)
         self.max_cost_usd = None if max_cost_usd is None else float(max_cost_usd)
-        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
-            raise ValueError(f"openai generator: flush_every must be a whole number of at least 1, got {flush_every!r}")
+        checks.positive_int(flush_every, "openai generator: flush_every")
         self.flush_every = flush_every
         if price_usd is not None:
             self.price = float(price_usd)
@@ -167,7 +166,7 @@ class OpenAIGenerator:
             self.price = PRICES_USD[(self.model, self.size, self.quality)]
         else:
             known = ", ".join(f"{m} {s} {q or ''}".strip() for m, s, q in PRICES_USD)
-            raise ValueError(f"openai generator: no price known for model {self.model!r} at size {self.size} "
+            raise SettingError(f"openai generator: no price known for model {self.model!r} at size {self.size} "
                              f"quality {self.quality}; pass the setting price_usd=<USD per image> (known: {known})")
         self.last_summary: dict[str, Any] = {}
 
@@ -196,14 +195,14 @@ class OpenAIGenerator:
         import openai
 
         if not os.environ.get("OPENAI_API_KEY"):
-            raise ValueError("openai generator: set the environment variable OPENAI_API_KEY (the key is read "
+            raise SettingError("openai generator: set the environment variable OPENAI_API_KEY (the key is read "
                              "from the environment only)")
         # Our own loop retries (and counts) every request; the timeout bounds a slow answer.
         return openai.OpenAI(base_url=self.base_url, max_retries=0, timeout=self.timeout_s)
 
     def _upload(self, image: np.ndarray) -> bytes:
         # Square RGBA PNG at the request size: DALL-E 2 accepts RGBA/LA/L, GPT image models any PNG.
-        im = Image.fromarray(image).convert("L").resize((self.px, self.px), Image.BICUBIC).convert("RGBA")
+        im = Image.fromarray(image).convert("L").resize((self.px, self.px), Image.Resampling.BICUBIC).convert("RGBA")
         buf = io.BytesIO()
         im.save(buf, format="PNG", optimize=True)
         data = buf.getvalue()
@@ -232,10 +231,10 @@ class OpenAIGenerator:
         if not data or not getattr(data[0], "b64_json", None):
             raise ValueError("response has no data[0].b64_json")
         raw = base64.b64decode(data[0].b64_json, validate=True)
-        with Image.open(io.BytesIO(raw)) as im:
-            im = im.convert("L")
+        with Image.open(io.BytesIO(raw)) as decoded:
+            im = decoded.convert("L")
             if im.size != (resolution, resolution):
-                im = im.resize((resolution, resolution), Image.LANCZOS)
+                im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
             return np.asarray(im, dtype=np.uint8).copy()
 
     def _delay(self, attempt: int, headers: Any) -> float:
@@ -405,7 +404,7 @@ class OpenAIGenerator:
             record()  # after the pool has shut down, so the spend of in-flight requests is counted
         if fatal is not None:
             base = self.base_url or os.environ.get("OPENAI_BASE_URL") or "api.openai.com"
-            raise ValueError(f"openai generator: stopped, the server at {base} would fail every request the same "
+            raise GeneratorError(f"openai generator: stopped, the server at {base} would fail every request the same "
                              f"way ({fatal}); check OPENAI_API_KEY, OPENAI_BASE_URL / base_url and the model "
                              f"({self.model}). {generated} image(s) made before it; a rerun continues.")
         left = len(todo) - generated - sum(1 for t in todo if f"{t[0]}:{t[1]}" in failures)

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import checks
 from ..pools import PoolWriter
-from . import seed_for
+from .base import seed_for
 
 
 class TransformGenerator:
@@ -20,11 +21,11 @@ class TransformGenerator:
 
     def __init__(self, seed: int = 0, max_rotation_deg: float = 8.0, elastic_alpha: float = 0.03,
                  contrast: float = 0.1, flush_every: int = 200):
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"transform generator: seed must be a whole number of at least 0, got {seed!r}")
-        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
-            raise ValueError(f"transform generator: flush_every must be a whole number of at least 1, "
-                             f"got {flush_every!r}")
+        checks.seed(seed, "transform generator: seed")
+        checks.positive_int(flush_every, "transform generator: flush_every")
+        checks.number(max_rotation_deg, "transform generator: max_rotation_deg", lo=0.0, hi=180.0)
+        checks.number(elastic_alpha, "transform generator: elastic_alpha", lo=0.0)
+        checks.number(contrast, "transform generator: contrast", lo=0.0, hi=1.0)
         self.seed, self.max_rot, self.alpha, self.contrast = seed, max_rotation_deg, elastic_alpha, contrast
         self.flush_every = flush_every
 
@@ -42,7 +43,7 @@ class TransformGenerator:
         s = u(0.94, 1.06)
         theta = torch.tensor([[math.cos(ang) / s, -math.sin(ang) / s, u(-0.04, 0.04)],
                               [math.sin(ang) / s, math.cos(ang) / s, u(-0.04, 0.04)]])[None]
-        grid = F.affine_grid(theta, (1, 1, h, w), align_corners=False)
+        grid = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
         # Smooth random displacement: coarse noise upsampled, a cheap elastic field.
         coarse = torch.randn((1, 2, 6, 6), generator=g) * self.alpha
         disp = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import atomic, pools
-from . import data as data_mod
-from .classes import CLASSES
+from .. import atomic, pools
+from .. import data as data_mod
+from ..classes import CLASSES
+from ..errors import PoolError
 
 REPORT_PNG = "report.png"
 REPORT_JSON = "report.json"
@@ -119,13 +120,13 @@ def dataset_of(path: str | Path) -> data_mod.Dataset:
     """The dataset a pool was made from, as recorded in its pool.json."""
     path = Path(path)
     if not path.is_dir():
-        raise pools.PoolError(f"pool folder {path} does not exist; make the pool with `mriaug synth --out {path}`")
+        raise PoolError(f"pool folder {path} does not exist; make the pool with `mriaug synth --out {path}`")
     meta_file = path / pools.META
     if not meta_file.exists():
-        raise pools.PoolError(f"{meta_file}: missing; pass --data to say which dataset the pool belongs to")
+        raise PoolError(f"{meta_file}: missing; pass --data to say which dataset the pool belongs to")
     src = pools.read_meta(path).get("data_source") or {}
     if not isinstance(src, dict) or "source" not in src:
-        raise pools.PoolError(f"{meta_file}: no data_source recorded; pass --data")
+        raise PoolError(f"{meta_file}: no data_source recorded; pass --data")
     return data_mod.load(data_mod.DataSpec(src["source"], dict(src.get("options") or {})))
 
 

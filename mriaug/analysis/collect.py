@@ -3,12 +3,14 @@ cells the median test cross-entropy with the number of seeds behind it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from . import atomic, augment, models, results
+from .. import atomic, augment, hparams, results
 
 BASE_SCENARIOS = ["1", "2", "3", "4"]
 LONG_COLUMNS = ["run_id", "model", "scenario", "augmentation", "seed", "test_ce", "accuracy",
@@ -47,13 +49,14 @@ class Collected:
     def versus_thesis(self, model: str) -> pd.DataFrame:
         """Our median beside the thesis's (Tables 7.x), 'ours / thesis' per cell; '—' where either is missing."""
         ours = self.medians(model)["median"]
-        th = thesis_medians()
-        th = th[th["model"] == model].set_index(["scenario", "augmentation"])["median_test_ce"]
+        table = thesis_medians()
+        th = table[table["model"] == model].set_index(["scenario", "augmentation"])["median_test_ce"]
 
-        def fmt(v: float) -> str:
-            return "—" if pd.isna(v) else f"{v:.3f}"
+        def fmt(v: Any) -> str:
+            return "—" if v is None or v != v else f"{float(v):.3f}"  # v != v: NaN
 
-        cells = pd.Series([f"{fmt(ours.get(k))} / {fmt(th.get(k))}" for k in ours.index], index=ours.index)
+        texts: list[str] = [f"{fmt(ours.get(k))} / {fmt(th.get(k))}" for k in ours.index]
+        cells = pd.Series(texts, index=ours.index)
         return _thesis_shape(cells)
 
     def figure(self, model: str, path: Path) -> bool:
@@ -92,8 +95,8 @@ class Collected:
         return True
 
     def models(self) -> list[str]:
-        present = sorted(set(self.runs["model"]) - set(models.MODELS))
-        return list(models.MODELS) + present
+        present = sorted(set(self.runs["model"]) - set(hparams.MODELS))
+        return list(hparams.MODELS) + present
 
 
 def thesis_medians() -> pd.DataFrame:
@@ -171,3 +174,17 @@ def render(c: Collected, versus_thesis: bool = False) -> str:
         if versus_thesis:
             parts.append(f"{model} — ours / thesis\n{c.versus_thesis(model).to_markdown()}\n")
     return "\n".join(parts)
+
+
+def collect(results_dir: str | Path, out: str | Path, *, versus_thesis: bool = False, run_ids: set[str] | None = None,
+            echo: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> Collected:
+    """`mriaug collect` and the Slurm collector job: gather, print the tables, write them to `out`."""
+    c = gather(results_dir, run_ids)
+    for warning in c.warnings:
+        warn(f"warning: {warning}")
+    for err in c.errors:
+        warn(f"skipped: {err}")
+    echo(render(c, versus_thesis))
+    written = write(c, out)
+    echo(f"{len(c.runs)} runs; tables written to {out} ({len(written)} files)")
+    return c

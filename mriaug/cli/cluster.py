@@ -1,30 +1,20 @@
-"""`mriaug submit` / `mriaug status`: the Slurm side of the CLI (see mriaug/slurm.py)."""
+"""`mriaug submit` / `mriaug status`: the Slurm side of the command line (see mriaug/slurm/)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-if TYPE_CHECKING:  # imported lazily at run time to keep `mriaug --help` fast
-    from .grid import Grid
-    from .slurm import Plan
+from ..errors import EXIT_BUDGET
+from .options import GridArg, HelpCommand, load_grid
 
-GridArg = Annotated[Path, typer.Argument(help="grid file, e.g. jobs/thesis.toml")]
-
-
-def _load_grid(path: Path) -> Grid:
-    from . import grid as grid_mod
-    from .cli import _fail
-
-    try:
-        return grid_mod.load(path)
-    except grid_mod.GridError as e:
-        raise _fail(str(e)) from e
+if TYPE_CHECKING:  # imported when a command runs, to keep `mriaug --help` fast
+    from ..slurm import Plan
 
 
-def _sizes(arrays: list) -> str:
+def _sizes(arrays: list[Any]) -> str:
     """Array sizes, compactly: "16 + 8", or "15x16 + 1x8" for many arrays."""
     sizes = [len(a.runs) for a in arrays]
     if len(sizes) <= 3:
@@ -54,21 +44,17 @@ def _print_plan(p: Plan) -> None:
 
 
 def submit(grid: GridArg,
-           profile: Annotated[Path, typer.Option(help="cluster profile, e.g. slurm/local.toml")],
-           dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be submitted")] = False
+           profile: Annotated[Path, typer.Option(metavar="PROFILE", help="cluster profile, e.g. slurm/local.toml")],
+           dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be submitted; submit nothing")]
+           = False
            ) -> None:
     """Submit the grid's missing runs to Slurm: an array task per run, then a collector job.
 
     Runs with a result, or still queued or running, are not submitted again. See slurm/README.md."""
-    from . import slurm
-    from .cli import _fail
+    from .. import slurm
 
-    g = _load_grid(grid)
-    try:
-        prof = slurm.load_profile(profile)
-        p = slurm.plan(g, prof, dry_run=dry_run)
-    except slurm.ProfileError as e:
-        raise _fail(str(e)) from e
+    g = load_grid(grid)
+    p = slurm.plan(g, slurm.load_profile(profile), dry_run=dry_run)
     _print_plan(p)
     if dry_run:
         typer.echo("dry run: nothing submitted")
@@ -76,10 +62,7 @@ def submit(grid: GridArg,
     if not p.arrays:
         typer.echo("nothing to submit" + (" (all runs done)" if p.done == len(g.runs) else ""))
         return
-    try:
-        s = slurm.submit(p)
-    except Exception as e:  # sbatch refusing a job (bad partition, account, ...) is the usual cause
-        raise _fail(f"submission failed: {e}") from e
+    s = slurm.submit(p)
     for a in s.arrays:
         typer.echo(f"submitted array {a.job_id}: {a.model}, {len(a.runs)} run{'s' if len(a.runs) != 1 else ''}")
     typer.echo(f"submitted collector {s.collector_id} (afterany on {len(s.arrays)} arrays)")
@@ -89,24 +72,26 @@ def submit(grid: GridArg,
 
 def status(grid: GridArg,
            wait: Annotated[bool, typer.Option("--wait", help="block until every run is done or failed")] = False,
-           interval: Annotated[float, typer.Option(help="seconds between polls with --wait")] = 10.0,
-           timeout: Annotated[float | None, typer.Option(help="give up waiting after this many seconds")] = None
+           interval: Annotated[float, typer.Option(metavar="SECONDS", help="seconds between polls with --wait")]
+           = 10.0,
+           timeout: Annotated[float | None, typer.Option(metavar="SECONDS",
+                                                         help="give up waiting after this many seconds")] = None
            ) -> None:
     """Runs done, queued, running and failed per model and scenario (results folder + squeue).
 
     Failed runs are listed with their error and log. With --wait: poll until nothing is queued or running
     (and the collector ended); exit 0 when all runs are done, 1 when any failed or was never submitted,
     3 on timeout."""
-    from . import slurm
+    from .. import slurm
 
-    g = _load_grid(grid)
+    g = load_grid(grid)
     if wait:
         try:
             st = slurm.wait(g, interval=interval, timeout=timeout, echo=typer.echo)
         except TimeoutError as e:
             typer.echo(slurm.render_status(slurm.grid_status(g)))
             typer.secho(f"timed out: {e}", fg="red", err=True)
-            raise typer.Exit(3) from e
+            raise typer.Exit(EXIT_BUDGET) from e
     else:
         st = slurm.grid_status(g)
     typer.echo(slurm.render_status(st))
@@ -117,5 +102,5 @@ def status(grid: GridArg,
 
 def register(app: typer.Typer) -> None:
     """Add the cluster commands to the main app."""
-    app.command()(submit)
-    app.command()(status)
+    app.command(cls=HelpCommand)(submit)
+    app.command(cls=HelpCommand)(status)

@@ -1,0 +1,200 @@
+"""`mriaug synth`: make or extend a pool, train the local diffusion model, report on a pool."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import EXIT_BUDGET, SettingError
+from .options import (
+    DEFAULT_SOURCE,
+    DataOpt,
+    DataOptions,
+    DeviceOpt,
+    HelpCommand,
+    HelpGroup,
+    Profile,
+    classes_list,
+    data_spec,
+    load_grid,
+)
+
+HELP = """Make synthetic pools, train the local diffusion model, report on pools.
+
+Make (or extend) a pool with this command itself, e.g.
+
+\b
+  mriaug synth --out POOL --generator NAME [-s KEY=VALUE ...]
+  mriaug synth --grid jobs/smoke.toml --generator transform --classes Mild_Demented,Moderate_Demented
+  mriaug synth --out pools/openai --generator openai -s endpoint=edit --dry-run
+
+A rerun resumes: sources already in the pool are skipped. Generators: transform (local, no model),
+openai (any OpenAI-compatible server; key from OPENAI_API_KEY), diffusion (a local model trained with
+`mriaug synth train-diffusion`; no image leaves the site)."""
+
+Settings = Annotated[list[str] | None, typer.Option(
+    "--setting", "-s", metavar="KEY=VALUE", help="generator setting, repeatable: e.g. -s endpoint=edit "
+    "-s model=gpt-image-2 -s concurrency=8 (openai), -s checkpoint=DIR -s strength=0.5 (diffusion), "
+    "-s contrast=0.1 (transform)")]
+
+
+def _settings(items: list[str] | None) -> dict[str, object]:
+    from .options import pairs
+
+    # Prompts and model names stay strings; numbers and booleans are parsed.
+    return pairs(items, "--setting", keep_str=("prompt", "model", "base_url", "size", "checkpoint"))
+
+
+def _submit_self(profile: Path, job: str, out: Path) -> None:
+    """Send the command line being run, less --profile, to Slurm as one job."""
+    from .. import slurm
+    from . import run
+
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--profile":
+            skip = True
+        elif not a.startswith("--profile="):
+            argv.append(a)
+    j = slurm.submit_command(slurm.load_profile(profile), job, argv, out, run)
+    typer.echo(f"submitted job {j.job_id}: mriaug {' '.join(argv)}")
+    typer.echo(f"log: {j.paths.stderr}")
+
+
+def synth(ctx: typer.Context,
+          out: Annotated[Path | None, typer.Option(metavar="POOL", help="pool folder to create or extend")] = None,
+          grid: Annotated[Path | None, typer.Option(metavar="GRID",
+                                                    help="take data source and pool folder from a grid")] = None,
+          generator: Annotated[str, typer.Option(metavar="NAME", help="transform | openai | diffusion")] = "transform",
+          setting: Settings = None,
+          data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
+          classes: Annotated[str | None, typer.Option(metavar="A,B", help="comma-separated classes (default: all)")]
+          = None,
+          per_source: Annotated[int, typer.Option(help="variations per source image")] = 1,
+          max_sources: Annotated[int | None, typer.Option(help="at most this many sources per class")] = None,
+          kept_for: Annotated[str | None, typer.Option(
+              metavar="SCENARIO:SEED", help="only sources that run SCENARIO:SEED keeps (e.g. 4:0)")] = None,
+          dry_run: Annotated[bool, typer.Option(help="print what would be made and its cost; make nothing")] = False,
+          max_cost: Annotated[float | None, typer.Option(
+              metavar="USD", help="stop when the pool's total spend (all runs) would exceed this")] = None,
+          report: Annotated[bool, typer.Option(help="write report.png/report.json at the end")] = True,
+          seed: Annotated[int, typer.Option(help="which sources --max-sources picks (generators take -s seed)")]
+          = 0, profile: Profile = None) -> None:
+    """Make or extend a synthetic pool from training images (resumable: done sources are skipped)."""
+    if ctx.invoked_subcommand:
+        return
+    from .. import data as data_mod
+    from .. import synth as synth_mod
+    from ..analysis import pool_report
+    from ..kept import KeptFor
+
+    spec = data_spec(data, data_option)
+    if grid:
+        g = load_grid(grid)
+        spec, out = g.data, out or (Path(g.pool) if g.pool else None)
+    if out is None:
+        raise SettingError("--out is required (or a --grid that sets pool); see `mriaug synth --help`")
+    if profile and not dry_run:
+        return _submit_self(profile, "synth", out)
+    options = _settings(setting)
+    kept = KeptFor.parse(kept_for)
+    ds = data_mod.load(spec)
+    s = synth_mod.make_pool(ds, out, generator, classes=classes_list(classes), per_source=per_source,
+                            max_sources=max_sources, seed=seed, options=options, dry_run=dry_run, max_cost=max_cost,
+                            kept_for=kept)
+    if dry_run:
+        typer.echo(f"dry run, pool {out}: {s['done']} image(s) already made; {s['text']}")
+        return
+    line = f"pool {out}: {s['pool_size']} images ({s['generated']} new)"
+    if "spend_usd" in s:
+        req = s.get("requests", {})
+        line += f"; spend ${s['spend_usd']:.4f} over {req.get('sent', 0)} request(s), {req.get('billed', 0)} billed"
+    typer.echo(line)
+    if report and s["pool_size"]:
+        r = pool_report.write(out, ds)
+        typer.echo(f"report: {Path(out) / pool_report.REPORT_PNG}, {Path(out) / pool_report.REPORT_JSON}")
+        typer.echo(pool_report.format_table(r))
+    if s.get("failed"):
+        typer.secho(f"{len(s['failed'])} source(s) failed (recorded in {Path(out) / 'pool.json'}; "
+                    "a rerun retries them):", fg="yellow", err=True)
+        for tag, err in sorted(s["failed"].items()):
+            typer.echo(f"  train row {tag}: {err}", err=True)
+    if s.get("stopped_at_budget"):
+        typer.secho(s["message"], fg="yellow", err=True)
+        raise typer.Exit(EXIT_BUDGET)
+    if s.get("failed"):
+        raise typer.Exit(1)
+
+
+def train_diffusion(
+        out: Annotated[Path, typer.Option(metavar="DIR", help="checkpoint folder (resumed when it exists)")],
+        data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
+        grid: Annotated[Path | None, typer.Option(metavar="GRID", help="take the data source from a grid")] = None,
+        steps: Annotated[int, typer.Option(help="total training steps")] = 20000,
+        batch_size: Annotated[int, typer.Option(help="images per training step")] = 64,
+        lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
+        resolution: Annotated[int | None, typer.Option(help="model resolution (default: the dataset's)")] = None,
+        channels: Annotated[str, typer.Option(metavar="C1,C2,...", help="UNet channels per level")] = "32,64,128,256",
+        layers_per_block: Annotated[int, typer.Option(help="ResNet layers per UNet level")] = 2,
+        attention: Annotated[bool, typer.Option(help="self-attention on the coarsest level")] = True,
+        classes: Annotated[str | None, typer.Option(metavar="A,B", help="comma-separated classes (default: all)")]
+        = None,
+        kept_for: Annotated[str | None, typer.Option(
+            metavar="SCENARIO:SEED", help="train only on the real images run SCENARIO:SEED keeps (e.g. 4:0)")] = None,
+        checkpoint_every: Annotated[int, typer.Option(help="write the checkpoint every this many steps")] = 500,
+        precision: Annotated[str, typer.Option(metavar="bf16|fp32", help="autocast precision")] = "bf16",
+        device: DeviceOpt = None,
+        seed: Annotated[int, typer.Option(help="fixes initialisation, batches, noise and timesteps")] = 0,
+        profile: Profile = None) -> None:
+    """Train the class-conditional diffusion model of the `diffusion` generator (checkpointed, resumable)."""
+    from .. import data as data_mod
+    from ..generators import diffusion
+    from ..kept import KeptFor
+
+    if profile:
+        return _submit_self(profile, "diffusion", out)
+    spec = load_grid(grid).data if grid else data_spec(data, data_option)
+    kept = KeptFor.parse(kept_for)
+    try:
+        ch = tuple(int(c) for c in channels.split(","))
+    except ValueError as e:
+        raise SettingError(f"--channels {channels!r}: expected comma-separated integers") from e
+    ds = data_mod.load(spec)
+    info = diffusion.train(ds, out, steps=steps, batch_size=batch_size, lr=lr, resolution=resolution,
+                           channels=ch, layers_per_block=layers_per_block, attention=attention,
+                           classes=classes_list(classes), kept_for=kept, seed=seed,
+                           checkpoint_every=checkpoint_every, precision=precision, device=device,
+                           log=lambda m: typer.echo(m, err=True))
+    h = info["history"][-1] if info["history"] else {}
+    ips = h.get("images_per_s")
+    typer.echo(f"diffusion model {out}: step {info['step']}/{steps}, {info['n_rows']} training images, "
+               f"last loss {h.get('loss', float('nan')):.4f}" + (f", {ips:.1f} images/s" if ips else ""))
+    typer.echo(f"use it: mriaug synth --generator diffusion -s checkpoint={out} -s strength=0.5 --out POOL ...")
+
+
+def report_cmd(pool: Annotated[Path, typer.Argument(metavar="POOL", help="pool folder")],
+               data: Annotated[str | None, typer.Option(
+                   "--data", metavar="SOURCE", help="dataset source (default: the one recorded in pool.json)")]
+               = None, data_option: DataOptions = None,
+               per_class: Annotated[int, typer.Option(help="sources shown per class")] = 4) -> None:
+    """Write report.png (real sources beside their variations) and report.json (fidelity per class)."""
+    from .. import data as data_mod
+    from ..analysis import pool_report
+
+    ds = data_mod.load(data_spec(data, data_option)) if data else None
+    r = pool_report.write(pool, ds, per_class)
+    typer.echo(f"report: {pool / pool_report.REPORT_PNG}, {pool / pool_report.REPORT_JSON}")
+    typer.echo(pool_report.format_table(r))
+
+
+def register(app: typer.Typer) -> None:
+    synth_app = typer.Typer(cls=HelpGroup, invoke_without_command=True, no_args_is_help=False, help=HELP)
+    synth_app.callback()(synth)
+    synth_app.command("train-diffusion", cls=HelpCommand)(train_diffusion)
+    synth_app.command("report", cls=HelpCommand)(report_cmd)
+    app.add_typer(synth_app, name="synth")

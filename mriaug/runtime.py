@@ -1,0 +1,73 @@
+"""Where code runs: the device, determinism flags, the git commit and the environment a result records.
+
+torch is imported inside the functions, so modules that only need `git_commit` stay light.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .errors import DeviceError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """The device asked for ('cpu', 'cuda', 'cuda:1'), or CUDA when there is one; a bad choice is named."""
+    import torch
+
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(requested)
+    except RuntimeError as e:
+        raise DeviceError(f"device {requested!r}: not a device name (cpu, cuda, cuda:N)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {requested!r}: no CUDA device on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise DeviceError(f"device {requested!r}: mriaug runs on cpu or cuda")
+    return dev
+
+
+def deterministic(dev: torch.device) -> None:
+    """cuDNN and cuBLAS in their deterministic modes (CUBLAS_WORKSPACE_CONFIG is set on import of train)."""
+    import torch
+
+    if dev.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def git_commit() -> str | None:
+    """The commit of the code that runs: MRIAUG_GIT_COMMIT (set by the launcher), else this checkout's."""
+    if os.environ.get("MRIAUG_GIT_COMMIT"):
+        return os.environ["MRIAUG_GIT_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions, device, threads, host, commit and Slurm ids: the provenance part of a result."""
+    import numpy as np
+    import timm
+    import torch
+
+    return {
+        "mriaug": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "timm": timm.__version__, "numpy": np.__version__, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "threads": torch.get_num_threads(), "host": socket.gethostname(), "git_commit": git_commit(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+    }

@@ -1,0 +1,223 @@
+"""Cluster profiles (`slurm/*.toml`) as data: resources per model and job, the array throttle, the container
+image and binds, the environment jobs get. `load_profile` validates them; errors name the file, line and key."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import hparams
+from ..errors import ProfileError
+from ..grid import Grid
+from ..tomlfile import TomlFile
+
+# One-off jobs besides the runs, with their own [resources.NAME] table (else [resources.default]).
+COMMAND_JOBS = {"synth": "pool generation (`mriaug synth --profile`)",
+                "diffusion": "diffusion training (`mriaug synth train-diffusion --profile`)"}
+TOP_KEYS = {"name", "array_parallelism", "max_array_size", "max_requeues", "signal_delay_s", "setup", "pass_env",
+            "env", "sbatch", "resources", "collector", "container"}
+RESOURCE_KEYS = {"partition", "account", "qos", "gpus", "cpus", "mem_gb", "time", "constraint"}
+CONTAINER_KEYS = {"image", "binds", "nv", "apptainer", "options", "python"}
+
+
+@dataclass(frozen=True)
+class Resources:
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus: int = 0
+    cpus: int = 1
+    mem_gb: float | None = None
+    time_min: int = 60
+    constraint: str | None = None
+
+    def describe(self) -> str:
+        h, m = divmod(self.time_min, 60)
+        parts = [f"partition={self.partition or '(default)'}"]
+        parts += [f"{k}={v}" for k, v in (("account", self.account), ("qos", self.qos),
+                                            ("constraint", self.constraint)) if v]
+        parts += [f"gpus={self.gpus}", f"cpus={self.cpus}",
+                  f"mem={f'{self.mem_gb:g}G' if self.mem_gb else '(default)'}", f"time={h}:{m:02d}:00"]
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Container:
+    image: Path
+    binds: tuple[str, ...] = ()
+    nv: bool = True
+    apptainer: str = "apptainer"
+    options: tuple[str, ...] = ()
+    python: str = "python"
+
+
+@dataclass
+class Profile:
+    path: Path
+    name: str
+    resources: dict[str, Resources]  # per model, plus "default" when the profile has one
+    collector: Resources
+    array_parallelism: int | None = None
+    max_array_size: int | None = None
+    max_requeues: int = 3
+    signal_delay_s: int = 120
+    setup: list[str] = field(default_factory=list)
+    pass_env: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    sbatch: dict[str, Any] = field(default_factory=dict)
+    container: Container | None = None
+
+    def for_model(self, model: str) -> Resources:
+        if model in self.resources:
+            return self.resources[model]
+        if "default" in self.resources:
+            return self.resources["default"]
+        raise ProfileError(f"{self.path}: resources: no [resources.{model}] and no [resources.default] table")
+
+
+def parse_time(value: Any) -> int:
+    """Slurm time limit -> minutes: 90, "90", "1:30:00", "2-00:00:00", "30:00" (MM:SS)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be minutes or 'D-HH:MM:SS', got {value!r}")
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", value.strip())
+    if not m:
+        raise ValueError(f"must be minutes or 'D-HH:MM:SS', got {value!r}")
+    days_s, a_s, b_s, c_s = m.groups()
+    days, a = int(days_s or 0), int(a_s)
+    b, c = (int(b_s) if b_s else None), (int(c_s) if c_s else None)
+    if b is None:  # "MM" or "D-HH"
+        minutes = a * 60 if days_s is not None else a
+    elif c is None:  # "MM:SS" or "D-HH:MM"
+        minutes = a * 60 + b if days_s is not None else a + (1 if b else 0)
+    else:  # "HH:MM:SS"
+        minutes = a * 60 + b + (1 if c else 0)
+    minutes += days * 24 * 60
+    if minutes <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return minutes
+
+
+class _ProfileReader(TomlFile):
+    error = ProfileError
+
+    def expand(self, table: str, key: str, value: str) -> str:
+        """$VARS expanded now, on the submitting machine; one left unset would reach the job script quoted."""
+        out = os.path.expandvars(value)
+        left = re.search(r"\$\{?\w+", out)
+        if left:
+            raise self.fail(table, key, f"{left.group(0)} in {value!r} is not set in this shell")
+        return out
+
+    def resources(self, table: str, doc: Any, base: Resources) -> Resources:
+        if not isinstance(doc, dict):
+            raise self.fail(table, None, "must be a table")
+        self.check_keys(table, doc, RESOURCE_KEYS)
+        values = asdict(base)
+        for key in ("partition", "account", "qos", "constraint"):
+            if key in doc:
+                if not isinstance(doc[key], str) or not doc[key]:
+                    raise self.fail(table, key, "must be a non-empty string")
+                values[key] = doc[key]
+        if "gpus" in doc:
+            values["gpus"] = self.positive_int(table, "gpus", doc["gpus"], zero_ok=True)
+        if "cpus" in doc:
+            values["cpus"] = self.positive_int(table, "cpus", doc["cpus"])
+        if "mem_gb" in doc:
+            if isinstance(doc["mem_gb"], bool) or not isinstance(doc["mem_gb"], int | float) or doc["mem_gb"] <= 0:
+                raise self.fail(table, "mem_gb", f"must be a positive number of GB, got {doc['mem_gb']!r}")
+            values["mem_gb"] = float(doc["mem_gb"])
+        if "time" in doc:
+            try:
+                values["time_min"] = parse_time(doc["time"])
+            except ValueError as e:
+                raise self.fail(table, "time", str(e)) from e
+        return Resources(**values)
+
+    def container(self, doc: Any) -> Container:
+        if not isinstance(doc, dict):
+            raise self.fail("container", None, "must be a table")
+        self.check_keys("container", doc, CONTAINER_KEYS)
+        if not isinstance(doc.get("image"), str) or not doc["image"]:
+            raise self.fail("container", "image", "must name the Apptainer image (.sif) the tasks run in")
+        binds = self.string_list("container", "binds", doc.get("binds", []))
+        for b in binds:
+            if not b.startswith("/"):
+                raise self.fail("container", "binds", f"bind {b!r} must be an absolute path (SRC[:DST[:ro]])")
+        options = self.string_list("container", "options", doc.get("options", []))
+        nv = doc.get("nv", True)
+        if not isinstance(nv, bool):
+            raise self.fail("container", "nv", "must be true or false")
+        return Container(image=Path(self.expand("container", "image", doc["image"])).expanduser(),
+                         binds=tuple(self.expand("container", "binds", b) for b in binds), nv=nv,
+                         apptainer=str(doc.get("apptainer", "apptainer")), options=tuple(options),
+                         python=str(doc.get("python", "python")))
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a cluster profile (see slurm/README.md)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProfileError(f"profile {path} does not exist (profiles live in slurm/, e.g. slurm/local.toml)")
+    r = _ProfileReader(path)
+    doc = r.doc
+    r.check_keys("", doc, TOP_KEYS)
+    res_doc = doc.get("resources", {})
+    if not isinstance(res_doc, dict):
+        raise r.fail("", "resources", "must be a table of [resources.MODEL] tables")
+    default = r.resources("resources.default", res_doc["default"], Resources()) if "default" in res_doc else None
+    resources = {"default": default} if default else {}
+    for name, table in res_doc.items():
+        if name == "default":
+            continue
+        if name not in hparams.MODELS and name not in COMMAND_JOBS:
+            known = ", ".join(["default", *hparams.MODELS, *COMMAND_JOBS])
+            raise r.fail(f"resources.{name}", None, f"unknown model or job; known: {known}")
+        resources[name] = r.resources(f"resources.{name}", table, default or Resources())
+    base = default or Resources()
+    collector = Resources(partition=base.partition, account=base.account, qos=base.qos, cpus=1, time_min=30)
+    if "collector" in doc:
+        collector = r.resources("collector", doc["collector"], collector)
+    env = doc.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str | int | float) for v in env.values()):
+        raise r.fail("", "env", "must be a table of NAME = \"value\"")
+    sbatch = doc.get("sbatch", {})
+    if not isinstance(sbatch, dict):
+        raise r.fail("", "sbatch", "must be a table of sbatch options (e.g. mail-type = \"FAIL\")")
+    p = Profile(
+        path=path, name=str(doc.get("name", path.stem)), resources=resources, collector=collector,
+        setup=r.string_list("", "setup", doc.get("setup", [])),
+        pass_env=r.string_list("", "pass_env", doc.get("pass_env", [])),
+        env={k: r.expand("env", k, str(v)) for k, v in env.items()}, sbatch=dict(sbatch),
+        container=r.container(doc["container"]) if "container" in doc else None,
+    )
+    for key in ("array_parallelism", "max_array_size"):
+        if key in doc:
+            setattr(p, key, r.positive_int("", key, doc[key]))
+    for key in ("max_requeues", "signal_delay_s"):
+        if key in doc:
+            setattr(p, key, r.positive_int("", key, doc[key], zero_ok=True))
+    return p
+
+
+def check_image(profile: Profile, *, need_image: bool = True) -> list[str]:
+    """A missing container image stops a submission (raised) or only warns a dry run (returned)."""
+    c = profile.container
+    if c and not c.image.is_file():
+        msg = (f"{profile.path}: container.image: {c.image} does not exist; build it with `make container` "
+               "(on a machine with Apptainer) and copy it to the cluster")
+        if need_image:
+            raise ProfileError(msg)
+        return [msg]
+    return []
+
+
+def check_profile_for(profile: Profile, grid: Grid, *, need_image: bool) -> list[str]:
+    """Problems that stop a submission (raised) or only a dry run (returned as warnings)."""
+    for m in {s.model for s in grid.runs}:
+        profile.for_model(m)
+    return check_image(profile, need_image=need_image)

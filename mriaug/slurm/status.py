@@ -1,0 +1,170 @@
+"""Every run's state from the results folder, squeue and the submission records; `wait` polls it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import results
+from ..grid import Grid
+from ..spec import RunSpec
+from .paths import failure_path, slurm_dir
+from .queue import QUEUED_STATES, RUNNING_STATES, STATES, squeue_states
+
+
+@dataclass
+class RunState:
+    spec: RunSpec
+    state: str  # one of STATES
+    job_id: str | None = None
+    log: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class GridStatus:
+    grid: Grid
+    runs: list[RunState]
+    squeue_ok: bool
+    collector: dict[str, Any] | None  # the latest submission's collector job, with its "state"
+
+    def counts(self, runs: Iterable[RunState] | None = None) -> dict[str, int]:
+        c = dict.fromkeys(STATES, 0)
+        for r in self.runs if runs is None else runs:
+            c[r.state] += 1
+        return c
+
+    @property
+    def active(self) -> bool:
+        c = self.counts()
+        return bool(c["queued"] or c["running"])
+
+
+def read_records(results_dir: str | Path) -> list[dict[str, Any]]:
+    """Submission records, oldest first (their names are UTC time stamps)."""
+    out = []
+    for path in sorted((slurm_dir(results_dir) / "submissions").glob("*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue  # records are written atomically; an unreadable one is not ours
+    return out
+
+
+def _last_error_line(log: str | None) -> str | None:
+    """The last line of a log that looks like an error (for tasks that died without a failure record)."""
+    if not log or not Path(log).is_file():
+        return None
+    lines = [ln.strip() for ln in Path(log).read_text(errors="replace").splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if re.search(r"error|exception|killed|cancelled|oom|timeout|time limit", ln, re.IGNORECASE):
+            return ln
+    return lines[-1] if lines else None
+
+
+def _read_failure(results_dir: Path, run_id: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(failure_path(results_dir, run_id).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def grid_status(grid: Grid) -> GridStatus:
+    """Every run's state from the results folder, squeue and the submission records."""
+    results_dir = grid.results.resolve()
+    latest: dict[str, dict[str, Any]] = {}
+    records = read_records(results_dir)
+    for rec in records:
+        latest.update(rec.get("tasks", {}))
+    collector = dict(records[-1]["collector"]) if records and records[-1].get("collector") else None
+    wanted = {t["job_id"] for t in latest.values()} | ({collector["job_id"]} if collector else set())
+    # squeue before the results: a task finishing in between then reads as done, never as failed.
+    queue = squeue_states(wanted)
+    done = results.done_ids(results_dir) if results_dir.is_dir() else set()
+    runs = []
+    for spec in grid.runs:
+        rid, task = spec.run_id, latest.get(spec.run_id)
+        if rid in done:
+            runs.append(RunState(spec, "done", task["job_id"] if task else None))
+            continue
+        if task is None:
+            runs.append(RunState(spec, "unsubmitted"))
+            continue
+        slurm_state = (queue or {}).get(task["job_id"])
+        if slurm_state in RUNNING_STATES:
+            runs.append(RunState(spec, "running", task["job_id"], task["stderr"]))
+        elif slurm_state is not None or queue is None:
+            # Unknown without squeue: not done yet is all we can say, so count it as queued.
+            runs.append(RunState(spec, "queued", task["job_id"], task["stderr"]))
+        else:
+            fail = _read_failure(results_dir, rid)
+            error = fail["error"] if fail else _last_error_line(task["stderr"]) or "ended without a result"
+            runs.append(RunState(spec, "failed", task["job_id"], (fail or {}).get("stderr") or task["stderr"], error))
+    if collector:
+        state = (queue or {}).get(collector["job_id"])
+        collector["state"] = state or ("unknown" if queue is None else "ended")
+    return GridStatus(grid, runs, queue is not None, collector)
+
+
+def render_status(st: GridStatus) -> str:
+    g = st.grid
+    lines = [f"grid {g.name}: {len(g.runs)} runs -> {g.results}"]
+    if not st.squeue_ok:
+        lines.append("warning: squeue did not answer; runs not done count as queued")
+    head = f"{'model':<10}{'scenario':<10}" + "".join(f"{s:>13}" for s in STATES)
+    lines += [head, "-" * len(head)]
+    keys = dict.fromkeys((r.spec.model, r.spec.scenario.name) for r in st.runs)
+    for model, scen in keys:
+        c = st.counts(r for r in st.runs if r.spec.model == model and r.spec.scenario.name == scen)
+        lines.append(f"{model:<10}{scen:<10}" + "".join(f"{c[s]:>13}" for s in STATES))
+    total = st.counts()
+    lines.append(f"{'total':<20}" + "".join(f"{total[s]:>13}" for s in STATES))
+    failed = [r for r in st.runs if r.state == "failed"]
+    if failed:
+        lines.append(f"failed runs ({len(failed)}):")
+        for r in failed:
+            lines.append(f"  {r.spec.label} [{r.spec.run_id}] job {r.job_id}: {r.error}")
+            lines.append(f"    log: {r.log}")
+        lines.append("resubmit them with the same `mriaug submit` command once fixed")
+    if total["unsubmitted"]:
+        lines.append(f"{total['unsubmitted']} runs not submitted yet: mriaug submit {g.path} --profile ...")
+    if st.collector:
+        col = st.collector
+        tables = Path(col["tables"])
+        lines.append(f"collector: job {col['job_id']} {col['state'].lower()}; tables "
+                     + (f"in {tables}" if tables.is_dir() else f"not written yet ({tables})")
+                     + f"; log {col['stdout']}")
+    return "\n".join(lines)
+
+
+def progress_line(st: GridStatus) -> str:
+    c = st.counts()
+    return (f"{time.strftime('%H:%M:%S')} {st.grid.name}: " + ", ".join(f"{c[s]} {s}" for s in STATES if c[s])
+            + f" (of {len(st.runs)})")
+
+
+def wait(grid: Grid, *, interval: float = 10.0, timeout: float | None = None,
+         echo: Any = print) -> GridStatus:
+    """Poll until no run is queued or running and the latest collector left the queue."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last, last_at = None, 0.0
+    while True:
+        st = grid_status(grid)
+        line = progress_line(st)
+        counts = line.split(" ", 1)[1]
+        # On change, or every few minutes as a sign of life: keeps CI logs short.
+        if counts != last or time.monotonic() - last_at > 300:
+            echo(line + ("" if st.squeue_ok else " (squeue did not answer)"))
+            last, last_at = counts, time.monotonic()
+        collector_busy = bool(st.collector and st.collector["state"] in QUEUED_STATES | RUNNING_STATES)
+        if not st.active and not collector_busy:
+            return st
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"still {st.counts()['queued']} queued and {st.counts()['running']} running "
+                               f"after {timeout:.0f} s")
+        time.sleep(interval)

@@ -1,0 +1,95 @@
+"""What runs inside a job: one run per array task, a one-off command, the collector.
+
+These are pickled by submitit at submission and unpickled on the node, so their names are public
+(`mriaug.slurm.RunTask`, ...) and stay importable from `mriaug.slurm` across versions.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from .. import atomic, hparams
+from ..errors import SlurmError
+from ..spec import RunSpec
+from .paths import failure_path
+
+
+def job_log_paths() -> tuple[str | None, str | None, str | None]:
+    try:
+        env = submitit.JobEnvironment()
+        return env.job_id, str(env.paths.stdout), str(env.paths.stderr)
+    except RuntimeError:  # not inside a submitit job (called directly)
+        return None, None, None
+
+
+class RunTask(submitit.helpers.Checkpointable):
+    """One array task: train one run. submitit requeues it on the time-limit signal (Checkpointable);
+    every restart, whatever caused it, resumes from the checkpoint `train.execute` keeps on disk."""
+
+    def __call__(self, spec: RunSpec, results_dir: str, save_weights: bool = False) -> dict[str, Any]:
+        from .. import train
+
+        spec = upgrade_spec(spec)
+        print(f"mriaug task {spec.label} [{spec.run_id}] on {os.uname().nodename}, "
+              f"attempt {int(os.environ.get('SLURM_RESTART_COUNT', 0)) + 1}", file=sys.stderr, flush=True)
+        try:
+            r = train.execute(spec, results_dir, save_weights=save_weights)
+        except Exception as e:
+            job_id, out, err = job_log_paths()
+            # A readable error next to the results, so nobody has to unpickle submitit's result files.
+            atomic.write_json(failure_path(results_dir, spec.run_id), {
+                "run_id": spec.run_id, "label": spec.label, "job_id": job_id, "stdout": out, "stderr": err,
+                "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
+                "host": os.uname().nodename, "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            })
+            raise
+        failure_path(results_dir, spec.run_id).unlink(missing_ok=True)
+        return {"run_id": r["run_id"], "test_ce": r["metrics"]["test_ce"]}
+
+
+class CommandTask(submitit.helpers.Checkpointable):
+    """A one-off job running an `mriaug` command line (pool generation, diffusion training). Both resume
+    from what they wrote to disk, so a requeue simply runs the same command again.
+
+    `command` is the command line's entry point (`mriaug.cli.run`), handed over by the CLI at submission:
+    this package sits below the CLI and never imports it."""
+
+    def __init__(self, command: Callable[[list[str]], int] | None = None):
+        self.command = command
+
+    def __call__(self, argv: list[str]) -> int:
+        command = getattr(self, "command", None)
+        if command is None:  # pickled by an mriaug from before the cli/ and slurm/ packages
+            raise SlurmError("this job was submitted by an older version of mriaug; submit it again "
+                             f"(`mriaug {shlex.join(argv)} --profile ...`)")
+        print(f"mriaug job: mriaug {shlex.join(argv)} on {os.uname().nodename}, "
+              f"attempt {int(os.environ.get('SLURM_RESTART_COUNT', 0)) + 1}", file=sys.stderr, flush=True)
+        rc = command(argv)
+        if rc != 0:
+            raise SlurmError(f"`mriaug {shlex.join(argv)}` exited with status {rc}")
+        return 0
+
+
+def collect_task(results_dir: str, run_ids: list[str] | None = None) -> int:
+    """The collector job: `mriaug collect RESULTS_DIR --grid GRID` (tables in RESULTS_DIR/tables)."""
+    from ..analysis.collect import collect
+
+    c = collect(Path(results_dir), Path(results_dir) / "tables", run_ids=set(run_ids) if run_ids else None,
+                warn=lambda m: print(m, file=sys.stderr, flush=True))
+    return len(c.runs)
+
+
+def upgrade_spec(spec: RunSpec) -> RunSpec:
+    """A spec unpickled from a job queued by an earlier mriaug holds its hyper-parameters as a mapping."""
+    if isinstance(spec.hparams, dict):
+        object.__setattr__(spec, "hparams", hparams.from_dict(spec.model, spec.hparams))
+    return spec
