@@ -113,12 +113,18 @@ def synth(ctx: typer.Context,
     line = f"pool {out}: {s['pool_size']} images ({s['generated']} new)"
     if "spend_usd" in s:
         req = s.get("requests", {})
-        line += f"; spend ${s['spend_usd']:.4f} over {req.get('sent', 0)} request(s), {req.get('billed', 0)} billed"
+        line += (f"; spend ${s['spend_usd']:.4f} (usage-based; estimate ${s.get('spend_estimate_usd', 0.0):.4f}) "
+                 f"over {req.get('sent', 0)} request(s), {req.get('billed', 0)} billed, {req.get('usage', 0)} "
+                 f"with usage; this run ${s.get('run_spend_usd', 0.0):.4f} (estimate "
+                 f"${s.get('run_spend_estimate_usd', 0.0):.4f})")
     typer.echo(line)
+    if s.get("warning"):
+        typer.secho(s["warning"], fg="yellow", err=True)
     if report and s["pool_size"]:
         r = pool_report.write(out, ds)
         typer.echo(f"report: {Path(out) / pool_report.REPORT_PNG}, {Path(out) / pool_report.REPORT_JSON}")
         typer.echo(pool_report.format_table(r))
+        typer.echo(pool_report.format_provenance(r))
     if s.get("failed"):
         typer.secho(f"{len(s['failed'])} source(s) failed (recorded in {Path(out) / 'pool.json'}; "
                     "a rerun retries them):", fg="yellow", err=True)
@@ -182,7 +188,8 @@ def report_cmd(pool: Annotated[Path, typer.Argument(metavar="POOL", help="pool f
                    "--data", metavar="SOURCE", help="dataset source (default: the one recorded in pool.json)")]
                = None, data_option: DataOptions = None,
                per_class: Annotated[int, typer.Option(help="sources shown per class")] = 4) -> None:
-    """Write report.png (real sources beside their variations) and report.json (fidelity per class)."""
+    """Write report.png (real sources beside their variations) and report.json (fidelity per class);
+    print the fidelity table and how the images were made (settings, the model that answered, spend)."""
     from .. import data as data_mod
     from ..analysis import pool_report
 
@@ -190,6 +197,7 @@ def report_cmd(pool: Annotated[Path, typer.Argument(metavar="POOL", help="pool f
     r = pool_report.write(pool, ds, per_class)
     typer.echo(f"report: {pool / pool_report.REPORT_PNG}, {pool / pool_report.REPORT_JSON}")
     typer.echo(pool_report.format_table(r))
+    typer.echo(pool_report.format_provenance(r))
 
 
 def register(app: typer.Typer) -> None:
