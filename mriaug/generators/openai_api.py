@@ -635,7 +635,7 @@ class OpenAIGenerator:
             raise GeneratorError(f"openai generator: stopped, the server at {base} would fail every request the same "
                                  f"way ({fatal.error}); check OPENAI_API_KEY, OPENAI_BASE_URL / base_url and the "
                                  f"model ({self.model}). {generated} image(s) made before it; a rerun continues.")
-        done = {(s, e.get("variation", 0)) for e in writer.entries for s in [e["source_index"]]}
+        done = writer.done()
         left = sum(1 for t in todo if t not in done and f"{t[0]}:{t[1]}" not in failures)
         run = ledger.run_spend()
         summary: dict[str, Any] = {
