@@ -29,15 +29,15 @@ Make (or extend) a pool with this command itself, e.g.
 \b
   mriaug synth --out POOL --generator NAME [-s KEY=VALUE ...]
   mriaug synth --grid jobs/smoke.toml --generator transform --classes Mild_Demented,Moderate_Demented
-  mriaug synth --out pools/openai --generator openai -s endpoint=edit --dry-run
+  mriaug synth --out pools/openai --generator openai --per-source 3 --dry-run
 
 A rerun resumes: sources already in the pool are skipped. Generators: transform (local, no model),
 openai (any OpenAI-compatible server; key from OPENAI_API_KEY), diffusion (a local model trained with
 `mriaug synth train-diffusion`; no image leaves the site)."""
 
 Settings = Annotated[list[str] | None, typer.Option(
-    "--setting", "-s", metavar="KEY=VALUE", help="generator setting, repeatable: e.g. -s endpoint=edit "
-    "-s model=gpt-image-2 -s concurrency=8 (openai), -s checkpoint=DIR -s strength=0.5 (diffusion), "
+    "--setting", "-s", metavar="KEY=VALUE", help="generator setting, repeatable: e.g. -s model=gpt-image-2 "
+    "-s n=10 -s concurrency=8 or -s endpoint=variation (openai), -s checkpoint=DIR -s strength=0.5 (diffusion), "
     "-s contrast=0.1 (transform)")]
 
 
