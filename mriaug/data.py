@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,12 @@ from .classes import CLASSES, class_index
 from .errors import DataError, UnknownClassError
 
 DEFAULT_SOURCE = "hf:Falah/Alzheimer_MRI"
+# Hub sources read at a fixed commit unless the data option `revision` says otherwise, so that a change on
+# the hub (a pull request there proposes relabelling Falah/Alzheimer_MRI to 3 classes) cannot silently
+# change results. daac24f: the head of main, "update" (README only) by the owner, with the card's four
+# ClassLabel names and the parquet files of 5,120 / 1,280 rows; found on
+# huggingface.co/datasets/Falah/Alzheimer_MRI/commit/daac24f9597236b45837d82f7eb9c9ad1f8c60c8 (2026-11-26).
+HUB_REVISIONS = {"Falah/Alzheimer_MRI": "daac24f9597236b45837d82f7eb9c9ad1f8c60c8"}
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 PHANTOM_DEFAULTS = {"n_train": 5120, "n_test": 1280, "size": 128, "seed": 0}
@@ -118,6 +125,8 @@ def _content_fingerprint(*arrays: np.ndarray) -> str:
 
 def _cache_key(spec: DataSpec) -> str:
     ident: dict[str, Any] = {"v": CACHE_VERSION, **spec.describe()}
+    if spec.kind == "hub":  # the pinned revision is part of what is read
+        ident["revision"] = hub_revision(spec)
     if spec.kind in ("parquet", "imagefolder"):
         root = Path(spec.source).resolve()
         ident["source"] = str(root)
@@ -143,13 +152,16 @@ def load(spec: DataSpec, *, use_cache: bool = True) -> Dataset:
             print(f"warning: data cache {path} is unreadable ({type(e).__name__}: {e}); decoding the source again",
                   file=sys.stderr)
             path.unlink(missing_ok=True)
-    decoders = {"phantom": _load_phantom, "hub": _load_hub, "parquet": _load_parquet,
-                "imagefolder": _load_imagefolder}
-    tx, ty, vx, vy = decoders[spec.kind](spec)
+    decoders = {"phantom": _load_phantom, "parquet": _load_parquet, "imagefolder": _load_imagefolder}
+    source = spec.describe()
+    if spec.kind == "hub":  # with the commit actually read, recorded with every result and pool made from it
+        tx, ty, vx, vy, source["revision"] = _load_hub(spec)
+    else:
+        tx, ty, vx, vy = decoders[spec.kind](spec)
     for split, x in (("train", tx), ("test", vx)):
         if len(x) == 0:
             raise DataError(f"data source {spec.source!r}: the {split} split is empty")
-    ds = Dataset(tx, ty, vx, vy, spec.describe(), _content_fingerprint(tx, ty, vx, vy))
+    ds = Dataset(tx, ty, vx, vy, source, _content_fingerprint(tx, ty, vx, vy))
     if use_cache:
         meta = json.dumps({"source": ds.source, "fingerprint": ds.fingerprint})
         with atomic.atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -199,7 +211,14 @@ def _from_hf(dsd: Any, where: str, size: int | None) -> Arrays:
         ds = dsd[split]
         feat = ds.features.get("label")
         names = feat.names if isinstance(feat, ClassLabel) else list(CLASSES)
-        remap = np.array([class_index(n) for n in names])
+        try:
+            remap = np.array([class_index(n) for n in names])
+        except UnknownClassError as e:
+            raise DataError(f"{where}, split {split}: labels {names} are not the four classes "
+                            f"{list(CLASSES)} ({e}); read a revision with them (data option revision)") from e
+        if sorted(remap.tolist()) != list(range(len(CLASSES))):
+            raise DataError(f"{where}, split {split}: labels {names} are not the four classes {list(CLASSES)}; "
+                            "read a revision with them (data option revision)")
         ds = ds.cast_column("image", HFImage(decode=False))
         images, labels = [], []
         for i, row in enumerate(ds):
@@ -224,19 +243,33 @@ def _load_parquet(spec: DataSpec) -> Arrays:
     return _from_hf(dsd, spec.source, spec.options.get("size"))
 
 
-def _load_hub(spec: DataSpec) -> Arrays:
+def _load_hub(spec: DataSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     import datasets
 
     repo = spec.source.removeprefix("hf:")
+    asked = hub_revision(spec)
     try:
-        dsd = datasets.load_dataset(repo, revision=spec.options.get("revision"))
+        builder = datasets.load_dataset_builder(repo, revision=asked)
+        builder.download_and_prepare()
+        dsd = builder.as_dataset()
     except Exception as e:
         raise DataError(
-            f"dataset {repo!r} is not in the local cache and cannot be downloaded here ({type(e).__name__}). "
-            f"Run `mriaug prefetch --data {spec.source}` on a machine with internet (e.g. the login node) "
-            "with the same MRIAUG_CACHE / HF_HOME as the jobs."
+            f"dataset {repo!r} (revision {asked or 'main'}) is not in the local cache and cannot be downloaded "
+            f"here ({type(e).__name__}). Run `mriaug prefetch --data {spec.source}` on a machine with internet "
+            "(e.g. the login node) with the same MRIAUG_CACHE / HF_HOME as the jobs."
         ) from e
-    return _from_hf(dsd, spec.source, spec.options.get("size"))
+    # The commit the files came from: offline, `datasets` falls back to whatever revision it cached.
+    read = builder.hash
+    if asked and re.fullmatch(r"[0-9a-f]{40}", asked) and read != asked:
+        raise DataError(f"dataset {repo!r}: asked for revision {asked}, but the cache holds {read}; run "
+                        f"`mriaug prefetch --data {spec.source}` where the hub can be reached")
+    tx, ty, vx, vy = _from_hf(dsd, spec.source, spec.options.get("size"))
+    return tx, ty, vx, vy, read
+
+
+def hub_revision(spec: DataSpec) -> str | None:
+    """The revision a hub source is read at: its `revision` option, else the pinned one (`HUB_REVISIONS`)."""
+    return spec.options.get("revision") or HUB_REVISIONS.get(spec.source.removeprefix("hf:"))
 
 
 def _class_dirs(root: Path, class_map: dict[str, str] | None) -> list[tuple[int, Path]]:

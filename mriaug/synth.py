@@ -45,9 +45,12 @@ def plan(dataset: Dataset, classes: list[str] | None, per_source: int, max_sourc
     return todo
 
 
+PRICE_KEYS = ("price_usd", "token_prices_usd_per_1m")
+
+
 def _identity(params: dict[str, Any] | None) -> dict[str, Any] | None:
     # A price update is not another generator; everything else in params() shapes the images.
-    return None if params is None else {k: v for k, v in params.items() if k != "price_usd"}
+    return None if params is None else {k: v for k, v in params.items() if k not in PRICE_KEYS}
 
 
 def _check_overlap(writer: PoolWriter, generator: str, params: dict[str, Any], wanted: list[tuple[int, int]],
@@ -92,7 +95,8 @@ def make_pool(dataset: Dataset, out: str | Path, generator: str, *, classes: lis
                                                          allowed), out)
     todo = plan(dataset, classes, per_source, max_sources, seed, writer.done(), allowed)
     if dry_run:
-        spent = float(writer.meta.get("spend_usd", 0.0))
+        # The larger of the pool's running figures (usage-based, estimate), as --max-cost counts it.
+        spent = max(float(writer.meta.get("spend_usd", 0.0)), float(writer.meta.get("spend_estimate_usd", 0.0)))
         est = gen.estimate(todo, spent) if hasattr(gen, "estimate") else {
             "requests": len(todo), "cost_usd": 0.0, "text": f"{len(todo)} image(s) to make locally, no cost"}
         return {"dry_run": True, "todo": len(todo), "done": len(writer.entries), **est}

@@ -16,7 +16,12 @@ from tests.fake_openai_server import FakeImageAPI
 KEY = "sk-test-DoNotLeak-9f8e7d6c5b4a3210"
 DATA = ["--data", "phantom", "-o", "n_train=160", "-o", "n_test=80", "-o", "size=32"]
 CLASSES = ["--classes", "Mild_Demented,Moderate_Demented", "--max-sources", "3"]
-FAST = ["-s", "timeout_s=1", "-s", "backoff_s=0.05", "-s", "concurrency=3"]
+# A generous timeout: 2 shared cores can be slow; the test of the timeout path sets its own.
+FAST = ["-s", "timeout_s=8", "-s", "backoff_s=0.05", "-s", "concurrency=3"]
+VARIATION = ["-s", "endpoint=variation"]  # the thesis's endpoint, on a server that still serves dall-e-2
+# gpt-image-2's token prices, USD per 1M tokens (OpenAI's pricing page, 2026-11), written out here so the
+# test checks the generator's table instead of reusing it.
+GPT_IMAGE_2_PER_1M = {"input_text": 5.0, "input_image": 8.0, "output_image": 30.0, "output_text": 10.0}
 
 
 @pytest.fixture
@@ -39,6 +44,14 @@ def _planned(dataset: data.Dataset) -> set[int]:
     return {s for s, _ in synth.plan(dataset, ["Mild_Demented", "Moderate_Demented"], 1, 3, 0, set())}
 
 
+def _usage_cost(usage: dict) -> float:
+    t = {"input_text": usage["input_tokens_details"]["text_tokens"],
+         "input_image": usage["input_tokens_details"]["image_tokens"],
+         "output_image": usage["output_tokens_details"]["image_tokens"],
+         "output_text": usage["output_tokens_details"]["text_tokens"]}
+    return sum(t[k] * GPT_IMAGE_2_PER_1M[k] for k in t) / 1e6
+
+
 def _assert_no_key(pool: Path, *texts: str) -> None:
     for f in pool.rglob("*"):
         if f.is_file():
@@ -53,7 +66,7 @@ def test_variations_retry_faults_resume_and_cost(tmp_path: Path, dataset: data.D
     pool = tmp_path / "pool"
     with FakeImageAPI(KEY, faults=["429", "500", "malformed", "slow"], slow_s=1.6) as api:
         env.setenv("OPENAI_BASE_URL", api.base_url)  # the SDK's own variable, as a user would set it
-        r = _synth(pool, *FAST)
+        r = _synth(pool, *VARIATION, *FAST, "-s", "timeout_s=1")
         assert r.exit_code == 0, r.output
         first = list(api.requests)
 
@@ -85,7 +98,9 @@ def test_variations_retry_faults_resume_and_cost(tmp_path: Path, dataset: data.D
         meta = json.loads((pool / "pool.json").read_text())
         assert meta["requests"]["sent"] == len(first)
         assert meta["requests"]["billed"] == api.billed() == len(p.sources) + 2
-        assert meta["spend_usd"] == pytest.approx(api.billed() * 0.016)
+        # DALL-E reports no usage: the usage-based figure is the estimate.
+        assert meta["spend_usd"] == pytest.approx(api.billed() * 0.016) == meta["spend_estimate_usd"]
+        assert "usage" not in meta["requests"] and meta["tokens"] == {}
         assert sum(e["params"]["cost_usd"] for e in p.entries) == pytest.approx(meta["spend_usd"])
         assert meta["failures"] == {}
         assert "spend $" in r.output and (pool / "report.png").exists()
@@ -94,7 +109,7 @@ def test_variations_retry_faults_resume_and_cost(tmp_path: Path, dataset: data.D
         assert p.images.shape[1:] == (32, 32)
 
         # A rerun sends no request.
-        r2 = _synth(pool, *FAST)
+        r2 = _synth(pool, *VARIATION, *FAST)
         assert r2.exit_code == 0, r2.output
         assert len(api.requests) == len(first)
         assert "(0 new)" in r2.output
@@ -122,7 +137,10 @@ def test_edits_with_prompt_and_a_rejected_source(tmp_path: Path, dataset: data.D
         for q in first:
             assert q["fields"]["model"] == "gpt-image-2" and q["fields"]["prompt"] == "an axial MRI slice, realistic"
             assert q["fields"]["quality"] == "low" and "response_format" not in q["fields"]
-        assert meta["spend_usd"] == pytest.approx(api.billed() * 0.02)
+            assert q["fields"]["output_format"] == "png" and q["fields"]["n"] == "1"
+        # Spend from the answers' usage; the per-image table is the estimate beside it.
+        assert meta["spend_usd"] == pytest.approx(sum(_usage_cost(q["usage"]) for q in first if q["billed"]))
+        assert meta["spend_estimate_usd"] == pytest.approx(api.billed() * 0.02)
 
         # The rerun retries only the failed source and completes the pool.
         r2 = _synth(pool, *settings)
@@ -144,7 +162,7 @@ def test_max_cost_stops_and_a_higher_budget_continues(tmp_path: Path, dataset: d
     assert n >= 4
     with FakeImageAPI(KEY) as api:
         env.setenv("OPENAI_BASE_URL", api.base_url)
-        r = _synth(pool, *FAST, "--max-cost", "0.05")  # room for 3 images at $0.016
+        r = _synth(pool, *VARIATION, *FAST, "--max-cost", "0.05")  # room for 3 images at $0.016
         assert r.exit_code == 3, r.output
         assert "stopped at the budget" in r.output and "--max-cost" in r.output
         meta = json.loads((pool / "pool.json").read_text())
@@ -152,10 +170,10 @@ def test_max_cost_stops_and_a_higher_budget_continues(tmp_path: Path, dataset: d
         assert len(pools.load(pool, dataset).entries) == 3
 
         # The same budget again: nothing more is spent.
-        r = _synth(pool, *FAST, "--max-cost", "0.05")
+        r = _synth(pool, *VARIATION, *FAST, "--max-cost", "0.05")
         assert r.exit_code == 3 and len(api.requests) == 3
 
-        r = _synth(pool, *FAST, "--max-cost", "1.00")
+        r = _synth(pool, *VARIATION, *FAST, "--max-cost", "1.00")
         assert r.exit_code == 0, r.output
         assert len(api.requests) == n
         meta = json.loads((pool / "pool.json").read_text())
@@ -168,11 +186,19 @@ def test_dry_run_estimates_cost_without_key_or_server(tmp_path: Path, dataset: d
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     n = len(_planned(dataset))
+    # No settings: gpt-image-2 edits, one request per source here (one variation each).
     r = _synth(tmp_path / "pool", "--dry-run")
     assert r.exit_code == 0, r.output
-    assert f"{n} request(s) to /v1/images/variations (dall-e-2, 256x256)" in r.output
-    assert f"${n * 0.016:.2f}" in r.output
+    assert (f"{n} request(s) for {n} image(s) to /v1/images/edits (gpt-image-2, 1024x1024, quality low, "
+            "up to 10 per request) at $0.0200 per image") in r.output
+    assert f"about ${n * 0.02:.2f}" in r.output
     assert not (tmp_path / "pool").exists()
+    # Three variations per source: still one request per source.
+    r = _synth(tmp_path / "pool", "--dry-run", "--per-source", "3")
+    assert f"{n} request(s) for {3 * n} image(s)" in r.output and f"about ${3 * n * 0.02:.2f}" in r.output
+    r = _synth(tmp_path / "pool", "--dry-run", *VARIATION)
+    assert f"{n} request(s) for {n} image(s) to /v1/images/variations (dall-e-2, 256x256, up to" in r.output
+    assert f"about ${n * 0.016:.2f}" in r.output
 
     # Without a key a real run stops with one clear line, before any request.
     r = _synth(tmp_path / "pool")
@@ -183,9 +209,16 @@ def test_dry_run_estimates_cost_without_key_or_server(tmp_path: Path, dataset: d
     assert r.exit_code == 2 and "price_usd" in r.output
     r = _synth(tmp_path / "pool", "-s", "endpoint=edit", "-s", "model=my-local-model", "-s", "price_usd=0.001",
                "--dry-run")
-    assert r.exit_code == 0 and "/v1/images/edits (my-local-model, 1024x1024, quality low)" in r.output
+    assert r.exit_code == 0 and "/v1/images/edits (my-local-model, 1024x1024, quality low, up to 10" in r.output
     r = _synth(tmp_path / "pool", "-s", "colour=blue", "--dry-run")
     assert r.exit_code == 2 and "unknown setting(s) ['colour']" in r.output
+    r = _synth(tmp_path / "pool", "-s", "n=11", "--dry-run")
+    assert r.exit_code == 2 and "n (images per request) must be a whole number" in r.output
+    r = _synth(tmp_path / "pool", "-s", 'token_prices={"input_image": -1}', "--dry-run")
+    assert r.exit_code == 2 and "token_prices input_image" in r.output
+    r = _synth(tmp_path / "pool", "-s", "model=my-local-model", "-s", "price_usd=0.001", "-s",
+               'token_prices={"input_image": 1}', "--dry-run")
+    assert r.exit_code == 2 and "lacks ['input_text', 'output_image', 'output_text']" in r.output
 
 
 def test_wrong_key_or_unreachable_server_stops_the_run(tmp_path: Path, env: pytest.MonkeyPatch) -> None:
@@ -232,3 +265,112 @@ def test_retry_after_values(headers: dict[str, str], lo: float, hi: float) -> No
 
     gen = OpenAIGenerator(backoff_s=1.0)
     assert lo <= gen._delay(1, headers) <= hi
+
+
+def test_edits_n_per_request_usage_spend_and_provenance(tmp_path: Path, dataset: data.Dataset,
+                                                        env: pytest.MonkeyPatch) -> None:
+    """The defaults (gpt-image-2 edits) with 3 variations per source: one request per source with n=3,
+    the answer's images become the source's lines, and the recorded spend is the usage-based figure."""
+    pool = tmp_path / "pool"
+    planned = _planned(dataset)
+    # The first answer lacks one image: that variation is asked for again, alone.
+    with FakeImageAPI(KEY, faults=["short"], answered={"gpt-image-2": "gpt-image-2-2026-04-21"}) as api:
+        env.setenv("OPENAI_BASE_URL", api.base_url)
+        r = _synth(pool, *FAST, "--per-source", "3")
+        assert r.exit_code == 0, r.output
+        sent = list(api.requests)
+        assert {q["path"] for q in sent} == {"/v1/images/edits"}
+        assert len(sent) == len(planned) + 1
+        assert sorted(q["fields"]["n"] for q in sent) == ["1"] + ["3"] * len(planned)
+        for q in sent:
+            f = q["fields"]
+            assert f["model"] == "gpt-image-2" and f["size"] == "1024x1024" and f["quality"] == "low"
+            assert f["output_format"] == "png" and "response_format" not in f
+        assert {q["sha"] for q in sent if q["fields"]["n"] == "1"} == {sent[0]["sha"]}
+
+        p = pools.load(pool, dataset)
+        assert sorted(p.sources.tolist()) == sorted(3 * list(planned))
+        for src in planned:
+            lines = [k for k, e in enumerate(p.entries) if e["source_index"] == src]
+            assert sorted(p.entries[k]["variation"] for k in lines) == [0, 1, 2]
+            assert len({p.images[k].tobytes() for k in lines}) == 3  # three different images, not one thrice
+
+        # Spend: the usage the server reported, priced per 1M tokens; the estimate at $0.02 per image asked.
+        meta = json.loads((pool / "pool.json").read_text())
+        usage = sum(_usage_cost(q["usage"]) for q in sent)
+        assert meta["spend_usd"] == pytest.approx(usage, abs=1e-6)
+        assert meta["spend_estimate_usd"] == pytest.approx(0.02 * sum(int(q["fields"]["n"]) for q in sent))
+        assert meta["requests"]["usage"] == meta["requests"]["billed"] == len(sent)
+        assert meta["tokens"]["output_image"] == sum(q["usage"]["output_tokens"] for q in sent)
+        assert sum(e["params"]["cost_usd"] for e in p.entries) == pytest.approx(usage, abs=1e-5)
+        lines_estimate = sum(e["params"]["cost_estimate_usd"] for e in p.entries)
+        assert lines_estimate == pytest.approx(meta["spend_estimate_usd"], abs=1e-5)
+        assert f"spend ${usage:.4f} (usage-based; estimate ${meta['spend_estimate_usd']:.4f})" in r.output
+
+        # Provenance: the model that answered and the request's settings, per line.
+        ids = {q["id"] for q in sent}
+        for e in p.entries:
+            prm = e["params"]
+            assert prm["model_answered"] == "gpt-image-2-2026-04-21" and prm["model"] == "gpt-image-2"
+            assert prm["endpoint"] == "edit" and prm["quality"] == "low" and prm["output_format"] == "png"
+            assert prm["request"]["id"] in ids and prm["request"]["n"] in (1, 3)
+        rep = CliRunner().invoke(app, ["synth", "report", str(pool)])
+        assert rep.exit_code == 0, rep.output
+        made = next(line for line in rep.output.splitlines() if line.startswith("made: "))
+        assert f"{3 * len(planned)} image(s) by openai, endpoint edit" in made
+        assert "model gpt-image-2 (answered: gpt-image-2-2026-04-21)" in made
+        assert f"{len(sent)} request(s)" in made and "quality low" in made
+        assert f"${usage:.4f} usage-based" in rep.output
+
+
+def test_max_cost_caps_the_larger_running_figure(tmp_path: Path, env: pytest.MonkeyPatch) -> None:
+    one = ["-s", "concurrency=1", "-s", "timeout_s=8"]
+    with FakeImageAPI(KEY) as api:
+        env.setenv("OPENAI_BASE_URL", api.base_url)
+        # The estimate ($0.02 per image) is the larger: room for 2 requests in $0.05.
+        r = _synth(tmp_path / "a", *one, "--max-cost", "0.05")
+        assert r.exit_code == 3, r.output
+        meta = json.loads((tmp_path / "a" / "pool.json").read_text())
+        assert len(api.requests) == 2 and meta["spend_estimate_usd"] == pytest.approx(0.04)
+        assert meta["spend_usd"] < meta["spend_estimate_usd"]
+
+        # A tiny estimate: the usage-based figure is the larger and stops the run (each answer costs about
+        # $0.0146 by its usage; a request is sent while the larger figure plus its $0.001 estimate fits).
+        r = _synth(tmp_path / "b", *one, "-s", "price_usd=0.001", "--max-cost", "0.03")
+        assert r.exit_code == 3, r.output
+        meta = json.loads((tmp_path / "b" / "pool.json").read_text())
+        sent = api.requests[2:]
+        assert len(sent) == 3  # not all 5: the estimate alone ($0.005) would have let every request through
+        assert meta["spend_usd"] == pytest.approx(sum(_usage_cost(q["usage"]) for q in sent), abs=1e-6)
+        assert meta["spend_usd"] > 0.03 > meta["spend_estimate_usd"]
+
+
+@pytest.mark.parametrize("refuse_as", ["404", "400"])
+def test_a_refused_model_names_what_the_server_offers(tmp_path: Path, env: pytest.MonkeyPatch,
+                                                     refuse_as: str) -> None:
+    with FakeImageAPI(KEY, models=["gpt-image-2", "gpt-image-2.5-flare", "text-embedding-9"],
+                      refuse_as=refuse_as) as api:
+        env.setenv("OPENAI_BASE_URL", api.base_url)
+        r = _synth(tmp_path / "pool", *FAST, "-s", "model=gpt-image-1", "-s", "price_usd=0.01")
+        assert r.exit_code == 2, r.output
+        line = next(x for x in r.output.splitlines() if "refused model 'gpt-image-1'" in x)
+        assert f"HTTP {refuse_as}" in line
+        assert "it offers gpt-image-2, gpt-image-2.5-flare." in line  # image models only
+        assert "-s model=NAME" in line
+        posts = [q for q in api.requests if q["path"] != "/v1/models"]
+        assert len(posts) <= 3  # the requests in flight, not one per source
+        assert [q["path"] for q in api.requests].count("/v1/models") == 1
+        assert not (tmp_path / "pool" / "manifest.jsonl").exists() or not pools.read_manifest(tmp_path / "pool")
+    _assert_no_key(tmp_path / "pool", r.output)
+
+
+def test_a_refused_model_on_a_server_that_lists_no_models(tmp_path: Path, env: pytest.MonkeyPatch) -> None:
+    with FakeImageAPI(KEY, models=["dall-e-2"], list_models=False) as api:
+        env.setenv("OPENAI_BASE_URL", api.base_url)
+        r = _synth(tmp_path / "pool", *FAST)  # the default, gpt-image-2, which this server lacks
+        assert r.exit_code == 2, r.output
+        line = next(x for x in r.output.splitlines() if "refused model 'gpt-image-2'" in x)
+        assert "does not list its models" in line
+        # The thesis's endpoint on the same server works.
+        r = _synth(tmp_path / "pool2", *FAST, *VARIATION)
+        assert r.exit_code == 0, r.output

@@ -11,6 +11,7 @@ whole synthetic class and the real training images of that class.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,8 @@ def write(path: str | Path, dataset: data_mod.Dataset | None = None, per_class: 
               "generator": pool.meta.get("generator"),
               "generators": sorted({str(e["generator"]) for e in pool.entries}),
               "spend_usd": pool.meta.get("spend_usd", 0.0),
+              "spend_estimate_usd": pool.meta.get("spend_estimate_usd", pool.meta.get("spend_usd", 0.0)),
+              "tokens": pool.meta.get("tokens") or {}, "provenance": provenance(pool),
               "failures": len(pool.meta.get("failures", {}) or {}), "per_class": fidelity(pool, dataset),
               "figure": REPORT_PNG}
     if len(pool.labels):
@@ -146,6 +149,54 @@ def write(path: str | Path, dataset: data_mod.Dataset | None = None, per_class: 
         report["figure"] = None
     atomic.write_json(path / REPORT_JSON, report)
     return report
+
+
+# The request settings that tell how an image was made; prices are left out (they do not shape images).
+PROVENANCE_KEYS = ("endpoint", "model", "model_answered", "size", "quality", "output_format", "prompt")
+
+
+def provenance(pool: pools.Pool) -> list[dict[str, Any]]:
+    """Pool lines grouped by generator and request settings (`PROVENANCE_KEYS`, those a line has), with
+    the number of images and of distinct requests (by the server's request id, where it gave one)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for e in pool.entries:
+        p = e.get("params") or {}
+        ident = {"generator": e["generator"], **{k: p[k] for k in PROVENANCE_KEYS if k in p}}
+        g = groups.setdefault(json.dumps(ident, sort_keys=True), {**ident, "images": 0, "request_ids": set()})
+        g["images"] += 1
+        rid = (p.get("request") or {}).get("id")
+        if rid:
+            g["request_ids"].add(rid)
+    out = []
+    for g in groups.values():
+        ids = g.pop("request_ids")
+        out.append({**g, "requests": len(ids) or None})
+    return out
+
+
+def format_provenance(report: dict[str, Any]) -> str:
+    """How the pool's images were made, one line per group of `provenance`, then the spend."""
+    lines = []
+    for g in report.get("provenance", []):
+        parts = [f"{g['images']} image(s) by {g['generator']}"]
+        if "endpoint" in g:
+            parts.append(f"endpoint {g['endpoint']}")
+        if "model" in g:
+            answered = g.get("model_answered")
+            parts.append(f"model {g['model']} (answered: {answered or 'not said'})")
+        parts += [f"{k} {g[k]}" for k in ("size", "quality", "output_format") if g.get(k)]
+        if g.get("requests"):
+            parts.append(f"{g['requests']} request(s)")
+        if g.get("prompt"):
+            prompt = g["prompt"] if len(g["prompt"]) <= 70 else g["prompt"][:67] + "..."
+            parts.append(f"prompt {prompt!r}")
+        lines.append("made: " + ", ".join(parts))
+    if report.get("spend_usd") or report.get("spend_estimate_usd"):
+        tokens = report.get("tokens") or {}
+        tok = ", ".join(f"{k} {v}" for k, v in sorted(tokens.items())) or "none reported"
+        lines.append(f"spend: ${report['spend_usd']:.4f} usage-based, ${report['spend_estimate_usd']:.4f} estimate; "
+                     f"tokens: {tok}")
+    return "\n".join(lines)
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -29,15 +29,15 @@ Make (or extend) a pool with this command itself, e.g.
 \b
   mriaug synth --out POOL --generator NAME [-s KEY=VALUE ...]
   mriaug synth --grid jobs/smoke.toml --generator transform --classes Mild_Demented,Moderate_Demented
-  mriaug synth --out pools/openai --generator openai -s endpoint=edit --dry-run
+  mriaug synth --out pools/openai --generator openai --per-source 3 --dry-run
 
 A rerun resumes: sources already in the pool are skipped. Generators: transform (local, no model),
 openai (any OpenAI-compatible server; key from OPENAI_API_KEY), diffusion (a local model trained with
 `mriaug synth train-diffusion`; no image leaves the site)."""
 
 Settings = Annotated[list[str] | None, typer.Option(
-    "--setting", "-s", metavar="KEY=VALUE", help="generator setting, repeatable: e.g. -s endpoint=edit "
-    "-s model=gpt-image-2 -s concurrency=8 (openai), -s checkpoint=DIR -s strength=0.5 (diffusion), "
+    "--setting", "-s", metavar="KEY=VALUE", help="generator setting, repeatable: e.g. -s model=gpt-image-2 "
+    "-s n=10 -s concurrency=8 or -s endpoint=variation (openai), -s checkpoint=DIR -s strength=0.5 (diffusion), "
     "-s contrast=0.1 (transform)")]
 
 
@@ -113,12 +113,18 @@ def synth(ctx: typer.Context,
     line = f"pool {out}: {s['pool_size']} images ({s['generated']} new)"
     if "spend_usd" in s:
         req = s.get("requests", {})
-        line += f"; spend ${s['spend_usd']:.4f} over {req.get('sent', 0)} request(s), {req.get('billed', 0)} billed"
+        line += (f"; spend ${s['spend_usd']:.4f} (usage-based; estimate ${s.get('spend_estimate_usd', 0.0):.4f}) "
+                 f"over {req.get('sent', 0)} request(s), {req.get('billed', 0)} billed, {req.get('usage', 0)} "
+                 f"with usage; this run ${s.get('run_spend_usd', 0.0):.4f} (estimate "
+                 f"${s.get('run_spend_estimate_usd', 0.0):.4f})")
     typer.echo(line)
+    if s.get("warning"):
+        typer.secho(s["warning"], fg="yellow", err=True)
     if report and s["pool_size"]:
         r = pool_report.write(out, ds)
         typer.echo(f"report: {Path(out) / pool_report.REPORT_PNG}, {Path(out) / pool_report.REPORT_JSON}")
         typer.echo(pool_report.format_table(r))
+        typer.echo(pool_report.format_provenance(r))
     if s.get("failed"):
         typer.secho(f"{len(s['failed'])} source(s) failed (recorded in {Path(out) / 'pool.json'}; "
                     "a rerun retries them):", fg="yellow", err=True)
@@ -182,7 +188,8 @@ def report_cmd(pool: Annotated[Path, typer.Argument(metavar="POOL", help="pool f
                    "--data", metavar="SOURCE", help="dataset source (default: the one recorded in pool.json)")]
                = None, data_option: DataOptions = None,
                per_class: Annotated[int, typer.Option(help="sources shown per class")] = 4) -> None:
-    """Write report.png (real sources beside their variations) and report.json (fidelity per class)."""
+    """Write report.png (real sources beside their variations) and report.json (fidelity per class);
+    print the fidelity table and how the images were made (settings, the model that answered, spend)."""
     from .. import data as data_mod
     from ..analysis import pool_report
 
@@ -190,6 +197,7 @@ def report_cmd(pool: Annotated[Path, typer.Argument(metavar="POOL", help="pool f
     r = pool_report.write(pool, ds, per_class)
     typer.echo(f"report: {pool / pool_report.REPORT_PNG}, {pool / pool_report.REPORT_JSON}")
     typer.echo(pool_report.format_table(r))
+    typer.echo(pool_report.format_provenance(r))
 
 
 def register(app: typer.Typer) -> None:
