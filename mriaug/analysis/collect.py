@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,11 +78,7 @@ class Collected:
         """Every table, by model (the three thesis models always, empty or not)."""
         names = []
         for model in self.models():
-            own = sorted(n for n, t in self.tables.items() if t.model == model)
-            if not own:
-                self.tables[model] = TableInfo(model, model)
-                own = [model]
-            names += own
+            names += sorted(n for n, t in self.tables.items() if t.model == model)
         return names
 
     def rows(self, name: str) -> list[tuple[str, str, str]]:
@@ -132,13 +129,14 @@ class Collected:
                 f"{better} is better")
 
     def legend(self, name: str, metric: str = "test_ce") -> str:
+        """What the mark means ('' for a table without comparisons)."""
         s = self.stats(metric)
         k = int(s.loc[s["table"] == name, "p_wilcoxon"].notna().sum())
         if k == 0:
-            return f"{MARK} (no cell of this table has scenario 1 runs of its seeds to be compared with)"
-        return (f"{MARK} differs from scenario 1 of its column: Wilcoxon signed-rank test on the seeds' paired "
-                f"differences, Holm-corrected over this table's {k} comparisons, p < {SIGNIFICANT}. "
-                "Paired differences, p-values, IQM and probability of improvement: stats.csv.")
+            return ""
+        return (f"Legend: {MARK} = differs from scenario 1 of its column (paired by seed, Wilcoxon signed-rank, Holm "
+                f"over the table's {k} comparisons, p < {SIGNIFICANT}). stats.csv: paired differences, p-values, IQM, "
+                "probability of improvement.")
 
     def versus_thesis(self, name: str) -> pd.DataFrame:
         """Our median test CE beside the thesis's (Tables 7.x), 'ours / thesis (n=k)' per cell."""
@@ -242,18 +240,28 @@ def _short(v: str) -> str:
     return v[:8] if re.fullmatch(r"[0-9a-f]{12,}", v) else v
 
 
+def _priority(key: str) -> int:
+    """Which differing keys name a table first: the split, the data, then hyper-parameters; content hashes last
+    (they differ because something named earlier does)."""
+    if key in ("data_fingerprint", "split.fingerprint"):
+        return 6
+    for rank, prefix in enumerate(("split.kind", "data.source", "split.", "data.", "hparams.")):
+        if key.startswith(prefix):
+            return rank
+    return 5
+
+
 def _setting_labels(settings: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """A label per setting naming the keys in which the settings differ, and those keys."""
+    """A label per setting naming as few of the differing keys as tell the settings apart, and all those keys."""
     flats = [_flat(s) for s in settings]
     keys = list(dict.fromkeys(k for f in flats for k in f))
-    differ = [k for k in keys if len({f.get(k, "—") for f in flats}) > 1]
-    # A different split or data content follows from a different option; name the cause where there is one.
-    causes = [k for k in differ if k not in ("data_fingerprint", "split.fingerprint")]
-    shown = causes or differ
-    labels = []
-    for f in flats:
-        parts = [f"{k}={_short(f.get(k, '—'))}" for k in shown[:3]]
-        labels.append(", ".join(parts) + (", …" if len(shown) > 3 else ""))
+    differ = sorted((k for k in keys if len({f.get(k, "—") for f in flats}) > 1), key=_priority)
+    shown: list[str] = []
+    for k in differ:
+        shown.append(k)
+        if len({tuple(f.get(s, "—") for s in shown) for f in flats}) == len(flats):
+            break
+    labels = [", ".join(f"{k}={_short(f.get(k, '—'))}" for k in shown) for f in flats]
     return labels, differ
 
 
@@ -346,6 +354,9 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
         mine = [i for i, row in enumerate(rows) if row["table"] == name]
         info.thesis_data = all(thesis_like[i] for i in mine)
         info.pools = sorted({rows[i]["pool"] for i in mine} - {""})
+    for model in hparams.MODELS:  # the thesis's three tables always print, empty or not
+        if not any(t.model == model for t in tables.values()):
+            tables[model] = TableInfo(model, model)
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
     return Collected(df, errors, warnings, tables)
 
@@ -361,8 +372,8 @@ def _latex(table: pd.DataFrame, caption: str, legend: str) -> str:
     for idx, row in table.iterrows():
         cells = [_latex_escape(c).replace(f" {MARK}", rf"$^{{{MARK}}}$") for c in row]
         lines.append(" & ".join([_latex_escape(str(idx).replace("Scenario ", "")), *cells]) + r" \\")
-    note = _latex_escape(legend[len(MARK) + 1:])
-    lines += [r"\hline", r"\end{tabular}", "", rf"\footnotesize{{$^{{{MARK}}}$ {note}}}", r"\end{table}", ""]
+    note = _latex_escape(legend).replace(f" {MARK} ", rf" $^{{{MARK}}}$ ")
+    lines += [r"\hline", r"\end{tabular}", *([rf"\par\footnotesize{{{note}}}"] if legend else []), r"\end{table}", ""]
     return "\n".join(lines)
 
 
@@ -385,7 +396,8 @@ def write(c: Collected, out_dir: str | Path, metric: str = "test_ce") -> list[Pa
     for name in c.table_names():
         t, caption, legend = c.table(name, metric), c.caption(name, metric), c.legend(name, metric)
         stem = _stem(name, metric)
-        for suffix, text in ((".csv", t.to_csv()), (".md", f"**{caption}**\n\n{t.to_markdown()}\n\n{legend}\n"),
+        md = f"**{caption}**\n\n{t.to_markdown()}\n" + (f"\n{legend}\n" if legend else "")
+        for suffix, text in ((".csv", t.to_csv()), (".md", md),
                              (".tex", _latex(t, caption, legend))):
             atomic.write_text(out / f"{stem}{suffix}", text)
             written.append(out / f"{stem}{suffix}")
@@ -400,7 +412,9 @@ def write(c: Collected, out_dir: str | Path, metric: str = "test_ce") -> list[Pa
 def render(c: Collected, versus_thesis: bool = False, metric: str = "test_ce") -> str:
     parts = []
     for name in c.table_names():
-        parts.append(f"{c.caption(name, metric)}\n{c.table(name, metric).to_markdown()}\n{c.legend(name, metric)}\n")
+        legend = c.legend(name, metric)
+        parts.append(f"{c.caption(name, metric)}\n{c.table(name, metric).to_markdown()}\n"
+                     + (legend and textwrap.fill(legend, 110) + "\n"))
         if versus_thesis and c.tables[name].thesis_data:
             parts.append(f"{name} — median test CE, ours / thesis (n = our seeds)\n"
                          f"{c.versus_thesis(name).to_markdown()}\n")

@@ -201,6 +201,7 @@ def stats_table(runs: pd.DataFrame, metric: str, *, seed: int = 0, n_boot: int =
     out = pd.DataFrame(rows, columns=[*COLUMNS, *extra])
     if out.empty:
         return out
+    out["n_pairs"] = out["n_pairs"].astype("Int64")
     for col in ("diff_median", "diff_ci_low", "diff_ci_high", "p_wilcoxon", "prob_improvement", "p_holm"):
         out[col] = out[col].astype(float)
     for _, idx in out.groupby("table", sort=False).groups.items():
