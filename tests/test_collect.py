@@ -112,7 +112,7 @@ def test_collect_keeps_one_grids_runs_and_separates_settings(results_dir: Path, 
     lone = mixed.table("cnn_hparams.lr=0.005")
     assert lone.loc["Scenario 1", "No Augmentation"].endswith("(n=1)")
     assert mixed.table("cnn_hparams.lr=0.002").loc["Scenario 1", "No Augmentation"].endswith("(n=3)")
-    assert "cnn [hparams.lr=0.005]" in mixed.caption("cnn_hparams.lr=0.005")
+    assert "cnn [hparams.lr=0.005] — median" in mixed.caption("cnn_hparams.lr=0.005")
     only = collect.gather(work, {other.run_id})
     assert list(only.runs["run_id"]) == [other.run_id] and not only.warnings and "cnn" in only.tables
 
@@ -133,7 +133,7 @@ def test_stats_csv_metric_option_and_results_without_ece(results_dir: Path, tmp_
     shutil.copytree(results_dir, work)
     res = CliRunner().invoke(app, ["collect", str(work), "--metric", "balanced_accuracy"])
     assert res.exit_code == 0, res.output
-    assert ("cnn: median balanced accuracy over seeds [bootstrap 95% interval] (n = seeds); higher is better"
+    assert ("cnn — median balanced accuracy over seeds [bootstrap 95% interval] (n = seeds); higher is better"
             in res.output)
     flat = " ".join(res.output.split())  # the legend is wrapped for the terminal
     assert "Legend: * = differs from scenario 1" in flat and "Holm over the table's 2 comparisons" in flat

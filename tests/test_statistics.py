@@ -59,6 +59,15 @@ def test_bootstrap_is_seeded_contains_the_median_and_shrinks_with_n() -> None:
     assert width(st.cell_stats(large)) < width(a) / 3  # ~ 1/sqrt(n): sqrt(20) ~ 4.5 times narrower
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 20])
+def test_bootstrap_is_the_plain_percentile_bootstrap(n: int) -> None:
+    # The definition, done the slow way: resample, take medians, read the 2.5% and 97.5% percentiles.
+    x = np.random.default_rng(n).lognormal(0, 1, n)
+    draws = np.random.default_rng(3).integers(0, n, size=(10_000, n))
+    expected = np.percentile(np.median(x[draws], axis=1), [2.5, 97.5])
+    assert st.bootstrap_median_ci(x, seed=3) == pytest.approx(tuple(expected))
+
+
 def test_interval_coverage_is_near_95_percent() -> None:
     # The median of N(0, 1) is 0: count how often the interval from 20 draws covers it.
     rng = np.random.default_rng(2024)

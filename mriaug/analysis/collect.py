@@ -125,7 +125,7 @@ class Collected:
         where = f" [{info.setting}]" if info.setting else ""
         pool = f"; pool {info.pools[0]}" if len(info.pools) == 1 else ""
         better = "higher" if st.higher_is_better(m) else "lower"
-        return (f"{info.model}{where}: median {st.describe(m)} over seeds [bootstrap 95% interval] (n = seeds){pool}; "
+        return (f"{info.model}{where} — median {st.describe(m)} over seeds [bootstrap 95% interval] (n = seeds){pool}; "
                 f"{better} is better")
 
     def legend(self, name: str, metric: str = "test_ce") -> str:
@@ -441,5 +441,5 @@ def collect(results_dir: str | Path, out: str | Path, *, versus_thesis: bool = F
         warn(f"skipped: {err}")
     echo(render(c, versus_thesis, m))
     written = write(c, out, m)
-    echo(f"{len(c.runs)} runs; tables and stats.csv written to {out} ({len(written)} files)")
+    echo(f"{len(c.runs)} runs; tables written to {out} ({len(written)} files, stats.csv among them)")
     return c
