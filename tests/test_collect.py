@@ -232,3 +232,18 @@ def test_thesis_comparison_only_for_the_thesis_data_and_split(results_dir: Path,
     assert "left out" not in out
     written = collect.write(c, tmp_path / "t")
     assert tmp_path / "t" / "cnn_vs_thesis.md" in written
+
+
+def test_a_scenario_defined_two_ways_is_refused(results_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    work = tmp_path / "r"
+    shutil.copytree(results_dir, work)
+    src = next(p for p in sorted(work.glob("*.json")) if json.loads(p.read_text())["spec"]["scenario"]["name"] == "1")
+
+    def redefined(r: dict) -> None:
+        r["spec"]["scenario"]["real_fraction"]["Non_Demented"] = 0.5
+
+    _variant(src, work, redefined)
+    res = CliRunner().invoke(app, ["collect", str(work)])
+    assert res.exit_code == 2 and "scenario '1' ('spec.scenario') is defined otherwise than in" in res.output
