@@ -8,6 +8,19 @@ import numpy as np
 
 from .classes import CLASSES, NUM_CLASSES
 
+ECE_BINS = 15
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE over `bins` equal-width bins of the top-class confidence, bin k holding (k/bins, (k+1)/bins]:
+    sum over bins of (share of images in the bin) * |accuracy - mean confidence| in the bin."""
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == y).astype(np.float64)
+    which = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
+    # Per bin |sum(correct) - sum(confidence)| / N is (bin share) * |accuracy - confidence|.
+    gap = np.abs(np.bincount(which, correct, bins) - np.bincount(which, conf, bins))
+    return float(gap.sum() / max(len(y), 1))
+
 
 def classification_metrics(logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     logits = logits.astype(np.float64)
@@ -33,6 +46,7 @@ def classification_metrics(logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         "accuracy": float((pred == y).mean()),
         "balanced_accuracy": float(np.mean(recalls)),
         "macro_f1": float(np.mean(f1s)),
+        "ece": expected_calibration_error(np.exp(logp), y),
         "per_class": per_class,
         "confusion": conf.tolist(),
         "confusion_labels": list(CLASSES),

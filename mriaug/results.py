@@ -15,6 +15,7 @@ REQUIRED = {
     "env": dict, "timings": dict,
 }
 REQUIRED_METRICS = ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion")
+OPTIONAL_METRICS = ("ece",)
 
 # Version of the result file's layout; results written before it existed count as version 0.
 SCHEMA = 1
@@ -54,7 +55,10 @@ def read(path: str | Path) -> dict[str, Any]:
     for key in REQUIRED_METRICS:
         if key not in obj["metrics"]:
             raise ResultError(f"{path}: missing key 'metrics.{key}'")
-    for key in ("test_ce", "accuracy", "balanced_accuracy", "macro_f1"):
+    # `ece` is checked only where present: results written before it existed lack it.
+    for key in ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", *OPTIONAL_METRICS):
+        if key not in obj["metrics"]:
+            continue
         v = obj["metrics"][key]
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ResultError(f"{path}: 'metrics.{key}' is not a number ({v!r})")

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import results, scenarios
-from mriaug.analysis import collect
+from mriaug import atomic, results, scenarios
+from mriaug.analysis import collect, statistics
+from mriaug.classes import CLASSES
 from mriaug.cli import app
 from mriaug.data import DataSpec
 from mriaug.grid import plan_run
@@ -33,10 +36,13 @@ def test_tables_are_medians_with_counts(results_dir: Path) -> None:
     t = c.table("cnn")
     assert list(t.columns) == ["No Augmentation", "Random Horizontal Augment", "AutoAugment"]
     assert list(t.index) == ["Scenario 1", "Scenario 2", "Scenario 3", "Scenario 4"]
-    cell = c.runs[(c.runs.scenario == "1") & (c.runs.augmentation == "none")]["test_ce"].median()
-    assert t.loc["Scenario 1", "No Augmentation"] == f"{cell:.3f} (n=3)"
+    cell = statistics.cell_stats(c.runs[(c.runs.scenario == "1") & (c.runs.augmentation == "none")]["test_ce"])
+    assert t.loc["Scenario 1", "No Augmentation"] == (
+        f"{cell['median']:.3f} [{cell['ci_low']:.3f}, {cell['ci_high']:.3f}] (n=3)")
     assert t.loc["Scenario 3", "AutoAugment"] == "— (n=0)"
     assert (c.table("vit") == "— (n=0)").all().all()
+    assert set(c.runs["pool"]) == {""} and c.runs["ece"].between(0, 1).all()
+    assert c.runs["recall:Moderate_Demented"].notna().all()
 
 
 def test_corrupt_result_is_named_and_tables_still_print(results_dir: Path, tmp_path: Path) -> None:
@@ -76,17 +82,21 @@ def test_result_reader_rejects_mismatched_name(results_dir: Path, tmp_path: Path
 def test_versus_thesis_and_figure(results_dir: Path, tmp_path: Path) -> None:
     c = collect.gather(results_dir)
     t = c.versus_thesis("cnn")
-    ours = c.medians("cnn").loc[("1", "none"), "median"]
-    assert t.loc["Scenario 1", "No Augmentation"] == f"{ours:.3f} / 0.114"
-    assert t.loc["Scenario 3", "AutoAugment"] == "— / 0.137"
+    ours = c.stats().set_index(["table", "scenario", "augmentation"]).loc[("cnn", "1", "none"), "median"]
+    assert t.loc["Scenario 1", "No Augmentation"] == f"{ours:.3f} / 0.114 (n=3)"
+    assert t.loc["Scenario 3", "AutoAugment"] == "— / 0.137 (n=0)"
     assert collect.thesis_medians().query("model == 'resnet18' and scenario == '2'").empty
     written = collect.write(c, tmp_path)
     png = tmp_path / "cnn.png"
     assert png in written and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "vit.png").exists()
+    # Phantom data: no comparison with the thesis is written or printed.
+    assert not c.tables["cnn"].thesis_data and not list(tmp_path.glob("*_vs_thesis.md"))
+    assert "ours / thesis" not in collect.render(c, versus_thesis=True)
+    assert "thesis comparison left out for cnn" in collect.render(c, versus_thesis=True)
 
 
-def test_collect_keeps_one_grids_runs_and_warns_of_mixed_cells(results_dir: Path, tmp_path: Path) -> None:
+def test_collect_keeps_one_grids_runs_and_separates_settings(results_dir: Path, tmp_path: Path) -> None:
     import shutil
 
     work = tmp_path / "r"
@@ -96,6 +106,144 @@ def test_collect_keeps_one_grids_runs_and_warns_of_mixed_cells(results_dir: Path
     other = plan_run("cnn", scenarios.SCENARIOS["1"], "none", 0, tiny_hparams("cnn", epochs=1, lr=5e-3), spec)
     execute(other, work, log=lambda m: None)
     mixed = collect.gather(work)
-    assert len(mixed.runs) == 13 and mixed.warnings and "cnn/1/none/0" in mixed.warnings[0]
+    assert len(mixed.runs) == 13 and "differ in hparams.lr" in mixed.warnings[0]
+    # Never one cell: a table per setting, named for what sets it apart.
+    assert sorted(n for n in mixed.tables if n.startswith("cnn")) == ["cnn_hparams.lr=0.002", "cnn_hparams.lr=0.005"]
+    lone = mixed.table("cnn_hparams.lr=0.005")
+    assert lone.loc["Scenario 1", "No Augmentation"].endswith("(n=1)")
+    assert mixed.table("cnn_hparams.lr=0.002").loc["Scenario 1", "No Augmentation"].endswith("(n=3)")
+    assert "cnn [hparams.lr=0.005] — median" in mixed.caption("cnn_hparams.lr=0.005")
     only = collect.gather(work, {other.run_id})
-    assert list(only.runs["run_id"]) == [other.run_id] and not only.warnings
+    assert list(only.runs["run_id"]) == [other.run_id] and not only.warnings and "cnn" in only.tables
+
+
+def _variant(src: Path, dst_dir: Path, edit: Callable[[dict], None]) -> dict:
+    """A copy of a result as another run would have written it: edited, with the run id of its new spec."""
+    r = json.loads(src.read_text())
+    edit(r)
+    r["run_id"] = atomic.stable_hash(r["spec"])
+    (dst_dir / f"{r['run_id']}.json").write_text(json.dumps(r))
+    return r
+
+
+def test_stats_csv_metric_option_and_results_without_ece(results_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    work = tmp_path / "r"
+    shutil.copytree(results_dir, work)
+    res = CliRunner().invoke(app, ["collect", str(work), "--metric", "balanced_accuracy"])
+    assert res.exit_code == 0, res.output
+    assert ("cnn — median balanced accuracy over seeds [bootstrap 95% interval] (n = seeds); higher is better"
+            in res.output)
+    flat = " ".join(res.output.split())  # the legend is wrapped for the terminal
+    assert "Legend: * = differs from scenario 1" in flat and "Holm over the table's 2 comparisons" in flat
+    stats = pd.read_csv(work / "tables" / "stats.csv", dtype={"scenario": str, "pool": str}, keep_default_na=False)
+    assert list(stats.columns[:16]) == statistics.COLUMNS
+    # One row per cell (2 scenarios x 2 augmentations of cnn) and metric.
+    assert len(stats) == 4 * len(statistics.all_metrics())
+    assert set(stats["metric"]) == {"test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece",
+                                    *(f"recall:{c}" for c in CLASSES)}
+    one = stats[(stats.scenario == "1") & (stats.metric == "ece")]
+    assert (one[["diff_median", "p_wilcoxon", "p_holm", "prob_improvement"]] == "").all().all()
+    two = stats[(stats.scenario == "2") & (stats.metric == "ece")]
+    assert (two["n"] == 3).all() and two["p_wilcoxon"].astype(float).between(0, 1).all()
+    # Tables of another metric than test CE are named for it too.
+    assert (work / "tables" / "cnn_balanced_accuracy.md").exists() and not (work / "tables" / "cnn.md").exists()
+    bad = CliRunner().invoke(app, ["collect", str(work), "--metric", "recall:severe"])
+    assert bad.exit_code == 2 and "unknown class 'severe'" in bad.output
+    # Results from before ECE was recorded: the cells say so, nothing crashes.
+    for f in work.glob("*.json"):
+        r = json.loads(f.read_text())
+        del r["metrics"]["ece"]
+        f.write_text(json.dumps(r))
+    old = CliRunner().invoke(app, ["collect", str(work), "--metric", "ece"])
+    assert old.exit_code == 0, old.output
+    assert "— (n=0; 3 runs without ece)" in old.output and "12 of 12 runs have no ece" in old.output
+    assert "(n=3)" in CliRunner().invoke(app, ["collect", str(work), "--metric", "test_ce"]).output
+
+
+def test_split_and_pools_never_share_a_cell(results_dir: Path, tmp_path: Path) -> None:
+    work = tmp_path / "r"
+    work.mkdir()
+    sources = sorted(results_dir.glob("*.json"))
+    pool_fp = {"gen": "a" * 16, "copy": "b" * 16}
+    for src in sources:
+        base = json.loads(src.read_text())
+        if base["spec"]["augmentation"] != "none":
+            continue
+        scen = base["spec"]["scenario"]["name"]
+        (work / src.name).write_text(src.read_text())  # given split, as the results were written
+
+        def subject(r: dict) -> None:
+            r["spec"]["data"]["options"]["split"] = "subject"
+            r["data"]["split"] = {"kind": "subject", "seed": 0, "fingerprint": "c" * 16}
+            r["data"]["fingerprint"] = "d" * 16
+            r["metrics"]["test_ce"] += 1.0
+
+        _variant(src, work, subject)
+        if scen == "2":  # stand-ins for scenario 3 runs from two pools
+            for name, fp in pool_fp.items():
+                def pooled(r: dict, name: str = name, fp: str = fp) -> None:
+                    r["spec"]["scenario"] = scenarios.SCENARIOS["3"].to_dict()
+                    r["spec"]["pool"] = {"fingerprint": fp}
+                    r["data"].update(pool_fingerprint=fp, pool_path=f"/somewhere/pools/{name}")
+                    r["metrics"]["test_ce"] -= 0.5 if name == "gen" else 0.0
+
+                _variant(src, work, pooled)
+    c = collect.gather(work)
+    names = sorted(n for n in c.tables if n.startswith("cnn"))
+    assert names == ["cnn_split.kind=given", "cnn_split.kind=subject"]
+    assert any("differ in split.kind" in w for w in c.warnings)
+    given = c.table("cnn_split.kind=given")
+    # The pool is a dimension: a row per pool for every scenario with synthetic images, run or not yet.
+    assert list(given.index) == ["Scenario 1", "Scenario 2", "Scenario 3 · copy", "Scenario 3 · gen",
+                                 "Scenario 4 · copy", "Scenario 4 · gen"]
+    assert given.loc["Scenario 4 · gen", "AutoAugment"] == "— (n=0)"
+    assert given.loc["Scenario 3 · gen", "No Augmentation"].endswith("(n=3)")
+    subj = c.table("cnn_split.kind=subject")
+    subject_1 = c.runs.query("split == 'subject' and scenario == '1'")["test_ce"]
+    assert len(subject_1) == 3 and subj.loc["Scenario 1", "No Augmentation"].startswith(f"{subject_1.median():.3f} [")
+    assert subj.loc["Scenario 3", "No Augmentation"] == "— (n=0)"
+    s = c.stats().set_index(["table", "scenario", "pool"])
+    gen = s.loc[("cnn_split.kind=given", "3", "gen")]
+    per_seed = c.runs.query("table == 'cnn_split.kind=given'").pivot_table(
+        index="seed", columns=["scenario", "pool"], values="test_ce")
+    assert gen["diff_median"] == pytest.approx((per_seed[("3", "gen")] - per_seed[("1", "")]).median())
+    assert (per_seed[("3", "gen")] - per_seed[("2", "")]).tolist() == pytest.approx([-0.5] * 3)
+    assert gen["prob_improvement"] == 1.0 and gen["n_pairs"] == 3
+    # Holm over every comparison of the table: scenario 2 and scenario 3 of both pools.
+    given_p = c.stats().query("table == 'cnn_split.kind=given' and scenario != '1'")
+    assert len(given_p) == 3 and given_p["p_holm"].tolist() == pytest.approx(statistics.holm(given_p["p_wilcoxon"]))
+
+
+def test_thesis_comparison_only_for_the_thesis_data_and_split(results_dir: Path, tmp_path: Path) -> None:
+    work = tmp_path / "r"
+    work.mkdir()
+    for src in sorted(results_dir.glob("*.json")):
+        def thesis_test_set(r: dict) -> None:
+            r["counts"]["test"] = dict(collect.THESIS_TEST_COUNTS)
+            r["spec"]["data"] = {"source": "hf:Falah/Alzheimer_MRI", "options": {"size": 32}}
+
+        _variant(src, work, thesis_test_set)
+    c = collect.gather(work)
+    assert c.tables["cnn"].thesis_data
+    out = collect.render(c, versus_thesis=True)
+    assert "cnn — median test CE, ours / thesis (n = our seeds)" in out and "/ 0.114 (n=3)" in out
+    assert "left out" not in out
+    written = collect.write(c, tmp_path / "t")
+    assert tmp_path / "t" / "cnn_vs_thesis.md" in written
+
+
+def test_a_scenario_defined_two_ways_is_refused(results_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    work = tmp_path / "r"
+    shutil.copytree(results_dir, work)
+    src = next(p for p in sorted(work.glob("*.json")) if json.loads(p.read_text())["spec"]["scenario"]["name"] == "1")
+
+    def redefined(r: dict) -> None:
+        r["spec"]["scenario"]["real_fraction"]["Non_Demented"] = 0.5
+
+    _variant(src, work, redefined)
+    res = CliRunner().invoke(app, ["collect", str(work)])
+    assert res.exit_code == 2 and "scenario '1' ('spec.scenario') is defined otherwise than in" in res.output

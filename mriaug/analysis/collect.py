@@ -1,8 +1,18 @@
-"""Merge run results into the thesis tables: per model, rows scenarios, columns augmentations,
-cells the median test cross-entropy with the number of seeds behind it."""
+"""Merge run results into the thesis tables: per model, rows scenarios (and pools), columns augmentations,
+cells the median of a metric with its bootstrap 95% interval, the number of seeds behind it and a mark
+where the scenario differs from scenario 1 (paired by seed, Holm-corrected); the numbers come from
+`statistics`, and `stats.csv` holds them all.
+
+Runs of different data, split or hyper-parameters never share a cell: each setting of a model gets its own
+table, named for what sets it apart; pools of one name but different content get different rows.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,20 +20,37 @@ from typing import Any
 
 import pandas as pd
 
-from .. import atomic, augment, hparams, results
+from .. import atomic, augment, hparams, results, scenarios
+from ..classes import CLASSES
+from ..errors import ResultError
+from . import statistics as st
 
 BASE_SCENARIOS = ["1", "2", "3", "4"]
-LONG_COLUMNS = ["run_id", "model", "scenario", "augmentation", "seed", "test_ce", "accuracy",
-                "balanced_accuracy", "macro_f1", "n_real", "n_synthetic", "epochs", "data_fingerprint",
-                "pool_fingerprint", "train_s", "file"]
+METRIC_COLUMNS = st.all_metrics()
+LONG_COLUMNS = ["run_id", "table", "model", "scenario", "augmentation", "pool", "seed", *METRIC_COLUMNS,
+                "n_real", "n_synthetic", "epochs", "data_fingerprint", "split", "pool_fingerprint", "train_s", "file"]
+# The test split of Falah/Alzheimer_MRI as the thesis used it: a table compares with the thesis only
+# when every run was tested on exactly these images' counts under the given split.
+THESIS_TEST_COUNTS = {"Mild_Demented": 172, "Moderate_Demented": 15, "Non_Demented": 634, "Very_Mild_Demented": 459}
+# The keys of a run spec that vary inside one table; everything else in it is the table's setting.
+CELL_KEYS = ("model", "scenario", "augmentation", "seed", "pool")
+SIGNIFICANT = 0.05
+MARK = "*"
 
 
-def _thesis_shape(cells: pd.Series) -> pd.DataFrame:
-    """(scenario, augmentation) -> cell text, as a table: a row per scenario, the thesis's column names."""
-    t = cells.unstack("augmentation")[list(augment.AUGMENTATIONS)].rename(columns=augment.LABELS)
-    t.index = [f"Scenario {s}" for s in t.index]
-    t.index.name = "scenario"
-    return t
+@dataclass
+class TableInfo:
+    """One table: a model's runs of one setting (data, split, hyper-parameters)."""
+
+    name: str  # file stem: the model, or the model and what sets this setting apart
+    model: str
+    setting: str = ""  # e.g. "hparams.lr=0.005"; empty when the model has one setting
+    thesis_data: bool = False  # the thesis's test images under the given split: comparable with its tables
+    pools: list[str] = field(default_factory=list)
+
+
+def _scenario_order(names: set[str]) -> list[str]:
+    return BASE_SCENARIOS + sorted(names - set(BASE_SCENARIOS), key=st.scenario_key)
 
 
 @dataclass
@@ -31,51 +58,121 @@ class Collected:
     runs: pd.DataFrame
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    tables: dict[str, TableInfo] = field(default_factory=dict)
+    seed: int = 0
+    n_boot: int = st.DEFAULT_BOOT
+    _stats: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
-    def medians(self, model: str) -> pd.DataFrame:
-        """Median test CE and seed count per (scenario, augmentation) of one model, every cell present."""
-        df = self.runs[self.runs["model"] == model]
-        scens = BASE_SCENARIOS + sorted(set(df["scenario"]) - set(BASE_SCENARIOS))
-        idx = pd.MultiIndex.from_product([scens, list(augment.AUGMENTATIONS)], names=["scenario", "augmentation"])
-        g = df.groupby(["scenario", "augmentation"])["test_ce"].agg(["median", "count"])
-        return g.reindex(idx).fillna({"count": 0}).astype({"count": int})
+    def stats(self, metric: str = "test_ce") -> pd.DataFrame:
+        """`statistics.stats_table` of every cell for one metric (computed once)."""
+        m = st.metric_name(metric)
+        if m not in self._stats:
+            self._stats[m] = st.stats_table(self.runs, m, seed=self.seed, n_boot=self.n_boot)
+        return self._stats[m]
 
-    def table(self, model: str) -> pd.DataFrame:
-        """The thesis's shape: a row per scenario, a column per augmentation, 'median (n=k)' cells."""
-        m = self.medians(model)
-        return _thesis_shape(m.apply(
-            lambda r: "— (n=0)" if r["count"] == 0 else f"{r['median']:.3f} (n={int(r['count'])})", axis=1))
+    def models(self) -> list[str]:
+        present = sorted(set(self.runs["model"]) - set(hparams.MODELS))
+        return list(hparams.MODELS) + present
 
-    def versus_thesis(self, model: str) -> pd.DataFrame:
-        """Our median beside the thesis's (Tables 7.x), 'ours / thesis' per cell; '—' where either is missing."""
-        ours = self.medians(model)["median"]
+    def table_names(self) -> list[str]:
+        """Every table, by model (the three thesis models always, empty or not)."""
+        names = []
+        for model in self.models():
+            names += sorted(n for n, t in self.tables.items() if t.model == model)
+        return names
+
+    def rows(self, name: str) -> list[tuple[str, str, str]]:
+        """(row label, scenario, pool) of one table: scenarios 1-4 always, others when present; a scenario
+        with synthetic images gets a row per pool when the table has several."""
+        info = self.tables[name]
+        df = self.runs[self.runs["table"] == name]
+        out = []
+        for scen in _scenario_order(set(df["scenario"])):
+            preset = scenarios.SCENARIOS.get(scen)
+            pools = sorted(set(df.loc[df["scenario"] == scen, "pool"]) - {""})
+            if (preset is not None and preset.needs_pool) or pools:
+                if len(info.pools) > 1:
+                    out += [(f"Scenario {scen} · {p}", scen, p) for p in (pools or info.pools)]
+                    continue
+                out.append((f"Scenario {scen}", scen, info.pools[0] if info.pools else ""))
+            else:
+                out.append((f"Scenario {scen}", scen, ""))
+        return out
+
+    def _cells(self, name: str, metric: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+        s = self.stats(metric)
+        s = s[s["table"] == name]
+        return {(str(r["scenario"]), str(r["pool"]), str(r["augmentation"])): {str(k): v for k, v in r.items()}
+                for r in s.to_dict("records")}
+
+    def _shape(self, name: str, texts: dict[tuple[str, str, str], str], empty: str) -> pd.DataFrame:
+        """Row per scenario (and pool), column per augmentation with the thesis's column names."""
+        augs = list(augment.AUGMENTATIONS)
+        data = [[texts.get((scen, pool, aug), empty) for aug in augs] for _, scen, pool in self.rows(name)]
+        t = pd.DataFrame(data, index=[label for label, _, _ in self.rows(name)],
+                         columns=[augment.LABELS[a] for a in augs])
+        t.index.name = "scenario"
+        return t
+
+    def table(self, name: str, metric: str = "test_ce") -> pd.DataFrame:
+        """The thesis's shape; cells 'median [95% interval] (n=k)', marked where scenario 1 differs."""
+        m = st.metric_name(metric)
+        return self._shape(name, {k: _cell_text(r, m) for k, r in self._cells(name, m).items()}, "— (n=0)")
+
+    def caption(self, name: str, metric: str = "test_ce") -> str:
+        info = self.tables[name]
+        m = st.metric_name(metric)
+        where = f" [{info.setting}]" if info.setting else ""
+        pool = f"; pool {info.pools[0]}" if len(info.pools) == 1 else ""
+        better = "higher" if st.higher_is_better(m) else "lower"
+        return (f"{info.model}{where} — median {st.describe(m)} over seeds [bootstrap 95% interval] (n = seeds){pool}; "
+                f"{better} is better")
+
+    def legend(self, name: str, metric: str = "test_ce") -> str:
+        """What the mark means ('' for a table without comparisons)."""
+        s = self.stats(metric)
+        k = int(s.loc[s["table"] == name, "p_wilcoxon"].notna().sum())
+        if k == 0:
+            return ""
+        return (f"Legend: {MARK} = differs from scenario 1 of its column (paired by seed, Wilcoxon signed-rank, Holm "
+                f"over the table's {k} comparisons, p < {SIGNIFICANT}). stats.csv: paired differences, p-values, IQM, "
+                "probability of improvement.")
+
+    def versus_thesis(self, name: str) -> pd.DataFrame:
+        """Our median test CE beside the thesis's (Tables 7.x), 'ours / thesis (n=k)' per cell."""
+        info = self.tables[name]
         table = thesis_medians()
-        th = table[table["model"] == model].set_index(["scenario", "augmentation"])["median_test_ce"]
+        th = table[table["model"] == info.model].set_index(["scenario", "augmentation"])["median_test_ce"]
 
         def fmt(v: Any) -> str:
             return "—" if v is None or v != v else f"{float(v):.3f}"  # v != v: NaN
 
-        texts: list[str] = [f"{fmt(ours.get(k))} / {fmt(th.get(k))}" for k in ours.index]
-        cells = pd.Series(texts, index=ours.index)
-        return _thesis_shape(cells)
+        texts = {}
+        for (scen, pool, aug), r in self._cells(name, "test_ce").items():
+            texts[(scen, pool, aug)] = f"{fmt(r['median'])} / {fmt(th.get((scen, aug)))} (n={r['n']})"
+        empty = {(scen, pool, aug): f"— / {fmt(th.get((scen, aug)))} (n=0)"
+                 for _, scen, pool in self.rows(name) for aug in augment.AUGMENTATIONS}
+        return self._shape(name, {**empty, **texts}, "— / — (n=0)")
 
-    def figure(self, model: str, path: Path) -> bool:
-        """Box plot of test CE per cell (seeds as points): the spread the medians hide."""
-        df = self.runs[self.runs["model"] == model]
-        if df.empty:
+    def figure(self, name: str, path: Path, metric: str = "test_ce") -> bool:
+        """Box plot of a metric per cell (seeds as points): the spread the medians hide."""
+        m = st.metric_name(metric)
+        df = self.runs[self.runs["table"] == name]
+        if df.empty or df[m].isna().all():
             return False
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        scens = sorted(df["scenario"].unique())
+        rows = [r for r in self.rows(name) if ((df["scenario"] == r[1]) & (df["pool"] == r[2])).any()]
         augs = list(augment.AUGMENTATIONS)
-        fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(scens), 3.6))
+        fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(rows), 3.6))
         width = 0.8 / len(augs)
         for j, aug in enumerate(augs):
-            pos = [i + (j - (len(augs) - 1) / 2) * width for i in range(len(scens))]
-            vals = [df[(df.scenario == s) & (df.augmentation == aug)]["test_ce"].to_numpy() for s in scens]
+            pos = [i + (j - (len(augs) - 1) / 2) * width for i in range(len(rows))]
+            vals = [df[(df.scenario == scen) & (df.pool == pool) & (df.augmentation == aug)][m].dropna().to_numpy()
+                    for _, scen, pool in rows]
             bp = ax.boxplot(vals, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False,
                             medianprops={"color": "black"})
             for patch in bp["boxes"]:
@@ -84,9 +181,9 @@ class Collected:
             for p, v in zip(pos, vals, strict=True):
                 ax.plot([p] * len(v), v, ".", color=f"C{j}", ms=3)
             ax.plot([], [], "s", color=f"C{j}", alpha=0.5, label=augment.LABELS[aug])
-        ax.set_xticks(range(len(scens)), [f"Scenario {s}" for s in scens])
-        ax.set_ylabel("test cross-entropy")
-        ax.set_title(f"{model}: test cross-entropy per run")
+        ax.set_xticks(range(len(rows)), [label for label, _, _ in rows], fontsize=7)
+        ax.set_ylabel(st.describe(m))
+        ax.set_title(f"{name}: {st.describe(m)} per run", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
         with atomic.atomic_path(path) as tmp:
@@ -94,9 +191,19 @@ class Collected:
         plt.close(fig)
         return True
 
-    def models(self) -> list[str]:
-        present = sorted(set(self.runs["model"]) - set(hparams.MODELS))
-        return list(hparams.MODELS) + present
+
+def _fmt(v: float) -> str:
+    return f"{v:.3f}"
+
+
+def _cell_text(r: dict[str, Any], metric: str) -> str:
+    if r["n"] == 0:
+        return f"— (n=0; {r['n_missing']} runs without {metric})" if r["n_missing"] else "— (n=0)"
+    text = f"{_fmt(r['median'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] (n={r['n']})"
+    if r["n_missing"]:
+        text += f" ({r['n_missing']} without {metric})"
+    p = r["p_holm"]
+    return text + (f" {MARK}" if p == p and p < SIGNIFICANT else "")  # p == p: not NaN
 
 
 def thesis_medians() -> pd.DataFrame:
@@ -108,83 +215,233 @@ def thesis_medians() -> pd.DataFrame:
     return df.dropna(subset=["median_test_ce"])
 
 
+def _number(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
+
+
+def _setting(r: dict[str, Any]) -> dict[str, Any]:
+    """What must be equal for two runs to share a table: the spec without the cell keys (hyper-parameters,
+    data source and options, anything a later mriaug adds), the data's content and the split."""
+    spec = {k: v for k, v in r["spec"].items() if k not in CELL_KEYS}
+    return {"split": r["data"].get("split") or {"kind": "given"}, **spec,
+            "data_fingerprint": r["data"].get("fingerprint")}
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(d, dict):
+        out: dict[str, str] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d if isinstance(d, str) else json.dumps(d, sort_keys=True)}
+
+
+def _short(v: str) -> str:
+    return v[:8] if re.fullmatch(r"[0-9a-f]{12,}", v) else v
+
+
+def _priority(key: str) -> int:
+    """Which differing keys name a table first: the split, the data, then hyper-parameters; content hashes last
+    (they differ because something named earlier does)."""
+    if key in ("data_fingerprint", "split.fingerprint"):
+        return 6
+    for rank, prefix in enumerate(("split.kind", "data.source", "split.", "data.", "hparams.")):
+        if key.startswith(prefix):
+            return rank
+    return 5
+
+
+def _setting_labels(settings: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """A label per setting naming as few of the differing keys as tell the settings apart, and all those keys."""
+    flats = [_flat(s) for s in settings]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    differ = sorted((k for k in keys if len({f.get(k, "—") for f in flats}) > 1), key=_priority)
+    shown: list[str] = []
+    for k in differ:
+        shown.append(k)
+        if len({tuple(f.get(s, "—") for s in shown) for f in flats}) == len(flats):
+            break
+    labels = [", ".join(f"{k}={_short(f.get(k, '—'))}" for k in shown) for f in flats]
+    return labels, differ
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "-", text).strip("-")[:60]
+
+
+def _assign_tables(rows: list[dict[str, Any]], settings: list[str]) -> tuple[dict[str, TableInfo], list[str]]:
+    """Give every run its table (per model and setting) and name the tables."""
+    tables: dict[str, TableInfo] = {}
+    warnings = []
+    by_model: dict[str, list[str]] = {}
+    for row, s in zip(rows, settings, strict=True):
+        by_model.setdefault(row["model"], [])
+        if s not in by_model[row["model"]]:
+            by_model[row["model"]].append(s)
+    for model, keys in by_model.items():
+        if len(keys) == 1:
+            names = {keys[0]: (model, "")}
+        else:
+            labels, differ = _setting_labels([json.loads(k) for k in keys])
+            names = {}
+            for k, label in sorted(zip(keys, labels, strict=True), key=lambda kl: kl[1]):
+                name = f"{model}_{_slug(label)}"
+                while name in tables or name in [n for n, _ in names.values()]:
+                    name += "+"
+                names[k] = (name, label)
+            warnings.append(f"{model}: runs of {len(keys)} settings (they differ in {', '.join(differ)}) are kept "
+                            f"apart, in tables {', '.join(n for n, _ in names.values())}")
+        for name, label in names.values():
+            tables[name] = TableInfo(name, model, label)
+        for row, s in zip(rows, settings, strict=True):
+            if row["model"] == model:
+                row["table"] = names[s][0]
+    return tables, warnings
+
+
 def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collected:
     """Every valid result in a folder (only `run_ids` when given); invalid files are named in `errors`."""
-    rows, errors = [], []
+    rows: list[dict[str, Any]] = []
+    settings: list[str] = []
+    thesis_like: list[bool] = []
+    scenario_defs: dict[tuple[str, str], tuple[str, str]] = {}
+    errors = []
     for path, r in results.scan(results_dir):
         if run_ids is not None and path.stem not in run_ids:
             continue
         if isinstance(r, results.ResultError):
             errors.append(str(r))
             continue
-        spec, met = r["spec"], r["metrics"]
-        rows.append({
+        spec, met, data = r["spec"], r["metrics"], r["data"]
+        per_class = met["per_class"] if isinstance(met["per_class"], dict) else {}
+        split = data.get("split") if isinstance(data.get("split"), dict) else {}
+        pool_path = data.get("pool_path")
+        named = spec.get("pool") if isinstance(spec.get("pool"), dict) else {}
+        # A pool's name where the result records one, else its folder's name; "" for runs without a pool.
+        pool = data.get("pool_name") or named.get("name") or (Path(pool_path).name if pool_path else "")
+        row = {
             "run_id": r["run_id"], "model": spec["model"], "scenario": str(spec["scenario"]["name"]),
-            "augmentation": spec["augmentation"], "seed": spec["seed"], "test_ce": met["test_ce"],
-            "accuracy": met["accuracy"], "balanced_accuracy": met["balanced_accuracy"],
-            "macro_f1": met["macro_f1"], "n_real": sum(r["counts"]["real"].values()),
+            "augmentation": spec["augmentation"], "pool": str(pool), "seed": spec["seed"],
+            **{m: _number(met.get(m)) for m in st.METRICS},
+            **{st.RECALL + c: _number((per_class.get(c) or {}).get("recall")) for c in CLASSES},
+            "n_real": sum(r["counts"]["real"].values()),
             "n_synthetic": sum(r["counts"]["synthetic"].values()), "epochs": spec["hparams"].get("epochs"),
-            "data_fingerprint": r["data"].get("fingerprint"), "pool_fingerprint": r["data"].get("pool_fingerprint"),
+            "data_fingerprint": data.get("fingerprint"), "split": str(split.get("kind", "given")),
+            "pool_fingerprint": data.get("pool_fingerprint"),
             "train_s": r["timings"].get("train_s"), "file": path.name,
-        })
+        }
+        setting = json.dumps(_setting(r), sort_keys=True, default=str)
+        definition = json.dumps(spec["scenario"], sort_keys=True)
+        first = scenario_defs.setdefault((setting, row["scenario"]), (definition, path.name))
+        if first[0] != definition:
+            raise ResultError(f"{path}: scenario {row['scenario']!r} ('spec.scenario') is defined otherwise than in "
+                              f"{first[1]}; collect one grid's runs at a time (--grid)")
+        rows.append(row)
+        settings.append(setting)
+        thesis_like.append(row["split"] == "given" and r["counts"].get("test") == THESIS_TEST_COUNTS)
+    tables, warnings = _assign_tables(rows, settings)
+    # One pool name for two contents (a pool re-made in place): rows per content, never one cell.
+    contents: dict[tuple[str, str], set[str]] = {}
+    for row in rows:
+        if row["pool"]:
+            contents.setdefault((row["table"], row["pool"]), set()).add(str(row["pool_fingerprint"]))
+    for (name, pool), fps in sorted(contents.items()):
+        if len(fps) > 1:
+            warnings.append(f"{name}: pool {pool} has {len(fps)} contents (manifests "
+                            f"{', '.join(sorted(f[:8] for f in fps))}); each gets its own rows")
+    for row in rows:
+        if len(contents.get((row["table"], row["pool"]), ())) > 1:
+            row["pool"] = f"{row['pool']}@{str(row['pool_fingerprint'])[:8]}"
+    for name, info in tables.items():
+        mine = [i for i, row in enumerate(rows) if row["table"] == name]
+        info.thesis_data = all(thesis_like[i] for i in mine)
+        info.pools = sorted({rows[i]["pool"] for i in mine} - {""})
+    for model in hparams.MODELS:  # the thesis's three tables always print, empty or not
+        if not any(t.model == model for t in tables.values()):
+            tables[model] = TableInfo(model, model)
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
-    # Runs of different specs in one cell and seed (e.g. after editing a grid) would be pooled silently.
-    dup = df.groupby(["model", "scenario", "augmentation", "seed"]).size()
-    warnings = [f"{len(dup[dup > 1])} cell(s) have several runs for the same seed (e.g. "
-                f"{'/'.join(map(str, dup[dup > 1].index[0]))}): results of different settings are mixed; "
-                "collect with --grid to keep one grid's runs"] if (dup > 1).any() else []
-    return Collected(df, errors, warnings)
+    return Collected(df, errors, warnings, tables)
 
 
-def _latex(table: pd.DataFrame, caption: str) -> str:
+def _latex_escape(text: str) -> str:
+    return re.sub(r"([_%&#$])", r"\\\1", str(text)).replace("—", "--").replace("·", "/").replace("…", "...")
+
+
+def _latex(table: pd.DataFrame, caption: str, legend: str) -> str:
     cols = " & ".join(["Scenario", *table.columns])
-    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{caption}}}",
+    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{_latex_escape(caption)}}}",
              r"\begin{tabular}{l" + "c" * len(table.columns) + "}", r"\hline", cols + r" \\", r"\hline"]
     for idx, row in table.iterrows():
-        cells = [str(c).replace("—", "--") for c in row]
-        lines.append(" & ".join([str(idx).replace("Scenario ", ""), *cells]) + r" \\")
-    lines += [r"\hline", r"\end{tabular}", r"\end{table}", ""]
+        cells = [_latex_escape(c).replace(f" {MARK}", rf"$^{{{MARK}}}$") for c in row]
+        lines.append(" & ".join([_latex_escape(str(idx).replace("Scenario ", "")), *cells]) + r" \\")
+    note = _latex_escape(legend).replace(f" {MARK} ", rf" $^{{{MARK}}}$ ")
+    lines += [r"\hline", r"\end{tabular}", *([rf"\par\footnotesize{{{note}}}"] if legend else []), r"\end{table}", ""]
     return "\n".join(lines)
 
 
-def write(c: Collected, out_dir: str | Path) -> list[Path]:
-    """CSV, Markdown and LaTeX per model plus the long-form CSV of all runs, each written atomically."""
+def _stem(name: str, metric: str) -> str:
+    m = st.metric_name(metric)
+    return name if m == "test_ce" else f"{name}_{m.replace(':', '-')}"
+
+
+def write(c: Collected, out_dir: str | Path, metric: str = "test_ce") -> list[Path]:
+    """CSV, Markdown and LaTeX per table, the long-form CSV of all runs and stats.csv (every cell and metric),
+    each written atomically. Tables of test CE are named for the table, of other metrics for both."""
     out = Path(out_dir)
     written = []
     atomic.write_text(out / "runs.csv", c.runs.to_csv(index=False))
     written.append(out / "runs.csv")
-    for model in c.models():
-        t = c.table(model)
-        caption = f"{model}: median test cross-entropy over seeds (n = seeds per cell)"
-        for suffix, text in ((".csv", t.to_csv()), (".md", f"**{caption}**\n\n{t.to_markdown()}\n"),
-                             (".tex", _latex(t, caption))):
-            atomic.write_text(out / f"{model}{suffix}", text)
-            written.append(out / f"{model}{suffix}")
-        atomic.write_text(out / f"{model}_vs_thesis.md", c.versus_thesis(model).to_markdown() + "\n")
-        written.append(out / f"{model}_vs_thesis.md")
-        if c.figure(model, out / f"{model}.png"):
-            written.append(out / f"{model}.png")
+    stats = pd.concat([c.stats(m) for m in dict.fromkeys([*METRIC_COLUMNS, st.metric_name(metric)])],
+                      ignore_index=True)
+    atomic.write_text(out / "stats.csv", stats.to_csv(index=False))
+    written.append(out / "stats.csv")
+    for name in c.table_names():
+        t, caption, legend = c.table(name, metric), c.caption(name, metric), c.legend(name, metric)
+        stem = _stem(name, metric)
+        md = f"**{caption}**\n\n{t.to_markdown()}\n" + (f"\n{legend}\n" if legend else "")
+        for suffix, text in ((".csv", t.to_csv()), (".md", md),
+                             (".tex", _latex(t, caption, legend))):
+            atomic.write_text(out / f"{stem}{suffix}", text)
+            written.append(out / f"{stem}{suffix}")
+        if c.tables[name].thesis_data:
+            atomic.write_text(out / f"{name}_vs_thesis.md", c.versus_thesis(name).to_markdown() + "\n")
+            written.append(out / f"{name}_vs_thesis.md")
+        if c.figure(name, out / f"{stem}.png", metric):
+            written.append(out / f"{stem}.png")
     return written
 
 
-def render(c: Collected, versus_thesis: bool = False) -> str:
+def render(c: Collected, versus_thesis: bool = False, metric: str = "test_ce") -> str:
     parts = []
-    for model in c.models():
-        parts.append(f"{model} — median test cross-entropy (n = seeds)\n{c.table(model).to_markdown()}\n")
-        if versus_thesis:
-            parts.append(f"{model} — ours / thesis\n{c.versus_thesis(model).to_markdown()}\n")
+    for name in c.table_names():
+        legend = c.legend(name, metric)
+        parts.append(f"{c.caption(name, metric)}\n{c.table(name, metric).to_markdown()}\n"
+                     + (legend and textwrap.fill(legend, 110) + "\n"))
+        if versus_thesis and c.tables[name].thesis_data:
+            parts.append(f"{name} — median test CE, ours / thesis (n = our seeds)\n"
+                         f"{c.versus_thesis(name).to_markdown()}\n")
+    left = [n for n in c.table_names() if not c.tables[n].thesis_data and (c.runs["table"] == n).any()]
+    if versus_thesis and left:
+        parts.append(f"thesis comparison left out for {', '.join(left)}: only runs tested on the thesis's data "
+                     "(Falah/Alzheimer_MRI's test split, 1,280 images) under the given split compare with it\n")
     return "\n".join(parts)
 
 
 def collect(results_dir: str | Path, out: str | Path, *, versus_thesis: bool = False, run_ids: set[str] | None = None,
-            echo: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> Collected:
+            metric: str = "test_ce", echo: Callable[[str], None] = print,
+            warn: Callable[[str], None] = print) -> Collected:
     """`mriaug collect` and the Slurm collector job: gather, print the tables, write them to `out`."""
+    m = st.metric_name(metric)
     c = gather(results_dir, run_ids)
+    missing = int(c.runs[m].isna().sum())
+    if missing:
+        c.warnings.append(f"{missing} of {len(c.runs)} runs have no {m} (results written before mriaug recorded it); "
+                          "their cells say so")
     for warning in c.warnings:
         warn(f"warning: {warning}")
     for err in c.errors:
         warn(f"skipped: {err}")
-    echo(render(c, versus_thesis))
-    written = write(c, out)
-    echo(f"{len(c.runs)} runs; tables written to {out} ({len(written)} files)")
+    echo(render(c, versus_thesis, m))
+    written = write(c, out, m)
+    echo(f"{len(c.runs)} runs; tables written to {out} ({len(written)} files, stats.csv among them)")
     return c

@@ -155,9 +155,17 @@ def collect_cmd(results_dir: Annotated[Path, typer.Argument(metavar="RESULTS_DIR
                 grid: Annotated[Path | None, typer.Option(
                     metavar="GRID",
                     help="only the runs of this grid (others in the folder, e.g. of an earlier version, left out)")]
-                = None) -> None:
-    """Print the thesis tables (median test CE per cell) and write CSV, Markdown, LaTeX and a figure."""
+                = None,
+                metric: Annotated[str, typer.Option(
+                    metavar="METRIC",
+                    help="what the tables show: test_ce, accuracy, balanced_accuracy, macro_f1, ece or recall:CLASS "
+                         "(stats.csv holds them all)")] = "test_ce") -> None:
+    """Print the thesis tables (per cell the median with its bootstrap 95% interval, n, and a mark where
+    a scenario differs from scenario 1, paired by seed) and write CSV, Markdown, LaTeX, stats.csv and a figure."""
+    from ..analysis import statistics
     from ..analysis.collect import collect
+
+    metric = statistics.metric_name(metric)
 
     if not results_dir.exists():
         raise SettingError(f"results folder {results_dir} does not exist")
@@ -167,7 +175,7 @@ def collect_cmd(results_dir: Annotated[Path, typer.Argument(metavar="RESULTS_DIR
     if target.exists() and not target.is_dir():
         raise SettingError(f"--out {target}: is a file; tables go into a folder (e.g. {results_dir / 'tables'})")
     ids = {r.run_id for r in load_grid(grid).runs} if grid else None
-    collect(results_dir, target, versus_thesis=thesis, run_ids=ids, echo=typer.echo, warn=_warn)
+    collect(results_dir, target, versus_thesis=thesis, run_ids=ids, metric=metric, echo=typer.echo, warn=_warn)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,225 @@
+"""The statistics behind every table: per cell n, median, IQM and a bootstrap 95% interval of the median;
+per scenario its difference from scenario 1, paired by seed (median paired difference with a bootstrap
+interval, Wilcoxon signed-rank p, Holm-corrected over the table, probability of improvement).
+
+Conventions (the README's "Statistics in the tables" says the same):
+- A missing value (NaN: a run without the metric, e.g. ECE in results written before it existed) is left
+  out of its cell, and out of every pair it belongs to.
+- Bootstrap: percentile method, `n_boot` resamples (10,000 by default) drawn with a generator seeded with
+  `seed`, so the same runs always give the same interval.
+- Differences are `other - baseline`, in the metric's own units: negative is better for test_ce and ece.
+- Wilcoxon signed-rank, two-sided, scipy's exact distribution where it applies; zero differences are
+  dropped (Wilcoxon's convention); all differences zero gives p = 1.
+- Holm's step-down correction over every comparison of one table (one model's table: all its
+  augmentations, pools and scenarios), for one metric.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .. import augment
+from ..classes import CLASSES, class_index
+from ..errors import SettingError
+
+# The metrics `mriaug collect --metric` takes; `recall:CLASS` besides (one class's recall).
+METRICS = ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece")
+LOWER_IS_BETTER = frozenset({"test_ce", "ece"})
+RECALL = "recall:"
+LABELS = {"test_ce": "test cross-entropy", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+          "macro_f1": "macro F1", "ece": "expected calibration error (15 bins)"}
+DEFAULT_BOOT = 10_000
+CELL = ("model", "augmentation", "pool", "scenario")
+COLUMNS = ["model", "augmentation", "pool", "scenario", "metric", "n", "median", "iqm", "ci_low", "ci_high",
+           "diff_median", "diff_ci_low", "diff_ci_high", "p_wilcoxon", "p_holm", "prob_improvement"]
+BASELINE = "1"
+
+
+def all_metrics() -> list[str]:
+    """Every metric a run records: the five of METRICS and the recall of each class."""
+    return [*METRICS, *(RECALL + c for c in CLASSES)]
+
+
+def metric_name(text: str) -> str:
+    """The canonical name of a metric as a user wrote it (`recall:moderate` -> `recall:Moderate_Demented`)."""
+    t = text.strip()
+    if t in METRICS:
+        return t
+    if t.lower().startswith(RECALL):
+        cls = t[len(RECALL):].strip()
+        if not cls:
+            raise SettingError(f"--metric {text!r}: name the class, e.g. recall:{CLASSES[1]}")
+        return RECALL + CLASSES[class_index(cls)]
+    raise SettingError(f"--metric {text!r}: unknown metric; known: {', '.join(METRICS)}, recall:CLASS "
+                       f"(CLASS one of {', '.join(CLASSES)})")
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric_name(metric) not in LOWER_IS_BETTER
+
+
+def describe(metric: str) -> str:
+    m = metric_name(metric)
+    return LABELS.get(m) or f"recall of {m[len(RECALL):]}"
+
+
+def _clean(values: Iterable[float]) -> np.ndarray:
+    a = np.asarray(list(values), dtype=np.float64)
+    return a[~np.isnan(a)]
+
+
+def iqm(values: Iterable[float]) -> float:
+    """Interquartile mean: the mean of the middle half (a quarter trimmed from each end, as scipy's
+    trim_mean counts it); robust like the median, less coarse with few seeds."""
+    a = _clean(values)
+    return float(stats.trim_mean(a, 0.25)) if len(a) else math.nan
+
+
+@functools.lru_cache(maxsize=16)
+def _middle_ranks(seed: int, n: int, n_boot: int) -> tuple[np.ndarray, np.ndarray]:
+    """For `n_boot` resamples (with replacement) of n sorted values: the ranks of the two middle draws of
+    each resample (the same one twice when n is odd). Because sorting commutes with picking from sorted
+    values, the median of a resample of `x` is the mean of sorted(x) at these two ranks. The draws are
+    shared by every cell of n values (each interval is a bootstrap on its own; sharing makes tables quick)."""
+    draws = np.sort(np.random.default_rng(seed).integers(0, n, size=(n_boot, n)), axis=1)
+    return draws[:, (n - 1) // 2].copy(), draws[:, n // 2].copy()
+
+
+def bootstrap_median_ci(values: Iterable[float], *, seed: int = 0, n_boot: int = DEFAULT_BOOT,
+                        level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median: resample the values with replacement `n_boot` times."""
+    a = _clean(values)
+    if len(a) == 0:
+        return math.nan, math.nan
+    if n_boot < 1:
+        raise SettingError(f"n_boot must be at least 1, got {n_boot}")
+    lower, upper = _middle_ranks(seed, len(a), n_boot)
+    x = np.sort(a)
+    medians = (x[lower] + x[upper]) / 2
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(medians, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def cell_stats(values: Iterable[float], *, seed: int = 0, n_boot: int = DEFAULT_BOOT) -> dict[str, Any]:
+    """n, median, IQM and the bootstrap 95% interval of the median of one cell's values (one per seed)."""
+    a = _clean(values)
+    lo, hi = bootstrap_median_ci(a, seed=seed, n_boot=n_boot)
+    return {"n": len(a), "median": float(np.median(a)) if len(a) else math.nan, "iqm": iqm(a),
+            "ci_low": lo, "ci_high": hi}
+
+
+def wilcoxon_p(diffs: Iterable[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p of paired differences (zeros dropped; all zero -> 1)."""
+    d = _clean(diffs)
+    if len(d) == 0:
+        return math.nan
+    if not np.any(d):
+        return 1.0
+    return float(stats.wilcoxon(d).pvalue)
+
+
+def paired(baseline: Mapping[Any, float], other: Mapping[Any, float], *, higher_is_better: bool,
+           seed: int = 0, n_boot: int = DEFAULT_BOOT) -> dict[str, Any]:
+    """`other` against `baseline`, paired by seed (the keys): only seeds with a value on both sides count.
+
+    diff = other - baseline; prob_improvement is the share of pairs in which `other` is better (ties
+    count half)."""
+    seeds = sorted(k for k in set(baseline) & set(other)
+                   if not (math.isnan(float(baseline[k])) or math.isnan(float(other[k]))))
+    d = np.array([float(other[k]) - float(baseline[k]) for k in seeds], dtype=np.float64)
+    if len(d) == 0:
+        return {"n": 0, "diff_median": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan,
+                "p_wilcoxon": math.nan, "prob_improvement": math.nan}
+    lo, hi = bootstrap_median_ci(d, seed=seed, n_boot=n_boot)
+    better = d > 0 if higher_is_better else d < 0
+    return {"n": len(d), "diff_median": float(np.median(d)), "diff_ci_low": lo, "diff_ci_high": hi,
+            "p_wilcoxon": wilcoxon_p(d), "prob_improvement": float((better.sum() + 0.5 * (d == 0).sum()) / len(d))}
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order; NaN stays NaN and does not count."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(len(p), math.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    m = len(idx)
+    running = 0.0
+    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return [float(v) for v in out]
+
+
+def scenario_key(name: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
+def stats_table(runs: pd.DataFrame, metric: str, *, seed: int = 0, n_boot: int = DEFAULT_BOOT) -> pd.DataFrame:
+    """One row per cell (model, augmentation, pool, scenario) with COLUMNS, plus `table` (the table the
+    cell belongs to: runs of different data, split or hyper-parameters are in different tables) and
+    `n_missing` (runs of the cell without this metric) and `n_pairs` (seeds paired with scenario 1).
+
+    `runs` is `Collected.runs` (a row per run; columns model, augmentation, pool, scenario, seed, the
+    metric, and optionally table). Scenario 1 of the same table and augmentation is the baseline of every
+    other scenario (of the same pool if scenario 1 has runs of that pool, else of the runs without one)."""
+    m = metric_name(metric)
+    hib = higher_is_better(m)
+    df = runs.copy()
+    if "table" not in df.columns:
+        df["table"] = df["model"]
+    if "pool" not in df.columns:
+        df["pool"] = ""
+    df["pool"] = df["pool"].fillna("").astype(str)
+    df["scenario"] = df["scenario"].astype(str)
+    values = df[m] if m in df.columns else pd.Series(math.nan, index=df.index)
+    df["_v"] = pd.to_numeric(values, errors="coerce").astype(float)
+    keys = ["table", *CELL]
+    cells = {k: g for k, g in df.groupby(keys, sort=False)}
+
+    def by_seed(g: pd.DataFrame) -> dict[Any, float]:
+        dup = g["seed"][g["seed"].duplicated()]
+        if len(dup):
+            raise SettingError(f"{'/'.join(map(str, g.iloc[0][keys]))}: several runs for seed {dup.iloc[0]}; "
+                               "a cell holds one run per seed (collect with --grid to keep one grid's runs)")
+        return dict(zip(g["seed"], g["_v"], strict=True))
+
+    rows = []
+    for key, g in cells.items():
+        table, model, aug, pool, scen = key
+        row: dict[str, Any] = {"model": model, "augmentation": aug, "pool": pool, "scenario": scen, "metric": m,
+                               **cell_stats(g["_v"], seed=seed, n_boot=n_boot)}
+        if scen != BASELINE:
+            base = cells.get((table, model, aug, pool, BASELINE))
+            if base is None:
+                base = cells.get((table, model, aug, "", BASELINE))
+            if base is not None:
+                pr = paired(by_seed(base), by_seed(g), higher_is_better=hib, seed=seed, n_boot=n_boot)
+                row.update({k: v for k, v in pr.items() if k != "n"}, n_pairs=pr["n"])
+        else:
+            by_seed(g)  # scenario 1 must hold one run per seed too
+        row.update(table=table, n_missing=int(g["_v"].isna().sum()))
+        rows.append(row)
+    extra = ["table", "n_missing", "n_pairs"]
+    out = pd.DataFrame(rows, columns=[*COLUMNS, *extra])
+    if out.empty:
+        return out
+    out["n_pairs"] = out["n_pairs"].astype("Int64")
+    for col in ("diff_median", "diff_ci_low", "diff_ci_high", "p_wilcoxon", "prob_improvement", "p_holm"):
+        out[col] = out[col].astype(float)
+    for _, idx in out.groupby("table", sort=False).groups.items():
+        out.loc[idx, "p_holm"] = holm(out.loc[idx, "p_wilcoxon"].tolist())
+    aug_order = {a: i for i, a in enumerate(augment.AUGMENTATIONS)}
+    sort_keys = [(str(t), aug_order.get(str(a), 99), str(a), scenario_key(str(s)), str(p))
+                 for t, a, s, p in zip(out["table"], out["augmentation"], out["scenario"], out["pool"], strict=True)]
+    order = sorted(range(len(out)), key=sort_keys.__getitem__)
+    return out.iloc[order].reset_index(drop=True)

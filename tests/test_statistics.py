@@ -1,0 +1,222 @@
+"""Known answers for the statistics behind the tables: numbers worked out by hand or by brute force."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mriaug.analysis import statistics as st
+from mriaug.errors import SettingError
+from mriaug.metrics import classification_metrics, expected_calibration_error
+
+
+def test_holm_by_hand() -> None:
+    # Sorted: 0.01 * 3 = 0.03; 0.03 * 2 = 0.06; 0.04 * 1 = 0.04, raised to the running 0.06.
+    assert st.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert st.holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1 and monotone
+    out = st.holm([math.nan, 0.01, 0.5])  # NaN is no comparison: m = 2
+    assert math.isnan(out[0]) and out[1:] == pytest.approx([0.02, 0.5])
+    assert st.holm([]) == []
+
+
+def test_iqm_by_hand() -> None:
+    assert st.iqm(range(1, 9)) == pytest.approx(4.5)  # mean of 3, 4, 5, 6
+    assert st.iqm([1, 2, 3, 4, 5, 6, 7, 1000]) == pytest.approx(4.5)  # an outlier is trimmed away
+    assert st.iqm([1, 2, 3, 4, 5, 6, 7, 8, 9]) == pytest.approx(5.0)  # 2 trimmed each side: mean of 3..7
+    assert math.isnan(st.iqm([]))
+
+
+def test_cell_stats_known_values_and_interval() -> None:
+    c = st.cell_stats([3.0, 1.0, 2.0, math.nan])  # NaN: a run without the metric, left out
+    assert c["n"] == 3 and c["median"] == 2.0 and c["iqm"] == pytest.approx(2.0)
+    # Two values: resampled medians are 1, 1.5, 2 with chances 1/4, 1/2, 1/4, so the 2.5% and 97.5%
+    # percentiles are 1 and 2.
+    two = st.cell_stats([1.0, 2.0])
+    assert (two["ci_low"], two["ci_high"]) == (1.0, 2.0)
+    same = st.cell_stats([5.0, 5.0, 5.0])
+    assert (same["ci_low"], same["median"], same["ci_high"]) == (5.0, 5.0, 5.0)
+    empty = st.cell_stats([])
+    assert empty["n"] == 0 and math.isnan(empty["median"]) and math.isnan(empty["ci_low"])
+
+
+def test_bootstrap_is_seeded_contains_the_median_and_shrinks_with_n() -> None:
+    assert inspect.signature(st.cell_stats).parameters["n_boot"].default >= 10_000
+    assert inspect.signature(st.paired).parameters["n_boot"].default >= 10_000
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(0.3, 0.05, 10), rng.normal(0.3, 0.05, 200)
+    a, b = st.cell_stats(small, seed=7), st.cell_stats(small, seed=7)
+    assert a == b
+    boot = lambda seed: st.bootstrap_median_ci(large, seed=seed)  # noqa: E731
+    assert boot(7) == boot(7) and boot(7) != boot(8)
+    for c in (a, st.cell_stats(large, seed=7)):
+        assert c["ci_low"] <= c["median"] <= c["ci_high"]
+    width = lambda c: c["ci_high"] - c["ci_low"]  # noqa: E731
+    assert width(st.cell_stats(large)) < width(a) / 3  # ~ 1/sqrt(n): sqrt(20) ~ 4.5 times narrower
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 20])
+def test_bootstrap_is_the_plain_percentile_bootstrap(n: int) -> None:
+    # The definition, done the slow way: resample, take medians, read the 2.5% and 97.5% percentiles.
+    x = np.random.default_rng(n).lognormal(0, 1, n)
+    draws = np.random.default_rng(3).integers(0, n, size=(10_000, n))
+    expected = np.percentile(np.median(x[draws], axis=1), [2.5, 97.5])
+    assert st.bootstrap_median_ci(x, seed=3) == pytest.approx(tuple(expected))
+
+
+def test_interval_coverage_is_near_95_percent() -> None:
+    # The median of N(0, 1) is 0: count how often the interval from 20 draws covers it.
+    rng = np.random.default_rng(2024)
+    sims = 400
+    covered = sum(lo <= 0.0 <= hi for lo, hi in
+                  (st.bootstrap_median_ci(rng.normal(0, 1, 20), seed=i, n_boot=2000) for i in range(sims)))
+    assert 0.90 <= covered / sims <= 0.99, covered / sims
+
+
+def _exact_two_sided(d: list[float]) -> float:
+    """Wilcoxon signed-rank p by brute force: every one of the 2^n sign patterns is equally likely under
+    the null; p = share of patterns whose W+ lies at least as far from its mean as the observed one."""
+    mags = [abs(x) for x in d]
+    ranks = {m: r for r, m in enumerate(sorted(mags), start=1)}  # distinct magnitudes: no ties
+    w_obs = sum(ranks[abs(x)] for x in d if x > 0)
+    n = len(d)
+    mean = n * (n + 1) / 4
+    extreme = sum(abs(sum(r for r, s in zip(range(1, n + 1), signs, strict=True) if s) - mean) >= abs(w_obs - mean)
+                  for signs in itertools.product([0, 1], repeat=n))
+    return extreme / 2**n
+
+
+def test_wilcoxon_known_answers() -> None:
+    # Differences 1, -2, 3, 4, 5: W- = 2 (the rank of -2). Sign patterns with W- <= 2 are {}, {1}, {2}:
+    # 3 of 32, two-sided p = 2 * 3/32 = 0.1875.
+    base = {s: 10.0 for s in range(5)}
+    other = {s: 10.0 + d for s, d in enumerate([1.0, -2.0, 3.0, 4.0, 5.0])}
+    assert st.paired(base, other, higher_is_better=True)["p_wilcoxon"] == pytest.approx(0.1875)
+    d = [0.31, -0.12, 0.45, 0.07, -0.52, 0.66, 0.29, 0.18, -0.03, 0.94]
+    assert st.wilcoxon_p(d) == pytest.approx(_exact_two_sided(d))
+    assert st.wilcoxon_p([0.0, 0.0, 0.0]) == 1.0  # no difference at all
+    all_up = [float(x) for x in range(1, 11)]
+    assert st.wilcoxon_p(all_up) == pytest.approx(2 / 2**10)  # only the all-positive pattern is as extreme
+
+
+def test_paired_difference_probability_and_pairing() -> None:
+    base = {s: 1.0 for s in range(6)}
+    other = {s: 1.0 + d for s, d in enumerate([1.0, -2.0, 3.0, 4.0, 5.0, 0.0])}
+    up = st.paired(base, other, higher_is_better=True)
+    # 4 better, 1 worse, 1 tie (counts half): (4 + 0.5) / 6.
+    assert up["n"] == 6 and up["prob_improvement"] == pytest.approx(0.75)
+    assert up["diff_median"] == pytest.approx(2.0)  # median of -2, 0, 1, 3, 4, 5
+    assert up["diff_ci_low"] <= up["diff_median"] <= up["diff_ci_high"]
+    down = st.paired(base, other, higher_is_better=False)
+    assert down["prob_improvement"] == pytest.approx(0.25) and down["p_wilcoxon"] == up["p_wilcoxon"]
+    # Only seeds on both sides and with values count.
+    part = st.paired({0: 1.0, 1: 2.0, 2: 3.0, 3: math.nan}, {1: 2.5, 2: 2.0, 3: 1.0, 9: 0.0}, higher_is_better=True)
+    assert part["n"] == 2 and part["diff_median"] == pytest.approx(-0.25) and part["prob_improvement"] == 0.5
+    none = st.paired({0: 1.0}, {1: 1.0}, higher_is_better=True)
+    assert none["n"] == 0 and math.isnan(none["p_wilcoxon"])
+
+
+def test_wilcoxon_null_rejects_about_five_percent() -> None:
+    rng = np.random.default_rng(11)
+    rate = np.mean([st.wilcoxon_p(rng.normal(0, 1, 20)) < 0.05 for _ in range(400)])
+    assert 0.02 <= rate <= 0.09, rate
+
+
+def test_holm_keeps_the_familywise_error_near_five_percent() -> None:
+    # Tables of 6 null comparisons of 20 paired seeds: how often does any of them come out significant?
+    rng = np.random.default_rng(3)
+    raw = any_holm = 0
+    for _ in range(200):
+        p = [st.wilcoxon_p(rng.normal(0, 1, 20)) for _ in range(6)]
+        raw += min(p) < 0.05
+        any_holm += min(st.holm(p)) < 0.05
+    assert any_holm / 200 <= 0.08 and raw / 200 > 0.15  # uncorrected: about 1 - 0.95^6 = 26%
+
+
+def _runs(values: dict[str, np.ndarray], model: str = "cnn", aug: str = "none") -> list[dict]:
+    return [{"model": model, "augmentation": aug, "pool": "" if scen in ("1", "2") else "gen", "scenario": scen,
+             "seed": seed, "test_ce": float(v)} for scen, vals in values.items() for seed, v in enumerate(vals)]
+
+
+def test_stats_table_real_shift_is_significant_after_holm_and_a_null_is_not() -> None:
+    rng = np.random.default_rng(5)
+    base = rng.normal(0.40, 0.05, 20)  # seed-to-seed spread larger than the effect: pairing matters
+    noise = rng.normal(0.0, 0.01, 10)
+    values = {"1": base,
+              # A null by construction: each difference has its mirror image, so W+ is exactly its mean and p = 1.
+              "2": base + rng.permutation(np.concatenate([noise, -noise])),
+              "3": base - 0.02 + rng.normal(0.0, 0.01, 20),  # a real improvement of 0.02 in test CE
+              "4": base + rng.normal(0.0, 0.01, 20)}  # a drawn null
+    df = pd.DataFrame(_runs(values) + _runs(values, aug="hflip"))
+    t = st.stats_table(df, "test_ce", n_boot=2000)
+    assert list(t.columns[: len(st.COLUMNS)]) == st.COLUMNS
+    assert len(t) == 8 and set(t["table"]) == {"cnn"}
+    row = t.set_index(["augmentation", "scenario"])
+    for aug in ("none", "hflip"):
+        one = row.loc[(aug, "1")]
+        assert one["n"] == 20 and all(math.isnan(one[c]) for c in ("diff_median", "p_wilcoxon", "p_holm",
+                                                                   "prob_improvement"))
+        three = row.loc[(aug, "3")]
+        assert three["p_holm"] < 0.05 and three["diff_median"] < 0 and three["diff_ci_high"] < 0
+        assert three["prob_improvement"] > 0.9 and three["pool"] == "gen"
+        for null in ("2", "4"):
+            assert row.loc[(aug, null), "p_holm"] >= 0.05
+            assert row.loc[(aug, null), "diff_ci_low"] < 0 < row.loc[(aug, null), "diff_ci_high"]
+    assert row.loc[("none", "2"), "p_wilcoxon"] == 1.0
+    # Holm over the table's 6 comparisons (3 scenarios x 2 augmentations).
+    compared = t[t["scenario"] != "1"]
+    assert compared["p_holm"].tolist() == pytest.approx(st.holm(compared["p_wilcoxon"].tolist()))
+    assert (compared["p_holm"] >= compared["p_wilcoxon"]).all()
+
+
+def test_stats_table_higher_is_better_metric_missing_values_and_tables() -> None:
+    rows = []
+    for table, shift in (("cnn_a", 0.05), ("cnn_b", 0.0)):
+        for seed in range(8):
+            for scen, acc in (("1", 0.80 + 0.01 * seed), ("2", 0.80 + 0.01 * seed + shift)):
+                rows.append({"table": table, "model": "cnn", "augmentation": "none", "pool": "", "scenario": scen,
+                             "seed": seed, "accuracy": acc, "ece": math.nan})
+    t = st.stats_table(pd.DataFrame(rows), "accuracy", n_boot=1000)
+    a = t[(t["table"] == "cnn_a") & (t["scenario"] == "2")].iloc[0]
+    assert a["prob_improvement"] == 1.0 and a["diff_median"] == pytest.approx(0.05)
+    b = t[(t["table"] == "cnn_b") & (t["scenario"] == "2")].iloc[0]
+    assert b["p_wilcoxon"] == 1.0 and b["prob_improvement"] == 0.5  # ties count half
+    # Holm within each table: one comparison each, so p_holm = p.
+    assert a["p_holm"] == a["p_wilcoxon"]
+    e = st.stats_table(pd.DataFrame(rows), "ece", n_boot=100)
+    assert (e["n"] == 0).all() and (e["n_missing"] == 8).all() and e["p_wilcoxon"].isna().all()
+    dup = pd.DataFrame(rows + [rows[0]])
+    with pytest.raises(SettingError, match="several runs for seed 0"):
+        st.stats_table(dup, "accuracy", n_boot=10)
+
+
+def test_metric_names() -> None:
+    assert st.metric_name("ece") == "ece" and not st.higher_is_better("ece") and not st.higher_is_better("test_ce")
+    assert st.higher_is_better("balanced_accuracy")
+    assert st.metric_name("recall:moderate") == "recall:Moderate_Demented"
+    assert st.higher_is_better("recall:Moderate_Demented")
+    with pytest.raises(SettingError, match="unknown metric"):
+        st.metric_name("auc")
+    with pytest.raises(SettingError, match="unknown class"):
+        st.metric_name("recall:severe")
+
+
+def test_ece_by_hand() -> None:
+    probs = np.array([[0.90, 0.10, 0.00, 0.00],   # right, confidence 0.9 (bin 14 of 15)
+                      [0.90, 0.10, 0.00, 0.00],   # wrong, same bin: accuracy 0.5 against confidence 0.9
+                      [0.30, 0.35, 0.20, 0.15],   # right, confidence 0.35 (bin 6)
+                      [0.62, 0.18, 0.10, 0.10]])  # wrong, confidence 0.62 (bin 10)
+    y = np.array([0, 1, 1, 3])
+    # 2/4 * |0.5 - 0.9| + 1/4 * |1 - 0.35| + 1/4 * |0 - 0.62| = 0.2 + 0.1625 + 0.155
+    assert expected_calibration_error(probs, y) == pytest.approx(0.5175)
+    calibrated = np.tile([0.7, 0.1, 0.1, 0.1], (10, 1))
+    assert expected_calibration_error(calibrated, np.array([0] * 7 + [1] * 3)) == pytest.approx(0.0)
+    # With one bin ECE is |accuracy - mean confidence|: 0.5 against (0.9 + 0.9 + 0.35 + 0.62) / 4.
+    assert expected_calibration_error(probs, y, bins=1) == pytest.approx(abs(0.5 - 0.6925))
+    logits = np.log(probs + 1e-12)
+    m = classification_metrics(logits, y)
+    assert m["ece"] == pytest.approx(0.5175, abs=1e-9)
