@@ -64,10 +64,9 @@ class Collected:
         df = self.runs[self.runs["model"] == model]
         if df.empty:
             return False
-        import matplotlib
+        from .plots import png, pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         scens = sorted(df["scenario"].unique())
         augs = list(augment.AUGMENTATIONS)
@@ -89,9 +88,7 @@ class Collected:
         ax.set_title(f"{model}: test cross-entropy per run")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        with atomic.atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-        plt.close(fig)
+        atomic.write_bytes(path, png(fig, dpi=120))
         return True
 
     def models(self) -> list[str]:
