@@ -64,7 +64,7 @@ class Section:
     warnings: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
-    # Interleaved blocks would be nicer; sections keep text, then tables, then figures.
+    figures_first: bool = False  # the forest plots are the answer; their table is the detail
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -85,7 +85,8 @@ def _mark(row: pd.Series) -> str:
 
 def _stats_sections(c: collect.Collected, seed: int) -> tuple[Section, Section]:
     tables = Section("intervals", "Thesis tables with 95% confidence intervals")
-    forest = Section("scenarios", "Each scenario against scenario 1: paired differences (forest plots)")
+    forest = Section("scenarios", "Each scenario against scenario 1: paired differences (forest plots)",
+                     figures_first=True)
     if c.runs.empty:
         tables.paragraphs.append("No runs in this folder yet.")
         forest.paragraphs.append("No runs in this folder yet.")
@@ -292,7 +293,7 @@ def _augment_section(datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]
             if name == "none":
                 continue
             for d in range(3):
-                cols.append((f"{augment.LABELS[name]} #{d + 1}", augment.get(name)(x.clone())))
+                cols.append((f"{name} #{d + 1}", augment.get(name)(x.clone())))
         fig, axes = plt.subplots(len(picks), len(cols), figsize=(1.25 * len(cols), 1.35 * len(picks)), squeeze=False)
         for j, (title, imgs) in enumerate(cols):
             for i in range(len(picks)):
@@ -517,8 +518,9 @@ def render_markdown(sections: Sequence[Section], title: str) -> str:
         parts.append(f"## {s.title}\n")
         parts += [f"{p}\n" for p in s.paragraphs]
         parts += [f"> **Warning:** {w}\n" for w in s.warnings]
-        parts += [t.markdown() for t in s.tables]
-        parts += [f"![{f.caption}](figures/{f.name})\n\n*{f.caption}*\n" for f in s.figures]
+        tables = [t.markdown() for t in s.tables]
+        figures = [f"![{f.caption}](figures/{f.name})\n\n*{f.caption}*\n" for f in s.figures]
+        parts += figures + tables if s.figures_first else tables + figures
     return "\n".join(parts)
 
 
