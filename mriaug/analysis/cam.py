@@ -94,10 +94,19 @@ def flat(m: np.ndarray) -> bool:
     return bool(np.ptp(m) <= 1e-6)
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Correlation of two maps; NaN when either is flat (agreement is undefined, not zero)."""
-    if flat(a) or flat(b):
+def _one_flat(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Agreement when a map is flat: 0 if only one is (one marks evidence, the other none), NaN if both are
+    (nothing to compare); None when neither is."""
+    fa, fb = flat(a), flat(b)
+    if fa and fb:
         return float("nan")
+    return 0.0 if fa or fb else None
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two maps (0 when only one is flat, NaN when both are)."""
+    if (v := _one_flat(a, b)) is not None:
+        return v
     a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
     a, b = a - a.mean(), b - b.mean()
     return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
@@ -111,9 +120,9 @@ def top_region(m: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
 
 
 def iou(a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION) -> float:
-    """IoU of the two maps' top regions; NaN when either map is flat (it has no top region)."""
-    if flat(a) or flat(b):
-        return float("nan")
+    """IoU of the two maps' top regions (0 when only one is flat, NaN when both are)."""
+    if (v := _one_flat(a, b)) is not None:
+        return v
     ra, rb = top_region(a, fraction), top_region(b, fraction)
     union = np.logical_or(ra, rb).sum()
     return float(np.logical_and(ra, rb).sum() / union) if union else 0.0
