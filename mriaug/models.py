@@ -51,6 +51,8 @@ class ModelEntry:
     name: str
     build: Callable[[HParams], nn.Module]
     gradcam_layer: Callable[[Any], nn.Module]  # the network as built by `build` -> its Grad-CAM layer
+    # The network -> how to turn its Grad-CAM layer's output into (B, C, H, W); None for conv layers.
+    gradcam_reshape: Callable[[Any], Callable[[torch.Tensor], torch.Tensor] | None] = lambda m: None
 
     @property
     def card(self) -> ModelCard:
@@ -87,11 +89,27 @@ def _cnn(hp: HParams) -> nn.Module:
     return BasicCNN(hp.resolution)
 
 
+def vit_token_grid(model: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ViT block's tokens (B, prefix + H*W, C) -> (B, C, H, W) on the model's own patch grid (16x16 for
+    16-pixel patches at 256 px; pytorch-grad-cam's examples assume 14x14, the grid of 224 px)."""
+    gh, gw = (int(v) for v in model.patch_embed.grid_size)
+    prefix = int(getattr(model, "num_prefix_tokens", 1))
+
+    def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        grid = tokens[:, prefix:, :]
+        if grid.shape[1] != gh * gw:
+            raise ValueError(f"ViT has {grid.shape[1]} patch tokens, expected {gh}x{gw}")
+        return grid.reshape(tokens.shape[0], gh, gw, tokens.shape[2]).permute(0, 3, 1, 2)
+
+    return reshape
+
+
 # Keyed by the names of grid files and tables, the same keys as `hparams.MODELS`.
 MODELS: dict[str, ModelEntry] = {
     "cnn": ModelEntry("cnn", _cnn, lambda m: m.features[3]),
     "resnet18": ModelEntry("resnet18", lambda hp: _timm(hp), lambda m: m.layer4[-1]),
-    "vit": ModelEntry("vit", lambda hp: _timm(hp, img_size=hp.resolution), lambda m: m.blocks[-1].norm1),
+    "vit": ModelEntry("vit", lambda hp: _timm(hp, img_size=hp.resolution), lambda m: m.blocks[-1].norm1,
+                      vit_token_grid),
 }
 assert MODELS.keys() == CARDS.keys(), "every model card needs a builder"
 

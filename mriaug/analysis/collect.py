@@ -160,10 +160,9 @@ class Collected:
         df = self.runs[self.runs["table"] == name]
         if df.empty or df[m].isna().all():
             return False
-        import matplotlib
+        from .plots import png, pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         rows = [r for r in self.rows(name) if ((df["scenario"] == r[1]) & (df["pool"] == r[2])).any()]
         augs = list(augment.AUGMENTATIONS)
@@ -186,9 +185,7 @@ class Collected:
         ax.set_title(f"{name}: {st.describe(m)} per run", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        with atomic.atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-        plt.close(fig)
+        atomic.write_bytes(path, png(fig, dpi=120))
         return True
 
 

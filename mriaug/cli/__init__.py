@@ -45,11 +45,12 @@ app = typer.Typer(cls=_Boundary, help="The synthetic-augmentation MRI study as r
 
 
 def _register() -> None:
-    from . import cluster, study, synth
+    from . import cluster, report, study, synth
 
     study.register(app)
     synth.register(app)
     cluster.register(app)
+    report.register(app)
 
 
 _register()

@@ -1,0 +1,538 @@
+"""`mriaug report`: one self-contained HTML document (and a Markdown twin) with everything a results folder
+holds: the thesis tables with intervals, forest plots of each scenario against scenario 1, per-seed box
+plots, the data (class counts, leakage, examples), the pools (real beside synthetic, fidelity), the
+augmentations, Grad-CAM, and provenance.
+
+The HTML embeds every figure as a data URI and refers to nothing outside itself (it opens offline, can be
+mailed); the Markdown refers to the same figures as files in `figures/`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import atomic, augment, pools, results
+from .. import data as data_mod
+from ..classes import CLASSES, class_index
+from . import collect, intervals
+from .plots import png, pyplot
+
+HTML = "report.html"
+MARKDOWN = "report.md"
+METRICS = {"test_ce": "test cross-entropy (lower is better)", "accuracy": "accuracy",
+           "balanced_accuracy": "balanced accuracy", "macro_f1": "macro F1"}
+Log = Callable[[str], None]
+
+
+@dataclass
+class Table:
+    caption: str
+    columns: list[str]
+    rows: list[list[str]]
+
+    def markdown(self) -> str:
+        head = "| " + " | ".join(self.columns) + " |\n|" + "---|" * len(self.columns) + "\n"
+        return f"**{self.caption}**\n\n" + head + "".join("| " + " | ".join(r) + " |\n" for r in self.rows)
+
+
+@dataclass
+class Figure:
+    name: str  # file name in figures/
+    caption: str
+    data: bytes
+
+    @property
+    def uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.data).decode()
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    figures_first: bool = False  # the forest plots are the answer; their table is the detail
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    return f"{float(v):.{digits}f}"
+
+
+# --- tables with intervals and forest plots --------------------------------------------------------------
+
+
+def _mark(row: pd.Series) -> str:
+    p = row.get("p_holm")
+    if p is None or not isinstance(p, float) or not math.isfinite(p):
+        return ""
+    return "**" if p < 0.01 else "*" if p < 0.05 else ""
+
+
+def _stats_sections(c: collect.Collected, seed: int) -> tuple[Section, Section]:
+    tables = Section("intervals", "Thesis tables with 95% confidence intervals")
+    forest = Section("scenarios", "Each scenario against scenario 1: paired differences (forest plots)",
+                     figures_first=True)
+    if c.runs.empty:
+        tables.paragraphs.append("No runs in this folder yet.")
+        forest.paragraphs.append("No runs in this folder yet.")
+        return tables, forest
+    source = ""
+    diffs: pd.DataFrame | None = None
+    for metric, label in METRICS.items():
+        st, source = intervals.stats_table(c.runs, metric, seed=seed)
+        if metric == "test_ce":
+            diffs = st
+        for model in c.models():
+            m = st[st["model"] == model]
+            if m.empty:
+                continue
+            augs = [a for a in augment.AUGMENTATIONS if a in set(m["augmentation"])]
+            scen_pool = m[["scenario", "pool"]].drop_duplicates().sort_values(["scenario", "pool"])
+            rows = []
+            for _, sp in scen_pool.iterrows():
+                cells = []
+                for a in augs:
+                    r = m[(m["scenario"] == sp["scenario"]) & (m["pool"] == sp["pool"]) & (m["augmentation"] == a)]
+                    if r.empty:
+                        cells.append("—")
+                        continue
+                    r0 = r.iloc[0]
+                    ci = f" [{_f(r0['ci_low'])}, {_f(r0['ci_high'])}]" if math.isfinite(float(r0["ci_low"])) else ""
+                    cells.append(f"{_f(r0['median'])}{ci} (n={int(r0['n'])}){_mark(r0)}")
+                pool = "" if str(sp["pool"]) in ("—", "None", "nan", "") else f" ({sp['pool']})"
+                rows.append([f"Scenario {sp['scenario']}{pool}", *cells])
+            tables.tables.append(Table(f"{model}: median {label}, bootstrap 95% interval, n seeds",
+                                       ["scenario", *[augment.LABELS[a] for a in augs]], rows))
+    how = ("Intervals: percentile bootstrap of the median over seeds (mriaug's stand-in: the module "
+           "`mriaug.analysis.statistics` is not installed here)" if source == "fallback"
+           else "Intervals and tests from `mriaug.analysis.statistics`")
+    tables.paragraphs.append(
+        f"Each cell: median over seeds, its 95% confidence interval in brackets, and the number of seeds. {how}. "
+        "Marks: * Holm-corrected Wilcoxon signed-rank p < 0.05 against scenario 1 (paired by seed), ** p < 0.01.")
+    if diffs is not None:
+        for model in c.models():
+            fig = _forest(diffs[diffs["model"] == model], model)
+            if fig is not None:
+                forest.figures.append(fig)
+        forest.paragraphs.append(
+            "Per model, each scenario's paired difference in test cross-entropy from scenario 1 (same seed, same "
+            "augmentation): the median difference and its 95% interval. Left of zero: lower loss than training on "
+            "all real images only; an interval crossing zero: no difference these seeds can show.")
+        d = diffs[diffs["scenario"] != "1"].dropna(subset=["diff_median"])
+        if not d.empty:
+            rows = [[str(r["model"]), f"Scenario {r['scenario']}",
+                     augment.LABELS.get(r["augmentation"], r["augmentation"]),
+                     _f(r["diff_median"]), f"[{_f(r['diff_ci_low'])}, {_f(r['diff_ci_high'])}]",
+                     _f(r["p_holm"]), _f(r["prob_improvement"], 2)] for _, r in d.iterrows()]
+            forest.tables.append(Table("Paired differences of test cross-entropy from scenario 1",
+                                       ["model", "scenario", "augmentation", "median diff", "95% interval",
+                                        "p (Holm)", "P(improvement)"], rows))
+    return tables, forest
+
+
+def _forest(d: pd.DataFrame, model: str) -> Figure | None:
+    d = d[d["scenario"] != "1"].dropna(subset=["diff_median"])
+    if d.empty:
+        return None
+    plt = pyplot()
+    d = d.sort_values(["scenario", "augmentation"], ascending=False)
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.32 * len(d)))
+    augs = list(augment.AUGMENTATIONS)
+    for i, (_, r) in enumerate(d.iterrows()):
+        color = f"C{augs.index(r['augmentation']) if r['augmentation'] in augs else 3}"
+        lo, hi = r["diff_ci_low"], r["diff_ci_high"]
+        if math.isfinite(float(lo)) and math.isfinite(float(hi)):
+            ax.plot([lo, hi], [i, i], color=color, lw=2)
+        ax.plot([r["diff_median"]], [i], "o", color=color)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(d)), [f"S{r['scenario']} · {augment.LABELS.get(r['augmentation'], r['augmentation'])}"
+                                  for _, r in d.iterrows()], fontsize=7)
+    ax.set_xlabel("test cross-entropy minus scenario 1 (paired by seed)")
+    ax.set_title(f"{model}: difference from scenario 1 with 95% interval", fontsize=9)
+    fig.tight_layout()
+    return Figure(f"forest_{model}.png", f"{model}: each scenario's paired difference from scenario 1", png(fig))
+
+
+def _box_section(c: collect.Collected, out: Path) -> Section:
+    s = Section("boxplots", "Per-seed results (box plots)")
+    s.paragraphs.append("Test cross-entropy of every run, one box per scenario and augmentation, seeds as points.")
+    for model in c.models():
+        tmp = out / "figures" / f"box_{model}.png"
+        if c.figure(model, tmp):
+            s.figures.append(Figure(tmp.name, f"{model}: test cross-entropy per run", tmp.read_bytes()))
+    return s
+
+
+# --- data: counts, leakage, examples -------------------------------------------------------------------------
+
+
+def nearest_neighbour_leakage(ds: data_mod.Dataset, n: int = 300, seed: int = 0) -> dict[str, Any]:
+    """How well the nearest training image (pixels, 32x32) labels test images: near 1 when slices of one scan
+    sit on both sides of the split. Also the nearest distances, test->train and train->train (other images)."""
+    import torch
+
+    from ..train import to_device_uint8
+
+    def small(x: np.ndarray) -> np.ndarray:
+        t = to_device_uint8(np.ascontiguousarray(x), 32, torch.device("cpu"))
+        return t.reshape(len(x), -1).float().numpy() / 255.0
+
+    rng = np.random.default_rng(seed)
+    ti = rng.choice(len(ds.test_y), min(n, len(ds.test_y)), replace=False)
+    tr = small(ds.train_x)
+    te = small(ds.test_x[ti])
+    probe = rng.choice(len(ds.train_y), min(n, len(ds.train_y)), replace=False)
+
+    def nearest(q: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        d = (q * q).sum(1)[:, None] + (tr * tr).sum(1)[None] - 2 * q @ tr.T
+        if exclude is not None:
+            d[np.arange(len(q)), exclude] = np.inf
+        j = d.argmin(1)
+        return j, np.sqrt(np.maximum(d[np.arange(len(q)), j], 0) / tr.shape[1])
+
+    j, dist = nearest(te)
+    _, dist_tt = nearest(tr[probe], probe)
+    return {"test_images": int(len(ti)), "nn_accuracy": float((ds.train_y[j] == ds.test_y[ti]).mean()),
+            "median_nn_distance_test": float(np.median(dist)), "median_nn_distance_train": float(np.median(dist_tt)),
+            "distances_test": dist.tolist(), "distances_train": dist_tt.tolist()}
+
+
+def _data_sections(datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]], seed: int) -> tuple[Section, Section]:
+    s = Section("data", "Data: class counts and leakage")
+    ex = Section("examples", "Example images per class")
+    if not datasets:
+        s.paragraphs.append("No dataset is named by the runs in this folder.")
+        return s, ex
+    plt = pyplot()
+    for key, (ds, spec) in datasets.items():
+        tr, te = ds.counts("train"), ds.counts("test")
+        s.tables.append(Table(f"Images per class ({spec['source']}, fingerprint {ds.fingerprint})",
+                              ["class", "train", "test"],
+                              [[k, str(tr[k]), str(te[k])] for k in tr] +
+                              [["total", str(sum(tr.values())), str(sum(te.values()))]]))
+        split = str((spec.get("options") or {}).get("split", "given"))
+        leak = nearest_neighbour_leakage(ds, seed=seed)
+        s.tables.append(Table("Leakage check: nearest training image of test images (pixels at 32x32)",
+                              ["split", "test images probed", "1-NN accuracy", "median distance test→train",
+                               "median distance train→other train"],
+                              [[split, str(leak["test_images"]), _f(leak["nn_accuracy"]),
+                                _f(leak["median_nn_distance_test"], 4), _f(leak["median_nn_distance_train"], 4)]]))
+        if split != "subject":
+            s.warnings.append(
+                f"The train/test split of {spec['source']} is not by subject (split = {split!r}). MRI slices of one "
+                "scan are near copies of each other, and this split puts slices of the same scans on both sides: "
+                f"the nearest training image alone labels {leak['nn_accuracy']:.0%} of the probed test images "
+                "correctly. Test scores then measure recognition of patients already seen in training, not "
+                "generalisation to new patients; draw conclusions about synthetic images from a split by subject.")
+        fig, ax = plt.subplots(figsize=(6.0, 2.8))
+        bins = np.linspace(0, max(max(leak["distances_test"]), max(leak["distances_train"])) + 1e-9, 40)
+        ax.hist(leak["distances_train"], bins=bins, alpha=0.6, label="train → nearest other train image")
+        ax.hist(leak["distances_test"], bins=bins, alpha=0.6, label="test → nearest train image")
+        ax.set_xlabel("RMS pixel distance (32x32, [0, 1] scale)")
+        ax.set_ylabel("images")
+        ax.legend(fontsize=7)
+        ax.set_title("Leakage: how close test images are to training images", fontsize=9)
+        fig.tight_layout()
+        s.figures.append(Figure(f"leakage_{key}.png", "Nearest-neighbour distances; test images as close to "
+                                "training images as training images to each other signal shared scans", png(fig)))
+        ex.figures.append(Figure(f"examples_{key}.png", f"Training images per class ({spec['source']})",
+                                 _examples(ds, seed)))
+    s.paragraphs.append("Image counts per class of each split (thesis Table 2.1), and a leakage check: a "
+                        "1-nearest-neighbour classifier on raw pixels. Near-perfect 1-NN accuracy means the test "
+                        "split shares scans with the training split.")
+    return s, ex
+
+
+def _examples(ds: data_mod.Dataset, seed: int, per_class: int = 6) -> bytes:
+    plt = pyplot()
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(1.4 * per_class, 1.5 * len(CLASSES)), squeeze=False)
+    for k, name in enumerate(CLASSES):
+        rows = np.flatnonzero(ds.train_y == k)
+        pick = rng.choice(rows, min(per_class, len(rows)), replace=False) if len(rows) else rows
+        for j in range(per_class):
+            ax = axes[k, j]
+            ax.axis("off")
+            if j < len(pick):
+                ax.imshow(ds.train_x[pick[j]], cmap="gray", vmin=0, vmax=255)
+        axes[k, 0].set_title(name, fontsize=8, loc="left")
+    fig.tight_layout()
+    return png(fig)
+
+
+def _augment_section(datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]], seed: int) -> Section:
+    import torch
+
+    s = Section("augmentations", "Augmentation examples")
+    s.paragraphs.append("One training image per class under each augmentation policy, three draws each "
+                        "(thesis Fig. 6.1); augmentation is applied to training batches only, never to test.")
+    plt = pyplot()
+    for key, (ds, _) in list(datasets.items())[:1]:
+        rng = np.random.default_rng(seed)
+        picks = [int(rng.choice(np.flatnonzero(ds.train_y == k))) for k in range(len(CLASSES))
+                 if (ds.train_y == k).any()]
+        x = torch.from_numpy(ds.train_x[picks])[:, None]
+        cols = [("original", x)]
+        torch.manual_seed(seed)
+        for name in augment.AUGMENTATIONS:
+            if name == "none":
+                continue
+            for d in range(3):
+                cols.append((f"{name} #{d + 1}", augment.get(name)(x.clone())))
+        fig, axes = plt.subplots(len(picks), len(cols), figsize=(1.25 * len(cols), 1.35 * len(picks)), squeeze=False)
+        for j, (title, imgs) in enumerate(cols):
+            for i in range(len(picks)):
+                axes[i, j].imshow(imgs[i, 0].numpy(), cmap="gray", vmin=0, vmax=255)
+                axes[i, j].axis("off")
+                if i == 0:
+                    axes[i, j].set_title(title, fontsize=6)
+        fig.tight_layout()
+        s.figures.append(Figure(f"augmentations_{key}.png", "Rows: classes " + ", ".join(
+            CLASSES[int(ds.train_y[p])] for p in picks), png(fig)))
+    if not datasets:
+        s.paragraphs.append("No dataset is named by the runs in this folder.")
+    return s
+
+
+# --- pools ------------------------------------------------------------------------------------------------------
+
+
+def _pool_section(pool_paths: Sequence[Path], datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]],
+                  log: Log) -> Section:
+    from . import pool_report
+
+    s = Section("pools", "Real beside synthetic per pool")
+    if not pool_paths:
+        s.paragraphs.append("No pool: the runs in this folder add no synthetic images (scenarios 1 and 2 only).")
+        return s
+    s.paragraphs.append("Per pool: real sources (upper rows) above their variations (lower rows), thesis Fig. 2.2; "
+                        "fidelity per class: SSIM to the source, histogram distance, and KID on features of a CNN "
+                        "trained on the real data, real against synthetic beside real against real (the floor).")
+    for path in pool_paths:
+        ds = _dataset_for_pool(path, datasets)
+        if ds is None:
+            s.warnings.append(f"pool {path}: its dataset is not among the runs' datasets; left out")
+            continue
+        try:
+            pool = pools.load(path, ds)
+        except Exception as e:  # a moved or re-made pool must not stop the report
+            s.warnings.append(f"pool {path}: cannot be read ({e}); left out")
+            continue
+        report_file = path / pool_report.REPORT_JSON
+        rep = json.loads(report_file.read_text()) if report_file.exists() else {}
+        if rep.get("pool_fingerprint") != pool.fingerprint or not any(
+                "kid_real_vs_synthetic" in v for v in rep.get("per_class", {}).values()):
+            log(f"pool {path}: computing fidelity numbers")
+            rep = {"per_class": pool_report.fidelity(pool, ds)}
+        s.figures.append(Figure(f"pool_{path.name}.png", f"{path.name} ({pool.meta.get('generator', '?')}, "
+                                f"{len(pool.labels)} images, fingerprint {pool.fingerprint})",
+                                pool_report.figure(pool, ds)))
+        rows = [[name, str(v["images"]), _f(v["ssim_to_source_mean"]), _f(v["hist_l1_to_source_mean"]),
+                 _f(v.get("kid_real_vs_synthetic"), 4), _f(v.get("kid_real_vs_real"), 4)]
+                for name, v in rep["per_class"].items()]
+        s.tables.append(Table(f"{path.name}: fidelity per class", ["class", "images", "SSIM to source",
+                                                                    "hist L1 to source", "KID real vs synthetic",
+                                                                    "KID real vs real (floor)"], rows))
+    return s
+
+
+def _dataset_for_pool(path: Path, datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]]
+                      ) -> data_mod.Dataset | None:
+    meta = path / pools.META
+    if not meta.exists():
+        return None
+    src = pools.read_meta(path).get("data_source") or {}
+    for ds, spec in datasets.values():
+        if spec.get("source") == src.get("source") and dict(spec.get("options") or {}) == {
+                **(data_mod.PHANTOM_DEFAULTS if src.get("source") == "phantom" else {}), **(src.get("options") or {})}:
+            return ds
+    return next(iter(datasets.values()))[0] if len(datasets) == 1 else None
+
+
+# --- Grad-CAM ---------------------------------------------------------------------------------------------------
+
+
+def _cam_section(results_dir: Path, out: Path, cam_dirs: Sequence[Path] | None, pool_paths: Sequence[Path],
+                 c: collect.Collected, log: Log) -> Section:
+    from . import cam
+
+    s = Section("gradcam", "Grad-CAM: where the models look on real and synthetic images")
+    found = list(cam_dirs or []) or sorted({p.parent for p in results_dir.rglob(cam.CAM_JSON)})
+    if not found:
+        has = [results.weights_for(results_dir, r).exists() for r in c.runs["run_id"]]
+        kept = c.runs[has] if len(c.runs) else c.runs
+        if kept.empty or not pool_paths:
+            why = "no run in this folder kept its weights" if kept.empty else "no pool to pair real images with"
+            s.paragraphs.append(f"No Grad-CAM maps: {why}. Train runs with `mriaug run ... --save-weights` (or "
+                                "`save_weights = true` in the grid), then `mriaug cam RESULT_JSON... --pool POOL "
+                                "--out DIR`; the report includes any `cam.json` under the results folder.")
+            return s
+        first = kept.sort_values(["model", "scenario", "augmentation", "seed"]).groupby("model").head(1)
+        pool = pool_paths[0]
+        have = _pool_classes(pool)
+        classes = [k for k in cam.DEFAULT_CLASSES if k in have] or have
+        target = out / "cam"
+        log(f"Grad-CAM of {len(first)} run(s) that kept weights, pool {pool}")
+        cam.run_cam([results_dir / f for f in first["file"]], pool, target, classes=classes, pairs=4,
+                    panel_pairs=3, road_images=2)
+        found = [target]
+    s.paragraphs.append(
+        "Maps for the image's true class on real images and their variations (thesis Figs 3.1-3.4). Per class: "
+        "Pearson correlation of a real image's map and its variation's, IoU of their top-20% regions (1 = the "
+        "model looks at the same places), and ROAD (combined; higher = the map marks what the prediction rests on).")
+    for d in found:
+        rep = json.loads((d / cam.CAM_JSON).read_text())
+        rows = [[name, str(v["pairs"]), str(v.get("runs", 1)), _f(v["pearson"]), _f(v["iou"]), _f(v["road"]),
+                 str(v.get("flat_maps", 0))] for name, v in rep["per_class"].items()]
+        s.tables.append(Table(f"{rep['method']} over {len(rep['runs'])} run(s), pool {Path(rep['pool']).name}",
+                              ["class", "pairs", "runs", "pearson", "IoU top 20%", "ROAD", "flat maps"], rows))
+        for cell, st in rep.get("seed_stability", {}).items():
+            s.tables.append(Table(f"Seed stability of real images' maps, {cell} (seeds {st['seeds']})",
+                                  ["class", "mean pearson across seeds", "images"],
+                                  [[k, _f(v["pearson"]), str(v["images"])] for k, v in st["per_class"].items()]))
+        labels = {r["run_id"]: r["label"] for r in rep["runs"]}
+        for p in rep["panels"][:12]:
+            f = d / p["file"]
+            if f.exists():
+                s.figures.append(Figure(f"cam_{Path(p['file']).name}", f"{labels.get(p['run_id'], p['run_id'])}: "
+                                        f"{p['class']} sources", f.read_bytes()))
+    return s
+
+
+def _pool_classes(pool: Path) -> list[str]:
+    labels = {class_index(e["class"]) for e in pools.read_manifest(pool)} if (pool / pools.MANIFEST).exists() else set()
+    return [CLASSES[k] for k in sorted(labels)]
+
+
+# --- provenance ---------------------------------------------------------------------------------------------
+
+
+def _provenance(results_dir: Path, c: collect.Collected, raw: list[dict[str, Any]],
+                pool_paths: Sequence[Path]) -> Section:
+    s = Section("provenance", "Data provenance: fingerprints, versions, runs")
+    df = c.runs
+    failed = sorted((results_dir / ".slurm" / "failed").glob("*.json"))
+    diverged = df[~np.isfinite(df["test_ce"].astype(float))] if len(df) else df
+    envs = pd.DataFrame([r.get("env", {}) for r in raw]) if raw else pd.DataFrame()
+
+    def values(col: str) -> str:
+        if col not in envs:
+            return "—"
+        v = sorted({str(x) for x in envs[col].dropna()})
+        return ", ".join(v[:4]) + (f" (+{len(v) - 4} more)" if len(v) > 4 else "") if v else "—"
+
+    rows = [
+        ["results folder", str(results_dir)],
+        ["runs", str(len(df))],
+        ["models / scenarios / augmentations", f"{df['model'].nunique() if len(df) else 0} / "
+         f"{df['scenario'].nunique() if len(df) else 0} / {df['augmentation'].nunique() if len(df) else 0}"],
+        ["seeds per cell (min-max)", "—" if df.empty else
+         f"{df.groupby(['model', 'scenario', 'augmentation']).size().min()}-"
+         f"{df.groupby(['model', 'scenario', 'augmentation']).size().max()}"],
+        ["failed runs (Slurm failure records)", str(len(failed))],
+        ["diverged runs (non-finite test loss)", str(len(diverged))],
+        ["unreadable result files", str(len(c.errors))],
+        ["data fingerprints", ", ".join(sorted({str(x) for x in df["data_fingerprint"].dropna()})) if len(df) else "—"],
+        ["data sources", ", ".join(sorted({json.dumps(r["data"].get("source"), sort_keys=True) for r in raw})) or "—"],
+        ["split", ", ".join(sorted({str((r["spec"]["data"].get("options") or {}).get("split", "given"))
+                                   for r in raw})) or "—"],
+        ["pool fingerprints", ", ".join(sorted({str(x) for x in df["pool_fingerprint"].dropna()})) or "—"],
+        ["pools", ", ".join(str(p) for p in pool_paths) or "—"],
+        ["mriaug", values("mriaug")], ["git commit", values("git_commit")], ["torch", values("torch")],
+        ["timm", values("timm")], ["python", values("python")], ["devices", values("device")],
+        ["report written", datetime.now(UTC).isoformat(timespec="seconds")],
+    ]
+    s.tables.append(Table("Provenance", ["what", "value"], rows))
+    for f in failed[:20]:
+        try:
+            rec = json.loads(f.read_text())
+            s.warnings.append(f"failed: {rec.get('label', f.stem)} [{f.stem}]: {rec.get('error', '?')}")
+        except (OSError, json.JSONDecodeError):
+            s.warnings.append(f"failed: {f.stem} (record unreadable)")
+    s.warnings += [f"unreadable result: {e}" for e in c.errors[:20]] + [f"warning: {w}" for w in c.warnings]
+    return s
+
+
+# --- assembly ---------------------------------------------------------------------------------------------------
+
+
+def _datasets(raw: list[dict[str, Any]], log: Log) -> dict[str, tuple[data_mod.Dataset, dict[str, Any]]]:
+    out: dict[str, tuple[data_mod.Dataset, dict[str, Any]]] = {}
+    for r in raw:
+        spec = r["spec"].get("data") or {}
+        key = str(r["data"].get("fingerprint") or atomic.stable_hash(spec))
+        if key in out or "source" not in spec:
+            continue
+        try:
+            out[key] = (data_mod.load(data_mod.DataSpec(spec["source"], dict(spec.get("options") or {}))), spec)
+        except Exception as e:  # a dataset moved since the runs: the report goes on without its pictures
+            log(f"dataset {spec['source']}: not loadable here ({e}); its figures are left out")
+    return out
+
+
+def build(results_dir: str | Path, out: str | Path, *, pools_: Sequence[Path] | None = None,
+          cam_dirs: Sequence[Path] | None = None, seed: int = 0, log: Log = lambda m: None) -> list[Section]:
+    results_dir, out = Path(results_dir), Path(out)
+    c = collect.gather(results_dir)
+    raw = [r for _, r in results.scan(results_dir) if not isinstance(r, results.ResultError)]
+    datasets = _datasets(raw, log)
+    pool_paths = [Path(p) for p in pools_] if pools_ else sorted(
+        {Path(r["data"]["pool_path"]) for r in raw if r["data"].get("pool_path")})
+    pool_paths = [p for p in pool_paths if p.is_dir()]
+    tables, forest = _stats_sections(c, seed)
+    data_s, examples = _data_sections(datasets, seed)
+    return [tables, forest, _box_section(c, out), data_s, examples, _pool_section(pool_paths, datasets, log),
+            _augment_section(datasets, seed), _cam_section(results_dir, out, cam_dirs, pool_paths, c, log),
+            _provenance(results_dir, c, raw, pool_paths)]
+
+
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("mriaug", "templates"),
+                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+
+
+def render_html(sections: Sequence[Section], title: str) -> str:
+    return _environment().get_template("report.html.j2").render(title=title, sections=sections)
+
+
+def render_markdown(sections: Sequence[Section], title: str) -> str:
+    parts = [f"# {title}\n"]
+    for s in sections:
+        parts.append(f"## {s.title}\n")
+        parts += [f"{p}\n" for p in s.paragraphs]
+        parts += [f"> **Warning:** {w}\n" for w in s.warnings]
+        tables = [t.markdown() for t in s.tables]
+        figures = [f"![{f.caption}](figures/{f.name})\n\n*{f.caption}*\n" for f in s.figures]
+        parts += figures + tables if s.figures_first else tables + figures
+    return "\n".join(parts)
+
+
+def write_report(results_dir: str | Path, out: str | Path, *, pools: Sequence[Path] | None = None,
+                 cam_dirs: Sequence[Path] | None = None, seed: int = 0, log: Log = lambda m: None) -> list[Path]:
+    """Write DIR/report.html (self-contained), DIR/report.md and the figures it refers to (DIR/figures/)."""
+    out = Path(out)
+    sections = build(results_dir, out, pools_=pools, cam_dirs=cam_dirs, seed=seed, log=log)
+    title = f"mriaug report: {Path(results_dir).resolve().name}"
+    for s in sections:
+        for f in s.figures:
+            atomic.write_bytes(out / "figures" / f.name, f.data)
+    atomic.write_text(out / HTML, render_html(sections, title))
+    atomic.write_text(out / MARKDOWN, render_markdown(sections, title))
+    return [out / HTML, out / MARKDOWN]

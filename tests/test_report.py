@@ -1,0 +1,107 @@
+"""`mriaug report`: one self-contained HTML page (sections, real pictures, nothing outside it) and its Markdown twin."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mriaug.analysis import intervals
+from mriaug.cli import app
+
+SECTION_WORDS = ("Grad-CAM", "confidence interval", "scenario", "leakage", "provenance")
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small study on the phantom: scenarios 1 and 3, two seeds, the CNN keeping its weights."""
+    root = tmp_path_factory.mktemp("study")
+    runner = CliRunner()
+    opts = ["--data", "phantom", "-o", "n_train=80", "-o", "n_test=40", "-o", "size=32"]
+    pool = root / "pool"
+    r = runner.invoke(app, ["synth", *opts, "--out", str(pool), "--generator", "transform",
+                            "--classes", "Mild_Demented,Moderate_Demented,Non_Demented"])
+    assert r.exit_code == 0, r.output
+    for scenario in ("1", "3"):
+        for seed in ("0", "1"):
+            r = runner.invoke(app, ["run", "--model", "cnn", "--scenario", scenario, "--aug", "none", "--seed", seed,
+                                    *opts, "--pool", str(pool), "--epochs", "1", "--resolution", "32",
+                                    "--out", str(root / "results"), "--save-weights"])
+            assert r.exit_code == 0, r.output
+    return root / "results"
+
+
+def _images(html: str) -> list[Image.Image]:
+    out = []
+    for uri in re.findall(r'<img[^>]+src="([^"]+)"', html):
+        assert uri.startswith("data:image/png;base64,"), uri[:60]
+        out.append(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(results_dir: Path) -> Path:
+    out = results_dir.parent / "report"
+    r = CliRunner().invoke(app, ["report", str(results_dir), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_report_is_self_contained_with_every_section(report: Path) -> None:
+    out = report
+    html = (out / "report.html").read_text()
+    headings = re.findall(r"<h2>(.*?)</h2>", html)
+    for word in SECTION_WORDS:
+        assert any(word.lower() in h.lower() for h in headings), (word, headings)
+    # Nothing outside the file: no links, scripts, styles or fonts fetched from anywhere.
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
+    assert not re.search(r"(https?:|file:|//[a-z]|url\(|@import)", text, re.I)
+    for attr in re.findall(r'(?:src|href)="([^"]*)"', html):
+        assert attr.startswith(("data:", "#")), attr
+    imgs = _images(html)
+    assert len(imgs) >= 8  # forest, box, leakage, examples, pool, augmentations, Grad-CAM panels
+    for im in imgs:
+        im.load()
+        a = np.asarray(im.convert("L"), dtype=float)
+        assert min(im.size) > 50 and a.std() > 5  # a real picture, not a blank
+    assert "Moderate_Demented sources" in html  # the runs kept weights: Grad-CAM panels made and embedded
+    cam = json.loads((out / "cam" / "cam.json").read_text())
+    assert {"pearson", "iou", "road"} <= set(cam["per_class"]["Moderate_Demented"])
+    assert "not by subject" in html  # the phantom's given split: the leakage warning
+    md = (out / "report.md").read_text()
+    assert all(word.lower() in md.lower() for word in SECTION_WORDS)
+    for ref in re.findall(r"\]\((figures/[^)]+)\)", md):
+        assert (out / ref).is_file()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_report_opens_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+    out = report
+    shot = tmp_path / "page.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,3000",
+                    (out / "report.html").resolve().as_uri()], check=True, capture_output=True, timeout=120)
+    a = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert a.std() > 20  # text, tables and figures, not a blank page
+
+
+def test_interval_stand_in_has_the_statistics_columns() -> None:
+    rows = [{"model": "cnn", "augmentation": "none", "scenario": s, "seed": k, "test_ce": 1.0 + d + 0.01 * k}
+            for s, d in (("1", 0.0), ("3", -0.2)) for k in range(8)]
+    t, _ = intervals.stats_table(pd.DataFrame(rows), "test_ce", seed=0)
+    assert list(t.columns) == intervals.COLUMNS
+    s3 = t[t["scenario"] == "3"].iloc[0]
+    assert s3["diff_median"] == pytest.approx(-0.2) and s3["prob_improvement"] == 1.0
+    assert s3["ci_low"] <= s3["median"] <= s3["ci_high"]
+    assert t[t["scenario"] == "1"]["diff_median"].isna().all()
