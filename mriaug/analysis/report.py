@@ -24,7 +24,7 @@ import pandas as pd
 from .. import atomic, augment, pools, results
 from .. import data as data_mod
 from ..classes import CLASSES, class_index
-from . import collect, intervals
+from . import collect, statistics
 from .plots import png, pyplot
 
 HTML = "report.html"
@@ -91,10 +91,9 @@ def _stats_sections(c: collect.Collected, seed: int) -> tuple[Section, Section]:
         tables.paragraphs.append("No runs in this folder yet.")
         forest.paragraphs.append("No runs in this folder yet.")
         return tables, forest
-    source = ""
     diffs: pd.DataFrame | None = None
     for metric, label in METRICS.items():
-        st, source = intervals.stats_table(c.runs, metric, seed=seed)
+        st = statistics.stats_table(c.runs, metric, seed=seed)
         if metric == "test_ce":
             diffs = st
         for model in c.models():
@@ -118,9 +117,7 @@ def _stats_sections(c: collect.Collected, seed: int) -> tuple[Section, Section]:
                 rows.append([f"Scenario {sp['scenario']}{pool}", *cells])
             tables.tables.append(Table(f"{model}: median {label}, bootstrap 95% interval, n seeds",
                                        ["scenario", *[augment.LABELS[a] for a in augs]], rows))
-    how = ("Intervals: percentile bootstrap of the median over seeds (mriaug's stand-in: the module "
-           "`mriaug.analysis.statistics` is not installed here)" if source == "fallback"
-           else "Intervals and tests from `mriaug.analysis.statistics`")
+    how = "Intervals and tests from `mriaug.analysis.statistics`"
     tables.paragraphs.append(
         f"Each cell: median over seeds, its 95% confidence interval in brackets, and the number of seeds. {how}. "
         "Marks: * Holm-corrected Wilcoxon signed-rank p < 0.05 against scenario 1 (paired by seed), ** p < 0.01.")
