@@ -68,7 +68,7 @@ IMAGENET_POLICY: tuple[tuple[tuple[str, float, int | None], tuple[str, float, in
     (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
 )
 SIGNED = {"ShearX", "Rotate", "Color", "Contrast", "Sharpness"}
-LUT_OPS = {"Identity", "Color", "Posterize", "Solarize", "Invert", "Equalize", "AutoContrast", "Contrast"}
+PIXEL_OPS = {"Posterize", "Solarize", "Invert", "Equalize", "AutoContrast", "Contrast"}  # as lookup tables
 GEOMETRIC = {"Rotate", "ShearX"}
 
 
@@ -182,9 +182,10 @@ class _Kernels:
                 geo_index.append(0)
         ops = [v.op for v in t.variants]
         self.static_lut = torch.stack(luts).to(torch.uint8)  # (V, 256)
-        self.geo = torch.stack(geo_rows)  # (G + 1, H*W); row 0 keeps every pixel
+        self.geo = torch.stack(geo_rows).to(torch.int32)  # (G + 1, H*W); row 0 keeps every pixel
         self.geo_index = torch.tensor(geo_index, device=device)
         self.is_geo = torch.tensor([o in GEOMETRIC for o in ops], device=device)
+        self.is_lut = torch.tensor([o in PIXEL_OPS for o in ops], device=device)
         # Data-dependent tables: which candidate table each variant takes (0: its static one).
         # (variant, factor): torchvision adjusts by 1 + magnitude.
         self.contrast = [(i, 1.0 + v.magnitude) for i, v in enumerate(t.variants) if v.op == "Contrast"]
@@ -272,25 +273,43 @@ def _sharpen(flat: torch.Tensor, h: int, w: int, factor: float) -> torch.Tensor:
     return img.clamp_(0, 255).to(torch.uint8).view(-1, h * w)
 
 
-def _stage(flat: torch.Tensor, v: torch.Tensor, k: _Kernels) -> torch.Tensor:
-    """One operation per image (variant `v`, 0 = none) on a flattened batch (B, H*W) of uint8."""
+def _geometry(flat: torch.Tensor, g: torch.Tensor, k: _Kernels) -> torch.Tensor:
+    """Each row's pixels from the source positions of its map `g`; position n (past the row) reads zero."""
     import torch
 
-    n = k.h * k.w
-    # Geometry: the source pixel of every output pixel, column n of the padded batch being the zero fill.
-    flat = _rows(k.is_geo[v], flat, lambda f, g: torch.cat([f, f.new_zeros(len(f), 1)], 1).gather(1, k.geo[g]),
-                 k.geo_index[v])
-    for i, factor in k.sharpness:
-        flat = _rows(v == i, flat, lambda f, factor=factor: _sharpen(f, k.h, k.w, factor))
-    # Pixel-value operations: one table per image, from its histogram where the operation needs one.
-    idx = flat.long()
-    hist = torch.zeros(len(flat), 256, dtype=torch.long, device=flat.device)
-    hist.scatter_add_(1, idx, torch.ones_like(idx))
+    rows, n = flat.shape
+    padded = torch.cat([flat, flat.new_zeros(rows, 1)], 1).view(-1)
+    where = k.geo[g] + (torch.arange(rows, dtype=torch.int32, device=flat.device) * (n + 1)).view(-1, 1)
+    return padded.index_select(0, where.view(-1)).view(rows, n)
+
+
+def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels) -> torch.Tensor:
+    """The pixel-value operations of variants `v` on rows `flat`: one 256-entry table per row."""
+    import torch
+
+    rows, n = flat.shape
+    # Row r's pixel value p as the position r * 256 + p of the tables laid end to end (int32: half the
+    # memory traffic of int64 indices, which is what these passes cost).
+    code = flat.to(torch.int32).add_((torch.arange(rows, dtype=torch.int32, device=flat.device) * 256).view(-1, 1))
+    if _dense(flat.device):  # bincount would read its input's maximum back to the host
+        hist = torch.zeros(rows * 256, dtype=torch.long, device=flat.device)
+        hist.scatter_add_(0, code.view(-1).long(), hist.new_ones(1).expand(code.numel()))
+    else:
+        hist = torch.bincount(code.view(-1), minlength=rows * 256)
+    hist = hist.view(rows, 256)
     mean = (hist * k.ramp).sum(1, keepdim=True).to(torch.float32) / n
     candidates = [k.static_lut[v], _equalize_luts(hist, n).to(torch.uint8), _autocontrast_luts(hist)]
     candidates += [_contrast_luts(mean, factor) for _, factor in k.contrast]
-    lut = torch.stack(candidates, 1)[torch.arange(len(flat), device=flat.device), k.candidate[v]]
-    return lut.gather(1, idx)
+    lut = torch.stack(candidates, 1)[torch.arange(rows, device=flat.device), k.candidate[v]]
+    return lut.view(-1).index_select(0, code.view(-1)).view(rows, n)
+
+
+def _stage(flat: torch.Tensor, v: torch.Tensor, k: _Kernels) -> torch.Tensor:
+    """One operation per image (variant `v`, 0 = none) on a flattened batch (B, H*W) of uint8."""
+    flat = _rows(k.is_geo[v], flat, lambda f, g: _geometry(f, g, k), k.geo_index[v])
+    for i, factor in k.sharpness:
+        flat = _rows(v == i, flat, lambda f, factor=factor: _sharpen(f, k.h, k.w, factor))
+    return _rows(k.is_lut[v], flat, lambda f, vv: _pixel_tables(f, vv, k), v)
 
 
 def _none(x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
