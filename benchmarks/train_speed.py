@@ -2,7 +2,9 @@
 
 Reference: the textbook loop — a map-style Dataset that turns each PIL image into a float tensor
 (AutoAugment on PIL, ToTensor, Normalize), a DataLoader, fp32. mriaug: `train.execute` (uint8 tensors
-on the device, per-image augmentation on the batch, bf16 autocast, channels_last).
+on the device, batched augmentation on the device keyed per image, bf16 autocast, channels_last on the CPU,
+one host sync per epoch; `MRIAUG_COMPILE=1` / `MRIAUG_CHANNELS_LAST=0|1` in the environment try the speed
+settings of `mriaug.speed`).
 
     .venv/bin/python benchmarks/train_speed.py [--data ../shared/data/alzheimer_mri] [--models cnn,resnet18]
 """

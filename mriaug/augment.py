@@ -213,7 +213,7 @@ def _rows(sel: torch.Tensor, x: torch.Tensor, fn: Callable[..., torch.Tensor], *
     if _dense(x.device):
         return torch.where(sel.view(-1, *([1] * (x.dim() - 1))), fn(x, *per_row), x)
     idx = sel.nonzero().squeeze(1)
-    return x.index_copy(0, idx, fn(x[idx], *(p[idx] for p in per_row)))
+    return x.index_copy_(0, idx, fn(x[idx], *(p[idx] for p in per_row)))  # x is the stage's own copy
 
 
 _FORCE_DENSE: list[bool] = [False]  # tests run the mask path on the CPU
@@ -306,6 +306,7 @@ def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels) -> torch.Ten
 
 def _stage(flat: torch.Tensor, v: torch.Tensor, k: _Kernels) -> torch.Tensor:
     """One operation per image (variant `v`, 0 = none) on a flattened batch (B, H*W) of uint8."""
+    flat = flat.clone()  # the index-group path writes its rows in place
     flat = _rows(k.is_geo[v], flat, lambda f, g: _geometry(f, g, k), k.geo_index[v])
     for i, factor in k.sharpness:
         flat = _rows(v == i, flat, lambda f, factor=factor: _sharpen(f, k.h, k.w, factor))

@@ -66,7 +66,8 @@ def test_every_operation_is_torchvisions_pixel_for_pixel(images: torch.Tensor, p
     # A batch mixing every variant: each image gets its own.
     mixed = torch.arange(len(x)) % len(augment.table().variants)
     got = augment._stage(x.reshape(len(x), -1), mixed, k).view_as(x)
-    expected = torch.stack([_torchvision(img, augment.table().variants[int(i)]) for img, i in zip(x, mixed)])
+    variants = augment.table().variants
+    expected = torch.stack([_torchvision(img, variants[int(i)]) for img, i in zip(x, mixed, strict=True)])
     assert torch.equal(got, expected)
 
 
@@ -193,8 +194,9 @@ def test_operation_count_does_not_grow_with_the_batch(images: torch.Tensor, path
 def test_hflip_flips_half_by_key(images: torch.Tensor) -> None:
     keys = batches.image_keys(0, 0, torch.arange(len(images)))
     out = augment.get("hflip")(images, keys)
-    flipped = torch.tensor([torch.equal(o, i.flip(-1)) and not torch.equal(o, i) for o, i in zip(out, images)])
-    kept = torch.tensor([torch.equal(o, i) for o, i in zip(out, images)])
+    pairs = list(zip(out, images, strict=True))
+    flipped = torch.tensor([torch.equal(o, i.flip(-1)) and not torch.equal(o, i) for o, i in pairs])
+    kept = torch.tensor([torch.equal(o, i) for o, i in pairs])
     assert bool((flipped | kept).all()) and 80 < int(flipped.sum()) < 160
     assert torch.equal(augment.get("hflip")(images[5:9], keys[5:9]), out[5:9])
 
