@@ -127,19 +127,26 @@ def draws(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The variant of each image in stage 1 and stage 2 (0 where the operation does not apply)."""
     import torch
 
-    t = table()
-    dev = keys.device
     k = batches.below(keys, batches.POLICY, len(IMAGENET_POLICY))
     out = []
     for s, (apply_stream, sign_stream) in enumerate(((batches.APPLY1, batches.SIGN1),
                                                       (batches.APPLY2, batches.SIGN2))):
-        ids = torch.tensor(t.stage[s], dtype=torch.long, device=dev)  # (25, 2)
-        p = torch.tensor(t.prob[s], dtype=torch.float32, device=dev)
+        ids, p = _policy_tensors(s, keys.device)
         # torchvision: applies when rand() <= p, negates when rand() <= 0.5 (float32 draws on the same grid).
         applies = batches.uniform(keys, apply_stream) <= p[k]
         neg = (batches.uniform(keys, sign_stream) <= 0.5).long()
         out.append(torch.where(applies, ids[k, neg], 0))
     return out[0], out[1]
+
+
+@functools.cache
+def _policy_tensors(s: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage s as tensors: variant ids (25, 2) by sign, and probabilities (25,) in float32."""
+    import torch
+
+    t = table()
+    return (torch.tensor(t.stage[s], dtype=torch.long, device=device),
+            torch.tensor(t.prob[s], dtype=torch.float32, device=device))
 
 
 class _Kernels:
