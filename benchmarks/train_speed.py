@@ -77,7 +77,10 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1024, help="training images per measurement")
     ap.add_argument("--aug", default="autoaugment")
     ap.add_argument("--skip-reference", action="store_true", help="time mriaug only (comparing speed settings)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     spec = data.DataSpec(args.data)
     ds = data.load(spec)
     frac = min(1.0, args.images / len(ds.train_y))
