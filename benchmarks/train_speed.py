@@ -2,7 +2,9 @@
 
 Reference: the textbook loop — a map-style Dataset that turns each PIL image into a float tensor
 (AutoAugment on PIL, ToTensor, Normalize), a DataLoader, fp32. mriaug: `train.execute` (uint8 tensors
-on the device, per-image augmentation on the batch, bf16 autocast, channels_last).
+on the device, batched augmentation on the device keyed per image, bf16 autocast, channels_last on the CPU,
+one host sync per epoch; `MRIAUG_COMPILE=1` / `MRIAUG_CHANNELS_LAST=0|1` in the environment try the speed
+settings of `mriaug.speed`).
 
     .venv/bin/python benchmarks/train_speed.py [--data ../shared/data/alzheimer_mri] [--models cnn,resnet18]
 """
@@ -74,7 +76,11 @@ def main() -> None:
     ap.add_argument("--models", default="cnn,resnet18")
     ap.add_argument("--images", type=int, default=1024, help="training images per measurement")
     ap.add_argument("--aug", default="autoaugment")
+    ap.add_argument("--skip-reference", action="store_true", help="time mriaug only (comparing speed settings)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     spec = data.DataSpec(args.data)
     ds = data.load(spec)
     frac = min(1.0, args.images / len(ds.train_y))
@@ -86,7 +92,7 @@ def main() -> None:
         res = 128
         hp = model_hparams(name, {"resolution": res, "pretrained": False, "batch_size": 64,
                                   **({"arch": "vit_small_patch16_224"} if name == "vit" else {})})
-        ref = reference(ds, n, name, replace(hp, precision="fp32"), args.aug)
+        ref = float("nan") if args.skip_reference else reference(ds, n, name, replace(hp, precision="fp32"), args.aug)
         fast = ours(spec, frac, name, hp, args.aug)
         print(f"{name:<10}{res:>5}{ref:>18.0f}{fast:>15.0f}{fast / ref:>8.2f}")
 

@@ -1,49 +1,344 @@
-"""Augmentation policies by name, applied per image to a batch of uint8 tensors (B, 1, H, W).
+"""Augmentation policies by name, applied to a whole batch of uint8 images (B, 1, H, W) on its device.
 
-Randomness comes from torch's global generator, which the training loop reseeds at every epoch,
-so a run resumed from a checkpoint draws exactly what an uninterrupted one would. torch is imported
-on first use, so grid files can be checked against these names without it.
+Each policy is `f(images, keys)`: `keys` holds one int64 per image (`batches.image_keys`: a hash of the run's
+seed, the epoch and the image's identity), and every random draw of an image comes from its own key. An image
+is therefore augmented the same way whatever batch it lands in, in every scenario that contains it, and a run
+resumed from a checkpoint draws exactly what an uninterrupted one would.
+
+AutoAugment follows torchvision's `AutoAugment(AutoAugmentPolicy.IMAGENET)` on uint8 grayscale tensors:
+each image draws one of the 25 sub-policies, each of its two operations applies with the sub-policy's
+probability, signed magnitudes flip sign with probability 1/2, nearest interpolation and zero fill. The
+operations run as whole-batch tensor operations, a fixed number per batch whatever its size:
+
+- every operation that maps a pixel value to a pixel value (posterize, solarize, invert, equalize,
+  autocontrast, contrast) is a per-image 256-entry lookup table: the tables of one stage are built from
+  per-image histograms and applied with one gather;
+- rotations and shears (nearest neighbour) are a per-image map of source pixels, precomputed once per image
+  size from torchvision's own kernels and applied with one gather;
+- sharpness is a 3x3 convolution on the images that draw it.
+
+Images pick their rows with index groups on the CPU (`nonzero` costs nothing there) and with masks over the
+whole batch elsewhere (no host sync on a GPU); both give the same result. `Color` (saturation) leaves a
+grayscale image as it is, as in torchvision. torch and torchvision are imported on first use, so grid files
+can be checked against these names without them.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from . import batches
 from .errors import SettingError
 
 if TYPE_CHECKING:
     import torch
 
-Augment = Callable[["torch.Tensor"], "torch.Tensor"]
+Augment = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+# torchvision's ImageNet policy (AutoAugment paper, table 9): ((op, probability, magnitude bin), (...)).
+IMAGENET_POLICY: tuple[tuple[tuple[str, float, int | None], tuple[str, float, int | None]], ...] = (
+    (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+    (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
+    (("Solarize", 0.6, 3), ("Equalize", 0.6, None)),
+    (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
+    (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)),
+    (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
+    (("Rotate", 0.8, 8), ("Color", 0.4, 0)),
+    (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
+    (("Equalize", 0.0, None), ("Equalize", 0.8, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
+    (("Color", 0.8, 8), ("Solarize", 0.8, 7)),
+    (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
+    (("ShearX", 0.6, 5), ("Equalize", 1.0, None)),
+    (("Color", 0.4, 0), ("Equalize", 0.6, None)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+)
+SIGNED = {"ShearX", "Rotate", "Color", "Contrast", "Sharpness"}
+PIXEL_OPS = {"Posterize", "Solarize", "Invert", "Equalize", "AutoContrast", "Contrast"}  # as lookup tables
+GEOMETRIC = {"Rotate", "ShearX"}
 
 
-def _none(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-def _hflip(x: torch.Tensor) -> torch.Tensor:
+def _magnitude(op: str, bin_: int) -> float:
+    """torchvision's magnitude of bin `bin_` of 10 (images here are square: no width dependence)."""
     import torch
 
-    flip = torch.rand(x.shape[0], device="cpu") < 0.5
-    flip = flip.to(x.device)
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if op == "Posterize":
+        return float((8 - (torch.arange(10) / ((10 - 1) / 4))).round().int()[bin_])
+    top = {"ShearX": 0.3, "Rotate": 30.0, "Color": 0.9, "Contrast": 0.9, "Sharpness": 0.9}
+    if op == "Solarize":
+        return float(torch.linspace(1.0, 0.0, 10)[bin_])
+    return float(torch.linspace(0.0, top[op], 10)[bin_])
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One operation with one magnitude: what an image may get in one stage of its sub-policy."""
+
+    op: str
+    magnitude: float = 0.0
+
+
+@dataclass(frozen=True)
+class Table:
+    """The policy as indices: variant 0 is the identity; `stage[s][k][neg]` the variant of stage s of
+    sub-policy k with the sign drawn negative (neg=1) or not; `prob[s][k]` its probability."""
+
+    variants: tuple[Variant, ...]
+    stage: tuple[tuple[tuple[int, int], ...], ...]
+    prob: tuple[tuple[float, ...], ...]
 
 
 @functools.cache
-def _autoaugment_policy() -> Any:
-    from torchvision.transforms import v2
+def table() -> Table:
+    variants: list[Variant] = [Variant("Identity")]
 
-    return v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)
+    def vid(v: Variant) -> int:
+        if v not in variants:
+            variants.append(v)
+        return variants.index(v)
+
+    stage: list[list[tuple[int, int]]] = [[], []]
+    prob: list[list[float]] = [[], []]
+    for sub in IMAGENET_POLICY:
+        for s, (op, p, bin_) in enumerate(sub):
+            m = _magnitude(op, bin_) if bin_ is not None else 0.0
+            pos = vid(Variant(op, m))
+            neg = vid(Variant(op, -m)) if op in SIGNED else pos
+            stage[s].append((pos, neg))
+            prob[s].append(p)
+    return Table(tuple(variants), tuple(tuple(s) for s in stage), tuple(tuple(p) for p in prob))
 
 
-def _autoaug(x: torch.Tensor) -> torch.Tensor:
+def draws(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The variant of each image in stage 1 and stage 2 (0 where the operation does not apply)."""
     import torch
 
-    policy = _autoaugment_policy()
-    # torchvision draws one policy per call, so call it per image to keep augmentation per image.
-    return torch.stack([policy(img) for img in x])
+    k = batches.below(keys, batches.POLICY, len(IMAGENET_POLICY))
+    out = []
+    for s, (apply_stream, sign_stream) in enumerate(((batches.APPLY1, batches.SIGN1),
+                                                      (batches.APPLY2, batches.SIGN2))):
+        ids, p = _policy_tensors(s, keys.device)
+        # torchvision: applies when rand() <= p, negates when rand() <= 0.5 (float32 draws on the same grid).
+        applies = batches.uniform(keys, apply_stream) <= p[k]
+        neg = (batches.uniform(keys, sign_stream) <= 0.5).long()
+        out.append(torch.where(applies, ids[k, neg], 0))
+    return out[0], out[1]
+
+
+@functools.cache
+def _policy_tensors(s: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage s as tensors: variant ids (25, 2) by sign, and probabilities (25,) in float32."""
+    import torch
+
+    t = table()
+    return (torch.tensor(t.stage[s], dtype=torch.long, device=device),
+            torch.tensor(t.prob[s], dtype=torch.float32, device=device))
+
+
+class _Kernels:
+    """Per-variant constants for one image size on one device."""
+
+    def __init__(self, h: int, w: int, device: torch.device):
+        import torch
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        t = table()
+        self.h, self.w = h, w
+        ramp = torch.arange(256, device=device)
+        luts = []
+        geo_rows = [torch.arange(h * w, device=device)]
+        geo_index = []
+        # Source pixel of every output pixel, from torchvision's own kernels on an image of pixel numbers
+        # (float, so no rounding): 0 marks a pixel from outside the image, filled with zeros.
+        numbers = torch.arange(1, h * w + 1, dtype=torch.float32, device=device).view(1, 1, h, w)
+        for v in t.variants:
+            lut = ramp.clone()
+            if v.op == "Posterize":
+                lut = ramp & (((1 << int(v.magnitude)) - 1) << (8 - int(v.magnitude)))
+            elif v.op == "Solarize":
+                lut = torch.where(ramp.float() >= 255.0 * v.magnitude, 255 - ramp, ramp)
+            elif v.op == "Invert":
+                lut = 255 - ramp
+            luts.append(lut)
+            if v.op in GEOMETRIC:
+                if v.op == "Rotate":
+                    src = TF.rotate(numbers, angle=v.magnitude, interpolation=InterpolationMode.NEAREST)
+                else:
+                    src = TF.affine(numbers, angle=0.0, translate=[0, 0], scale=1.0,
+                                    shear=[math.degrees(math.atan(v.magnitude)), 0.0],
+                                    interpolation=InterpolationMode.NEAREST, center=[0, 0])
+                src = src.reshape(-1).long() - 1
+                geo_rows.append(torch.where(src < 0, h * w, src))  # column h*w of the padded batch is zero
+                geo_index.append(len(geo_rows) - 1)
+            else:
+                geo_index.append(0)
+        ops = [v.op for v in t.variants]
+        self.static_lut = torch.stack(luts).to(torch.uint8)  # (V, 256)
+        self.geo = torch.stack(geo_rows).to(torch.int32)  # (G + 1, H*W); row 0 keeps every pixel
+        self.geo_index = torch.tensor(geo_index, device=device)
+        self.is_geo = torch.tensor([o in GEOMETRIC for o in ops], device=device)
+        self.is_lut = torch.tensor([o in PIXEL_OPS for o in ops], device=device)
+        # Data-dependent tables: which candidate table each variant takes (0: its static one).
+        # (variant, factor): torchvision adjusts by 1 + magnitude.
+        self.contrast = [(i, 1.0 + v.magnitude) for i, v in enumerate(t.variants) if v.op == "Contrast"]
+        self.sharpness = [(i, 1.0 + v.magnitude) for i, v in enumerate(t.variants) if v.op == "Sharpness"]
+        cand = [0] * len(ops)
+        for i, o in enumerate(ops):
+            cand[i] = {"Equalize": 1, "AutoContrast": 2}.get(o, 0)
+        for j, (i, _) in enumerate(self.contrast):
+            cand[i] = 3 + j
+        self.candidate = torch.tensor(cand, device=device)
+        self.ramp = ramp
+
+
+@functools.cache
+def _kernels(h: int, w: int, device: torch.device) -> _Kernels:
+    return _Kernels(h, w, device)
+
+
+def _rows(sel: torch.Tensor, x: torch.Tensor, fn: Callable[..., torch.Tensor], *per_row: torch.Tensor
+          ) -> torch.Tensor:
+    """`fn` on the rows of `x` where `sel` holds, the other rows unchanged: an index group on the CPU,
+    a mask over every row elsewhere (no host sync). `per_row` tensors are cut like `x`."""
+    import torch
+
+    if _dense(x.device):
+        return torch.where(sel.view(-1, *([1] * (x.dim() - 1))), fn(x, *per_row), x)
+    idx = sel.nonzero().squeeze(1)
+    return x.index_copy_(0, idx, fn(x[idx], *(p[idx] for p in per_row)))  # x is the stage's own copy
+
+
+_FORCE_DENSE: list[bool] = [False]  # tests run the mask path on the CPU
+
+
+def _dense(device: torch.device) -> bool:
+    return device.type != "cpu" or _FORCE_DENSE[0]
+
+
+def _equalize_luts(hist: torch.Tensor, n: int) -> torch.Tensor:
+    """PIL's equalisation (which torchvision follows) as one table per image, from its histogram."""
+    import torch
+
+    cum = hist.cumsum(1)
+    last = cum.argmax(1, keepdim=True)  # first bin reaching the total: the last non-empty bin
+    step = torch.div(n - hist.gather(1, last), 255, rounding_mode="floor")
+    lut = torch.div(cum[:, :-1] + torch.div(step, 2, rounding_mode="floor"), step.clamp(min=1),
+                    rounding_mode="floor").clamp(0, 255)
+    lut = torch.cat([torch.zeros_like(lut[:, :1]), lut], 1)
+    return torch.where(step == 0, torch.arange(256, device=hist.device), lut)  # one value only: unchanged
+
+
+def _autocontrast_luts(hist: torch.Tensor) -> torch.Tensor:
+    """Each image's range stretched to 0..255 (torchvision's float32 arithmetic, truncated to uint8)."""
+    import torch
+
+    seen = (hist > 0).to(torch.uint8)
+    minimum = seen.argmax(1, keepdim=True).float()
+    maximum = (255 - seen.flip(1).argmax(1, keepdim=True)).float()
+    flat = maximum == minimum
+    inv_scale = maximum.sub(minimum).mul_(1.0 / 255)
+    minimum = torch.where(flat, 0.0, minimum)
+    inv_scale = torch.where(flat, 1.0, inv_scale)
+    ramp = torch.arange(256, device=hist.device, dtype=torch.float32)
+    return ramp.sub(minimum).div_(inv_scale).clamp_(0, 255).to(torch.uint8)
+
+
+def _contrast_luts(mean: torch.Tensor, factor: float) -> torch.Tensor:
+    """Blend with the image's mean (torchvision's `adjust_contrast` on one channel), as tables."""
+    import torch
+
+    ramp = torch.arange(256, device=mean.device, dtype=torch.uint8)
+    return ramp.mul(factor).expand(len(mean), 256).add(mean, alpha=1.0 - factor).clamp_(0, 255).to(torch.uint8)
+
+
+def _sharpen(flat: torch.Tensor, h: int, w: int, factor: float) -> torch.Tensor:
+    """torchvision's `adjust_sharpness`: blend with a 3x3 smoothing, border pixels kept."""
+    import torch
+    import torch.nn.functional as F
+
+    a, b = 1.0 / 13.0, 5.0 / 13.0
+    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=torch.float32, device=flat.device)
+    img = flat.view(-1, 1, h, w).to(torch.float32, copy=True)
+    blurred = F.conv2d(img, kernel.view(1, 1, 3, 3)).round_()
+    inner = img[..., 1:-1, 1:-1]
+    inner.add_(blurred.sub_(inner), alpha=1.0 - factor)
+    return img.clamp_(0, 255).to(torch.uint8).view(-1, h * w)
+
+
+def _geometry(flat: torch.Tensor, g: torch.Tensor, k: _Kernels) -> torch.Tensor:
+    """Each row's pixels from the source positions of its map `g`; position n (past the row) reads zero."""
+    import torch
+
+    rows, n = flat.shape
+    padded = torch.cat([flat, flat.new_zeros(rows, 1)], 1).view(-1)
+    where = k.geo[g] + (torch.arange(rows, dtype=torch.int32, device=flat.device) * (n + 1)).view(-1, 1)
+    return padded.index_select(0, where.view(-1)).view(rows, n)
+
+
+def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels) -> torch.Tensor:
+    """The pixel-value operations of variants `v` on rows `flat`: one 256-entry table per row."""
+    import torch
+
+    rows, n = flat.shape
+    # Row r's pixel value p as the position r * 256 + p of the tables laid end to end (int32: half the
+    # memory traffic of int64 indices, which is what these passes cost).
+    code = flat.to(torch.int32).add_((torch.arange(rows, dtype=torch.int32, device=flat.device) * 256).view(-1, 1))
+    if _dense(flat.device):  # bincount would read its input's maximum back to the host
+        hist = torch.zeros(rows * 256, dtype=torch.long, device=flat.device)
+        hist.scatter_add_(0, code.view(-1).long(), hist.new_ones(1).expand(code.numel()))
+    else:
+        hist = torch.bincount(code.view(-1), minlength=rows * 256)
+    hist = hist.view(rows, 256)
+    mean = (hist * k.ramp).sum(1, keepdim=True).to(torch.float32) / n
+    candidates = [k.static_lut[v], _equalize_luts(hist, n).to(torch.uint8), _autocontrast_luts(hist)]
+    candidates += [_contrast_luts(mean, factor) for _, factor in k.contrast]
+    lut = torch.stack(candidates, 1)[torch.arange(rows, device=flat.device), k.candidate[v]]
+    return lut.view(-1).index_select(0, code.view(-1)).view(rows, n)
+
+
+def _stage(flat: torch.Tensor, v: torch.Tensor, k: _Kernels) -> torch.Tensor:
+    """One operation per image (variant `v`, 0 = none) on a flattened batch (B, H*W) of uint8."""
+    flat = flat.clone()  # the index-group path writes its rows in place
+    flat = _rows(k.is_geo[v], flat, lambda f, g: _geometry(f, g, k), k.geo_index[v])
+    for i, factor in k.sharpness:
+        flat = _rows(v == i, flat, lambda f, factor=factor: _sharpen(f, k.h, k.w, factor))
+    return _rows(k.is_lut[v], flat, lambda f, vv: _pixel_tables(f, vv, k), v)
+
+
+def _none(x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _hflip(x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    flip = batches.uniform(keys, batches.HFLIP) < 0.5  # torchvision: flips when rand() < p
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def _autoaug(x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = x.shape
+    if c != 1:
+        raise ValueError(f"autoaugment here takes grayscale batches (B, 1, H, W), got {tuple(x.shape)}")
+    k = _kernels(h, w, x.device)
+    v1, v2 = draws(keys)
+    flat = _stage(x.reshape(b, h * w), v1, k)
+    return _stage(flat, v2, k).view(b, 1, h, w)
 
 
 AUGMENTATIONS: dict[str, Augment] = {"none": _none, "hflip": _hflip, "autoaugment": _autoaug}

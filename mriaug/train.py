@@ -1,9 +1,11 @@
 """One run: mix the training set, train, evaluate, write the JSON result.
 
-Data sits on the device as uint8 tensors at the model's resolution; augmentation runs per image on
-the batch; the forward pass uses bf16 autocast where asked. Every epoch ends with an atomic
-checkpoint, and every epoch reseeds from (seed, epoch), so a run resumed after preemption gives
-exactly the metrics of an uninterrupted one.
+Data sits on the device as uint8 tensors at the model's resolution; augmentation runs on the whole
+batch on the device; the forward pass uses bf16 autocast where asked; the device is read back once per
+epoch (the summed loss and the evaluation logits). Batch order and augmentation draws come from
+(seed, epoch, image identity) (`batches`), so the images two scenarios share are drawn alike. Every
+epoch ends with an atomic checkpoint, and every epoch reseeds from (seed, epoch), so a run resumed after
+preemption gives exactly the metrics of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import atomic, augment, models, pools, results, scenarios
+from . import atomic, augment, batches, models, pools, results, scenarios, speed
 from . import data as data_mod
 from .errors import PoolError
 from .metrics import classification_metrics
@@ -53,7 +55,8 @@ def to_device_uint8(x: np.ndarray, resolution: int, device: torch.device) -> tor
 
 
 def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)  # also seeds CUDA; augmentation, shuffling and dropout all draw from torch
+    torch.manual_seed(seed)  # also seeds CUDA: initialisation and dropout draw from torch (order and augmentation
+    # draw from `batches` keys instead)
 
 
 def _set_aside(path: Path, why: str, log: Log) -> None:
@@ -91,8 +94,8 @@ def predict(model: torch.nn.Module, x: torch.Tensor, norm: tuple[float, float], 
     for i in range(0, len(x), batch):
         xb = (x[i : i + batch].float() / 255.0 - norm[0]) / norm[1]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            out.append(model(xb).float().cpu())
-    return torch.cat(out).numpy()
+            out.append(model(xb).float())
+    return torch.cat(out).cpu().numpy()  # one copy to the host
 
 
 def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None, save_weights: bool = False,
@@ -121,14 +124,17 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
     res = hp.resolution
     x_train = to_device_uint8(x_np, res, dev)
     y_train = torch.from_numpy(y_np).to(dev)
+    ids = torch.from_numpy(batches.identities(mix.real_index, mix.synthetic_index)).to(dev)
     x_test = to_device_uint8(ds.test_x, res, dev)
     t_data = time.perf_counter() - t_start
 
     deterministic(dev)
     _seed_everything(spec.seed)
     model = models.build(spec.model, hp).to(dev)
-    if dev.type == "cpu" and spec.model != "vit":
+    fast = speed.settings()
+    if fast.channels_last_for(dev.type, spec.model):
         model = model.to(memory_format=torch.channels_last)
+    forward = speed.compiled(model) if fast.compile else model
     norm = models.normalization(model)
     opt = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     use_bf16 = hp.precision == "bf16"
@@ -154,18 +160,20 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
         t0 = time.perf_counter()
         _seed_everything(spec.seed * 100_003 + epoch + 1)
         model.train()
-        perm = torch.randperm(n).to(dev)
-        total, seen = 0.0, 0
+        keys = batches.image_keys(spec.seed, epoch, ids)
+        perm = batches.order(keys)
+        loss_sum, seen = torch.zeros((), dtype=torch.float64, device=dev), 0
         for i in range(0, n, bs):
             idx = perm[i : i + bs]
-            xb = (aug(x_train[idx]).float() / 255.0 - norm[0]) / norm[1]
+            xb = (aug(x_train[idx], keys[idx]).float() / 255.0 - norm[0]) / norm[1]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = F.cross_entropy(model(xb).float(), y_train[idx])
+                loss = F.cross_entropy(forward(xb).float(), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
+            loss_sum += loss.detach() * len(idx)  # summed on the device: no sync per step
             seen += len(idx)
+        total = float(loss_sum)
         t_train += time.perf_counter() - t0
         logits = predict(model, x_test, norm, use_bf16)
         metrics = classification_metrics(logits, ds.test_y)
@@ -202,7 +210,7 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
         "env": environment(dev),
         "timings": {"data_s": t_data, "train_s": t_train, "total_s": time.perf_counter() - t_start,
                     "train_images_per_s": trained / t_train if t_train else None,
-                    "resumed_from_epoch": start_epoch},
+                    "resumed_from_epoch": start_epoch, "speed": fast.to_dict()},
         "weights": str(results.weights_for(results_dir, run_id)) if save_weights else None,
     }
     results.write(results_dir, result)

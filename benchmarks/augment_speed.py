@@ -1,0 +1,88 @@
+"""AutoAugment alone: mriaug's batched version against the per-image loop it replaced (torchvision's v2
+AutoAugment called once per uint8 tensor) and against torchvision on PIL images (the textbook Dataset path).
+
+Each figure is images per second over batches of `--batch` images at `--res` pixels, the median of
+`--repeats` timed passes over the same images (after a warm-up pass), in one process.
+
+    .venv/bin/python benchmarks/augment_speed.py [--data ../shared/data/alzheimer_mri] [--batch 64] [--res 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import v2
+
+from mriaug import augment, batches, data
+from mriaug.train import to_device_uint8
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="phantom")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batches", type=int, default=4, help="batches per timed pass")
+    ap.add_argument("--res", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ds = data.load(data.DataSpec(args.data))
+    n = args.batch * args.batches
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    x = to_device_uint8(ds.train_x[:n], args.res, dev)
+    keys = batches.image_keys(0, 0, torch.arange(n, device=dev))
+    chunks = [slice(i, i + args.batch) for i in range(0, n, args.batch)]
+    batched = augment.get("autoaugment")
+    per_image = v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)
+    pil_policy = T.AutoAugment(T.AutoAugmentPolicy.IMAGENET)
+    pil = [Image.fromarray(img[0].cpu().numpy()) for img in x]
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def run_batched() -> None:
+        for c in chunks:
+            batched(x[c], keys[c])
+        sync()
+
+    def run_loop() -> None:
+        for c in chunks:
+            torch.stack([per_image(img) for img in x[c]])
+        sync()
+
+    def run_pil() -> None:
+        for img in pil:
+            pil_policy(img)
+
+    print(f"data {args.data}: {n} images at {args.res}x{args.res}, batch {args.batch}, "
+          f"threads={torch.get_num_threads()}, device={dev}")
+    rates = {name: n / timed(fn, args.repeats) for name, fn in
+             (("batched (mriaug)", run_batched), ("per-image loop (v2, tensors)", run_loop),
+              ("torchvision on PIL", run_pil))}
+    base = rates["batched (mriaug)"]
+    print(f"{'augmentation':<32}{'img/s':>10}{'batched is':>14}")
+    for name, r in rates.items():
+        print(f"{name:<32}{r:>10.0f}{base / r:>13.1f}x")
+
+
+if __name__ == "__main__":
+    main()

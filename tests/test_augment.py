@@ -1,0 +1,209 @@
+"""Batched AutoAugment against torchvision's per-image AutoAugment(IMAGENET), and the fixed op count."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from mriaug import augment, batches
+from mriaug.data import DataSpec, load
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    ds = load(DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32}))
+    x = torch.from_numpy(ds.train_x).unsqueeze(1).clone()
+    x[0] = 7  # one value only: equalize and autocontrast leave it as it is
+    x[1] = 0
+    x[1, :, :5] = 255  # two values
+    return x
+
+
+@pytest.fixture(params=[False, True], ids=["index-groups", "masks"])
+def path(request: pytest.FixtureRequest) -> Any:
+    augment._FORCE_DENSE[0] = request.param
+    yield request.param
+    augment._FORCE_DENSE[0] = False
+
+
+def _torchvision(img: torch.Tensor, v: augment.Variant) -> torch.Tensor:
+    """torchvision's functional op, called as its AutoAugment calls it."""
+    m, nearest = v.magnitude, InterpolationMode.NEAREST
+    ops = {
+        "Identity": lambda: img, "Color": lambda: TF.adjust_saturation(img, 1.0 + m),
+        "Posterize": lambda: TF.posterize(img, int(m)), "Solarize": lambda: TF.solarize(img, 255.0 * m),
+        "Invert": lambda: TF.invert(img), "Equalize": lambda: TF.equalize(img),
+        "AutoContrast": lambda: TF.autocontrast(img), "Contrast": lambda: TF.adjust_contrast(img, 1.0 + m),
+        "Sharpness": lambda: TF.adjust_sharpness(img, 1.0 + m),
+        "Rotate": lambda: TF.rotate(img, angle=m, interpolation=nearest),
+        "ShearX": lambda: TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0,
+                                    shear=[math.degrees(math.atan(m)), 0.0], interpolation=nearest, center=[0, 0]),
+    }
+    return ops[v.op]()
+
+
+def test_policy_table_is_torchvisions() -> None:
+    ours = [tuple((op, p, b) for op, p, b in sub) for sub in augment.IMAGENET_POLICY]
+    assert ours == v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)._policies
+
+
+def test_every_operation_is_torchvisions_pixel_for_pixel(images: torch.Tensor, path: bool) -> None:
+    x = images[:48]
+    k = augment._kernels(32, 32, x.device)
+    for i, v in enumerate(augment.table().variants):
+        got = augment._stage(x.reshape(len(x), -1), torch.full((len(x),), i), k)
+        expected = torch.stack([_torchvision(img, v) for img in x])
+        assert torch.equal(got.view_as(x), expected), v
+    # A batch mixing every variant: each image gets its own.
+    mixed = torch.arange(len(x)) % len(augment.table().variants)
+    got = augment._stage(x.reshape(len(x), -1), mixed, k).view_as(x)
+    variants = augment.table().variants
+    expected = torch.stack([_torchvision(img, variants[int(i)]) for img, i in zip(x, mixed, strict=True)])
+    assert torch.equal(got, expected)
+
+
+class _Recording(v2.AutoAugment):
+    """torchvision's AutoAugment, recording the operations it draws instead of running them."""
+
+    def __init__(self) -> None:
+        super().__init__(v2.AutoAugmentPolicy.IMAGENET)
+        self.drawn: list[tuple[str, float]] = []
+
+    def _apply_image_or_video_transform(self, image: Any, transform_id: str, magnitude: float, *a: Any,
+                                        **kw: Any) -> Any:
+        self.drawn.append((transform_id, round(magnitude, 4)))
+        return image
+
+
+def _chi2_homogeneity(a: Counter, b: Counter) -> tuple[float, float]:
+    """Chi-square statistic of two samples of categories, and its critical value at p = 1e-4
+    (Wilson-Hilferty); categories expected fewer than 5 times are pooled."""
+    na, nb = sum(a.values()), sum(b.values())
+    cells, rare = [], [0, 0]
+    for c in set(a) | set(b):
+        if (a[c] + b[c]) * min(na, nb) / (na + nb) < 5:
+            rare[0] += a[c]
+            rare[1] += b[c]
+        else:
+            cells.append((a[c], b[c]))
+    if sum(rare):
+        cells.append((rare[0], rare[1]))
+    stat = 0.0
+    for x, y in cells:
+        tot = x + y
+        for obs, n in ((x, na), (y, nb)):
+            exp = tot * n / (na + nb)
+            stat += (obs - exp) ** 2 / exp
+    df = len(cells) - 1
+    z = 3.719  # one-sided normal quantile of 1e-4
+    return stat, df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def test_operation_frequencies_match_torchvision() -> None:
+    n = 20_000
+    torch.manual_seed(0)
+    rec = _Recording()
+    tv_ops: Counter = Counter()
+    tv_count: Counter = Counter()
+    img = torch.zeros(1, 4, 4, dtype=torch.uint8)
+    for _ in range(n):
+        rec.drawn.clear()
+        rec(img)
+        tv_ops.update(rec.drawn)
+        tv_count[len(rec.drawn)] += 1
+    v1, v2_ = augment.draws(batches.image_keys(0, 0, torch.arange(n)))
+    variants = augment.table().variants
+    ours_ops: Counter = Counter()
+    for v in torch.cat([v1, v2_]).tolist():
+        if v:
+            ours_ops[(variants[v].op, round(variants[v].magnitude, 4))] += 1
+    ours_count = Counter(((v1 > 0).long() + (v2_ > 0).long()).tolist())
+    assert set(ours_ops) == set(tv_ops)
+    for ours, theirs in ((ours_ops, tv_ops), (ours_count, tv_count)):
+        stat, critical = _chi2_homogeneity(ours, theirs)
+        assert stat < critical, (stat, critical, ours, theirs)
+    # The test can tell: draws that forgot the sign of the 30 degree rotations fail it.
+    unsigned = Counter(tv_ops)
+    unsigned[("Rotate", 30.0)] += unsigned.pop(("Rotate", -30.0))
+    stat, critical = _chi2_homogeneity(ours_ops, unsigned)
+    assert stat > critical
+
+
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic."""
+    grid = np.sort(np.concatenate([a, b]))
+    fa = np.searchsorted(np.sort(a), grid, side="right") / len(a)
+    fb = np.searchsorted(np.sort(b), grid, side="right") / len(b)
+    return float(np.abs(fa - fb).max())
+
+
+def test_pixel_statistics_match_torchvision(images: torch.Tensor) -> None:
+    reps = 10  # every phantom image augmented this many times by each side
+    x = images.repeat(reps, 1, 1, 1)
+    torch.manual_seed(1)
+    policy = v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)
+    theirs = torch.stack([policy(img) for img in x]).float()
+    ours = augment.get("autoaugment")(x, batches.image_keys(3, 0, torch.arange(len(x)))).float()
+    n = len(x)
+    critical = 1.949 * math.sqrt(2 / n)  # KS at p = 1e-3
+    stats = {
+        "mean": lambda t: t.mean((1, 2, 3)), "std": lambda t: t.std((1, 2, 3)),
+        "zeros": lambda t: (t == 0).float().mean((1, 2, 3)), "bright": lambda t: (t > 200).float().mean((1, 2, 3)),
+        "changed": lambda t: (t != x.float()).float().mean((1, 2, 3)),
+    }
+    for name, f in stats.items():
+        d = _ks(f(ours).numpy(), f(theirs).numpy())
+        assert d < critical, (name, d, critical)
+    assert _ks(stats["mean"](ours).numpy(), stats["mean"](x.float()).numpy()) > critical  # it does augment
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter = Counter()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", ["autoaugment", "hflip"])
+def test_operation_count_does_not_grow_with_the_batch(images: torch.Tensor, path: bool, name: str) -> None:
+    f = augment.get(name)
+    f(images[:8], batches.image_keys(0, 0, torch.arange(8)))  # build the per-size constants first
+    counts = []
+    for b, seed in ((8, 0), (256, 1), (8, 2)):
+        x = images.repeat(2, 1, 1, 1)[:b]
+        keys = batches.image_keys(seed, 0, torch.arange(b))
+        with _CountOps() as c:
+            f(x, keys)
+        counts.append(c.ops)
+    assert counts[0] == counts[1] == counts[2]
+    assert sum(counts[0].values()) < 400
+
+
+def test_hflip_flips_half_by_key(images: torch.Tensor) -> None:
+    keys = batches.image_keys(0, 0, torch.arange(len(images)))
+    out = augment.get("hflip")(images, keys)
+    pairs = list(zip(out, images, strict=True))
+    flipped = torch.tensor([torch.equal(o, i.flip(-1)) and not torch.equal(o, i) for o, i in pairs])
+    kept = torch.tensor([torch.equal(o, i) for o, i in pairs])
+    assert bool((flipped | kept).all()) and 80 < int(flipped.sum()) < 160
+    assert torch.equal(augment.get("hflip")(images[5:9], keys[5:9]), out[5:9])
+
+
+def test_an_image_is_augmented_alike_in_any_batch(images: torch.Tensor) -> None:
+    keys = batches.image_keys(0, 3, torch.arange(len(images)))
+    whole = augment.get("autoaugment")(images, keys)
+    picked = torch.tensor([17, 3, 200, 64])
+    assert torch.equal(augment.get("autoaugment")(images[picked], keys[picked]), whole[picked])
+    assert not torch.equal(augment.get("autoaugment")(images, batches.image_keys(0, 4, torch.arange(240))), whole)

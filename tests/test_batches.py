@@ -1,0 +1,78 @@
+"""Common random numbers: keys from (seed, epoch, identity), the batch order, and what two scenarios share."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mriaug import augment, batches, scenarios
+from mriaug import data as data_mod
+from mriaug.data import DataSpec
+
+
+def test_tensor_hash_is_splitmix64() -> None:
+    rng = np.random.default_rng(0)
+    values = [0, 1, -1, 2**63 - 1, -(2**63), *rng.integers(-(2**63), 2**63 - 1, 500, dtype=np.int64).tolist()]
+    got = batches.mix64(torch.tensor(values, dtype=torch.int64)).tolist()
+    assert got == [batches.mix64_int(v) for v in values]
+    # splitmix64's first output for state 0 (its finaliser of 0x9E3779B97F4A7C15) is 0xE220A8397B1DCDAF.
+    assert batches.mix64_int(0x9E3779B97F4A7C15) == batches._signed(0xE220A8397B1DCDAF)
+
+
+def test_draws_are_uniform_and_independent_across_purposes() -> None:
+    keys = batches.image_keys(0, 0, torch.arange(100_000))
+    u = batches.uniform(keys, batches.APPLY1)
+    assert float(u.min()) >= 0 and float(u.max()) < 1 and abs(float(u.mean()) - 0.5) < 0.005
+    assert abs(float(torch.corrcoef(torch.stack([u, batches.uniform(keys, batches.SIGN1)]))[0, 1])) < 0.01
+    counts = torch.bincount(batches.below(keys, batches.POLICY, 25), minlength=25)
+    assert int(counts.min()) > 3700 and int(counts.max()) < 4300
+    perm = batches.order(keys)
+    assert torch.equal(perm.sort().values, torch.arange(100_000))
+
+
+def test_keys_depend_on_seed_epoch_and_identity_only() -> None:
+    ids = torch.tensor([5, 9, batches.POOL_OFFSET + 5])
+    k = batches.image_keys(3, 2, ids)
+    assert torch.equal(k, batches.image_keys(3, 2, ids.flip(0)).flip(0))  # not on position
+    assert len(set(k.tolist())) == 3  # a pool line is not the train row of the same number
+    assert not torch.equal(k, batches.image_keys(3, 3, ids)) and not torch.equal(k, batches.image_keys(4, 2, ids))
+    assert k.tolist() == batches.image_keys(3, 2, ids).tolist()
+
+
+def test_an_image_shared_by_two_scenarios_is_drawn_alike() -> None:
+    """Scenario 1 keeps every real image, scenario 2 80% of them: under one seed the images both train
+    on come in the same relative order and get the same augmentation, epoch by epoch, as train.py draws."""
+    ds = data_mod.load(DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32}))
+    seed, bs = 7, 16
+    runs = {}
+    for name in ("1", "2"):
+        mix = scenarios.mix(ds, scenarios.SCENARIOS[name], seed, None)
+        x_np, _ = scenarios.training_arrays(ds, mix, None)
+        ids = torch.from_numpy(batches.identities(mix.real_index, mix.synthetic_index))
+        x = torch.from_numpy(x_np).unsqueeze(1)
+        epochs = []
+        for epoch in range(2):
+            keys = batches.image_keys(seed, epoch, ids)  # what train.execute does, batch by batch
+            perm = batches.order(keys)
+            out = {}
+            order = []
+            for i in range(0, len(ids), bs):
+                idx = perm[i : i + bs]
+                aug = augment.get("autoaugment")(x[idx], keys[idx])
+                for j, row in enumerate(ids[idx].tolist()):
+                    out[row] = aug[j]
+                    order.append(row)
+            epochs.append((order, out))
+        runs[name] = epochs
+    for epoch in range(2):
+        (order1, out1), (order2, out2) = runs["1"][epoch], runs["2"][epoch]
+        shared = set(order2)
+        assert shared < set(order1) and len(shared) == 192
+        assert [r for r in order1 if r in shared] == order2
+        assert all(torch.equal(out1[r], out2[r]) for r in shared)
+    assert runs["1"][0][0] != runs["1"][1][0]  # a new order every epoch
+
+
+def test_identities_put_pool_lines_after_real_rows() -> None:
+    ids = batches.identities(np.array([3, 1]), np.array([0, 2]))
+    assert ids.tolist() == [3, 1, batches.POOL_OFFSET, batches.POOL_OFFSET + 2]
