@@ -290,7 +290,7 @@ def _geometry(flat: torch.Tensor, g: torch.Tensor, k: _Kernels) -> torch.Tensor:
     return padded.index_select(0, where.view(-1)).view(rows, n)
 
 
-def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels) -> torch.Tensor:
+def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, contrast: bool = True) -> torch.Tensor:
     """The pixel-value operations of variants `v` on rows `flat`: one 256-entry table per row."""
     import torch
 
@@ -304,20 +304,30 @@ def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels) -> torch.Ten
     else:
         hist = torch.bincount(code.view(-1), minlength=rows * 256)
     hist = hist.view(rows, 256)
-    mean = (hist * k.ramp).sum(1, keepdim=True).to(torch.float32) / n
     candidates = [k.static_lut[v], _equalize_luts(hist, n).to(torch.uint8), _autocontrast_luts(hist)]
-    candidates += [_contrast_luts(mean, factor) for _, factor in k.contrast]
+    if contrast:  # candidates 3, 4, ...: only drawn where the stage has a Contrast operation
+        mean = (hist * k.ramp).sum(1, keepdim=True).to(torch.float32) / n
+        candidates += [_contrast_luts(mean, factor) for _, factor in k.contrast]
     lut = torch.stack(candidates, 1)[torch.arange(rows, device=flat.device), k.candidate[v]]
     return lut.view(-1).index_select(0, code.view(-1)).view(rows, n)
 
 
-def _stage(flat: torch.Tensor, v: torch.Tensor, k: _Kernels) -> torch.Tensor:
-    """One operation per image (variant `v`, 0 = none) on a flattened batch (B, H*W) of uint8."""
+def _stage(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, possible: frozenset[int] | None = None
+           ) -> torch.Tensor:
+    """One operation per image (variant `v`, 0 = none) on a flattened batch (B, H*W) of uint8. `possible`:
+    the variants this stage can draw (None: any), so operations it never draws cost nothing."""
     flat = flat.clone()  # the index-group path writes its rows in place
     flat = _rows(k.is_geo[v], flat, lambda f, g: _geometry(f, g, k), k.geo_index[v])
     for i, factor in k.sharpness:
-        flat = _rows(v == i, flat, lambda f, factor=factor: _sharpen(f, k.h, k.w, factor))
-    return _rows(k.is_lut[v], flat, lambda f, vv: _pixel_tables(f, vv, k), v)
+        if possible is None or i in possible:
+            flat = _rows(v == i, flat, lambda f, factor=factor: _sharpen(f, k.h, k.w, factor))
+    contrast = possible is None or any(i in possible for i, _ in k.contrast)
+    return _rows(k.is_lut[v], flat, lambda f, vv: _pixel_tables(f, vv, k, contrast), v)
+
+
+@functools.cache
+def _possible(stage: int) -> frozenset[int]:
+    return frozenset({0, *(i for pair in table().stage[stage] for i in pair)})
 
 
 def _none(x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -337,8 +347,8 @@ def _autoaug(x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"autoaugment here takes grayscale batches (B, 1, H, W), got {tuple(x.shape)}")
     k = _kernels(h, w, x.device)
     v1, v2 = draws(keys)
-    flat = _stage(x.reshape(b, h * w), v1, k)
-    return _stage(flat, v2, k).view(b, 1, h, w)
+    flat = _stage(x.reshape(b, h * w), v1, k, _possible(0))
+    return _stage(flat, v2, k, _possible(1)).view(b, 1, h, w)
 
 
 AUGMENTATIONS: dict[str, Augment] = {"none": _none, "hflip": _hflip, "autoaugment": _autoaug}
