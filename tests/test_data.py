@@ -34,7 +34,7 @@ def test_phantom_has_real_imbalance_and_is_cached(phantom_spec: DataSpec, monkey
     def no_decoding(*a: object) -> None:
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(phantom, "generate", no_decoding)
+    monkeypatch.setattr(phantom, "generate_subjects", no_decoding)
     t0 = time.perf_counter()
     again = data.load(phantom_spec)
     assert time.perf_counter() - t0 < 1.0
@@ -48,7 +48,8 @@ def test_phantom_default_counts_match_thesis_table() -> None:
 
 def test_phantom_classes_differ_like_atrophy() -> None:
     # Ventricles and sulci are dark: more atrophy means a darker brain on average.
-    x, y = phantom.generate([60, 60, 60, 60], 64, seed=3)
+    s = phantom.generate_subjects([60, 60, 60, 60], [4, 4, 4, 4], 64, seed=3)
+    x, y = s.train_x, s.train_y
     mean = [x[y == k].mean() for k in range(4)]
     assert mean[2] > mean[3] > mean[0] > mean[1]
 
