@@ -44,9 +44,8 @@ def _soft(inside: np.ndarray, edge: float) -> np.ndarray:
 
 
 def _render(sev: np.ndarray, pose: np.ndarray, z: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Images of n slices: `sev` atrophy, `pose` rows (theta, scale, dx, dy, sulcal phase, gain, sulci count, ramp x, ramp y),
-    `z` the slice's height (0 = the middle of the brain)."""
-    n = sev.shape[0]
+    """Images of slices: `sev` atrophy, `pose` rows (theta, scale, dx, dy, sulcal phase, gain, sulci count,
+    ramp x, ramp y), `z` the slice's height (0 = the middle of the brain)."""
     lin = np.linspace(-1.0, 1.0, size, dtype=np.float32)
     yy, xx = np.meshgrid(lin, lin, indexing="ij")
     col = lambda a: a.astype(np.float32)[:, None, None]  # noqa: E731

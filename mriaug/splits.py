@@ -41,8 +41,9 @@ GIVEN_VAL_FRACTION = 0.0
 TRAIN, VAL, TEST = 0, 1, 2
 
 
-def features(x: np.ndarray, size: int = FEATURE_SIZE) -> np.ndarray:
-    """(N, H, W) uint8 -> (N, size*size) float32 box-downsampled, zero-mean, unit-norm rows."""
+def features(x: np.ndarray, size: int = FEATURE_SIZE, normalize: bool = True) -> np.ndarray:
+    """(N, H, W) uint8 -> (N, size*size) float32 box-downsampled rows, zero-mean and unit-norm unless
+    `normalize` is false (plain pixels, for the 1-NN check)."""
     n, h, w = x.shape
     if h == w and h % size == 0:
         k = h // size
@@ -53,6 +54,8 @@ def features(x: np.ndarray, size: int = FEATURE_SIZE) -> np.ndarray:
         f = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BOX), np.float32)
                       for im in x])
     f = f.reshape(n, -1)
+    if not normalize:
+        return f
     f -= f.mean(axis=1, keepdims=True)
     f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-6)
     return f
