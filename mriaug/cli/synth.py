@@ -70,7 +70,8 @@ def synth(ctx: typer.Context,
           out: Annotated[Path | None, typer.Option(metavar="POOL", help="pool folder to create or extend")] = None,
           grid: Annotated[Path | None, typer.Option(metavar="GRID",
                                                     help="take data source and pool folder from a grid")] = None,
-          generator: Annotated[str, typer.Option(metavar="NAME", help="transform | copy | openai | diffusion")] = "transform",
+          generator: Annotated[str, typer.Option(metavar="NAME", help="transform | copy | openai | diffusion")]
+          = "transform",
           setting: Settings = None,
           data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
           classes: Annotated[str | None, typer.Option(metavar="A,B", help="comma-separated classes (default: all)")]
