@@ -161,6 +161,9 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
     use_bf16 = hp.precision == "bf16"
     aug = augment.get(spec.augmentation)
 
+    n, bs = len(y_train), hp.batch_size
+    plan = epoch_batches(n, bs, hp.epochs, spec.budget, int(ds.fit_mask.sum()))
+    epochs = len(plan)
     ckpt_path = results.checkpoint_for(results_dir, run_id)
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -172,11 +175,8 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         history, start_epoch, best = ckpt["history"], ckpt["epoch"], ckpt.get("best")
-        log(f"[{run_id}] {spec.label}: resumed from checkpoint at epoch {start_epoch}")
+        log(f"[{run_id}] {spec.label}: resumed from checkpoint at epoch {start_epoch}/{epochs}")
 
-    n, bs = len(y_train), hp.batch_size
-    plan = epoch_batches(n, bs, hp.epochs, spec.budget, int(ds.fit_mask.sum()))
-    epochs = len(plan)
     log(f"[{run_id}] {spec.label}: {n} training images ({sum(mix.counts_synthetic.values())} synthetic), "
         f"{len(ds.val_rows)} validation, {epochs} epochs ({sum(plan)} steps, budget {spec.budget}) on {dev}")
     t_train = 0.0

@@ -15,7 +15,7 @@ from .. import atomic, augment, hparams, results
 BASE_SCENARIOS = ["1", "2", "3", "4"]
 LONG_COLUMNS = ["run_id", "model", "scenario", "augmentation", "seed", "test_ce", "accuracy",
                 "balanced_accuracy", "macro_f1", "n_real", "n_synthetic", "epochs", "data_fingerprint",
-                "pool_fingerprint", "train_s", "file"]
+                "pool_fingerprint", "pool", "split", "budget", "train_s", "file"]
 
 
 def _thesis_shape(cells: pd.Series) -> pd.DataFrame:
@@ -35,7 +35,10 @@ class Collected:
     def medians(self, model: str) -> pd.DataFrame:
         """Median test CE and seed count per (scenario, augmentation) of one model, every cell present."""
         df = self.runs[self.runs["model"] == model]
-        scens = BASE_SCENARIOS + sorted(set(df["scenario"]) - set(BASE_SCENARIOS))
+        present = set(df["scenario"])
+        # A base row split by pool ("3 copy", "3 openai") is not shown empty beside its parts.
+        base = [b for b in BASE_SCENARIOS if not any(p.startswith(b + " ") for p in present)]
+        scens = base + sorted(present - set(base))
         idx = pd.MultiIndex.from_product([scens, list(augment.AUGMENTATIONS)], names=["scenario", "augmentation"])
         g = df.groupby(["scenario", "augmentation"])["test_ce"].agg(["median", "count"])
         return g.reindex(idx).fillna({"count": 0}).astype({"count": int})
@@ -125,10 +128,18 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
             "macro_f1": met["macro_f1"], "n_real": sum(r["counts"]["real"].values()),
             "n_synthetic": sum(r["counts"]["synthetic"].values()), "epochs": spec["hparams"].get("epochs"),
             "data_fingerprint": r["data"].get("fingerprint"), "pool_fingerprint": r["data"].get("pool_fingerprint"),
+            "pool": r["data"].get("pool_label") or r["data"].get("pool_fingerprint"),
+            "split": (r["data"].get("split") or {}).get("fingerprint") or "given",
+            "budget": (r.get("training") or {}).get("budget", "epochs"),
             "train_s": r["timings"].get("train_s"), "file": path.name,
         })
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    # A grid with several pools: each pool's runs of a scenario are a row of their own ("3 copy"), never one cell.
+    pooled = df["pool"].notna()
+    if df.loc[pooled, "pool"].nunique() > 1:
+        df.loc[pooled, "scenario"] = df.loc[pooled, "scenario"] + " " + df.loc[pooled, "pool"].astype(str)
     # Runs of different specs in one cell and seed (e.g. after editing a grid) would be pooled silently.
+    # (Runs of different splits or budgets land here too.)
     dup = df.groupby(["model", "scenario", "augmentation", "seed"]).size()
     warnings = [f"{len(dup[dup > 1])} cell(s) have several runs for the same seed (e.g. "
                 f"{'/'.join(map(str, dup[dup > 1].index[0]))}): results of different settings are mixed; "
