@@ -199,3 +199,14 @@ def test_grid_with_several_pools_keeps_them_apart(tmp_path: Path) -> None:
     r = json.loads(next(p for p in (tmp_path / "res").glob("*.json")
                         if json.loads(p.read_text())["data"]["pool_label"] == "copy").read_text())
     assert r["training"]["budget"] == "steps" and r["selection"]["pool_sampling"]["Mild_Demented"]["reused"] == 0
+
+
+def test_subject_grid_is_the_thesis_grid_on_a_subject_split() -> None:
+    g = grid.load(Path(__file__).resolve().parents[1] / "jobs" / "subject.toml")
+    assert g.data.options["split"] == "subject" and g.budget == "steps" and g.select == "best_val"
+    assert set(g.pools) == {"openai", "copy"}
+    # Scenarios 1-2 once, 3-6 once per pool: 3 models x 3 augmentations x 20 seeds x (2 + 4 x 2). (Until the
+    # pools are made their runs share ids: a pool's content is part of a run's id, and none is planned yet.)
+    assert len(g.runs) == 3 * 3 * 20 * 10
+    assert {r.pool_label for r in g.runs if r.scenario.needs_pool} == {"openai", "copy"}
+    assert all(r.to_dict()["budget"] == "steps" for r in g.runs)
