@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from . import atomic, phantom
+from . import atomic, phantom, splits
 from .classes import CLASSES, class_index
 from .errors import DataError, UnknownClassError
 
@@ -32,10 +32,12 @@ DEFAULT_SOURCE = "hf:Falah/Alzheimer_MRI"
 HUB_REVISIONS = {"Falah/Alzheimer_MRI": "daac24f9597236b45837d82f7eb9c9ad1f8c60c8"}
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-PHANTOM_DEFAULTS = {"n_train": 5120, "n_test": 1280, "size": 128, "seed": 0}
+PHANTOM_DEFAULTS = {"n_train": 5120, "n_test": 1280, "size": 128, "seed": 0, "slices": 32}
+# The split every source takes (see `mriaug.splits`): they shape train / validation / test, not the decoding.
+SPLIT_OPTIONS = {"split", "test_fraction", "val_fraction", "split_seed"}
 # The options each kind of source takes (`--data-option KEY=VALUE`, or keys beside `source` in a grid).
-OPTIONS = {"phantom": set(PHANTOM_DEFAULTS), "hub": {"size", "revision"}, "parquet": {"size"},
-           "imagefolder": {"size", "class_map", "test_fraction", "split_seed"}}
+OPTIONS = {"phantom": set(PHANTOM_DEFAULTS) | SPLIT_OPTIONS, "hub": {"size", "revision"} | SPLIT_OPTIONS,
+           "parquet": {"size"} | SPLIT_OPTIONS, "imagefolder": {"size", "class_map"} | SPLIT_OPTIONS}
 
 
 def cache_root() -> Path:
@@ -80,6 +82,11 @@ class DataSpec:
         count("size", 16)
         count("seed", 0)
         count("split_seed", 0)
+        count("slices", 2)
+        bad += splits.problems(o)
+        if "test_fraction" in o and o.get("split", "given") == "given" and self.kind != "imagefolder":
+            bad.append(("test_fraction", "applies to split = 'subject' (or an image folder without a test "
+                                         "folder); this source's own test split is used as it is"))
         tf = o.get("test_fraction")
         if "test_fraction" in o and (isinstance(tf, bool) or not isinstance(tf, int | float) or not 0 < tf < 1):
             bad.append(("test_fraction", f"must be a number between 0 and 1, got {tf!r}"))
@@ -94,7 +101,16 @@ class DataSpec:
         opts = dict(self.options)
         if self.source == "phantom":
             opts = {**PHANTOM_DEFAULTS, **opts}
+        if opts.get("split") == "subject":  # one spelling per split, so equal splits give equal run ids
+            opts = {**splits.SUBJECT_DEFAULTS, **opts}
         return {"source": self.source, "options": opts}
+
+    def decoding(self) -> DataSpec:
+        """The spec of the decoded source, without the split options (one cache entry serves every split).
+        An image folder without a test folder splits itself by `test_fraction` and `split_seed`: kept."""
+        keep = {"test_fraction", "split_seed"} if self.kind == "imagefolder" else set()
+        return DataSpec(self.source, {k: v for k, v in self.options.items()
+                                      if k not in SPLIT_OPTIONS or k in keep})
 
 
 @dataclass
@@ -105,10 +121,24 @@ class Dataset:
     test_y: np.ndarray
     source: dict[str, Any]
     fingerprint: str
+    # Rows of the train split held out for validation (never trained on, never a synthetic source).
+    val_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # `data.split` of a result: kind, seed, fingerprint, ... (see `mriaug.splits.record`).
+    split: dict[str, Any] = field(default_factory=lambda: {"kind": "given"})
+    # Scan group of each train / test row, where the split computed them (None on the plain given split).
+    train_groups: np.ndarray | None = None
+    test_groups: np.ndarray | None = None
 
     @property
     def resolution(self) -> int:
         return int(self.train_x.shape[-1])
+
+    @property
+    def fit_mask(self) -> np.ndarray:
+        """Train rows a run may train on (and draw synthetic sources from): all but validation."""
+        mask = np.ones(len(self.train_y), bool)
+        mask[self.val_rows] = False
+        return mask
 
     def counts(self, split: str) -> dict[str, int]:
         y = self.train_y if split == "train" else self.test_y
@@ -138,9 +168,54 @@ def _cache_key(spec: DataSpec) -> str:
 
 
 def load(spec: DataSpec, *, use_cache: bool = True) -> Dataset:
-    """The dataset of `spec`, from the on-disk cache when warm (well under a second)."""
+    """The dataset of `spec` under its split, from the on-disk cache when warm (well under a second)."""
     for key, problem in spec.problems():
         raise DataError(f"data source {spec.source!r}: option {key}: {problem}")
+    base = _load_decoded(spec.decoding(), use_cache)
+    return apply_split(base, spec, cache_root() / "groups" if use_cache else None)
+
+
+def apply_split(base: Dataset, spec: DataSpec, cache_dir: Path | None) -> Dataset:
+    """The source's own split (with validation carved from its training part by scan group when
+    val_fraction > 0), or a subject split: every image pooled, regrouped by scan, whole groups to train /
+    val / test, stratified by class. The fingerprint chains: source -> split (validation excluded, so a
+    pool made from a split's training part serves every val_fraction; the guard at mixing time refuses
+    sources in validation)."""
+    opt = splits.options(spec.options)
+    kind, vf, seed = opt["split"], float(opt["val_fraction"]), int(opt["split_seed"])
+    if kind == "given" and vf == 0:
+        fp = atomic.stable_hash({"kind": kind, "data": base.fingerprint})
+        base.split = splits.record(kind, None, fp, val_fraction=0.0)
+        base.source = spec.describe()
+        return base
+    x = np.concatenate([base.train_x, base.test_x])
+    y = np.concatenate([base.train_y, base.test_y])
+    groups, gfp = splits.cached_groups(x, y, base.fingerprint, cache_dir)
+    n_tr = len(base.train_y)
+    grouping = {"method": splits.METHOD, "groups": int(groups.max()) + 1, "fingerprint": gfp}
+    if kind == "given":
+        val = splits.carve_val(groups[:n_tr], base.train_y, vf, seed)
+        fp = atomic.stable_hash({"kind": kind, "data": base.fingerprint, "grouping": gfp, "val": val.tolist()})
+        return Dataset(base.train_x, base.train_y, base.test_x, base.test_y, spec.describe(), base.fingerprint,
+                       val, splits.record(kind, seed, fp, val_fraction=vf, grouping=grouping),
+                       groups[:n_tr], groups[n_tr:])
+    tf = float(opt["test_fraction"])
+    part = splits.assign_subject(groups, y, tf, vf, seed)
+    train = np.flatnonzero(part != splits.TEST)  # train and validation, in the source's order
+    test = np.flatnonzero(part == splits.TEST)
+    val = np.flatnonzero(part[train] == splits.VAL)
+    data_fp = atomic.stable_hash({"kind": kind, "data": base.fingerprint, "grouping": gfp, "test_fraction": tf,
+                                  "seed": seed})
+    fp = atomic.stable_hash({"split": data_fp, "val": val.tolist()})
+    n_groups = {name: len(np.unique(groups[rows])) for name, rows in
+                (("train", train[part[train] == splits.TRAIN]), ("val", train[val]), ("test", test))}
+    rec = splits.record(kind, seed, fp, test_fraction=tf, val_fraction=vf, grouping=grouping,
+                        source_fingerprint=base.fingerprint, groups_per_part=n_groups)
+    return Dataset(x[train], y[train], x[test], y[test], spec.describe(), data_fp, val, rec, groups[train],
+                   groups[test])
+
+
+def _load_decoded(spec: DataSpec, use_cache: bool) -> Dataset:
     path = cache_root() / "datasets" / f"{_cache_key(spec)}.npz"
     if use_cache and path.exists():
         try:
@@ -172,13 +247,17 @@ def load(spec: DataSpec, *, use_cache: bool = True) -> Dataset:
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _load_phantom(spec: DataSpec) -> Arrays:
+def phantom_subjects(spec: DataSpec) -> tuple[Arrays, np.ndarray, np.ndarray]:
+    """The phantom's arrays and the ground-truth subject of every train and test row."""
     o = spec.describe()["options"]
     train_counts = phantom.class_counts(int(o["n_train"]))
     test_counts = phantom.class_counts(int(o["n_test"]), phantom.REAL_TEST_COUNTS)
-    tx, ty = phantom.generate(train_counts, int(o["size"]), int(o["seed"]))
-    vx, vy = phantom.generate(test_counts, int(o["size"]), int(o["seed"]) + 1_000_003)
-    return tx, ty, vx, vy
+    s = phantom.generate_subjects(train_counts, test_counts, int(o["size"]), int(o["seed"]), int(o["slices"]))
+    return (s.train_x, s.train_y, s.test_x, s.test_y), s.train_subject, s.test_subject
+
+
+def _load_phantom(spec: DataSpec) -> Arrays:
+    return phantom_subjects(spec)[0]
 
 
 def decode_image(data: bytes | Path, size: int | None, where: str) -> np.ndarray:

@@ -3,19 +3,19 @@ data source and pool, expanded into run specs. Errors name the file, the key and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import augment, checks, hparams, pools, scenarios
+from . import augment, checks, hparams, pools, scenarios, splits
 from .data import DataSpec
 from .errors import DataError, GridError, PoolError, SettingError
 from .hparams import HParamError, HParams
-from .spec import RunSpec
+from .spec import BUDGETS, SELECTS, RunSpec
 from .tomlfile import TomlFile
 
 TOP_KEYS = {"name", "results", "seeds", "models", "scenarios", "augmentations", "pool", "save_weights",
-            "data", "model", "scenario"}
+            "data", "model", "scenario", "budget", "select"}
 
 
 @dataclass
@@ -24,23 +24,51 @@ class Grid:
     name: str
     results: Path
     data: DataSpec
-    pool: str | None
+    pool: str | None  # the first pool (the only one in most grids)
     save_weights: bool
     hparams: dict[str, HParams]
     runs: list[RunSpec]
+    # Every pool by its name in the tables: `pool = "DIR"` is named after the folder; `pool = ["A", "B"]` too;
+    # `[pool] name = "DIR"` names them. Scenarios that add synthetic images run once per pool.
+    pools: dict[str, str] = field(default_factory=dict)
+    budget: str = "epochs"
+    select: str = "last"
+
+    def pool_for(self, generator: str) -> str | None:
+        """The pool `mriaug synth --grid` fills: the only one, or the one named after the generator."""
+        if len(self.pools) <= 1:
+            return self.pool
+        if generator in self.pools:
+            return self.pools[generator]
+        raise GridError(f"{self.path}: the grid names {len(self.pools)} pools ({', '.join(self.pools)}) and none "
+                        f"after generator {generator!r}; pass --out POOL")
 
 
 class _Reader(TomlFile):
     error = GridError
 
 
+def check_training(budget: Any, select: Any, data: DataSpec, what: str = "") -> None:
+    """`budget` and `select` are known names, and `best_val` has a validation part to select on."""
+    if budget not in BUDGETS:
+        raise SettingError(f"{what}budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    if select not in SELECTS:
+        raise SettingError(f"{what}select must be one of {', '.join(SELECTS)}, got {select!r}")
+    if select == "best_val" and not float(splits.options(data.options)["val_fraction"]) > 0:
+        raise SettingError(f"{what}select = 'best_val' needs a validation part: set the data option val_fraction "
+                           "(it is 0 on the given split) or use split = 'subject'")
+
+
 def plan_run(model: str, scenario: scenarios.Scenario, augmentation: str, seed: int, hp: HParams,
-             data: DataSpec | None = None, pool: str | None = None) -> RunSpec:
+             data: DataSpec | None = None, pool: str | None = None, *, budget: str = "epochs",
+             select: str = "last", pool_label: str | None = None) -> RunSpec:
     """A run as planned now: a run that draws from a pool records what the pool holds at this moment."""
     augment.get(augmentation)
     checks.seed(seed, "seed")
+    data = data or DataSpec()
+    check_training(budget, select, data, "--")
     fingerprint = pools.manifest_fingerprint(pool) if scenario.needs_pool else None
-    return RunSpec(model, scenario, augmentation, seed, hp, data or DataSpec(), pool, fingerprint)
+    return RunSpec(model, scenario, augmentation, seed, hp, data, pool, fingerprint, budget, select, pool_label)
 
 
 def check_pools(runs: list[RunSpec]) -> None:
@@ -156,9 +184,26 @@ def load(path: str | Path) -> Grid:
         seeds = _seeds(doc.get("seeds", 20))
     except SettingError as e:
         raise r.fail("", "seeds", str(e)) from e
-    pool = doc.get("pool")
-    if pool is not None and not isinstance(pool, str):
-        raise r.fail("", "pool", "must be a path string")
+    pool_doc = doc.get("pool")
+    if pool_doc is None:
+        pool_table: dict[str, str] = {}
+    elif isinstance(pool_doc, str):
+        pool_table = {Path(pool_doc).name: pool_doc}
+    elif isinstance(pool_doc, list) and pool_doc and all(isinstance(p, str) for p in pool_doc):
+        pool_table = {Path(p).name: p for p in pool_doc}
+        if len(pool_table) < len(pool_doc):
+            raise r.fail("", "pool", "two pools end in the same folder name; name them in a [pool] table")
+    elif isinstance(pool_doc, dict) and pool_doc and all(isinstance(p, str) for p in pool_doc.values()):
+        pool_table = dict(pool_doc)
+    else:
+        raise r.fail("", "pool", "must be a path string, a list of paths, or a table of name = path")
+    pool = next(iter(pool_table.values()), None)
+    budget, select = doc.get("budget", "epochs"), doc.get("select", "last")
+    for key in ("budget", "select"):
+        try:
+            check_training(budget if key == "budget" else "epochs", select if key == "select" else "last", data)
+        except SettingError as e:
+            raise r.fail("", key, str(e)) from e
     for key, typ, what in (("name", str, "a string"), ("results", str, "a folder path string"),
                            ("save_weights", bool, "true or false")):
         if key in doc and not isinstance(doc[key], typ):
@@ -173,15 +218,21 @@ def load(path: str | Path) -> Grid:
         dup = sorted({str(v) for v in values if values.count(v) > 1})
         if dup:  # the same run twice would be trained twice at once on a cluster
             raise r.fail("", key, f"listed more than once: {', '.join(dup)}")
-    # The pool's content is read once, now: every run of this plan records the same fingerprint.
-    fingerprint = pools.manifest_fingerprint(pool)
+    # Each pool's content is read once, now: every run of this plan records the same fingerprint.
+    fingerprints = {label: pools.manifest_fingerprint(p) for label, p in pool_table.items()}
+    # A run that adds synthetic images runs once per pool; the others once (they draw from none).
+    choices: list[tuple[str | None, str | None]] = list(pool_table.items()) or [(None, None)]
     runs = [
-        RunSpec(m, s, a, seed, hps[m], data, pool, fingerprint if s.needs_pool else None)
-        for m in model_names for s in scens for a in augs for seed in seeds
+        RunSpec(m, s, a, seed, hps[m], data, p if s.needs_pool else None,
+                fingerprints[label] if s.needs_pool and label else None, budget, select,
+                label if s.needs_pool and len(pool_table) > 1 else None)
+        for m in model_names for s in scens for label, p in (choices if s.needs_pool else [(None, None)])
+        for a in augs for seed in seeds
     ]
     return Grid(path=path, name=str(doc.get("name", path.stem)),
                 results=Path(str(doc.get("results", f"results/{path.stem}"))), data=data, pool=pool,
-                save_weights=bool(doc.get("save_weights", False)), hparams=hps, runs=runs)
+                save_weights=bool(doc.get("save_weights", False)), hparams=hps, runs=runs, pools=pool_table,
+                budget=budget, select=select)
 
 
 

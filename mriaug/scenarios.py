@@ -8,7 +8,7 @@ images whose sources are among the kept ones. Rounding is half-up.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -98,6 +98,9 @@ class Mix:
     synthetic_index: np.ndarray  # rows of the pool
     counts_real: dict[str, int]
     counts_synthetic: dict[str, int]
+    # Per class that adds synthetic images: images, distinct sources used, sources available, and `reused`
+    # (images beyond one per source: only when the class needs more images than it has sources).
+    pool_sampling: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _rng(seed: int, label: int, stream: int) -> np.random.Generator:
@@ -107,7 +110,7 @@ def _rng(seed: int, label: int, stream: int) -> np.random.Generator:
 
 def kept_class_rows(dataset: Dataset, scenario: Scenario, seed: int, label: int) -> np.ndarray:
     """The real train rows of one class that run (scenario, seed) keeps, sorted."""
-    rows = np.flatnonzero(dataset.train_y == label)
+    rows = np.flatnonzero((dataset.train_y == label) & dataset.fit_mask)
     k = round_half_up(scenario.real_fraction[label] * len(rows))
     return np.sort(_rng(seed, label, 0).choice(rows, k, replace=False))
 
@@ -142,13 +145,51 @@ def check_generator_training(scenario: Scenario, seed: int, pool: Pool) -> None:
         )
 
 
+def held_out_groups(dataset: Dataset) -> np.ndarray:
+    """Scan groups a synthetic source may not belong to: those of validation rows and, where the split is by
+    group (subject), of test rows. On the given split every scan has slices on both sides, so test groups
+    cannot be held out there (that split measures recognition of seen patients, see the README)."""
+    held = []
+    if dataset.train_groups is not None:
+        held.append(dataset.train_groups[dataset.val_rows])
+    if dataset.test_groups is not None and dataset.split.get("kind") == "subject":
+        held.append(dataset.test_groups)
+    return np.unique(np.concatenate(held)) if held else np.zeros(0, np.int64)
+
+
+def refused_sources(dataset: Dataset, pool: Pool) -> np.ndarray:
+    """Pool rows whose source is a validation row or shares a scan group with a held-out image."""
+    bad = np.isin(pool.sources, dataset.val_rows)
+    held = held_out_groups(dataset)
+    if len(held) and dataset.train_groups is not None:
+        bad |= np.isin(dataset.train_groups[pool.sources], held)
+    return bad
+
+
+def sources_first(rows: np.ndarray, sources: np.ndarray, m: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """m of the pool `rows` (whose sources are `sources`): one variation of as many distinct sources as
+    possible, drawn at random, and a second (third, ...) variation of a source only once every source has
+    given one. Returns the chosen rows, sorted, and how many are such reuses."""
+    order = rng.permutation(len(rows))
+    rank = np.zeros(len(order), np.int64)
+    seen: dict[int, int] = {}
+    for i, j in enumerate(order):
+        src = int(sources[j])
+        rank[i] = seen.get(src, 0)
+        seen[src] = rank[i] + 1
+    picked = order[np.lexsort((np.arange(len(order)), rank))][:m]
+    return np.sort(rows[picked]), max(0, m - len(seen))
+
+
 def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> Mix:
     if pool is not None and scenario.needs_pool:
         check_generator_training(scenario, seed, pool)
     real_idx, syn_idx = [], []
     counts_real, counts_syn = {}, {}
+    sampling: dict[str, dict[str, int]] = {}
+    refused = refused_sources(dataset, pool) if pool is not None and scenario.needs_pool else None
     for c, name in enumerate(CLASSES):
-        n = int((dataset.train_y == c).sum())
+        n = int(((dataset.train_y == c) & dataset.fit_mask).sum())
         kept = kept_class_rows(dataset, scenario, seed, c)
         m = round_half_up(scenario.synthetic_fraction[c] * n)
         chosen = np.zeros(0, np.int64)
@@ -156,21 +197,29 @@ def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> M
             if pool is None:
                 raise PoolError(f"scenario {scenario.name} needs {m} synthetic {name} images but no pool was given")
             avail = pool.available(c, kept)
+            n_refused = int(refused[avail].sum()) if refused is not None else 0
+            if refused is not None:
+                avail = avail[~refused[avail]]
             if len(avail) < m:
+                why = (f"; {n_refused} more were refused: their source shares a scan group with a validation or "
+                       "test image" if n_refused else "")
                 raise PoolError(
                     f"scenario {scenario.name}, seed {seed}: needs {m} synthetic {name} images whose sources are "
                     f"among the {len(kept)} kept real ones; pool {pool.path} has {len(avail)} such "
-                    f"({int((pool.labels == c).sum())} {name} images in all)"
+                    f"({int((pool.labels == c).sum())} {name} images in all){why}"
                 )
-            chosen = np.sort(_rng(seed, c, 1).choice(avail, m, replace=False))
-            # The guard the study rests on: never a variation of a dropped or test image.
-            if not np.isin(pool.sources[chosen], kept).all():
-                raise PoolError(f"internal: synthetic image of a dropped source selected ({name})")
+            chosen, reused = sources_first(avail, pool.sources[avail], m, _rng(seed, c, 1))
+            sampling[name] = {"images": int(m), "sources": len(np.unique(pool.sources[chosen])),
+                              "sources_available": len(np.unique(pool.sources[avail])), "reused": reused}
+            # The guard the study rests on: never a variation of a dropped, validation or test image, nor of an
+            # image that shares a scan with one held out.
+            if not np.isin(pool.sources[chosen], kept).all() or (refused is not None and refused[chosen].any()):
+                raise PoolError(f"internal: synthetic image of a dropped or held-out source selected ({name})")
         real_idx.append(kept)
         syn_idx.append(chosen)
         counts_real[name] = len(kept)
         counts_syn[name] = int(m)
-    return Mix(np.concatenate(real_idx), np.concatenate(syn_idx), counts_real, counts_syn)
+    return Mix(np.concatenate(real_idx), np.concatenate(syn_idx), counts_real, counts_syn, sampling)
 
 
 def training_arrays(dataset: Dataset, m: Mix, pool: Pool | None) -> tuple[np.ndarray, np.ndarray]:

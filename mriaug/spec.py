@@ -14,6 +14,12 @@ from .data import DataSpec
 from .hparams import HParams
 from .scenarios import Scenario
 
+# How long every run trains: the model's epochs ("epochs", the thesis), or the optimizer steps scenario 1
+# takes in those epochs ("steps": every scenario gets the same number of updates).
+BUDGETS = ("epochs", "steps")
+# Which weights are tested: the last epoch's (the thesis), or those of the epoch with the lowest validation loss.
+SELECTS = ("last", "best_val")
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -27,9 +33,13 @@ class RunSpec:
     # The pool's content when the run was planned, so a pool extended while runs wait in a queue does
     # not change their ids (train.execute refuses a pool that changed since).
     pool_fingerprint: str | None = None
+    budget: str = "epochs"
+    select: str = "last"
+    # The name of the pool in a grid's tables (a grid may name several); not part of the run id.
+    pool_label: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "model": self.model,
             "scenario": self.scenario.to_dict(),
             "augmentation": self.augmentation,
@@ -40,6 +50,14 @@ class RunSpec:
             # extending or re-making a pool gives new runs; moving it does not.
             "pool": {"fingerprint": self.pool_fingerprint} if self.scenario.needs_pool else None,
         }
+        # Written only when they differ from the thesis's procedure, so the thesis's run ids stay as they were.
+        if self.budget != "epochs":
+            d["budget"] = self.budget
+        if self.select != "last":
+            d["select"] = self.select
+        if self.hparams.weight_decay > 0:  # decoupled decay (AdamW) since issue 9: not the runs made with Adam
+            d["optimizer"] = "adamw"
+        return d
 
     @property
     def run_id(self) -> str:
@@ -47,4 +65,5 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.model}/s{self.scenario.name}/{self.augmentation}/seed{self.seed}"
+        pool = f"/{self.pool_label}" if self.pool_label and self.scenario.needs_pool else ""
+        return f"{self.model}/s{self.scenario.name}{pool}/{self.augmentation}/seed{self.seed}"

@@ -84,7 +84,9 @@ def make_pool(dataset: Dataset, out: str | Path, generator: str, *, classes: lis
             raise SettingError(f"--max-cost applies to the paid generator (openai); {generator} costs nothing")
         options["max_cost_usd"] = max_cost
     gen = generators.get(generator, **options)
-    allowed = None
+    # Sources come from the training part only: never a validation row (and, on a subject split, never a test
+    # scan, which is not in the train split at all).
+    allowed = np.flatnonzero(dataset.fit_mask) if len(dataset.val_rows) else None
     if kept_for is not None:
         allowed = kept_for_rows(dataset, kept_for)
     # A generator trained on this dataset (diffusion) says on which rows, for the leak check at mix time.

@@ -1,4 +1,4 @@
-"""One run: mix the training set, train, evaluate, write the JSON result.
+"""One run: mix the training set, train, validate every epoch, test once at the end, write the JSON result.
 
 Data sits on the device as uint8 tensors at the model's resolution; augmentation runs on the whole
 batch on the device; the forward pass uses bf16 autocast where asked; the device is read back once per
@@ -10,6 +10,7 @@ preemption gives exactly the metrics of an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -23,7 +24,8 @@ import torch.nn.functional as F
 
 from . import atomic, augment, batches, models, pools, results, scenarios, speed
 from . import data as data_mod
-from .errors import PoolError
+from .classes import CLASSES
+from .errors import PoolError, SettingError
 from .metrics import classification_metrics
 from .runtime import deterministic, environment, pick_device
 from .spec import RunSpec
@@ -86,6 +88,25 @@ def _load_checkpoint(path: Path, dev: torch.device, expect: dict[str, Any], log:
     return ckpt
 
 
+def epoch_batches(n: int, batch_size: int, epochs: int, budget: str, n_scenario1: int) -> list[int]:
+    """Optimizer steps per epoch. "epochs": every epoch a full pass over the run's n images (the thesis).
+    "steps": the steps scenario 1 takes in `epochs` full passes over its n_scenario1 images, spent in passes
+    over this run's images, the last one cut short where the budget ends."""
+    per_epoch = math.ceil(n / batch_size)
+    if budget == "epochs":
+        return [per_epoch] * epochs
+    total = epochs * math.ceil(n_scenario1 / batch_size)
+    return [per_epoch] * (total // per_epoch) + ([total % per_epoch] if total % per_epoch else [])
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> tuple[torch.optim.Optimizer, str]:
+    """Adam, or AdamW (decoupled decay) whenever there is weight decay: Adam's L2 penalty is rescaled by its
+    per-weight step sizes and drags pretrained weights toward zero."""
+    if weight_decay > 0:
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay), "adamw"
+    return torch.optim.Adam(model.parameters(), lr=lr), "adam"
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, norm: tuple[float, float], autocast: bool,
             batch: int = 256) -> np.ndarray:
@@ -126,6 +147,12 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
     y_train = torch.from_numpy(y_np).to(dev)
     ids = torch.from_numpy(batches.identities(mix.real_index, mix.synthetic_index)).to(dev)
     x_test = to_device_uint8(ds.test_x, res, dev)
+    has_val = len(ds.val_rows) > 0
+    if spec.select == "best_val" and not has_val:
+        raise SettingError(f"{spec.label}: select = 'best_val' needs a validation part; set the data option "
+                           "val_fraction (e.g. -o val_fraction=0.1) or select = 'last'")
+    x_val = to_device_uint8(ds.train_x[ds.val_rows], res, dev) if has_val else None
+    y_val = ds.train_y[ds.val_rows]
     t_data = time.perf_counter() - t_start
 
     deterministic(dev)
@@ -136,25 +163,28 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
         model = model.to(memory_format=torch.channels_last)
     forward = speed.compiled(model) if fast.compile else model
     norm = models.normalization(model)
-    opt = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    opt, opt_name = make_optimizer(model, hp.lr, hp.weight_decay)
     use_bf16 = hp.precision == "bf16"
     aug = augment.get(spec.augmentation)
 
+    n, bs = len(y_train), hp.batch_size
+    plan = epoch_batches(n, bs, hp.epochs, spec.budget, int(ds.fit_mask.sum()))
+    epochs = len(plan)
     ckpt_path = results.checkpoint_for(results_dir, run_id)
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    best: dict[str, Any] | None = None  # the epoch with the lowest validation loss, and its weights
     identity = {"data_fingerprint": ds.fingerprint, "pool_fingerprint": pool.fingerprint if pool else None,
                 "selection": atomic.stable_hash([mix.real_index.tolist(), mix.synthetic_index.tolist()])}
     ckpt = _load_checkpoint(ckpt_path, dev, identity, log)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        history, start_epoch = ckpt["history"], ckpt["epoch"]
-        log(f"[{run_id}] {spec.label}: resumed from checkpoint at epoch {start_epoch}/{hp.epochs}")
+        history, start_epoch, best = ckpt["history"], ckpt["epoch"], ckpt.get("best")
+        log(f"[{run_id}] {spec.label}: resumed from checkpoint at epoch {start_epoch}/{epochs}")
 
-    n, bs, epochs = len(y_train), hp.batch_size, hp.epochs
     log(f"[{run_id}] {spec.label}: {n} training images ({sum(mix.counts_synthetic.values())} synthetic), "
-        f"{epochs} epochs on {dev}")
+        f"{len(ds.val_rows)} validation, {epochs} epochs ({sum(plan)} steps, budget {spec.budget}) on {dev}")
     t_train = 0.0
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
@@ -163,7 +193,7 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
         keys = batches.image_keys(spec.seed, epoch, ids)
         perm = batches.order(keys)
         loss_sum, seen = torch.zeros((), dtype=torch.float64, device=dev), 0
-        for i in range(0, n, bs):
+        for i in range(0, min(n, plan[epoch] * bs), bs):
             idx = perm[i : i + bs]
             xb = (aug(x_train[idx], keys[idx]).float() / 255.0 - norm[0]) / norm[1]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -175,38 +205,58 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
             seen += len(idx)
         total = float(loss_sum)
         t_train += time.perf_counter() - t0
-        logits = predict(model, x_test, norm, use_bf16)
-        metrics = classification_metrics(logits, ds.test_y)
-        history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1), "test_ce": metrics["test_ce"],
-                        "test_accuracy": metrics["accuracy"], "seconds": time.perf_counter() - t0})
-        log(f"[{run_id}] epoch {epoch + 1}/{epochs} train_loss={total / max(seen, 1):.4f} "
-            f"test_ce={metrics['test_ce']:.4f} acc={metrics['accuracy']:.3f} ({time.perf_counter() - t0:.1f}s)")
+        # Per-epoch numbers come from validation only: the test set is looked at once, at the end.
+        entry: dict[str, Any] = {"epoch": epoch + 1, "steps": sum(plan[: epoch + 1]),
+                                 "train_loss": total / max(seen, 1)}
+        shown = ""
+        if x_val is not None:
+            vm = classification_metrics(predict(model, x_val, norm, use_bf16), y_val)
+            entry.update(val_ce=vm["test_ce"], val_accuracy=vm["accuracy"],
+                         val_balanced_accuracy=vm["balanced_accuracy"])
+            shown = f" val_ce={vm['test_ce']:.4f} val_acc={vm['accuracy']:.3f}"
+            if spec.select == "best_val" and (best is None or vm["test_ce"] < best["val_ce"]):
+                best = {"epoch": epoch + 1, "val_ce": vm["test_ce"],
+                        "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        entry["seconds"] = time.perf_counter() - t0
+        history.append(entry)
+        log(f"[{run_id}] epoch {epoch + 1}/{epochs} train_loss={entry['train_loss']:.4f}{shown} "
+            f"({entry['seconds']:.1f}s)")
         if epoch + 1 < epochs:
             with atomic.atomic_path(ckpt_path) as tmp:
                 torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "history": history, "threads": torch.get_num_threads(), "device": dev.type,
-                            "hparams": hp.to_dict(), **identity}, tmp)
+                            "hparams": hp.to_dict(), "best": best, **identity}, tmp)
         if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < epochs:
             raise Interrupted(f"stopped after epoch {epoch + 1} as asked")
 
-    # `metrics` are those of the last epoch's evaluation (the loop runs at least once: epochs >= 1).
+    selected = epochs
+    if spec.select == "best_val" and best is not None:
+        model.load_state_dict(best["model"])
+        selected = int(best["epoch"])
+    metrics = classification_metrics(predict(model, x_test, norm, use_bf16), ds.test_y)
     if save_weights:
         from safetensors.torch import save_file
 
         with atomic.atomic_path(results.weights_for(results_dir, run_id)) as tmp:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    trained = (epochs - start_epoch) * n
+    trained = sum(min(n, b * bs) for b in plan[start_epoch:])
     result = {
         "schema": results.SCHEMA,
         "run_id": run_id,
         "spec": spec.to_dict(),
         "metrics": metrics,
         "history": history,
-        "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test")},
-        "selection": {"real_train_rows": mix.real_index.tolist(), "pool_rows": mix.synthetic_index.tolist()},
+        "training": {"budget": spec.budget, "epochs": epochs, "steps": sum(plan), "select": spec.select,
+                     "selected_epoch": selected, "optimizer": opt_name, "lr": hp.lr, "weight_decay": hp.weight_decay},
+        "validation": history[selected - 1] if has_val else None,
+        "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test"),
+                   "val": {name: int((y_val == k).sum()) for k, name in enumerate(CLASSES)}},
+        "selection": {"real_train_rows": mix.real_index.tolist(), "pool_rows": mix.synthetic_index.tolist(),
+                      "pool_sampling": mix.pool_sampling},
         "data": {"fingerprint": ds.fingerprint, "source": ds.source, "resolution": ds.resolution,
                  "pool_fingerprint": pool.fingerprint if pool else None,
-                 "pool_path": str(pool.path) if pool else None},
+                 "pool_path": str(pool.path) if pool else None, "pool_label": spec.pool_label if pool else None,
+                 "split": ds.split},
         "env": environment(dev),
         "timings": {"data_s": t_data, "train_s": t_train, "total_s": time.perf_counter() - t_start,
                     "train_images_per_s": trained / t_train if t_train else None,

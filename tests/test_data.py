@@ -34,7 +34,7 @@ def test_phantom_has_real_imbalance_and_is_cached(phantom_spec: DataSpec, monkey
     def no_decoding(*a: object) -> None:
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(phantom, "generate", no_decoding)
+    monkeypatch.setattr(phantom, "generate_subjects", no_decoding)
     t0 = time.perf_counter()
     again = data.load(phantom_spec)
     assert time.perf_counter() - t0 < 1.0
@@ -47,10 +47,14 @@ def test_phantom_default_counts_match_thesis_table() -> None:
 
 
 def test_phantom_classes_differ_like_atrophy() -> None:
-    # Ventricles and sulci are dark: more atrophy means a darker brain on average.
-    x, y = phantom.generate([60, 60, 60, 60], 64, seed=3)
-    mean = [x[y == k].mean() for k in range(4)]
-    assert mean[2] > mean[3] > mean[0] > mean[1]
+    # Ventricles and sulci are dark: more atrophy means a larger dark share of the brain. (Brightness itself
+    # is the subject's: gain and coil ramp, so the share is taken relative to each image's own bright level.)
+    s = phantom.generate_subjects([60, 60, 60, 60], [4, 4, 4, 4], 64, seed=3, slices=8)
+    x, y = s.train_x.astype(float), s.train_y
+    top = np.percentile(x.reshape(len(x), -1), 99, axis=1)[:, None, None]
+    dark = ((x < 0.5 * top) & (x > 0.05 * top)).sum((1, 2)) / (x > 0.25 * top).sum((1, 2))
+    share = [dark[y == k].mean() for k in range(4)]
+    assert share[1] > share[0] > share[3] > share[2]  # Moderate > Mild > Very mild > Non
 
 
 def _write_folder(root: Path, names: list[str], per_class: int, size: int = 16) -> None:

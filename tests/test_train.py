@@ -28,7 +28,11 @@ def test_result_has_the_documented_keys(phantom_spec: DataSpec, tmp_path: Path) 
         assert isinstance(m[key], float)
     assert set(m["per_class"]["Moderate_Demented"]) == {"recall", "precision", "f1", "support"}
     assert len(m["confusion"]) == 4 and sum(map(sum, m["confusion"])) == 80
-    assert len(r["history"]) == 2 and r["history"][-1]["test_ce"] == pytest.approx(m["test_ce"])
+    # No validation part on the given split by default: the history is the training loss; test is seen once.
+    assert len(r["history"]) == 2 and all("test_ce" not in h and "val_ce" not in h for h in r["history"])
+    assert r["training"] == {"budget": "epochs", "epochs": 2, "steps": 16, "select": "last", "selected_epoch": 2,
+                             "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0}
+    assert r["data"]["split"]["kind"] == "given" and r["validation"] is None
     assert sum(r["counts"]["real"].values()) == 240 and sum(r["counts"]["synthetic"].values()) == 0
     assert r["data"]["fingerprint"] == data_mod.load(phantom_spec).fingerprint
     assert r["data"]["pool_fingerprint"] is None

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import atomic, augment, pools, results
+from .. import atomic, augment, batches, pools, results
 from .. import data as data_mod
 from ..classes import CLASSES, class_index
 from . import collect, statistics
@@ -285,12 +285,13 @@ def _augment_section(datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]
                  if (ds.train_y == k).any()]
         x = torch.from_numpy(ds.train_x[picks])[:, None]
         cols = [("original", x)]
-        torch.manual_seed(seed)
+        ids = torch.as_tensor(np.asarray(picks, dtype=np.int64))
         for name in augment.AUGMENTATIONS:
             if name == "none":
                 continue
-            for d in range(3):
-                cols.append((f"{name} #{d + 1}", augment.get(name)(x.clone())))
+            for d in range(3):  # three epochs' draws of the same images, as a run would make them
+                keys = batches.image_keys(seed, d, ids)
+                cols.append((f"{name} #{d + 1}", augment.get(name)(x.clone(), keys)))
         fig, axes = plt.subplots(len(picks), len(cols), figsize=(1.25 * len(cols), 1.35 * len(picks)), squeeze=False)
         for j, (title, imgs) in enumerate(cols):
             for i in range(len(picks)):

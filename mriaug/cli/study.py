@@ -37,6 +37,18 @@ def data_show(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None) -
     typer.echo(f"{'total':<22}{sum(tr.values()):>8}{sum(te.values()):>8}")
 
 
+def data_audit(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
+               as_json: Annotated[bool, typer.Option("--json", help="print the audit as one JSON object")] = False,
+               ) -> None:
+    """Recover the scan groups from the images and check how independent the test split is of training."""
+    from .. import audit
+    from .. import data as data_mod
+
+    ds = data_mod.load(data_spec(data, data_option))
+    r = audit.audit(ds, data_mod.cache_root() / "groups")
+    typer.echo(json.dumps(r) if as_json else audit.format_text(r))
+
+
 def data_prepare(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None) -> None:
     """Decode a source into the uint8 array cache that runs read."""
     from .. import data as data_mod
@@ -89,6 +101,12 @@ def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18
                                                                          "(.safetensors)")] = None,
         device: DeviceOpt = None,
         save_weights: Annotated[bool, typer.Option(help="also write the trained weights (.safetensors)")] = False,
+        budget: Annotated[str, typer.Option(
+            metavar="BUDGET", help="epochs (the thesis) | steps (the optimizer steps scenario 1 takes in its epochs)")]
+        = "epochs",
+        select: Annotated[str, typer.Option(
+            metavar="SELECT", help="last (the thesis) | best_val (the epoch with the lowest validation loss; needs "
+            "-o val_fraction > 0, the default on -o split=subject)")] = "last",
         ) -> None:
     """Train and evaluate one run (hyper-parameters default to the thesis's); write its JSON result."""
     from .. import grid as grid_mod
@@ -100,7 +118,8 @@ def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18
                                                    resolution=resolution, pretrained=pretrained, weights=weights))
     if scenario not in scenarios.SCENARIOS:
         raise SettingError(f"--scenario {scenario!r}: unknown scenario; presets: {', '.join(scenarios.SCENARIOS)}")
-    spec = grid_mod.plan_run(model, scenarios.SCENARIOS[scenario], aug, seed, hp, data_spec(data, data_option), pool)
+    spec = grid_mod.plan_run(model, scenarios.SCENARIOS[scenario], aug, seed, hp, data_spec(data, data_option), pool,
+                             budget=budget, select=select)
     done = results.path_for(out, spec.run_id)
     if done.exists():
         typer.echo(f"run {spec.run_id} is already done: {done} (delete it to train again)", err=True)
@@ -182,6 +201,7 @@ def register(app: typer.Typer) -> None:
     data_app = typer.Typer(cls=HelpGroup, help="Inspect and prepare the dataset.", no_args_is_help=True)
     data_app.command("show", cls=HelpCommand)(data_show)
     data_app.command("prepare", cls=HelpCommand)(data_prepare)
+    data_app.command("audit", cls=HelpCommand)(data_audit)
     app.add_typer(data_app, name="data")
     app.command(cls=HelpCommand)(prefetch)
     app.command(cls=HelpCommand)(run)

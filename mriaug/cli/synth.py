@@ -70,7 +70,8 @@ def synth(ctx: typer.Context,
           out: Annotated[Path | None, typer.Option(metavar="POOL", help="pool folder to create or extend")] = None,
           grid: Annotated[Path | None, typer.Option(metavar="GRID",
                                                     help="take data source and pool folder from a grid")] = None,
-          generator: Annotated[str, typer.Option(metavar="NAME", help="transform | openai | diffusion")] = "transform",
+          generator: Annotated[str, typer.Option(metavar="NAME", help="transform | copy | openai | diffusion")]
+          = "transform",
           setting: Settings = None,
           data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
           classes: Annotated[str | None, typer.Option(metavar="A,B", help="comma-separated classes (default: all)")]
@@ -96,7 +97,8 @@ def synth(ctx: typer.Context,
     spec = data_spec(data, data_option)
     if grid:
         g = load_grid(grid)
-        spec, out = g.data, out or (Path(g.pool) if g.pool else None)
+        pool = g.pool_for(generator)
+        spec, out = g.data, out or (Path(pool) if pool else None)
     if out is None:
         raise SettingError("--out is required (or a --grid that sets pool); see `mriaug synth --help`")
     if profile and not dry_run:

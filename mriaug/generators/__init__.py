@@ -15,6 +15,7 @@ from .base import Generator, seed_for
 # name -> "module:class" of a class that satisfies `Generator`.
 GENERATORS: dict[str, str] = {
     "transform": "mriaug.generators.transform:TransformGenerator",
+    "copy": "mriaug.generators.copy:CopyGenerator",
     "openai": "mriaug.generators.openai_api:OpenAIGenerator",
     "diffusion": "mriaug.generators.diffusion:DiffusionGenerator",
 }

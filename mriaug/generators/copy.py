@@ -1,0 +1,34 @@
+"""`copy`: exact copies of the source images. The control beside every generator pool: scenario 3 with a
+copy pool adds more Mild/Moderate images and nothing new, so a generator's pool has to beat it to show
+that its images (not their number) help. `transform` stays the cheap-augmentation control."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .. import checks
+from ..pools import PoolWriter
+
+
+class CopyGenerator:
+    name = "copy"
+
+    def __init__(self, flush_every: int = 500):
+        checks.positive_int(flush_every, "copy generator: flush_every")
+        self.flush_every = flush_every
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def run(self, writer: PoolWriter, todo: Iterable[tuple[int, int]],
+            progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+        n = 0
+        for src, var in todo:
+            writer.add(writer.dataset.train_x[src].copy(), src, var, self.name, {"variation": var})
+            n += 1
+            progress(1)
+            if n % self.flush_every == 0:
+                writer.flush()
+        writer.flush()
+        return {"generated": n, "failed": {}}
