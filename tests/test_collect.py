@@ -247,3 +247,15 @@ def test_a_scenario_defined_two_ways_is_refused(results_dir: Path, tmp_path: Pat
     _variant(src, work, redefined)
     res = CliRunner().invoke(app, ["collect", str(work)])
     assert res.exit_code == 2 and "scenario '1' ('spec.scenario') is defined otherwise than in" in res.output
+
+
+def test_an_ece_that_is_not_a_number_is_named(results_dir: Path, tmp_path: Path) -> None:
+    r = json.loads(sorted(results_dir.glob("*.json"))[0].read_text())
+    r["metrics"]["ece"] = "n/a"
+    path = tmp_path / f"{r['run_id']}.json"
+    path.write_text(json.dumps(r))
+    with pytest.raises(results.ResultError, match=r"'metrics.ece' is not a number \('n/a'\)"):
+        results.read(path)
+    del r["metrics"]["ece"]  # absent, as in results from before ECE: fine
+    path.write_text(json.dumps(r))
+    assert "ece" not in results.read(path)["metrics"]
