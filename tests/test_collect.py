@@ -187,6 +187,8 @@ def test_split_and_pools_never_share_a_cell(results_dir: Path, tmp_path: Path) -
                     r["spec"]["scenario"] = scenarios.SCENARIOS["3"].to_dict()
                     r["spec"]["pool"] = {"fingerprint": fp}
                     r["data"].update(pool_fingerprint=fp, pool_path=f"/somewhere/pools/{name}")
+                    if name == "copy":  # a grid's label for the pool wins over its folder's name
+                        r["data"].update(pool_label="copy", pool_path="/somewhere/pools/copy-2026-11")
                     r["metrics"]["test_ce"] -= 0.5 if name == "gen" else 0.0
 
                 _variant(src, work, pooled)

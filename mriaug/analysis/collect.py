@@ -317,8 +317,9 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
         split = data.get("split") if isinstance(data.get("split"), dict) else {}
         pool_path = data.get("pool_path")
         named = spec.get("pool") if isinstance(spec.get("pool"), dict) else {}
-        # A pool's name where the result records one, else its folder's name; "" for runs without a pool.
-        pool = data.get("pool_name") or named.get("name") or (Path(pool_path).name if pool_path else "")
+        # The pool's label in its grid where the result records one, else its folder's name; "" for runs without a pool.
+        pool = (data.get("pool_label") or data.get("pool_name") or named.get("name")
+                or (Path(pool_path).name if pool_path else ""))
         row = {
             "run_id": r["run_id"], "model": spec["model"], "scenario": str(spec["scenario"]["name"]),
             "augmentation": spec["augmentation"], "pool": str(pool), "seed": spec["seed"],
