@@ -261,3 +261,26 @@ def test_an_ece_that_is_not_a_number_is_named(results_dir: Path, tmp_path: Path)
     del r["metrics"]["ece"]  # absent, as in results from before ECE: fine
     path.write_text(json.dumps(r))
     assert "ece" not in results.read(path)["metrics"]
+
+
+def test_a_pool_remade_in_place_gets_a_row_per_content(results_dir: Path, tmp_path: Path) -> None:
+    work = tmp_path / "r"
+    work.mkdir()
+    for src in sorted(results_dir.glob("*.json")):
+        spec = json.loads(src.read_text())["spec"]
+        if spec["augmentation"] != "none" or spec["scenario"]["name"] != "2":
+            continue
+        for fp in ("1" * 16, "2" * 16):  # one folder, two manifests
+            def pooled(r: dict, fp: str = fp) -> None:
+                r["spec"]["scenario"] = scenarios.SCENARIOS["3"].to_dict()
+                r["spec"]["pool"] = {"fingerprint": fp}
+                r["data"].update(pool_fingerprint=fp, pool_path="/somewhere/pools/gen")
+
+            _variant(src, work, pooled)
+    c = collect.gather(work)
+    assert sorted(set(c.runs["pool"])) == ["gen@11111111", "gen@22222222"]
+    assert any("pool gen has 2 contents" in w for w in c.warnings)
+    assert list(c.table("cnn").index) == ["Scenario 1", "Scenario 2", "Scenario 3 · gen@11111111",
+                                          "Scenario 3 · gen@22222222", "Scenario 4 · gen@11111111",
+                                          "Scenario 4 · gen@22222222"]
+    assert c.table("cnn").loc["Scenario 3 · gen@22222222", "No Augmentation"].endswith("(n=3)")
