@@ -187,6 +187,8 @@ def test_split_and_pools_never_share_a_cell(results_dir: Path, tmp_path: Path) -
                     r["spec"]["scenario"] = scenarios.SCENARIOS["3"].to_dict()
                     r["spec"]["pool"] = {"fingerprint": fp}
                     r["data"].update(pool_fingerprint=fp, pool_path=f"/somewhere/pools/{name}")
+                    if name == "copy":  # a grid's label for the pool wins over its folder's name
+                        r["data"].update(pool_label="copy", pool_path="/somewhere/pools/copy-2026-11")
                     r["metrics"]["test_ce"] -= 0.5 if name == "gen" else 0.0
 
                 _variant(src, work, pooled)
@@ -247,3 +249,38 @@ def test_a_scenario_defined_two_ways_is_refused(results_dir: Path, tmp_path: Pat
     _variant(src, work, redefined)
     res = CliRunner().invoke(app, ["collect", str(work)])
     assert res.exit_code == 2 and "scenario '1' ('spec.scenario') is defined otherwise than in" in res.output
+
+
+def test_an_ece_that_is_not_a_number_is_named(results_dir: Path, tmp_path: Path) -> None:
+    r = json.loads(sorted(results_dir.glob("*.json"))[0].read_text())
+    r["metrics"]["ece"] = "n/a"
+    path = tmp_path / f"{r['run_id']}.json"
+    path.write_text(json.dumps(r))
+    with pytest.raises(results.ResultError, match=r"'metrics.ece' is not a number \('n/a'\)"):
+        results.read(path)
+    del r["metrics"]["ece"]  # absent, as in results from before ECE: fine
+    path.write_text(json.dumps(r))
+    assert "ece" not in results.read(path)["metrics"]
+
+
+def test_a_pool_remade_in_place_gets_a_row_per_content(results_dir: Path, tmp_path: Path) -> None:
+    work = tmp_path / "r"
+    work.mkdir()
+    for src in sorted(results_dir.glob("*.json")):
+        spec = json.loads(src.read_text())["spec"]
+        if spec["augmentation"] != "none" or spec["scenario"]["name"] != "2":
+            continue
+        for fp in ("1" * 16, "2" * 16):  # one folder, two manifests
+            def pooled(r: dict, fp: str = fp) -> None:
+                r["spec"]["scenario"] = scenarios.SCENARIOS["3"].to_dict()
+                r["spec"]["pool"] = {"fingerprint": fp}
+                r["data"].update(pool_fingerprint=fp, pool_path="/somewhere/pools/gen")
+
+            _variant(src, work, pooled)
+    c = collect.gather(work)
+    assert sorted(set(c.runs["pool"])) == ["gen@11111111", "gen@22222222"]
+    assert any("pool gen has 2 contents" in w for w in c.warnings)
+    assert list(c.table("cnn").index) == ["Scenario 1", "Scenario 2", "Scenario 3 · gen@11111111",
+                                          "Scenario 3 · gen@22222222", "Scenario 4 · gen@11111111",
+                                          "Scenario 4 · gen@22222222"]
+    assert c.table("cnn").loc["Scenario 3 · gen@22222222", "No Augmentation"].endswith("(n=3)")

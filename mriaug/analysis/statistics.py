@@ -166,8 +166,9 @@ def scenario_key(name: str) -> tuple[int, float, str]:
 
 def stats_table(runs: pd.DataFrame, metric: str, *, seed: int = 0, n_boot: int = DEFAULT_BOOT) -> pd.DataFrame:
     """One row per cell (model, augmentation, pool, scenario) with COLUMNS, plus `table` (the table the
-    cell belongs to: runs of different data, split or hyper-parameters are in different tables) and
-    `n_missing` (runs of the cell without this metric) and `n_pairs` (seeds paired with scenario 1).
+    cell belongs to: runs of different data, split or hyper-parameters are in different tables; without a
+    `table` column, the model), `n_missing` (runs of the cell without this metric) and `n_pairs` (seeds
+    paired with scenario 1).
 
     `runs` is `Collected.runs` (a row per run; columns model, augmentation, pool, scenario, seed, the
     metric, and optionally table). Scenario 1 of the same table and augmentation is the baseline of every
