@@ -102,7 +102,6 @@ def test_synthetic_images_are_variations_of_kept_rows_and_land_in_the_training_s
 
 def test_dropped_rows_differ_by_seed_and_are_never_sources() -> None:
     ds = _dataset()
-    pool = _pool(np.arange(27))
     kept = [scenarios.kept_real(ds, scenarios.SCENARIOS["4"], seed) for seed in range(4)]
     assert len({tuple(k.tolist()) for k in kept}) > 1
     assert all(len(k) == 22 and (np.diff(k) > 0).all() for k in kept)  # sorted, distinct
