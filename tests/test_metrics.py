@@ -47,6 +47,11 @@ def test_cross_entropy_is_the_mean_over_images_not_over_classes() -> None:
 def test_cross_entropy_is_stable_for_large_logits() -> None:
     m = classification_metrics(*_logits(ROWS, shift=1000.0, dtype=np.float64))  # exp(1000) overflows
     assert m["test_ce"] == pytest.approx(11 * LN2 / 8, abs=1e-6)
+    # Rows on very different scales: each row is shifted by its own maximum (one shift for the whole batch
+    # would underflow the small row to log(0)).
+    logits, y = _logits(ROWS, dtype=np.float64)
+    logits[0] += 2000.0
+    assert classification_metrics(logits, y)["test_ce"] == pytest.approx(11 * LN2 / 8, abs=1e-6)
 
 
 def test_confusion_matrix_rows_are_true_classes() -> None:
@@ -58,6 +63,7 @@ def test_confusion_matrix_rows_are_true_classes() -> None:
         [0, 0, 1, 1],  # Very mild: one called Non
     ]
     assert m["confusion_labels"] == list(CLASSES)
+    assert all(type(v) is int for row in m["confusion"] for v in row), "counts, written to JSON as integers"
 
 
 def test_accuracy_balanced_accuracy_and_macro_f1() -> None:
