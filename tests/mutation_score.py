@@ -49,9 +49,17 @@ def main() -> int:
             killed, total = killed + k, total + n
     score = killed / total
     print(f"\nnumbers: {killed} of {total} mutants killed, {score:.1%} (goal {GOAL:.0%})")
-    print("\nnot killed (number code first; `mutmut show NAME` prints the change):")
+    print("\nnot killed in the number code (`mutmut show NAME` prints the change):")
     for rendering, name, status in sorted(survivors):
-        print(f"  {'[rendering] ' if rendering else ''}{name}: {status}")
+        if not rendering:
+            print(f"  {name}: {status}")
+    rendered: dict[str, int] = defaultdict(int)
+    for rendering, name, _ in survivors:
+        if rendering:
+            rendered[NAME.match(name)["function"]] += 1  # type: ignore[index]
+    if rendered:
+        print("not killed in the rendering (mutants per function): "
+              + ", ".join(f"{f} {n}" for f, n in sorted(rendered.items())))
     return 0 if score >= GOAL else 1
 
 

@@ -73,7 +73,7 @@ def test_medians_and_counts_per_cell(folder: Path) -> None:
     # Every cell of the preset scenarios 1-4 is there (empty ones with n = 0), then the grid's own ones, sorted.
     assert list(m.index) == [(s, a) for s in ("1", "2", "3", "4", "5", "7") for a in ("none", "hflip", "autoaugment")]
     assert m.loc[("3", "none"), "count"] == 0 and math.isnan(m.loc[("3", "none"), "median"])
-    assert m["count"].dtype.kind == "i"
+    assert m["count"].dtype.kind == "i" and list(m.index.names) == ["scenario", "augmentation"]
     assert _cells(c.medians("resnet18")) == {("1", "none"): (6.0, 2)}
     vit = c.medians("vit")
     assert (vit["count"] == 0).all() and list(vit.index)[:3] == [("1", "none"), ("1", "hflip"), ("1", "autoaugment")]
@@ -102,12 +102,12 @@ def test_only_the_named_runs_are_gathered(folder: Path) -> None:
 def test_several_runs_for_one_seed_warn_and_bad_files_are_named(folder: Path) -> None:
     _write(folder, "z01", "cnn", "1", "none", 0, 0.5)  # seed 0 of cnn/1/none again, other settings
     _write(folder, "z02", "cnn", "2", "autoaugment", 0, 0.5)
-    (folder / "z03.json").write_text("{")
+    (folder / "a00.json").write_text("{")  # read first: the files after it still count
     c = collect.gather(folder)
     assert len(c.runs) == 15
-    assert len(c.warnings) == 1 and c.warnings[0].startswith("2 cell(s) have several runs for the same seed")
-    assert "cnn/1/none/0" in c.warnings[0]
-    assert len(c.errors) == 1 and "z03.json: not valid JSON" in c.errors[0]
+    assert c.warnings == ["2 cell(s) have several runs for the same seed (e.g. cnn/1/none/0): results of different "
+                          "settings are mixed; collect with --grid to keep one grid's runs"]
+    assert len(c.errors) == 1 and "a00.json: not valid JSON" in c.errors[0]
     assert _cells(c.medians("cnn"))[("1", "none")] == (0.4, 4)  # 0.1, 0.3, 0.5, 0.9
 
 
@@ -131,3 +131,10 @@ def test_written_long_table_holds_the_numbers(folder: Path, tmp_path: Path) -> N
     assert tmp_path / "tables" / "runs.csv" in written
     back = pd.read_csv(tmp_path / "tables" / "runs.csv", dtype={"scenario": str}).set_index("run_id")
     assert back.loc["b01", "test_ce"] == 1.4 and back.loc["d02", "scenario"] == "7" and len(back) == 13
+
+
+def test_an_empty_folder_gives_empty_cells(tmp_path: Path) -> None:
+    c = collect.gather(tmp_path)
+    assert c.runs.empty and list(c.runs.columns) == collect.LONG_COLUMNS and not c.errors and not c.warnings
+    m = c.medians("cnn")
+    assert len(m) == 12 and (m["count"] == 0).all() and m["median"].isna().all()
