@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +33,9 @@ def test_phantom_has_real_imbalance_and_is_cached(phantom_spec: DataSpec, monkey
     def no_decoding(*a: object) -> None:
         raise AssertionError("decoded again instead of reading the cache")
 
+    # Read from the cache, not made again (how fast a warm load is: benchmarks/data_cache.py).
     monkeypatch.setattr(phantom, "generate_subjects", no_decoding)
-    t0 = time.perf_counter()
     again = data.load(phantom_spec)
-    assert time.perf_counter() - t0 < 1.0
     assert again.fingerprint == ds.fingerprint
     np.testing.assert_array_equal(again.train_x, ds.train_x)
 

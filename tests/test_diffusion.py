@@ -190,3 +190,22 @@ def test_device_choice_is_the_training_runs(monkeypatch: pytest.MonkeyPatch, dat
 def test_bad_training_settings_are_named(tmp_path: Path, dataset: data.Dataset, kw: dict, name: str) -> None:
     with pytest.raises(diffusion.DiffusionError, match=rf"diffusion: {name} must be"):
         diffusion.train(dataset, tmp_path, **{"steps": 2, **TINY, **kw})
+
+
+def test_variations_depart_from_their_sources_as_strength_grows(tmp_path: Path, dataset: data.Dataset,
+                                                                 trained: Path) -> None:
+    # SDEdit: strength is how far along the noise schedule the source is pushed before denoising. A pool of
+    # verbatim copies, or one that ignores strength, fails here.
+    distance = {}
+    for strength in (0.1, 0.5, 1.0):
+        pool = tmp_path / f"s{strength}"
+        synth.make_pool(dataset, pool, "diffusion", classes=["Mild_Demented"], max_sources=4, progress_bar=False,
+                        options={"checkpoint": str(trained), "strength": strength, "steps": 10})
+        p = pools.load(pool, dataset)
+        assert len(p.sources) == 4
+        diff = np.abs(p.images.astype(int) - dataset.train_x[p.sources].astype(int)).mean(axis=(1, 2))
+        assert (diff > 0.1).all(), f"strength {strength}: an image is (nearly) a copy of its source: {diff}"
+        distance[strength] = float(diff.mean())
+    print("mean |variation - source| by strength:", distance)
+    assert distance[0.1] < distance[0.5] < distance[1.0], distance
+    assert distance[1.0] > 2 * distance[0.1], distance

@@ -151,7 +151,9 @@ def test_gpu_profile_scripts_run_tasks_in_apptainer(fake_slurm: Path, tmp_path: 
     assert "#SBATCH --dependency=afterany:4241:4242:4243" in collector
     assert "--gpus-per-node" not in collector and "#SBATCH --partition=cpu" in collector
     record = next((results / ".slurm" / "submissions").glob("*.json"))
-    assert '"collector"' in record.read_text()
+    collector_record = json.loads(record.read_text())["collector"]
+    assert collector_record["job_id"] == "4244" and "4241:4242:4243" in collector_record["dependency"]
+    assert collector_record["tables"] == str(results / "tables")
 
 
 def test_dry_run_and_missing_image(fake_slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

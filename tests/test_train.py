@@ -198,3 +198,40 @@ def test_pool_changed_after_planning_keeps_the_id_and_is_refused(phantom_spec: D
     with pytest.raises(pools.PoolError, match=r"changed since run cnn/s3/hflip/seed0 was planned"):
         execute(planned, tmp_path / "res", log=lambda m: None)
     assert not list((tmp_path / "res").glob("*.json"))
+
+
+def test_the_cnn_learns_the_phantom(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    # A few epochs must beat the majority class clearly and bring test CE well below ln 4 (a uniform guess):
+    # fails when training does nothing (no optimizer step, frozen weights, labels shuffled).
+    import math
+
+    import numpy as np
+
+    ds = data_mod.load(phantom_spec)
+    majority = np.bincount(ds.test_y).max() / len(ds.test_y)
+    r = execute(_spec(phantom_spec, aug="none", epochs=6, batch_size=16), tmp_path, log=lambda m: None)
+    m = r["metrics"]
+    assert m["accuracy"] >= majority + 0.2, (m["accuracy"], majority)
+    assert m["balanced_accuracy"] >= 0.45  # chance is 0.25
+    assert m["test_ce"] < math.log(4) - 0.5, m["test_ce"]
+    losses = [h["train_loss"] for h in r["history"]]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("key", ["selection", "pool_fingerprint", "data_fingerprint"])
+def test_checkpoint_of_another_identity_is_set_aside(phantom_spec: DataSpec, tmp_path: Path, key: str) -> None:
+    # README: "a checkpoint made from other data or another selection of images is set aside, never resumed".
+    spec = _spec(phantom_spec, epochs=2)
+    with pytest.raises(Interrupted):
+        execute(spec, tmp_path, log=lambda m: None, stop_after=1)
+    ckpt = results.checkpoint_for(tmp_path, spec.run_id)
+    state = torch.load(ckpt, weights_only=True)
+    assert key in state
+    state[key] = "0" * 16
+    torch.save(state, ckpt)
+    lines: list[str] = []
+    r = execute(spec, tmp_path, log=lines.append)
+    assert any(f"checkpoint made with another {key}" in line for line in lines), lines
+    assert not any("resumed" in line for line in lines)
+    assert r["timings"]["resumed_from_epoch"] == 0 and len(r["history"]) == 2
+    assert ckpt.with_name(ckpt.name + ".bad").exists() and not ckpt.exists()

@@ -1,0 +1,140 @@
+"""Known answers for `collect`: hand-written result files with well-separated values, checked through
+`gather` and `Collected.medians` (numbers, not the rendered tables)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mriaug import results
+from mriaug.analysis import collect
+from mriaug.classes import CLASSES
+
+
+def _write(folder: Path, run_id: str, model: str, scenario: str, aug: str, seed: int, ce: float, *,
+           accuracy: float = 0.5, real: int = 100, synthetic: int = 0, epochs: int = 3) -> None:
+    per = {c: {"recall": 0.0, "precision": 0.0, "f1": 0.0, "support": 0} for c in CLASSES}
+    result = {
+        "schema": results.SCHEMA, "run_id": run_id,
+        "spec": {"model": model, "scenario": {"name": scenario}, "augmentation": aug, "seed": seed,
+                 "hparams": {"epochs": epochs}},
+        "metrics": {"test_ce": ce, "accuracy": accuracy, "balanced_accuracy": accuracy / 2,
+                    "macro_f1": accuracy / 4, "per_class": per, "confusion": [[0] * 4] * 4},
+        "history": [],
+        "counts": {"real": {"Mild_Demented": real - 10, "Non_Demented": 10},
+                   "synthetic": {"Mild_Demented": synthetic, "Non_Demented": 0}},
+        "data": {"fingerprint": "d" * 16, "pool_fingerprint": "p" * 16 if synthetic else None},
+        "env": {}, "timings": {"train_s": 2.5 * (seed + 1)},
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{run_id}.json").write_text(json.dumps(result))
+
+
+# (run id, model, scenario, augmentation, seed, test CE). Medians by hand:
+#   cnn 1/none: 0.1, 0.3, 0.9 -> 0.3 (mean 0.433, max 0.9)
+#   cnn 1/hflip: 0.2, 0.4, 0.6, 1.4 -> 0.5 (mean 0.65; the lower and upper middle values are 0.4 and 0.6)
+#   cnn 2/autoaugment: 0.7 -> 0.7
+#   cnn 7/none (a grid's own scenario): 1.0, 2.0 -> 1.5;  cnn 5/hflip: 3.0
+#   resnet18 1/none: 5.0, 7.0 -> 6.0 (another model: never mixed into cnn's cells)
+RUNS = [
+    ("a01", "cnn", "1", "none", 0, 0.1), ("a02", "cnn", "1", "none", 1, 0.9), ("a03", "cnn", "1", "none", 2, 0.3),
+    ("b01", "cnn", "1", "hflip", 0, 1.4), ("b02", "cnn", "1", "hflip", 1, 0.2), ("b03", "cnn", "1", "hflip", 2, 0.6),
+    ("b04", "cnn", "1", "hflip", 3, 0.4),
+    ("c01", "cnn", "2", "autoaugment", 0, 0.7),
+    ("d01", "cnn", "7", "none", 0, 2.0), ("d02", "cnn", "7", "none", 1, 1.0),
+    ("e01", "cnn", "5", "hflip", 0, 3.0),
+    ("r01", "resnet18", "1", "none", 0, 5.0), ("r02", "resnet18", "1", "none", 1, 7.0),
+]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    for run_id, model, scen, aug, seed, ce in RUNS:
+        _write(tmp_path, run_id, model, scen, aug, seed, ce, accuracy=0.1 * (seed + 1), synthetic=seed)
+    return tmp_path
+
+
+def _cells(m: pd.DataFrame) -> dict[tuple[str, str], tuple[float, int]]:
+    return {k: (round(float(v["median"]), 9), int(v["count"])) for k, v in m.iterrows() if v["count"] > 0}
+
+
+def test_medians_and_counts_per_cell(folder: Path) -> None:
+    c = collect.gather(folder)
+    assert not c.errors and not c.warnings and len(c.runs) == 13
+    m = c.medians("cnn")
+    assert _cells(m) == {
+        ("1", "none"): (0.3, 3), ("1", "hflip"): (0.5, 4), ("2", "autoaugment"): (0.7, 1),
+        ("5", "hflip"): (3.0, 1), ("7", "none"): (1.5, 2),
+    }
+    # Every cell of the preset scenarios 1-4 is there (empty ones with n = 0), then the grid's own ones, sorted.
+    assert list(m.index) == [(s, a) for s in ("1", "2", "3", "4", "5", "7") for a in ("none", "hflip", "autoaugment")]
+    assert m.loc[("3", "none"), "count"] == 0 and math.isnan(m.loc[("3", "none"), "median"])
+    assert m["count"].dtype.kind == "i" and list(m.index.names) == ["scenario", "augmentation"]
+    assert _cells(c.medians("resnet18")) == {("1", "none"): (6.0, 2)}
+    vit = c.medians("vit")
+    assert (vit["count"] == 0).all() and list(vit.index)[:3] == [("1", "none"), ("1", "hflip"), ("1", "autoaugment")]
+    assert len(vit) == 12
+
+
+def test_gather_reads_each_runs_numbers(folder: Path) -> None:
+    runs = collect.gather(folder).runs.set_index("run_id")
+    b3 = runs.loc["b03"]
+    assert (b3["model"], b3["scenario"], b3["augmentation"], b3["seed"]) == ("cnn", "1", "hflip", 2)
+    assert b3["test_ce"] == 0.6 and b3["accuracy"] == pytest.approx(0.3)
+    assert b3["balanced_accuracy"] == pytest.approx(0.15) and b3["macro_f1"] == pytest.approx(0.075)
+    assert b3["n_real"] == 100 and b3["n_synthetic"] == 2 and b3["epochs"] == 3
+    assert b3["data_fingerprint"] == "d" * 16 and b3["pool_fingerprint"] == "p" * 16
+    assert pd.isna(runs.loc["a01", "pool_fingerprint"])
+    assert b3["train_s"] == 7.5 and b3["file"] == "b03.json"
+    assert list(collect.gather(folder).runs.columns) == collect.LONG_COLUMNS
+
+
+def test_only_the_named_runs_are_gathered(folder: Path) -> None:
+    c = collect.gather(folder, {"a01", "a03", "r02"})
+    assert sorted(c.runs["run_id"]) == ["a01", "a03", "r02"]
+    assert _cells(c.medians("cnn")) == {("1", "none"): (0.2, 2)}
+
+
+def test_several_runs_for_one_seed_warn_and_bad_files_are_named(folder: Path) -> None:
+    _write(folder, "z01", "cnn", "1", "none", 0, 0.5)  # seed 0 of cnn/1/none again, other settings
+    _write(folder, "z02", "cnn", "2", "autoaugment", 0, 0.5)
+    (folder / "a00.json").write_text("{")  # read first: the files after it still count
+    c = collect.gather(folder)
+    assert len(c.runs) == 15
+    assert c.warnings == ["2 cell(s) have several runs for the same seed (e.g. cnn/1/none/0): results of different "
+                          "settings are mixed; collect with --grid to keep one grid's runs"]
+    assert len(c.errors) == 1 and "a00.json: not valid JSON" in c.errors[0]
+    assert _cells(c.medians("cnn"))[("1", "none")] == (0.4, 4)  # 0.1, 0.3, 0.5, 0.9
+
+
+def test_models_lists_the_known_ones_then_others(folder: Path) -> None:
+    _write(folder, "m01", "mynet", "1", "none", 0, 0.5)
+    _write(folder, "m02", "another", "1", "none", 0, 0.5)
+    assert collect.gather(folder).models() == ["cnn", "resnet18", "vit", "another", "mynet"]
+
+
+def test_thesis_medians_are_the_thesis_numbers() -> None:
+    t = collect.thesis_medians().set_index(["model", "scenario", "augmentation"])["median_test_ce"]
+    assert t[("cnn", "1", "none")] == 0.113512
+    assert t[("cnn", "4", "autoaugment")] == 0.242083
+    assert ("resnet18", "2", "none") not in t.index  # empty in the thesis, left out
+    assert not t.isna().any()
+
+
+def test_written_long_table_holds_the_numbers(folder: Path, tmp_path: Path) -> None:
+    c = collect.gather(folder)
+    written = collect.write(c, tmp_path / "tables")
+    assert tmp_path / "tables" / "runs.csv" in written
+    back = pd.read_csv(tmp_path / "tables" / "runs.csv", dtype={"scenario": str}).set_index("run_id")
+    assert back.loc["b01", "test_ce"] == 1.4 and back.loc["d02", "scenario"] == "7" and len(back) == 13
+
+
+def test_an_empty_folder_gives_empty_cells(tmp_path: Path) -> None:
+    c = collect.gather(tmp_path)
+    assert c.runs.empty and list(c.runs.columns) == collect.LONG_COLUMNS and not c.errors and not c.warnings
+    m = c.medians("cnn")
+    assert len(m) == 12 and (m["count"] == 0).all() and m["median"].isna().all()

@@ -1,0 +1,233 @@
+"""Known answers for the mixing policies on a hand-made dataset of 27 training images.
+
+Class counts 5 / 3 / 12 / 7 (Mild, Moderate, Non, Very mild). Every expected count below is written
+out by hand from the rule: keep round_half_up(real_fraction * n_c), add round_half_up(synthetic_fraction * n_c).
+Each training image's pixels are its row number, each pool image's pixels 200 + its source row, so what
+`training_arrays` returns can be traced back to rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mriaug import scenarios
+from mriaug.classes import CLASSES
+from mriaug.data import Dataset
+from mriaug.errors import PoolError, SettingError
+from mriaug.kept import KeptFor
+from mriaug.pools import Pool
+
+N = {"Mild_Demented": 5, "Moderate_Demented": 3, "Non_Demented": 12, "Very_Mild_Demented": 7}
+LABELS = np.repeat(np.arange(4), [5, 3, 12, 7])  # rows 0-4 Mild, 5-7 Moderate, 8-19 Non, 20-26 Very mild
+
+
+def _dataset() -> Dataset:
+    x = np.broadcast_to(np.arange(27, dtype=np.uint8)[:, None, None], (27, 4, 4)).copy()
+    return Dataset(train_x=x, train_y=LABELS.copy(), test_x=x[:4].copy(), test_y=np.arange(4),
+                   source={"kind": "test"}, fingerprint="handmade")
+
+
+def _pool(sources: np.ndarray, trained_on: list | None = None) -> Pool:
+    sources = np.asarray(sources, dtype=np.int64)
+    images = np.broadcast_to((200 + sources).astype(np.uint8)[:, None, None], (len(sources), 4, 4)).copy()
+    meta = {"runs": [], "trained_on": trained_on or []}
+    return Pool(path=Path("handmade-pool"), images=images, labels=LABELS[sources].copy(), sources=sources,
+                entries=[], meta=meta, fingerprint="p0")
+
+
+def _counts(*values: int) -> dict[str, int]:
+    return dict(zip(CLASSES, values, strict=True))
+
+
+@pytest.mark.parametrize(("x", "want"), [(0.0, 0), (0.4, 0), (0.5, 1), (1.0, 1), (1.5, 2), (2.4000000000000004, 2),
+                                         (2.5, 3), (3.5, 4), (9.6, 10), (10.49, 10), (10.5, 11)])
+def test_round_half_up(x: float, want: int) -> None:
+    assert scenarios.round_half_up(x) == want
+
+
+@pytest.mark.parametrize(("name", "real", "synthetic"), [
+    ("1", (5, 3, 12, 7), (0, 0, 0, 0)),
+    ("2", (4, 2, 10, 6), (0, 0, 0, 0)),   # 0.8 * n: 4, 2.4, 9.6, 5.6
+    ("3", (5, 3, 12, 7), (1, 1, 0, 0)),   # 0.2 * n: 1.0, 0.6 for Mild and Moderate only
+    ("4", (4, 2, 10, 6), (1, 1, 0, 0)),
+    ("5", (5, 3, 12, 7), (1, 1, 2, 1)),   # 0.2 * n: 1.0, 0.6, 2.4, 1.4
+    ("6", (4, 2, 10, 6), (1, 1, 2, 1)),
+])
+def test_preset_counts_on_a_small_dataset(name: str, real: tuple[int, ...], synthetic: tuple[int, ...]) -> None:
+    ds = _dataset()
+    m = scenarios.mix(ds, scenarios.SCENARIOS[name], 0, _pool(np.arange(27)))
+    assert m.counts_real == _counts(*real)
+    assert m.counts_synthetic == _counts(*synthetic)
+    assert len(m.real_index) == sum(real) and len(m.synthetic_index) == sum(synthetic)
+    # Per class, the kept rows are distinct rows of that class.
+    for c, k in enumerate(real):
+        rows = m.real_index[LABELS[m.real_index] == c]
+        assert len(rows) == len(set(rows.tolist())) == k
+
+
+def test_halves_round_up_not_down_nor_to_even() -> None:
+    # 0.5 * (5, 3, 12, 7) = 2.5, 1.5, 6, 3.5: half-up 3, 2, 6, 4 (floor: 2, 1, 6, 3; round-half-even: 2, 2, 6, 4).
+    s = scenarios.custom("half", 0.5, 0.5)
+    m = scenarios.mix(_dataset(), s, 0, _pool(np.arange(27)))
+    assert m.counts_real == _counts(3, 2, 6, 4)
+    assert m.counts_synthetic == _counts(3, 2, 6, 4)
+
+
+def test_scenario_1_keeps_every_row_and_training_arrays_trace_back() -> None:
+    ds = _dataset()
+    m = scenarios.mix(ds, scenarios.SCENARIOS["1"], 7, None)
+    np.testing.assert_array_equal(np.sort(m.real_index), np.arange(27))
+    assert len(m.synthetic_index) == 0
+    x, y = scenarios.training_arrays(ds, m, None)
+    np.testing.assert_array_equal(x[:, 0, 0], m.real_index)
+    np.testing.assert_array_equal(y, LABELS[m.real_index])
+
+
+def test_synthetic_images_are_variations_of_kept_rows_and_land_in_the_training_set() -> None:
+    ds = _dataset()
+    pool = _pool(np.arange(27))
+    for seed in range(6):
+        m = scenarios.mix(ds, scenarios.SCENARIOS["6"], seed, pool)
+        kept = set(m.real_index.tolist())
+        assert set(pool.sources[m.synthetic_index].tolist()) <= kept
+        x, y = scenarios.training_arrays(ds, m, pool)
+        assert len(x) == 22 + 5 and len(y) == 27
+        np.testing.assert_array_equal(x[:22, 0, 0], m.real_index)
+        np.testing.assert_array_equal(x[22:, 0, 0], 200 + pool.sources[m.synthetic_index])
+        np.testing.assert_array_equal(y, np.concatenate([LABELS[m.real_index], pool.labels[m.synthetic_index]]))
+
+
+def test_dropped_rows_differ_by_seed_and_are_never_sources() -> None:
+    ds = _dataset()
+    kept = [scenarios.kept_real(ds, scenarios.SCENARIOS["4"], seed) for seed in range(4)]
+    assert len({tuple(k.tolist()) for k in kept}) > 1
+    assert all(len(k) == 22 and (np.diff(k) > 0).all() for k in kept)  # sorted, distinct
+    # A pool whose only Mild variation is of a row seed 0 drops: scenario 4 cannot use it.
+    dropped_mild = sorted(set(range(5)) - set(kept[0].tolist()))
+    assert len(dropped_mild) == 1
+    with pytest.raises(PoolError, match=r"needs 1 synthetic Mild_Demented images whose sources are among the 4 "
+                                        r"kept real ones; pool handmade-pool has 0 such \(1 Mild_Demented images"):
+        scenarios.mix(ds, scenarios.SCENARIOS["4"], 0, _pool(np.array(dropped_mild + [5, 6, 7])))
+
+
+def test_kept_rows_do_not_depend_on_the_pool() -> None:
+    ds = _dataset()
+    a = scenarios.mix(ds, scenarios.SCENARIOS["2"], 3, None)
+    b = scenarios.mix(ds, scenarios.SCENARIOS["4"], 3, _pool(np.arange(27)))
+    np.testing.assert_array_equal(a.real_index, b.real_index)
+    np.testing.assert_array_equal(np.sort(a.real_index), scenarios.kept_real(ds, scenarios.SCENARIOS["2"], 3))
+
+
+def test_kept_for_rows_are_the_preset_runs_kept_rows() -> None:
+    ds = _dataset()
+    np.testing.assert_array_equal(scenarios.kept_for_rows(ds, KeptFor("4", 2)),
+                                  scenarios.kept_real(ds, scenarios.SCENARIOS["4"], 2))
+    with pytest.raises(SettingError) as err:
+        scenarios.kept_for_rows(ds, KeptFor("mine", 0))
+    assert str(err.value) == ("--kept-for mine:0: only the preset scenarios can be named (1, 2, 3, 4, 5, 6), not "
+                              "'mine'; a grid's own [scenario.*] tables are not available here")
+
+
+def test_a_pool_from_a_model_that_saw_dropped_rows_is_refused_only_when_rows_are_dropped() -> None:
+    ds = _dataset()
+    pool = _pool(np.arange(27), trained_on=[{"kept_for": None}])
+    with pytest.raises(PoolError, match=r"scenario 4, seed 1: pool handmade-pool has images from a model trained "
+                                        r"on all train rows.*--kept-for 4:1"):
+        scenarios.mix(ds, scenarios.SCENARIOS["4"], 1, pool)
+    other = _pool(np.arange(27), trained_on=[{"kept_for": ["4", 0]}])
+    with pytest.raises(PoolError, match=r"trained on the kept set of \['4', 0\]"):
+        scenarios.mix(ds, scenarios.SCENARIOS["4"], 1, other)
+    # Its own kept set is fine, and so is a run that keeps every real row.
+    scenarios.mix(ds, scenarios.SCENARIOS["4"], 0, other)
+    assert scenarios.mix(ds, scenarios.SCENARIOS["3"], 1, pool).counts_synthetic == _counts(1, 1, 0, 0)
+
+
+def test_needs_pool_and_to_dict() -> None:
+    assert [s.needs_pool for s in scenarios.SCENARIOS.values()] == [False, False, True, True, True, True]
+    assert not scenarios.custom("x", 0.5, 0).needs_pool
+    assert scenarios.custom("x", 1.0, {"Non_Demented": 0.01}).needs_pool
+    assert scenarios.SCENARIOS["4"].to_dict() == {
+        "name": "4",
+        "real_fraction": dict.fromkeys(CLASSES, 0.8),
+        "synthetic_fraction": _counts(0.2, 0.2, 0.0, 0.0),  # type: ignore[arg-type]
+    }
+
+
+def test_presets_are_built_from_their_fractions() -> None:
+    s = scenarios._preset("x", 0.8, 0.2, scenarios.MILD_MODERATE, "80/20 for two")
+    assert s == scenarios.Scenario("x", (0.8, 0.8, 0.8, 0.8), (0.2, 0.2, 0.0, 0.0), "80/20 for two")
+    assert scenarios._preset("y", 1.0, 0.3, ("Non_Demented",), "").synthetic_fraction == (0.0, 0.0, 0.3, 0.0)
+    assert scenarios.SCENARIOS["3"].description == "100% real + 20% synthetic for Mild and Moderate"
+
+
+def test_a_scenario_needs_a_fraction_for_every_class() -> None:
+    with pytest.raises(ValueError):
+        scenarios.Scenario("short", (1.0, 1.0, 1.0), (0.0,) * 4).to_dict()
+    with pytest.raises(ValueError):
+        scenarios.Scenario("short", (1.0,) * 4, (0.0,) * 5).to_dict()
+
+
+def test_fraction_tables() -> None:
+    s = scenarios.custom("t", {"default": 0.25, "Non_Demented": 1}, {"default": 0.5, "Mild": 2.0})
+    assert s.real_fraction == (0.25, 0.25, 1.0, 0.25) and all(type(v) is float for v in s.real_fraction)
+    assert s.synthetic_fraction == (2.0, 0.5, 0.5, 0.5)
+    assert scenarios.custom("u", {"Mild_Demented": 0.5}).real_fraction == (0.5, 0.0, 0.0, 0.0)
+    assert scenarios.custom("v", 1, 10).synthetic_fraction == (10.0,) * 4  # the upper bounds are allowed
+    assert scenarios.custom("w", 0, 0).real_fraction == (0.0,) * 4
+
+
+@pytest.mark.parametrize(("real", "synthetic", "message"), [
+    ("half", 0.0, "real_fraction must be a number or a table of class = number"),
+    ({"Mild_Demented": True}, 0.0, "real_fraction for Mild_Demented must be a number, got True"),
+    ({"Mild_Demented": "0.5"}, 0.0, "real_fraction for Mild_Demented must be a number, got '0.5'"),
+    (1.0, {"default": None}, "synthetic_fraction for default must be a number, got None"),
+    ({"Moderate_Demented": 1.01}, 0.0, "real_fraction for Moderate_Demented is 1.01; must be between 0 and 1"),
+    ({"Non_Demented": -0.1}, 0.0, "real_fraction for Non_Demented is -0.1; must be between 0 and 1"),
+    (1.0, 10.5, "synthetic_fraction for Mild_Demented is 10.5; must be between 0 and 10"),
+    (1.0, -1, "synthetic_fraction for Mild_Demented is -1.0; must be between 0 and 10"),
+])
+def test_bad_fractions_are_named(real: object, synthetic: object, message: str) -> None:
+    with pytest.raises(SettingError) as err:
+        scenarios.custom("bad", real, synthetic)
+    assert str(err.value) == message
+
+
+def test_the_draws_of_a_seed_are_pinned() -> None:
+    # The seed fixes which real rows a run keeps and which pool images it adds; a change to the sampling
+    # (streams, seeding) silently changes every run's training set, so it must be a deliberate one.
+    ds = _dataset()
+    assert scenarios.kept_real(ds, scenarios.SCENARIOS["4"], 0).tolist() == [
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 20, 22, 23, 24, 25, 26]
+    assert scenarios.mix(ds, scenarios.SCENARIOS["6"], 0, _pool(np.arange(27))).synthetic_index.tolist() == [
+        2, 6, 9, 12, 22]
+
+
+def test_synthetic_images_are_drawn_without_replacement() -> None:
+    # As many Mild images wanted as the pool has: each exactly once.
+    m = scenarios.mix(_dataset(), scenarios.custom("all", 1.0, {"Mild_Demented": 1.0}), 4, _pool(np.arange(27)))
+    assert m.synthetic_index.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_indices_are_integers_even_when_nothing_synthetic_is_drawn() -> None:
+    ds = _dataset()
+    for name, pool in (("1", None), ("2", _pool(np.arange(27))), ("4", _pool(np.arange(27)))):
+        m = scenarios.mix(ds, scenarios.SCENARIOS[name], 0, pool)
+        assert m.real_index.dtype.kind == "i" and m.synthetic_index.dtype.kind == "i", name
+
+
+def test_a_scenario_with_synthetic_images_and_no_pool_is_named() -> None:
+    with pytest.raises(PoolError) as err:
+        scenarios.mix(_dataset(), scenarios.SCENARIOS["3"], 0, None)
+    assert str(err.value) == "scenario 3 needs 1 synthetic Mild_Demented images but no pool was given"
+    # A run without synthetic images ignores a pool, even one from a model that saw rows it drops.
+    m = scenarios.mix(_dataset(), scenarios.SCENARIOS["2"], 0, _pool(np.arange(27), [{"kept_for": None}]))
+    assert m.counts_synthetic == _counts(0, 0, 0, 0)
+
+
+def test_custom_defaults_name_and_description() -> None:
+    s = scenarios.custom("mine")
+    assert s == scenarios.Scenario("mine", (1.0,) * 4, (0.0,) * 4, "")
+    assert scenarios.custom("n", 0.5, 0.1, "why").description == "why"
