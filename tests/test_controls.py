@@ -195,7 +195,7 @@ def test_grid_with_several_pools_keeps_them_apart(tmp_path: Path) -> None:
         g.pool_for("openai")
     res = runner.invoke(app, ["grid", str(path)])
     assert res.exit_code == 0, res.output
-    assert "Scenario 3 copy" in res.output and "Scenario 3 transform" in res.output
+    assert "Scenario 3 · copy" in res.output and "Scenario 3 · transform" in res.output
     r = json.loads(next(p for p in (tmp_path / "res").glob("*.json")
                         if json.loads(p.read_text())["data"]["pool_label"] == "copy").read_text())
     assert r["training"]["budget"] == "steps" and r["selection"]["pool_sampling"]["Mild_Demented"]["reused"] == 0
