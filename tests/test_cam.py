@@ -86,6 +86,9 @@ def test_iou_and_pearson_edges() -> None:
     a[:2] = 1.0
     assert cam.iou(a, a) == 1.0 and cam.pearson(a, a) == pytest.approx(1.0)
     assert cam.iou(a, a[::-1]) == 0.0 and cam.pearson(a, a[::-1]) < 0
+    sparse = np.zeros((10, 10), np.float32)
+    sparse[0, 0], sparse[9, 9] = 1.0, 0.5  # zero on 98% of the image: its top region is 2 pixels, not all
+    assert cam.top_region(sparse).sum() == 2 and cam.iou(sparse, sparse[::-1]) == 0.0
     assert cam.pearson(a, np.zeros_like(a)) == 0.0 and cam.iou(a, np.zeros_like(a)) == 0.0  # evidence lost
     assert np.isnan(cam.pearson(a * 0, a * 0)) and np.isnan(cam.iou(a * 0, a * 0))  # both flat: undefined
 

@@ -113,10 +113,11 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def top_region(m: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
-    """The map's top `fraction` of pixels (at least one pixel; ties at the threshold included)."""
+    """The map's top `fraction` of pixels (ties at the threshold included), counting only pixels with some
+    evidence: a map that is zero on most of the image has a smaller top region, not the whole image."""
     k = max(1, int(round(fraction * m.size)))
     threshold = np.partition(m.ravel(), m.size - k)[m.size - k]
-    return m >= threshold
+    return (m >= threshold) & (m > m.min())
 
 
 def iou(a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION) -> float:

@@ -489,9 +489,16 @@ def build(results_dir: str | Path, out: str | Path, *, pools_: Sequence[Path] | 
     c = collect.gather(results_dir)
     raw = [r for _, r in results.scan(results_dir) if not isinstance(r, results.ResultError)]
     datasets = _datasets(raw, log)
-    pool_paths = [Path(p) for p in pools_] if pools_ else sorted(
+    pool_paths: list[Path] = [Path(p) for p in pools_] if pools_ else sorted(
         {Path(r["data"]["pool_path"]) for r in raw if r["data"].get("pool_path")})
-    pool_paths = [p for p in pool_paths if p.is_dir()]
+    if not pools_:  # pools a Grad-CAM output paired images from belong in the report too
+        cams = [Path(d) / "cam.json" for d in cam_dirs or []] + list(results_dir.rglob("cam.json"))
+        for f in cams:
+            try:
+                pool_paths.append(Path(json.loads(f.read_text())["pool"]))
+            except (OSError, KeyError, TypeError, json.JSONDecodeError):
+                continue
+    pool_paths = list(dict.fromkeys(p for p in pool_paths if p.is_dir()))
     tables, forest = _stats_sections(c, seed)
     data_s, examples = _data_sections(datasets, seed)
     return [tables, forest, _box_section(c, out), data_s, examples, _pool_section(pool_paths, datasets, log),

@@ -12,7 +12,7 @@ from .options import HelpCommand, classes_list
 
 
 def cam(result_json: Annotated[list[Path], typer.Argument(
-            metavar="RESULT_JSON...", help="run results whose weights were kept (--save-weights); several runs of "
+            metavar="RESULT_JSON", help="run results whose weights were kept (--save-weights); several runs of "
             "one cell (different seeds) also give the maps' stability across seeds")],
         pool: Annotated[Path, typer.Option(metavar="POOL", help="pool folder whose variations are paired with "
                                                                 "their real sources")],
