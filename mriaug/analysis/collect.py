@@ -15,7 +15,7 @@ from .. import atomic, augment, hparams, results
 BASE_SCENARIOS = ["1", "2", "3", "4"]
 LONG_COLUMNS = ["run_id", "model", "scenario", "augmentation", "seed", "test_ce", "accuracy",
                 "balanced_accuracy", "macro_f1", "n_real", "n_synthetic", "epochs", "data_fingerprint",
-                "pool_fingerprint", "train_s", "file"]
+                "pool_fingerprint", "train_s", "file", "status"]
 
 
 def _thesis_shape(cells: pd.Series) -> pd.DataFrame:
@@ -38,13 +38,19 @@ class Collected:
         scens = BASE_SCENARIOS + sorted(set(df["scenario"]) - set(BASE_SCENARIOS))
         idx = pd.MultiIndex.from_product([scens, list(augment.AUGMENTATIONS)], names=["scenario", "augmentation"])
         g = df.groupby(["scenario", "augmentation"])["test_ce"].agg(["median", "count"])
-        return g.reindex(idx).fillna({"count": 0}).astype({"count": int})
+        # Diverged runs have no test CE: not in the median, but counted beside it, never dropped silently.
+        div = df[df["status"] == "diverged"].groupby(["scenario", "augmentation"]).size().rename("diverged")
+        g = g.join(div, how="outer") if len(div) else g.assign(diverged=0)
+        return g.reindex(idx).fillna({"count": 0, "diverged": 0}).astype({"count": int, "diverged": int})
 
     def table(self, model: str) -> pd.DataFrame:
         """The thesis's shape: a row per scenario, a column per augmentation, 'median (n=k)' cells."""
         m = self.medians(model)
-        return _thesis_shape(m.apply(
-            lambda r: "— (n=0)" if r["count"] == 0 else f"{r['median']:.3f} (n={int(r['count'])})", axis=1))
+        def cell(r: pd.Series) -> str:
+            n = f"n={int(r['count'])}" + (f" + {int(r['diverged'])} diverged" if r["diverged"] else "")
+            return f"— ({n})" if r["count"] == 0 else f"{r['median']:.3f} ({n})"
+
+        return _thesis_shape(m.apply(cell, axis=1))
 
     def versus_thesis(self, model: str) -> pd.DataFrame:
         """Our median beside the thesis's (Tables 7.x), 'ours / thesis' per cell; '—' where either is missing."""
@@ -75,7 +81,7 @@ class Collected:
         width = 0.8 / len(augs)
         for j, aug in enumerate(augs):
             pos = [i + (j - (len(augs) - 1) / 2) * width for i in range(len(scens))]
-            vals = [df[(df.scenario == s) & (df.augmentation == aug)]["test_ce"].to_numpy() for s in scens]
+            vals = [df[(df.scenario == s) & (df.augmentation == aug)]["test_ce"].dropna().to_numpy() for s in scens]
             bp = ax.boxplot(vals, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False,
                             medianprops={"color": "black"})
             for patch in bp["boxes"]:
@@ -112,12 +118,12 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
     """Every valid result in a folder (only `run_ids` when given); invalid files are named in `errors`."""
     rows, errors = [], []
     for path, r in results.scan(results_dir):
-        if run_ids is not None and path.stem not in run_ids:
-            continue
-        if isinstance(r, results.ResultError):
+        if isinstance(r, results.ResultError):  # named whichever grid it was meant for: it may be one of ours
             errors.append(str(r))
             continue
-        spec, met = r["spec"], r["metrics"]
+        if run_ids is not None and path.stem not in run_ids:
+            continue
+        spec, met = r["spec"], {k: (float("nan") if v is None else v) for k, v in r["metrics"].items()}
         rows.append({
             "run_id": r["run_id"], "model": spec["model"], "scenario": str(spec["scenario"]["name"]),
             "augmentation": spec["augmentation"], "seed": spec["seed"], "test_ce": met["test_ce"],
@@ -125,7 +131,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
             "macro_f1": met["macro_f1"], "n_real": sum(r["counts"]["real"].values()),
             "n_synthetic": sum(r["counts"]["synthetic"].values()), "epochs": spec["hparams"].get("epochs"),
             "data_fingerprint": r["data"].get("fingerprint"), "pool_fingerprint": r["data"].get("pool_fingerprint"),
-            "train_s": r["timings"].get("train_s"), "file": path.name,
+            "train_s": r["timings"].get("train_s"), "file": path.name, "status": r.get("status", "done"),
         })
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
     # Runs of different specs in one cell and seed (e.g. after editing a grid) would be pooled silently.

@@ -342,7 +342,8 @@ class OpenAIGenerator:
         key = os.environ.get("OPENAI_API_KEY")
         client = self._client()
         meta = writer.meta
-        ledger = Ledger(price=self.price, spent=float(meta.get("spend_usd", 0.0)), max_cost=self.max_cost_usd)
+        spent_before = float(meta.get("spend_usd", 0.0))
+        ledger = Ledger(price=self.price, spent=spent_before, max_cost=self.max_cost_usd)
         failures: dict[str, Any] = dict(meta.get("failures", {}))
         stop = threading.Event()
         resolution = writer.dataset.resolution
@@ -350,7 +351,7 @@ class OpenAIGenerator:
         counts_before = dict(meta.get("requests", {}))
 
         def record() -> None:
-            meta["spend_usd"] = round(ledger.spent, 6)
+            writer.set_run_spend(ledger.spent - spent_before)  # added to pool.json's spend under the pool lock
             meta["requests"] = {k: counts_before.get(k, 0) + ledger.counts.get(k, 0)
                                 for k in sorted(set(counts_before) | set(ledger.counts))}
             meta["failures"] = failures
