@@ -22,9 +22,8 @@ SPEC = data.DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32})
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
-    env.pop("OPENAI_BASE_URL", None)
-    return env
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
 def _mriaug(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -88,6 +88,8 @@ def test_non_finite_settings_are_refused(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "lr" in r.output
     r = runner.invoke(app, ["synth", *D, "--out", str(tmp_path / "p"), "-s", "contrast=nan"])
     assert r.exit_code == 2 and "contrast" in r.output
+    r = runner.invoke(app, ["synth", "train-diffusion", *D, "--out", str(tmp_path / "dm"), "--lr", "nan"])
+    assert r.exit_code == 2 and "--lr must be a finite number above 0, got nan" in r.output, r.output
 
 
 # --- 4. one bad file -------------------------------------------------------------------------------
