@@ -36,8 +36,9 @@ PHANTOM_DEFAULTS = {"n_train": 5120, "n_test": 1280, "size": 128, "seed": 0, "sl
 # The split every source takes (see `mriaug.splits`): they shape train / validation / test, not the decoding.
 SPLIT_OPTIONS = {"split", "test_fraction", "val_fraction", "split_seed"}
 # The options each kind of source takes (`--data-option KEY=VALUE`, or keys beside `source` in a grid).
-OPTIONS = {"phantom": set(PHANTOM_DEFAULTS) | SPLIT_OPTIONS, "hub": {"size", "revision"} | SPLIT_OPTIONS,
-           "parquet": {"size"} | SPLIT_OPTIONS, "imagefolder": {"size", "class_map"} | SPLIT_OPTIONS}
+OPTIONS = {"phantom": set(PHANTOM_DEFAULTS) | SPLIT_OPTIONS,
+           "hub": {"size", "revision", "classes"} | SPLIT_OPTIONS, "parquet": {"size", "classes"} | SPLIT_OPTIONS,
+           "imagefolder": {"size", "class_map", "classes"} | SPLIT_OPTIONS}
 
 
 def cache_root() -> Path:
@@ -93,6 +94,15 @@ class DataSpec:
         cm = o.get("class_map")
         if "class_map" in o and not (isinstance(cm, dict) and all(isinstance(v, str) for v in cm.values())):
             bad.append(("class_map", "must be a table of folder name = class name"))
+        cl = o.get("classes")
+        if "classes" in o:
+            try:
+                ok = (isinstance(cl, list) and bool(cl) and all(isinstance(c, str) for c in cl)
+                      and len({class_index(c) for c in cl}) == len(cl))
+            except UnknownClassError:
+                ok = False
+            if not ok:
+                bad.append(("classes", f"must be a list of the distinct class names the source holds, got {cl!r}"))
         if "revision" in o and not isinstance(o["revision"], str):
             bad.append(("revision", "must be a branch, tag or commit string"))
         return bad
@@ -264,7 +274,12 @@ def decode_image(data: bytes | Path, size: int | None, where: str) -> np.ndarray
     """Decode one image to a grayscale uint8 array, resized to size x size when given."""
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as raw:
-            im = raw.convert("L")
+            if raw.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                # 16-bit grayscale: scale the full range to 8 bits (convert("L") would clip at 255).
+                wide = np.asarray(raw).astype(np.float64)
+                im = Image.fromarray(np.clip(np.round(wide * 255.0 / 65535.0), 0, 255).astype(np.uint8))
+            else:
+                im = raw.convert("L")
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8).copy()
@@ -279,7 +294,43 @@ def _stack(images: list[np.ndarray], where: str) -> np.ndarray:
     return np.stack(images)
 
 
-def _from_hf(dsd: Any, where: str, size: int | None) -> Arrays:
+def check_classes(y: np.ndarray, where: str, classes: list[str] | None) -> None:
+    """Every class has images (else balanced accuracy is silently over fewer classes), or exactly those
+    named by the `classes` option do."""
+    want = sorted({class_index(c) for c in classes}) if classes else list(range(len(CLASSES)))
+    missing = [CLASSES[k] for k in want if not (y == k).any()]
+    if missing:
+        raise DataError(f"{where}: no images of class(es) {', '.join(missing)}; add them, or name the classes the "
+                        "source holds with the data option 'classes' (e.g. -o 'classes=[\"Mild_Demented\", ...]')")
+    extra = sorted({CLASSES[int(k)] for k in np.unique(y)} - {CLASSES[k] for k in want})
+    if extra:
+        raise DataError(f"{where}: images of class(es) {', '.join(extra)}, which the data option 'classes' leaves out")
+
+
+def _row_files(where: str, split: str) -> list[tuple[Path, int]]:
+    """(parquet file, rows) of a local parquet folder's split, in the order `datasets` reads them."""
+    root = Path(where)
+    if not root.is_dir():
+        return []
+    files = sorted(p for p in root.rglob("*.parquet") if p.name.startswith(f"{split}-") or p.parent.name == split)
+    try:
+        import pyarrow.parquet as pq
+
+        return [(f, pq.ParquetFile(f).metadata.num_rows) for f in files]
+    except Exception:  # unreadable metadata: rows are then named by their place in the split only
+        return []
+
+
+def _locate(files: list[tuple[Path, int]], where: str, split: str, i: int) -> str:
+    start = 0
+    for f, n in files:
+        if i < start + n:
+            return f"{f}, row {i - start}"
+        start += n
+    return f"{where}, split {split}, row {i}"
+
+
+def _from_hf(dsd: Any, where: str, size: int | None, classes: list[str] | None = None) -> Arrays:
     from datasets import ClassLabel
     from datasets import Image as HFImage
 
@@ -288,6 +339,12 @@ def _from_hf(dsd: Any, where: str, size: int | None) -> Arrays:
         if split not in dsd:
             raise DataError(f"{where}: no '{split}' split (found {list(dsd)})")
         ds = dsd[split]
+        files = _row_files(where, split)
+        for column in ("image", "label"):
+            if column not in ds.column_names:
+                at = ", ".join(str(f) for f, _ in files) or f"{where}, split {split}"
+                raise DataError(f"{at}: no column '{column}' (columns: {', '.join(ds.column_names)}); the source "
+                                "needs an 'image' column and an integer or class-name 'label' column")
         feat = ds.features.get("label")
         names = feat.names if isinstance(feat, ClassLabel) else list(CLASSES)
         try:
@@ -301,14 +358,24 @@ def _from_hf(dsd: Any, where: str, size: int | None) -> Arrays:
         ds = ds.cast_column("image", HFImage(decode=False))
         images, labels = [], []
         for i, row in enumerate(ds):
-            img = row["image"]
+            img, lab = row["image"], row["label"]
+            if img is None or not (img.get("bytes") or img.get("path")):
+                raise DataError(f"{_locate(files, where, split, i)}, column image: no image (null)")
             data = img.get("bytes") or Path(img["path"]).read_bytes()
-            images.append(decode_image(data, size, f"{where}, split {split}, row {i}"))
-            lab = int(row["label"])
-            if not 0 <= lab < len(remap):
-                raise DataError(f"{where}, split {split}, row {i}: unknown label {lab}")
+            images.append(decode_image(data, size, f"{_locate(files, where, split, i)}, column image"))
+            if isinstance(lab, str):  # class names, mapped like folder names
+                try:
+                    labels.append(class_index(lab))
+                except UnknownClassError as e:
+                    raise DataError(f"{_locate(files, where, split, i)}, column label: {e}") from e
+                continue
+            if lab is None or isinstance(lab, bool) or not isinstance(lab, int) or not 0 <= lab < len(remap):
+                raise DataError(f"{_locate(files, where, split, i)}, column label: unknown label {lab!r} "
+                                f"(expected 0..{len(remap) - 1} or a class name)")
             labels.append(remap[lab])
-        out += [_stack(images, f"{where}, split {split}"), np.asarray(labels, np.int64)]
+        y = np.asarray(labels, np.int64)
+        check_classes(y, f"{where}, split {split}", classes)
+        out += [_stack(images, f"{where}, split {split}"), y]
     return out[0], out[1], out[2], out[3]
 
 
@@ -319,7 +386,7 @@ def _load_parquet(spec: DataSpec) -> Arrays:
         dsd = datasets.load_dataset(str(Path(spec.source).resolve()))
     except Exception as e:  # datasets raises many types for a malformed folder
         raise DataError(f"{spec.source}: cannot read as a parquet dataset folder ({e})") from e
-    return _from_hf(dsd, spec.source, spec.options.get("size"))
+    return _from_hf(dsd, spec.source, spec.options.get("size"), spec.options.get("classes"))
 
 
 def _load_hub(spec: DataSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
@@ -342,7 +409,7 @@ def _load_hub(spec: DataSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     if asked and re.fullmatch(r"[0-9a-f]{40}", asked) and read != asked:
         raise DataError(f"dataset {repo!r}: asked for revision {asked}, but the cache holds {read}; run "
                         f"`mriaug prefetch --data {spec.source}` where the hub can be reached")
-    tx, ty, vx, vy = _from_hf(dsd, spec.source, spec.options.get("size"))
+    tx, ty, vx, vy = _from_hf(dsd, spec.source, spec.options.get("size"), spec.options.get("classes"))
     return tx, ty, vx, vy, read
 
 
@@ -351,7 +418,8 @@ def hub_revision(spec: DataSpec) -> str | None:
     return spec.options.get("revision") or HUB_REVISIONS.get(spec.source.removeprefix("hf:"))
 
 
-def _class_dirs(root: Path, class_map: dict[str, str] | None) -> list[tuple[int, Path]]:
+def _class_dirs(root: Path, class_map: dict[str, str] | None,
+                classes: list[str] | None = None) -> list[tuple[int, Path]]:
     out = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
@@ -360,28 +428,41 @@ def _class_dirs(root: Path, class_map: dict[str, str] | None) -> list[tuple[int,
             raise DataError(f"{d}: {e}; pass a class map (data option 'class_map')") from e
     if not out:
         raise DataError(f"{root}: no class folders found")
+    found = {k for k, _ in out}
+    want = [class_index(c) for c in classes] if classes else list(range(len(CLASSES)))
+    missing = [CLASSES[k] for k in want if k not in found]
+    if missing:
+        raise DataError(f"{root}: no folder for class(es) {', '.join(missing)}; add them, or name the classes the "
+                        "source holds with the data option 'classes'")
     return out
 
 
-def _read_folder(root: Path, class_map: dict[str, str] | None, size: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _read_folder(root: Path, class_map: dict[str, str] | None, size: int | None,
+                 classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
-    for k, d in _class_dirs(root, class_map):
-        for f in sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    for k, d in _class_dirs(root, class_map, classes):
+        files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{d}: class folder without images ({', '.join(sorted(IMAGE_SUFFIXES))}); add images "
+                            "or remove the folder and name the classes the source holds with the data option 'classes'")
+        for f in files:
             images.append(decode_image(f, size, str(f)))
             labels.append(k)
-    return _stack(images, str(root)), np.asarray(labels, np.int64)
+    y = np.asarray(labels, np.int64)
+    check_classes(y, str(root), classes)
+    return _stack(images, str(root)), y
 
 
 def _load_imagefolder(spec: DataSpec) -> Arrays:
     root = Path(spec.source)
-    cmap, size = spec.options.get("class_map"), spec.options.get("size")
+    cmap, size, classes = spec.options.get("class_map"), spec.options.get("size"), spec.options.get("classes")
     if (root / "train").is_dir():
-        tx, ty = _read_folder(root / "train", cmap, size)
+        tx, ty = _read_folder(root / "train", cmap, size, classes)
         if (root / "test").is_dir():
-            vx, vy = _read_folder(root / "test", cmap, size)
+            vx, vy = _read_folder(root / "test", cmap, size, classes)
             return tx, ty, vx, vy
     else:
-        tx, ty = _read_folder(root, cmap, size)
+        tx, ty = _read_folder(root, cmap, size, classes)
     # No test folder: a seeded split, stratified by class, of the stated fraction.
     frac = float(spec.options.get("test_fraction", 0.2))
     if not 0 < frac < 1:

@@ -73,23 +73,33 @@ def plan_run(model: str, scenario: scenarios.Scenario, augmentation: str, seed: 
 
 def check_pools(runs: list[RunSpec]) -> None:
     """Before any training: every run that adds synthetic images finds enough in its pool (and the pool is
-    valid for the data). Mixing only builds indices, so checking every (scenario, seed) is cheap."""
+    valid for the data), and every run has training images of every class. Mixing only builds indices, so
+    checking every (scenario, seed) is cheap."""
     from . import data as data_mod
 
-    needing = [r for r in runs if r.scenario.needs_pool]
-    if not needing:
-        return
     datasets: dict[str, data_mod.Dataset] = {}
     loaded: dict[tuple[str, str], pools.Pool] = {}
-    for r in needing:
-        if r.pool is None:
+    checked: set[tuple[str, str | None, str, int]] = set()
+    for r in runs:
+        if r.scenario.needs_pool and r.pool is None:
             raise PoolError(f"{r.label}: scenario {r.scenario.name} adds synthetic images but no pool is set")
         dkey = repr(r.data)
+        pool_path = r.pool if r.scenario.needs_pool else None
+        key = (dkey, pool_path, repr(r.scenario), r.seed)
+        if key in checked:
+            continue
+        checked.add(key)
         if dkey not in datasets:
             datasets[dkey] = data_mod.load(r.data)
-        if (dkey, r.pool) not in loaded:
-            loaded[dkey, r.pool] = pools.load(r.pool, datasets[dkey])
-        scenarios.mix(datasets[dkey], r.scenario, r.seed, loaded[dkey, r.pool])
+        pool = None
+        if pool_path is not None:
+            if (dkey, pool_path) not in loaded:
+                loaded[dkey, pool_path] = pools.load(pool_path, datasets[dkey])
+            pool = loaded[dkey, pool_path]
+        try:
+            scenarios.mix(datasets[dkey], r.scenario, r.seed, pool)
+        except SettingError as e:
+            raise GridError(f"{r.label}: {e}") from e
 
 
 def _seeds(value: Any) -> list[int]:

@@ -102,6 +102,8 @@ def problems(model: str, values: dict[str, Any]) -> list[tuple[str, str]]:
             bad.append((key, f"must be a positive integer, got {values.get(key)!r}"))
     mult = card(model).resolution_multiple
     res = values.get("resolution")
+    if isinstance(res, int) and res > MAX_RESOLUTION:  # beyond any MRI slice here, and a sure way to run out of memory
+        bad.append(("resolution", f"must be at most {MAX_RESOLUTION}, got {res}"))
     if mult > 1 and isinstance(res, int) and not isinstance(res, bool) and res % mult:
         bad.append(("resolution", f"must be a multiple of {mult} for model {model}, got {res}"))
     for key, lo in (("lr", 0.0), ("weight_decay", None)):
@@ -113,6 +115,8 @@ def problems(model: str, values: dict[str, Any]) -> list[tuple[str, str]]:
         bad.append(("pretrained", f"must be true or false, got {values.get('pretrained')!r}"))
     if values.get("weights") is not None and not isinstance(values["weights"], str):
         bad.append(("weights", "must be the path of a .safetensors file"))
+    elif values.get("weights") is not None and not card(model).takes_weights:
+        bad.append(("weights", f"model {model} is trained from scratch and takes no pretrained weights file"))
     if values.get("precision") not in PRECISIONS:
         bad.append(("precision", f"must be 'bf16' or 'fp32', got {values.get('precision')!r}"))
     if not isinstance(values.get("arch"), str) or not values["arch"]:

@@ -26,6 +26,7 @@ hash of that row's pixels, so a pool used with a re-split dataset is caught line
 
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import json
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import atomic
+from . import atomic, locks
 from .classes import CLASSES, class_index
 from .data import Dataset, decode_image
 from .errors import PoolError, UnknownClassError
@@ -47,6 +48,7 @@ from .kept import KeptFor
 FORMAT = 1
 MANIFEST = "manifest.jsonl"
 META = "pool.json"
+LOCK = ".mriaug.lock"
 # Keys that describe one run; the pool-level copies are derived from `runs` on every flush.
 RUN_KEYS = ("generator_params", "kept_for", "trained_on")
 REMAKE = "re-make it with `mriaug synth --out {path} ...`"
@@ -162,7 +164,11 @@ def load(path: str | Path, dataset: Dataset, *, verify_hashes: bool = True) -> P
         data = f.read_bytes()
         if verify_hashes and atomic.sha256_bytes(data) != e["sha256"]:
             raise PoolError(f"{where}: sha256 of {f} does not match the manifest (file changed or truncated)")
-        images.append(decode_image(data, dataset.resolution, str(f)))
+        image = decode_image(data, None, str(f))
+        if image.shape != (dataset.resolution, dataset.resolution):
+            raise PoolError(f"{where}: image {f} is {image.shape[1]}x{image.shape[0]}, but the dataset's images are "
+                            f"{dataset.resolution}x{dataset.resolution}; {REMAKE.format(path=path)}")
+        images.append(image)
         labels.append(label)
         sources.append(src)
     shape = (0, dataset.resolution, dataset.resolution)
@@ -228,6 +234,18 @@ def manifest_fingerprint(pool: str | os.PathLike[str] | None) -> str | None:
     return _manifest_hash(str(manifest), st.st_mtime_ns, st.st_size)
 
 
+def locked(path: str | Path, on_wait: Any = None) -> Any:
+    """The pool's lock (see `mriaug.locks`): extension, manifest and pool.json updates happen under it.
+    Whoever takes it removes the temporary files of writers that died mid-write."""
+    path = Path(path)
+
+    def cleanup() -> None:
+        locks.remove_leftovers([(path, f".{MANIFEST}.*.tmp"), (path, f".{META}.*.tmp"),
+                                *((d, ".*.png.*.tmp") for d in sorted(path.glob("images/*")))])
+
+    return locks.held(path / LOCK, cleanup=cleanup, on_wait=on_wait)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -279,6 +297,8 @@ class PoolWriter:
                           "data_source": dataset.source, "resolution": dataset.resolution})
         self.meta.update(extra)
         self.meta.setdefault("spend_usd", 0.0)
+        self._run_spend: dict[str, Any] = {}  # this run's spend so far (`set_run_spend`)
+        self._spend_recorded: dict[str, Any] = {}  # the part of it already added to pool.json
         self._derive()
 
     def _legacy_runs(self) -> list[dict[str, Any]]:
@@ -335,7 +355,42 @@ class PoolWriter:
         self.run["images"] += 1
         return entry
 
+    def set_run_spend(self, run: float | dict[str, Any]) -> None:
+        """What this run has spent so far (a paid generator): USD, or the additive spend keys of pool.json
+        (`spend_usd`, `spend_estimate_usd`, and counters such as `tokens`, `requests`). `flush` adds the part
+        not yet recorded to the pool's figures as they are on disk, so concurrent or successive runs sum,
+        never overwrite."""
+        self._run_spend = {"spend_usd": float(run)} if isinstance(run, int | float) else copy.deepcopy(run)
+
+    def _add_spend(self, disk: dict[str, Any]) -> None:
+        for key, value in self._run_spend.items():
+            done = self._spend_recorded.get(key)
+            if isinstance(value, dict):
+                base = dict(disk.get(key) or {})
+                for k, v in value.items():
+                    base[k] = base.get(k, 0) + v - (done or {}).get(k, 0)
+                self.meta[key] = dict(sorted(base.items()))
+            else:
+                # A pool from before the usage-based figure recorded the estimate as `spend_usd`.
+                on_disk = disk.get(key, disk.get("spend_usd", 0.0) if key == "spend_estimate_usd" else 0.0)
+                self.meta[key] = round(float(on_disk or 0.0) + float(value) - float(done or 0.0), 6)
+        self._spend_recorded = copy.deepcopy(self._run_spend)
+
+    def _merge_disk(self) -> None:
+        """Read-modify-write: what another process recorded since this writer read the pool is kept
+        (should the lock have been taken over from under this run), and spend is added as a delta."""
+        disk = read_meta(self.path)
+        self.meta["spend_usd"] = float(disk.get("spend_usd", self.meta.get("spend_usd", 0.0)) or 0.0)
+        self._add_spend(disk)
+        if (self.path / MANIFEST).exists():
+            mine = {e["file"] for e in self.entries}
+            theirs = [e for e in read_manifest(self.path) if e["file"] not in mine]
+            for e in theirs:
+                e.pop("_line", None)
+            self.entries[:0] = theirs
+
     def flush(self) -> None:
+        self._merge_disk()
         if self.run["images"]:
             if not self.meta["runs"] or self.meta["runs"][-1] is not self.run:
                 self.meta["runs"].append(self.run)

@@ -219,6 +219,10 @@ def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> M
         syn_idx.append(chosen)
         counts_real[name] = len(kept)
         counts_syn[name] = int(m)
+        if n and not len(kept) and not m:  # nothing to learn the class from: its metrics would be meaningless
+            raise SettingError(f"scenario {scenario.name}, seed {seed}: no training images of class {name} (real "
+                               f"fraction {scenario.real_fraction[c]:g} and synthetic fraction "
+                               f"{scenario.synthetic_fraction[c]:g} of its {n}); raise one of them")
     return Mix(np.concatenate(real_idx), np.concatenate(syn_idx), counts_real, counts_syn, sampling)
 
 

@@ -6,12 +6,13 @@ images that run keeps, so a pool made for it cannot hold a variation of a droppe
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import checks, generators
+from . import checks, generators, locks, pools
 from .classes import CLASSES, class_index
 from .data import Dataset
 from .errors import PoolError, SettingError
@@ -76,10 +77,13 @@ def make_pool(dataset: Dataset, out: str | Path, generator: str, *, classes: lis
               per_source: int = 1, max_sources: int | None = None, seed: int = 0,
               options: dict[str, Any] | None = None, progress_bar: bool = True, dry_run: bool = False,
               max_cost: float | None = None, kept_for: KeptFor | None = None) -> dict[str, Any]:
-    from tqdm import tqdm
-
     options = dict(options or {})
+    # Prices and budgets are amounts of money: a negative one would make estimates and the budget meaningless.
+    for key, value in options.items():
+        if key.endswith("_usd"):
+            checks.non_negative(value, f"-s {key}")
     if max_cost is not None:
+        checks.non_negative(max_cost, "--max-cost")
         if generator != "openai":
             raise SettingError(f"--max-cost applies to the paid generator (openai); {generator} costs nothing")
         options["max_cost_usd"] = max_cost
@@ -89,6 +93,26 @@ def make_pool(dataset: Dataset, out: str | Path, generator: str, *, classes: lis
     allowed = np.flatnonzero(dataset.fit_mask) if len(dataset.val_rows) else None
     if kept_for is not None:
         allowed = kept_for_rows(dataset, kept_for)
+    if dry_run:
+        return _extend(dataset, out, generator, gen, classes, per_source, max_sources, seed, allowed, kept_for,
+                       dry_run, progress_bar)
+
+    def waiting(holder: dict[str, Any]) -> None:
+        print(f"pool {out} is being extended by {locks.describe(holder)}; waiting for it to finish",
+              file=sys.stderr, flush=True)
+
+    # One process extends a pool at a time: a second one waits, then extends what the first left.
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with pools.locked(out, on_wait=waiting):
+        return _extend(dataset, out, generator, gen, classes, per_source, max_sources, seed, allowed, kept_for,
+                       dry_run, progress_bar)
+
+
+def _extend(dataset: Dataset, out: str | Path, generator: str, gen: Any, classes: list[str] | None,
+            per_source: int, max_sources: int | None, seed: int, allowed: np.ndarray | None,
+            kept_for: KeptFor | None, dry_run: bool, progress_bar: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
     # A generator trained on this dataset (diffusion) says on which rows, for the leak check at mix time.
     trained = gen.trained_on() if hasattr(gen, "trained_on") else None
     writer = PoolWriter(out, dataset, generator, generator_params=gen.params(), kept_for=kept_for,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import atomic, augment, batches, models, pools, results, scenarios, speed
+from . import atomic, augment, batches, locks, models, pools, results, scenarios, speed
 from . import data as data_mod
 from .classes import CLASSES
 from .errors import PoolError, SettingError
@@ -120,8 +120,41 @@ def predict(model: torch.nn.Module, x: torch.Tensor, norm: tuple[float, float], 
 
 
 def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None, save_weights: bool = False,
-            log: Log = _stderr, stop_after: int | None = None) -> dict[str, Any]:
-    """Train and evaluate one run; return its result (read back if it already exists)."""
+            log: Log = _stderr, stop_after: int | None = None, wait: bool = True) -> dict[str, Any]:
+    """Train and evaluate one run under its run lock; return its result (read back if it already exists).
+    A run another live process is training is waited for (then read back), or with wait=False raises
+    `locks.Busy`, so several workers on one results folder split the work and train each run once."""
+    run_id = spec.run_id
+
+    def waiting(holder: dict[str, Any]) -> None:
+        log(f"[{run_id}] {spec.label}: being trained by {locks.describe(holder)}; waiting for its result")
+
+    with results.run_lock(results_dir, run_id, wait=wait, on_wait=waiting):
+        return _execute(spec, results_dir, device=device, save_weights=save_weights, log=log, stop_after=stop_after)
+
+
+def _diverged(spec: RunSpec, results_dir: Path, epoch: int, history: list[dict[str, Any]], mix: scenarios.Mix,
+              ds: data_mod.Dataset, pool: pools.Pool | None, dev: torch.device, t_start: float, log: Log
+              ) -> dict[str, Any]:
+    """A non-finite training loss: stop, and record the run as diverged (its metrics null) so tables count it."""
+    result = {
+        "schema": results.SCHEMA, "run_id": spec.run_id, "spec": spec.to_dict(), "status": "diverged",
+        "diverged_at_epoch": epoch, "metrics": dict.fromkeys(results.REQUIRED_METRICS), "history": history,
+        "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test")},
+        "data": {"fingerprint": ds.fingerprint, "source": ds.source, "resolution": ds.resolution,
+                 "pool_fingerprint": pool.fingerprint if pool else None,
+                 "pool_path": str(pool.path) if pool else None, "pool_label": spec.pool_label if pool else None,
+                 "split": ds.split},
+        "env": environment(dev), "timings": {"total_s": time.perf_counter() - t_start}, "weights": None,
+    }
+    results.write(results_dir, result)
+    results.checkpoint_for(results_dir, spec.run_id).unlink(missing_ok=True)
+    log(f"[{spec.run_id}] diverged: non-finite training loss in epoch {epoch}; recorded as diverged")
+    return result
+
+
+def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None, save_weights: bool = False,
+             log: Log = _stderr, stop_after: int | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     results_dir = Path(results_dir)
     run_id = spec.run_id
@@ -203,7 +236,10 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
             opt.step()
             loss_sum += loss.detach() * len(idx)  # summed on the device: no sync per step
             seen += len(idx)
-        total = float(loss_sum)
+        total = float(loss_sum)  # the epoch's one sync; a non-finite sum means some step diverged
+        if not math.isfinite(total):  # diverged: further epochs and the metrics would mean nothing
+            history.append({"epoch": epoch + 1, "train_loss": None, "diverged": True})
+            return _diverged(spec, results_dir, epoch + 1, history, mix, ds, pool, dev, t_start, log)
         t_train += time.perf_counter() - t0
         # Per-epoch numbers come from validation only: the test set is looked at once, at the end.
         entry: dict[str, Any] = {"epoch": epoch + 1, "steps": sum(plan[: epoch + 1]),

@@ -83,13 +83,14 @@ def test_imagefolder_unknown_class_and_corrupt_image(tmp_path: Path) -> None:
     _write_folder(tmp_path / "a", ["Mild", "Severe"], 2)
     with pytest.raises(DataError, match=r"Severe.*unknown class"):
         data.load(DataSpec(str(tmp_path / "a")))
-    ds = data.load(DataSpec(str(tmp_path / "a"), {"class_map": {"Severe": "Moderate_Demented"}, "test_fraction": 0.5}))
+    ds = data.load(DataSpec(str(tmp_path / "a"), {"class_map": {"Severe": "Moderate_Demented"}, "test_fraction": 0.5,
+                                                  "classes": ["Mild_Demented", "Moderate_Demented"]}))
     assert ds.counts("train")["Moderate_Demented"] == 1
     _write_folder(tmp_path / "b", ["Mild", "Non"], 3)
     bad = tmp_path / "b" / "Non" / "1.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(DataError, match=str(bad)):
-        data.load(DataSpec(str(tmp_path / "b")))
+        data.load(DataSpec(str(tmp_path / "b"), {"classes": ["Mild", "Non"]}))
 
 
 def _write_parquet_dataset(root: Path, n: int, corrupt_row: int | None = None) -> None:
@@ -115,7 +116,7 @@ def test_parquet_layout_like_the_hub(tmp_path: Path) -> None:
     assert ds.counts("train") == dict.fromkeys(CLASSES, 4)
     assert ds.resolution == 24
     _write_parquet_dataset(tmp_path / "bad", 8, corrupt_row=5)
-    with pytest.raises(DataError, match=r"split train, row 5: cannot decode"):
+    with pytest.raises(DataError, match=r"train-00000-of-00001\.parquet, row 5, column image: cannot decode"):
         data.load(DataSpec(str(tmp_path / "bad")))
 
 

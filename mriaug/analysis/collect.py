@@ -28,7 +28,8 @@ from . import statistics as st
 BASE_SCENARIOS = ["1", "2", "3", "4"]
 METRIC_COLUMNS = st.all_metrics()
 LONG_COLUMNS = ["run_id", "table", "model", "scenario", "augmentation", "pool", "seed", *METRIC_COLUMNS,
-                "n_real", "n_synthetic", "epochs", "data_fingerprint", "split", "pool_fingerprint", "train_s", "file"]
+                "n_real", "n_synthetic", "epochs", "data_fingerprint", "split", "pool_fingerprint", "train_s", "file",
+                "status"]
 # The test split of Falah/Alzheimer_MRI as the thesis used it: a table compares with the thesis only
 # when every run was tested on exactly these images' counts under the given split.
 THESIS_TEST_COUNTS = {"Mild_Demented": 172, "Moderate_Demented": 15, "Non_Demented": 634, "Very_Mild_Demented": 459}
@@ -117,7 +118,28 @@ class Collected:
     def table(self, name: str, metric: str = "test_ce") -> pd.DataFrame:
         """The thesis's shape; cells 'median [95% interval] (n=k)', marked where scenario 1 differs."""
         m = st.metric_name(metric)
-        return self._shape(name, {k: _cell_text(r, m) for k, r in self._cells(name, m).items()}, "— (n=0)")
+        div = self.diverged(name)
+        texts = {k: _cell_text(r, m, div.get(k, 0)) for k, r in self._cells(name, m).items()}
+        for k, d in div.items():  # a cell of diverged runs only: no statistics, still shown
+            texts.setdefault(k, f"— (n=0 + {d} diverged)")
+        return self._shape(name, texts, "— (n=0)")
+
+    def diverged(self, name: str) -> dict[tuple[str, str, str], int]:
+        """Diverged runs per (scenario, pool, augmentation) of one table: they have no metrics, so they are
+        not in the statistics, but every cell counts them beside n, never dropping them silently."""
+        df = self.runs[(self.runs["table"] == name) & (self.runs["status"] == "diverged")]
+        counts = df.groupby(["scenario", "pool", "augmentation"]).size()
+        return {(str(k[0]), str(k[1]), str(k[2])): int(n) for k, n in counts.items()}  # type: ignore[index]
+
+    def medians(self, name: str, metric: str = "test_ce") -> pd.DataFrame:
+        """Median and number of finite values per (scenario, augmentation) of one table (pools pooled per
+        row label), every cell present: the plain numbers behind the table."""
+        m = st.metric_name(metric)
+        df = self.runs[self.runs["table"] == name]
+        scens = _scenario_order(set(df["scenario"]))
+        idx = pd.MultiIndex.from_product([scens, list(augment.AUGMENTATIONS)], names=["scenario", "augmentation"])
+        g = df.groupby(["scenario", "augmentation"])[m].agg(["median", "count"])
+        return g.reindex(idx).fillna({"count": 0}).astype({"count": int})
 
     def caption(self, name: str, metric: str = "test_ce") -> str:
         info = self.tables[name]
@@ -193,12 +215,14 @@ def _fmt(v: float) -> str:
     return f"{v:.3f}"
 
 
-def _cell_text(r: dict[str, Any], metric: str) -> str:
+def _cell_text(r: dict[str, Any], metric: str, diverged: int = 0) -> str:
+    missing = int(r["n_missing"]) - diverged  # diverged runs have no metrics: counted apart
+    n = f"n={r['n']}" + (f" + {diverged} diverged" if diverged else "")
     if r["n"] == 0:
-        return f"— (n=0; {r['n_missing']} runs without {metric})" if r["n_missing"] else "— (n=0)"
-    text = f"{_fmt(r['median'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] (n={r['n']})"
-    if r["n_missing"]:
-        text += f" ({r['n_missing']} without {metric})"
+        return f"— ({n}; {missing} runs without {metric})" if missing else f"— ({n})"
+    text = f"{_fmt(r['median'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] ({n})"
+    if missing:
+        text += f" ({missing} without {metric})"
     p = r["p_holm"]
     return text + (f" {MARK}" if p == p and p < SIGNIFICANT else "")  # p == p: not NaN
 
@@ -304,10 +328,10 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
     scenario_defs: dict[tuple[str, str], tuple[str, str]] = {}
     errors = []
     for path, r in results.scan(results_dir):
-        if run_ids is not None and path.stem not in run_ids:
-            continue
-        if isinstance(r, results.ResultError):
+        if isinstance(r, results.ResultError):  # named whichever grid it was meant for: it may be one of ours
             errors.append(str(r))
+            continue
+        if run_ids is not None and path.stem not in run_ids:
             continue
         spec, met, data = r["spec"], r["metrics"], r["data"]
         per_class = met["per_class"] if isinstance(met["per_class"], dict) else {}
@@ -326,7 +350,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
             "n_synthetic": sum(r["counts"]["synthetic"].values()), "epochs": spec["hparams"].get("epochs"),
             "data_fingerprint": data.get("fingerprint"), "split": str(split.get("kind", "given")),
             "pool_fingerprint": data.get("pool_fingerprint"),
-            "train_s": r["timings"].get("train_s"), "file": path.name,
+            "train_s": r["timings"].get("train_s"), "file": path.name, "status": r.get("status", "done"),
         }
         setting = json.dumps(_setting(r), sort_keys=True, default=str)
         definition = json.dumps(spec["scenario"], sort_keys=True)

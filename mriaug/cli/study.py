@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -126,6 +127,10 @@ def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18
         if save_weights and not results.weights_for(out, spec.run_id).exists():
             typer.secho("warning: it was trained without --save-weights; no weights to write", fg="yellow", err=True)
     r = execute(spec, out, device=device, save_weights=save_weights)
+    if results.is_diverged(r):
+        typer.echo(json.dumps({"run_id": r["run_id"], "status": "diverged", "epoch": r["diverged_at_epoch"],
+                               "result": str(results.path_for(out, r["run_id"]))}))
+        return
     m = r["metrics"]
     typer.echo(json.dumps({"run_id": r["run_id"], "test_ce": round(m["test_ce"], 4),
                            "accuracy": round(m["accuracy"], 4), "balanced_accuracy": round(m["balanced_accuracy"], 4),
@@ -138,7 +143,7 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
     from tqdm import tqdm
 
     from .. import grid as grid_mod
-    from .. import results
+    from .. import locks, results
     from ..analysis.collect import collect
     from ..errors import PoolError
     from ..train import execute
@@ -152,14 +157,29 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
         raise PoolError(f"{file}: {e}") from e
     typer.echo(f"grid {g.name}: {len(g.runs)} runs, {len(g.runs) - len(todo)} done, {len(todo)} to run -> {g.results}")
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if verbose else (lambda m: None)
-    with tqdm(todo, unit="run", file=sys.stderr) as bar:
-        for spec in bar:
-            bar.set_postfix_str(spec.label)
-            try:
-                execute(spec, g.results, device=device, save_weights=g.save_weights, log=log)
-            except Exception as e:
-                e.add_note(f"while training {spec.label} [{spec.run_id}]")
-                raise
+    # Several workers (this command started twice, or beside Slurm tasks) split the runs: a run another live
+    # process holds the lock of is skipped, and visited again once the others are done.
+    pending, told = todo, False
+    with tqdm(total=len(todo), unit="run", file=sys.stderr) as bar:
+        while pending:
+            busy = []
+            for spec in pending:
+                bar.set_postfix_str(spec.label)
+                try:
+                    execute(spec, g.results, device=device, save_weights=g.save_weights, log=log, wait=False)
+                except locks.Busy:
+                    busy.append(spec)
+                    continue
+                except Exception as e:
+                    e.add_note(f"while training {spec.label} [{spec.run_id}]")
+                    raise
+                bar.update(1)
+            if busy and not told:
+                tqdm.write(f"{len(busy)} run(s) being trained by other workers; waiting for them", file=sys.stderr)
+                told = True
+            if len(busy) == len(pending):
+                time.sleep(2.0)
+            pending = busy
     collect(g.results, g.results / "tables", run_ids={r.run_id for r in g.runs}, echo=typer.echo, warn=_warn)
 
 

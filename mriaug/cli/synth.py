@@ -160,10 +160,17 @@ def train_diffusion(
         seed: Annotated[int, typer.Option(help="fixes initialisation, batches, noise and timesteps")] = 0,
         profile: Profile = None) -> None:
     """Train the class-conditional diffusion model of the `diffusion` generator (checkpointed, resumable)."""
+    from .. import checks
     from .. import data as data_mod
     from ..generators import diffusion
     from ..kept import KeptFor
 
+    # Checked before a job is submitted or a step is taken: NaN or a negative rate would fail late.
+    checks.positive(lr, "--lr")
+    for value, name in ((steps, "--steps"), (batch_size, "--batch-size"), (checkpoint_every, "--checkpoint-every"),
+                        (layers_per_block, "--layers-per-block")):
+        checks.positive_int(value, name)
+    checks.seed(seed, "--seed")
     if profile:
         return _submit_self(profile, "diffusion", out)
     spec = load_grid(grid).data if grid else data_spec(data, data_option)

@@ -206,15 +206,6 @@ class Ledger:
                     "tokens": dict(self.tokens), "requests": dict(self.counts)}
 
 
-def add_spend(meta: dict[str, Any], before: dict[str, Any], run: dict[str, Any]) -> None:
-    """pool.json's spend keys = the pool's before this run + this run's (`Ledger.run_spend`)."""
-    meta["spend_usd"] = round(before["spend_usd"] + run["spend_usd"], 6)
-    meta["spend_estimate_usd"] = round(before["spend_estimate_usd"] + run["spend_estimate_usd"], 6)
-    for key in ("tokens", "requests"):
-        a, b = before[key], run[key]
-        meta[key] = {k: a.get(k, 0) + b.get(k, 0) for k in sorted(set(a) | set(b))}
-
-
 def spend_before(meta: dict[str, Any]) -> dict[str, Any]:
     """The spend keys of pool.json as they are; a pool from before the usage-based figure recorded the
     estimate as `spend_usd`."""
@@ -564,8 +555,8 @@ class OpenAIGenerator:
         generated, budget_hit, since_flush, unpriced = 0, False, 0, False
 
         def record() -> None:
-            # This run's spend on top of the pool's before it (issue 8 turns this into a locked delta).
-            add_spend(meta, before, ledger.run_spend())
+            # This run's spend, added to pool.json's figures as they are on disk, under the pool lock.
+            writer.set_run_spend(ledger.run_spend())
             meta["failures"] = failures
             writer.flush()
 

@@ -19,6 +19,8 @@ COMMAND_JOBS = {"synth": "pool generation (`mriaug synth --profile`)",
                 "diffusion": "diffusion training (`mriaug synth train-diffusion --profile`)"}
 TOP_KEYS = {"name", "array_parallelism", "max_array_size", "max_requeues", "signal_delay_s", "setup", "pass_env",
             "env", "sbatch", "resources", "collector", "container"}
+# Partition, account and QOS names as Slurm takes them: a name or a comma-separated list of names.
+NAME_LIST = re.compile(r"[A-Za-z0-9_.\-]+(,[A-Za-z0-9_.\-]+)*")
 RESOURCE_KEYS = {"partition", "account", "qos", "gpus", "cpus", "mem_gb", "time", "constraint"}
 CONTAINER_KEYS = {"image", "binds", "nv", "apptainer", "options", "python"}
 
@@ -90,6 +92,10 @@ def parse_time(value: Any) -> int:
     days_s, a_s, b_s, c_s = m.groups()
     days, a = int(days_s or 0), int(a_s)
     b, c = (int(b_s) if b_s else None), (int(c_s) if c_s else None)
+    # Minutes and seconds after a colon, and hours after a day count, must be in range: Slurm would
+    # otherwise carry them over silently ("1:99:99" is not 1 h 99 min 99 s but 2:40:39).
+    if any(v is not None and v >= 60 for v in (b, c)) or (days_s is not None and a >= 24):
+        raise ValueError(f"{value!r} is not a valid time: minutes and seconds go up to 59, hours after a day to 23")
     if b is None:  # "MM" or "D-HH"
         minutes = a * 60 if days_s is not None else a
     elif c is None:  # "MM:SS" or "D-HH:MM"
@@ -122,15 +128,16 @@ class _ProfileReader(TomlFile):
             if key in doc:
                 if not isinstance(doc[key], str) or not doc[key]:
                     raise self.fail(table, key, "must be a non-empty string")
+                if key != "constraint" and not NAME_LIST.fullmatch(doc[key]):
+                    raise self.fail(table, key, f"{doc[key]!r} is not a Slurm name (letters, digits, '_', '-', '.'; "
+                                    "several separated by commas, no spaces)")
                 values[key] = doc[key]
         if "gpus" in doc:
             values["gpus"] = self.positive_int(table, "gpus", doc["gpus"], zero_ok=True)
         if "cpus" in doc:
             values["cpus"] = self.positive_int(table, "cpus", doc["cpus"])
         if "mem_gb" in doc:
-            if isinstance(doc["mem_gb"], bool) or not isinstance(doc["mem_gb"], int | float) or doc["mem_gb"] <= 0:
-                raise self.fail(table, "mem_gb", f"must be a positive number of GB, got {doc['mem_gb']!r}")
-            values["mem_gb"] = float(doc["mem_gb"])
+            values["mem_gb"] = self.number(table, "mem_gb", doc["mem_gb"], lo=0.0, lo_open=True)
         if "time" in doc:
             try:
                 values["time_min"] = parse_time(doc["time"])
@@ -188,10 +195,19 @@ def load_profile(path: str | Path) -> Profile:
     sbatch = doc.get("sbatch", {})
     if not isinstance(sbatch, dict):
         raise r.fail("", "sbatch", "must be a table of sbatch options (e.g. mail-type = \"FAIL\")")
+    export = str(sbatch.get("export", "ALL"))
+    pass_env = r.string_list("", "pass_env", doc.get("pass_env", []))
+    for name in pass_env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise r.fail("", "pass_env", f"{name!r} is not an environment variable name")
+    if pass_env and not export.upper().startswith("ALL"):
+        # pass_env values travel in the environment sbatch exports; NONE or a list would drop them.
+        raise r.fail("sbatch", "export", f"{export!r} would not pass {', '.join(pass_env)} (pass_env) to the jobs; "
+                     "leave export out (ALL) or start it with ALL,")
     p = Profile(
         path=path, name=str(doc.get("name", path.stem)), resources=resources, collector=collector,
         setup=r.string_list("", "setup", doc.get("setup", [])),
-        pass_env=r.string_list("", "pass_env", doc.get("pass_env", [])),
+        pass_env=pass_env,
         env={k: r.expand("env", k, str(v)) for k, v in env.items()}, sbatch=dict(sbatch),
         container=r.container(doc["container"]) if "container" in doc else None,
     )

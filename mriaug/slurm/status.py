@@ -6,7 +6,7 @@ import json
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class GridStatus:
     runs: list[RunState]
     squeue_ok: bool
     collector: dict[str, Any] | None  # the latest submission's collector job, with its "state"
+    skipped: list[str] = field(default_factory=list)  # files in the results folder that are not valid results
 
     def counts(self, runs: Iterable[RunState] | None = None) -> dict[str, int]:
         c = dict.fromkeys(STATES, 0)
@@ -50,9 +51,12 @@ def read_records(results_dir: str | Path) -> list[dict[str, Any]]:
     out = []
     for path in sorted((slurm_dir(results_dir) / "submissions").glob("*.json")):
         try:
-            out.append(json.loads(path.read_text()))
+            rec = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # records are written atomically; an unreadable one is not ours
+        if isinstance(rec, dict) and isinstance(rec.get("tasks", {}), dict) and (
+                rec.get("collector") is None or isinstance(rec["collector"], dict)):
+            out.append(rec)
     return out
 
 
@@ -69,9 +73,10 @@ def _last_error_line(log: str | None) -> str | None:
 
 def _read_failure(results_dir: Path, run_id: str) -> dict[str, Any] | None:
     try:
-        return json.loads(failure_path(results_dir, run_id).read_text())
+        fail = json.loads(failure_path(results_dir, run_id).read_text())
     except (OSError, ValueError):
         return None
+    return fail if isinstance(fail, dict) and isinstance(fail.get("error"), str) else None
 
 
 def grid_status(grid: Grid) -> GridStatus:
@@ -85,7 +90,12 @@ def grid_status(grid: Grid) -> GridStatus:
     wanted = {t["job_id"] for t in latest.values()} | ({collector["job_id"]} if collector else set())
     # squeue before the results: a task finishing in between then reads as done, never as failed.
     queue = squeue_states(wanted)
-    done = results.done_ids(results_dir) if results_dir.is_dir() else set()
+    done, skipped = set(), []
+    for path, r in results.scan(results_dir) if results_dir.is_dir() else ():
+        if isinstance(r, results.ResultError):
+            skipped.append(str(r))
+        else:
+            done.add(path.stem)
     runs = []
     for spec in grid.runs:
         rid, task = spec.run_id, latest.get(spec.run_id)
@@ -108,7 +118,7 @@ def grid_status(grid: Grid) -> GridStatus:
     if collector:
         state = (queue or {}).get(collector["job_id"])
         collector["state"] = state or ("unknown" if queue is None else "ended")
-    return GridStatus(grid, runs, queue is not None, collector)
+    return GridStatus(grid, runs, queue is not None, collector, skipped)
 
 
 def render_status(st: GridStatus) -> str:
@@ -124,6 +134,8 @@ def render_status(st: GridStatus) -> str:
         lines.append(f"{model:<10}{scen:<10}" + "".join(f"{c[s]:>13}" for s in STATES))
     total = st.counts()
     lines.append(f"{'total':<20}" + "".join(f"{total[s]:>13}" for s in STATES))
+    for err in st.skipped:
+        lines.append(f"skipped (not a valid result): {err}")
     failed = [r for r in st.runs if r.state == "failed"]
     if failed:
         lines.append(f"failed runs ({len(failed)}):")

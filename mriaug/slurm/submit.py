@@ -27,11 +27,11 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def job_env(profile: Profile) -> dict[str, str]:
-    """Variables every job exports: offline hub, passed-through caches, the profile's [env]."""
+    """Variables the job script exports: offline hub, the commit, the profile's [env]. The values of
+    `pass_env` are not among them: they may be secrets (API keys), and the script is a file under the
+    results folder. sbatch hands the submitting shell's environment to the job (--export=ALL), so they
+    reach it without being written anywhere."""
     env = dict(OFFLINE_ENV)
-    for name in profile.pass_env:
-        if name in os.environ:
-            env[name] = os.environ[name]
     commit = git_commit()
     if commit:
         env["MRIAUG_GIT_COMMIT"] = commit  # provenance, even where the image has no git checkout
@@ -45,6 +45,8 @@ def setup_lines(profile: Profile, resources: Resources) -> list[str]:
         lines.append(f"export {k}={shlex.quote(v)}")
         if profile.container:  # survives `--cleanenv` among the container options
             lines.append(f"export APPTAINERENV_{k}={shlex.quote(v)}")
+    if profile.container:  # by name: the script holds "$NAME", the value comes from the job's environment
+        lines += [f'export APPTAINERENV_{name}="${{{name}}}"' for name in profile.pass_env if name in os.environ]
     # One thread per allocated CPU, not per core of the node.
     lines.append(f"export OMP_NUM_THREADS=${{SLURM_CPUS_PER_TASK:-{resources.cpus}}}")
     return lines + profile.setup
