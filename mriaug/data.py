@@ -6,11 +6,13 @@ a local folder in the hub's parquet layout, or an image-folder tree (one folder 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,11 +130,37 @@ def _cache_key(spec: DataSpec) -> str:
     return atomic.stable_hash(ident, 24)
 
 
+# Datasets kept in this process while `kept_in_memory()` is active (packed tasks train many runs on one dataset).
+_memory: dict[str, Dataset] | None = None
+
+
+@contextlib.contextmanager
+def kept_in_memory() -> Iterator[None]:
+    """Within the block, `load` decodes or reads each source once and hands out the same arrays again (read
+    only: nothing writes into a Dataset). Outside it every call reads the cache, as before."""
+    global _memory
+    outer = _memory
+    _memory = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _memory = outer
+
+
 def load(spec: DataSpec, *, use_cache: bool = True) -> Dataset:
     """The dataset of `spec`, from the on-disk cache when warm (well under a second)."""
     for key, problem in spec.problems():
         raise DataError(f"data source {spec.source!r}: option {key}: {problem}")
-    path = cache_root() / "datasets" / f"{_cache_key(spec)}.npz"
+    key = _cache_key(spec)
+    if _memory is not None and use_cache:
+        if key not in _memory:
+            _memory[key] = _load(spec, key, use_cache)
+        return _memory[key]
+    return _load(spec, key, use_cache)
+
+
+def _load(spec: DataSpec, key: str, use_cache: bool) -> Dataset:
+    path = cache_root() / "datasets" / f"{key}.npz"
     if use_cache and path.exists():
         try:
             with np.load(path) as z:

@@ -161,7 +161,7 @@ def test_dry_run_and_missing_image(fake_slurm: Path, tmp_path: Path, monkeypatch
     out = runner.invoke(app, ["submit", str(grid), "--profile", str(profile), "--dry-run"])
     assert out.exit_code == 0, out.output
     assert "8 to submit" in out.output and "dry run: nothing submitted" in out.output
-    assert re.search(r"cnn\s+8\s+5 \+ 3\s+%40\s+partition=gpu account=my-lab qos=normal gpus=1 cpus=4", out.output)
+    assert re.search(r"cnn\s+8\s+8\s+5 \+ 3\s+%40\s+partition=gpu account=my-lab qos=normal gpus=1 cpus=4", out.output)
     assert "container.image" in out.output  # a warning on a dry run
     assert not list(fake_slurm.glob("job_*.sh"))
     out = runner.invoke(app, ["submit", str(grid), "--profile", str(profile)])
