@@ -119,7 +119,7 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
     from tqdm import tqdm
 
     from .. import grid as grid_mod
-    from .. import results
+    from .. import pools, results, seedpack
     from ..analysis.collect import collect
     from ..errors import PoolError
     from ..train import execute
@@ -133,14 +133,18 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
         raise PoolError(f"{file}: {e}") from e
     typer.echo(f"grid {g.name}: {len(g.runs)} runs, {len(g.runs) - len(todo)} done, {len(todo)} to run -> {g.results}")
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if verbose else (lambda m: None)
-    with tqdm(todo, unit="run", file=sys.stderr) as bar:
-        for spec in bar:
-            bar.set_postfix_str(spec.label)
+    with tqdm(total=len(todo), unit="run", file=sys.stderr) as bar, pools.kept_in_memory():
+        for unit in g.units(todo):  # one run, or a pack of seeds trained together ([model.NAME] pack_seeds)
+            bar.set_postfix_str(unit[0].label + (f" +{len(unit) - 1} seeds" if len(unit) > 1 else ""))
             try:
-                execute(spec, g.results, device=device, save_weights=g.save_weights, log=log)
+                if len(unit) == 1:
+                    execute(unit[0], g.results, device=device, save_weights=g.save_weights, log=log)
+                else:
+                    seedpack.execute(unit, g.results, device=device, save_weights=g.save_weights, log=log)
             except Exception as e:
-                e.add_note(f"while training {spec.label} [{spec.run_id}]")
+                e.add_note(f"while training {', '.join(s.label for s in unit)} [{unit[0].run_id}]")
                 raise
+            bar.update(len(unit))
     collect(g.results, g.results / "tables", run_ids={r.run_id for r in g.runs}, echo=typer.echo, warn=_warn)
 
 
