@@ -97,3 +97,18 @@ def test_grid_pack_seeds_keeps_run_ids(tmp_path: Path) -> None:
     bad.write_text(path.read_text().replace("pack_seeds = 4", "pack_seeds = 0"))
     with pytest.raises(GridError, match="model.cnn.pack_seeds: must be a positive integer"):
         grid_mod.load(bad)
+
+
+def test_mriaug_grid_trains_seed_packs(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mriaug.cli import app
+
+    path = write_grid(tmp_path / "g.toml", tmp_path / "res", seeds=3)
+    path.write_text(path.read_text() + "pack_seeds = 3\n")
+    out = CliRunner().invoke(app, ["grid", str(path)])
+    assert out.exit_code == 0, out.output
+    g = grid_mod.load(path)
+    rs = [results.read(results.path_for(tmp_path / "res", r.run_id)) for r in g.runs]
+    assert [r["packed"]["run_ids"] for r in rs] == [[r.run_id for r in g.runs]] * 3
+    assert "cnn — median test cross-entropy" in out.output
