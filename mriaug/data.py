@@ -6,12 +6,14 @@ a local folder in the hub's parquet layout, or an image-folder tree (one folder 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,10 +179,36 @@ def _cache_key(spec: DataSpec) -> str:
     return atomic.stable_hash(ident, 24)
 
 
+# Datasets kept in this process while `kept_in_memory()` is active (packed tasks train many runs on one dataset).
+_memory: dict[str, Dataset] | None = None
+
+
+@contextlib.contextmanager
+def kept_in_memory() -> Iterator[None]:
+    """Within the block, `load` decodes or reads each source once and hands out the same arrays again (read
+    only: nothing writes into a Dataset). Outside it every call reads the cache, as before."""
+    global _memory
+    outer = _memory
+    _memory = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _memory = outer
+
+
 def load(spec: DataSpec, *, use_cache: bool = True) -> Dataset:
     """The dataset of `spec` under its split, from the on-disk cache when warm (well under a second)."""
     for key, problem in spec.problems():
         raise DataError(f"data source {spec.source!r}: option {key}: {problem}")
+    if _memory is not None and use_cache:
+        key = atomic.stable_hash(spec.describe())
+        if key not in _memory:
+            _memory[key] = _load_split(spec, use_cache)
+        return _memory[key]
+    return _load_split(spec, use_cache)
+
+
+def _load_split(spec: DataSpec, use_cache: bool) -> Dataset:
     base = _load_decoded(spec.decoding(), use_cache)
     return apply_split(base, spec, cache_root() / "groups" if use_cache else None)
 

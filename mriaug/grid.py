@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import augment, checks, hparams, pools, scenarios, splits
+from . import atomic, augment, checks, hparams, pools, scenarios, splits
 from .data import DataSpec
 from .errors import DataError, GridError, PoolError, SettingError
 from .hparams import HParamError, HParams
@@ -43,6 +43,13 @@ class Grid:
         raise GridError(f"{self.path}: the grid names {len(self.pools)} pools ({', '.join(self.pools)}) and none "
                         f"after generator {generator!r}; pass --out POOL")
 
+    # Seeds of one cell trained together in one model (`[model.NAME] pack_seeds = S`, `mriaug.seedpack`).
+    pack_seeds: dict[str, int] = field(default_factory=dict)
+
+    def units(self, runs: list[RunSpec]) -> list[list[RunSpec]]:
+        """`runs` as they are trained: seed packs for models with pack_seeds, else one run each."""
+        return seed_packs(runs, self.pack_seeds)
+
 
 class _Reader(TomlFile):
     error = GridError
@@ -69,6 +76,43 @@ def plan_run(model: str, scenario: scenarios.Scenario, augmentation: str, seed: 
     check_training(budget, select, data, "--")
     fingerprint = pools.manifest_fingerprint(pool) if scenario.needs_pool else None
     return RunSpec(model, scenario, augmentation, seed, hp, data, pool, fingerprint, budget, select, pool_label)
+
+
+# Models whose seeds can train together in one model (torch.func over a network without batch norm).
+PACKABLE = ("cnn",)
+
+
+def seed_packs(runs: list[RunSpec], sizes: dict[str, int]) -> list[list[RunSpec]]:
+    """Runs that differ only in their seed, in groups of at most `sizes[model]` (in the order given); the
+    runs of other models stay alone. Packing is how runs are executed, not what they are: their ids do not
+    change."""
+    units: list[list[RunSpec]] = []
+    open_pack: dict[str, list[RunSpec]] = {}
+    for r in runs:
+        size = sizes.get(r.model, 1)
+        if size <= 1:
+            units.append([r])
+            continue
+        d = r.to_dict()
+        d.pop("seed")
+        key = atomic.stable_hash(d)
+        pack = open_pack.get(key)
+        if pack is None or len(pack) >= size:
+            pack = open_pack[key] = []
+            units.append(pack)
+        pack.append(r)
+    return units
+
+
+def _pack_seeds(r: _Reader, model: str, table: dict[str, Any]) -> int:
+    """Pop `pack_seeds` from a model table (it is no hyper-parameter: it does not enter the run id)."""
+    if "pack_seeds" not in table:
+        return 1
+    value = table.pop("pack_seeds")
+    n = r.positive_int(f"model.{model}", "pack_seeds", value)
+    if n > 1 and model not in PACKABLE:
+        raise r.fail(f"model.{model}", "pack_seeds", f"only {', '.join(PACKABLE)} can train seeds together")
+    return n
 
 
 def check_pools(runs: list[RunSpec]) -> None:
@@ -178,11 +222,14 @@ def load(path: str | Path) -> Grid:
         if name not in hparams.MODELS:
             raise r.fail(f"model.{name}", None, f"unknown model; known: {', '.join(hparams.MODELS)}")
         r.table("model", name, table)
+    pack: dict[str, int] = {}
     for name in model_names:
         if name not in hparams.MODELS:
             raise r.fail("", "models", f"unknown model {name!r}; known: {', '.join(hparams.MODELS)}")
+        table_values = dict(model_tables.get(name, {}))
+        pack[name] = _pack_seeds(r, name, table_values)
         try:
-            hps[name] = hparams.resolve(name, model_tables.get(name, {}))
+            hps[name] = hparams.resolve(name, table_values)
         except HParamError as e:
             raise r.fail(f"model.{name}", e.key, e.problem) from e
 
@@ -242,7 +289,7 @@ def load(path: str | Path) -> Grid:
     return Grid(path=path, name=str(doc.get("name", path.stem)),
                 results=Path(str(doc.get("results", f"results/{path.stem}"))), data=data, pool=pool,
                 save_weights=bool(doc.get("save_weights", False)), hparams=hps, runs=runs, pools=pool_table,
-                budget=budget, select=select)
+                budget=budget, select=select, pack_seeds={m: n for m, n in pack.items() if n > 1})
 
 
 
@@ -253,7 +300,8 @@ def model_hparams(model: str, path: Path | None = None) -> HParams:
     if not path.is_file():
         raise GridError(f"grid file {path} does not exist")
     r = _Reader(path)
-    table = r.table("model", model, r.doc.get("model", {}).get(model, {}))
+    table = dict(r.table("model", model, r.doc.get("model", {}).get(model, {})))
+    _pack_seeds(r, model, table)
     try:
         return hparams.resolve(model, table)
     except HParamError as e:

@@ -26,12 +26,14 @@ hash of that row's pixels, so a pool used with a re-split dataset is caught line
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import io
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from . import atomic, locks
+from . import data as data_mod
 from .classes import CLASSES, class_index
 from .data import Dataset, decode_image
 from .errors import PoolError, UnknownClassError
@@ -116,9 +119,35 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
+# Pools kept in this process while `kept_in_memory()` is active, by folder, manifest and dataset.
+_memory: dict[tuple[str, str | None, str, bool], Pool] | None = None
+
+
+@contextlib.contextmanager
+def kept_in_memory() -> Iterator[None]:
+    """Within the block, datasets (`data.kept_in_memory`) and pools are read and checked once per process;
+    a pool whose manifest changes is read again. Packed Slurm tasks train many runs inside one."""
+    global _memory
+    outer = _memory
+    _memory = {} if outer is None else outer
+    try:
+        with data_mod.kept_in_memory():
+            yield
+    finally:
+        _memory = outer
+
+
 def load(path: str | Path, dataset: Dataset, *, verify_hashes: bool = True) -> Pool:
     """Load and validate a pool against the dataset its sources come from."""
-    path = Path(path)
+    if _memory is None or not Path(path).is_dir():
+        return _load(Path(path), dataset, verify_hashes)
+    key = (str(Path(path).resolve()), manifest_fingerprint(path), dataset.fingerprint, verify_hashes)
+    if key not in _memory:
+        _memory[key] = _load(Path(path), dataset, verify_hashes)
+    return _memory[key]
+
+
+def _load(path: Path, dataset: Dataset, verify_hashes: bool) -> Pool:
     if not path.is_dir():
         raise PoolError(f"pool {path}: no such folder; create it with `mriaug synth --out {path}`")
     meta = read_meta(path)

@@ -158,3 +158,15 @@ def scan(results_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any] | Resul
 
 def done_ids(results_dir: str | Path) -> set[str]:
     return {p.stem for p, r in scan(results_dir) if not isinstance(r, ResultError)}
+
+
+def done_ids_of(results_dir: str | Path, run_ids: list[str]) -> set[str]:
+    """Those of `run_ids` with a readable result (reads only their files, not the whole folder)."""
+    out = set()
+    for rid in run_ids:
+        try:
+            read(path_for(results_dir, rid))
+        except ResultError:
+            continue
+        out.add(rid)
+    return out

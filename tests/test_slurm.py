@@ -163,7 +163,7 @@ def test_dry_run_and_missing_image(fake_slurm: Path, tmp_path: Path, monkeypatch
     out = runner.invoke(app, ["submit", str(grid), "--profile", str(profile), "--dry-run"])
     assert out.exit_code == 0, out.output
     assert "8 to submit" in out.output and "dry run: nothing submitted" in out.output
-    assert re.search(r"cnn\s+8\s+5 \+ 3\s+%40\s+partition=gpu account=my-lab qos=normal gpus=1 cpus=4", out.output)
+    assert re.search(r"cnn\s+8\s+8\s+5 \+ 3\s+%40\s+partition=gpu account=my-lab qos=normal gpus=1 cpus=4", out.output)
     assert "container.image" in out.output  # a warning on a dry run
     assert not list(fake_slurm.glob("job_*.sh"))
     out = runner.invoke(app, ["submit", str(grid), "--profile", str(profile)])
@@ -223,3 +223,70 @@ def test_unset_variables_in_a_profile_are_named(tmp_path: Path, monkeypatch: pyt
         slurm.load_profile(ROOT / "slurm" / "example-gpu.toml")
     monkeypatch.setenv("USER", "ada")
     assert "/scratch/ada/pools" in slurm.load_profile(ROOT / "slurm" / "example-gpu.toml").container.binds
+
+
+def _packing_profile(tmp_path: Path, extra: str) -> Path:
+    text = (ROOT / "slurm" / "local.toml").read_text() + f"\n[resources.cnn]\n{extra}\n"
+    (tmp_path / "packed.toml").write_text(text)
+    return tmp_path / "packed.toml"
+
+
+def test_runs_per_task_packs_tasks_and_dry_run_shows_it(fake_slurm: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path / "g.toml", tmp_path / "results", scenarios=["1", "2"], seeds=7)
+    profile = _packing_profile(tmp_path, "runs_per_task = 3")
+    assert slurm.load_profile(profile).for_model("cnn").runs_per_task == 3
+    assert slurm.load_profile(profile).for_model("synth").runs_per_task == 1
+    out = runner.invoke(app, ["submit", str(grid), "--profile", str(profile), "--dry-run"])
+    assert out.exit_code == 0, out.output
+    # 14 runs, 3 to a task: 5 tasks, one array (MaxArraySize 5 counts tasks).
+    assert re.search(r"cnn\s+14\s+5\s+5\s+%2\s+partition=debug .* runs_per_task=3", out.output), out.output
+    assert "cnn: 14 runs in 5 tasks (runs_per_task = 3)" in out.output
+    p = slurm.plan(grid_mod.load(grid), slurm.load_profile(profile), dry_run=True)
+    assert [sum(map(len, t)) for a in p.arrays for t in a.tasks] == [3, 3, 3, 3, 2]
+    # Seed packs are never split: packs of 4 seeds per cell (4 + 3 per scenario) into tasks of at most 8 runs.
+    grid.write_text(grid.read_text() + "pack_seeds = 4\n")
+    profile = _packing_profile(tmp_path, "runs_per_task = 8")
+    p = slurm.plan(grid_mod.load(grid), slurm.load_profile(profile), dry_run=True)
+    assert [[len(u) for u in t] for a in p.arrays for t in a.tasks] == [[4, 3], [4, 3]]
+    out = runner.invoke(app, ["submit", str(grid), "--profile", str(profile), "--dry-run"])
+    assert "cnn: 14 runs in 2 tasks (runs_per_task = 8), trained as 4 seed packs of up to 4" in out.output
+    for text, match in (('[collector]\nruns_per_task = 2\n', r"line 2: collector\.runs_per_task: only a model's"),
+                        ('[resources.synth]\nruns_per_task = 2\n', r"resources\.synth\.runs_per_task: only a model"),
+                        ('[resources.cnn]\nruns_per_task = 0\n', r"resources\.cnn\.runs_per_task: must be a positive")):
+        (tmp_path / "p.toml").write_text(text)
+        with pytest.raises(slurm.ProfileError, match=match):
+            slurm.load_profile(tmp_path / "p.toml")
+
+
+def test_status_of_a_packed_task_is_per_run(fake_slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = tmp_path / "results"
+    grid = write_grid(tmp_path / "g.toml", res, seeds=4)
+    out = runner.invoke(app, ["submit", str(grid), "--profile", str(_packing_profile(tmp_path, "runs_per_task = 3"))])
+    assert out.exit_code == 0 and "submitted array 4241: cnn, 4 runs" in out.output, out.output
+    g = grid_mod.load(grid)
+    record = json.loads(next((res / ".slurm" / "submissions").glob("*.json")).read_text())
+    # Two tasks (3 + 1 runs); a task's runs share its job id.
+    assert [record["tasks"][r.run_id]["job_id"] for r in g.runs] == ["4241_0"] * 3 + ["4241_1"]
+    assert record["arrays"][0]["runs"] == 4 and record["arrays"][0]["tasks"] == 2
+    first, second, third = g.runs[:3]
+    # The first run failed (the task went on), the second trains, the third waits in the task.
+    from mriaug import atomic
+    from mriaug.slurm.paths import failure_path
+
+    atomic.write_json(failure_path(res, first.run_id), {"run_id": first.run_id, "job_id": "4241_0",
+                                                        "error": "PoolError: its own error", "stderr": "x.err"})
+    (fake_slurm / "fakebin" / "squeue").write_text("#!/bin/bash\nprintf '4241_0|RUNNING\\n4241_1|PENDING\\n'\n")
+    st = {r.spec.run_id: r for r in slurm.grid_status(g).runs}
+    assert [st[r.run_id].state for r in g.runs] == ["failed", "running", "queued", "queued"]
+    assert st[first.run_id].error == "PoolError: its own error"
+    # The task ended: the run it was training and the one after it failed, each with its own reason.
+    (fake_slurm / "fakebin" / "squeue").write_text("#!/bin/bash\nexit 0\n")
+    st = {r.spec.run_id: r for r in slurm.grid_status(g).runs}
+    assert [st[r.run_id].state for r in g.runs] == ["failed"] * 4
+    assert st[first.run_id].error == "PoolError: its own error"
+    assert st[third.run_id].error == ("not started: its packed task ended without a result while training "
+                                      f"{second.label}")
+    assert st[second.run_id].error != st[third.run_id].error

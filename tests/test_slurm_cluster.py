@@ -192,3 +192,43 @@ def test_pool_generation_and_diffusion_training_as_slurm_jobs(tmp_path: Path) ->
     p = pools.load(pool, ds)
     assert len(p.labels) == ds.counts("train")["Moderate_Demented"]
     assert (model / "checkpoint.pt").is_file(), f"no diffusion checkpoint in {model}\n{diagnostics(model)}"
+
+
+@pytest.mark.timeout(420)
+def test_packed_tasks_give_every_result_and_resume_skipping_finished_runs(tmp_path: Path) -> None:
+    """runs_per_task = 3: a grid of 6 runs goes in as 2 array tasks; task 0 is requeued with `scontrol requeue`
+    while training its second run: on restart it skips the finished first run, resumes the second from its
+    checkpoint and trains the third; all 6 results arrive."""
+    res = tmp_path / "results"
+    grid = write_grid(tmp_path / "packed.toml", res, scenarios=["1", "2"], augmentations=["hflip"], seeds=3,
+                      epochs=12, n_train=600, size=32)
+    profile = tmp_path / "packed-local.toml"
+    profile.write_text((ROOT / "slurm" / "local.toml").read_text() + "\n[resources.cnn]\nruns_per_task = 3\n")
+    dry = runner.invoke(app, ["submit", str(grid), "--profile", str(profile), "--dry-run"])
+    assert "cnn: 6 runs in 2 tasks (runs_per_task = 3)" in dry.output, dry.output
+    output = _submit(grid, profile)
+    assert re.search(r"submitted array (\d+): cnn, 6 runs", output), output
+    g = grid_mod.load(grid)
+    first, second = g.runs[0], g.runs[1]
+    record = json.loads(next((res / ".slurm" / "submissions").glob("*.json")).read_text())
+    task0 = record["tasks"][first.run_id]
+    assert [record["tasks"][r.run_id]["job_id"] for r in g.runs[:3]] == [task0["job_id"]] * 3
+    assert len({record["tasks"][r.run_id]["job_id"] for r in g.runs}) == 2
+
+    # Mid-pack: the first run is done and the second has checkpointed at least one epoch.
+    wait_for(results.checkpoint_for(res, second.run_id).exists, 240, "the second run's first checkpoint", res,
+             interval=0.2)
+    assert results.path_for(res, first.run_id).exists()
+    assert not results.path_for(res, second.run_id).exists(), "too fast to interrupt: add epochs"
+    first_bytes = results.path_for(res, first.run_id).read_bytes()
+    subprocess.run(["scontrol", "requeue", task0["job_id"]], check=True, timeout=30)
+    output = _wait(grid, res)
+    assert re.search(r"^total\s+6\s+0\s+0\s+0\s+0$", output, re.MULTILINE), output
+    assert results.done_ids(res) == {r.run_id for r in g.runs}
+    log = Path(task0["stderr"]).read_text()
+    assert "attempt 2" in log, log
+    assert f"[{first.run_id}] {first.label}: already done, skipped" in log.split("attempt 2")[1], log
+    assert re.search(rf"\[{second.run_id}\] {re.escape(second.label)}: resumed from checkpoint at epoch \d+/12", log)
+    assert results.path_for(res, first.run_id).read_bytes() == first_bytes  # not trained again
+    assert results.read(results.path_for(res, second.run_id))["timings"]["resumed_from_epoch"] >= 1
+    assert not list(res.glob(".slurm/failed/*.json"))

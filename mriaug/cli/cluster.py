@@ -15,8 +15,8 @@ if TYPE_CHECKING:  # imported when a command runs, to keep `mriaug --help` fast
 
 
 def _sizes(arrays: list[Any]) -> str:
-    """Array sizes, compactly: "16 + 8", or "15x16 + 1x8" for many arrays."""
-    sizes = [len(a.runs) for a in arrays]
+    """Array sizes in tasks, compactly: "16 + 8", or "15x16 + 1x8" for many arrays."""
+    sizes = [len(a.tasks) for a in arrays]
     if len(sizes) <= 3:
         return " + ".join(map(str, sizes))
     return " + ".join(f"{sizes.count(n)}x{n}" for n in dict.fromkeys(sizes))
@@ -33,12 +33,23 @@ def _print_plan(p: Plan) -> None:
         typer.secho(f"warning: {w}", fg="yellow", err=True)
     if not p.arrays:
         return
-    typer.echo(f"{'model':<10}{'runs':>6}  {'arrays':<16}{'throttle':<10}resources")
+    typer.echo(f"{'model':<10}{'runs':>6}{'tasks':>7}  {'arrays':<16}{'throttle':<10}resources")
+    packing = []
     for model in dict.fromkeys(a.model for a in p.arrays):
         arrays = [a for a in p.arrays if a.model == model]
         throttle = f"%{arrays[0].throttle}" if arrays[0].throttle else "none"
-        typer.echo(f"{model:<10}{sum(len(a.runs) for a in arrays):>6}  {_sizes(arrays):<16}{throttle:<10}"
+        runs, tasks = sum(len(a.runs) for a in arrays), sum(len(a.tasks) for a in arrays)
+        typer.echo(f"{model:<10}{runs:>6}{tasks:>7}  {_sizes(arrays):<16}{throttle:<10}"
                    f"{arrays[0].resources.describe()}")
+        if runs != tasks:
+            seeds = g.pack_seeds.get(model, 1)
+            packs = sum(len(t) for a in arrays for t in a.tasks)
+            k = arrays[0].resources.runs_per_task
+            packing.append(f"{model}: {runs} runs in {tasks} tasks (runs_per_task = {k})"
+                           + (f", trained as {packs} seed packs of up to {seeds} (pack_seeds)" if seeds > 1 else "")
+                           + "; a task trains its runs one after another, data loaded once")
+    for line in packing:
+        typer.echo(line)
     typer.echo(f"collector: 1 job after all {len(p.arrays)} arrays (afterany), {prof.collector.describe()} "
                f"-> {g.results / 'tables'}")
 

@@ -143,7 +143,7 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
     from tqdm import tqdm
 
     from .. import grid as grid_mod
-    from .. import locks, results
+    from .. import locks, pools, results, seedpack
     from ..analysis.collect import collect
     from ..errors import PoolError
     from ..train import execute
@@ -158,22 +158,26 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
     typer.echo(f"grid {g.name}: {len(g.runs)} runs, {len(g.runs) - len(todo)} done, {len(todo)} to run -> {g.results}")
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if verbose else (lambda m: None)
     # Several workers (this command started twice, or beside Slurm tasks) split the runs: a run another live
-    # process holds the lock of is skipped, and visited again once the others are done.
-    pending, told = todo, False
-    with tqdm(total=len(todo), unit="run", file=sys.stderr) as bar:
+    # process holds the lock of is skipped, and visited again once the others are done. A unit is one run, or a
+    # pack of seeds trained together ([model.NAME] pack_seeds).
+    pending, told = g.units(todo), False
+    with tqdm(total=len(todo), unit="run", file=sys.stderr) as bar, pools.kept_in_memory():
         while pending:
             busy = []
-            for spec in pending:
-                bar.set_postfix_str(spec.label)
+            for unit in pending:
+                bar.set_postfix_str(unit[0].label + (f" +{len(unit) - 1} seeds" if len(unit) > 1 else ""))
                 try:
-                    execute(spec, g.results, device=device, save_weights=g.save_weights, log=log, wait=False)
+                    if len(unit) == 1:
+                        execute(unit[0], g.results, device=device, save_weights=g.save_weights, log=log, wait=False)
+                    else:
+                        seedpack.execute(unit, g.results, device=device, save_weights=g.save_weights, log=log)
                 except locks.Busy:
-                    busy.append(spec)
+                    busy.append(unit)
                     continue
                 except Exception as e:
-                    e.add_note(f"while training {spec.label} [{spec.run_id}]")
+                    e.add_note(f"while training {', '.join(s.label for s in unit)} [{unit[0].run_id}]")
                     raise
-                bar.update(1)
+                bar.update(len(unit))
             if busy and not told:
                 tqdm.write(f"{len(busy)} run(s) being trained by other workers; waiting for them", file=sys.stderr)
                 told = True

@@ -1,9 +1,11 @@
 """Everything that knows about Slurm, submitit and Apptainer; nothing below this package does.
 
 - `profile`: cluster profiles (`slurm/*.toml`) as data, validated with file, line and key.
-- `planning`: a grid's missing runs as arrays per model, split to the cluster's MaxArraySize, pools checked.
+- `planning`: a grid's missing runs as arrays per model, packed into tasks, split to the cluster's
+  MaxArraySize, pools checked.
 - `submit`: the arrays and a collector job through submitit, recorded under RESULTS/.slurm/.
-- `tasks`: what runs on the node (one run per array task, a one-off command, the collector).
+- `tasks`: what runs on the node (one run per array task or `runs_per_task` packed, a one-off command, the
+  collector).
 - `status`: every run's state from the results folder, squeue and the records (no accounting needed).
 - `queue`: squeue and `scontrol show config`, parsed by pure functions.
 
@@ -17,10 +19,10 @@ from .profile import COMMAND_JOBS, Container, Profile, Resources, load_profile, 
 from .queue import STATES
 from .status import GridStatus, RunState, grid_status, render_status, wait
 from .submit import Submitted, executor, submit, submit_command
-from .tasks import CommandTask, RunTask, collect_task
+from .tasks import CommandTask, PackTask, RunTask, collect_task
 
 __all__ = [
-    "COMMAND_JOBS", "STATES", "Array", "CommandTask", "Container", "GridStatus", "Plan", "Profile", "ProfileError",
-    "Resources", "RunState", "RunTask", "SlurmError", "Submitted", "collect_task", "executor", "grid_status",
-    "load_profile", "parse_time", "plan", "render_status", "submit", "submit_command", "wait",
+    "COMMAND_JOBS", "STATES", "Array", "CommandTask", "Container", "GridStatus", "PackTask", "Plan", "Profile",
+    "ProfileError", "Resources", "RunState", "RunTask", "SlurmError", "Submitted", "collect_task", "executor",
+    "grid_status", "load_profile", "parse_time", "plan", "render_status", "submit", "submit_command", "wait",
 ]

@@ -1,5 +1,6 @@
 """A grid turned into arrays: the runs without a result and not queued or running, grouped by model (each
-model has its own resources) and split to respect the cluster's MaxArraySize. Pools are checked first: a task
+model has its own resources), packed `runs_per_task` to a task (seed packs kept whole) and split to respect
+the cluster's MaxArraySize. Pools are checked first: a task
 that cannot find its synthetic images should not wait for a GPU."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import DataError, PoolError
 from ..grid import Grid, check_pools
@@ -15,14 +17,29 @@ from .profile import Profile, Resources, check_profile_for
 from .queue import cluster_max_array_size
 from .status import grid_status
 
+T = TypeVar("T")
+
+
+# What one array task trains: units run one after another, each a run or a pack of seeds trained together.
+Task = list[list[RunSpec]]
+
 
 @dataclass
 class Array:
     model: str
-    runs: list[RunSpec]
+    tasks: list[Task]
     resources: Resources
     throttle: int | None
     job_id: str | None = None
+
+    @property
+    def runs(self) -> list[RunSpec]:
+        return [r for task in self.tasks for unit in task for r in unit]
+
+    @property
+    def packed(self) -> bool:
+        """Whether any task holds more than one run (then tasks run `PackTask`, else `RunTask`)."""
+        return any(len(task) > 1 or len(task[0]) > 1 for task in self.tasks)
 
 
 @dataclass
@@ -41,11 +58,30 @@ class Plan:
     def to_submit(self) -> int:
         return sum(len(a.runs) for a in self.arrays)
 
+    @property
+    def tasks(self) -> int:
+        return sum(len(a.tasks) for a in self.arrays)
 
-def chunks(items: Sequence[RunSpec], size: int | None) -> list[list[RunSpec]]:
+
+def chunks(items: Sequence[T], size: int | None) -> list[list[T]]:
     if not size:
         return [list(items)]
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def pack_tasks(units: list[list[RunSpec]], runs_per_task: int) -> list[Task]:
+    """Consecutive units into tasks of at most `runs_per_task` runs; a seed pack is never split, so a task
+    holds at least one unit."""
+    tasks: list[Task] = []
+    current: Task = []
+    for unit in units:
+        if current and sum(map(len, current)) + len(unit) > runs_per_task:
+            tasks.append(current)
+            current = []
+        current.append(unit)
+    if current:
+        tasks.append(current)
+    return tasks
 
 
 def plan(grid: Grid, profile: Profile, *, dry_run: bool = False) -> Plan:
@@ -68,9 +104,10 @@ def plan(grid: Grid, profile: Profile, *, dry_run: bool = False) -> Plan:
                         + (f"; using the profile's {profile.max_array_size}" if profile.max_array_size else ""))
     arrays = []
     for model in dict.fromkeys(s.model for s in todo):
-        runs = [s for s in todo if s.model == model]
-        for part in chunks(runs, size):
-            arrays.append(Array(model, part, profile.for_model(model), profile.array_parallelism))
+        resources = profile.for_model(model)
+        tasks = pack_tasks(grid.units([s for s in todo if s.model == model]), resources.runs_per_task)
+        for part in chunks(tasks, size):  # MaxArraySize counts tasks, not runs
+            arrays.append(Array(model, part, resources, profile.array_parallelism))
     return Plan(grid, profile, results_dir, done=status.counts()["done"],
                 active=status.counts()["queued"] + status.counts()["running"], arrays=arrays,
                 max_array_size=size, max_array_source=source, warnings=warnings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ TOP_KEYS = {"name", "array_parallelism", "max_array_size", "max_requeues", "sign
             "env", "sbatch", "resources", "collector", "container"}
 # Partition, account and QOS names as Slurm takes them: a name or a comma-separated list of names.
 NAME_LIST = re.compile(r"[A-Za-z0-9_.\-]+(,[A-Za-z0-9_.\-]+)*")
-RESOURCE_KEYS = {"partition", "account", "qos", "gpus", "cpus", "mem_gb", "time", "constraint"}
+RESOURCE_KEYS = {"partition", "account", "qos", "gpus", "cpus", "mem_gb", "time", "constraint", "runs_per_task"}
 CONTAINER_KEYS = {"image", "binds", "nv", "apptainer", "options", "python"}
 
 
@@ -35,6 +35,8 @@ class Resources:
     mem_gb: float | None = None
     time_min: int = 60
     constraint: str | None = None
+    # Runs of the grid one array task trains one after another in one process (start-up and data paid once).
+    runs_per_task: int = 1
 
     def describe(self) -> str:
         h, m = divmod(self.time_min, 60)
@@ -43,6 +45,8 @@ class Resources:
                                             ("constraint", self.constraint)) if v]
         parts += [f"gpus={self.gpus}", f"cpus={self.cpus}",
                   f"mem={f'{self.mem_gb:g}G' if self.mem_gb else '(default)'}", f"time={h}:{m:02d}:00"]
+        if self.runs_per_task > 1:
+            parts.append(f"runs_per_task={self.runs_per_task}")
         return " ".join(parts)
 
 
@@ -76,7 +80,9 @@ class Profile:
         if model in self.resources:
             return self.resources[model]
         if "default" in self.resources:
-            return self.resources["default"]
+            # One-off jobs are one command each: a default's runs_per_task is for the grid's runs.
+            return replace(self.resources["default"], runs_per_task=1) if model in COMMAND_JOBS \
+                else self.resources["default"]
         raise ProfileError(f"{self.path}: resources: no [resources.{model}] and no [resources.default] table")
 
 
@@ -119,10 +125,13 @@ class _ProfileReader(TomlFile):
             raise self.fail(table, key, f"{left.group(0)} in {value!r} is not set in this shell")
         return out
 
-    def resources(self, table: str, doc: Any, base: Resources) -> Resources:
+    def resources(self, table: str, doc: Any, base: Resources, *, runs: bool = True) -> Resources:
+        """A resources table; `runs`: whether it is a model's (or the default), which may pack runs."""
         if not isinstance(doc, dict):
             raise self.fail(table, None, "must be a table")
         self.check_keys(table, doc, RESOURCE_KEYS)
+        if not runs and "runs_per_task" in doc:
+            raise self.fail(table, "runs_per_task", "only a model's table (or [resources.default]) packs runs")
         values = asdict(base)
         for key in ("partition", "account", "qos", "constraint"):
             if key in doc:
@@ -136,6 +145,8 @@ class _ProfileReader(TomlFile):
             values["gpus"] = self.positive_int(table, "gpus", doc["gpus"], zero_ok=True)
         if "cpus" in doc:
             values["cpus"] = self.positive_int(table, "cpus", doc["cpus"])
+        if "runs_per_task" in doc:
+            values["runs_per_task"] = self.positive_int(table, "runs_per_task", doc["runs_per_task"])
         if "mem_gb" in doc:
             values["mem_gb"] = self.number(table, "mem_gb", doc["mem_gb"], lo=0.0, lo_open=True)
         if "time" in doc:
@@ -184,11 +195,12 @@ def load_profile(path: str | Path) -> Profile:
         if name not in hparams.MODELS and name not in COMMAND_JOBS:
             known = ", ".join(["default", *hparams.MODELS, *COMMAND_JOBS])
             raise r.fail(f"resources.{name}", None, f"unknown model or job; known: {known}")
-        resources[name] = r.resources(f"resources.{name}", table, default or Resources())
+        start = replace(default or Resources(), runs_per_task=1) if name in COMMAND_JOBS else default or Resources()
+        resources[name] = r.resources(f"resources.{name}", table, start, runs=name not in COMMAND_JOBS)
     base = default or Resources()
     collector = Resources(partition=base.partition, account=base.account, qos=base.qos, cpus=1, time_min=30)
     if "collector" in doc:
-        collector = r.resources("collector", doc["collector"], collector)
+        collector = r.resources("collector", doc["collector"], collector, runs=False)
     env = doc.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, str | int | float) for v in env.values()):
         raise r.fail("", "env", "must be a table of NAME = \"value\"")

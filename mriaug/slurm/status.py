@@ -79,6 +79,20 @@ def _read_failure(results_dir: Path, run_id: str) -> dict[str, Any] | None:
     return fail if isinstance(fail, dict) and isinstance(fail.get("error"), str) else None
 
 
+def _current_unit(task: dict[str, Any], done: set[str], results_dir: Path) -> list[str] | None:
+    """The unit a packed task trains (or was training when it ended): its first unit with a run that is
+    neither done nor failed in this job. Units train in order, so the ones after it have not started."""
+    for unit in task["pack"]:
+        for rid in unit:
+            if rid in done:
+                continue
+            fail = _read_failure(results_dir, rid)
+            if fail and fail.get("job_id") == task["job_id"]:
+                continue
+            return list(unit)
+    return None
+
+
 def grid_status(grid: Grid) -> GridStatus:
     """Every run's state from the results folder, squeue and the submission records."""
     results_dir = grid.results.resolve()
@@ -106,14 +120,27 @@ def grid_status(grid: Grid) -> GridStatus:
             runs.append(RunState(spec, "unsubmitted"))
             continue
         slurm_state = (queue or {}).get(task["job_id"])
-        if slurm_state in RUNNING_STATES:
-            runs.append(RunState(spec, "running", task["job_id"], task["stderr"]))
+        fail = _read_failure(results_dir, rid)
+        current = _current_unit(task, done, results_dir) if task.get("pack") else None
+        if slurm_state in RUNNING_STATES and fail and fail.get("job_id") == task["job_id"] and task.get("pack"):
+            # A packed task goes on after a failed run: that run has failed while the task still runs.
+            runs.append(RunState(spec, "failed", task["job_id"], fail.get("stderr") or task["stderr"], fail["error"]))
+        elif slurm_state in RUNNING_STATES:
+            # In a packed task only the unit in training runs; the units after it wait in the task.
+            in_training = not task.get("pack") or rid in (current or [])
+            runs.append(RunState(spec, "running" if in_training else "queued", task["job_id"], task["stderr"]))
         elif slurm_state is not None or queue is None:
             # Unknown without squeue: not done yet is all we can say, so count it as queued.
             runs.append(RunState(spec, "queued", task["job_id"], task["stderr"]))
         else:
-            fail = _read_failure(results_dir, rid)
-            error = fail["error"] if fail else _last_error_line(task["stderr"]) or "ended without a result"
+            error: str
+            if fail:
+                error = fail["error"]
+            elif current is not None and rid not in current:
+                labels = ", ".join(latest[r]["label"] for r in current if r in latest)
+                error = f"not started: its packed task ended without a result while training {labels}"
+            else:
+                error = _last_error_line(task["stderr"]) or "ended without a result"
             runs.append(RunState(spec, "failed", task["job_id"], (fail or {}).get("stderr") or task["stderr"], error))
     if collector:
         state = (queue or {}).get(collector["job_id"])

@@ -1,5 +1,6 @@
-"""Submission through submitit: each array (one task per run, `RunTask`), then one collector job with an
-`afterany` dependency on every array; what went in is recorded under RESULTS/.slurm/submissions/."""
+"""Submission through submitit: each array (one task per run, `RunTask`, or several, `PackTask`), then one
+collector job with an `afterany` dependency on every array; what went in is recorded under
+RESULTS/.slurm/submissions/."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ..runtime import git_commit
 from .paths import failure_path, slurm_dir
 from .planning import Array, Plan
 from .profile import COMMAND_JOBS, Profile, Resources, check_image
-from .tasks import CommandTask, RunTask, collect_task
+from .tasks import CommandTask, PackTask, RunTask, collect_task
 
 # Always set in jobs: compute nodes read the caches `mriaug prefetch` filled and never reach the hub.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -117,20 +118,29 @@ def submit(p: Plan) -> Submitted:
             failure_path(p.results_dir, spec.run_id).unlink(missing_ok=True)
         ex = executor(p.profile, a.resources, folder=folder, workdir=workdir, results_dir=p.results_dir,
                       name=f"mriaug-{p.grid.name}-{a.model}", throttle=a.throttle)
-        n = len(a.runs)
+        n = len(a.tasks)
+        jobs: list[submitit.Job[Any]]
         try:
-            jobs = ex.map_array(RunTask(), a.runs, [str(p.results_dir)] * n, [p.grid.save_weights] * n)
+            if a.packed:  # several runs per task (runs_per_task, pack_seeds)
+                jobs = ex.map_array(PackTask(), a.tasks, [str(p.results_dir)] * n, [p.grid.save_weights] * n)
+            else:
+                jobs = ex.map_array(RunTask(), a.runs, [str(p.results_dir)] * n, [p.grid.save_weights] * n)
         except Exception as e:
             went_in = ", ".join(f"{x['model']} (job {x['job_id']})" for x in doc["arrays"]) or "none"
-            raise SlurmError(f"submitting the {a.model} array ({n} runs, {a.resources.describe()}) failed: {e}; "
+            raise SlurmError(f"submitting the {a.model} array ({len(a.runs)} runs in {n} tasks, "
+                             f"{a.resources.describe()}) failed: {e}; "
                              f"arrays already submitted: {went_in} (recorded in {record}); fix the profile "
                              "and run the same command again to submit the rest") from e
         a.job_id = jobs[0].job_id.split("_")[0]
-        for spec, job in zip(a.runs, jobs, strict=True):
-            tasks[spec.run_id] = {"job_id": job.job_id, "label": spec.label, "stdout": str(job.paths.stdout),
-                                  "stderr": str(job.paths.stderr)}
-        doc["arrays"].append({"job_id": a.job_id, "model": a.model, "runs": n, "throttle": a.throttle,
-                              "resources": asdict(a.resources)})
+        for task, job in zip(a.tasks, jobs, strict=True):
+            # A packed task's runs share its job id; "pack" (the task's units, in the order they train) lets
+            # `mriaug status` tell the unit in training from those still waiting in the task.
+            pack = [[s.run_id for s in unit] for unit in task] if a.packed else None
+            for spec in (s for unit in task for s in unit):
+                tasks[spec.run_id] = {"job_id": job.job_id, "label": spec.label, "stdout": str(job.paths.stdout),
+                                      "stderr": str(job.paths.stderr), **({"pack": pack} if pack else {})}
+        doc["arrays"].append({"job_id": a.job_id, "model": a.model, "runs": len(a.runs), "tasks": n,
+                              "throttle": a.throttle, "resources": asdict(a.resources)})
         atomic.write_json(record, doc)
     dependency = "afterany:" + ":".join(a.job_id for a in p.arrays if a.job_id)
     cex = executor(p.profile, p.profile.collector, folder=folder, workdir=workdir, results_dir=p.results_dir,

@@ -1,4 +1,4 @@
-"""What runs inside a job: one run per array task, a one-off command, the collector.
+"""What runs inside a job: one run per array task (or several, packed), a one-off command, the collector.
 
 These are pickled by submitit at submission and unpickled on the node, so their names are public
 (`mriaug.slurm.RunTask`, ...) and stay importable from `mriaug.slurm` across versions.
@@ -44,16 +44,70 @@ class RunTask(submitit.helpers.Checkpointable):
         try:
             r = train.execute(spec, results_dir, save_weights=save_weights)
         except Exception as e:
-            job_id, out, err = job_log_paths()
-            # A readable error next to the results, so nobody has to unpickle submitit's result files.
-            atomic.write_json(failure_path(results_dir, spec.run_id), {
-                "run_id": spec.run_id, "label": spec.label, "job_id": job_id, "stdout": out, "stderr": err,
-                "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
-                "host": os.uname().nodename, "time": datetime.now(UTC).isoformat(timespec="seconds"),
-            })
+            record_failure(results_dir, spec, e)
             raise
         failure_path(results_dir, spec.run_id).unlink(missing_ok=True)
         return {"run_id": r["run_id"], "test_ce": r["metrics"]["test_ce"]}
+
+
+def record_failure(results_dir: str, spec: RunSpec, e: BaseException) -> None:
+    """A readable error next to the results, so nobody has to unpickle submitit's result files."""
+    job_id, out, err = job_log_paths()
+    atomic.write_json(failure_path(results_dir, spec.run_id), {
+        "run_id": spec.run_id, "label": spec.label, "job_id": job_id, "stdout": out, "stderr": err,
+        "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
+        "host": os.uname().nodename, "time": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+
+
+class PackTask(submitit.helpers.Checkpointable):
+    """One array task training several runs of a grid one after another in one process (`runs_per_task`),
+    so Python, torch, the device and the data start once. Each unit is one run (`train.execute`) or a pack
+    of seeds trained together (`seedpack.execute`).
+
+    Everything stays per run: a unit with a result is skipped (a requeued task restarts here, skips the
+    finished runs and resumes the interrupted one from its checkpoint), a failing unit writes the failure
+    record of each of its runs and the task goes on with the next unit; the task fails at the end if any did."""
+
+    def __call__(self, units: list[list[RunSpec]], results_dir: str, save_weights: bool = False
+                 ) -> list[dict[str, Any]]:
+        from .. import pools, results, seedpack, train
+
+        units = [[upgrade_spec(s) for s in unit] for unit in units]
+        n_runs = sum(map(len, units))
+        print(f"mriaug task: {n_runs} runs in {len(units)} unit(s) on {os.uname().nodename}, "
+              f"attempt {int(os.environ.get('SLURM_RESTART_COUNT', 0)) + 1}", file=sys.stderr, flush=True)
+        done: list[dict[str, Any]] = []
+        failed: list[str] = []
+        with pools.kept_in_memory():  # the dataset and pools are read once for all the task's runs
+            for unit in units:
+                todo = []
+                for spec in unit:
+                    if spec.run_id in results.done_ids_of(results_dir, [spec.run_id]):
+                        print(f"[{spec.run_id}] {spec.label}: already done, skipped", file=sys.stderr, flush=True)
+                    else:
+                        todo.append(spec)
+                if not todo:
+                    continue
+                print(f"mriaug task: {', '.join(s.label for s in todo)}", file=sys.stderr, flush=True)
+                try:
+                    if len(todo) == 1:
+                        out = [train.execute(todo[0], results_dir, save_weights=save_weights)]
+                    else:
+                        out = seedpack.execute(todo, results_dir, save_weights=save_weights)
+                except Exception as e:
+                    traceback.print_exc()
+                    for spec in todo:
+                        record_failure(results_dir, spec, e)
+                    failed += [s.label for s in todo]
+                    continue
+                for spec, r in zip(todo, out, strict=True):
+                    failure_path(results_dir, spec.run_id).unlink(missing_ok=True)
+                    done.append({"run_id": r["run_id"], "test_ce": r["metrics"]["test_ce"]})
+        if failed:
+            raise SlurmError(f"{len(failed)} of the task's {n_runs} runs failed ({', '.join(failed)}); their errors "
+                             f"are in {failure_path(results_dir, '').parent}/RUN_ID.json and `mriaug status`")
+        return done
 
 
 class CommandTask(submitit.helpers.Checkpointable):

@@ -1,0 +1,283 @@
+"""Seeds of one grid cell trained together in one model (`[model.cnn] pack_seeds = S` in a grid).
+
+The S networks are stacked with `torch.func.stack_module_state` and run as one with `vmap` over
+`functional_call` (`randomness="different"`): one kernel launch per layer for all seeds, which is what makes
+many-seed studies cheap on a GPU (and still pays on a CPU, where the basic CNN's steps are small).
+
+Each seed is the run it would be on its own, in distribution and, as far as the draws go, exactly:
+- initialisation: the network is built right after `torch.manual_seed(seed)`, as `train.execute` does;
+- training set: `scenarios.mix(dataset, scenario, seed, pool)`, as for the separate run;
+- batch order and augmentation: every seed keeps its own state of torch's CPU generator, reseeded from
+  (seed, epoch) like the separate run and swapped in around its own draws, so its permutation and its
+  augmentation draws are those of its separate run;
+- Adam is elementwise, so one Adam over the stacked parameters is S independent Adams.
+Only the arithmetic differs (grouped convolutions, another summation order), so the metrics are not bit
+for bit those of separate runs. Each seed's result is written under its own run id (the id of the separate
+run) with `"packed"` saying how it was trained. The pack checkpoints every epoch and resumes like a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+
+from . import atomic, augment, batches, models, pools, results, scenarios, train
+from . import data as data_mod
+from .errors import PoolError, SettingError
+from .grid import PACKABLE
+from .metrics import classification_metrics
+from .runtime import deterministic, environment, pick_device
+from .spec import RunSpec
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def check_pack(specs: list[RunSpec]) -> None:
+    """Runs can train together when they differ only in their seed and their model is packable."""
+    if not specs:
+        raise SettingError("a seed pack needs at least one run")
+    first = specs[0].to_dict()
+    first.pop("seed")
+    for s in specs[1:]:
+        d = s.to_dict()
+        d.pop("seed")
+        if d != first:
+            raise SettingError(f"{s.label} cannot train in one pack with {specs[0].label}: they differ in more than "
+                               "the seed")
+    if specs[0].model not in PACKABLE:
+        raise SettingError(f"model {specs[0].model}: only {', '.join(PACKABLE)} can train seeds together")
+    if len({s.seed for s in specs}) != len(specs):
+        raise SettingError(f"{specs[0].label}: a seed pack lists a seed twice")
+    s0 = specs[0]
+    # What the pack's loop does not do (yet) that train.execute does: refuse rather than train differently.
+    unsupported = [what for what, bad in (("budget = 'steps'", s0.budget != "epochs"),
+                                          ("select = 'best_val'", s0.select != "last"),
+                                          ("weight_decay > 0 (AdamW)", s0.hparams.weight_decay > 0),
+                                          ("a validation part (val_fraction > 0)",
+                                           float(s0.data.options.get("val_fraction", 0) or 0) > 0),
+                                          ("split = 'subject'", s0.data.options.get("split", "given") != "given"))
+                   if bad]
+    if unsupported:
+        raise SettingError(f"{s0.label}: pack_seeds does not support {', '.join(unsupported)}; train these runs "
+                           "without pack_seeds (remove it from [model.cnn])")
+
+
+def pack_id(specs: list[RunSpec]) -> str:
+    return "pack-" + atomic.stable_hash([s.run_id for s in specs])
+
+
+def execute(specs: list[RunSpec], results_dir: str | Path, *, device: str | None = None, save_weights: bool = False,
+            log: Log = _stderr, stop_after: int | None = None) -> list[dict[str, Any]]:
+    """Train the runs `specs` (one cell, several seeds) together; return their results in the same order.
+    Runs that already have a result are read back and not trained again."""
+    check_pack(specs)
+    results_dir = Path(results_dir)
+    done = results.done_ids_of(results_dir, [s.run_id for s in specs])
+    todo = [s for s in specs if s.run_id not in done]
+    if len(todo) == 1:
+        train.execute(todo[0], results_dir, device=device, save_weights=save_weights, log=log, stop_after=stop_after)
+    elif todo:
+        _train_pack(todo, results_dir, device=device, save_weights=save_weights, log=log, stop_after=stop_after)
+    return [results.read(results.path_for(results_dir, s.run_id)) for s in specs]
+
+
+def _rows(ds: data_mod.Dataset, mix: scenarios.Mix) -> np.ndarray:
+    """A run's training images as rows of [train split; pool], in `scenarios.training_arrays`'s order."""
+    return np.concatenate([mix.real_index, len(ds.train_y) + mix.synthetic_index]).astype(np.int64)
+
+
+def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, save_weights: bool, log: Log,
+                stop_after: int | None) -> None:
+    t_start = time.perf_counter()
+    s0, S = specs[0], len(specs)
+    hp = s0.hparams
+    dev = pick_device(device)
+    ds = data_mod.load(s0.data)
+    pool = pools.load(s0.pool, ds) if s0.scenario.needs_pool and s0.pool else None
+    if pool is not None and pool.fingerprint != s0.pool_fingerprint:
+        raise PoolError(f"pool {s0.pool} changed since run {s0.label} was planned (manifest {pool.fingerprint}, "
+                        f"planned {s0.pool_fingerprint}); plan it again (`mriaug grid` / `mriaug submit`)")
+    mixes = [scenarios.mix(ds, s.scenario, s.seed, pool) for s in specs]
+    rows_np = [_rows(ds, m) for m in mixes]
+    n = len(rows_np[0])
+    if any(len(r) != n for r in rows_np):  # fixed per-class counts make this impossible; say so if it happens
+        raise SettingError(f"{s0.label}: the seeds of this pack have training sets of different sizes; "
+                           "train them without pack_seeds")
+    # One copy of every candidate image on the device; each seed indexes its own rows.
+    x_all_np = ds.train_x if pool is None else np.concatenate([ds.train_x, pool.images])
+    y_all_np = ds.train_y if pool is None else np.concatenate([ds.train_y, pool.labels])
+    x_all = train.to_device_uint8(x_all_np, hp.resolution, dev)
+    y_all = torch.from_numpy(y_all_np).to(dev)
+    rows = torch.from_numpy(np.stack(rows_np)).to(dev)  # (S, n)
+    # Each seed's images by identity (real row, or pool line + offset): its keys are its separate run's.
+    ids = torch.from_numpy(np.stack([batches.identities(m.real_index, m.synthetic_index) for m in mixes])).to(dev)
+    x_test = train.to_device_uint8(ds.test_x, hp.resolution, dev)
+    t_data = time.perf_counter() - t_start
+
+    deterministic(dev)
+    nets = []
+    for s in specs:
+        torch.manual_seed(s.seed)  # the separate run's initialisation (train.execute seeds, then builds)
+        nets.append(models.build(s.model, hp).to(dev))
+    norm = models.normalization(nets[0])
+    params, buffers = stack_module_state(nets)  # leaves: (S, ...) each, requires_grad
+    base = copy.deepcopy(nets[0]).to("meta")
+    del nets
+
+    def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(base, (p, b), (x,))
+
+    fwd_train = vmap(one, in_dims=(0, 0, 0), randomness="different")
+    fwd_test = vmap(one, in_dims=(0, 0, None), randomness="different")
+    opt = torch.optim.Adam(list(params.values()), lr=hp.lr, weight_decay=hp.weight_decay)
+    use_bf16 = hp.precision == "bf16"
+    aug = augment.get(s0.augmentation)
+
+    pid = pack_id(specs)
+    ckpt_path = results.checkpoint_for(results_dir, pid)
+    identity = {"run_ids": [s.run_id for s in specs], "data_fingerprint": ds.fingerprint,
+                "pool_fingerprint": pool.fingerprint if pool else None}
+    histories: list[list[dict[str, Any]]] = [[] for _ in specs]
+    start_epoch = 0
+    ckpt = _load_checkpoint(ckpt_path, dev, identity, log)
+    if ckpt is not None:
+        with torch.no_grad():
+            for k, v in ckpt["params"].items():
+                params[k].copy_(v)
+        opt.load_state_dict(ckpt["optimizer"])
+        histories, start_epoch = ckpt["histories"], ckpt["epoch"]
+        log(f"[{pid}] {s0.label} x{S} seeds: resumed from checkpoint at epoch {start_epoch}/{hp.epochs}")
+
+    bs, epochs = hp.batch_size, hp.epochs
+    log(f"[{pid}] {s0.model}/s{s0.scenario.name}/{s0.augmentation}, seeds {[s.seed for s in specs]} trained together: "
+        f"{n} training images each, {epochs} epochs on {dev}")
+    t_train = 0.0
+    y_test = torch.from_numpy(ds.test_y)
+    metrics: list[dict[str, Any]] = []
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        # Each seed's keys and batch order from (seed, epoch, image identity), as its separate run draws them.
+        keys = torch.stack([batches.image_keys(s.seed, epoch, ids[k]) for k, s in enumerate(specs)])
+        perm = torch.stack([batches.order(keys[k]) for k in range(S)])
+        idx_all = torch.gather(rows, 1, perm)  # (S, n): rows of x_all in each seed's batch order
+        keys_all = torch.gather(keys, 1, perm)
+        total = torch.zeros(S, device=dev)
+        for i in range(0, n, bs):
+            idx = idx_all[:, i : i + bs]
+            kb = keys_all[:, i : i + bs]
+            # One batched call for every seed: each image's draws come from its own key.
+            parts = aug(x_all[idx.flatten()], kb.flatten()).view(S, idx.shape[1], *x_all.shape[1:])
+            xb = (parts.float() / 255.0 - norm[0]) / norm[1]  # (S, B, 1, R, R)
+            yb = y_all[idx]
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = fwd_train(params, buffers, xb)
+            per_seed = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none")
+            per_seed = per_seed.view(S, -1).mean(1)
+            opt.zero_grad(set_to_none=True)
+            per_seed.sum().backward()  # seeds share no parameter: each gets its own run's gradient
+            opt.step()
+            total += per_seed.detach() * idx.shape[1]
+        t_train += time.perf_counter() - t0
+        train_loss = (total / n).tolist()  # the one host sync of the epoch's training
+        # The test set is looked at once, after the last epoch (as train.execute does).
+        for k in range(S):
+            histories[k].append({"epoch": epoch + 1, "train_loss": train_loss[k],
+                                 "seconds": time.perf_counter() - t0})
+        log(f"[{pid}] epoch {epoch + 1}/{epochs} train_loss median {float(np.median(train_loss)):.4f} "
+            f"({time.perf_counter() - t0:.1f}s)")
+        if epoch + 1 < epochs:
+            with atomic.atomic_path(ckpt_path) as tmp:
+                torch.save({"epoch": epoch + 1, "params": {k: v.detach() for k, v in params.items()},
+                            "optimizer": opt.state_dict(), "histories": histories,
+                            "threads": torch.get_num_threads(), "device": dev.type, **identity}, tmp)
+        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < epochs:
+            raise train.Interrupted(f"stopped after epoch {epoch + 1} as asked")
+    del y_test
+    logits_test = _predict(fwd_test, params, buffers, x_test, norm, use_bf16)
+    metrics = [classification_metrics(lg, ds.test_y) for lg in logits_test]
+
+    trained = (epochs - start_epoch) * n
+    env = environment(dev)
+    for k, spec in enumerate(specs):
+        state = {name: v[k].detach().contiguous() for name, v in params.items()}
+        if save_weights:
+            from safetensors.torch import save_file
+
+            with atomic.atomic_path(results.weights_for(results_dir, spec.run_id)) as tmp:
+                save_file(state, str(tmp))
+        mix = mixes[k]
+        result = {
+            "schema": results.SCHEMA,
+            "run_id": spec.run_id,
+            "spec": spec.to_dict(),
+            "metrics": metrics[k],
+            "history": histories[k],
+            "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test")},
+            "selection": {"real_train_rows": mix.real_index.tolist(), "pool_rows": mix.synthetic_index.tolist()},
+            "data": {"fingerprint": ds.fingerprint, "source": ds.source, "resolution": ds.resolution,
+                     "pool_fingerprint": pool.fingerprint if pool else None,
+                     "pool_path": str(pool.path) if pool else None, "pool_label": spec.pool_label if pool else None,
+                     "split": ds.split},
+            "env": env,
+            # Trained in one model with other seeds of its cell: same draws as its separate run, other arithmetic.
+            "packed": {"how": "torch.func vmap (mriaug.seedpack)", "pack": pid, "size": S,
+                       "seeds": [s.seed for s in specs], "run_ids": [s.run_id for s in specs]},
+            "timings": {"data_s": t_data, "train_s": t_train, "total_s": time.perf_counter() - t_start,
+                        # this run's images per second of the pack's time, and the pack's together
+                        "train_images_per_s": trained / t_train if t_train else None,
+                        "pack_images_per_s": S * trained / t_train if t_train else None,
+                        "resumed_from_epoch": start_epoch},
+            "weights": str(results.weights_for(results_dir, spec.run_id)) if save_weights else None,
+        }
+        results.write(results_dir, result)
+    ckpt_path.unlink(missing_ok=True)
+    ces = [m["test_ce"] for m in metrics]
+    log(f"[{pid}] done: {S} seeds, test_ce median {float(np.median(ces)):.4f}")
+
+
+@torch.no_grad()
+def _predict(fwd: Callable[..., torch.Tensor], params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+             x: torch.Tensor, norm: tuple[float, float], autocast: bool, batch: int = 256) -> np.ndarray:
+    """(S, N, classes) logits of every seed on `x`, gathered on the device and copied to the host once."""
+    out = []
+    for i in range(0, len(x), batch):
+        xb = (x[i : i + batch].float() / 255.0 - norm[0]) / norm[1]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            out.append(fwd(params, buffers, xb).float())
+    return torch.cat(out, dim=1).cpu().numpy()
+
+
+def _load_checkpoint(path: Path, dev: torch.device, expect: dict[str, Any], log: Log) -> dict[str, Any] | None:
+    """The pack's checkpoint if it is usable (readable, same runs and data); an unusable one is set aside."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location=dev, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: torch raises several types
+        why = f"unreadable checkpoint ({type(e).__name__}: {e})"
+        ckpt = None
+    else:
+        bad = [k for k, v in expect.items() if ckpt.get(k) != v]
+        why = f"checkpoint made with another {bad[0]}" if bad else ""
+    if ckpt is None or why:
+        aside = path.with_name(path.name + ".bad")
+        path.replace(aside)
+        log(f"{path}: {why}; moved to {aside.name}, starting this pack afresh")
+        return None
+    if dev.type == "cpu" and ckpt.get("threads") not in (None, torch.get_num_threads()):
+        log(f"resuming with {ckpt['threads']} threads as the pack started (not {torch.get_num_threads()})")
+        torch.set_num_threads(int(ckpt["threads"]))
+    return dict(ckpt)

@@ -1,0 +1,114 @@
+"""Seeds trained together (`pack_seeds`, mriaug.seedpack): the same runs as separate trainings, in distribution."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pytest
+
+from mriaug import grid as grid_mod
+from mriaug import results, scenarios, seedpack
+from mriaug.data import DataSpec
+from mriaug.errors import GridError, SettingError
+from mriaug.grid import plan_run
+from mriaug.spec import RunSpec
+from mriaug.train import Interrupted, execute
+from tests.conftest import tiny_hparams
+from tests.slurm_helpers import write_grid
+
+
+def _specs(phantom_spec: DataSpec, seeds: range, aug: str = "hflip", **hp: object) -> list[RunSpec]:
+    hps = tiny_hparams("cnn", **hp)
+    return [plan_run("cnn", scenarios.SCENARIOS["2"], aug, s, hps, phantom_spec) for s in seeds]
+
+
+def test_eight_seeds_together_match_eight_separate_runs(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    specs = _specs(phantom_spec, range(8))
+    packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
+    separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
+    # The same runs: ids of the separate runs, each its own result file, saying how it was trained.
+    assert [r["run_id"] for r in packed] == [s.run_id for s in specs] == [r["run_id"] for r in separate]
+    for r in packed:
+        assert results.read(results.path_for(tmp_path / "packed", r["run_id"])) == r
+        assert r["packed"]["size"] == 8 and r["packed"]["seeds"] == list(range(8))
+        assert r["timings"]["pack_images_per_s"] > r["timings"]["train_images_per_s"] > 0
+    # Each seed keeps its own training set (scenario 2 subsamples per seed), as its separate run does.
+    for p, s in zip(packed, separate, strict=True):
+        assert p["selection"] == s["selection"]
+    sel = {tuple(r["selection"]["real_train_rows"]) for r in packed}
+    assert len(sel) == 8
+    ce_packed = [r["metrics"]["test_ce"] for r in packed]
+    ce_separate = [r["metrics"]["test_ce"] for r in separate]
+    assert len(set(ce_packed)) == 8, "seeds trained together must differ (own init, order, draws)"
+    assert min(ce_separate) <= statistics.median(ce_packed) <= max(ce_separate), (ce_packed, ce_separate)
+    # Same initialisation and draws as the separate run: the first epoch's loss agrees closely per seed.
+    for p, s in zip(packed, separate, strict=True):
+        assert p["history"][0]["train_loss"] == pytest.approx(s["history"][0]["train_loss"], rel=0.02)
+    assert not list((tmp_path / "packed" / ".checkpoints").glob("*"))
+
+
+def test_interrupted_pack_resumes_to_the_same_metrics(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    specs = _specs(phantom_spec, range(3), epochs=3)
+    whole = seedpack.execute(specs, tmp_path / "whole", log=lambda m: None)
+    with pytest.raises(Interrupted):
+        seedpack.execute(specs, tmp_path / "cut", log=lambda m: None, stop_after=1)
+    assert not results.done_ids(tmp_path / "cut")
+    lines: list[str] = []
+    resumed = seedpack.execute(specs, tmp_path / "cut", log=lines.append)
+    assert any("resumed from checkpoint at epoch 1/3" in line for line in lines), lines
+    assert [r["metrics"] for r in resumed] == [r["metrics"] for r in whole]
+    assert all(r["timings"]["resumed_from_epoch"] == 1 for r in resumed)
+    # Finished seeds are read back, not trained again; a pack of the rest trains only those.
+    results.path_for(tmp_path / "cut", specs[1].run_id).unlink()
+    lines.clear()
+    again = seedpack.execute(specs, tmp_path / "cut", log=lines.append)
+    assert [r["run_id"] for r in again] == [s.run_id for s in specs]
+    assert again[0] == resumed[0] and again[2] == resumed[2]
+    assert again[1]["metrics"]["test_ce"] > 0 and "packed" not in again[1]  # one left: a plain run
+
+
+def test_a_pack_holds_one_cell(phantom_spec: DataSpec) -> None:
+    a = _specs(phantom_spec, range(2))
+    b = _specs(phantom_spec, range(2, 3), aug="none")
+    with pytest.raises(SettingError, match="differ in more than the seed"):
+        seedpack.check_pack(a + b)
+    with pytest.raises(SettingError, match="seed twice"):
+        seedpack.check_pack(a + a[:1])
+    units = grid_mod.seed_packs(a + b + _specs(phantom_spec, range(2, 5)), {"cnn": 2})
+    assert [[s.seed for s in u] for u in units] == [[0, 1], [2], [2, 3], [4]]
+    assert [u[0].augmentation for u in units] == ["hflip", "none", "hflip", "hflip"]
+
+
+def test_grid_pack_seeds_keeps_run_ids(tmp_path: Path) -> None:
+    plain = grid_mod.load(write_grid(tmp_path / "plain.toml", tmp_path / "r", seeds=5))
+    path = write_grid(tmp_path / "packed.toml", tmp_path / "r", seeds=5)
+    path.write_text(path.read_text() + "pack_seeds = 4\n")
+    packed = grid_mod.load(path)
+    assert [r.run_id for r in packed.runs] == [r.run_id for r in plain.runs]
+    assert packed.pack_seeds == {"cnn": 4} and plain.pack_seeds == {}
+    assert [len(u) for u in packed.units(packed.runs)] == [4, 1]
+    assert grid_mod.model_hparams("cnn", path) == plain.hparams["cnn"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(path.read_text().replace('models = ["cnn"]', 'models = ["cnn", "resnet18"]')
+                   + '\n[model.resnet18]\narch = "resnet18"\npretrained = false\npack_seeds = 2\n')
+    with pytest.raises(GridError, match=r"bad.toml, line \d+: model.resnet18.pack_seeds: only cnn"):
+        grid_mod.load(bad)
+    bad.write_text(path.read_text().replace("pack_seeds = 4", "pack_seeds = 0"))
+    with pytest.raises(GridError, match="model.cnn.pack_seeds: must be a positive integer"):
+        grid_mod.load(bad)
+
+
+def test_mriaug_grid_trains_seed_packs(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mriaug.cli import app
+
+    path = write_grid(tmp_path / "g.toml", tmp_path / "res", seeds=3)
+    path.write_text(path.read_text() + "pack_seeds = 3\n")
+    out = CliRunner().invoke(app, ["grid", str(path)])
+    assert out.exit_code == 0, out.output
+    g = grid_mod.load(path)
+    rs = [results.read(results.path_for(tmp_path / "res", r.run_id)) for r in g.runs]
+    assert [r["packed"]["run_ids"] for r in rs] == [[r.run_id for r in g.runs]] * 3
+    assert "cnn — median test cross-entropy" in out.output
