@@ -382,6 +382,14 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
         if not any(t.model == model for t in tables.values()):
             tables[model] = TableInfo(model, model)
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    # Several runs of one setting for one cell and seed (files copied in by hand, a run id scheme changed):
+    # the statistics refuse them, so say so while gathering.
+    dup = df.groupby(["table", "model", "scenario", "pool", "augmentation", "seed"]).size()
+    if (dup > 1).any():
+        _, model, scen, _, aug, seed = dup[dup > 1].index[0]
+        warnings.append(f"{len(dup[dup > 1])} cell(s) have several runs for the same seed (e.g. "
+                        f"{model}/{scen}/{aug}/{seed}): results of different settings are mixed; "
+                        "collect with --grid to keep one grid's runs")
     return Collected(df, errors, warnings, tables)
 
 
