@@ -118,14 +118,17 @@ def test_concurrent_openai_runs_add_up_their_spend(tmp_path: Path) -> None:
     with FakeImageAPI(key) as api:
         env = _env(OPENAI_API_KEY=key, OPENAI_BASE_URL=api.base_url)
         procs = [_mriaug("synth", *DATA, "--out", str(pool), "--generator", "openai", "--classes", c,
-                         "--max-sources", "4", "--no-report", "-s", "concurrency=2", "-s", "flush_every=1", env=env)
+                         "--max-sources", "4", "--no-report", "-s", "endpoint=variation", "-s", "concurrency=2",
+                         "-s", "flush_every=1", env=env)
                  for c in ("Mild_Demented", "Non_Demented")]
         for code, so, se in _finish(procs):
             assert code == 0, so + se
         billed = sum(1 for q in api.requests if q["status"] == 200)
     meta = pools.read_meta(pool)
     assert billed == 8
+    # dall-e-2 variations report no token usage: both figures are the per-image price, summed over the runs.
     assert meta["spend_usd"] == pytest.approx(billed * 0.016)
+    assert meta["spend_estimate_usd"] == pytest.approx(billed * 0.016)
     assert len(pools.read_manifest(pool)) == 8
 
 
