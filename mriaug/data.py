@@ -220,11 +220,13 @@ def apply_split(base: Dataset, spec: DataSpec, cache_dir: Path | None) -> Datase
     pool made from a split's training part serves every val_fraction; the guard at mixing time refuses
     sources in validation)."""
     opt = splits.options(spec.options)
+    # The source as written, plus what decoding found out about it (a hub source's commit actually read).
+    source = {**spec.describe(), **({"revision": base.source["revision"]} if "revision" in base.source else {})}
     kind, vf, seed = opt["split"], float(opt["val_fraction"]), int(opt["split_seed"])
     if kind == "given" and vf == 0:
         fp = atomic.stable_hash({"kind": kind, "data": base.fingerprint})
         base.split = splits.record(kind, None, fp, val_fraction=0.0)
-        base.source = spec.describe()
+        base.source = source
         return base
     x = np.concatenate([base.train_x, base.test_x])
     y = np.concatenate([base.train_y, base.test_y])
@@ -234,7 +236,7 @@ def apply_split(base: Dataset, spec: DataSpec, cache_dir: Path | None) -> Datase
     if kind == "given":
         val = splits.carve_val(groups[:n_tr], base.train_y, vf, seed)
         fp = atomic.stable_hash({"kind": kind, "data": base.fingerprint, "grouping": gfp, "val": val.tolist()})
-        return Dataset(base.train_x, base.train_y, base.test_x, base.test_y, spec.describe(), base.fingerprint,
+        return Dataset(base.train_x, base.train_y, base.test_x, base.test_y, source, base.fingerprint,
                        val, splits.record(kind, seed, fp, val_fraction=vf, grouping=grouping),
                        groups[:n_tr], groups[n_tr:])
     tf = float(opt["test_fraction"])
@@ -249,7 +251,7 @@ def apply_split(base: Dataset, spec: DataSpec, cache_dir: Path | None) -> Datase
                 (("train", train[part[train] == splits.TRAIN]), ("val", train[val]), ("test", test))}
     rec = splits.record(kind, seed, fp, test_fraction=tf, val_fraction=vf, grouping=grouping,
                         source_fingerprint=base.fingerprint, groups_per_part=n_groups)
-    return Dataset(x[train], y[train], x[test], y[test], spec.describe(), data_fp, val, rec, groups[train],
+    return Dataset(x[train], y[train], x[test], y[test], source, data_fp, val, rec, groups[train],
                    groups[test])
 
 

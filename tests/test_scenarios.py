@@ -202,7 +202,7 @@ def test_the_draws_of_a_seed_are_pinned() -> None:
     assert scenarios.kept_real(ds, scenarios.SCENARIOS["4"], 0).tolist() == [
         0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 20, 22, 23, 24, 25, 26]
     assert scenarios.mix(ds, scenarios.SCENARIOS["6"], 0, _pool(np.arange(27))).synthetic_index.tolist() == [
-        2, 6, 9, 12, 22]
+        1, 5, 9, 16, 24]  # sources first, one variation each (issue 9), then the seed draws
 
 
 def test_synthetic_images_are_drawn_without_replacement() -> None:

@@ -201,7 +201,7 @@ def test_packed_tasks_give_every_result_and_resume_skipping_finished_runs(tmp_pa
     checkpoint and trains the third; all 6 results arrive."""
     res = tmp_path / "results"
     grid = write_grid(tmp_path / "packed.toml", res, scenarios=["1", "2"], augmentations=["hflip"], seeds=3,
-                      epochs=12, n_train=600, size=32)
+                      epochs=40, n_train=600, size=32)
     profile = tmp_path / "packed-local.toml"
     profile.write_text((ROOT / "slurm" / "local.toml").read_text() + "\n[resources.cnn]\nruns_per_task = 3\n")
     dry = runner.invoke(app, ["submit", str(grid), "--profile", str(profile), "--dry-run"])
@@ -228,7 +228,7 @@ def test_packed_tasks_give_every_result_and_resume_skipping_finished_runs(tmp_pa
     log = Path(task0["stderr"]).read_text()
     assert "attempt 2" in log, log
     assert f"[{first.run_id}] {first.label}: already done, skipped" in log.split("attempt 2")[1], log
-    assert re.search(rf"\[{second.run_id}\] {re.escape(second.label)}: resumed from checkpoint at epoch \d+/12", log)
+    assert re.search(rf"\[{second.run_id}\] {re.escape(second.label)}: resumed from checkpoint at epoch \d+/40", log)
     assert results.path_for(res, first.run_id).read_bytes() == first_bytes  # not trained again
     assert results.read(results.path_for(res, second.run_id))["timings"]["resumed_from_epoch"] >= 1
     assert not list(res.glob(".slurm/failed/*.json"))
