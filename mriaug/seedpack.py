@@ -152,7 +152,7 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
                 "pool_fingerprint": pool.fingerprint if pool else None}
     histories: list[list[dict[str, Any]]] = [[] for _ in specs]
     start_epoch = 0
-    ckpt = _load_checkpoint(ckpt_path, dev, identity, log)
+    ckpt = train.load_checkpoint(ckpt_path, dev, identity, log, what="pack")
     if ckpt is not None:
         with torch.no_grad():
             for k, v in ckpt["params"].items():
@@ -259,26 +259,3 @@ def _predict(fwd: Callable[..., torch.Tensor], params: dict[str, torch.Tensor], 
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
             out.append(fwd(params, buffers, xb).float())
     return torch.cat(out, dim=1).cpu().numpy()
-
-
-def _load_checkpoint(path: Path, dev: torch.device, expect: dict[str, Any], log: Log) -> dict[str, Any] | None:
-    """The pack's checkpoint if it is usable (readable, same runs and data); an unusable one is set aside."""
-    if not path.exists():
-        return None
-    try:
-        ckpt = torch.load(path, map_location=dev, weights_only=True)
-    except Exception as e:  # a truncated or foreign file: torch raises several types
-        why = f"unreadable checkpoint ({type(e).__name__}: {e})"
-        ckpt = None
-    else:
-        bad = [k for k, v in expect.items() if ckpt.get(k) != v]
-        why = f"checkpoint made with another {bad[0]}" if bad else ""
-    if ckpt is None or why:
-        aside = path.with_name(path.name + ".bad")
-        path.replace(aside)
-        log(f"{path}: {why}; moved to {aside.name}, starting this pack afresh")
-        return None
-    if dev.type == "cpu" and ckpt.get("threads") not in (None, torch.get_num_threads()):
-        log(f"resuming with {ckpt['threads']} threads as the pack started (not {torch.get_num_threads()})")
-        torch.set_num_threads(int(ckpt["threads"]))
-    return dict(ckpt)

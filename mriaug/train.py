@@ -61,31 +61,33 @@ def _seed_everything(seed: int) -> None:
     # draw from `batches` keys instead)
 
 
-def _set_aside(path: Path, why: str, log: Log) -> None:
+def _set_aside(path: Path, why: str, log: Log, what: str = "run") -> None:
     """Keep an unusable file for inspection, out of the way of the run that replaces it."""
     aside = path.with_name(path.name + ".bad")
     os.replace(path, aside)
-    log(f"{path}: {why}; moved to {aside.name}, starting this run afresh")
+    log(f"{path}: {why}; moved to {aside.name}, starting this {what} afresh")
 
 
-def _load_checkpoint(path: Path, dev: torch.device, expect: dict[str, Any], log: Log) -> dict[str, Any] | None:
-    """The checkpoint of this run if it is usable: readable, and made from the same data and selection."""
+def load_checkpoint(path: Path, dev: torch.device, expect: dict[str, Any], log: Log,
+                    what: str = "run") -> dict[str, Any] | None:
+    """The checkpoint of this run (or seed pack) if it is usable: readable, and made from the same `expect`
+    identity (data, selection, ...); an unusable one is set aside."""
     if not path.exists():
         return None
     try:
         ckpt = torch.load(path, map_location=dev, weights_only=True)
     except Exception as e:  # a truncated or foreign file: torch raises several types
-        _set_aside(path, f"unreadable checkpoint ({type(e).__name__}: {e})", log)
+        _set_aside(path, f"unreadable checkpoint ({type(e).__name__}: {e})", log, what)
         return None
     for key, value in expect.items():
         if ckpt.get(key) != value:
-            _set_aside(path, f"checkpoint made with another {key} ({ckpt.get(key)} != {value})", log)
+            _set_aside(path, f"checkpoint made with another {key} ({ckpt.get(key)} != {value})", log, what)
             return None
     if dev.type == "cpu" and ckpt.get("threads") not in (None, torch.get_num_threads()):
         # Float sums depend on the thread count: resume with the count the run started with.
-        log(f"resuming with {ckpt['threads']} threads as the run started (not {torch.get_num_threads()})")
+        log(f"resuming with {ckpt['threads']} threads as the {what} started (not {torch.get_num_threads()})")
         torch.set_num_threads(int(ckpt["threads"]))
-    return ckpt
+    return dict(ckpt)
 
 
 def epoch_batches(n: int, batch_size: int, epochs: int, budget: str, n_scenario1: int) -> list[int]:
@@ -209,7 +211,7 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
     best: dict[str, Any] | None = None  # the epoch with the lowest validation loss, and its weights
     identity = {"data_fingerprint": ds.fingerprint, "pool_fingerprint": pool.fingerprint if pool else None,
                 "selection": atomic.stable_hash([mix.real_index.tolist(), mix.synthetic_index.tolist()])}
-    ckpt = _load_checkpoint(ckpt_path, dev, identity, log)
+    ckpt = load_checkpoint(ckpt_path, dev, identity, log)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])

@@ -39,3 +39,19 @@ def seed_for(*parts: int) -> int:
         raise SettingError(f"seeds must be whole numbers of at least 0, got {parts}")
     state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0]
     return int(state) >> 1  # torch.Generator.manual_seed takes up to 2**63 - 1
+
+
+def run_locally(writer: PoolWriter, todo: Todo, progress: Callable[[int], None], name: str,
+                params: dict[str, Any], make: Callable[[np.ndarray, int, int], np.ndarray],
+                flush_every: int) -> dict[str, Any]:
+    """The loop of a generator that makes each image here, one at a time (transform, copy): `make(source
+    image, source row, variation)`, flushing the pool every `flush_every` images so a kill loses little."""
+    n = 0
+    for src, var in todo:
+        writer.add(make(writer.dataset.train_x[src], src, var), src, var, name, {**params, "variation": var})
+        n += 1
+        progress(1)
+        if n % flush_every == 0:
+            writer.flush()
+    writer.flush()
+    return {"generated": n, "failed": {}}

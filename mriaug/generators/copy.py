@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import checks
 from ..pools import PoolWriter
+from .base import run_locally
 
 
 class CopyGenerator:
@@ -23,12 +24,5 @@ class CopyGenerator:
 
     def run(self, writer: PoolWriter, todo: Iterable[tuple[int, int]],
             progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
-        n = 0
-        for src, var in todo:
-            writer.add(writer.dataset.train_x[src].copy(), src, var, self.name, {"variation": var})
-            n += 1
-            progress(1)
-            if n % self.flush_every == 0:
-                writer.flush()
-        writer.flush()
-        return {"generated": n, "failed": {}}
+        return run_locally(writer, todo, progress, self.name, self.params(), lambda img, src, var: img.copy(),
+                           self.flush_every)

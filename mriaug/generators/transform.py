@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .. import checks
 from ..pools import PoolWriter
-from .base import seed_for
+from .base import run_locally, seed_for
 
 
 class TransformGenerator:
@@ -55,13 +55,4 @@ class TransformGenerator:
 
     def run(self, writer: PoolWriter, todo: Iterable[tuple[int, int]],
             progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
-        n = 0
-        for src, var in todo:
-            img = self.variation(writer.dataset.train_x[src], src, var)
-            writer.add(img, src, var, self.name, {**self.params(), "variation": var})
-            n += 1
-            progress(1)
-            if n % self.flush_every == 0:
-                writer.flush()
-        writer.flush()
-        return {"generated": n, "failed": {}}
+        return run_locally(writer, todo, progress, self.name, self.params(), self.variation, self.flush_every)
