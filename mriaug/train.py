@@ -135,6 +135,14 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
         return _execute(spec, results_dir, device=device, save_weights=save_weights, log=log, stop_after=stop_after)
 
 
+def result_data(spec: RunSpec, ds: data_mod.Dataset, pool: pools.Pool | None) -> dict[str, Any]:
+    """The `data` part of a result: which data, split and pool the run used (collect keeps settings apart by it)."""
+    return {"fingerprint": ds.fingerprint, "source": ds.source, "resolution": ds.resolution,
+            "pool_fingerprint": pool.fingerprint if pool else None,
+            "pool_path": str(pool.path) if pool else None, "pool_label": spec.pool_label if pool else None,
+            "split": ds.split}
+
+
 def _diverged(spec: RunSpec, results_dir: Path, epoch: int, history: list[dict[str, Any]], mix: scenarios.Mix,
               ds: data_mod.Dataset, pool: pools.Pool | None, dev: torch.device, t_start: float, log: Log
               ) -> dict[str, Any]:
@@ -143,10 +151,7 @@ def _diverged(spec: RunSpec, results_dir: Path, epoch: int, history: list[dict[s
         "schema": results.SCHEMA, "run_id": spec.run_id, "spec": spec.to_dict(), "status": "diverged",
         "diverged_at_epoch": epoch, "metrics": dict.fromkeys(results.REQUIRED_METRICS), "history": history,
         "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test")},
-        "data": {"fingerprint": ds.fingerprint, "source": ds.source, "resolution": ds.resolution,
-                 "pool_fingerprint": pool.fingerprint if pool else None,
-                 "pool_path": str(pool.path) if pool else None, "pool_label": spec.pool_label if pool else None,
-                 "split": ds.split},
+        "data": result_data(spec, ds, pool),
         "env": environment(dev), "timings": {"total_s": time.perf_counter() - t_start}, "weights": None,
     }
     results.write(results_dir, result)
@@ -291,10 +296,7 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
                    "val": {name: int((y_val == k).sum()) for k, name in enumerate(CLASSES)}},
         "selection": {"real_train_rows": mix.real_index.tolist(), "pool_rows": mix.synthetic_index.tolist(),
                       "pool_sampling": mix.pool_sampling},
-        "data": {"fingerprint": ds.fingerprint, "source": ds.source, "resolution": ds.resolution,
-                 "pool_fingerprint": pool.fingerprint if pool else None,
-                 "pool_path": str(pool.path) if pool else None, "pool_label": spec.pool_label if pool else None,
-                 "split": ds.split},
+        "data": result_data(spec, ds, pool),
         "env": environment(dev),
         "timings": {"data_s": t_data, "train_s": t_train, "total_s": time.perf_counter() - t_start,
                     "train_images_per_s": trained / t_train if t_train else None,
