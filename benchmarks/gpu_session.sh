@@ -34,15 +34,24 @@ for s in $STEPS; do
   case $s in
     checks) step checks 60 python3 benchmarks/gpu_checks.py --data "$DATA" ;;
     aug) step aug 30 python3 benchmarks/augment_speed.py --data "$DATA" --repeats 9 ;;
-    grid) step grid 220 python3 benchmarks/grid_hours.py --data "$DATA" --epochs 3 --cnn-seeds 8 --seeds 2 --pack-seeds 8 \
+    grid) step grid 230 python3 benchmarks/grid_hours.py --data "$DATA" --cnn-seeds 8 --seeds 2 --pack-seeds 8 \
             --json "$OUT/grid.json" ;;
+    grid3) step grid3 220 python3 benchmarks/grid_hours.py --data "$DATA" --epochs 3 --cnn-seeds 8 --seeds 2 \
+             --pack-seeds 8 --json "$OUT/grid3.json" ;;
+    det) MRIAUG_DETERMINISTIC=0 step det 60 python3 benchmarks/grid_hours.py --data "$DATA" --models resnet18,vit \
+           --epochs 3 --seeds 1 --pack-seeds 0 ;;
+    compile) MRIAUG_COMPILE=1 step compile 90 python3 benchmarks/grid_hours.py --data "$DATA" --models cnn,resnet18 \
+               --epochs 3 --seeds 2 --pack-seeds 0 ;;
     train) step train 90 python3 benchmarks/train_speed.py --data "$DATA" --models cnn,resnet18,vit ;;
     settings)
       step cl_off 30 python3 benchmarks/train_speed.py --data "$DATA" --models cnn,resnet18 --skip-reference --images 5120
       MRIAUG_CHANNELS_LAST=1 step cl_on 30 python3 benchmarks/train_speed.py --data "$DATA" --models cnn,resnet18 \
         --skip-reference --images 5120
-      MRIAUG_COMPILE=1 step compile 45 python3 benchmarks/train_speed.py --data "$DATA" --models cnn --skip-reference \
+      MRIAUG_COMPILE=1 step compile1 45 python3 benchmarks/train_speed.py --data "$DATA" --models cnn --skip-reference \
         --images 5120 ;;
     startup) step startup 50 python3 benchmarks/task_startup.py --data "$DATA" --repeats 1 ;;
   esac
 done
+# Few files come back from a lease: every log and JSON in one archive beside the session's own log.
+(cd "$OUT" && tar czf /tmp/mriaug-logs.tgz --exclude=session.log --exclude=logs.tgz . \
+  && find . -type f ! -name session.log -delete && mv /tmp/mriaug-logs.tgz logs.tgz)

@@ -59,7 +59,8 @@ print(json.dumps(t))
 
 
 def run_child(data: str, options: dict, size: int, cache: str) -> dict[str, float]:
-    env = {**os.environ, "MRIAUG_CACHE": cache, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep wheels on the path
+    env = {**os.environ, "MRIAUG_CACHE": cache, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
     t0 = time.time()
     out = subprocess.run([sys.executable, "-c", CHILD, data, json.dumps(options), str(size)], env=env,
                          capture_output=True, text=True, check=True, cwd=ROOT)

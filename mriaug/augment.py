@@ -356,6 +356,24 @@ AUGMENTATIONS: dict[str, Augment] = {"none": _none, "hflip": _hflip, "autoaugmen
 LABELS = {"none": "No Augmentation", "hflip": "Random Horizontal Augment", "autoaugment": "AutoAugment"}
 
 
+# Pixels per call when a whole epoch is augmented ahead of its steps: large enough that the per-call cost of the
+# fixed number of operations vanishes on a GPU, small enough that the transient int32/int64 copies stay a few GB.
+AHEAD_PIXELS = 1 << 27
+
+
+def ahead(aug: Augment, x: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """`aug` on the images `x[rows]` (their keys `keys`, one per row), in as few calls as `AHEAD_PIXELS`
+    allows. An image's result depends only on its pixels and its key, so this gives exactly what one call per
+    batch gives; on a GPU it turns the per-batch operations of a whole epoch into a handful of launches."""
+    import torch
+
+    per_call = max(1, AHEAD_PIXELS // (x.shape[-1] * x.shape[-2]))
+    out = torch.empty((len(rows), *x.shape[1:]), dtype=x.dtype, device=x.device)
+    for i in range(0, len(rows), per_call):
+        out[i : i + per_call] = aug(x[rows[i : i + per_call]], keys[i : i + per_call])
+    return out
+
+
 def get(name: str) -> Augment:
     try:
         return AUGMENTATIONS[name]

@@ -36,14 +36,15 @@ def pick_device(requested: str | None = None) -> torch.device:
     return dev
 
 
-def deterministic(dev: torch.device) -> None:
-    """cuDNN and cuBLAS in their deterministic modes (CUBLAS_WORKSPACE_CONFIG is set on import of train)."""
+def deterministic(dev: torch.device, on: bool = True) -> None:
+    """cuDNN and cuBLAS in their deterministic modes (CUBLAS_WORKSPACE_CONFIG is set on import of train), or
+    (on=False, `MRIAUG_DETERMINISTIC=0`) cuDNN free to pick its fastest kernels."""
     import torch
 
     if dev.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = on
+        torch.backends.cudnn.benchmark = not on
+        torch.use_deterministic_algorithms(on, warn_only=True)
 
 
 def git_commit() -> str | None:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from . import atomic, augment, batches, models, pools, results, scenarios, train
+from . import atomic, augment, batches, models, pools, results, scenarios, speed, train
 from . import data as data_mod
 from .errors import PoolError, SettingError
 from .grid import PACKABLE
@@ -127,7 +127,8 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
     x_test = train.to_device_uint8(ds.test_x, hp.resolution, dev)
     t_data = time.perf_counter() - t_start
 
-    deterministic(dev)
+    fast = speed.settings()
+    deterministic(dev, fast.deterministic)
     nets = []
     for s in specs:
         torch.manual_seed(s.seed)  # the separate run's initialisation (train.execute seeds, then builds)
@@ -145,6 +146,8 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
     opt = torch.optim.Adam(list(params.values()), lr=hp.lr, weight_decay=hp.weight_decay)
     use_bf16 = hp.precision == "bf16"
     aug = augment.get(s0.augmentation)
+    aug_ahead = dev.type == "cuda" and s0.augmentation != "none"
+    pacer = speed.CheckpointPacer(fast.checkpoint)
 
     pid = pack_id(specs)
     ckpt_path = results.checkpoint_for(results_dir, pid)
@@ -175,11 +178,16 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
         idx_all = torch.gather(rows, 1, perm)  # (S, n): rows of x_all in each seed's batch order
         keys_all = torch.gather(keys, 1, perm)
         total = torch.zeros(S, device=dev)
+        # On a GPU every seed's epoch is augmented ahead in a few large calls (as in train.execute).
+        ahead = (augment.ahead(aug, x_all, idx_all.flatten(), keys_all.flatten()).view(S, n, *x_all.shape[1:])
+                 if aug_ahead else None)
         for i in range(0, n, bs):
             idx = idx_all[:, i : i + bs]
-            kb = keys_all[:, i : i + bs]
-            # One batched call for every seed: each image's draws come from its own key.
-            parts = aug(x_all[idx.flatten()], kb.flatten()).view(S, idx.shape[1], *x_all.shape[1:])
+            if ahead is not None:
+                parts = ahead[:, i : i + bs]
+            else:  # one batched call for every seed: each image's draws come from its own key
+                kb = keys_all[:, i : i + bs]
+                parts = aug(x_all[idx.flatten()], kb.flatten()).view(S, idx.shape[1], *x_all.shape[1:])
             xb = (parts.float() / 255.0 - norm[0]) / norm[1]  # (S, B, 1, R, R)
             yb = y_all[idx]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -198,12 +206,15 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
                                  "seconds": time.perf_counter() - t0})
         log(f"[{pid}] epoch {epoch + 1}/{epochs} train_loss median {float(np.median(train_loss)):.4f} "
             f"({time.perf_counter() - t0:.1f}s)")
-        if epoch + 1 < epochs:
+        stopping = stop_after is not None and epoch + 1 >= stop_after
+        if epoch + 1 < epochs and (stopping or pacer.due()):
+            t_save = time.perf_counter()
             with atomic.atomic_path(ckpt_path) as tmp:
                 torch.save({"epoch": epoch + 1, "params": {k: v.detach() for k, v in params.items()},
                             "optimizer": opt.state_dict(), "histories": histories,
                             "threads": torch.get_num_threads(), "device": dev.type, **identity}, tmp)
-        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < epochs:
+            pacer.saved(t_save)
+        if stopping and epoch + 1 < epochs:
             raise train.Interrupted(f"stopped after epoch {epoch + 1} as asked")
     del y_test
     logits_test = _predict(fwd_test, params, buffers, x_test, norm, use_bf16)

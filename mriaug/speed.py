@@ -8,11 +8,20 @@ the environment so a Slurm profile's `[env]` table sets them for every job:
 - `MRIAUG_COMPILE` = `0` (default) | `1`: the training forward pass through `torch.compile` (the weights,
   checkpoints and evaluation stay those of the plain module). Compilation costs tens of seconds per run
   and process; measured on the CPU in benchmarks/README.md.
+- `MRIAUG_CHECKPOINT` = `auto` (default) | `epoch`: when a run saves its resume checkpoint. `epoch`: after every
+  epoch. `auto`: after the first epoch, then whenever the time since the last save is at least ten times what
+  that save took, so checkpoints cost at most about a tenth of a run (a ViT-B checkpoint with its Adam state
+  is 1 GB: saving it every epoch took a quarter of a GPU run) and a preemption loses little more than that.
+  A run stopped on purpose (`stop_after`) always saves first.
+- `MRIAUG_DETERMINISTIC` = `1` (default) | `0`: cuDNN/cuBLAS deterministic algorithms on CUDA, which makes a
+  resumed GPU run identical to an uninterrupted one; `0` lets cuDNN pick the fastest kernels instead (runs then
+  differ from one another in the last bits). Measured in benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +44,8 @@ def _choice(name: str, allowed: tuple[str, ...], default: str) -> str:
 class Speed:
     channels_last: str = "auto"
     compile: bool = False
+    checkpoint: str = "auto"
+    deterministic: bool = True
 
     def channels_last_for(self, device_type: str, model: str) -> bool:
         if model not in CONV_MODELS or self.channels_last == "0":
@@ -48,7 +59,28 @@ class Speed:
 def settings() -> Speed:
     """The settings of this process, checked (a bad value names the variable)."""
     return Speed(channels_last=_choice("MRIAUG_CHANNELS_LAST", ("auto", "1", "0"), "auto"),
-                 compile=_choice("MRIAUG_COMPILE", ("0", "1"), "0") == "1")
+                 compile=_choice("MRIAUG_COMPILE", ("0", "1"), "0") == "1",
+                 checkpoint=_choice("MRIAUG_CHECKPOINT", ("auto", "epoch"), "auto"),
+                 deterministic=_choice("MRIAUG_DETERMINISTIC", ("1", "0"), "1") == "1")
+
+
+class CheckpointPacer:
+    """When the next resume checkpoint is due (`MRIAUG_CHECKPOINT`): every epoch, or (auto) after the first
+    epoch and then once ten times the last save's duration has passed since it ended."""
+
+    OVERHEAD = 0.1
+
+    def __init__(self, policy: str = "auto") -> None:
+        self.every_epoch = policy == "epoch"
+        self.cost: float | None = None
+        self.last = time.perf_counter()
+
+    def due(self) -> bool:
+        return self.every_epoch or self.cost is None or time.perf_counter() - self.last >= self.cost / self.OVERHEAD
+
+    def saved(self, started: float) -> None:
+        self.last = time.perf_counter()
+        self.cost = self.last - started
 
 
 def compiled(model: torch.nn.Module) -> Any:

@@ -195,10 +195,10 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
     y_val = ds.train_y[ds.val_rows]
     t_data = time.perf_counter() - t_start
 
-    deterministic(dev)
+    fast = speed.settings()
+    deterministic(dev, fast.deterministic)
     _seed_everything(spec.seed)
     model = models.build(spec.model, hp).to(dev)
-    fast = speed.settings()
     if fast.channels_last_for(dev.type, spec.model):
         model = model.to(memory_format=torch.channels_last)
     forward = speed.compiled(model) if fast.compile else model
@@ -206,6 +206,8 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
     opt, opt_name = make_optimizer(model, hp.lr, hp.weight_decay)
     use_bf16 = hp.precision == "bf16"
     aug = augment.get(spec.augmentation)
+    aug_ahead = dev.type == "cuda" and spec.augmentation != "none"
+    pacer = speed.CheckpointPacer(fast.checkpoint)
 
     n, bs = len(y_train), hp.batch_size
     plan = epoch_batches(n, bs, hp.epochs, spec.budget, int(ds.fit_mask.sum()))
@@ -232,10 +234,15 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
         model.train()
         keys = batches.image_keys(spec.seed, epoch, ids)
         perm = batches.order(keys)
+        m = min(n, plan[epoch] * bs)
+        # On a GPU the epoch's augmentation runs ahead of its steps in a few large calls: the same images
+        # (each depends only on its key), a handful of launches instead of a few hundred per step.
+        ahead = augment.ahead(aug, x_train, perm[:m], keys[perm[:m]]) if aug_ahead else None
         loss_sum, seen = torch.zeros((), dtype=torch.float64, device=dev), 0
-        for i in range(0, min(n, plan[epoch] * bs), bs):
+        for i in range(0, m, bs):
             idx = perm[i : i + bs]
-            xb = (aug(x_train[idx], keys[idx]).float() / 255.0 - norm[0]) / norm[1]
+            raw = ahead[i : i + bs] if ahead is not None else aug(x_train[idx], keys[idx])
+            xb = (raw.float() / 255.0 - norm[0]) / norm[1]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = F.cross_entropy(forward(xb).float(), y_train[idx])
             opt.zero_grad(set_to_none=True)
@@ -264,12 +271,15 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
         history.append(entry)
         log(f"[{run_id}] epoch {epoch + 1}/{epochs} train_loss={entry['train_loss']:.4f}{shown} "
             f"({entry['seconds']:.1f}s)")
-        if epoch + 1 < epochs:
+        stopping = stop_after is not None and epoch + 1 >= stop_after
+        if epoch + 1 < epochs and (stopping or pacer.due()):
+            t_save = time.perf_counter()
             with atomic.atomic_path(ckpt_path) as tmp:
                 torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "history": history, "threads": torch.get_num_threads(), "device": dev.type,
                             "hparams": hp.to_dict(), "best": best, **identity}, tmp)
-        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < epochs:
+            pacer.saved(t_save)
+        if stopping and epoch + 1 < epochs:
             raise Interrupted(f"stopped after epoch {epoch + 1} as asked")
 
     selected = epochs
