@@ -17,10 +17,10 @@ operations run as whole-batch tensor operations, a fixed number per batch whatev
   size from torchvision's own kernels and applied with one gather;
 - sharpness is a 3x3 convolution on the images that draw it.
 
-Images pick their rows with index groups on the CPU (`nonzero` costs nothing there) and with masks over the
-whole batch elsewhere (no host sync on a GPU); both give the same result. `Color` (saturation) leaves a
-grayscale image as it is, as in torchvision. torch and torchvision are imported on first use, so grid files
-can be checked against these names without them.
+On the CPU a stage sorts its rows by the kind of work they need and works on contiguous blocks; elsewhere
+masks over the whole batch pick the rows (no host sync on a GPU); both give the same result. `Color`
+(saturation) leaves a grayscale image as it is, as in torchvision. torch and torchvision are imported on
+first use, so grid files can be checked against these names without them.
 """
 
 from __future__ import annotations
@@ -204,6 +204,14 @@ class _Kernels:
             cand[i] = 3 + j
         self.candidate = torch.tensor(cand, device=device)
         self.ramp = ramp
+        # Each variant's kind of work, for the CPU path that sorts a stage's rows by it: 0 nothing (Identity,
+        # Color), 1 geometry, 2 a fixed table (posterize, solarize, invert), 3 a table from the image's
+        # histogram (equalize, autocontrast, contrast), 4 + j the j-th sharpness variant.
+        sharp = {i: 4 + j for j, (i, _) in enumerate(self.sharpness)}
+        kind = [1 if o in GEOMETRIC else sharp.get(i, 0) if o == "Sharpness" else
+                (3 if c else 2) if o in PIXEL_OPS else 0 for i, (o, c) in enumerate(zip(ops, cand, strict=True))]
+        self.kind = torch.tensor(kind, device=device)
+        self.kinds = 4 + len(self.sharpness)
 
 
 @functools.cache
@@ -213,14 +221,11 @@ def _kernels(h: int, w: int, device: torch.device) -> _Kernels:
 
 def _rows(sel: torch.Tensor, x: torch.Tensor, fn: Callable[..., torch.Tensor], *per_row: torch.Tensor
           ) -> torch.Tensor:
-    """`fn` on the rows of `x` where `sel` holds, the other rows unchanged: an index group on the CPU,
-    a mask over every row elsewhere (no host sync). `per_row` tensors are cut like `x`."""
+    """`fn` on the rows of `x` where `sel` holds, the other rows unchanged, as a mask over every row (no host
+    sync; the CPU sorts rows instead, `_stages_sorted`). `per_row` tensors go to `fn` whole, like `x`."""
     import torch
 
-    if _dense(x.device):
-        return torch.where(sel.view(-1, *([1] * (x.dim() - 1))), fn(x, *per_row), x)
-    idx = sel.nonzero().squeeze(1)
-    return x.index_copy_(0, idx, fn(x[idx], *(p[idx] for p in per_row)))  # x is the stage's own copy
+    return torch.where(sel.view(-1, *([1] * (x.dim() - 1))), fn(x, *per_row), x)
 
 
 _FORCE_DENSE: list[bool] = [False]  # tests run the mask path on the CPU
@@ -280,49 +285,117 @@ def _sharpen(flat: torch.Tensor, h: int, w: int, factor: float) -> torch.Tensor:
     return img.clamp_(0, 255).to(torch.uint8).view(-1, h * w)
 
 
-def _geometry(flat: torch.Tensor, g: torch.Tensor, k: _Kernels) -> torch.Tensor:
-    """Each row's pixels from the source positions of its map `g`; position n (past the row) reads zero."""
+def _geometry(flat: torch.Tensor, g: torch.Tensor, k: _Kernels, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row's pixels from the source positions of its map `g`; position n (past the row) reads zero.
+    `out`: a contiguous (rows, n) tensor to write into (may be `flat` itself: the source is copied first)."""
     import torch
 
     rows, n = flat.shape
     padded = torch.cat([flat, flat.new_zeros(rows, 1)], 1).view(-1)
     where = k.geo[g] + (torch.arange(rows, dtype=torch.int32, device=flat.device) * (n + 1)).view(-1, 1)
+    if out is not None:
+        return torch.index_select(padded, 0, where.view(-1), out=out.view(-1)).view(rows, n)
     return padded.index_select(0, where.view(-1)).view(rows, n)
 
 
-def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, contrast: bool = True) -> torch.Tensor:
-    """The pixel-value operations of variants `v` on rows `flat`: one 256-entry table per row."""
+def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, contrast: bool = True,
+                  fixed_only: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The pixel-value operations of variants `v` on rows `flat`: one 256-entry table per row. `fixed_only`:
+    every variant's table is fixed (no histogram needed); `out`: a contiguous (rows, n) tensor to write into
+    (may be `flat` itself)."""
     import torch
 
     rows, n = flat.shape
     # Row r's pixel value p as the position r * 256 + p of the tables laid end to end (int32: half the
-    # memory traffic of int64 indices, which is what these passes cost).
-    code = flat.to(torch.int32).add_((torch.arange(rows, dtype=torch.int32, device=flat.device) * 256).view(-1, 1))
+    # memory traffic of int64 indices, which is what these passes cost; uint8 + int32 is int32 in one pass).
+    code = torch.add(flat, (torch.arange(rows, dtype=torch.int32, device=flat.device) * 256).view(-1, 1))
+
+    def apply(lut: torch.Tensor) -> torch.Tensor:
+        if out is not None:
+            return torch.index_select(lut.view(-1), 0, code.view(-1), out=out.view(-1)).view(rows, n)
+        return lut.view(-1).index_select(0, code.view(-1)).view(rows, n)
+
+    if fixed_only:
+        return apply(k.static_lut[v])
     if _dense(flat.device):  # bincount would read its input's maximum back to the host
         hist = torch.zeros(rows * 256, dtype=torch.long, device=flat.device)
         hist.scatter_add_(0, code.view(-1).long(), hist.new_ones(1).expand(code.numel()))
     else:
         hist = torch.bincount(code.view(-1), minlength=rows * 256)
     hist = hist.view(rows, 256)
-    candidates = [k.static_lut[v], _equalize_luts(hist, n).to(torch.uint8), _autocontrast_luts(hist)]
-    if contrast:  # candidates 3, 4, ...: only drawn where the stage has a Contrast operation
-        mean = (hist * k.ramp).sum(1, keepdim=True).to(torch.float32) / n
-        candidates += [_contrast_luts(mean, factor) for _, factor in k.contrast]
-    lut = torch.stack(candidates, 1)[torch.arange(rows, device=flat.device), k.candidate[v]]
-    return lut.view(-1).index_select(0, code.view(-1)).view(rows, n)
+    cand = k.candidate[v]
+    # On the CPU only the tables some row takes are built (reading which costs nothing there); on a GPU all.
+    needed = set(cand.unique().tolist()) if not _dense(flat.device) else None
+    if needed is not None and len(needed) == 1:  # one table kind for every row: no stacking and picking
+        (only,) = needed
+        return apply(_candidate(only, hist, n, v, k))
+    n_cand = 3 + (len(k.contrast) if contrast else 0)  # 3, 4, ...: only where the stage has a Contrast
+    candidates = [_candidate(c, hist, n, v, k) if needed is None or c in needed else k.static_lut[v]
+                  for c in range(n_cand)]
+    lut = torch.stack(candidates, 1)[torch.arange(rows, device=flat.device), cand]
+    return apply(lut)
+
+
+def _candidate(c: int, hist: torch.Tensor, n: int, v: torch.Tensor, k: _Kernels) -> torch.Tensor:
+    """Candidate table c of every row (`_Kernels.candidate`): 0 fixed, 1 equalize, 2 autocontrast, 3+ contrast."""
+    import torch
+
+    if c == 0:
+        return k.static_lut[v]
+    if c == 1:
+        return _equalize_luts(hist, n).to(torch.uint8)
+    if c == 2:
+        return _autocontrast_luts(hist)
+    mean = (hist * k.ramp).sum(1, keepdim=True).to(torch.float32) / n
+    return _contrast_luts(mean, k.contrast[c - 3][1])
 
 
 def _stage(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, possible: frozenset[int] | None = None
            ) -> torch.Tensor:
     """One operation per image (variant `v`, 0 = none) on a flattened batch (B, H*W) of uint8. `possible`:
     the variants this stage can draw (None: any), so operations it never draws cost nothing."""
-    flat = flat.clone()  # the index-group path writes its rows in place
+    if not _dense(flat.device):
+        return _stages_sorted(flat, (v,), k)
     flat = _rows(k.is_geo[v], flat, lambda f, g: _geometry(f, g, k), k.geo_index[v])
     for i, factor in k.sharpness:
         if possible is None or i in possible:
             flat = _rows(v == i, flat, lambda f, factor=factor: _sharpen(f, k.h, k.w, factor))
     contrast = possible is None or any(i in possible for i, _ in k.contrast)
     return _rows(k.is_lut[v], flat, lambda f, vv: _pixel_tables(f, vv, k, contrast), v)
+
+
+def _stages_sorted(flat: torch.Tensor, stages: tuple[torch.Tensor, ...], k: _Kernels) -> torch.Tensor:
+    """The stages (variants per row, in order) on the CPU: before each stage the rows are sorted by the kind
+    of work their variant needs (one gather), each kind works on its contiguous block of rows in place, and
+    the rows are put back once at the end (one more gather). Picking and writing back rows per operation
+    cost more than the operations themselves here."""
+    import torch
+
+    rows = flat.shape[0]
+    where = torch.arange(rows)  # the input row each row of `out` holds
+    out = flat
+    for v in stages:
+        kind = k.kind[v[where]]
+        order = torch.argsort(kind, stable=True)
+        sizes = torch.bincount(kind, minlength=k.kinds).tolist()  # on the CPU: no device to wait for
+        out = out.index_select(0, order)  # a new tensor: the input is never written
+        where = where[order]
+        vs = v[where]
+        start = sizes[0]  # kind 0 rows stay as they are
+        for kd in range(1, k.kinds):
+            end = start + sizes[kd]
+            if end > start:
+                block, vb = out[start:end], vs[start:end]
+                if kd == 1:
+                    _geometry(block, k.geo_index[vb], k, out=block)
+                elif kd in (2, 3):
+                    _pixel_tables(block, vb, k, contrast=kd == 3, fixed_only=kd == 2, out=block)
+                else:
+                    block.copy_(_sharpen(block, k.h, k.w, k.sharpness[kd - 4][1]))
+            start = end
+    back = torch.empty_like(where)
+    back[where] = torch.arange(rows)
+    return out.index_select(0, back)
 
 
 @functools.cache
@@ -342,11 +415,21 @@ def _hflip(x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 def _autoaug(x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    import torch
+
     b, c, h, w = x.shape
     if c != 1:
         raise ValueError(f"autoaugment here takes grayscale batches (B, 1, H, W), got {tuple(x.shape)}")
     k = _kernels(h, w, x.device)
     v1, v2 = draws(keys)
+    if not _dense(x.device):
+        # One thread: these passes are too short to split, and splitting them was measured slower.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _stages_sorted(x.reshape(b, h * w), (v1, v2), k).view(b, 1, h, w)
+        finally:
+            torch.set_num_threads(threads)
     flat = _stage(x.reshape(b, h * w), v1, k, _possible(0))
     return _stage(flat, v2, k, _possible(1)).view(b, 1, h, w)
 

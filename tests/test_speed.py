@@ -25,3 +25,34 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MRIAUG_COMPILE", "yes")
     with pytest.raises(SettingError, match="MRIAUG_COMPILE='yes'"):
         speed.settings()
+
+
+def test_checkpoint_and_determinism_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MRIAUG_CHECKPOINT", "MRIAUG_DETERMINISTIC"):
+        monkeypatch.delenv(name, raising=False)
+    s = speed.settings()
+    assert s.checkpoint == "auto" and s.deterministic
+    monkeypatch.setenv("MRIAUG_CHECKPOINT", "epoch")
+    monkeypatch.setenv("MRIAUG_DETERMINISTIC", "0")
+    s = speed.settings()
+    assert s.checkpoint == "epoch" and not s.deterministic
+    monkeypatch.setenv("MRIAUG_CHECKPOINT", "sometimes")
+    with pytest.raises(SettingError, match="MRIAUG_CHECKPOINT='sometimes'"):
+        speed.settings()
+
+
+def test_checkpoint_pacer_keeps_saves_to_a_tenth_of_the_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: clock[0])
+    p = speed.CheckpointPacer("auto")
+    assert p.due()  # the first epoch always saves: its cost is not known yet
+    started = clock[0]
+    clock[0] += 2.0  # a save that took 2 s
+    p.saved(started)
+    clock[0] += 19.0
+    assert not p.due()  # 19 s of training after a 2 s save: a save now would cost more than a tenth
+    clock[0] += 1.0
+    assert p.due()
+    every = speed.CheckpointPacer("epoch")
+    every.saved(clock[0] - 5.0)
+    assert every.due()
