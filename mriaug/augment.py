@@ -127,14 +127,15 @@ def draws(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The variant of each image in stage 1 and stage 2 (0 where the operation does not apply)."""
     import torch
 
-    k = batches.below(keys, batches.POLICY, len(IMAGENET_POLICY))
+    bits = batches.draws_of(keys, (batches.POLICY, batches.APPLY1, batches.SIGN1, batches.APPLY2, batches.SIGN2))
+    k = batches.below_of(bits[:, 0], len(IMAGENET_POLICY))
+    u = batches.uniform_of(bits[:, 1:])
     out = []
-    for s, (apply_stream, sign_stream) in enumerate(((batches.APPLY1, batches.SIGN1),
-                                                      (batches.APPLY2, batches.SIGN2))):
+    for s in range(2):
         ids, p = _policy_tensors(s, keys.device)
         # torchvision: applies when rand() <= p, negates when rand() <= 0.5 (float32 draws on the same grid).
-        applies = batches.uniform(keys, apply_stream) <= p[k]
-        neg = (batches.uniform(keys, sign_stream) <= 0.5).long()
+        applies = u[:, 2 * s] <= p[k]
+        neg = (u[:, 2 * s + 1] <= 0.5).long()
         out.append(torch.where(applies, ids[k, neg], 0))
     return out[0], out[1]
 

@@ -72,14 +72,32 @@ def draw(keys: torch.Tensor, stream: int) -> torch.Tensor:
     return mix64(keys + _signed(_GOLDEN * (stream + 1)))
 
 
+def draws_of(keys: torch.Tensor, streams: tuple[int, ...]) -> torch.Tensor:
+    """`draw` for several streams at once: (len(keys), len(streams)), the same bits in fewer operations."""
+    import torch
+
+    offsets = torch.tensor([_signed(_GOLDEN * (s + 1)) for s in streams], dtype=torch.int64, device=keys.device)
+    return mix64(keys.unsqueeze(1) + offsets)
+
+
 def uniform(keys: torch.Tensor, stream: int) -> torch.Tensor:
     """float32 in [0, 1) on the grid k / 2**24, like `torch.rand`, so `u <= p` has torch's probabilities."""
-    return _srl(draw(keys, stream), 40).to(_float32()) * (1.0 / (1 << 24))
+    return uniform_of(draw(keys, stream))
 
 
 def below(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
     """A uniform integer in [0, n) per key (multiply-shift on 31 bits; bias below n / 2**31)."""
-    return (_srl(draw(keys, stream), 33) * n) >> 31
+    return below_of(draw(keys, stream), n)
+
+
+def uniform_of(bits: torch.Tensor) -> torch.Tensor:
+    """`uniform` from 64 drawn bits."""
+    return _srl(bits, 40).to(_float32()) * (1.0 / (1 << 24))
+
+
+def below_of(bits: torch.Tensor, n: int) -> torch.Tensor:
+    """`below` from 64 drawn bits."""
+    return (_srl(bits, 33) * n) >> 31
 
 
 def order(keys: torch.Tensor) -> torch.Tensor:

@@ -76,3 +76,14 @@ def test_an_image_shared_by_two_scenarios_is_drawn_alike() -> None:
 def test_identities_put_pool_lines_after_real_rows() -> None:
     ids = batches.identities(np.array([3, 1]), np.array([0, 2]))
     assert ids.tolist() == [3, 1, batches.POOL_OFFSET, batches.POOL_OFFSET + 2]
+
+
+def test_several_streams_at_once_are_the_streams_one_by_one() -> None:
+    import torch
+
+    keys = batches.image_keys(4, 2, torch.arange(300))
+    both = batches.draws_of(keys, (batches.POLICY, batches.SIGN2))
+    assert torch.equal(both[:, 0], batches.draw(keys, batches.POLICY))
+    assert torch.equal(both[:, 1], batches.draw(keys, batches.SIGN2))
+    assert torch.equal(batches.below_of(both[:, 0], 25), batches.below(keys, batches.POLICY, 25))
+    assert torch.equal(batches.uniform_of(both[:, 1]), batches.uniform(keys, batches.SIGN2))
