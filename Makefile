@@ -33,7 +33,7 @@ test: $(STAMP)
 MUTANT_JOBS ?= 2
 mutants: $(STAMP)
 	rm -rf mutants && mkdir mutants
-	$(BIN)/mutmut run --max-children $(MUTANT_JOBS) > mutants/run.log 2>&1 || { tail -c 3000 mutants/run.log; exit 1; }
+	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTANT_JOBS) > mutants/run.log 2>&1 || { tail -c 3000 mutants/run.log; exit 1; }
 	$(BIN)/python tests/mutation_score.py
 
 # ruff, the import layers of pyproject.toml (an upward import fails), and the type checker.

@@ -458,6 +458,13 @@ def ahead(aug: Augment, x: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor)
     return out
 
 
+def clear_caches() -> None:
+    """Forget the policy table and the per-size constants (tests rebuild them, so that what builds them is
+    exercised by every test, e.g. under mutation testing, where the cache would outlive a changed builder)."""
+    for f in (table, _policy_tensors, _kernels, _possible):
+        f.cache_clear()
+
+
 def get(name: str) -> Augment:
     try:
         return AUGMENTATIONS[name]

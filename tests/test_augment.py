@@ -18,6 +18,12 @@ from mriaug import augment, batches
 from mriaug.data import DataSpec, load
 
 
+@pytest.fixture(autouse=True)
+def _fresh_tables() -> None:
+    # Built anew for each test: the builders of the cached policy table and kernels are tested too.
+    augment.clear_caches()
+
+
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     ds = load(DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32}))

@@ -19,6 +19,12 @@ from mriaug.train import execute
 from tests.conftest import tiny_hparams
 
 
+@pytest.fixture(autouse=True)
+def _fresh_tables() -> None:
+    # Built anew for each test: the builders of the cached policy table and kernels are tested too.
+    augment.clear_caches()
+
+
 def _batch(n: int = 64, size: int = 16, seed: int = 0) -> torch.Tensor:
     # Random pixels: no image equals its own mirror image.
     g = torch.Generator().manual_seed(seed)
