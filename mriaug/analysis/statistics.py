@@ -82,6 +82,11 @@ def iqm(values: Iterable[float]) -> float:
     return float(stats.trim_mean(a, 0.25)) if len(a) else math.nan
 
 
+def clear_caches() -> None:
+    """Forget the shared bootstrap draws (tests draw them anew, so mutation testing reaches what draws them)."""
+    _middle_ranks.cache_clear()
+
+
 @functools.lru_cache(maxsize=16)
 def _middle_ranks(seed: int, n: int, n_boot: int) -> tuple[np.ndarray, np.ndarray]:
     """For `n_boot` resamples (with replacement) of n sorted values: the ranks of the two middle draws of
