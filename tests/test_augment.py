@@ -199,6 +199,8 @@ def test_operation_count_does_not_grow_with_the_batch(images: torch.Tensor, path
     assert sum(counts[0].values()) <= sum(counts[1].values()) < 400
     if path:  # masks (the GPU's path): every operation runs whatever was drawn
         assert counts[0] == counts[1]
+    elif name == "autoaugment":  # the CPU's sorted path works only on the kinds drawn: 8 images draw fewer
+        assert sum(counts[0].values()) < sum(counts[1].values())
 
 
 def test_hflip_flips_half_by_key(images: torch.Tensor) -> None:
@@ -227,6 +229,55 @@ def test_an_epoch_augmented_ahead_is_the_epoch_augmented_batch_by_batch(images: 
     f = augment.get(name)
     keys = batches.image_keys(2, 5, torch.arange(len(images)))
     order = batches.order(keys)
-    ahead = augment.ahead(f, images, order, keys[order])
+    calls = []
+
+    def counted(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return f(x, k)
+
+    ahead = augment.ahead(counted, images, order, keys[order])
     per_batch = torch.cat([f(images[order[i : i + 64]], keys[order[i : i + 64]]) for i in range(0, len(order), 64)])
-    assert torch.equal(ahead, per_batch)
+    assert ahead.dtype == torch.uint8 and torch.equal(ahead, per_batch)
+    assert calls == [70, 70, 70, 30]  # as few calls as AHEAD_PIXELS allows
+
+
+def test_the_sorted_and_the_mask_paths_give_the_same_images(images: torch.Tensor) -> None:
+    # The CPU sorts rows by kind of work; a GPU masks the whole batch: two implementations, one result.
+    f = augment.get("autoaugment")
+    for seed in range(3):
+        keys = batches.image_keys(seed, 1, torch.arange(len(images)))
+        sorted_path = f(images, keys)
+        augment._FORCE_DENSE[0] = True
+        try:
+            masks = f(images, keys)
+        finally:
+            augment._FORCE_DENSE[0] = False
+        assert sorted_path.shape == masks.shape == images.shape and torch.equal(sorted_path, masks)
+
+
+def test_autoaugment_refuses_colour_batches(images: torch.Tensor) -> None:
+    rgb = images[:4].repeat(1, 3, 1, 1)
+    with pytest.raises(ValueError, match=r"grayscale batches \(B, 1, H, W\), got \(4, 3, 32, 32\)"):
+        augment.get("autoaugment")(rgb, batches.image_keys(0, 0, torch.arange(4)))
+
+
+def test_table_operations_are_torchvisions_on_crafted_histograms(path: bool) -> None:
+    # Images whose histograms reach the corners of the table arithmetic: no zeros (equalize maps value 1 to 0),
+    # a step of exactly 1 (PIL's equalize divides by it), a narrow range, a single value, two values.
+    g = torch.Generator().manual_seed(5)
+    step1 = torch.full((32 * 32,), 255, dtype=torch.uint8)
+    step1[:300] = torch.randint(0, 255, (300,), generator=g, dtype=torch.uint8)
+    crafted = torch.stack([
+        torch.randint(1, 256, (32 * 32,), generator=g, dtype=torch.uint8),
+        step1,
+        torch.randint(100, 110, (32 * 32,), generator=g, dtype=torch.uint8),
+        torch.full((32 * 32,), 9, dtype=torch.uint8),
+        torch.where(torch.rand(32 * 32, generator=g) < 0.3, 3, 250).to(torch.uint8),
+    ]).view(-1, 1, 32, 32)
+    k = augment._kernels(32, 32, crafted.device)
+    for i, v in enumerate(augment.table().variants):
+        if v.op not in augment.PIXEL_OPS:
+            continue
+        got = augment._stage(crafted.reshape(len(crafted), -1), torch.full((len(crafted),), i), k)
+        expected = torch.stack([_torchvision(img, v) for img in crafted])
+        assert torch.equal(got.view_as(crafted), expected), v
