@@ -122,3 +122,18 @@ def test_perfect_and_certain_predictions() -> None:
     assert m["accuracy"] == m["balanced_accuracy"] == m["macro_f1"] == 1.0
     assert m["test_ce"] == pytest.approx(3 * math.exp(-60), abs=1e-12)
     assert m["confusion"] == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1]]
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    from mriaug.metrics import expected_calibration_error as ece
+
+    # One image, confidence 0.8, right: |1 - 0.8| = 0.2.
+    assert ece(np.array([[0.8, 0.1, 0.05, 0.05]]), np.array([0])) == pytest.approx(0.2)
+    # Bins (0.8, 0.9] and (0.9, 1]: 0.95 right and 0.85 wrong stay apart: (0.05 + 0.85) / 2.
+    top = np.array([[0.95, 0.05, 0.0, 0.0], [0.85, 0.15, 0.0, 0.0]])
+    assert ece(top, np.array([0, 1])) == pytest.approx(0.45)
+    # Bins [0, 0.1] and (0.1, 0.2] (20 classes, so confidences this low exist): 0.15 right, 0.05 wrong.
+    low = np.full((2, 20), 0.05)
+    low[0] = (1 - 0.15) / 19
+    low[0, 3] = 0.15
+    assert ece(low, np.array([3, 1])) == pytest.approx((0.85 + 0.05) / 2)

@@ -109,7 +109,8 @@ def test_dropped_rows_differ_by_seed_and_are_never_sources() -> None:
     dropped_mild = sorted(set(range(5)) - set(kept[0].tolist()))
     assert len(dropped_mild) == 1
     with pytest.raises(PoolError, match=r"needs 1 synthetic Mild_Demented images whose sources are among the 4 "
-                                        r"kept real ones; pool handmade-pool has 0 such \(1 Mild_Demented images"):
+                                        r"kept real ones; pool handmade-pool has 0 such "
+                                        r"\(1 Mild_Demented images in all\)$"):
         scenarios.mix(ds, scenarios.SCENARIOS["4"], 0, _pool(np.array(dropped_mild + [5, 6, 7])))
 
 
@@ -231,3 +232,45 @@ def test_custom_defaults_name_and_description() -> None:
     s = scenarios.custom("mine")
     assert s == scenarios.Scenario("mine", (1.0,) * 4, (0.0,) * 4, "")
     assert scenarios.custom("n", 0.5, 0.1, "why").description == "why"
+
+
+def test_sources_first_takes_every_source_once_before_any_twice() -> None:
+    rows = np.array([10, 11, 12, 13, 14, 15])
+    sources = np.array([0, 0, 0, 1, 1, 2])  # source 0 gave three variations, source 1 two, source 2 one
+    for seed in range(20):
+        chosen, reused = scenarios.sources_first(rows, sources, 3, np.random.default_rng(seed))
+        assert reused == 0 and sorted(sources[np.searchsorted(rows, chosen)].tolist()) == [0, 1, 2]
+        chosen, reused = scenarios.sources_first(rows, sources, 5, np.random.default_rng(seed))
+        assert reused == 2 and sorted(sources[np.searchsorted(rows, chosen)].tolist()) == [0, 0, 1, 1, 2]
+    # Which variation of a source comes first is drawn: over seeds each of source 0's three is taken.
+    firsts = {int(scenarios.sources_first(rows, sources, 3, np.random.default_rng(s))[0][0]) for s in range(30)}
+    assert firsts == {10, 11, 12}
+
+
+def _grouped(kind: str, val_rows: list[int], train_groups: list[int] | None, test_groups: list[int] | None) -> Dataset:
+    x = np.zeros((6, 8, 8), np.uint8)
+    return Dataset(x, np.zeros(6, np.int64), x[:3], np.zeros(3, np.int64), {"source": "hand"}, "fp",
+                   np.array(val_rows, np.int64), {"kind": kind},
+                   None if train_groups is None else np.array(train_groups, np.int64),
+                   None if test_groups is None else np.array(test_groups, np.int64))
+
+
+def test_held_out_groups_and_refused_sources_by_hand() -> None:
+    from types import SimpleNamespace
+
+    groups = [0, 0, 1, 2, 2, 3]  # train rows 0..5 in scan groups; validation is row 4 (group 2)
+    given = _grouped("given", [4], groups, [1, 5])
+    subject = _grouped("subject", [4], groups, [1, 5])
+    # Given split: only validation groups are held (its test groups share scans with training by design).
+    assert scenarios.held_out_groups(given).tolist() == [2]
+    # Subject split: validation and test groups.
+    assert scenarios.held_out_groups(subject).tolist() == [1, 2, 5]
+    none = scenarios.held_out_groups(_grouped("subject", [], None, None))
+    assert none.dtype == np.int64 and len(none) == 0
+    pool = SimpleNamespace(sources=np.array([0, 1, 2, 3, 4, 5]))
+    # Given: rows 3 and 4 (group 2, the validation group). Subject: also row 2 (group 1, a test group).
+    assert scenarios.refused_sources(given, pool).tolist() == [False, False, False, True, True, False]
+    assert scenarios.refused_sources(subject, pool).tolist() == [False, False, True, True, True, False]
+    # Without scan groups a validation row is still refused as a source, by itself.
+    ungrouped = _grouped("given", [1], None, None)
+    assert scenarios.refused_sources(ungrouped, pool).tolist() == [False, True, False, False, False, False]
