@@ -138,3 +138,31 @@ def test_an_empty_folder_gives_empty_cells(tmp_path: Path) -> None:
     assert c.runs.empty and list(c.runs.columns) == collect.LONG_COLUMNS and not c.errors and not c.warnings
     m = c.medians("cnn")
     assert len(m) == 12 and (m["count"] == 0).all() and m["median"].isna().all()
+
+
+def test_setting_labels_name_the_fewest_keys_that_tell_settings_apart() -> None:
+    from mriaug.analysis import collect
+
+    settings = [
+        {"data_fingerprint": "a" * 16, "data": {"source": "../shared/data/alzheimer_mri"},
+         "split": {"kind": "given", "fingerprint": "b" * 16}, "hparams": {"lr": 0.001}},
+        {"data_fingerprint": "c" * 16, "data": {"source": "../shared/data/alzheimer_mri"},
+         "split": {"kind": "subject", "fingerprint": "d" * 16}, "hparams": {"lr": 0.001}},
+        {"data_fingerprint": "c" * 16, "data": {"source": "../shared/data/alzheimer_mri"},
+         "split": {"kind": "subject", "fingerprint": "d" * 16}, "hparams": {"lr": 0.0001}},
+    ]
+    labels, differ = collect._setting_labels(settings)
+    # The split first, hyper-parameters next, content hashes last (they differ because the split does).
+    assert differ == ["split.kind", "hparams.lr", "data_fingerprint", "split.fingerprint"]
+    assert labels == ["split.kind=given, hparams.lr=0.001", "split.kind=subject, hparams.lr=0.001",
+                      "split.kind=subject, hparams.lr=0.0001"]
+    # Settings told apart only by content hashes show them cut to 8 characters; other values stay whole.
+    only_data = [{"data_fingerprint": "0123456789abcdef", "data": {"source": "../shared/data/alzheimer_mri"}},
+                 {"data_fingerprint": "fedcba9876543210", "data": {"source": "../shared/data/alzheimer_mri/"}}]
+    labels, differ = collect._setting_labels(only_data)
+    assert differ == ["data.source", "data_fingerprint"]
+    assert labels == ["data.source=../shared/data/alzheimer_mri", "data.source=../shared/data/alzheimer_mri/"]
+    hashes = [{"data_fingerprint": "0123456789abcdef"}, {"data_fingerprint": "fedcba9876543210"}]
+    assert collect._setting_labels(hashes)[0] == ["data_fingerprint=01234567", "data_fingerprint=fedcba98"]
+    assert collect._slug("split.kind=subject, hparams.lr=0.0001") == "split.kind=subject-hparams.lr=0.0001"
+    assert collect._slug("--a b--") == "a-b" and len(collect._slug("x" * 100)) == 60
