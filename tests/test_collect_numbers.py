@@ -166,3 +166,17 @@ def test_setting_labels_name_the_fewest_keys_that_tell_settings_apart() -> None:
     assert collect._setting_labels(hashes)[0] == ["data_fingerprint=01234567", "data_fingerprint=fedcba98"]
     assert collect._slug("split.kind=subject, hparams.lr=0.0001") == "split.kind=subject-hparams.lr=0.0001"
     assert collect._slug("--a b--") == "a-b" and len(collect._slug("x" * 100)) == 60
+
+
+def test_setting_key_priorities_missing_keys_and_flattening() -> None:
+    from mriaug.analysis import collect
+
+    expected = {"split.kind": 0, "data.source": 1, "split.seed": 2, "data.options.size": 3, "hparams.lr": 4,
+                "model": 5, "data_fingerprint": 6, "split.fingerprint": 6}
+    assert {k: collect._priority(k) for k in expected} == expected
+    # A key one setting lacks shows as a dash for it.
+    labels, differ = collect._setting_labels([{"a": "1"}, {"a": "1", "b": "2"}])
+    assert differ == ["b"] and labels == ["b=—", "b=2"]
+    # Values that are not strings are compared as JSON with sorted keys, so key order never splits a setting.
+    assert collect._flat({"x": [{"b": 1, "a": 2}], "y": {"z": "s"}}) == {"x": '[{"a": 2, "b": 1}]', "y.z": "s"}
+    assert collect._slug("Mild_Demented") == "Mild_Demented" and collect._slug("X-ray--") == "X-ray"
