@@ -180,3 +180,51 @@ def test_setting_key_priorities_missing_keys_and_flattening() -> None:
     # Values that are not strings are compared as JSON with sorted keys, so key order never splits a setting.
     assert collect._flat({"x": [{"b": 1, "a": 2}], "y": {"z": "s"}}) == {"x": '[{"a": 2, "b": 1}]', "y.z": "s"}
     assert collect._slug("Mild_Demented") == "Mild_Demented" and collect._slug("X-ray--") == "X-ray"
+
+
+def _result(folder: Path, run_id: str, model: str, scenario: str, seed: int, ce: float | None, *,
+            pool: str = "", status: str = "done") -> None:
+    _write(folder, run_id, model, scenario, "none", seed, 0.0, synthetic=5 if pool else 0)
+    doc = json.loads((folder / f"{run_id}.json").read_text())
+    if pool:
+        doc["data"]["pool_label"] = pool
+    if status == "diverged":
+        doc["status"], doc["diverged_at_epoch"] = status, 2
+        doc["metrics"] = dict.fromkeys(results.REQUIRED_METRICS)
+    else:
+        doc["metrics"]["test_ce"] = ce
+    (folder / f"{run_id}.json").write_text(json.dumps(doc))
+
+
+def test_rows_pools_and_diverged_runs_per_cell(tmp_path: Path) -> None:
+    _result(tmp_path, "c1", "cnn", "1", 0, 0.2)
+    _result(tmp_path, "c2", "cnn", "1", 1, None, status="diverged")
+    _result(tmp_path, "c3", "cnn", "3", 0, 0.4, pool="openai")
+    _result(tmp_path, "c4", "cnn", "3", 1, None, pool="openai", status="diverged")
+    _result(tmp_path, "c5", "cnn", "3", 2, None, pool="openai", status="diverged")
+    _result(tmp_path, "r1", "resnet18", "1", 0, 0.3)
+    _result(tmp_path, "r2", "resnet18", "2", 0, None, status="diverged")
+    c = collect.gather(tmp_path)
+    assert not c.errors and c.table_names() == ["cnn", "resnet18", "vit"]
+    # One pool in a table: its scenarios with synthetic images are one row each, labelled without the pool.
+    assert c.rows("cnn") == [("Scenario 1", "1", ""), ("Scenario 2", "2", ""), ("Scenario 3", "3", "openai"),
+                             ("Scenario 4", "4", "openai")]
+    assert c.rows("resnet18") == [("Scenario 1", "1", ""), ("Scenario 2", "2", ""), ("Scenario 3", "3", ""),
+                                  ("Scenario 4", "4", "")]
+    # Diverged runs per (scenario, pool, augmentation) of their own table only.
+    assert c.diverged("cnn") == {("1", "", "none"): 1, ("3", "openai", "none"): 2}
+    assert c.diverged("resnet18") == {("2", "", "none"): 1}
+    assert c.diverged("vit") == {}
+    assert c.table("cnn").index.name == "scenario"
+
+
+def test_cell_text_counts_diverged_and_missing_runs_apart() -> None:
+    nan = float("nan")
+    cell = {"n": 3, "n_missing": 1, "median": 0.25, "ci_low": 0.1, "ci_high": 0.4, "p_holm": 0.01}
+    assert collect._cell_text(cell, "test_ce", diverged=1) == "0.250 [0.100, 0.400] (n=3 + 1 diverged) *"
+    assert collect._cell_text({**cell, "p_holm": nan}, "test_ce") == "0.250 [0.100, 0.400] (n=3) (1 without test_ce)"
+    assert collect._cell_text({**cell, "p_holm": 0.2}, "test_ce", diverged=0) == (
+        "0.250 [0.100, 0.400] (n=3) (1 without test_ce)")
+    empty = {"n": 0, "n_missing": 2, "median": nan, "ci_low": nan, "ci_high": nan, "p_holm": nan}
+    assert collect._cell_text(empty, "accuracy", diverged=1) == "— (n=0 + 1 diverged; 1 runs without accuracy)"
+    assert collect._cell_text(empty, "accuracy", diverged=2) == "— (n=0 + 2 diverged)"
