@@ -54,7 +54,7 @@ def _scenario_order(names: set[str]) -> list[str]:
     return BASE_SCENARIOS + sorted(names - set(BASE_SCENARIOS), key=st.scenario_key)
 
 
-# Rendering (tables as text, LaTeX, the box plot, writing files) carries `# pragma: no mutate block`: its
+# Rendering (tables as text, LaTeX, captions, the box plot, files) carries `# pragma: no mutate block`: its
 # numbers come from what `make mutants` scores (medians, cells, statistics); its text is checked by
 # tests/test_collect.py and tests/test_cli.py, and mutating it only cost CPU-hours (see tests/README.md).
 @dataclass
@@ -144,7 +144,7 @@ class Collected:
         g = df.groupby(["scenario", "augmentation"])[m].agg(["median", "count"])
         return g.reindex(idx).fillna({"count": 0}).astype({"count": int})
 
-    def caption(self, name: str, metric: str = "test_ce") -> str:
+    def caption(self, name: str, metric: str = "test_ce") -> str:  # pragma: no mutate block
         info = self.tables[name]
         m = st.metric_name(metric)
         where = f" [{info.setting}]" if info.setting else ""
@@ -153,7 +153,7 @@ class Collected:
         return (f"{info.model}{where} — median {st.describe(m)} over seeds [bootstrap 95% interval] (n = seeds){pool}; "
                 f"{better} is better")
 
-    def legend(self, name: str, metric: str = "test_ce") -> str:
+    def legend(self, name: str, metric: str = "test_ce") -> str:  # pragma: no mutate block
         """What the mark means ('' for a table without comparisons)."""
         s = self.stats(metric)
         k = int(s.loc[s["table"] == name, "p_wilcoxon"].notna().sum())
@@ -396,7 +396,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
     return Collected(df, errors, warnings, tables)
 
 
-def _latex_escape(text: str) -> str:
+def _latex_escape(text: str) -> str:  # pragma: no mutate block
     return re.sub(r"([_%&#$])", r"\\\1", str(text)).replace("—", "--").replace("·", "/").replace("…", "...")
 
 
@@ -412,7 +412,7 @@ def _latex(table: pd.DataFrame, caption: str, legend: str) -> str:  # pragma: no
     return "\n".join(lines)
 
 
-def _stem(name: str, metric: str) -> str:
+def _stem(name: str, metric: str) -> str:  # pragma: no mutate block
     m = st.metric_name(metric)
     return name if m == "test_ce" else f"{name}_{m.replace(':', '-')}"
 
