@@ -226,3 +226,52 @@ def test_ece_by_hand() -> None:
     logits = np.log(probs + 1e-12)
     m = classification_metrics(logits, y)
     assert m["ece"] == pytest.approx(0.5175, abs=1e-9)
+
+
+def test_stats_table_cells_by_hand() -> None:
+    # Runs as collect gives them, without `table` or `pool` columns and with integer scenarios.
+    runs = pd.DataFrame({
+        "model": ["cnn"] * 7,
+        "augmentation": ["none"] * 7,
+        "scenario": [1, 1, 1, 2, 2, 2, 3],
+        "seed": [0, 1, 2, 0, 1, 2, 0],
+        "test_ce": [0.5, 0.7, 0.6, 0.4, 0.5, math.nan, 0.9],
+    })
+    out = st.stats_table(runs, "test_ce", n_boot=200)
+    assert list(out.columns) == [*st.COLUMNS, "table", "n_missing", "n_pairs"]
+    assert out[["table", "model", "pool", "scenario", "metric"]].values.tolist() == [
+        ["cnn", "cnn", "", "1", "test_ce"], ["cnn", "cnn", "", "2", "test_ce"], ["cnn", "cnn", "", "3", "test_ce"]]
+    assert out["n"].tolist() == [3, 2, 1] and out["n_missing"].tolist() == [0, 1, 0]
+    assert out["median"].tolist() == pytest.approx([0.6, 0.45, 0.9])
+    # Scenario 2 against 1, paired by seed (seed 2 has no value in scenario 2): 0.4 - 0.5, 0.5 - 0.7.
+    assert out["n_pairs"].tolist()[1:] == [2, 1] and pd.isna(out["n_pairs"].iloc[0])
+    assert out["diff_median"].iloc[1] == pytest.approx(-0.15)
+    # The intervals are the seeded ones of cell_stats and paired with the same seed and resamples.
+    by_hand = st.cell_stats([0.5, 0.7, 0.6], seed=0, n_boot=200)
+    assert (out["ci_low"].iloc[0], out["ci_high"].iloc[0]) == (by_hand["ci_low"], by_hand["ci_high"])
+    pr = st.paired({0: 0.5, 1: 0.7, 2: 0.6}, {0: 0.4, 1: 0.5}, higher_is_better=False, seed=0, n_boot=200)
+    assert (out["diff_ci_low"].iloc[1], out["diff_ci_high"].iloc[1]) == (pr["diff_ci_low"], pr["diff_ci_high"])
+    again = st.stats_table(runs, "test_ce", seed=0, n_boot=200)
+    pd.testing.assert_frame_equal(out, again)
+    # Runs without a pool (None from a result) are the pool "".
+    assert st.stats_table(runs.assign(pool=None), "test_ce", n_boot=50)["pool"].tolist() == ["", "", ""]
+    # A metric the runs do not have: every value missing, no error.
+    none = st.stats_table(runs, "accuracy", n_boot=50)
+    assert none["n"].tolist() == [0, 0, 0] and none["n_missing"].tolist() == [3, 3, 1]
+    # Two runs of one seed in a cell are refused, naming the cell.
+    twice = pd.concat([runs, runs.iloc[[0]]])
+    with pytest.raises(SettingError, match=r"^cnn/cnn/none//1: several runs for seed 0; a cell holds one run per "
+                                           r"seed \(collect with --grid to keep one grid's runs\)$"):
+        st.stats_table(twice, "test_ce", n_boot=50)
+
+
+def test_paired_defaults_and_edges() -> None:
+    base, other = {0: 0.5, 1: 0.7, 2: 0.6, 3: 0.2}, {0: 0.4, 1: 0.5, 2: 0.65, 3: 0.1}
+    assert st.paired(base, other, higher_is_better=False) == st.paired(base, other, higher_is_better=False, seed=0,
+                                                                      n_boot=st.DEFAULT_BOOT)
+    one = st.paired({0: 0.5}, {0: 0.25}, higher_is_better=False, n_boot=50)
+    assert one["n"] == 1 and one["diff_median"] == pytest.approx(-0.25)
+    empty = st.paired({0: 0.5}, {1: 0.25}, higher_is_better=False, n_boot=50)
+    assert empty["n"] == 0 and set(empty) == {"n", "diff_median", "diff_ci_low", "diff_ci_high", "p_wilcoxon",
+                                              "prob_improvement"}
+    assert all(math.isnan(v) for k, v in empty.items() if k != "n")
