@@ -129,11 +129,13 @@ def test_expected_calibration_error_by_hand() -> None:
 
     # One image, confidence 0.8, right: |1 - 0.8| = 0.2.
     assert ece(np.array([[0.8, 0.1, 0.05, 0.05]]), np.array([0])) == pytest.approx(0.2)
-    # Bins (0.8, 0.9] and (0.9, 1]: 0.95 right and 0.85 wrong stay apart: (0.05 + 0.85) / 2.
+    # 10 bins: (0.8, 0.9] and (0.9, 1]: 0.95 right and 0.85 wrong stay apart: (0.05 + 0.85) / 2.
     top = np.array([[0.95, 0.05, 0.0, 0.0], [0.85, 0.15, 0.0, 0.0]])
-    assert ece(top, np.array([0, 1])) == pytest.approx(0.45)
+    assert ece(top, np.array([0, 1]), bins=10) == pytest.approx(0.45)
     # Bins [0, 0.1] and (0.1, 0.2] (20 classes, so confidences this low exist): 0.15 right, 0.05 wrong.
     low = np.full((2, 20), 0.05)
     low[0] = (1 - 0.15) / 19
     low[0, 3] = 0.15
+    assert ece(low, np.array([3, 1]), bins=10) == pytest.approx((0.85 + 0.05) / 2)
+    # The default is 15 bins: 0.15 and 0.05 fall in (2/15, 3/15] and [0, 1/15].
     assert ece(low, np.array([3, 1])) == pytest.approx((0.85 + 0.05) / 2)

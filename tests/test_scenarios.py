@@ -274,3 +274,12 @@ def test_held_out_groups_and_refused_sources_by_hand() -> None:
     # Without scan groups a validation row is still refused as a source, by itself.
     ungrouped = _grouped("given", [1], None, None)
     assert scenarios.refused_sources(ungrouped, pool).tolist() == [False, True, False, False, False, False]
+
+
+def test_a_class_left_without_training_images_is_refused_when_mixing() -> None:
+    none_mild = scenarios.custom("none-mild", {"Mild_Demented": 0.0, "Moderate_Demented": 1.0, "Non_Demented": 1.0,
+                                               "Very_Mild_Demented": 1.0})
+    with pytest.raises(SettingError, match=r"^scenario none-mild, seed 3: no training images of class "
+                                           r"Mild_Demented \(real fraction 0 and synthetic fraction 0 of its 5\); "
+                                           r"raise one of them$"):
+        scenarios.mix(_dataset(), none_mild, 3, None)

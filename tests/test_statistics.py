@@ -275,3 +275,13 @@ def test_paired_defaults_and_edges() -> None:
     assert empty["n"] == 0 and set(empty) == {"n", "diff_median", "diff_ci_low", "diff_ci_high", "p_wilcoxon",
                                               "prob_improvement"}
     assert all(math.isnan(v) for k, v in empty.items() if k != "n")
+
+
+def test_scenario_order_and_cell_stats_resamples() -> None:
+    from mriaug.analysis import collect
+
+    assert sorted(["x", "10", "2", "1.5"], key=st.scenario_key) == ["1.5", "2", "10", "x"]
+    assert collect._scenario_order({"1", "10", "9", "x"}) == ["1", "2", "3", "4", "9", "10", "x"]
+    values = [0.3, 0.1, 0.7, 0.4, 0.2]
+    c = st.cell_stats(values, seed=3, n_boot=150)
+    assert (c["ci_low"], c["ci_high"]) == st.bootstrap_median_ci(values, seed=3, n_boot=150)
