@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -228,3 +229,44 @@ def test_cell_text_counts_diverged_and_missing_runs_apart() -> None:
     empty = {"n": 0, "n_missing": 2, "median": nan, "ci_low": nan, "ci_high": nan, "p_holm": nan}
     assert collect._cell_text(empty, "accuracy", diverged=1) == "— (n=0 + 1 diverged; 1 runs without accuracy)"
     assert collect._cell_text(empty, "accuracy", diverged=2) == "— (n=0 + 2 diverged)"
+
+
+def _edit(folder: Path, run_id: str, change: Callable[[dict], None]) -> None:
+    doc = json.loads((folder / f"{run_id}.json").read_text())
+    change(doc)
+    (folder / f"{run_id}.json").write_text(json.dumps(doc))
+
+
+def test_old_results_settings_pool_names_and_table_names(tmp_path: Path) -> None:
+    # A result without a split record is on the given split, in the same table as one that says so.
+    _result(tmp_path, "g1", "cnn", "1", 0, 0.2)
+    _result(tmp_path, "g2", "cnn", "1", 1, 0.3)
+    _edit(tmp_path, "g2", lambda d: d["data"].update(split={"kind": "given"}))
+    # Pools named the ways older results name them: pool_name, the spec's pool table, the folder.
+    _result(tmp_path, "p1", "cnn", "3", 0, 0.4)
+    _edit(tmp_path, "p1", lambda d: d["data"].update(pool_name="named"))
+    _result(tmp_path, "p2", "cnn", "3", 1, 0.4)
+    _edit(tmp_path, "p2", lambda d: d["spec"].update(pool={"name": "fromspec"}))
+    _result(tmp_path, "p3", "cnn", "3", 2, 0.4)
+    _edit(tmp_path, "p3", lambda d: d["data"].update(pool_path="/pools/folder"))
+    c = collect.gather(tmp_path)
+    assert not c.errors and not c.warnings and c.table_names() == ["cnn", "resnet18", "vit"]
+    runs = c.runs.set_index("run_id")
+    assert runs.loc["g1", "split"] == runs.loc["g2", "split"] == "given"
+    assert runs.loc[["p1", "p2", "p3"], "pool"].tolist() == ["named", "fromspec", "folder"]
+    assert set(runs["status"]) == {"done"} and c.tables["cnn"].name == "cnn"
+
+    # Runs of other data (another content fingerprint) go to a table of their own; two settings whose labels
+    # make the same table name get distinct names.
+    other = tmp_path / "other"
+    for i, source in enumerate(("x y", "x-y")):
+        _result(other, f"s{i}", "cnn", "1", 0, 0.2)
+        _edit(other, f"s{i}", lambda d, s=source: d["spec"].update(data={"source": s}))
+    _result(other, "f1", "cnn", "1", 1, 0.2)
+    _edit(other, "f1", lambda d: d["data"].update(fingerprint="e" * 16))
+    c = collect.gather(other)
+    names = [n for n in c.table_names() if n.startswith("cnn")]
+    assert len(names) == 3 and all(c.tables[n].name == n for n in names)
+    assert {"cnn_data.source=x-y", "cnn_data.source=x-y+"} <= set(names)
+    assert c.warnings and c.warnings[0].startswith("cnn: runs of 3 settings (they differ in data.source, "
+                                                   "data_fingerprint) are kept apart, in tables cnn_")
