@@ -1,8 +1,8 @@
 """The mutation score of `make mutants`, from `mutmut results --all true`: per module, killed / all mutants,
-with the survivors listed. Exit 1 when the score of the number-computing code is under the goal (90%).
+with the survivors listed. Exit 1 when the score is under the goal (90%).
 
-The text rendering and plotting of `analysis/collect.py` (tables as text, LaTeX, the box plot, writing
-files) are counted apart: their numbers come from `Collected.medians`, which is scored; see tests/README.md.
+The text rendering of `analysis/collect.py` is not mutated (`# pragma: no mutate block`, see tests/README.md);
+should a rendering function lose its pragma, its mutants are still counted apart here, not in the score.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 
 GOAL = 0.90
-RENDERING = {"mriaug.analysis.collect": {"_thesis_shape", "table", "versus_thesis", "figure", "_latex", "write",
-                                         "render", "collect"}}
+RENDERING = {"mriaug.analysis.collect": {"table", "versus_thesis", "figure", "caption", "legend", "_latex",
+                                         "_latex_escape", "_stem", "write", "render", "collect"}}
 KILLED = {"killed", "timeout", "caught by type check"}
 NAME = re.compile(r"^(?P<module>[\w.]+?)\.x(?:_|ǁ\w+ǁ)(?P<function>\w+?)__mutmut_\d+$")
 

@@ -460,7 +460,8 @@ def render(c: Collected, versus_thesis: bool = False, metric: str = "test_ce") -
     return "\n".join(parts)
 
 
-def collect(  # pragma: no mutate block
+# pragma: no mutate start
+def collect(
         results_dir: str | Path, out: str | Path, *, versus_thesis: bool = False, run_ids: set[str] | None = None,
         metric: str = "test_ce", echo: Callable[[str], None] = print, warn: Callable[[str], None] = print
 ) -> Collected:
@@ -479,3 +480,4 @@ def collect(  # pragma: no mutate block
     written = write(c, out, m)
     echo(f"{len(c.runs)} runs; tables written to {out} ({len(written)} files, stats.csv among them)")
     return c
+# pragma: no mutate end
