@@ -2,7 +2,8 @@
 
 The S networks are stacked with `torch.func.stack_module_state` and run as one with `vmap` over
 `functional_call` (`randomness="different"`): one kernel launch per layer for all seeds, which is what makes
-many-seed studies cheap on a GPU (and still pays on a CPU, where the basic CNN's steps are small).
+many-seed studies cheap on a GPU (8 seeds at 2.8-4.1x one run's images/s on an H200); on a CPU, where vmap's
+grouped convolutions are slow, a pack is slower than separate runs (benchmarks/README.md).
 
 Each seed is the run it would be on its own, in distribution and, as far as the draws go, exactly:
 - initialisation: the network is built right after `torch.manual_seed(seed)`, as `train.execute` does;
@@ -13,7 +14,7 @@ Each seed is the run it would be on its own, in distribution and, as far as the 
 - Adam is elementwise, so one Adam over the stacked parameters is S independent Adams.
 Only the arithmetic differs (grouped convolutions, another summation order), so the metrics are not bit
 for bit those of separate runs. Each seed's result is written under its own run id (the id of the separate
-run) with `"packed"` saying how it was trained. The pack checkpoints every epoch and resumes like a run.
+run) with `"packed"` saying how it was trained. The pack checkpoints (paced like a run's) and resumes like a run.
 """
 
 from __future__ import annotations
