@@ -285,3 +285,68 @@ def test_scenario_order_and_cell_stats_resamples() -> None:
     values = [0.3, 0.1, 0.7, 0.4, 0.2]
     c = st.cell_stats(values, seed=3, n_boot=150)
     assert (c["ci_low"], c["ci_high"]) == st.bootstrap_median_ci(values, seed=3, n_boot=150)
+
+
+def test_intervals_use_the_seed_and_resamples_they_are_given() -> None:
+    # Nine distinct values and few resamples: the interval depends on the draws, so a lost seed shows.
+    base = {s: v for s, v in enumerate([0.61, 0.52, 0.73, 0.94, 0.35, 0.66, 0.57, 0.88, 0.49])}
+    other = {s: v - 0.05 * (s % 4) for s, v in base.items()}
+    values = list(base.values())
+    c = st.cell_stats(values, seed=5, n_boot=20)
+    assert (c["ci_low"], c["ci_high"]) == st.bootstrap_median_ci(values, seed=5, n_boot=20)
+    assert (c["ci_low"], c["ci_high"]) != st.bootstrap_median_ci(values, seed=6, n_boot=20)
+    assert st.cell_stats(values, n_boot=20) == st.cell_stats(values, seed=0, n_boot=20)
+    p = st.paired(base, other, higher_is_better=False, seed=5, n_boot=20)
+    assert p != st.paired(base, other, higher_is_better=False, seed=6, n_boot=20)
+    assert st.paired(base, other, higher_is_better=False, n_boot=20) == st.paired(base, other, higher_is_better=False,
+                                                                                  seed=0, n_boot=20)
+    runs = pd.DataFrame([{"model": "cnn", "augmentation": "none", "scenario": scen, "seed": s,
+                          "test_ce": (base if scen == "1" else other)[s]} for scen in ("1", "2") for s in base])
+    out = st.stats_table(runs, "test_ce", seed=5, n_boot=20)
+    assert (out["ci_low"].iloc[0], out["ci_high"].iloc[0]) == (c["ci_low"], c["ci_high"])
+    assert (out["diff_ci_low"].iloc[1], out["diff_ci_high"].iloc[1]) == (p["diff_ci_low"], p["diff_ci_high"])
+    with pytest.raises(SettingError, match=r"^n_boot must be at least 1, got 0$"):
+        st.bootstrap_median_ci(values, n_boot=0)
+    assert st.bootstrap_median_ci([0.3, 0.5], n_boot=1)[0] in (0.3, 0.4, 0.5)
+
+
+def test_stats_table_order_pools_and_pairs() -> None:
+    rows = []
+    for model in ("resnet18", "cnn"):
+        for aug in ("zzz", "hflip", "none"):
+            for scen, pool in (("10", ""), ("2", ""), ("1", ""), ("1", "b"), ("3", "b"), ("3", "a")):
+                for s in range(3):
+                    rows.append({"model": model, "augmentation": aug, "scenario": scen, "pool": pool, "seed": s,
+                                 "test_ce": 0.1 * s + 0.01 * len(rows)})
+    rows.append({"model": "cnn", "augmentation": "none", "scenario": "2", "pool": "", "seed": 7, "test_ce": 0.5})
+    out = st.stats_table(pd.DataFrame(rows), "test_ce", n_boot=20)
+    # By table, then augmentation in the registry's order (unknown ones last), scenario number, pool.
+    order = list(zip(out["table"], out["augmentation"], out["scenario"], out["pool"], strict=True))
+    cells = [("1", ""), ("1", "b"), ("2", ""), ("3", "a"), ("3", "b"), ("10", "")]
+    assert order == [(t, a, s, p) for t in ("cnn", "resnet18") for a in ("none", "hflip", "zzz") for s, p in cells]
+    cnn_none = out[(out["table"] == "cnn") & (out["augmentation"] == "none")].set_index(["scenario", "pool"])
+    # Scenario 2 has a seed scenario 1 lacks: 4 runs, 3 pairs. Pool b's scenario 3 pairs with pool b's
+    # scenario 1; pool a has no scenario 1 of its own and pairs with the runs without a pool.
+    assert cnn_none.loc[("2", ""), "n"] == 4 and cnn_none.loc[("2", ""), "n_pairs"] == 3
+    first = {r["seed"]: r["test_ce"] for r in rows if (r["model"], r["augmentation"], r["scenario"], r["pool"])
+             == ("cnn", "none", "1", "b")}
+    third = {r["seed"]: r["test_ce"] for r in rows if (r["model"], r["augmentation"], r["scenario"], r["pool"])
+             == ("cnn", "none", "3", "b")}
+    expected = st.paired(first, third, higher_is_better=False, n_boot=20)
+    assert cnn_none.loc[("3", "b"), "diff_median"] == pytest.approx(expected["diff_median"])
+    plain = {r["seed"]: r["test_ce"] for r in rows if (r["model"], r["augmentation"], r["scenario"], r["pool"])
+             == ("cnn", "none", "1", "")}
+    third_a = {r["seed"]: r["test_ce"] for r in rows if (r["model"], r["augmentation"], r["scenario"], r["pool"])
+               == ("cnn", "none", "3", "a")}
+    assert cnn_none.loc[("3", "a"), "diff_median"] == pytest.approx(
+        st.paired(plain, third_a, higher_is_better=False, n_boot=20)["diff_median"])
+
+
+def test_metric_name_messages() -> None:
+    with pytest.raises(SettingError, match=r"^--metric 'recall:': name the class, e.g. recall:Moderate_Demented$"):
+        st.metric_name("recall:")
+    with pytest.raises(SettingError, match=r"^--metric 'bogus': unknown metric; known: test_ce, accuracy, "):
+        st.metric_name("bogus")
+    with pytest.raises(SettingError, match=r"recall:CLASS \(CLASS one of Mild_Demented, Moderate_Demented, "
+                                           r"Non_Demented, Very_Mild_Demented\)$"):
+        st.metric_name("bogus")
