@@ -205,13 +205,14 @@ def test_rows_pools_and_diverged_runs_per_cell(tmp_path: Path) -> None:
     _result(tmp_path, "c5", "cnn", "3", 2, None, pool="openai", status="diverged")
     _result(tmp_path, "r1", "resnet18", "1", 0, 0.3)
     _result(tmp_path, "r2", "resnet18", "2", 0, None, status="diverged")
+    _result(tmp_path, "r3", "resnet18", "7", 0, 0.5)  # a scenario only resnet18's table has
     c = collect.gather(tmp_path)
     assert not c.errors and c.table_names() == ["cnn", "resnet18", "vit"]
     # One pool in a table: its scenarios with synthetic images are one row each, labelled without the pool.
     assert c.rows("cnn") == [("Scenario 1", "1", ""), ("Scenario 2", "2", ""), ("Scenario 3", "3", "openai"),
                              ("Scenario 4", "4", "openai")]
     assert c.rows("resnet18") == [("Scenario 1", "1", ""), ("Scenario 2", "2", ""), ("Scenario 3", "3", ""),
-                                  ("Scenario 4", "4", "")]
+                                  ("Scenario 4", "4", ""), ("Scenario 7", "7", "")]
     # Diverged runs per (scenario, pool, augmentation) of their own table only.
     assert c.diverged("cnn") == {("1", "", "none"): 1, ("3", "openai", "none"): 2}
     assert c.diverged("resnet18") == {("2", "", "none"): 1}
@@ -226,6 +227,8 @@ def test_cell_text_counts_diverged_and_missing_runs_apart() -> None:
     assert collect._cell_text({**cell, "p_holm": nan}, "test_ce") == "0.250 [0.100, 0.400] (n=3) (1 without test_ce)"
     assert collect._cell_text({**cell, "p_holm": 0.2}, "test_ce", diverged=0) == (
         "0.250 [0.100, 0.400] (n=3) (1 without test_ce)")
+    # Marked below 0.05 only: 0.05 itself is not significant.
+    assert collect._cell_text({**cell, "n_missing": 0, "p_holm": 0.05}, "test_ce") == "0.250 [0.100, 0.400] (n=3)"
     empty = {"n": 0, "n_missing": 2, "median": nan, "ci_low": nan, "ci_high": nan, "p_holm": nan}
     assert collect._cell_text(empty, "accuracy", diverged=1) == "— (n=0 + 1 diverged; 1 runs without accuracy)"
     assert collect._cell_text(empty, "accuracy", diverged=2) == "— (n=0 + 2 diverged)"
