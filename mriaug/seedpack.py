@@ -207,16 +207,9 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
                                  "seconds": time.perf_counter() - t0})
         log(f"[{pid}] epoch {epoch + 1}/{epochs} train_loss median {float(np.median(train_loss)):.4f} "
             f"({time.perf_counter() - t0:.1f}s)")
-        stopping = stop_after is not None and epoch + 1 >= stop_after
-        if epoch + 1 < epochs and (stopping or pacer.due()):
-            t_save = time.perf_counter()
-            with atomic.atomic_path(ckpt_path) as tmp:
-                torch.save({"epoch": epoch + 1, "params": {k: v.detach() for k, v in params.items()},
-                            "optimizer": opt.state_dict(), "histories": histories,
-                            "threads": torch.get_num_threads(), "device": dev.type, **identity}, tmp)
-            pacer.saved(t_save)
-        if stopping and epoch + 1 < epochs:
-            raise train.Interrupted(f"stopped after epoch {epoch + 1} as asked")
+        train.checkpoint_epoch(ckpt_path, pacer, epoch + 1, epochs, stop_after, {
+            "epoch": epoch + 1, "params": {k: v.detach() for k, v in params.items()}, "optimizer": opt.state_dict(),
+            "histories": histories, "threads": torch.get_num_threads(), "device": dev.type, **identity})
     del y_test
     logits_test = _predict(fwd_test, params, buffers, x_test, norm, use_bf16)
     metrics = [classification_metrics(lg, ds.test_y) for lg in logits_test]

@@ -90,6 +90,23 @@ def load_checkpoint(path: Path, dev: torch.device, expect: dict[str, Any], log: 
     return dict(ckpt)
 
 
+def checkpoint_epoch(path: Path, pacer: speed.CheckpointPacer, done: int, epochs: int, stop_after: int | None,
+                     state: dict[str, Any]) -> None:
+    """After epoch `done` of `epochs`: save the resume checkpoint `state` (state dicts hold references, so
+    building it costs nothing) atomically when the pacer says it is due or the run is to stop here
+    (`stop_after`, which then raises `Interrupted`)."""
+    if done >= epochs:
+        return
+    stopping = stop_after is not None and done >= stop_after
+    if stopping or pacer.due():
+        started = time.perf_counter()
+        with atomic.atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        pacer.saved(started)
+    if stopping:
+        raise Interrupted(f"stopped after epoch {done} as asked")
+
+
 def epoch_batches(n: int, batch_size: int, epochs: int, budget: str, n_scenario1: int) -> list[int]:
     """Optimizer steps per epoch. "epochs": every epoch a full pass over the run's n images (the thesis).
     "steps": the steps scenario 1 takes in `epochs` full passes over its n_scenario1 images, spent in passes
@@ -271,16 +288,10 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
         history.append(entry)
         log(f"[{run_id}] epoch {epoch + 1}/{epochs} train_loss={entry['train_loss']:.4f}{shown} "
             f"({entry['seconds']:.1f}s)")
-        stopping = stop_after is not None and epoch + 1 >= stop_after
-        if epoch + 1 < epochs and (stopping or pacer.due()):
-            t_save = time.perf_counter()
-            with atomic.atomic_path(ckpt_path) as tmp:
-                torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "history": history, "threads": torch.get_num_threads(), "device": dev.type,
-                            "hparams": hp.to_dict(), "best": best, **identity}, tmp)
-            pacer.saved(t_save)
-        if stopping and epoch + 1 < epochs:
-            raise Interrupted(f"stopped after epoch {epoch + 1} as asked")
+        checkpoint_epoch(ckpt_path, pacer, epoch + 1, epochs, stop_after, {
+            "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
+            "threads": torch.get_num_threads(), "device": dev.type, "hparams": hp.to_dict(), "best": best,
+            **identity})
 
     selected = epochs
     if spec.select == "best_val" and best is not None:

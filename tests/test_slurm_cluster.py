@@ -201,9 +201,12 @@ def test_packed_tasks_give_every_result_and_resume_skipping_finished_runs(tmp_pa
     checkpoint and trains the third; all 6 results arrive."""
     res = tmp_path / "results"
     grid = write_grid(tmp_path / "packed.toml", res, scenarios=["1", "2"], augmentations=["hflip"], seeds=3,
-                      epochs=40, n_train=600, size=32)
+                      epochs=120, n_train=600, size=32)  # a run outlasts the 7-s grace srun gives a requeued step
     profile = tmp_path / "packed-local.toml"
-    profile.write_text((ROOT / "slurm" / "local.toml").read_text() + "\n[resources.cnn]\nruns_per_task = 3\n")
+    # A checkpoint every epoch (MRIAUG_CHECKPOINT=epoch): with the default pacing the tiny second run can finish
+    # between its first checkpoint and the requeue taking effect, and there is nothing left to resume.
+    profile.write_text((ROOT / "slurm" / "local.toml").read_text() + "\n[resources.cnn]\nruns_per_task = 3\n"
+                       '\n[env]\nMRIAUG_CHECKPOINT = "epoch"\n')
     dry = runner.invoke(app, ["submit", str(grid), "--profile", str(profile), "--dry-run"])
     assert "cnn: 6 runs in 2 tasks (runs_per_task = 3)" in dry.output, dry.output
     output = _submit(grid, profile)
@@ -228,7 +231,7 @@ def test_packed_tasks_give_every_result_and_resume_skipping_finished_runs(tmp_pa
     log = Path(task0["stderr"]).read_text()
     assert "attempt 2" in log, log
     assert f"[{first.run_id}] {first.label}: already done, skipped" in log.split("attempt 2")[1], log
-    assert re.search(rf"\[{second.run_id}\] {re.escape(second.label)}: resumed from checkpoint at epoch \d+/40", log)
+    assert re.search(rf"\[{second.run_id}\] {re.escape(second.label)}: resumed from checkpoint at epoch \d+/120", log)
     assert results.path_for(res, first.run_id).read_bytes() == first_bytes  # not trained again
     assert results.read(results.path_for(res, second.run_id))["timings"]["resumed_from_epoch"] >= 1
     assert not list(res.glob(".slurm/failed/*.json"))
