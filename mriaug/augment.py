@@ -445,6 +445,12 @@ LABELS = {"none": "No Augmentation", "hflip": "Random Horizontal Augment", "auto
 AHEAD_PIXELS = 1 << 27
 
 
+def runs_ahead(device: torch.device, name: str) -> bool:
+    """Whether a run augments its epoch ahead of the steps (`ahead`): on a GPU, where a few large calls replace
+    a few hundred small launches per step; on the CPU per batch is as fast and needs no epoch-sized copy."""
+    return device.type == "cuda" and name != "none"
+
+
 def ahead(aug: Augment, x: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """`aug` on the images `x[rows]` (their keys `keys`, one per row), in as few calls as `AHEAD_PIXELS`
     allows. An image's result depends only on its pixels and its key, so this gives exactly what one call per

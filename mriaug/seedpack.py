@@ -147,7 +147,7 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
     opt = torch.optim.Adam(list(params.values()), lr=hp.lr, weight_decay=hp.weight_decay)
     use_bf16 = hp.precision == "bf16"
     aug = augment.get(s0.augmentation)
-    aug_ahead = dev.type == "cuda" and s0.augmentation != "none"
+    aug_ahead = augment.runs_ahead(dev, s0.augmentation)
     pacer = speed.CheckpointPacer(fast.checkpoint)
 
     pid = pack_id(specs)

@@ -223,7 +223,7 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
     opt, opt_name = make_optimizer(model, hp.lr, hp.weight_decay)
     use_bf16 = hp.precision == "bf16"
     aug = augment.get(spec.augmentation)
-    aug_ahead = dev.type == "cuda" and spec.augmentation != "none"
+    aug_ahead = augment.runs_ahead(dev, spec.augmentation)
     pacer = speed.CheckpointPacer(fast.checkpoint)
 
     n, bs = len(y_train), hp.batch_size
