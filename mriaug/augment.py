@@ -286,6 +286,14 @@ def _sharpen(flat: torch.Tensor, h: int, w: int, factor: float) -> torch.Tensor:
     return img.clamp_(0, 255).to(torch.uint8).view(-1, h * w)
 
 
+@functools.lru_cache(maxsize=512)
+def _row_offsets(rows: int, stride: int, device: torch.device) -> torch.Tensor:
+    """(rows, 1) int32: row r's offset r * stride, for addressing rows laid end to end (built once per size)."""
+    import torch
+
+    return (torch.arange(rows, dtype=torch.int32, device=device) * stride).view(-1, 1)
+
+
 def _geometry(flat: torch.Tensor, g: torch.Tensor, k: _Kernels, out: torch.Tensor | None = None) -> torch.Tensor:
     """Each row's pixels from the source positions of its map `g`; position n (past the row) reads zero.
     `out`: a contiguous (rows, n) tensor to write into (may be `flat` itself: the source is copied first)."""
@@ -293,48 +301,63 @@ def _geometry(flat: torch.Tensor, g: torch.Tensor, k: _Kernels, out: torch.Tenso
 
     rows, n = flat.shape
     padded = torch.cat([flat, flat.new_zeros(rows, 1)], 1).view(-1)
-    where = k.geo[g] + (torch.arange(rows, dtype=torch.int32, device=flat.device) * (n + 1)).view(-1, 1)
+    where = k.geo[g] + _row_offsets(rows, n + 1, flat.device)
     if out is not None:
         return torch.index_select(padded, 0, where.view(-1), out=out.view(-1)).view(rows, n)
     return padded.index_select(0, where.view(-1)).view(rows, n)
 
 
 def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, contrast: bool = True,
-                  fixed_only: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+                  fixed_only: bool = False, out: torch.Tensor | None = None, then: torch.Tensor | None = None
+                  ) -> torch.Tensor:
     """The pixel-value operations of variants `v` on rows `flat`: one 256-entry table per row. `fixed_only`:
     every variant's table is fixed (no histogram needed); `out`: a contiguous (rows, n) tensor to write into
-    (may be `flat` itself)."""
+    (may be `flat` itself). `then`: a second table operation per row, applied after `v` in the same pass (a table
+    of a table is a table; the histogram after the first comes from the one before it, so this is exact)."""
     import torch
 
     rows, n = flat.shape
     # Row r's pixel value p as the position r * 256 + p of the tables laid end to end (int32: half the
     # memory traffic of int64 indices, which is what these passes cost; uint8 + int32 is int32 in one pass).
-    code = torch.add(flat, (torch.arange(rows, dtype=torch.int32, device=flat.device) * 256).view(-1, 1))
-
-    def apply(lut: torch.Tensor) -> torch.Tensor:
-        if out is not None:
-            return torch.index_select(lut.view(-1), 0, code.view(-1), out=out.view(-1)).view(rows, n)
-        return lut.view(-1).index_select(0, code.view(-1)).view(rows, n)
-
-    if fixed_only:
-        return apply(k.static_lut[v])
-    if _dense(flat.device):  # bincount would read its input's maximum back to the host
-        hist = torch.zeros(rows * 256, dtype=torch.long, device=flat.device)
-        hist.scatter_add_(0, code.view(-1).long(), hist.new_ones(1).expand(code.numel()))
+    code = torch.add(flat, _row_offsets(rows, 256, flat.device))
+    if fixed_only and then is None:
+        lut = k.static_lut[v]
     else:
-        hist = torch.bincount(code.view(-1), minlength=rows * 256)
-    hist = hist.view(rows, 256)
+        if _dense(flat.device):  # bincount would read its input's maximum back to the host
+            hist = torch.zeros(rows * 256, dtype=torch.long, device=flat.device)
+            hist.scatter_add_(0, code.view(-1).long(), hist.new_ones(1).expand(code.numel()))
+        else:
+            hist = torch.bincount(code.view(-1), minlength=rows * 256)
+        hist = hist.view(rows, 256)
+        lut = _tables(hist, v, k, n, contrast)
+        if then is not None:
+            first = lut.long()
+            # Pixels of value p become lut[p]: the histogram of the result, without reading the pixels again.
+            hist = torch.zeros_like(hist).scatter_add_(1, first, hist)
+            lut = _tables(hist, then, k, n, contrast=True).gather(1, first)
+    if out is not None:
+        return torch.index_select(lut.view(-1), 0, code.view(-1), out=out.view(-1)).view(rows, n)
+    return lut.view(-1).index_select(0, code.view(-1)).view(rows, n)
+
+
+def _tables(hist: torch.Tensor, v: torch.Tensor, k: _Kernels, n: int, contrast: bool) -> torch.Tensor:
+    """The (rows, 256) uint8 table of each row's variant `v`, from the rows' histograms `hist` of `n` pixels.
+    `contrast`: whether a variant may be a Contrast (the mask path builds only the candidates that may occur)."""
+    import torch
+
+    rows = len(hist)
     cand = k.candidate[v]
-    # On the CPU only the tables some row takes are built (reading which costs nothing there); on a GPU all.
-    needed = set(cand.unique().tolist()) if not _dense(flat.device) else None
-    if needed is not None and len(needed) == 1:  # one table kind for every row: no stacking and picking
-        (only,) = needed
-        return apply(_candidate(only, hist, n, v, k))
-    n_cand = 3 + (len(k.contrast) if contrast else 0)  # 3, 4, ...: only where the stage has a Contrast
-    candidates = [_candidate(c, hist, n, v, k) if needed is None or c in needed else k.static_lut[v]
-                  for c in range(n_cand)]
-    lut = torch.stack(candidates, 1)[torch.arange(rows, device=flat.device), cand]
-    return apply(lut)
+    if not _dense(hist.device):
+        # The CPU builds only the tables some row takes (reading which costs nothing there).
+        present = torch.bincount(cand).tolist()
+        needed = [c for c, m in enumerate(present) if m]
+        if len(needed) == 1:  # one kind of table for every row: no stacking and picking
+            return _candidate(needed[0], hist, n, v, k)
+        candidates = [_candidate(c, hist, n, v, k) if m else k.static_lut[v] for c, m in enumerate(present)]
+    else:
+        n_cand = 3 + (len(k.contrast) if contrast else 0)  # 3, 4, ...: only where the stage has a Contrast
+        candidates = [_candidate(c, hist, n, v, k) for c in range(n_cand)]
+    return torch.stack(candidates, 1)[torch.arange(rows, device=hist.device), cand]
 
 
 def _candidate(c: int, hist: torch.Tensor, n: int, v: torch.Tensor, k: _Kernels) -> torch.Tensor:
@@ -369,34 +392,43 @@ def _stages_sorted(flat: torch.Tensor, stages: tuple[torch.Tensor, ...], k: _Ker
     """The stages (variants per row, in order) on the CPU: before each stage the rows are sorted by the kind
     of work their variant needs (one gather), each kind works on its contiguous block of rows in place, and
     the rows are put back once at the end (one more gather). Picking and writing back rows per operation
-    cost more than the operations themselves here."""
+    cost more than the operations themselves here. A row whose table operation is followed by another in the
+    next stage gets both in one pass over its pixels (kind `k.kinds`), and nothing in that next stage."""
     import torch
 
     rows = flat.shape[0]
+    composed = k.kinds
+    kinds = [k.kind[v] for v in stages]
+    for s in range(len(stages) - 1):
+        both = (kinds[s] == 2) | (kinds[s] == 3)
+        both &= (kinds[s + 1] == 2) | (kinds[s + 1] == 3)
+        kinds[s] = torch.where(both, composed, kinds[s])
+        kinds[s + 1] = torch.where(both, 0, kinds[s + 1])
     where = torch.arange(rows)  # the input row each row of `out` holds
     out = flat
-    for v in stages:
-        kind = k.kind[v[where]]
+    for s, v in enumerate(stages):
+        kind = kinds[s][where]
         order = torch.argsort(kind, stable=True)
-        sizes = torch.bincount(kind, minlength=k.kinds).tolist()  # on the CPU: no device to wait for
+        sizes = torch.bincount(kind, minlength=composed + 1).tolist()  # on the CPU: no device to wait for
         out = out.index_select(0, order)  # a new tensor: the input is never written
         where = where[order]
-        vs = v[where]
         start = sizes[0]  # kind 0 rows stay as they are
-        for kd in range(1, k.kinds):
+        for kd in range(1, composed + 1):
             end = start + sizes[kd]
             if end > start:
-                block, vb = out[start:end], vs[start:end]
+                block, vb = out[start:end], v[where[start:end]]
                 if kd == 1:
                     _geometry(block, k.geo_index[vb], k, out=block)
                 elif kd in (2, 3):
-                    _pixel_tables(block, vb, k, contrast=kd == 3, fixed_only=kd == 2, out=block)
+                    _pixel_tables(block, vb, k, fixed_only=kd == 2, out=block)
+                elif kd == composed:
+                    _pixel_tables(block, vb, k, out=block, then=stages[s + 1][where[start:end]])
                 else:
                     block.copy_(_sharpen(block, k.h, k.w, k.sharpness[kd - 4][1]))
             start = end
     back = torch.empty_like(where)
     back[where] = torch.arange(rows)
-    return out.index_select(0, back)
+    return out.index_select(0, back)  # index_select: index_copy_ copies rows one element at a time on the CPU
 
 
 @functools.cache
@@ -467,7 +499,7 @@ def ahead(aug: Augment, x: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor)
 def clear_caches() -> None:
     """Forget the policy table and the per-size constants (tests rebuild them, so that what builds them is
     exercised by every test, e.g. under mutation testing, where the cache would outlive a changed builder)."""
-    for f in (table, _policy_tensors, _kernels, _possible):
+    for f in (table, _policy_tensors, _kernels, _possible, _row_offsets):
         f.cache_clear()
 
 
