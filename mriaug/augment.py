@@ -190,6 +190,7 @@ class _Kernels:
                 geo_index.append(0)
         ops = [v.op for v in t.variants]
         self.static_lut = torch.stack(luts).to(torch.uint8)  # (V, 256)
+        self.static_index = self.static_lut.long()  # the same tables as gather indices
         self.geo = torch.stack(geo_rows).to(torch.int32)  # (G + 1, H*W); row 0 keeps every pixel
         self.geo_index = torch.tensor(geo_index, device=device)
         self.is_geo = torch.tensor([o in GEOMETRIC for o in ops], device=device)
@@ -213,6 +214,25 @@ class _Kernels:
                 (3 if c else 2) if o in PIXEL_OPS else 0 for i, (o, c) in enumerate(zip(ops, cand, strict=True))]
         self.kind = torch.tensor(kind, device=device)
         self.kinds = 4 + len(self.sharpness)
+        self.device = device
+        self._scratch: dict[tuple[int, str], torch.Tensor] = {}
+
+    def scratch(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A transient buffer of the CPU path, kept between calls (per thread): allocating these megabytes
+        anew each call made the allocator hand them back to the system and fault them in again, a tenth of
+        the augmentation's time. Where the mask path runs (a GPU), a fresh tensor from its caching allocator."""
+        import threading
+
+        import torch
+
+        if _dense(self.device):
+            return torch.empty(shape, dtype=dtype, device=self.device)
+        numel = math.prod(shape)
+        key = (threading.get_ident(), name)
+        buf = self._scratch.get(key)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
+            buf = self._scratch[key] = torch.empty(numel, dtype=dtype, device=self.device)
+        return buf[:numel].view(shape)
 
 
 @functools.cache
@@ -300,28 +320,35 @@ def _geometry(flat: torch.Tensor, g: torch.Tensor, k: _Kernels, out: torch.Tenso
     import torch
 
     rows, n = flat.shape
-    padded = torch.cat([flat, flat.new_zeros(rows, 1)], 1).view(-1)
-    where = k.geo[g] + _row_offsets(rows, n + 1, flat.device)
+    padded = k.scratch("padded", (rows, n + 1), torch.uint8)
+    padded[:, :n] = flat
+    padded[:, n] = 0
+    padded = padded.view(-1)
+    where = torch.index_select(k.geo, 0, g, out=k.scratch("where", (rows, n), torch.int32))
+    where += _row_offsets(rows, n + 1, flat.device)
     if out is not None:
         return torch.index_select(padded, 0, where.view(-1), out=out.view(-1)).view(rows, n)
     return padded.index_select(0, where.view(-1)).view(rows, n)
 
 
 def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, contrast: bool = True,
-                  fixed_only: bool = False, out: torch.Tensor | None = None, then: torch.Tensor | None = None
+                  fixed_only: bool = False, out: torch.Tensor | None = None, first: torch.Tensor | None = None
                   ) -> torch.Tensor:
     """The pixel-value operations of variants `v` on rows `flat`: one 256-entry table per row. `fixed_only`:
-    every variant's table is fixed (no histogram needed); `out`: a contiguous (rows, n) tensor to write into
-    (may be `flat` itself). `then`: a second table operation per row, applied after `v` in the same pass (a table
-    of a table is a table; the histogram after the first comes from the one before it, so this is exact)."""
+    every table is fixed (no histogram needed); `out`: a contiguous (rows, n) tensor to write into (may be
+    `flat` itself). `first`: a table operation per row (variant 0: none) to apply before `v` in the same pass
+    over the pixels: a table of a table is a table, and the histogram after the first operation follows from
+    the one before it, so this is exact."""
     import torch
 
     rows, n = flat.shape
     # Row r's pixel value p as the position r * 256 + p of the tables laid end to end (int32: half the
     # memory traffic of int64 indices, which is what these passes cost; uint8 + int32 is int32 in one pass).
-    code = torch.add(flat, _row_offsets(rows, 256, flat.device))
-    if fixed_only and then is None:
+    code = torch.add(flat, _row_offsets(rows, 256, flat.device), out=k.scratch("code", (rows, n), torch.int32))
+    if fixed_only:
         lut = k.static_lut[v]
+        if first is not None:
+            lut = lut.gather(1, k.static_index[first])
     else:
         if _dense(flat.device):  # bincount would read its input's maximum back to the host
             hist = torch.zeros(rows * 256, dtype=torch.long, device=flat.device)
@@ -329,12 +356,13 @@ def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, contrast: bo
         else:
             hist = torch.bincount(code.view(-1), minlength=rows * 256)
         hist = hist.view(rows, 256)
-        lut = _tables(hist, v, k, n, contrast)
-        if then is not None:
-            first = lut.long()
-            # Pixels of value p become lut[p]: the histogram of the result, without reading the pixels again.
-            hist = torch.zeros_like(hist).scatter_add_(1, first, hist)
-            lut = _tables(hist, then, k, n, contrast=True).gather(1, first)
+        if first is None:
+            lut = _tables(hist, v, k, n, contrast)
+        else:
+            before = _tables(hist, first, k, n, contrast=False).long()
+            # Pixels of value p become before[p]: the histogram of the result, without reading the pixels again.
+            hist = torch.zeros_like(hist).scatter_add_(1, before, hist)
+            lut = _tables(hist, v, k, n, contrast).gather(1, before)
     if out is not None:
         return torch.index_select(lut.view(-1), 0, code.view(-1), out=out.view(-1)).view(rows, n)
     return lut.view(-1).index_select(0, code.view(-1)).view(rows, n)
@@ -345,7 +373,6 @@ def _tables(hist: torch.Tensor, v: torch.Tensor, k: _Kernels, n: int, contrast: 
     `contrast`: whether a variant may be a Contrast (the mask path builds only the candidates that may occur)."""
     import torch
 
-    rows = len(hist)
     cand = k.candidate[v]
     if not _dense(hist.device):
         # The CPU builds only the tables some row takes (reading which costs nothing there).
@@ -357,7 +384,7 @@ def _tables(hist: torch.Tensor, v: torch.Tensor, k: _Kernels, n: int, contrast: 
     else:
         n_cand = 3 + (len(k.contrast) if contrast else 0)  # 3, 4, ...: only where the stage has a Contrast
         candidates = [_candidate(c, hist, n, v, k) for c in range(n_cand)]
-    return torch.stack(candidates, 1)[torch.arange(rows, device=hist.device), cand]
+    return torch.stack(candidates, 1)[torch.arange(len(hist), device=hist.device), cand]
 
 
 def _candidate(c: int, hist: torch.Tensor, n: int, v: torch.Tensor, k: _Kernels) -> torch.Tensor:
@@ -389,40 +416,42 @@ def _stage(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, possible: frozenset
 
 
 def _stages_sorted(flat: torch.Tensor, stages: tuple[torch.Tensor, ...], k: _Kernels) -> torch.Tensor:
-    """The stages (variants per row, in order) on the CPU: before each stage the rows are sorted by the kind
-    of work their variant needs (one gather), each kind works on its contiguous block of rows in place, and
+    """One or two stages (variants per row, in order) on the CPU: before each stage the rows are sorted by the
+    kind of work their variant needs (one gather), each kind works on its contiguous block of rows in place, and
     the rows are put back once at the end (one more gather). Picking and writing back rows per operation
-    cost more than the operations themselves here. A row whose table operation is followed by another in the
-    next stage gets both in one pass over its pixels (kind `k.kinds`), and nothing in that next stage."""
+    cost more than the operations themselves here. A row with a table operation in both stages gets both in
+    one pass over its pixels, in the second stage's block of table operations."""
     import torch
 
     rows = flat.shape[0]
-    composed = k.kinds
     kinds = [k.kind[v] for v in stages]
-    for s in range(len(stages) - 1):
-        both = (kinds[s] == 2) | (kinds[s] == 3)
-        both &= (kinds[s + 1] == 2) | (kinds[s + 1] == 3)
-        kinds[s] = torch.where(both, composed, kinds[s])
-        kinds[s + 1] = torch.where(both, 0, kinds[s + 1])
+    first = None
+    if len(stages) == 2:
+        tables = [(kd == 2) | (kd == 3) for kd in kinds]
+        both = tables[0] & tables[1]
+        first = torch.where(both, stages[0], 0)  # the first table of each row, applied with its second
+        kinds[1] = torch.where(both & (kinds[0] == 3), 3, kinds[1])  # a histogram's table in either: kind 3
+        kinds[0] = torch.where(both, 0, kinds[0])
     where = torch.arange(rows)  # the input row each row of `out` holds
     out = flat
     for s, v in enumerate(stages):
         kind = kinds[s][where]
         order = torch.argsort(kind, stable=True)
-        sizes = torch.bincount(kind, minlength=composed + 1).tolist()  # on the CPU: no device to wait for
-        out = out.index_select(0, order)  # a new tensor: the input is never written
+        sizes = torch.bincount(kind, minlength=k.kinds).tolist()  # on the CPU: no device to wait for
+        # Into a buffer of this stage's own: the input is never written.
+        out = torch.index_select(out, 0, order, out=k.scratch(f"stage{s}", flat.shape, torch.uint8))
         where = where[order]
         start = sizes[0]  # kind 0 rows stay as they are
-        for kd in range(1, composed + 1):
+        for kd in range(1, k.kinds):
             end = start + sizes[kd]
             if end > start:
-                block, vb = out[start:end], v[where[start:end]]
+                block, rows_in = out[start:end], where[start:end]
+                vb = v[rows_in]
                 if kd == 1:
                     _geometry(block, k.geo_index[vb], k, out=block)
                 elif kd in (2, 3):
-                    _pixel_tables(block, vb, k, fixed_only=kd == 2, out=block)
-                elif kd == composed:
-                    _pixel_tables(block, vb, k, out=block, then=stages[s + 1][where[start:end]])
+                    before = first[rows_in] if first is not None and s == 1 else None
+                    _pixel_tables(block, vb, k, fixed_only=kd == 2, out=block, first=before)
                 else:
                     block.copy_(_sharpen(block, k.h, k.w, k.sharpness[kd - 4][1]))
             start = end

@@ -291,3 +291,19 @@ def test_the_draws_of_known_keys_are_pinned() -> None:
                            30, 0, 1, 0, 17, 0, 9, 4, 6, 11, 4, 6, 18, 0, 0, 0, 6, 0, 0, 30, 0, 18, 6, 19]
     assert v2.tolist() == [6, 6, 6, 26, 0, 5, 6, 17, 0, 0, 15, 5, 6, 6, 0, 6, 0, 6, 0, 0, 0, 5, 0, 0,
                            6, 3, 0, 5, 6, 15, 23, 5, 0, 0, 0, 0, 21, 0, 15, 6, 6, 20, 0, 6, 0, 20, 0, 20]
+
+
+def test_two_table_operations_in_one_pass_are_the_two_in_turn(images: torch.Tensor) -> None:
+    # The CPU applies a row's two table operations in one pass, the second's histogram computed from the
+    # first's: every ordered pair of table variants against torchvision applying them one after the other.
+    variants = augment.table().variants
+    pixel = [i for i, v in enumerate(variants) if v.op in augment.PIXEL_OPS]
+    pairs = [(a, b) for a in pixel for b in pixel]
+    x = images[torch.arange(len(pairs)) % 12]  # includes the one-value and the two-value images
+    v1 = torch.tensor([a for a, _ in pairs])
+    v2 = torch.tensor([b for _, b in pairs])
+    k = augment._kernels(32, 32, x.device)
+    got = augment._stages_sorted(x.reshape(len(x), -1), (v1, v2), k).view_as(x)
+    expected = torch.stack([_torchvision(_torchvision(img, variants[a]), variants[b])
+                            for img, (a, b) in zip(x, pairs, strict=True)])
+    assert torch.equal(got, expected)
