@@ -198,6 +198,7 @@ class _Kernels:
         # Data-dependent tables: which candidate table each variant takes (0: its static one).
         # (variant, factor): torchvision adjusts by 1 + magnitude.
         self.contrast = [(i, 1.0 + v.magnitude) for i, v in enumerate(t.variants) if v.op == "Contrast"]
+        self.contrast_scaled = [ramp.to(torch.uint8).mul(factor) for _, factor in self.contrast]
         self.sharpness = [(i, 1.0 + v.magnitude) for i, v in enumerate(t.variants) if v.op == "Sharpness"]
         cand = [0] * len(ops)
         for i, o in enumerate(ops):
@@ -206,6 +207,7 @@ class _Kernels:
             cand[i] = 3 + j
         self.candidate = torch.tensor(cand, device=device)
         self.ramp = ramp
+        self.ramp_float = ramp.float()
         # Each variant's kind of work, for the CPU path that sorts a stage's rows by it: 0 nothing (Identity,
         # Color), 1 geometry, 2 a fixed table (posterize, solarize, invert), 3 a table from the image's
         # histogram (equalize, autocontrast, contrast), 4 + j the j-th sharpness variant.
@@ -256,40 +258,39 @@ def _dense(device: torch.device) -> bool:
     return device.type != "cpu" or _FORCE_DENSE[0]
 
 
-def _equalize_luts(hist: torch.Tensor, n: int) -> torch.Tensor:
-    """PIL's equalisation (which torchvision follows) as one table per image, from its histogram."""
+def _equalize_luts(hist: torch.Tensor, n: int, ramp: torch.Tensor) -> torch.Tensor:
+    """PIL's equalisation (which torchvision follows) as one uint8 table per image, from its histogram: value p
+    maps to (pixels below p + step // 2) // step, step = (pixels outside the last non-empty bin) // 255.
+    `ramp`: 0..255 (int64), the table of an image with one value only, which stays as it is."""
     import torch
 
     cum = hist.cumsum(1)
-    last = cum.argmax(1, keepdim=True)  # first bin reaching the total: the last non-empty bin
-    step = torch.div(n - hist.gather(1, last), 255, rounding_mode="floor")
-    lut = torch.div(cum[:, :-1] + torch.div(step, 2, rounding_mode="floor"), step.clamp(min=1),
-                    rounding_mode="floor").clamp(0, 255)
-    lut = torch.cat([torch.zeros_like(lut[:, :1]), lut], 1)
-    return torch.where(step == 0, torch.arange(256, device=hist.device), lut)  # one value only: unchanged
+    last = hist.gather(1, cum.argmax(1, keepdim=True))  # argmax: the first bin reaching the total
+    step = (n - last) // 255
+    lut = (cum - hist + step // 2) // step.clamp(min=1)
+    return torch.where(step == 0, ramp, lut.clamp_(max=255)).to(torch.uint8)
 
 
-def _autocontrast_luts(hist: torch.Tensor) -> torch.Tensor:
-    """Each image's range stretched to 0..255 (torchvision's float32 arithmetic, truncated to uint8)."""
+def _autocontrast_luts(hist: torch.Tensor, ramp: torch.Tensor) -> torch.Tensor:
+    """Each image's range stretched to 0..255 (torchvision's float32 arithmetic, truncated to uint8).
+    `ramp`: 0..255 as float32."""
     import torch
 
     seen = (hist > 0).to(torch.uint8)
     minimum = seen.argmax(1, keepdim=True).float()
     maximum = (255 - seen.flip(1).argmax(1, keepdim=True)).float()
     flat = maximum == minimum
-    inv_scale = maximum.sub(minimum).mul_(1.0 / 255)
+    inv_scale = torch.where(flat, 1.0, maximum.sub_(minimum).mul_(1.0 / 255))
     minimum = torch.where(flat, 0.0, minimum)
-    inv_scale = torch.where(flat, 1.0, inv_scale)
-    ramp = torch.arange(256, device=hist.device, dtype=torch.float32)
     return ramp.sub(minimum).div_(inv_scale).clamp_(0, 255).to(torch.uint8)
 
 
-def _contrast_luts(mean: torch.Tensor, factor: float) -> torch.Tensor:
-    """Blend with the image's mean (torchvision's `adjust_contrast` on one channel), as tables."""
+def _contrast_luts(mean: torch.Tensor, factor: float, scaled: torch.Tensor) -> torch.Tensor:
+    """Blend with the image's mean (torchvision's `adjust_contrast` on one channel), as tables. `scaled`:
+    the uint8 values 0..255 times `factor`, in float32 (built once per size)."""
     import torch
 
-    ramp = torch.arange(256, device=mean.device, dtype=torch.uint8)
-    return ramp.mul(factor).expand(len(mean), 256).add(mean, alpha=1.0 - factor).clamp_(0, 255).to(torch.uint8)
+    return scaled.expand(len(mean), 256).add(mean, alpha=1.0 - factor).clamp_(0, 255).to(torch.uint8)
 
 
 def _sharpen(flat: torch.Tensor, h: int, w: int, factor: float) -> torch.Tensor:
@@ -394,11 +395,11 @@ def _candidate(c: int, hist: torch.Tensor, n: int, v: torch.Tensor, k: _Kernels)
     if c == 0:
         return k.static_lut[v]
     if c == 1:
-        return _equalize_luts(hist, n).to(torch.uint8)
+        return _equalize_luts(hist, n, k.ramp)
     if c == 2:
-        return _autocontrast_luts(hist)
+        return _autocontrast_luts(hist, k.ramp_float)
     mean = (hist * k.ramp).sum(1, keepdim=True).to(torch.float32) / n
-    return _contrast_luts(mean, k.contrast[c - 3][1])
+    return _contrast_luts(mean, k.contrast[c - 3][1], k.contrast_scaled[c - 3])
 
 
 def _stage(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, possible: frozenset[int] | None = None
@@ -455,9 +456,9 @@ def _stages_sorted(flat: torch.Tensor, stages: tuple[torch.Tensor, ...], k: _Ker
                 else:
                     block.copy_(_sharpen(block, k.h, k.w, k.sharpness[kd - 4][1]))
             start = end
-    back = torch.empty_like(where)
-    back[where] = torch.arange(rows)
-    return out.index_select(0, back)  # index_select: index_copy_ copies rows one element at a time on the CPU
+    # Back in input order; index_select with the inverse permutation, as index_copy_ copies one element at a
+    # time on the CPU.
+    return out.index_select(0, torch.argsort(where))
 
 
 @functools.cache
