@@ -529,10 +529,27 @@ LABELS = {"none": "No Augmentation", "hflip": "Random Horizontal Augment", "auto
 AHEAD_PIXELS = 1 << 27
 
 
+# On the CPU, AutoAugment's fixed cost per call (a few hundred small operations, half the time of a call of 64
+# images at 128 px) is shared by several batches: calls of about this many pixels (256 images at 128 px) were
+# measured fastest there, larger ones no faster (benchmarks/README.md, issue 12).
+CPU_CALL_PIXELS = 1 << 22
+
+
 def runs_ahead(device: torch.device, name: str) -> bool:
-    """Whether a run augments its epoch ahead of the steps (`ahead`): on a GPU, where a few large calls replace
-    a few hundred small launches per step; on the CPU per batch is as fast and needs no epoch-sized copy."""
+    """Whether a run augments its whole epoch ahead of the steps (`ahead`): on a GPU, where a few large calls
+    replace a few hundred small launches per step."""
     return device.type == "cuda" and name != "none"
+
+
+def ahead_images(device: torch.device, name: str, batch: int, image_pixels: int, total: int) -> int:
+    """How many of an epoch's `total` images a run augments per go, ahead of their steps: all of them on a GPU
+    (`runs_ahead`); on the CPU, AutoAugment for as many whole batches as `CPU_CALL_PIXELS` holds (at least one);
+    0: each batch as it comes (nothing to share)."""
+    if runs_ahead(device, name):
+        return total
+    if device.type == "cpu" and name == "autoaugment":
+        return min(total, batch * max(1, CPU_CALL_PIXELS // (batch * image_pixels)))
+    return 0
 
 
 def ahead(aug: Augment, x: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

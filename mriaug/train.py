@@ -223,7 +223,6 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
     opt, opt_name = make_optimizer(model, hp.lr, hp.weight_decay)
     use_bf16 = hp.precision == "bf16"
     aug = augment.get(spec.augmentation)
-    aug_ahead = augment.runs_ahead(dev, spec.augmentation)
     pacer = speed.CheckpointPacer(fast.checkpoint)
 
     n, bs = len(y_train), hp.batch_size
@@ -252,13 +251,17 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
         keys = batches.image_keys(spec.seed, epoch, ids)
         perm = batches.order(keys)
         m = min(n, plan[epoch] * bs)
-        # On a GPU the epoch's augmentation runs ahead of its steps in a few large calls: the same images
-        # (each depends only on its key), a handful of launches instead of a few hundred per step.
-        ahead = augment.ahead(aug, x_train, perm[:m], keys[perm[:m]]) if aug_ahead else None
+        # Augmentation runs ahead of the steps, `span` images at a time (the whole epoch on a GPU: a handful of
+        # launches instead of a few hundred per step; a few batches on the CPU): the same images, as each
+        # depends only on its key.
+        span = augment.ahead_images(dev, spec.augmentation, bs, x_train.shape[-2] * x_train.shape[-1], m)
+        ahead = x_train[:0]
         loss_sum, seen = torch.zeros((), dtype=torch.float64, device=dev), 0
         for i in range(0, m, bs):
             idx = perm[i : i + bs]
-            raw = ahead[i : i + bs] if ahead is not None else aug(x_train[idx], keys[idx])
+            if span and i % span == 0:
+                ahead = augment.ahead(aug, x_train, perm[i : min(i + span, m)], keys[perm[i : min(i + span, m)]])
+            raw = ahead[i % span : i % span + bs] if span else aug(x_train[idx], keys[idx])
             xb = (raw.float() / 255.0 - norm[0]) / norm[1]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = F.cross_entropy(forward(xb).float(), y_train[idx])

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mriaug import augment, pools, results, scenarios, synth
 from mriaug import data as data_mod
-from mriaug import pools, results, scenarios, synth
 from mriaug.data import DataSpec
 from mriaug.grid import plan_run
 from mriaug.spec import RunSpec
@@ -69,6 +69,30 @@ def test_resume_after_interruption_gives_identical_metrics(phantom_spec: DataSpe
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
     assert resumed["timings"]["resumed_from_epoch"] == 1
     assert not results.checkpoint_for(tmp_path / "cut", spec.run_id).exists()
+
+
+def test_augmenting_several_batches_per_call_on_the_cpu_changes_nothing(phantom_spec: DataSpec, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # On the CPU a run augments AutoAugment a few batches per call (augment.ahead_images); the run must be the
+    # run of one call per batch, to the last bit.
+    spec = _spec(phantom_spec, aug="autoaugment")
+    calls: list[int] = []
+    real = augment.ahead
+
+    def counted(aug: augment.Augment, x: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        calls.append(len(rows))
+        return real(aug, x, rows, keys)
+
+    monkeypatch.setattr(augment, "ahead", counted)
+    monkeypatch.setattr(augment, "CPU_CALL_PIXELS", 3 * 32 * 32 * 32 + 5)  # three batches of 32 at 32 px
+    three = execute(spec, tmp_path / "three", log=lambda m: None)
+    assert calls == [96, 96, 48] * 2  # 240 images per epoch, 2 epochs: the last call takes what is left
+    calls.clear()
+    monkeypatch.setattr(augment, "CPU_CALL_PIXELS", 1)  # at least one batch per call
+    one = execute(spec, tmp_path / "one", log=lambda m: None)
+    assert calls == ([32] * 7 + [16]) * 2
+    assert one["metrics"] == three["metrics"]
+    assert [h["train_loss"] for h in one["history"]] == [h["train_loss"] for h in three["history"]]
 
 
 def test_scenario3_run_with_transform_pool(phantom_spec: DataSpec, tmp_path: Path) -> None:
