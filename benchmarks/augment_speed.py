@@ -1,8 +1,10 @@
 """AutoAugment alone: mriaug's batched version against the per-image loop it replaced (torchvision's v2
 AutoAugment called once per uint8 tensor) and against torchvision on PIL images (the textbook Dataset path).
 
-Each figure is images per second over batches of `--batch` images at `--res` pixels, the median of
-`--repeats` timed passes over the same images (after a warm-up pass), in one process.
+The batched version is timed twice: one call per batch of `--batch` images, and as a training run calls it
+(`augment.ahead_images`: on the CPU a few batches per call, on a GPU the whole epoch). Each figure is images
+per second over `--batch` x `--batches` images at `--res` pixels, the median of `--repeats` timed passes over
+the same images (after a warm-up pass), in one process.
 
     .venv/bin/python benchmarks/augment_speed.py [--data ../shared/data/alzheimer_mri] [--batch 64] [--res 128]
 """
@@ -37,7 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="phantom")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--batches", type=int, default=4, help="batches per timed pass")
+    ap.add_argument("--batches", type=int, default=16, help="batches per timed pass")
     ap.add_argument("--res", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -64,6 +66,15 @@ def main() -> None:
             batched(x[c], keys[c])
         sync()
 
+    span = augment.ahead_images(dev, "autoaugment", args.batch, args.res * args.res, n)
+    spans = [slice(i, i + span) for i in range(0, n, span)]
+    rows = torch.arange(n, device=dev)
+
+    def run_as_trained() -> None:
+        for c in spans:
+            augment.ahead(batched, x, rows[c], keys[c])
+        sync()
+
     def run_loop() -> None:
         for c in chunks:
             torch.stack([per_image(img) for img in x[c]])
@@ -75,13 +86,17 @@ def main() -> None:
 
     print(f"data {args.data}: {n} images at {args.res}x{args.res}, batch {args.batch}, "
           f"threads={torch.get_num_threads()}, device={dev}")
+    per_batch, as_trained = f"batched, one call per batch of {args.batch}", f"batched, {span} images per call"
     rates = {name: n / timed(fn, args.repeats) for name, fn in
-             (("batched (mriaug)", run_batched), ("per-image loop (v2, tensors)", run_loop),
+             ((per_batch, run_batched), (as_trained, run_as_trained), ("per-image loop (v2, tensors)", run_loop),
               ("torchvision on PIL", run_pil))}
-    base = rates["batched (mriaug)"]
-    print(f"{'augmentation':<32}{'img/s':>10}{'batched is':>14}")
+    print(f"{'augmentation':<36}{'img/s':>10}")
     for name, r in rates.items():
-        print(f"{name:<32}{r:>10.0f}{base / r:>13.1f}x")
+        print(f"{name:<36}{r:>10.0f}")
+    for name in (as_trained, per_batch):
+        print(f"{name}: {rates[name] / rates['per-image loop (v2, tensors)']:.1f}x the per-image loop, "
+              f"{rates[name] / rates['torchvision on PIL']:.1f}x torchvision on PIL")
+    print(f"(a training run on {dev.type} calls it with {span} images per call: augment.ahead_images)")
 
 
 if __name__ == "__main__":

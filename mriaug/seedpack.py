@@ -188,7 +188,7 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
                 parts = ahead[:, i : i + bs]
             else:  # one batched call for every seed: each image's draws come from its own key
                 kb = keys_all[:, i : i + bs]
-                parts = aug(x_all[idx.flatten()], kb.flatten()).view(S, idx.shape[1], *x_all.shape[1:])
+                parts = aug(x_all.index_select(0, idx.flatten()), kb.flatten()).view(S, idx.shape[1], *x_all.shape[1:])
             xb = (parts.float() / 255.0 - norm[0]) / norm[1]  # (S, B, 1, R, R)
             yb = y_all[idx]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
