@@ -307,3 +307,18 @@ def test_two_table_operations_in_one_pass_are_the_two_in_turn(images: torch.Tens
     expected = torch.stack([_torchvision(_torchvision(img, variants[a]), variants[b])
                             for img, (a, b) in zip(x, pairs, strict=True)])
     assert torch.equal(got, expected)
+
+
+def test_sharpness_is_torchvisions_on_every_neighbourhood_sum() -> None:
+    # The smoothing is computed in integers (round(sum / 13)) where torchvision convolves in float32 and rounds:
+    # noise images reach every neighbourhood sum; both signs of every sharpness magnitude drawn.
+    g = torch.Generator().manual_seed(11)
+    noise = torch.randint(0, 256, (64, 1, 32, 32), generator=g, dtype=torch.uint8)
+    noise[:8] = torch.randint(250, 256, (8, 1, 32, 32), generator=g, dtype=torch.uint8)  # sums near the top
+    k = augment._kernels(32, 32, noise.device)
+    sharp = [i for i, v in enumerate(augment.table().variants) if v.op == "Sharpness"]
+    assert len(sharp) == 2
+    for i in sharp:
+        got = augment._stage(noise.reshape(len(noise), -1), torch.full((len(noise),), i), k).view_as(noise)
+        expected = torch.stack([_torchvision(img, augment.table().variants[i]) for img in noise])
+        assert torch.equal(got, expected), augment.table().variants[i]
