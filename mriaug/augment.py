@@ -26,6 +26,7 @@ first use, so grid files can be checked against these names without them.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -219,6 +220,7 @@ class _Kernels:
         for j, (i, _) in enumerate(self.contrast):
             cand[i] = 3 + j
         self.candidate = torch.tensor(cand, device=device)
+        self.candidates = 3 + len(self.contrast)
         self.ramp = ramp
         self.ramp_float = ramp.float()
         # Each variant's kind of work, for the CPU path that sorts a stage's rows by it: 0 nothing (Identity,
@@ -349,11 +351,13 @@ def _geometry(flat: torch.Tensor, g: torch.Tensor, k: _Kernels, out: torch.Tenso
 
 
 def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, contrast: bool = True,
-                  out: torch.Tensor | None = None, first: torch.Tensor | None = None) -> torch.Tensor:
+                  out: torch.Tensor | None = None, first: torch.Tensor | None = None, grouped: bool = False
+                  ) -> torch.Tensor:
     """The pixel-value operations of variants `v` on rows `flat`: one 256-entry table per row. `out`: a
     contiguous (rows, n) tensor to write into (may be `flat` itself). `first`: a table operation per row
     (variant 0: none) to apply before `v` in the same pass over the pixels: a table of a table is a table,
-    and the histogram after the first operation follows from the one before it, so this is exact."""
+    and the histogram after the first operation follows from the one before it, so this is exact.
+    `grouped`: the rows come sorted by the kind of table `v` needs (`_Kernels.candidate`)."""
     import torch
 
     rows, n = flat.shape
@@ -367,12 +371,12 @@ def _pixel_tables(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, contrast: bo
         hist = torch.bincount(code.view(-1), minlength=rows * 256)
     hist = hist.view(rows, 256)
     if first is None:
-        lut = _tables(hist, v, k, n, contrast)
+        lut = _tables(hist, v, k, n, contrast, grouped)
     else:
         before = _tables(hist, first, k, n, contrast=False).long()
         # Pixels of value p become before[p]: the histogram of the result, without reading the pixels again.
         hist = torch.zeros_like(hist).scatter_add_(1, before, hist)
-        lut = _tables(hist, v, k, n, contrast).gather(1, before)
+        lut = _tables(hist, v, k, n, contrast, grouped).gather(1, before)
     if out is not None:
         return torch.index_select(lut.view(-1), 0, code.view(-1), out=out.view(-1)).view(rows, n)
     return lut.view(-1).index_select(0, code.view(-1)).view(rows, n)
@@ -391,9 +395,11 @@ def _fixed_tables(block: torch.Tensor, v: torch.Tensor, k: _Kernels) -> None:
     block ^= below.mul_(f)
 
 
-def _tables(hist: torch.Tensor, v: torch.Tensor, k: _Kernels, n: int, contrast: bool) -> torch.Tensor:
+def _tables(hist: torch.Tensor, v: torch.Tensor, k: _Kernels, n: int, contrast: bool, grouped: bool = False
+            ) -> torch.Tensor:
     """The (rows, 256) uint8 table of each row's variant `v`, from the rows' histograms `hist` of `n` pixels.
-    `contrast`: whether a variant may be a Contrast (the mask path builds only the candidates that may occur)."""
+    `contrast`: whether a variant may be a Contrast (the mask path builds only the candidates that may occur);
+    `grouped`: the rows come sorted by candidate (`_Kernels.candidate`)."""
     import torch
 
     cand = k.candidate[v]
@@ -403,9 +409,13 @@ def _tables(hist: torch.Tensor, v: torch.Tensor, k: _Kernels, n: int, contrast: 
         needed = [c for c, m in enumerate(present) if m]
         if len(needed) == 1:  # one kind of table for every row: no stacking and picking
             return _candidate(needed[0], hist, n, v, k)
+        if grouped:  # each kind of table built for its own rows only
+            ends = list(itertools.accumulate(present))
+            return torch.cat([_candidate(c, hist[end - m : end], n, v[end - m : end], k)
+                              for c, (m, end) in enumerate(zip(present, ends, strict=True)) if m])
         candidates = [_candidate(c, hist, n, v, k) if m else k.static_lut[v] for c, m in enumerate(present)]
     else:
-        n_cand = 3 + (len(k.contrast) if contrast else 0)  # 3, 4, ...: only where the stage has a Contrast
+        n_cand = k.candidates if contrast else 3  # the contrast tables only where the stage has a Contrast
         candidates = [_candidate(c, hist, n, v, k) for c in range(n_cand)]
     return torch.stack(candidates, 1)[torch.arange(len(hist), device=hist.device), cand]
 
@@ -461,7 +471,8 @@ def _stages_sorted(flat: torch.Tensor, stages: tuple[torch.Tensor, ...], k: _Ker
     out = flat
     for s, v in enumerate(stages):
         kind = kinds[s][where]
-        order = torch.argsort(kind, stable=True)
+        # By kind, and within a kind by the table it needs (for `_tables`: each table built on its own rows).
+        order = torch.argsort((kinds[s] * k.candidates + k.candidate[v])[where], stable=True)
         sizes = torch.bincount(kind, minlength=k.kinds).tolist()  # on the CPU: no device to wait for
         # Into a buffer of this stage's own: the input is never written.
         out = torch.index_select(out, 0, order, out=k.scratch(f"stage{s}", flat.shape, torch.uint8))
@@ -477,7 +488,8 @@ def _stages_sorted(flat: torch.Tensor, stages: tuple[torch.Tensor, ...], k: _Ker
                 elif kd == 2:
                     _fixed_tables(block, vb, k)
                 elif kd == 3:
-                    _pixel_tables(block, vb, k, out=block, first=first[rows_in] if first is not None and s else None)
+                    _pixel_tables(block, vb, k, out=block, first=first[rows_in] if first is not None and s else None,
+                                  grouped=True)
                 else:
                     block.copy_(_sharpen(block, k.h, k.w, k.sharpness[kd - 4][1]))
             start = end
