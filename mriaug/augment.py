@@ -15,10 +15,13 @@ operations run as whole-batch tensor operations, a fixed number per batch whatev
   per-image histograms and applied with one gather;
 - rotations and shears (nearest neighbour) are a per-image map of source pixels, precomputed once per image
   size from torchvision's own kernels and applied with one gather;
-- sharpness is a 3x3 convolution on the images that draw it.
+- sharpness is a 3x3 smoothing (in integers, exactly torchvision's rounded float convolution) and a blend.
 
-On the CPU a stage sorts its rows by the kind of work they need and works on contiguous blocks; elsewhere
-masks over the whole batch pick the rows (no host sync on a GPU); both give the same result. `Color`
+On a GPU masks over the whole batch pick the rows of each operation (no host sync). The CPU instead sorts a
+stage's rows by the kind of work they need and works on contiguous blocks in place: posterize, solarize and
+invert as vectorised uint8 arithmetic, each histogram table built only for the rows that take it, and an
+image with a table operation in both stages (one of them from its histogram) gets both in one pass over its
+pixels; its transient buffers are kept between calls. Both paths give the same images, tested. `Color`
 (saturation) leaves a grayscale image as it is, as in torchvision. torch and torchvision are imported on
 first use, so grid files can be checked against these names without them.
 """
@@ -162,21 +165,23 @@ class _Kernels:
         t = table()
         self.h, self.w = h, w
         ramp = torch.arange(256, device=device)
-        luts = []
+        params = []
         geo_rows = [torch.arange(h * w, device=device)]
         geo_index = []
         # Source pixel of every output pixel, from torchvision's own kernels on an image of pixel numbers
         # (float, so no rounding): 0 marks a pixel from outside the image, filled with zeros.
         numbers = torch.arange(1, h * w + 1, dtype=torch.float32, device=device).view(1, 1, h, w)
         for v in t.variants:
-            lut = ramp.clone()
+            # The fixed tables as a mask (posterize: the top bits), a threshold and whether values at or above
+            # it are inverted (solarize: torchvision's `img >= 255 * magnitude` in float; invert: threshold 0).
+            mask, threshold, flip = 255, 0, 0
             if v.op == "Posterize":
-                lut = ramp & (((1 << int(v.magnitude)) - 1) << (8 - int(v.magnitude)))
+                mask = ((1 << int(v.magnitude)) - 1) << (8 - int(v.magnitude))
             elif v.op == "Solarize":
-                lut = torch.where(ramp.float() >= 255.0 * v.magnitude, 255 - ramp, ramp)
+                threshold, flip = int((ramp.float() < 255.0 * v.magnitude).sum()), 255
             elif v.op == "Invert":
-                lut = 255 - ramp
-            luts.append(lut)
+                flip = 255
+            params.append((mask, threshold, flip))
             if v.op in GEOMETRIC:
                 if v.op == "Rotate":
                     src = TF.rotate(numbers, angle=v.magnitude, interpolation=InterpolationMode.NEAREST)
@@ -190,21 +195,12 @@ class _Kernels:
             else:
                 geo_index.append(0)
         ops = [v.op for v in t.variants]
-        self.static_lut = torch.stack(luts).to(torch.uint8)  # (V, 256)
-        self.static_index = self.static_lut.long()  # the same tables as gather indices
-        # The fixed tables as uint8 arithmetic for the CPU (`_fixed_tables`): per variant a mask (posterize), a
-        # threshold and whether values at or above it are inverted (solarize; invert: threshold 0).
-        params = []
-        for v in t.variants:
-            mask, threshold, flip = 255, 0, 0
-            if v.op == "Posterize":
-                mask = ((1 << int(v.magnitude)) - 1) << (8 - int(v.magnitude))
-            elif v.op == "Solarize":
-                threshold, flip = int((ramp.float() < 255.0 * v.magnitude).sum()), 255
-            elif v.op == "Invert":
-                flip = 255
-            params.append((mask, threshold, flip))
+        self.device = device
+        self._scratch: dict[tuple[int, str], torch.Tensor] = {}
         self.fixed_params = torch.tensor(params, dtype=torch.uint8, device=device).t().contiguous()  # (3, V)
+        # The same as tables (V, 256), for the paths that look values up: every variant's table of 0..255.
+        self.static_lut = ramp.to(torch.uint8).expand(len(params), 256).clone()
+        _fixed_tables(self.static_lut, torch.arange(len(params), device=device), self)
         self.geo = torch.stack(geo_rows).to(torch.int32)  # (G + 1, H*W); row 0 keeps every pixel
         self.geo_index = torch.tensor(geo_index, device=device)
         self.is_geo = torch.tensor([o in GEOMETRIC for o in ops], device=device)
@@ -231,8 +227,6 @@ class _Kernels:
                 (3 if c else 2) if o in PIXEL_OPS else 0 for i, (o, c) in enumerate(zip(ops, cand, strict=True))]
         self.kind = torch.tensor(kind, device=device)
         self.kinds = 4 + len(self.sharpness)
-        self.device = device
-        self._scratch: dict[tuple[int, str], torch.Tensor] = {}
 
     def scratch(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A transient buffer of the CPU path, kept between calls (per thread): allocating these megabytes
