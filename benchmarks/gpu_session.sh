@@ -43,6 +43,8 @@ for s in $STEPS; do
            --epochs 3 --seeds 1 --pack-seeds 0 ;;
     compile) MRIAUG_COMPILE=1 step compile 90 python3 benchmarks/grid_hours.py --data "$DATA" --models cnn,resnet18 \
                --epochs 3 --seeds 2 --pack-seeds 0 ;;
+    vitcompile) MRIAUG_COMPILE=1 step vitcompile 150 python3 benchmarks/grid_hours.py --data "$DATA" --models vit \
+                  --epochs 3 --seeds 1 --pack-seeds 0 ;;
     train) step train 90 python3 benchmarks/train_speed.py --data "$DATA" --models cnn,resnet18,vit ;;
     settings)
       step cl_off 30 python3 benchmarks/train_speed.py --data "$DATA" --models cnn,resnet18 --skip-reference --images 5120

@@ -442,6 +442,21 @@ def _stage(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, possible: frozenset
     return _rows(k.is_lut[v], flat, lambda f, vv: _pixel_tables(f, vv, k, contrast), v)
 
 
+def _plan(stages: tuple[torch.Tensor, ...], k: _Kernels) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """The CPU path's work per row: each stage's kind of work (`_Kernels.kind`), and for two stages the first
+    stage's variant of the rows that do it in the second stage's pass (0 elsewhere; None for one stage). A row
+    with two table operations of which one needs the histogram does both in the second stage's histogram block;
+    two fixed tables stay apart (each costs less than a histogram)."""
+    import torch
+
+    kinds = [k.kind[v] for v in stages]
+    if len(stages) != 2:
+        return kinds, None
+    both = ((kinds[0] == 2) | (kinds[0] == 3)) & ((kinds[1] == 2) | (kinds[1] == 3))
+    both &= (kinds[0] == 3) | (kinds[1] == 3)
+    return [torch.where(both, 0, kinds[0]), torch.where(both, 3, kinds[1])], torch.where(both, stages[0], 0)
+
+
 def _stages_sorted(flat: torch.Tensor, stages: tuple[torch.Tensor, ...], k: _Kernels) -> torch.Tensor:
     """One or two stages (variants per row, in order) on the CPU: before each stage the rows are sorted by the
     kind of work their variant needs (one gather), each kind works on its contiguous block of rows in place, and
@@ -451,16 +466,7 @@ def _stages_sorted(flat: torch.Tensor, stages: tuple[torch.Tensor, ...], k: _Ker
     import torch
 
     rows = flat.shape[0]
-    kinds = [k.kind[v] for v in stages]
-    first = None
-    if len(stages) == 2:
-        # Two tables of which one needs the histogram: both in the second stage's histogram block (two fixed
-        # tables stay apart: each costs less than the histogram).
-        both = ((kinds[0] == 2) | (kinds[0] == 3)) & ((kinds[1] == 2) | (kinds[1] == 3))
-        both &= (kinds[0] == 3) | (kinds[1] == 3)
-        first = torch.where(both, stages[0], 0)  # the first table of each row, applied with its second
-        kinds[1] = torch.where(both, 3, kinds[1])
-        kinds[0] = torch.where(both, 0, kinds[0])
+    kinds, first = _plan(stages, k)
     where = torch.arange(rows)  # the input row each row of `out` holds
     out = flat
     for s, v in enumerate(stages):

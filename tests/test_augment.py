@@ -239,6 +239,97 @@ def test_an_epoch_augmented_ahead_is_the_epoch_augmented_batch_by_batch(images: 
     per_batch = torch.cat([f(images[order[i : i + 64]], keys[order[i : i + 64]]) for i in range(0, len(order), 64)])
     assert ahead.dtype == torch.uint8 and torch.equal(ahead, per_batch)
     assert calls == [70, 70, 70, 30]  # as few calls as AHEAD_PIXELS allows
+    calls.clear()  # exactly one call's worth: one call, its result as it is
+    assert torch.equal(augment.ahead(counted, images, order[:70], keys[order[:70]]), per_batch[:70])
+    assert calls == [70]
+    calls.clear()
+    monkeypatch.setattr(augment, "AHEAD_PIXELS", 1)  # less than one image: one image per call
+    assert torch.equal(augment.ahead(counted, images, order[:3], keys[order[:3]]), per_batch[:3])
+    assert calls == [1, 1, 1]
+
+
+def test_ahead_counts_the_pixels_of_oblong_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.randint(0, 256, (100, 1, 32, 16), dtype=torch.uint8)
+    keys = batches.image_keys(0, 0, torch.arange(100))
+    monkeypatch.setattr(augment, "AHEAD_PIXELS", 40 * 32 * 16)
+    calls: list[int] = []
+
+    def counted(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return augment.get("hflip")(x, k)
+
+    rows = torch.arange(100).flip(0)
+    assert torch.equal(augment.ahead(counted, x, rows, keys[rows]), augment.get("hflip")(x[rows], keys[rows]))
+    assert calls == [40, 40, 20]
+
+
+def test_how_many_images_a_run_augments_per_go() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device name only: no GPU needed
+    assert augment.CPU_CALL_PIXELS == 1 << 22
+    # The CPU: AutoAugment for as many whole batches as 2^22 pixels hold, at least one, at most the epoch.
+    assert augment.ahead_images(cpu, "autoaugment", 64, 128 * 128, 5120) == 256
+    assert augment.ahead_images(cpu, "autoaugment", 64, 32 * 32, 5120) == 4096
+    assert augment.ahead_images(cpu, "autoaugment", 32, 100 * 100, 5120) == 416  # 13 batches of 32
+    assert augment.ahead_images(cpu, "autoaugment", 64, 512 * 512, 5120) == 64
+    assert augment.ahead_images(cpu, "autoaugment", 64, 32 * 32, 1000) == 1000
+    assert augment.ahead_images(cpu, "hflip", 64, 128 * 128, 5120) == 0
+    assert augment.ahead_images(cpu, "none", 64, 128 * 128, 5120) == 0
+    # A GPU: the whole epoch, whatever augments.
+    assert augment.ahead_images(cuda, "autoaugment", 64, 128 * 128, 5120) == 5120
+    assert augment.ahead_images(cuda, "hflip", 64, 256 * 256, 4999) == 4999
+    assert augment.ahead_images(cuda, "none", 64, 128 * 128, 5120) == 0
+    assert augment.runs_ahead(cuda, "autoaugment") and augment.runs_ahead(cuda, "hflip")
+    assert not augment.runs_ahead(cuda, "none") and not augment.runs_ahead(cpu, "autoaugment")
+    assert not augment.runs_ahead(cpu, "hflip")
+
+
+def test_the_cpu_plans_two_tables_in_one_pass_only_where_a_histogram_is_needed() -> None:
+    k = augment._kernels(32, 32, torch.device("cpu"))
+    names = {(v.op, v.magnitude): i for i, v in enumerate(augment.table().variants)}
+    ident, eq, auto = 0, names[("Equalize", 0.0)], names[("AutoContrast", 0.0)]
+    post = next(i for (op, _), i in names.items() if op == "Posterize")
+    sol = next(i for (op, _), i in names.items() if op == "Solarize")
+    inv, rot = names[("Invert", 0.0)], next(i for (op, _), i in names.items() if op == "Rotate")
+    sharp = next(i for (op, _), i in names.items() if op == "Sharpness")
+    pairs = [(post, eq), (eq, eq), (eq, post), (inv, auto), (post, sol), (eq, ident), (ident, eq), (rot, eq),
+             (eq, rot), (sharp, inv), (ident, ident), (sol, rot)]
+    v1, v2 = torch.tensor([a for a, _ in pairs]), torch.tensor([b for _, b in pairs])
+    (k1, k2), first = augment._plan((v1, v2), k)
+    sh = int(k.kind[sharp])
+    assert sh >= 4
+    # kinds: 0 nothing, 1 geometry, 2 fixed table, 3 histogram table, 4+ sharpness
+    assert k1.tolist() == [0, 0, 0, 0, 2, 3, 0, 1, 3, sh, 0, 2]
+    assert k2.tolist() == [3, 3, 3, 3, 2, 0, 3, 3, 1, 2, 0, 1]
+    assert first is not None and first.tolist() == [post, eq, eq, inv, 0, 0, 0, 0, 0, 0, 0, 0]
+    (only,), none = augment._plan((v1,), k)
+    assert none is None and only.tolist() == k.kind[v1].tolist()
+
+
+def test_scratch_buffers_are_kept_per_name_dtype_and_thread() -> None:
+    import threading
+
+    k = augment._kernels(32, 32, torch.device("cpu"))
+    a = k.scratch("t", (4, 10), torch.uint8)
+    assert a.shape == (4, 10) and a.dtype == torch.uint8
+    assert k.scratch("t", (4, 10), torch.uint8).data_ptr() == a.data_ptr()  # the same size again: kept
+    assert k.scratch("t", (2, 5), torch.uint8).data_ptr() == a.data_ptr()  # smaller: a view of it
+    b = k.scratch("t", (5, 10), torch.uint8)  # larger: a new one, kept from then on
+    assert b.shape == (5, 10) and k.scratch("t", (4, 10), torch.uint8).data_ptr() == b.data_ptr()
+    c = k.scratch("t", (4, 10), torch.int32)
+    assert c.dtype == torch.int32 and c.data_ptr() != b.data_ptr()
+    assert k.scratch("u", (4, 10), torch.int32).data_ptr() != c.data_ptr()
+    other: list[int] = []
+    t = threading.Thread(target=lambda: other.append(k.scratch("t", (4, 10), torch.int32).data_ptr()))
+    t.start()
+    t.join()
+    assert other and other[0] != c.data_ptr()
+    augment._FORCE_DENSE[0] = True  # the mask path (a GPU's) takes fresh tensors
+    try:
+        d = k.scratch("t", (4, 10), torch.int32)
+        assert d.data_ptr() != c.data_ptr() and d.shape == (4, 10) and d.dtype == torch.int32
+        assert k.scratch("t", (4, 10), torch.int32).data_ptr() != d.data_ptr()
+    finally:
+        augment._FORCE_DENSE[0] = False
 
 
 def test_the_sorted_and_the_mask_paths_give_the_same_images(images: torch.Tensor) -> None:
