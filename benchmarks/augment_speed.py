@@ -4,7 +4,7 @@ AutoAugment called once per uint8 tensor) and against torchvision on PIL images 
 The batched version is timed twice: one call per batch of `--batch` images, and as a training run calls it
 (`augment.ahead_images`: on the CPU a few batches per call, on a GPU the whole epoch). Each figure is images
 per second over `--batch` x `--batches` images at `--res` pixels, the median of `--repeats` timed passes over
-the same images (after a warm-up pass), in one process.
+the same images (after a warm-up pass; the contenders' passes taken in turn), in one process.
 
     .venv/bin/python benchmarks/augment_speed.py [--data ../shared/data/alzheimer_mri] [--batch 64] [--res 128]
 """
@@ -25,14 +25,18 @@ from mriaug import augment, batches, data
 from mriaug.train import to_device_uint8
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per pass of each function, the passes taken in turn (A, B, C, A, B, C, ...) so that a
+    busy spell of a shared machine falls on every contender alike, after one warm-up pass each."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -87,9 +91,9 @@ def main() -> None:
     print(f"data {args.data}: {n} images at {args.res}x{args.res}, batch {args.batch}, "
           f"threads={torch.get_num_threads()}, device={dev}")
     per_batch, as_trained = f"batched, one call per batch of {args.batch}", f"batched, {span} images per call"
-    rates = {name: n / timed(fn, args.repeats) for name, fn in
-             ((per_batch, run_batched), (as_trained, run_as_trained), ("per-image loop (v2, tensors)", run_loop),
-              ("torchvision on PIL", run_pil))}
+    seconds = timed({per_batch: run_batched, as_trained: run_as_trained, "per-image loop (v2, tensors)": run_loop,
+                     "torchvision on PIL": run_pil}, args.repeats)
+    rates = {name: n / s for name, s in seconds.items()}
     print(f"{'augmentation':<36}{'img/s':>10}")
     for name, r in rates.items():
         print(f"{name:<36}{r:>10.0f}")
