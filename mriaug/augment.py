@@ -461,8 +461,8 @@ def _stages_sorted(flat: torch.Tensor, stages: tuple[torch.Tensor, ...], k: _Ker
     """One or two stages (variants per row, in order) on the CPU: before each stage the rows are sorted by the
     kind of work their variant needs (one gather), each kind works on its contiguous block of rows in place, and
     the rows are put back once at the end (one more gather). Picking and writing back rows per operation
-    cost more than the operations themselves here. A row with a table operation in both stages gets both in
-    one pass over its pixels, in the second stage's block of table operations."""
+    cost more than the operations themselves here. The work per row is `_plan`'s: a row with a table operation
+    in both stages, one of them from its histogram, gets both in one pass, in the second stage's histogram block."""
     import torch
 
     rows = flat.shape[0]

@@ -260,7 +260,8 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
         for i in range(0, m, bs):
             idx = perm[i : i + bs]
             if span and i % span == 0:
-                ahead = augment.ahead(aug, x_train, perm[i : min(i + span, m)], keys[perm[i : min(i + span, m)]])
+                chunk = perm[i : min(i + span, m)]
+                ahead = augment.ahead(aug, x_train, chunk, keys[chunk])
             # index_select: `x_train[idx]` copies uint8 images element by element on the CPU (20x slower).
             raw = ahead[i % span : i % span + bs] if span else aug(x_train.index_select(0, idx), keys[idx])
             xb = (raw.float() / 255.0 - norm[0]) / norm[1]
