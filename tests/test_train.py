@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mriaug import augment, pools, results, scenarios, synth
+from mriaug import augment, pools, results, scenarios, synth, train
 from mriaug import data as data_mod
 from mriaug.data import DataSpec
 from mriaug.grid import plan_run
+from mriaug.metrics import classification_metrics
 from mriaug.spec import RunSpec
 from mriaug.train import Interrupted, execute
 from tests.conftest import tiny_hparams
@@ -261,3 +262,191 @@ def test_checkpoint_of_another_identity_is_set_aside(phantom_spec: DataSpec, tmp
     assert not any("resumed" in line for line in lines)
     assert r["timings"]["resumed_from_epoch"] == 0 and len(r["history"]) == 2
     assert ckpt.with_name(ckpt.name + ".bad").exists() and not ckpt.exists()
+
+
+# --- known answers: selection, budget, divergence, resume (issue 18) -----------------------------------------
+
+# The given split with a quarter of the train part carved out for validation, by scan group: 64 validation
+# rows (16 Mild, 0 Moderate, 28 Non, 20 Very mild), 176 rows that train.
+VAL_OPTIONS = {"n_train": 240, "n_test": 80, "size": 32, "val_fraction": 0.25}
+
+
+def _val_spec(epochs: int, select: str = "best_val", scenario: str = "1", budget: str = "epochs",
+              seed: int = 0) -> RunSpec:
+    return plan_run("cnn", scenarios.SCENARIOS[scenario], "none", seed, tiny_hparams("cnn", epochs=epochs),
+                    DataSpec("phantom", dict(VAL_OPTIONS)), None, budget=budget, select=select)
+
+
+def _scripted_validation(monkeypatch: pytest.MonkeyPatch, val_ce: list[float]) -> list[int]:
+    """Validation losses of the coming epochs set by the test (the real metrics otherwise): each call on the
+    64 validation rows takes the next value of `val_ce`. Returns the sizes of every metrics call."""
+    real = classification_metrics  # the module's own, also when an earlier script is in place
+    calls: list[int] = []
+    script = list(val_ce)
+
+    def scripted(logits: object, y: object) -> dict:
+        m = real(logits, y)  # type: ignore[arg-type]
+        calls.append(len(y))  # type: ignore[arg-type]
+        if len(y) == 64:  # type: ignore[arg-type]
+            m = {**m, "test_ce": script.pop(0)}
+        return m
+
+    monkeypatch.setattr(train, "classification_metrics", scripted)
+    return calls
+
+
+def test_the_validation_part_is_the_documented_64_rows() -> None:
+    ds = data_mod.load(DataSpec("phantom", dict(VAL_OPTIONS)))
+    assert len(ds.val_rows) == 64 and int(ds.fit_mask.sum()) == 176
+    assert [int((ds.train_y[ds.val_rows] == k).sum()) for k in range(4)] == [16, 0, 28, 20]
+
+
+def test_best_val_tests_the_weights_of_the_selected_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Validation losses 0.9, 0.5, 0.5, 0.7: epoch 2 is best (the tie of epoch 3 does not replace it). Its weights
+    # are those a 2-epoch run ends with (every epoch reseeds from (seed, epoch)), so the test numbers must be that
+    # run's, and not the 4-epoch run's last weights.
+    two = execute(_val_spec(2, select="last"), tmp_path / "two", log=lambda m: None)
+    four = execute(_val_spec(4, select="last"), tmp_path / "four", log=lambda m: None)
+    assert two["metrics"]["test_ce"] != four["metrics"]["test_ce"]  # the weights differ, and so do the numbers
+    calls = _scripted_validation(monkeypatch, [0.9, 0.5, 0.5, 0.7])
+    best = execute(_val_spec(4), tmp_path / "best", log=lambda m: None)
+    assert calls == [64, 64, 64, 64, 80]  # validation once per epoch, the test set once at the end
+    assert best["training"]["selected_epoch"] == 2 and best["training"]["select"] == "best_val"
+    assert best["metrics"] == two["metrics"]
+    assert [h["val_ce"] for h in best["history"]] == [0.9, 0.5, 0.5, 0.7]
+    assert best["validation"] == best["history"][1] and best["validation"]["epoch"] == 2
+    assert [h["train_loss"] for h in best["history"]] == [h["train_loss"] for h in four["history"]]
+    # select = "last" on the same data: the last epoch, its own validation entry.
+    assert four["training"]["selected_epoch"] == 4 and four["validation"] == four["history"][3]
+    assert four["counts"]["val"] == {"Mild_Demented": 16, "Moderate_Demented": 0, "Non_Demented": 28,
+                                     "Very_Mild_Demented": 20}
+
+
+def test_best_val_when_the_first_or_the_last_epoch_is_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    one = execute(_val_spec(1, select="last"), tmp_path / "one", log=lambda m: None)
+    three = execute(_val_spec(3, select="last"), tmp_path / "three", log=lambda m: None)
+    _scripted_validation(monkeypatch, [0.4, 0.6, 0.5])
+    first = execute(_val_spec(3), tmp_path / "first", log=lambda m: None)
+    assert first["training"]["selected_epoch"] == 1 and first["metrics"] == one["metrics"]
+    _scripted_validation(monkeypatch, [0.7, 0.6, 0.5])
+    last = execute(_val_spec(3), tmp_path / "last", log=lambda m: None)
+    assert last["training"]["selected_epoch"] == 3 and last["metrics"] == three["metrics"]
+    assert last["validation"]["val_ce"] == 0.5
+
+
+def test_a_resumed_best_val_run_keeps_the_best_epoch_of_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Epochs 1-2 before the interruption (0.9, 0.5), epochs 3-4 after it (0.6, 0.7): epoch 2 stays the best.
+    two = execute(_val_spec(2, select="last"), tmp_path / "two", log=lambda m: None)
+    _scripted_validation(monkeypatch, [0.9, 0.5])
+    with pytest.raises(Interrupted):
+        execute(_val_spec(4), tmp_path / "cut", log=lambda m: None, stop_after=2)
+    _scripted_validation(monkeypatch, [0.6, 0.7])
+    r = execute(_val_spec(4), tmp_path / "cut", log=lambda m: None)
+    assert r["training"]["selected_epoch"] == 2 and r["metrics"] == two["metrics"]
+    assert [h["val_ce"] for h in r["history"]] == [0.9, 0.5, 0.6, 0.7]
+    assert r["timings"]["resumed_from_epoch"] == 2
+
+
+def _counted_steps(monkeypatch: pytest.MonkeyPatch, diverge_at: int | None = None) -> list[int]:
+    """The batch size of every training step; from step `diverge_at` (1-based) on, the loss is infinite."""
+    ce = train.F.cross_entropy
+    sizes: list[int] = []
+
+    def counted(logits: torch.Tensor, target: torch.Tensor, *a: object, **k: object) -> torch.Tensor:
+        sizes.append(len(target))
+        loss = ce(logits, target, *a, **k)  # type: ignore[arg-type]
+        return loss * float("inf") if diverge_at is not None and len(sizes) >= diverge_at else loss
+
+    monkeypatch.setattr(train.F, "cross_entropy", counted)
+    return sizes
+
+
+def test_steps_budget_is_counted_on_the_part_that_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Scenario 1 trains on the 176 rows outside validation: ceil(176 / 32) = 6 steps an epoch, 12 in 2 epochs
+    # (not the 16 of all 240 train rows). Scenario 2 keeps 80% of each class's 18 / 2 / 92 / 64 rows, half up:
+    # 14 + 2 + 74 + 51 = 141 images, 5 steps a pass (4 of 32 and one of 13): 12 steps = passes of 5, 5, 2.
+    sizes = _counted_steps(monkeypatch)
+    s1 = execute(_val_spec(2, select="last", budget="steps"), tmp_path, log=lambda m: None)
+    assert sizes == ([32] * 5 + [16]) * 2
+    assert s1["training"]["steps"] == 12 and s1["training"]["epochs"] == 2
+    sizes.clear()
+    s2 = execute(_val_spec(2, select="last", scenario="2", budget="steps"), tmp_path, log=lambda m: None)
+    assert sum(s2["counts"]["real"].values()) == 141
+    assert sizes == [32, 32, 32, 32, 13] * 2 + [32, 32]
+    assert s2["training"]["steps"] == 12 and s2["training"]["epochs"] == 3
+    assert [h["steps"] for h in s2["history"]] == [5, 10, 12]
+    # Images trained: 141 + 141 + 64 = 346, the figure images/s is taken of.
+    t = s2["timings"]
+    assert t["train_images_per_s"] * t["train_s"] == pytest.approx(346)
+    # The epochs budget: 2 full passes over the 141 images, 10 steps.
+    sizes.clear()
+    e2 = execute(_val_spec(2, select="last", scenario="2"), tmp_path, log=lambda m: None)
+    assert sizes == [32, 32, 32, 32, 13] * 2 and e2["training"]["steps"] == 10
+
+
+def test_a_diverged_run_stops_in_its_epoch_and_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 240 images, batches of 32: 8 steps an epoch. Interrupted after epoch 1, resumed, and the loss of the
+    # 2nd step of epoch 2 (the 10th step) is infinite: the run stops at the end of epoch 2, diverged there.
+    spec = _spec(DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32}), aug="none", epochs=3)
+    whole = execute(spec, tmp_path / "whole", log=lambda m: None)
+    with pytest.raises(Interrupted):
+        execute(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
+    ckpt = results.checkpoint_for(tmp_path / "cut", spec.run_id)
+    assert ckpt.exists()
+    sizes = _counted_steps(monkeypatch, diverge_at=2)  # counted from the resumed epoch 2
+    lines: list[str] = []
+    r = execute(spec, tmp_path / "cut", log=lines.append)
+    assert sizes == [32] * 7 + [16]  # epoch 2's steps, then nothing more
+    assert r["status"] == "diverged" and r["diverged_at_epoch"] == 2
+    assert r["metrics"] == dict.fromkeys(results.REQUIRED_METRICS)
+    assert r["history"][0]["train_loss"] == whole["history"][0]["train_loss"]
+    assert r["history"][1] == {"epoch": 2, "train_loss": None, "diverged": True} and len(r["history"]) == 2
+    assert sum(r["counts"]["real"].values()) == 240 and sum(r["counts"]["test"].values()) == 80
+    assert r["weights"] is None and r["data"]["fingerprint"] == whole["data"]["fingerprint"]
+    assert results.read(results.path_for(tmp_path / "cut", spec.run_id)) == r
+    assert not ckpt.exists()
+    assert any("diverged" in line and "epoch 2" in line for line in lines)
+    # Recorded, not trained again.
+    sizes.clear()
+    assert execute(spec, tmp_path / "cut", log=lambda m: None) == r and sizes == []
+
+
+def test_a_resumed_run_counts_the_images_it_trained(tmp_path: Path) -> None:
+    spec = _spec(DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32}), aug="none", epochs=3)
+    with pytest.raises(Interrupted):
+        execute(spec, tmp_path, log=lambda m: None, stop_after=1)
+    r = execute(spec, tmp_path, log=lambda m: None)
+    t = r["timings"]
+    assert t["resumed_from_epoch"] == 1 and t["train_images_per_s"] * t["train_s"] == pytest.approx(480)
+    assert [h["epoch"] for h in r["history"]] == [1, 2, 3] and [h["steps"] for h in r["history"]] == [8, 16, 24]
+
+
+def test_epoch_batches_by_hand() -> None:
+    # epochs budget: ceil(n / batch) every epoch, whatever scenario 1 has.
+    assert train.epoch_batches(100, 32, 3, "epochs", 999) == [4, 4, 4]
+    assert train.epoch_batches(96, 32, 2, "epochs", 1) == [3, 3]
+    # steps: epochs x ceil(n1 / batch) steps in passes of ceil(n / batch): 3 x 2 = 6 in passes of 4 -> 4, 2.
+    assert train.epoch_batches(100, 32, 3, "steps", 60) == [4, 2]
+    assert train.epoch_batches(64, 32, 3, "steps", 64) == [2, 2, 2]  # whole passes: no short pass at the end
+    assert train.epoch_batches(33, 32, 1, "steps", 95) == [2, 1]  # 3 steps in passes of 2
+
+
+def test_predict_in_batches_and_to_device_in_chunks() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    x = torch.randint(0, 256, (7, 1, 4, 4), dtype=torch.uint8)
+    whole = train.predict(model, x, (0.5, 0.25), autocast=False)
+    assert whole.shape == (7, 4)
+    assert abs(train.predict(model, x, (0.5, 0.25), autocast=False, batch=3) - whole).max() < 1e-6
+    # normalisation by hand: ((x / 255) - 0.5) / 0.25 through the linear layer
+    by_hand = model((x.float() / 255.0 - 0.5) / 0.25).detach().numpy()
+    assert abs(whole - by_hand).max() < 1e-5
+    # 1030 constant images (value = index mod 256) resized 4 -> 2 in chunks of 1024: each stays its constant.
+    import numpy as np
+
+    imgs = np.repeat((np.arange(1030) % 256).astype(np.uint8)[:, None, None], 4, 1).repeat(4, 2)
+    out = train.to_device_uint8(imgs, 2, torch.device("cpu"))
+    assert out.shape == (1030, 1, 2, 2) and out.dtype == torch.uint8
+    assert (out[:, 0].reshape(1030, 4) == torch.from_numpy(imgs[:, :2, :2].reshape(1030, 4))).all()
+    same = train.to_device_uint8(imgs, 4, torch.device("cpu"))
+    assert (same[:, 0].numpy() == imgs).all()
