@@ -148,3 +148,123 @@ def test_cam_without_weights_names_the_fix(tmp_path: Path) -> None:
     res = json.loads(r.output.strip().splitlines()[-1])["result"]
     r = runner.invoke(app, ["cam", res, "--pool", str(tmp_path), "--out", str(tmp_path / "cam")])
     assert r.exit_code == 2 and "--save-weights" in r.output
+
+
+# --- the agreement numbers by hand (issue 18) ------------------------------------------------------------
+
+
+def _ramp() -> tuple[np.ndarray, np.ndarray]:
+    """a: 0..99 row by row on 10x10; b: the same ramp 10 higher (mod 100), i.e. a's rows moved up by one."""
+    a = np.arange(100, dtype=np.float32).reshape(10, 10)
+    return a, (a + 10) % 100
+
+
+def test_iou_of_the_top_20_percent_by_hand() -> None:
+    a, b = _ramp()
+    # Top 20 pixels: a's rows 8-9 (values 80-99), b's rows 7-8 (where a is 70-89). Overlap row 8: 10 / 30.
+    ra, rb = cam.top_region(a), cam.top_region(b)
+    assert ra.sum() == 20 and ra[8:].all() and not ra[:8].any()
+    assert rb.sum() == 20 and rb[7:9].all() and not rb[9].any()
+    assert cam.iou(a, b) == pytest.approx(1 / 3)
+    # On the top 80% instead, a keeps values 20-99, b values >= 20 where a is 10-89: 70 / 90. Not the number.
+    assert cam.iou(a, b, fraction=0.8) == pytest.approx(7 / 9)
+    assert cam.TOP_FRACTION == 0.2
+    # Half the map: a >= 50 (50 px), b >= 50 where a is 40-89 (50 px): 40 / 60.
+    assert cam.iou(a, b, fraction=0.5) == pytest.approx(2 / 3)
+
+
+def test_top_region_counts_ties_rounds_half_and_skips_the_minimum() -> None:
+    # 13 pixels: 20% is 2.6, rounded to 3 (not cut to 2).
+    m = np.arange(13, dtype=np.float32).reshape(1, 13)
+    assert cam.top_region(m).sum() == 3 and cam.top_region(m)[0, 10:].all()
+    # 7 pixels: 1.4 -> 1; 2 pixels: 0.4 -> at least 1.
+    assert cam.top_region(np.arange(7.0).reshape(1, 7)).sum() == 1
+    assert cam.top_region(np.array([[0.0, 1.0]])).tolist() == [[False, True]]
+    # Ties at the threshold are all in: the 3rd largest value 5 is shared by 4 pixels -> 2 + 4 = 6.
+    t = np.array([[9, 8, 5, 5, 5, 5, 1, 1, 1, 1, 1, 1, 1, 1, 1]], np.float32)
+    assert cam.top_region(t).sum() == 6
+    # Pixels at the map's minimum are never in, even when the top 20% reaches them.
+    z = np.zeros((5, 5), np.float32)
+    z[0, :3] = [3.0, 2.0, 1.0]
+    assert cam.top_region(z).sum() == 3
+
+
+def test_pearson_and_mass_in_by_hand() -> None:
+    a = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    b = np.array([[2.0, 4.0], [6.0, 9.0]], np.float32)
+    # centred: a -1.5 -0.5 0.5 1.5; b -3.25 -1.25 0.75 3.75; sum ab 11.5; sum aa 5; sum bb 26.75
+    assert cam.pearson(a, b) == pytest.approx(11.5 / np.sqrt(5 * 26.75))
+    assert cam.pearson(a, -b) == pytest.approx(-11.5 / np.sqrt(5 * 26.75))
+    assert cam.pearson(a, 3 * a + 7) == pytest.approx(1.0)
+    region = np.array([[False, True], [False, True]])
+    assert cam.mass_in(a, region) == pytest.approx(6 / 10)
+    assert cam.mass_in(np.zeros((2, 2)), region) == 0.0
+    assert cam.mass_in(a, ~region) == pytest.approx(4 / 10)
+
+
+def test_flat_maps_threshold() -> None:
+    base = np.zeros((4, 4), np.float32)
+    nearly = base.copy()
+    nearly[0, 0] = 1e-6  # a peak-to-peak of 1e-6 counts as flat, 1e-5 does not
+    marked = base.copy()
+    marked[0, 0] = 1e-5
+    assert cam.flat(base) and cam.flat(nearly) and not cam.flat(marked)
+    a, _ = _ramp()
+    assert cam.iou(a, np.zeros_like(a)) == 0.0 and cam.iou(np.zeros_like(a), a) == 0.0
+    assert cam.pearson(np.zeros_like(a), a) == 0.0
+    assert np.isnan(cam.iou(base, nearly)) and np.isnan(cam.pearson(base, nearly))
+
+
+def test_summary_by_hand() -> None:
+    s = cam._summary([1.0, 2.0, 6.0, float("nan")])  # NaN (a flat pair) left out
+    assert s["mean"] == pytest.approx(3.0) and s["median"] == pytest.approx(2.0)
+    assert s["sd"] == pytest.approx(np.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + (6 - 3) ** 2) / 2))  # ddof 1
+    assert cam._summary([0.5]) == {"mean": 0.5, "median": 0.5, "sd": 0.0}
+    assert cam._summary([float("nan")]) == {"mean": None, "median": None, "sd": None}
+    assert cam._summary([]) == {"mean": None, "median": None, "sd": None}
+    assert cam._num(float("nan")) is None and cam._num(0.25) == 0.25 and cam._num(float("inf")) is None
+
+
+def _run(run_id: str, seed: int, model: str = "cnn") -> cam.Run:
+    result = {"run_id": run_id, "spec": {"model": model, "scenario": {"name": "3"}, "augmentation": "none",
+                                         "seed": seed}}
+    return cam.Run(Path(f"{run_id}.json"), result, None, None)  # type: ignore[arg-type]
+
+
+def test_seed_stability_by_hand() -> None:
+    a, b = _ramp()
+    c = a[::-1].copy()
+    runs = [_run("r0", 0), _run("r1", 1), _run("r2", 2), _run("v0", 0, model="vit")]
+    assert runs[0].cell == runs[2].cell != runs[3].cell and runs[1].label == "cnn/s3/none/seed1"
+    real_maps = {"r0": {1: np.stack([a, a])}, "r1": {1: np.stack([a, b])}, "r2": {1: np.stack([c, a])},
+                 "v0": {1: np.stack([a, a])}}
+    out = cam.seed_stability(runs, real_maps)
+    assert list(out) == ["cnn/s3/none"]  # the ViT's cell has one run: no stability to report
+    cell = out["cnn/s3/none"]
+    assert cell["seeds"] == [0, 1, 2]
+    # Pairs of runs (0,1), (0,2), (1,2), image by image: (a,a) (a,b), (a,c) (a,a), (a,c) (b,a). With a = 10 row +
+    # column and c its rows reversed, r(a,c) = (-100 var(row) + var(col)) / (100 var(row) + var(col)) = -99/101.
+    r_ab, r_ac = np.corrcoef(a.ravel(), b.ravel())[0, 1], -99 / 101
+    vals = [1.0, r_ab, r_ac, 1.0, r_ac, r_ab]
+    got = cell["per_class"]["Moderate_Demented"]  # class index 1
+    assert got["pearson"] == pytest.approx(np.mean(vals)) and got["pearson_sd"] == pytest.approx(np.std(vals, ddof=1))
+    assert got["runs"] == 3 and got["images"] == 2
+
+
+def test_pick_pairs_one_variation_per_source() -> None:
+    from types import SimpleNamespace
+
+    labels = np.array([1, 1, 1, 2, 1, 1, 2])
+    sources = np.array([5, 5, 7, 5, 9, 7, 3])
+    images = np.arange(7 * 4, dtype=np.uint8).reshape(7, 2, 2)
+    pool = SimpleNamespace(labels=labels, sources=sources, images=images)
+    ds = SimpleNamespace(train_x=np.arange(10 * 4, dtype=np.uint8).reshape(10, 2, 2) + 100)
+    # Class 1: sources 5, 7, 9 with first variations at rows 0, 2, 4: all three when 8 are asked for.
+    p = cam.pick_pairs(pool, ds, 1, 8)  # type: ignore[arg-type]
+    assert p.rows.tolist() == [0, 2, 4] and p.sources.tolist() == [5, 7, 9] and p.label == 1
+    assert (p.real == ds.train_x[[5, 7, 9]]).all() and (p.synthetic == images[[0, 2, 4]]).all()
+    two = cam.pick_pairs(pool, ds, 1, 2, seed=3)  # type: ignore[arg-type]
+    assert len(two.rows) == 2 and set(two.rows.tolist()) <= {0, 2, 4} and two.rows.tolist() == sorted(two.rows)
+    assert (pool.sources[two.rows] == two.sources).all()
+    none = cam.pick_pairs(pool, ds, 0, 4)  # type: ignore[arg-type]
+    assert len(none.rows) == 0 and none.real.shape == (0, 2, 2)
