@@ -1,0 +1,197 @@
+"""The run and pool lock (`mriaug.locks`) by hand: who counts as a live holder, the timeout setting, what a
+lock file holds, and that a live holder's lock is never taken (issue 18)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mriaug import locks
+from mriaug.errors import SettingError
+
+HOST = socket.gethostname()
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_timeout_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MRIAUG_LOCK_TIMEOUT", raising=False)
+    assert locks.timeout_s() == 300.0 == locks.DEFAULT_TIMEOUT_S
+    monkeypatch.setenv("MRIAUG_LOCK_TIMEOUT", "12.5")
+    assert locks.timeout_s() == 12.5
+    assert locks.FileLock("x.lock").timeout == 12.5 and locks.FileLock("x.lock", timeout=3).timeout == 3
+    for bad in ("0", "-1", "nan", "inf", "soon", ""):
+        monkeypatch.setenv("MRIAUG_LOCK_TIMEOUT", bad)
+        with pytest.raises(SettingError, match=f"MRIAUG_LOCK_TIMEOUT={bad!r}: must be a positive number"):
+            locks.timeout_s()
+
+
+def test_is_stale_by_hand() -> None:
+    dead = _dead_pid()
+    here = {"host": HOST, "pid": os.getpid(), "age_s": 0.0}
+    assert not locks.is_stale(here, 10)  # this process: alive
+    assert not locks.is_stale({**here, "age_s": 10.0}, 10)  # a heartbeat exactly the timeout old: still held
+    assert locks.is_stale({**here, "age_s": 10.5}, 10)  # older: stale, whoever held it
+    assert locks.is_stale({**here, "pid": dead}, 10)  # a dead process on this host: at once
+    # On another host the pid means nothing here: judged by the heartbeat alone.
+    assert not locks.is_stale({"host": "node-elsewhere", "pid": dead, "age_s": 9.0}, 10)
+    assert locks.is_stale({"host": "node-elsewhere", "pid": os.getpid(), "age_s": 11.0}, 10)
+    # No pid (a file being written) or no age: fresh until the timeout passes.
+    assert not locks.is_stale({"host": HOST, "age_s": 1.0}, 10)
+    assert not locks.is_stale({}, 10) and locks.is_stale({"age_s": 10.01}, 10)
+
+
+def test_pid_alive() -> None:
+    assert locks._pid_alive(os.getpid()) and locks._pid_alive(1)
+    assert not locks._pid_alive(_dead_pid())
+    for bad in (0, -1, "123", None, 1.0):
+        assert not locks._pid_alive(bad)
+
+
+def test_read_holder_of_odd_files(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    assert locks.read_holder(path) is None
+    path.write_text(json.dumps({"host": "h", "pid": 7, "token": "t"}))
+    old = time.time() - 50
+    os.utime(path, (old, old))
+    h = locks.read_holder(path)
+    assert h is not None and h["pid"] == 7 and h["token"] == "t" and 49 < h["age_s"] < 60
+    for text in ("", "{half", "[1, 2]", "12"):  # being written, or foreign: no holder, only its age
+        path.write_text(text)
+        h = locks.read_holder(path)
+        assert h is not None and set(h) == {"age_s"} and h["age_s"] < 5
+    path.write_bytes(b"\xff\xfe\x00")
+    assert set(locks.read_holder(path) or {"x": 1}) == {"age_s"}
+
+
+def test_describe() -> None:
+    since = time.mktime((2026, 12, 2, 9, 30, 5, 0, 0, -1))
+    assert locks.describe({"pid": 42, "host": "n1", "since": since}) == "pid 42 on n1 (since 09:30:05)"
+    assert locks.describe({}) == "pid ? on ? (since ?)"
+    assert locks.describe({"pid": 1, "host": "n", "since": "soon"}) == "pid 1 on n (since ?)"
+
+
+def test_a_live_holders_lock_is_never_taken(tmp_path: Path) -> None:
+    # A holder in another live process on this host, with a fresh heartbeat: every try gives it back, the file
+    # is untouched, nothing is left aside.
+    path = tmp_path / "x.lock"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        content = json.dumps({"host": HOST, "pid": sleeper.pid, "token": "theirs", "since": time.time()})
+        path.write_text(content)
+        lock = locks.FileLock(path, timeout=30)
+        for _ in range(3):
+            holder = lock.try_acquire()
+            assert holder is not None and holder["token"] == "theirs" and holder["pid"] == sleeper.pid
+        with pytest.raises(locks.Busy) as err:
+            lock.acquire(wait=False)
+        assert err.value.holder["token"] == "theirs" and err.value.path == path
+        assert f"pid {sleeper.pid} on {HOST}" in str(err.value)
+        assert path.read_text() == content and not lock.held()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["x.lock"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # The same file once its process is gone: taken at once, and the lock file is now ours.
+    lock = locks.FileLock(path, timeout=30)
+    assert lock.try_acquire() is None and lock.held()
+    mine = json.loads(path.read_text())
+    assert mine["token"] == lock.token and mine["pid"] == os.getpid() and mine["host"] == HOST
+    assert abs(mine["since"] - time.time()) < 30
+    lock.release()
+    assert not path.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_waiter_is_told_once_and_takes_the_lock_when_released(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    first = locks.FileLock(path, timeout=30).acquire()
+    told: list[dict] = []
+    got: list[locks.FileLock] = []
+    waiter = threading.Thread(target=lambda: got.append(locks.FileLock(path, timeout=30).acquire(
+        poll_s=0.05, on_wait=told.append)))
+    waiter.start()
+    time.sleep(0.5)  # ten polls or so: still waiting, told once
+    assert not got and len(told) == 1 and told[0]["token"] == first.token
+    first.release()
+    waiter.join(10)
+    assert got and got[0].held() and len(told) == 1
+    got[0].release()
+
+
+def test_the_heartbeat_refreshes_and_a_taken_lock_is_noticed(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    lock = locks.FileLock(path, timeout=0.6).acquire()  # beats every 0.1 s
+    old = time.time() - 100
+    os.utime(path, (old, old))
+    time.sleep(0.5)
+    assert locks.read_holder(path)["age_s"] < 0.4 and not lock.lost  # type: ignore[index]
+    path.unlink()
+    path.write_text(json.dumps({"host": HOST, "pid": os.getpid(), "token": "other"}))
+    time.sleep(0.5)
+    assert lock.lost and not lock.held()
+    lock.release()
+    assert json.loads(path.read_text())["token"] == "other"  # not removed: it is not this lock's
+
+
+def test_take_over_gives_back_a_lock_someone_else_made_in_between(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    # We judged the holder with token "old" stale, but the file now holds "fresh" (another process took it over
+    # and made its own): the rename moves theirs aside; it is linked back and ours is not made.
+    path.write_text(json.dumps({"host": "n", "pid": 1, "token": "fresh"}))
+    lock = locks.FileLock(path, timeout=30)
+    lock._take_over({"token": "old"})
+    assert json.loads(path.read_text())["token"] == "fresh"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.lock"]
+    # The holder judged stale is the one in the file: moved aside and gone.
+    lock._take_over({"token": "fresh"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    lock._take_over({"token": "fresh"})  # nothing there any more: nothing happens
+
+
+def test_cleanup_runs_with_the_lock_and_a_failing_one_releases_it(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    seen: list[bool] = []
+    lock = locks.FileLock(path, timeout=30, cleanup=lambda: seen.append(path.exists()))
+    with lock:
+        assert seen == [True] and lock.held()
+    assert not path.exists()
+
+    def boom() -> None:
+        raise OSError("cannot clean")
+
+    with pytest.raises(OSError, match="cannot clean"):
+        locks.FileLock(path, timeout=30, cleanup=boom).acquire()
+    assert not path.exists()  # released again
+
+
+def test_remove_leftovers(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / ".r1.json.x.tmp").write_text("")
+    (tmp_path / "a" / ".r1.json.y.tmp").write_text("")
+    (tmp_path / "a" / "r1.json").write_text("{}")
+    (tmp_path / "a" / ".r1.json.d.tmp").mkdir()  # a folder is never removed
+    removed = locks.remove_leftovers([(tmp_path / "a", ".r1.json.*.tmp"), (tmp_path / "missing", "*")])
+    assert sorted(p.name for p in removed) == [".r1.json.x.tmp", ".r1.json.y.tmp"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [".r1.json.d.tmp", "r1.json"]
+
+
+def test_held_context(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    with locks.held(path, wait=False) as lock:
+        assert lock.held() and path.exists()
+        with pytest.raises(locks.Busy):
+            with locks.held(path, wait=False):
+                pass
+        assert lock.held()
+    assert not path.exists()
