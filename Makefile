@@ -59,3 +59,9 @@ submit-grid: $(STAMP)
 # The Apptainer image the GPU profiles run tasks in (needs apptainer; see containers/README.md).
 container:
 	apptainer build containers/mriaug.sif containers/mriaug.def
+
+# The documentation site (mkdocs.yml, docs/; MkDocs + Material, in the dev extra): warnings are errors; the
+# grid/profile reference and the module map are generated from the code as it builds. Open build/site/index.html.
+.PHONY: docs
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet

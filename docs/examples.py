@@ -1,0 +1,141 @@
+"""The console examples of README.md and docs/*.md that a script can produce, produced by running them.
+
+In a page, a line `<!-- example: NAME -->` right above a ```console block marks the block as the output of
+EXAMPLES[NAME]: the commands run in a fresh folder holding copies of jobs/ and slurm/ (phantom data, an empty
+cache), and the block becomes each command after `$ ` followed by what it printed (that folder's path left
+out). Every other console block in the pages is marked as recorded output, with its date and machine
+(tests/test_docs.py checks that each block is one or the other).
+
+    python docs/examples.py                 # rerun every example and rewrite its block
+    python docs/examples.py smoke data-show # only these
+    python docs/examples.py --check         # rerun the fast ones; exit 1 when a block differs (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MARKER = re.compile(r"^<!-- example: ([\w-]+) -->$")
+PROGRESS = re.compile(r"^\s*\d+%\|")  # tqdm's bar (stderr): its state at the end says nothing a reader needs
+
+BAD_GRID = """\
+name = "bad"
+data = "phantom"
+models = ["cnn"]
+scenarios = ["1"]
+
+[model.cnn]
+epochs = -1
+"""
+
+
+@dataclass(frozen=True)
+class Example:
+    commands: list[str]
+    fast: bool = False  # checked by `--check` (and so by the tests and CI): seconds, no float output
+    keep: tuple[int, int] | None = None  # of a long output, the first and last lines kept (a "..." between)
+    files: dict[str, str] = field(default_factory=dict)  # written into the folder first
+
+
+SMOKE = ["mriaug synth --grid jobs/smoke.toml --generator transform --classes Mild_Demented,Moderate_Demented",
+         "mriaug grid jobs/smoke.toml"]
+
+EXAMPLES: dict[str, Example] = {
+    "data-show": Example(["mriaug data show --data phantom -o n_train=480 -o n_test=160 -o size=32"], fast=True),
+    "grid-error": Example(["mriaug grid jobs/bad.toml"], fast=True, files={"jobs/bad.toml": BAD_GRID}),
+    "status-new": Example(["mriaug status jobs/smoke.toml"], fast=True, keep=(4, 3)),
+    "synth-smoke": Example(SMOKE[:1]),
+    "smoke": Example(SMOKE, keep=(14, 3)),
+}
+
+
+def run(name: str) -> str:
+    """The console text of one example: each command and what it printed."""
+    ex = EXAMPLES[name]
+    with tempfile.TemporaryDirectory(prefix="mriaug-example-") as tmp:
+        work = Path(tmp)
+        for folder in ("jobs", "slurm"):
+            shutil.copytree(ROOT / folder, work / folder)
+        for rel, text in ex.files.items():
+            (work / rel).write_text(text)
+        env = {**os.environ, "MRIAUG_CACHE": str(work / "cache"), "NO_COLOR": "1", "COLUMNS": "120",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env.pop("CI", None)
+        out = []
+        for cmd in ex.commands:
+            p = subprocess.run(cmd, shell=True, cwd=work, env=env, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+            text = p.stdout.replace(f"{work.resolve()}/", "").replace(f"{work}/", "")
+            lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.rstrip("\n").split("\n")]
+            lines = [line for line in lines if not PROGRESS.match(line)]
+            if ex.keep and len(lines) > sum(ex.keep) + 1:
+                head, tail = ex.keep
+                lines = [*lines[:head], "...", *lines[len(lines) - tail:]]
+            out += [f"$ {cmd}", *lines]
+    return "\n".join(out)
+
+
+def blocks(text: str) -> list[tuple[str, int, int]]:
+    """(example name, first line, end line) of each marked block's content in a page's lines."""
+    lines = text.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        m = MARKER.match(line.strip())
+        if not m:
+            continue
+        if i + 1 >= len(lines) or not lines[i + 1].strip().startswith("```"):
+            raise SystemExit(f"line {i + 1}: {line.strip()} is not followed by a ``` block")
+        end = next((j for j in range(i + 2, len(lines)) if lines[j].strip() == "```"), None)
+        if end is None:
+            raise SystemExit(f"line {i + 2}: the block of example {m.group(1)} is not closed")
+        if m.group(1) not in EXAMPLES:
+            raise SystemExit(f"line {i + 1}: no example {m.group(1)!r} in docs/examples.py")
+        found.append((m.group(1), i + 2, end))
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help="examples to rerun (default: all)")
+    ap.add_argument("--check", action="store_true", help="rerun the fast examples and compare; rewrite nothing")
+    args = ap.parse_args(argv)
+    unknown = set(args.names) - set(EXAMPLES)
+    if unknown:
+        raise SystemExit(f"no example {', '.join(sorted(unknown))}; known: {', '.join(EXAMPLES)}")
+    wanted = args.names or [n for n, ex in EXAMPLES.items() if ex.fast or not args.check]
+    outputs = {name: run(name) for name in wanted}
+    failed = 0
+    for page in PAGES:
+        text = page.read_text()
+        lines = text.splitlines()
+        for name, start, end in reversed(blocks(text)):
+            if name not in outputs:
+                continue
+            old = "\n".join(lines[start:end])
+            if args.check and old != outputs[name]:
+                failed += 1
+                print(f"{page.relative_to(ROOT)}: example {name} prints otherwise now:")
+                print("\n".join(difflib.unified_diff(old.splitlines(), outputs[name].splitlines(), "page", "now",
+                                                     lineterm="")))
+            lines[start:end] = outputs[name].splitlines()
+        if not args.check and lines != text.splitlines():
+            page.write_text("\n".join(lines) + "\n")
+            print(f"rewrote {page.relative_to(ROOT)}")
+    if args.check:
+        print(f"{len(outputs)} example(s) checked, {failed} block(s) differ")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
