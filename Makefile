@@ -6,15 +6,43 @@ STAMP := $(VENV)/.installed
 GRID ?= jobs/thesis.toml
 PROFILE ?= slurm/example-gpu.toml
 
-.PHONY: venv smoke test lint clean-smoke mutants
+.PHONY: venv lock smoke test lint clean-smoke mutants
 
-$(STAMP): pyproject.toml
+# The environment comes from a lock (requirements/README.md): pip-tools' hashed pins, resolved from
+# pyproject.toml's ranges. `make venv` installs exactly the dev lock (the runtime lock plus test and lint tools)
+# and stamps the environment with the lock's hash (every result's env records it); the container installs
+# requirements/runtime.txt only. TORCH=cpu selects the CPU build of torch (requirements/*-cpu.txt).
+TORCH ?= cuda
+ifeq ($(TORCH),cpu)
+LOCK_SUFFIX := -cpu
+TORCH_INDEX := --extra-index-url https://download.pytorch.org/whl/cpu
+endif
+LOCK ?= requirements/dev$(LOCK_SUFFIX).txt
+RUNTIME_LOCK := requirements/runtime$(LOCK_SUFFIX).txt
+
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes --no-deps $(TORCH_INDEX) -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m mriaug.envlock record $(LOCK)
 	touch $@
 
 venv: $(STAMP)
+
+requirements/dev-cpu.txt requirements/runtime-cpu.txt:
+	@echo "$@ is not written yet: run 'make lock TORCH=cpu' where the PyTorch CPU index can be reached" >&2; exit 1
+
+# Re-resolve the locks after a change to pyproject.toml's dependencies: pins still allowed are kept;
+# LOCK_ARGS=--upgrade takes the newest releases the ranges allow (--upgrade-package NAME for one). The dev lock
+# is constrained by the runtime one, so both hold the same versions. TORCH=cpu writes the CPU locks (needs
+# the PyTorch CPU index, which the development machines cannot reach).
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock$(if $(filter cpu,$(TORCH)), TORCH=cpu)" $(BIN)/pip-compile -q \
+	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links $(TORCH_INDEX) $(LOCK_ARGS)
+lock:
+	test -x $(BIN)/pip-compile || $(MAKE) venv TORCH=cuda
+	$(PIP_COMPILE) -o $(RUNTIME_LOCK) pyproject.toml $(if $(filter cpu,$(TORCH)),requirements/cpu.in)
+	$(PIP_COMPILE) --extra dev -c $(RUNTIME_LOCK) -o requirements/dev$(LOCK_SUFFIX).txt pyproject.toml \
+		$(if $(filter cpu,$(TORCH)),requirements/cpu.in)
 
 # The main job on the built-in phantom dataset, on a CPU: pool, 72 runs, the three thesis tables.
 smoke: $(STAMP)

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, envlock
 from .errors import DeviceError
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def git_commit() -> str | None:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """Versions, device, threads, host, commit and Slurm ids: the provenance part of a result."""
+    """Versions, device, threads, host, commit, lock hash and Slurm ids: the provenance part of a result."""
     import numpy as np
     import timm
     import torch
@@ -70,5 +70,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "timm": timm.__version__, "numpy": np.__version__, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "threads": torch.get_num_threads(), "host": socket.gethostname(), "git_commit": git_commit(),
+        # The lock the environment was installed from (`make venv`, the container); None: not from a lock.
+        "lock": envlock.installed_hash(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
     }
