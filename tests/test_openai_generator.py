@@ -408,3 +408,192 @@ def test_a_refused_model_on_a_server_that_lists_no_models(tmp_path: Path, env: p
         # The thesis's endpoint on the same server works.
         r = _synth(tmp_path / "pool2", *FAST, *VARIATION)
         assert r.exit_code == 0, r.output
+
+
+# --- spend and pricing by hand (issue 18) -----------------------------------------------------------------
+
+def _usage(input_tokens: int = 0, output_tokens: int = 0, ind: dict | None = None, outd: dict | None = None) -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(input_tokens=input_tokens, output_tokens=output_tokens,
+                           input_tokens_details=None if ind is None else SimpleNamespace(**ind),
+                           output_tokens_details=None if outd is None else SimpleNamespace(**outd))
+
+
+def test_usage_priced_with_and_without_token_details() -> None:
+    from mriaug.generators.openai_api import token_cost, tokens_of
+
+    # With details: each kind at its price. 50 text + 1000 image tokens in, 4000 image + 20 text out:
+    # (50 x 5 + 1000 x 8 + 4000 x 30 + 20 x 10) / 1e6 = 128,450 / 1e6.
+    full = _usage(1050, 4020, {"text_tokens": 50, "image_tokens": 1000}, {"image_tokens": 4000, "text_tokens": 20})
+    t = tokens_of(full)
+    assert t == {"input_text": 50, "input_image": 1000, "output_image": 4000, "output_text": 20}
+    assert token_cost(t, GPT_IMAGE_2_PER_1M) == pytest.approx(0.12845)  # type: ignore[arg-type]
+    # Without details: all input as image tokens, all output as image tokens (1050 x 8 + 4020 x 30 = 129,000).
+    bare = tokens_of(_usage(1050, 4020))
+    assert bare == {"input_text": 0, "input_image": 1050, "output_image": 4020, "output_text": 0}
+    assert token_cost(bare, GPT_IMAGE_2_PER_1M) == pytest.approx(0.129)  # type: ignore[arg-type]
+    # Input details only: the output total is image tokens.
+    half = tokens_of(_usage(1050, 4020, {"text_tokens": 50, "image_tokens": 1000}))
+    assert half == {"input_text": 50, "input_image": 1000, "output_image": 4020, "output_text": 0}
+    # Output details only: the input total is image tokens.
+    other = tokens_of(_usage(1050, 4020, None, {"image_tokens": 4000, "text_tokens": 20}))
+    assert other == {"input_text": 0, "input_image": 1050, "output_image": 4000, "output_text": 20}
+    # No usage at all: nothing to price; odd counts (negative, text, booleans, missing) count as 0.
+    assert tokens_of(None) is None
+    odd = tokens_of(_usage(-5, True, {"text_tokens": "7", "image_tokens": 3.0}, {}))  # type: ignore[arg-type]
+    assert odd == {"input_text": 0, "input_image": 3, "output_image": 0, "output_text": 0}
+    # A kind missing from the counts costs nothing; every kind is priced, text output included.
+    assert token_cost({"output_text": 1_000_000}, GPT_IMAGE_2_PER_1M) == pytest.approx(10.0)
+    assert token_cost({}, GPT_IMAGE_2_PER_1M) == 0.0
+
+
+def test_ledger_by_hand() -> None:
+    from mriaug.generators.openai_api import Ledger
+
+    led = Ledger(before_estimate=0.10, before_usage=0.05, max_cost=0.20)
+    assert led.spent() == pytest.approx(0.10)  # the larger running figure: the estimate
+    assert led.reserve(0.06) and led.reserved == pytest.approx(0.06)
+    assert led.reserve(0.04)  # 0.10 + 0.06 + 0.04 = 0.20 exactly: fits
+    assert not led.reserve(0.0001)  # over by a hair: refused, nothing reserved
+    assert led.reserved == pytest.approx(0.10) and led.counts == {"sent": 2}
+    # A billed answer with usage: the estimate and the usage-based cost both count.
+    led.settle("ok", 0.06, 0.06, 0.02, {"input_image": 10, "output_image": 5})
+    assert led.reserved == pytest.approx(0.04)
+    assert led.run_estimate == pytest.approx(0.06) and led.run_usage == pytest.approx(0.02)
+    assert led.spent() == pytest.approx(0.16)  # max(0.10 + 0.06, 0.05 + 0.02)
+    # A billed answer without usage: counted at its estimate in the usage-based figure too.
+    led.settle("timeout", 0.04, 0.04)
+    assert led.run_usage == pytest.approx(0.06) and led.run_estimate == pytest.approx(0.10)
+    # At the cap now (0.10 + 0.10): nothing more fits; a higher cap lets a request through.
+    assert led.spent() == pytest.approx(0.20) and not led.reserve(0.01)
+    led.max_cost = 0.25
+    # An unbilled failure: the reservation comes back, nothing is spent.
+    assert led.reserve(0.03)
+    led.settle("http_500", 0.03, tokens={"input_image": 1})
+    assert led.reserved == pytest.approx(0.0) and led.run_estimate == pytest.approx(0.10)
+    assert led.counts == {"sent": 3, "ok": 1, "billed": 2, "usage": 1, "timeout": 1, "http_500": 1}
+    assert led.run_spend() == {"spend_usd": pytest.approx(0.06), "spend_estimate_usd": pytest.approx(0.10),
+                               "tokens": {"input_image": 11, "output_image": 5},
+                               "requests": {"sent": 3, "ok": 1, "billed": 2, "usage": 1, "timeout": 1, "http_500": 1}}
+    # The usage-based figure can be the larger one; no cap without max_cost.
+    big = Ledger(before_estimate=0.01, before_usage=0.5)
+    assert big.spent() == pytest.approx(0.5) and big.reserve(1e9)
+    capped = Ledger(before_estimate=0.01, before_usage=0.5, max_cost=0.55)
+    assert capped.reserve(0.05) and not capped.reserve(0.001)
+
+
+def test_spend_before_reads_old_and_new_pools() -> None:
+    from mriaug.generators.openai_api import spend_before
+
+    assert spend_before({}) == {"spend_usd": 0.0, "spend_estimate_usd": 0.0, "tokens": {}, "requests": {}}
+    # A pool from before the usage-based figure: its spend_usd was the estimate.
+    assert spend_before({"spend_usd": 0.3}) == {"spend_usd": 0.3, "spend_estimate_usd": 0.3, "tokens": {},
+                                                "requests": {}}
+    meta = {"spend_usd": 0.2, "spend_estimate_usd": 0.4, "tokens": {"input_image": 3}, "requests": {"ok": 2},
+            "tokens_extra": 1}
+    got = spend_before(meta)
+    assert got == {"spend_usd": 0.2, "spend_estimate_usd": 0.4, "tokens": {"input_image": 3}, "requests": {"ok": 2}}
+    got["tokens"]["input_image"] = 99
+    assert meta["tokens"] == {"input_image": 3}  # a copy
+    assert spend_before({"spend_usd": 0.1, "tokens": None, "requests": None})["tokens"] == {}
+
+
+def test_prices_per_image_and_per_token_setting() -> None:
+    from mriaug.errors import SettingError
+    from mriaug.generators.openai_api import OpenAIGenerator
+
+    g = OpenAIGenerator()  # gpt-image-2 edits, 1024x1024, low quality: $0.02 an image, token prices known
+    assert (g.model, g.size, g.quality, g.price) == ("gpt-image-2", "1024x1024", "low", 0.02)
+    assert g.token_prices == GPT_IMAGE_2_PER_1M
+    assert OpenAIGenerator(endpoint="variation").price == 0.016  # dall-e-2 at 256x256
+    v = OpenAIGenerator(endpoint="variation", size="1024x1024")
+    assert v.price == 0.020 and v.quality is None and v.token_prices is None
+    assert OpenAIGenerator(model="gpt-image-1", quality="high").price == 0.167
+    assert OpenAIGenerator(price_usd=0.5).price == 0.5 and OpenAIGenerator(price_usd=0).price == 0
+    with pytest.raises(SettingError, match="no price known for model 'gpt-image-9'.*price_usd="):
+        OpenAIGenerator(model="gpt-image-9")
+    # Token prices: single entries overridden, the others kept.
+    assert OpenAIGenerator(token_prices={"output_image": 40}).token_prices == {**GPT_IMAGE_2_PER_1M,
+                                                                              "output_image": 40.0}
+    # A model without a table: all four kinds or an error naming those missing.
+    full = {"input_text": 1, "input_image": 2, "output_image": 3, "output_text": 4}
+    assert OpenAIGenerator(model="gpt-image-1", token_prices=full).token_prices == full
+    with pytest.raises(SettingError, match=r"lacks \['output_image', 'output_text'\]"):
+        OpenAIGenerator(model="gpt-image-1", token_prices={"input_text": 1, "input_image": 2})
+    with pytest.raises(SettingError, match=r"unknown kind\(s\) \['image'\]"):
+        OpenAIGenerator(token_prices={"image": 1})
+    with pytest.raises(SettingError, match="must be a table of USD per 1M tokens"):
+        OpenAIGenerator(token_prices=5)  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match="token_prices output_text"):
+        OpenAIGenerator(token_prices={"output_text": -1})
+    with pytest.raises(SettingError, match="price_usd"):
+        OpenAIGenerator(price_usd=-0.01)
+
+
+def test_estimate_and_requests_by_hand() -> None:
+    from mriaug.generators.openai_api import OpenAIGenerator
+
+    g = OpenAIGenerator(n=3, max_cost_usd=1.5)
+    todo = [(7, 0), (7, 1), (7, 2), (7, 3), (9, 0), (7, 4), (9, 1)]
+    # Source 7's five variations in requests of at most 3 (3 + 2), source 9's two in one: 3 requests.
+    assert g.requests_for(todo) == [(7, [0, 1, 2]), (7, [3, 4]), (9, [0, 1])]
+    e = g.estimate(todo, spent=0.25)
+    assert e["requests"] == 3 and e["images"] == 7 and e["cost_usd"] == pytest.approx(0.14) and e["price_usd"] == 0.02
+    assert e["text"] == ("3 request(s) for 7 image(s) to /v1/images/edits (gpt-image-2, 1024x1024, quality low, "
+                         "up to 3 per request) at $0.0200 per image: about $0.14; pool spend so far $0.25; "
+                         "--max-cost $1.50")
+    v = OpenAIGenerator(endpoint="variation").estimate([(1, 0)])
+    assert v["text"].startswith("1 request(s) for 1 image(s) to /v1/images/variations (dall-e-2, 256x256, up to 10")
+    assert "--max-cost" not in v["text"] and v["cost_usd"] == pytest.approx(0.016)
+    assert OpenAIGenerator().estimate([])["cost_usd"] == 0
+
+
+def _answer(usage: object, n_images: int, side: int = 8) -> tuple[object, object]:
+    import base64
+    import io
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((side, side), 77, np.uint8)).save(buf, format="PNG")
+    item = SimpleNamespace(b64_json=base64.b64encode(buf.getvalue()).decode())
+    raw = SimpleNamespace(headers={"x-request-id": "req-1", "openai-model": "gpt-image-2"})
+    return raw, SimpleNamespace(usage=usage, data=[item] * n_images, model=None)
+
+
+def test_an_answer_is_booked_at_its_usage_or_its_estimate() -> None:
+    from mriaug.generators.openai_api import Ledger, OpenAIGenerator, Outcome
+
+    usage = _usage(1050, 4020, {"text_tokens": 50, "image_tokens": 1000}, {"image_tokens": 4000, "text_tokens": 20})
+    g = OpenAIGenerator()
+    led, out = Ledger(), Outcome(3, [0, 1])
+    assert led.reserve(0.04)
+    raw, resp = _answer(usage, 2)
+    g._take(out, raw, resp, [0, 1], 1, 8, led, 0.04)
+    assert out.cost == pytest.approx(0.12845) and out.cost_estimate == pytest.approx(0.04)
+    assert led.run_spend()["spend_usd"] == pytest.approx(0.12845) and led.reserved == pytest.approx(0.0)
+    assert [m.variation for m in out.made] == [0, 1] and out.error is None and not out.unpriced_usage
+    assert out.made[0].request == {"n": 2, "attempt": 1, "model_answered": "gpt-image-2", "id": "req-1"}
+    assert (out.made[0].image == 77).all() and out.made[0].image.shape == (8, 8)
+    # Usage without details, priced as image tokens: 1050 x 8 + 4020 x 30 = 129,000 / 1e6.
+    led1, out1 = Ledger(), Outcome(5, [0])
+    raw, resp = _answer(_usage(1050, 4020), 1)
+    g._take(out1, raw, resp, [0], 1, 8, led1, 0.02)
+    assert out1.cost == pytest.approx(0.129) and led1.run_spend()["spend_usd"] == pytest.approx(0.129)
+    assert led1.run_spend()["tokens"] == {"input_text": 0, "input_image": 1050, "output_image": 4020, "output_text": 0}
+    # No price for the tokens (dall-e-2 variations): the estimate is the spend, and the run is told.
+    v, led2, out2 = OpenAIGenerator(endpoint="variation"), Ledger(), Outcome(3, [0])
+    led2.reserve(0.016)
+    raw, resp = _answer(_usage(10, 20), 1, side=16)
+    v._take(out2, raw, resp, [0], 2, 8, led2, 0.016)
+    assert out2.unpriced_usage and out2.cost == pytest.approx(0.016)
+    assert led2.run_spend()["spend_usd"] == pytest.approx(0.016) and led2.counts.get("usage") is None
+    assert out2.made[0].image.shape == (8, 8)  # resized to the dataset's side
+    # One image short: booked as malformed, the usable one kept.
+    led3, out3 = Ledger(), Outcome(4, [0, 1])
+    raw, resp = _answer(None, 1)
+    g._take(out3, raw, resp, [0, 1], 1, 8, led3, 0.04)
+    assert out3.missing == [1] and out3.cost == pytest.approx(0.04) and led3.counts["malformed"] == 1
+    assert out3.error == "malformed response: 1 of 2 image(s) usable (0 undecodable)"
