@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
 from mriaug import data
 from mriaug.analysis import fidelity, pool_report
@@ -26,3 +28,141 @@ def test_kid_sees_a_shifted_distribution_above_the_real_floor() -> None:
     assert off["kid_real_vs_synthetic"] > 5 * max(off["kid_real_vs_real"], 1e-4)
     assert same["kid_real_vs_real"] == off["kid_real_vs_real"]  # the floor does not depend on the synthetic set
     assert fidelity._cache_path(ds).exists()  # trained once, then read from the cache
+
+
+# --- KID by hand -------------------------------------------------------------------------------------------------
+# With a one-number feature f, torchmetrics' KID is the unbiased MMD^2 with the kernel k(x, y) = (x*y/1 + 1)^3:
+# mean of k over distinct pairs within each set, plus the same for the other set, less twice the mean of k over
+# all cross pairs. With subset_size equal to both set sizes every subset is the whole set: std 0.
+# Feature: the mean of the prepared image, so a black image (0 -> -1) gives -1, a white one +1, and one half
+# black, half white 0 (64 x 64, the feature net's side, so nothing is resized).
+
+
+class _MeanFeature(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double().mean(dim=(1, 2, 3))[:, None]
+
+
+def _img(kind: str) -> np.ndarray:
+    x = np.zeros((fidelity.SIDE, fidelity.SIDE), np.uint8)
+    if kind == "white":
+        x[:] = 255
+    elif kind == "half":
+        x[:, fidelity.SIDE // 2 :] = 255
+    return x
+
+
+def test_kid_known_answers() -> None:
+    b, w, h = _img("black"), _img("white"), _img("half")
+    net = _MeanFeature()
+    # {-1, -1} against {+1, +1}: k(-1,-1) = 8 within the first, k(1,1) = 8 within the second, k(-1,1) = 0 across:
+    # 8 + 8 - 2*0 = 16.
+    assert fidelity.kid(net, np.stack([b, b]), np.stack([w, w]), 2) == (16.0, 0.0)
+    # {-1, +1} against {+1, +1}: 0 within the first, 8 within the second, across (0 + 0 + 8 + 8)/4 = 4: 0 + 8 - 8 = 0.
+    assert fidelity.kid(net, np.stack([b, w]), np.stack([w, w]), 2) == (0.0, 0.0)
+    # {0, 0} against {-1, +1}: k(0, .) = 1 everywhere: 1 + 0 - 2*1 = -1 (the unbiased estimate can go below 0).
+    assert fidelity.kid(net, np.stack([h, h]), np.stack([b, w]), 2) == (-1.0, 0.0)
+
+
+def test_halves_are_disjoint_random_and_seeded() -> None:
+    for n in (2, 7, 10):
+        a, b = fidelity.halves(n, 3)
+        assert len(a) == n // 2 and len(b) == n - n // 2
+        assert sorted(np.concatenate([a, b]).tolist()) == list(range(n))  # disjoint, and every row once
+    assert np.array_equal(fidelity.halves(10, 3)[0], fidelity.halves(10, 3)[0])
+    assert len({tuple(np.sort(fidelity.halves(10, s)[0])) for s in range(6)}) > 1  # the seed draws the halves
+
+
+def test_kid_floor_is_between_two_distinct_halves() -> None:
+    # Real images with features A = -1, B = +1, C = 0, D = 0; synthetic {+1, +1}. The three ways to halve them:
+    #   {A,B}|{C,D}: floor k(A,B) + k(C,D) - 2*(1+1+1+1)/4 = 0 + 1 - 2 = -1;
+    #   {A,C}|{B,D} or {A,D}|{B,C}: 1 + 1 - 2*(0+1+1+1)/4 = 0.5.
+    # Against the synthetic pair (8 within it) from the first half: {A,B} 0 + 8 - 2*(0+0+8+8)/4 = 0;
+    # {C,D} 1 + 8 - 2*1 = 7; {A,C} or {A,D} 1 + 8 - 2*(0+0+1+1)/4 = 8; {B,C} or {B,D} 1 + 8 - 2*(8+8+1+1)/4 = 0.
+    # A floor taken between a half and itself would give -8, 0 or -3.5 instead.
+    real = np.stack([_img("black"), _img("white"), _img("half"), _img("half")])
+    syn = np.stack([_img("white"), _img("white")])
+    floors = set()
+    for seed in range(12):
+        r = fidelity.kid_real_vs_synthetic(_MeanFeature(), real, syn, seed=seed)
+        assert r["kid_subset_size"] == 2
+        assert (r["kid_real_vs_real"], r["kid_real_vs_synthetic"]) in {(-1.0, 0.0), (-1.0, 7.0), (0.5, 8.0),
+                                                                         (0.5, 0.0)}
+        assert r["kid_real_vs_real_std"] == 0.0
+        floors.add(r["kid_real_vs_real"])
+    assert floors == {-1.0, 0.5}
+    # Fewer than two images in a half: no KID rather than a number from one image.
+    r = fidelity.kid_real_vs_synthetic(_MeanFeature(), real[:3], syn)
+    assert r == {"kid_real_vs_synthetic": None, "kid_real_vs_real": None, "kid_subset_size": 1}
+
+
+# --- memorisation: distances and the near-copy threshold, by hand ------------------------------------------------
+
+
+def test_nearest_by_hand_and_copies_at_exactly_zero() -> None:
+    ref = np.array([[0.0, 0.0], [3.0, 4.0], [10.0, 0.0]])
+    d, i = fidelity.nearest(np.array([[3.0, 4.0], [1.0, 0.0], [6.0, 8.0], [7.0, 0.0]]), ref, block=2)
+    assert d.tolist() == [0.0, 1.0, 5.0, 3.0] and i.tolist() == [1, 0, 1, 2]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (20, 32, 32), dtype=np.uint8)
+    f = fidelity.pixel_features(x)
+    d, i = fidelity.nearest(f[::-1], f)
+    assert (d == 0.0).all() and i.tolist() == list(range(19, -1, -1))
+    with pytest.raises(ValueError, match="reference set is empty"):
+        fidelity.nearest(f, f[:0])
+
+
+def test_pixel_features_ignore_brightness_and_contrast() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 120, (3, 64, 64), dtype=np.uint8)
+    f = fidelity.pixel_features(x)
+    assert f.shape == (3, 32 * 32)
+    assert np.allclose(np.linalg.norm(f, axis=1), 1.0) and np.allclose(f.mean(axis=1), 0.0)
+    brighter = (x.astype(np.int64) * 2 + 10).astype(np.uint8)  # at most 248: no clipping
+    assert np.allclose(fidelity.pixel_features(brighter), f, atol=1e-6)
+    # An image and its negative: correlation -1, distance sqrt(2 * (1 - (-1))) = 2.
+    neg = fidelity.pixel_features(255 - x)
+    assert np.allclose(np.linalg.norm(neg - f, axis=1), 2.0)
+
+
+def test_near_copy_threshold_by_hand() -> None:
+    # 5th percentile of 1..100 (linear interpolation): position 0.05 * 99 = 4.95 between 5 and 6 -> 5.95.
+    assert fidelity.near_copy_threshold(np.arange(1, 101, dtype=float)) == pytest.approx(5.95, abs=1e-12)
+    assert fidelity.near_copy_threshold(np.arange(1, 101, dtype=float) / 1000) == pytest.approx(0.02)  # the floor
+    assert fidelity.near_copy_threshold(np.zeros(50)) == fidelity.NEAR_FLOOR  # a held-out part of duplicates
+    assert fidelity.near_copy_threshold(np.zeros(0)) == fidelity.NEAR_FLOOR
+
+
+# --- class fidelity's classifier ---------------------------------------------------------------------------------
+
+
+def test_class_weights_and_recall_by_hand() -> None:
+    # Counts 3, 0, 1, 0 over 4 images and 2 present classes: 4 / (2*3) and 4 / (2*1); absent classes 0.
+    w = fidelity.class_weights(np.array([0, 0, 0, 2]))
+    assert w.tolist() == pytest.approx([2 / 3, 0.0, 2.0, 0.0])
+    pred, y = np.array([0, 0, 1, 2, 2, 3]), np.array([0, 1, 1, 2, 3, 3])
+    assert fidelity.recall(pred, y, 1) == 0.5 and fidelity.recall(pred, y, 3) == 0.5
+    assert fidelity.recall(pred, y, 0) == 1.0 and fidelity.recall(pred, np.array([0, 0, 0, 2, 2, 2]), 1) is None
+
+
+def test_feature_net_is_cached_per_split_and_trained_without_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = {"n_train": 160, "n_test": 40, "size": 32, "split": "subject"}
+    a = data.load(data.DataSpec("phantom", {**spec, "val_fraction": 0.1}))
+    b = data.load(data.DataSpec("phantom", {**spec, "val_fraction": 0.3}))
+    assert a.fingerprint == b.fingerprint and len(a.val_rows) < len(b.val_rows)  # one pool serves both...
+    assert fidelity._cache_path(a) != fidelity._cache_path(b)  # ...but each has its own network
+    net = fidelity.feature_net(b)
+    pred = fidelity.predict(net, b.train_x)
+    assert pred.shape == (len(b.train_y),) and set(pred.tolist()) <= {0, 1, 2, 3}
+    # Trained on the fit rows only: the training loop sees as many images as the fit part holds.
+    seen: list[int] = []
+    original = fidelity.Features.prepare
+
+    def spy(images: np.ndarray) -> torch.Tensor:
+        seen.append(len(images))
+        return original(images)
+
+    fidelity._cache_path(b).unlink()
+    monkeypatch.setattr(fidelity.Features, "prepare", staticmethod(spy))
+    fidelity.feature_net(b)
+    assert seen == [int(b.fit_mask.sum())] and seen[0] == len(b.train_y) - len(b.val_rows)

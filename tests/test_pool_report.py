@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mriaug import data, pools, scenarios, synth
-from mriaug.analysis import pool_report
+from mriaug.analysis import fidelity, pool_report
 from mriaug.cli import app
 from mriaug.errors import MriaugError
 from mriaug.generators import seed_for
@@ -293,3 +293,204 @@ def test_transform_variations_do_not_collide(small: data.Dataset) -> None:
     assert len(seeds) == 3 * 40 * 120
     with pytest.raises(MriaugError, match="at least 0"):
         seed_for(0, -1, 0)
+
+
+# --- SSIM against the image's own source, by hand ------------------------------------------------------------------
+
+
+def _hand_dataset(levels: list[int]) -> data.Dataset:
+    """Constant images, one grey level per train row (two rows per class), for numbers worked out by hand."""
+    x = np.stack([np.full((32, 32), v, np.uint8) for v in levels])
+    y = np.arange(len(levels), dtype=np.int64) // 2
+    return data.Dataset(x, y, x[::2].copy(), y[::2].copy(), {"source": "hand", "options": {}}, "hand0000")
+
+
+def test_ssim_is_taken_against_the_images_own_source(tmp_path: Path) -> None:
+    # SSIM of two constant images a and b: the structure term is C2/C2 = 1, the luminance term
+    # (2ab + C1) / (a^2 + b^2 + C1), C1 = (0.01 * 255)^2 = 6.5025 (torchmetrics' constants for 8-bit images).
+    levels = [40, 60, 80, 100, 120, 140, 160, 180]
+    ds = _hand_dataset(levels)
+    pool = tmp_path / "pool"
+    w = pools.PoolWriter(pool, ds, "hand")
+    order = [7, 5, 3, 1, 0, 2, 4, 6]  # not the rows' order, so a pool row's own index is not its source
+    for r in order:
+        w.add(np.full((32, 32), levels[r] + 20, np.uint8), r, 0, "hand", {})
+    w.flush()
+    p = pools.load(pool, ds)
+    per = pool_report.fidelity(p, ds, kid=False)
+
+    def ssim(a: float, b: float) -> float:
+        return (2 * a * b + 6.5025) / (a * a + b * b + 6.5025)
+
+    for c, name in enumerate(["Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented"]):
+        want = [ssim(levels[r], levels[r] + 20) for r in (2 * c, 2 * c + 1)]
+        assert per[name]["ssim_to_source_mean"] == pytest.approx(np.mean(want), abs=1e-9)
+        assert per[name]["ssim_to_source_min"] == pytest.approx(min(want), abs=1e-9)
+    assert pool_report.ssim(np.full((1, 32, 32), 100, np.uint8), np.full((1, 32, 32), 50, np.uint8))[0] == \
+        pytest.approx(10006.5025 / 12506.5025, abs=1e-9)
+
+
+# --- memorisation and class fidelity on constructed pools -------------------------------------------------------
+
+MID = data.DataSpec("phantom", {"n_train": 320, "n_test": 80, "size": 32})
+MILD, MODERATE, NON, VERY_MILD = 0, 1, 2, 3
+
+
+@pytest.fixture(scope="module")
+def mid() -> data.Dataset:
+    return data.load(MID)
+
+
+def _pool_of(path: Path, ds: data.Dataset, sources: np.ndarray, images: np.ndarray) -> pools.Pool:
+    w = pools.PoolWriter(path, ds, "hand")
+    for r, img in zip(sources, images, strict=True):
+        w.add(img, int(r), 0, "hand", {})
+    w.flush()
+    return pools.load(path, ds)
+
+
+def test_exact_copies_are_all_near_copies_and_noise_none(tmp_path: Path, mid: data.Dataset) -> None:
+    mild = np.flatnonzero(mid.train_y == MILD)
+    non = np.flatnonzero(mid.train_y == NON)[: len(mild)]
+    # Copies of training images that are not their sources (another row, another class): near-copies all the same.
+    p = _pool_of(tmp_path / "copies", mid, mild, mid.train_x[non])
+    m = pool_report.memorisation(p, mid)
+    assert m["per_class"]["Mild_Demented"]["near_copy_share"] == 1.0
+    assert m["per_class"]["Mild_Demented"]["nn_distance_median"] == 0.0
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (len(mild), 32, 32), dtype=np.uint8)
+    m = pool_report.memorisation(_pool_of(tmp_path / "noise", mid, mild, noise), mid)
+    r = m["per_class"]["Mild_Demented"]
+    assert r["near_copy_share"] == 0.0 and r["nn_distance_min"] > 1.0  # uncorrelated: about sqrt(2)
+    # The threshold, by hand: the 5th percentile of the test images' distances to their nearest fit image.
+    fit = fidelity.pixel_features(mid.train_x[mid.fit_mask])
+    d = fidelity.nearest(fidelity.pixel_features(mid.test_x), fit)[0]
+    s = m["summary"]
+    assert s["held_out_part"] == "test" and s["held_out_images"] == len(mid.test_y) and s["held_out_shares_scans"]
+    assert s["percentile_distance"] == pytest.approx(np.percentile(d, 5), rel=1e-9)
+    assert s["threshold"] == pytest.approx(max(np.percentile(d, 5), 0.02), rel=1e-9)
+    assert s["held_out_near_share"] == pytest.approx(float((d < s["threshold"]).mean()))
+    assert 0.0 < s["held_out_near_share"] <= 0.05 + 1e-12
+
+
+def test_copy_pool_flagged_in_every_class_transform_pool_not(tmp_path: Path, mid: data.Dataset) -> None:
+    copy, transform = tmp_path / "copy", tmp_path / "transform"
+    synth.make_pool(mid, copy, "copy", progress_bar=False)
+    synth.make_pool(mid, transform, "transform", progress_bar=False)
+    rc = pool_report.quality(pools.load(copy, mid), mid)
+    rt = pool_report.quality(pools.load(transform, mid), mid)
+    assert set(rc["per_class"]) == set(rt["per_class"]) == {"Mild_Demented", "Moderate_Demented", "Non_Demented",
+                                                            "Very_Mild_Demented"}
+    for name, r in rc["per_class"].items():
+        assert r["near_copy_share"] == 1.0, name
+        # Copies are their sources: the classifier labels them exactly as it labels the sources.
+        assert r["class_fidelity"] == r["sources_recall"], name
+    for name, r in rt["per_class"].items():
+        assert r["near_copy_share"] < pool_report.COPY_MOSTLY, name
+    assert rt["per_class"]["Non_Demented"]["near_copy_share"] <= pool_report.expected_near_share(
+        rt["per_class"]["Non_Demented"]["images"], 5.0)
+    assert any("Mild_Demented: near-copies 100% of" in v and "mostly copies" in v for v in rc["verdicts"])
+    assert any("Non_Demented: near-copies" in v and "no more near-copies" in v for v in rt["verdicts"])
+    # The held-out recall, by hand: the same classifier's labels of the test images.
+    net = fidelity.feature_net(mid)
+    pred = fidelity.predict(net, mid.test_x)
+    for c, name in enumerate(CLASS_NAMES):
+        want = float((pred[mid.test_y == c] == c).mean())
+        assert rc["per_class"][name]["held_out_recall"] == pytest.approx(want)
+    assert rc["classifier"]["held_out_accuracy"] == pytest.approx(float((pred == mid.test_y).mean()))
+    assert rc["classifier"]["training_images"] == len(mid.train_y)
+
+
+CLASS_NAMES = ["Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented"]
+
+
+def test_a_pool_of_another_class_has_low_class_fidelity(tmp_path: Path, mid: data.Dataset) -> None:
+    mild = np.flatnonzero(mid.train_y == MILD)
+    very = np.flatnonzero(mid.train_y == VERY_MILD)
+    n = min(len(mild), len(very))
+    # Labelled Mild (their sources are Mild rows) but the pictures are Very mild ones, and the other way round.
+    swapped = _pool_of(tmp_path / "swapped", mid, np.concatenate([mild[:n], very[:n]]),
+                       np.concatenate([mid.train_x[very[:n]], mid.train_x[mild[:n]]]))
+    same = _pool_of(tmp_path / "same", mid, np.concatenate([mild[:n], very[:n]]),
+                    np.concatenate([mid.train_x[mild[:n]], mid.train_x[very[:n]]]))
+    rs = pool_report.quality(swapped, mid)
+    rk = pool_report.quality(same, mid)
+    for name in ("Mild_Demented", "Very_Mild_Demented"):
+        assert rk["per_class"][name]["class_fidelity"] >= 0.8, name
+        assert rs["per_class"][name]["class_fidelity"] <= 0.2, name
+        assert rk["per_class"][name]["held_out_recall"] > 0.5, name
+    assert any("Mild_Demented: class fidelity" in v and "loses its class" in v for v in rs["verdicts"])
+    assert any("Mild_Demented: class fidelity" in v and "keeps its class" in v for v in rk["verdicts"])
+
+
+def test_held_out_is_validation_without_this_pools_sources(tmp_path: Path) -> None:
+    spec = {"n_train": 320, "n_test": 80, "size": 32, "split": "subject"}
+    a = data.load(data.DataSpec("phantom", {**spec, "val_fraction": 0.1}))
+    b = data.load(data.DataSpec("phantom", {**spec, "val_fraction": 0.4}))
+    pool = tmp_path / "pool"
+    synth.make_pool(a, pool, "copy", progress_bar=False)  # sources from a's fit part, some in b's validation
+    p = pools.load(pool, b)
+    drawn = np.intersect1d(b.val_rows, p.sources)
+    assert len(drawn)  # the case this test is about
+    part, x, y = pool_report.held_out(p, b)
+    left = np.setdiff1d(b.val_rows, p.sources)
+    assert part == "validation" and np.array_equal(x, b.train_x[left]) and np.array_equal(y, b.train_y[left])
+    m = pool_report.memorisation(p, b)
+    assert m["summary"]["held_out_images"] == len(left) and not m["summary"]["held_out_shares_scans"]
+    assert m["summary"]["training_images"] == int(b.fit_mask.sum()) + len(drawn)
+    for name, r in m["per_class"].items():  # copies of validation rows are copies of training images too
+        assert r["near_copy_share"] == 1.0, name
+
+
+# --- verdicts: thresholds by hand ----------------------------------------------------------------------------
+
+
+def test_verdict_thresholds_by_hand() -> None:
+    # 5% plus two binomial standard errors: 0.05 + 2 * sqrt(0.05 * 0.95 / 100) = 0.0935890...
+    assert pool_report.expected_near_share(100, 5.0) == pytest.approx(0.0935890, abs=1e-7)
+    m = {"threshold": 0.1, "percentile": 5.0, "held_out_images": 50, "held_out_part": "validation", "floor": 0.02,
+         "held_out_distance_median": 0.3}
+    r = {"images": 100, "nn_distance_median": 0.2}
+    assert "mostly copies" in pool_report.memorisation_verdict("X", {**r, "near_copy_share": 0.5}, m)
+    assert "more near-copies than a pool that copies nothing" in pool_report.memorisation_verdict(
+        "X", {**r, "near_copy_share": 0.094}, m)
+    assert "no more near-copies" in pool_report.memorisation_verdict("X", {**r, "near_copy_share": 0.093}, m)
+    # KID: the floor plus 2 * hypot(0.003, 0.004) = 0.001 + 0.010 = 0.011.
+    k = {"kid_real_vs_real": 0.001, "kid_real_vs_synthetic_std": 0.003, "kid_real_vs_real_std": 0.004}
+    assert "as close to the real images" in pool_report.kid_verdict("X", {**k, "kid_real_vs_synthetic": 0.0109})
+    line = pool_report.kid_verdict("X", {**k, "kid_real_vs_synthetic": 0.0111})
+    assert line and "further from the real images" in line and "= 0.0110" in line
+    assert pool_report.kid_verdict("X", {"kid_real_vs_synthetic": None, "kid_real_vs_real": None}) is None
+    # Class fidelity: held-out recall 0.9 of 100, synthetic 100 images; at q = 0.85 the tolerance is
+    # 2 * sqrt(0.85 * 0.15 / 100 + 0.9 * 0.1 / 100) = 0.0933, so the line is at 0.8067.
+    c = {"images": 100, "held_out_recall": 0.9, "held_out_class_images": 100, "sources_recall": 0.95}
+    assert "keeps its class" in str(pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": 0.85}, 0.25))
+    assert "less recognisable" in str(pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": 0.5}, 0.25))
+    assert "loses its class" in str(pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": 0.25}, 0.25))
+    assert "does not recognise" in str(pool_report.class_fidelity_verdict(
+        "X", {**c, "held_out_recall": 0.25, "class_fidelity": 0.9}, 0.25))
+
+
+def test_synth_report_prints_and_writes_every_number(tmp_path: Path, small: data.Dataset) -> None:
+    opts = ["--data", "phantom", "-o", "n_train=160", "-o", "n_test=80", "-o", "size=32"]
+    for gen in ("copy", "transform"):
+        r = CliRunner().invoke(app, ["synth", *opts, "--out", str(tmp_path / gen), "--generator", gen, "--no-report"])
+        assert r.exit_code == 0, r.output
+    out = {}
+    for gen in ("copy", "transform"):
+        r = CliRunner().invoke(app, ["synth", "report", str(tmp_path / gen)])
+        assert r.exit_code == 0, r.output
+        out[gen] = (r.output, json.loads((tmp_path / gen / "report.json").read_text()))
+    text, rep = out["copy"]
+    assert "near-copy" in text and "class fid" in text and "classifier: BasicCNN" in text
+    for name in CLASS_NAMES:
+        assert rep["per_class"][name]["near_copy_share"] == 1.0
+        assert f"memorisation {name}: near-copies 100% of {rep['per_class'][name]['images']}" in text
+        assert f"class {name}: class fidelity" in text
+    assert "KID Non_Demented: KID real vs synthetic" in text and "the floor" in text
+    assert rep["memorisation"]["threshold"] > 0 and rep["classifier"]["held_out_part"] == "test"
+    assert rep["verdicts"] and all(line in text.splitlines() for line in rep["verdicts"])  # printed as written
+    text, rep = out["transform"]
+    assert all(r["near_copy_share"] < 1.0 for r in rep["per_class"].values())
+    assert "no more near-copies" in text
+    assert not list((tmp_path / "copy").glob(".*.tmp")) and not list((tmp_path / "copy").glob("*.tmp"))

@@ -36,15 +36,16 @@ REPORT_JSON = "report.json"
 
 
 def ssim(a: np.ndarray, b: np.ndarray, batch: int = 64) -> np.ndarray:
-    """SSIM per image pair of two (N, H, W) uint8 stacks (torchmetrics; Gaussian window 11, sigma 1.5),
-    `batch` pairs at a time so memory stays bounded whatever the pool size."""
+    """SSIM per image pair of two (N, H, W) uint8 stacks (torchmetrics in float64; Gaussian window 11, sigma
+    1.5), `batch` pairs at a time so memory stays bounded whatever the pool size."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     out = []
     k = min(11, a.shape[-1] - (1 - a.shape[-1] % 2))  # an odd window no larger than the image
     for i in range(0, len(a), batch):
-        x = torch.from_numpy(np.ascontiguousarray(a[i : i + batch])).float()[:, None]
-        y = torch.from_numpy(np.ascontiguousarray(b[i : i + batch])).float()[:, None]
+        # In float64: float32 variances of 8-bit images are off by ~1e-2, which moves SSIM in its 4th decimal.
+        x = torch.from_numpy(np.ascontiguousarray(a[i : i + batch])).double()[:, None]
+        y = torch.from_numpy(np.ascontiguousarray(b[i : i + batch])).double()[:, None]
         s = structural_similarity_index_measure(x, y, kernel_size=k, sigma=1.5, data_range=255.0, reduction="none")
         out.append(torch.as_tensor(s).reshape(-1).double())
     return torch.cat(out).numpy() if out else np.zeros(0)
