@@ -87,3 +87,78 @@ def test_several_streams_at_once_are_the_streams_one_by_one() -> None:
     assert torch.equal(both[:, 1], batches.draw(keys, batches.SIGN2))
     assert torch.equal(batches.below_of(both[:, 0], 25), batches.below(keys, batches.POLICY, 25))
     assert torch.equal(batches.uniform_of(both[:, 1]), batches.uniform(keys, batches.SIGN2))
+
+
+# --- the draws by hand, in Python integers (issue 18) ----------------------------------------------------
+
+G = 0x9E3779B97F4A7C15
+MASK = (1 << 64) - 1
+
+
+def _py_mix(z: int) -> int:
+    """splitmix64's finaliser written out on unsigned Python integers (0 <= result < 2**64)."""
+    z &= MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def _signed(v: int) -> int:
+    v &= MASK
+    return v - (1 << 64) if v >> 63 else v
+
+
+def test_signed_and_logical_shift_by_hand() -> None:
+    assert batches._signed(0) == 0 and batches._signed((1 << 63) - 1) == (1 << 63) - 1
+    assert batches._signed(1 << 63) == -(1 << 63) and batches._signed(MASK) == -1
+    assert batches._signed(1 << 64) == 0 and batches._signed((1 << 64) + 5) == 5
+    assert batches._srl(torch.tensor([-1]), 30).tolist() == [(1 << 34) - 1]
+    assert batches._srl(torch.tensor([-(1 << 63)]), 63).tolist() == [1]
+    assert batches._srl(torch.tensor([12345]), 3).tolist() == [12345 >> 3]
+    assert batches.mix64_int(-1) == _signed(_py_mix(MASK)) and batches.mix64_int(1 << 64) == batches.mix64_int(0)
+
+
+def test_keys_and_draws_are_the_documented_hashes() -> None:
+    ids = [0, 1, 17, batches.POOL_OFFSET + 3]
+    seed, epoch = 11, 4
+    base = _py_mix(_py_mix(seed) + G * (epoch + 1))
+    want_keys = [_signed(_py_mix(i * G + base)) for i in ids]
+    keys = batches.image_keys(seed, epoch, torch.tensor(ids))
+    assert keys.tolist() == want_keys
+    for stream in (batches.ORDER, batches.HFLIP, batches.SIGN2):
+        want = [_signed(_py_mix(k + G * (stream + 1))) for k in want_keys]
+        assert batches.draw(keys, stream).tolist() == want
+    assert (batches.ORDER, batches.HFLIP, batches.POLICY, batches.APPLY1, batches.SIGN1, batches.APPLY2,
+            batches.SIGN2) == (0, 1, 2, 3, 4, 5, 6)
+    # The batch order: positions sorted by their ORDER draw, compared as the signed int64 torch stores.
+    order_draws = [_signed(_py_mix(k + G)) for k in want_keys]
+    assert batches.order(keys).tolist() == sorted(range(4), key=lambda i: order_draws[i])
+
+
+def test_uniform_and_below_from_bits_by_hand() -> None:
+    bits = torch.tensor([0, -1, -(1 << 63), 1 << 40, (1 << 40) - 1, _signed(3 << 62), 1 << 33],
+                        dtype=torch.int64)
+    # uniform: the top 24 bits / 2**24.
+    assert batches.uniform_of(bits).tolist() == [0.0, (2**24 - 1) / 2**24, 0.5, 1 / 2**24, 0.0, 0.75, 0.0]
+    assert batches.uniform_of(bits).dtype == torch.float32
+    # below n: the top 31 bits times n, shifted down by 31.
+    assert batches.below_of(bits, 10).tolist() == [0, 9, 5, 0, 0, 7, 0]
+    assert batches.below_of(bits, 1 << 31).tolist() == [0, (1 << 31) - 1, 1 << 30, 1 << 7, (1 << 7) - 1,
+                                                        3 << 29, 1]
+    assert batches.uniform(bits, 2).tolist() == batches.uniform_of(batches.draw(bits, 2)).tolist()
+    assert batches.below(bits, 5, 7).tolist() == batches.below_of(batches.draw(bits, 5), 7).tolist()
+
+
+def test_equal_keys_keep_their_positions_in_the_order() -> None:
+    keys = torch.tensor([9, 4, 9, 9, 4, 4, 9, 4] * 8)
+    perm = batches.order(keys).tolist()
+    d9, d4 = batches.draw(torch.tensor([9, 4]), batches.ORDER).tolist()
+    first, second = ([1, 4, 5, 7], [0, 2, 3, 6]) if d4 < d9 else ([0, 2, 3, 6], [1, 4, 5, 7])
+    want = [i for i in range(64) if i % 8 in first] + [i for i in range(64) if i % 8 in second]
+    assert perm == want
+
+
+def test_identities_are_int64_with_the_pool_offset() -> None:
+    ids = batches.identities(np.array([2], np.int32), np.array([7], np.int32))
+    assert ids.dtype == np.int64 and ids.tolist() == [2, (1 << 40) + 7] and batches.POOL_OFFSET == 1 << 40
+    assert batches.identities(np.array([], np.int64), np.array([], np.int64)).tolist() == []
