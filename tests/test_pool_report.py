@@ -469,6 +469,8 @@ def test_verdict_thresholds_by_hand() -> None:
     assert "loses its class" in str(pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": 0.25}, 0.25))
     assert "does not recognise" in str(pool_report.class_fidelity_verdict(
         "X", {**c, "held_out_recall": 0.25, "class_fidelity": 0.9}, 0.25))
+    assert "no real held-out image of this class" in str(pool_report.class_fidelity_verdict(
+        "X", {**c, "held_out_recall": None, "held_out_class_images": 0, "class_fidelity": 0.9}, 0.25))
 
 
 def test_synth_report_prints_and_writes_every_number(tmp_path: Path, small: data.Dataset) -> None:

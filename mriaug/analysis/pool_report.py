@@ -225,7 +225,9 @@ def class_fidelity_verdict(name: str, r: dict[str, Any], chance: float) -> str |
     head = (f"{name}: class fidelity {q:.2f} (share the real-data CNN labels {name}); its recall on real held-out "
             f"{name} images {_num(p, 2)} (n={r.get('held_out_class_images', 0)}), on this pool's sources "
             f"{r['sources_recall']:.2f}: ")
-    if p is None or p <= chance:
+    if p is None:
+        return head + "no real held-out image of this class to set it against, so class fidelity says little here"
+    if p <= chance:
         return head + (f"the CNN does not recognise this class on new real images (recall at or below chance, "
                        f"{chance:.2f}), so class fidelity says little here")
     n_syn, n_ho = int(r["images"]), max(int(r.get("held_out_class_images", 0)), 1)
