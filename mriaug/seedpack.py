@@ -20,6 +20,7 @@ run) with `"packed"` saying how it was trained. The pack checkpoints (paced like
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -230,7 +231,12 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
             "spec": spec.to_dict(),
             "metrics": metrics[k],
             "history": histories[k],
-            "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test")},
+            # The keys a separate run records (train.execute), for the only settings a pack takes (check_pack).
+            "training": {"budget": "epochs", "epochs": epochs, "steps": epochs * math.ceil(n / bs), "select": "last",
+                         "selected_epoch": epochs, "optimizer": "adam", "lr": hp.lr, "weight_decay": hp.weight_decay},
+            "validation": None,
+            "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test"),
+                       "val": dict.fromkeys(ds.counts("test"), 0)},
             "selection": {"real_train_rows": mix.real_index.tolist(), "pool_rows": mix.synthetic_index.tolist(),
                           "pool_sampling": mix.pool_sampling},
             "data": train.result_data(spec, ds, pool),

@@ -112,3 +112,60 @@ def test_mriaug_grid_trains_seed_packs(tmp_path: Path) -> None:
     rs = [results.read(results.path_for(tmp_path / "res", r.run_id)) for r in g.runs]
     assert [r["packed"]["run_ids"] for r in rs] == [[r.run_id for r in g.runs]] * 3
     assert "cnn — median test cross-entropy" in out.output
+
+
+# --- known answers (issue 18) ------------------------------------------------------------------------------
+
+
+def test_what_a_pack_refuses_is_named(phantom_spec: DataSpec) -> None:
+    with pytest.raises(SettingError, match="at least one run"):
+        seedpack.check_pack([])
+    hps = tiny_hparams("cnn")
+    val = DataSpec("phantom", {**phantom_spec.options, "val_fraction": 0.25})
+    sub = DataSpec("phantom", {**phantom_spec.options, "split": "subject"})
+    s1 = scenarios.SCENARIOS["1"]
+    cases = [
+        ([plan_run("cnn", s1, "none", s, hps, phantom_spec, budget="steps") for s in (0, 1)], "budget = 'steps'"),
+        ([plan_run("cnn", s1, "none", s, hps, val, select="best_val") for s in (0, 1)],
+         "select = 'best_val', a validation part (val_fraction > 0)"),
+        ([plan_run("cnn", s1, "none", s, tiny_hparams("cnn", weight_decay=0.1), phantom_spec) for s in (0, 1)],
+         "weight_decay > 0 (AdamW)"),
+        ([plan_run("cnn", s1, "none", s, hps, val) for s in (0, 1)], "a validation part (val_fraction > 0)"),
+        ([plan_run("cnn", s1, "none", s, hps, sub) for s in (0, 1)], "split = 'subject'"),
+    ]
+    for specs, what in cases:
+        with pytest.raises(SettingError, match=r"pack_seeds does not support " + what.replace("(", r"\(")
+                           .replace(")", r"\)") + "; train these runs"):
+            seedpack.check_pack(specs)
+    vit = [plan_run("vit", s1, "none", s, tiny_hparams("vit"), phantom_spec) for s in (0, 1)]
+    with pytest.raises(SettingError, match="model vit: only cnn can train seeds together"):
+        seedpack.check_pack(vit)
+    seedpack.check_pack(_specs(phantom_spec, range(3)))  # one cell, plain settings: fine
+    assert seedpack.pack_id(_specs(phantom_spec, range(2))) == seedpack.pack_id(_specs(phantom_spec, range(2)))
+    assert seedpack.pack_id(_specs(phantom_spec, range(2))).startswith("pack-")
+    assert seedpack.pack_id(_specs(phantom_spec, range(2))) != seedpack.pack_id(_specs(phantom_spec, range(1, 3)))
+
+
+def test_a_pack_that_does_not_learn_gives_each_seeds_untrained_network(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    # lr = 1e-12: Adam moves a weight by about 1e-12 a step, so seed k's network stays its initialisation (drawn as the
+    # separate run draws it). Its numbers are then the separate run's, up to the arithmetic (grouped convolutions):
+    # test metrics, and every epoch's training loss over the same batches.
+    specs = _specs(phantom_spec, range(3), aug="none", epochs=2, lr=1e-12)
+    packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
+    separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
+    for p, s in zip(packed, separate, strict=True):
+        assert p["metrics"]["test_ce"] == pytest.approx(s["metrics"]["test_ce"], abs=1e-4)
+        assert p["metrics"]["confusion"] == s["metrics"]["confusion"]
+        assert [h["train_loss"] for h in p["history"]] == pytest.approx([h["train_loss"] for h in s["history"]],
+                                                                        abs=1e-4)
+        assert [h["epoch"] for h in p["history"]] == [1, 2]
+        # The same record as the separate run's, apart from how it was trained and timed.
+        assert p["counts"] == s["counts"] and p["data"] == s["data"] and p["selection"] == s["selection"]
+        assert p["training"] == s["training"] and p["validation"] is s["validation"] is None
+        assert p["training"]["steps"] == 12  # ceil(192 / 32) = 6 steps in each of 2 epochs
+        # 192 images (80% of 240) in each of 2 epochs; the pack's rate is 3 seeds' images.
+        t = p["timings"]
+        assert t["train_images_per_s"] * t["train_s"] == pytest.approx(384)
+        assert t["pack_images_per_s"] == pytest.approx(3 * t["train_images_per_s"])
+        assert p["packed"]["run_ids"] == [s.run_id for s in specs] and p["packed"]["pack"] == seedpack.pack_id(specs)
+    assert len({r["metrics"]["test_ce"] for r in packed}) == 3  # three different initialisations
