@@ -21,13 +21,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"^<!-- example: ([\w-]+) -->$")
-PROGRESS = re.compile(r"^\s*\d+%\|")  # tqdm's bar (stderr): its state at the end says nothing a reader needs
+PROGRESS = re.compile(r"\d+%\|")  # a tqdm bar (stderr): says nothing a reader needs
 
 BAD_GRID = """\
 name = "bad"
@@ -40,11 +41,30 @@ epochs = -1
 """
 
 
+Trim = Callable[[list[str]], list[str]]
+
+
+def head_tail(head: int, tail: int) -> Trim:
+    """Of a long output, the first and last lines, a "..." between."""
+    def trim(lines: list[str]) -> list[str]:
+        return lines if len(lines) <= head + tail + 1 else [*lines[:head], "...", *lines[len(lines) - tail:]]
+    return trim
+
+
+def first_table(lines: list[str]) -> list[str]:
+    """`mriaug grid`'s first line, its first model's table with the legend, and its last line."""
+    start = next((i for i, line in enumerate(lines) if " — " in line), None)
+    if start is None:
+        return lines
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return [lines[0], *lines[start:end], "...", lines[-1]]
+
+
 @dataclass(frozen=True)
 class Example:
     commands: list[str]
     fast: bool = False  # checked by `--check` (and so by the tests and CI): seconds, no float output
-    keep: tuple[int, int] | None = None  # of a long output, the first and last lines kept (a "..." between)
+    trim: dict[int, Trim] = field(default_factory=dict)  # per command (by position), what of its output is shown
     files: dict[str, str] = field(default_factory=dict)  # written into the folder first
 
 
@@ -54,9 +74,9 @@ SMOKE = ["mriaug synth --grid jobs/smoke.toml --generator transform --classes Mi
 EXAMPLES: dict[str, Example] = {
     "data-show": Example(["mriaug data show --data phantom -o n_train=480 -o n_test=160 -o size=32"], fast=True),
     "grid-error": Example(["mriaug grid jobs/bad.toml"], fast=True, files={"jobs/bad.toml": BAD_GRID}),
-    "status-new": Example(["mriaug status jobs/smoke.toml"], fast=True, keep=(4, 3)),
+    "status-new": Example(["mriaug status jobs/smoke.toml"], fast=True, trim={0: head_tail(4, 3)}),
     "synth-smoke": Example(SMOKE[:1]),
-    "smoke": Example(SMOKE, keep=(14, 3)),
+    "smoke": Example(SMOKE, trim={0: head_tail(1, 0), 1: first_table}),
 }
 
 
@@ -73,15 +93,17 @@ def run(name: str) -> str:
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         env.pop("CI", None)
         out = []
-        for cmd in ex.commands:
-            p = subprocess.run(cmd, shell=True, cwd=work, env=env, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
-            text = p.stdout.replace(f"{work.resolve()}/", "").replace(f"{work}/", "")
-            lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.rstrip("\n").split("\n")]
-            lines = [line for line in lines if not PROGRESS.match(line)]
-            if ex.keep and len(lines) > sum(ex.keep) + 1:
-                head, tail = ex.keep
-                lines = [*lines[:head], "...", *lines[len(lines) - tail:]]
+        for n, cmd in enumerate(ex.commands):
+            # bytes, not text: text mode would turn a progress bar's "\r" into line breaks
+            p = subprocess.run(cmd, shell=True, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            text = p.stdout.decode(errors="replace").replace(f"{work.resolve()}/", "").replace(f"{work}/", "")
+            # a bar redraws itself after "\r"; what is left of such a line after its last "\r" is the bar or nothing
+            lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.rstrip("\n").split("\n")
+                     if not ("\r" in line and (PROGRESS.search(line.rsplit("\r", 1)[-1]) or
+                                               not line.rsplit("\r", 1)[-1].strip()))]
+            lines = [line for line in lines if not PROGRESS.search(line)]
+            if n in ex.trim:
+                lines = ex.trim[n](lines)
             out += [f"$ {cmd}", *lines]
     return "\n".join(out)
 
