@@ -63,10 +63,14 @@ def submit(grid: GridArg,
 
     Runs with a result, or still queued or running, are not submitted again. See slurm/README.md."""
     from .. import slurm
+    from ..slurm.status import doctor_hint
 
     g = load_grid(grid)
     p = slurm.plan(g, slurm.load_profile(profile), dry_run=dry_run)
     _print_plan(p)
+    hint = doctor_hint(slurm.grid_status(g)) if p.arrays else None
+    if hint:
+        typer.secho(f"warning: {hint}", fg="yellow", err=True)
     if dry_run:
         typer.echo("dry run: nothing submitted")
         return
@@ -111,7 +115,36 @@ def status(grid: GridArg,
         raise typer.Exit(1)
 
 
+def doctor(profile: Annotated[Path, typer.Option(metavar="PROFILE", help="cluster profile, e.g. slurm/local.toml")],
+           grid: Annotated[Path | None, typer.Option(
+               metavar="GRID", help="also check what this grid needs: its data and weights caches, results and "
+               "pool folders, array sizes")] = None,
+           timeout: Annotated[float, typer.Option(
+               metavar="SECONDS", help="give up on the doctor's job after this many seconds (queue wait included)")]
+           = 600.0,
+           min_free_gb: Annotated[float, typer.Option(
+               metavar="GIB", help="free space needed where results go")] = 5.0,
+           ) -> None:
+    """Check a cluster before a grid is spent on it: one line per check, ok or PROBLEM with what to do.
+
+    From this login node: Slurm, partitions, resources (sbatch --test-only), array size, container image,
+    this environment's lock, results folder, free space. Then one short job with the profile's resources and
+    container: image imports, GPUs, caches (offline), results and pool folders writable from the node, clock
+    skew against MRIAUG_LOCK_TIMEOUT. Exit 0 only when every check passes."""
+    from ..slurm import doctor as doc
+    from ..slurm import load_profile
+
+    prof = load_profile(profile)
+    g = load_grid(grid) if grid else None
+    typer.echo(f"doctor: profile {prof.name} ({prof.path})" + (f", grid {g.name} ({g.path})" if g else ""))
+    checks = doc.run_doctor(prof, g, timeout_s=timeout, min_free_gb=min_free_gb, echo=typer.echo)
+    typer.echo(doc.summary(checks))
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Add the cluster commands to the main app."""
     app.command(cls=HelpCommand)(submit)
     app.command(cls=HelpCommand)(status)
+    app.command(cls=HelpCommand)(doctor)

@@ -33,6 +33,7 @@ class GridStatus:
     squeue_ok: bool
     collector: dict[str, Any] | None  # the latest submission's collector job, with its "state"
     skipped: list[str] = field(default_factory=list)  # files in the results folder that are not valid results
+    profile: str | None = None  # the latest submission's profile
 
     def counts(self, runs: Iterable[RunState] | None = None) -> dict[str, int]:
         c = dict.fromkeys(STATES, 0)
@@ -145,7 +146,19 @@ def grid_status(grid: Grid) -> GridStatus:
     if collector:
         state = (queue or {}).get(collector["job_id"])
         collector["state"] = state or ("unknown" if queue is None else "ended")
-    return GridStatus(grid, runs, queue is not None, collector, skipped)
+    profile = records[-1].get("profile") if records else None
+    return GridStatus(grid, runs, queue is not None, collector, skipped,
+                      profile if isinstance(profile, str) else None)
+
+
+def doctor_hint(st: GridStatus) -> str | None:
+    """When runs failed and none has finished, the cluster (partition, image, GPUs, caches, folders) is the
+    likelier cause than the runs: point at `mriaug doctor`."""
+    c = st.counts()
+    if not c["failed"] or c["done"]:
+        return None
+    return (f"{c['failed']} run{'s' if c['failed'] != 1 else ''} failed and none has finished: check the cluster "
+            f"with `mriaug doctor --profile {st.profile or 'PROFILE'} --grid {st.grid.path}` before resubmitting")
 
 
 def render_status(st: GridStatus) -> str:
@@ -170,6 +183,9 @@ def render_status(st: GridStatus) -> str:
             lines.append(f"  {r.spec.label} [{r.spec.run_id}] job {r.job_id}: {r.error}")
             lines.append(f"    log: {r.log}")
         lines.append("resubmit them with the same `mriaug submit` command once fixed")
+        hint = doctor_hint(st)
+        if hint:
+            lines.append(hint)
     if total["unsubmitted"]:
         lines.append(f"{total['unsubmitted']} runs not submitted yet: mriaug submit {g.path} --profile ...")
     if st.collector:

@@ -1,0 +1,232 @@
+"""`mriaug doctor`: what it reads from Slurm's output (by hand), and against the real single-node Slurm a good
+profile passes while a wrong partition, a cold cache and an unwritable results folder each fail with their
+own line; the node checks run through the profile's container command (a stand-in for Apptainer, which
+cannot be installed here). `mriaug status` points at the doctor when runs failed and none finished."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mriaug import grid as grid_mod
+from mriaug.cli import app
+from mriaug.slurm import Resources, doctor, load_profile
+from mriaug.slurm.status import GridStatus, RunState, doctor_hint, render_status
+from tests.slurm_helpers import ROOT, ensure_cluster, write_grid
+
+runner = CliRunner()
+LOCAL = ROOT / "slurm" / "local.toml"
+
+
+# ---------------------------------------------------------------- by hand, no cluster
+
+def test_partitions_from_sinfo() -> None:
+    text = "debug*|up\ngpu|down\ngpu|down\nlong|up\n"
+    assert doctor.parse_partitions(text) == {"debug": "up", "gpu": "down", "long": "up"}
+    assert doctor.default_partition(text) == "debug"
+    assert doctor.default_partition("gpu|up\n") is None
+
+
+def test_sbatch_test_only_arguments_match_the_resources() -> None:
+    res = Resources(partition="gpu", account="lab", qos="normal", gpus=2, cpus=8, mem_gb=31.5, time_min=90,
+                    constraint="a100")
+    assert doctor.test_only_args(res) == [
+        "--cpus-per-task=8", "--time=90", "--nodes=1", "--ntasks=1", "--partition=gpu", "--account=lab",
+        "--qos=normal", "--constraint=a100", "--gpus-per-node=2", "--mem=32256M"]  # 31.5 * 1024
+    assert doctor.test_only_args(Resources()) == ["--cpus-per-task=1", "--time=60", "--nodes=1", "--ntasks=1"]
+
+
+def test_slurm_error_keeps_the_reason() -> None:
+    out = "sbatch: warning: something\nsbatch: error: Batch job submission failed: Invalid qos specification\n"
+    assert doctor.slurm_error(out) == "Batch job submission failed: Invalid qos specification"
+    assert doctor.slurm_error("just this\n") == "just this"
+    assert doctor.slurm_error("") == "no output"
+
+
+def test_clock_against_a_tenth_of_the_lock_timeout() -> None:
+    c = doctor.clock_check(0.5, -1.0, 300, "n1")
+    assert c.ok and "login +0.50 s, node n1 -1.00 s" in c.detail and "(login - node +1.50 s)" in c.detail
+    # 25 s against the filesystem on the node, -10 s on the login node: 35 s apart, over 300 / 10.
+    bad = doctor.clock_check(-10.0, 25.0, 300, "n1")
+    assert not bad.ok and "(login - node -35.00 s)" in bad.detail
+    assert "raise MRIAUG_LOCK_TIMEOUT above 350 s" in bad.fix
+    assert doctor.clock_check(0.0, 29.9, 300, "n1").ok and not doctor.clock_check(0.0, 30.1, 300, "n1").ok
+
+
+def test_array_sizes_against_max_array_size(tmp_path: Path) -> None:
+    g = grid_mod.load(write_grid(tmp_path / "g.toml", tmp_path / "res", scenarios=["1", "2"],
+                                 augmentations=["none", "hflip"], seeds=5))  # 20 cnn runs
+    prof = load_profile(LOCAL)
+    # MaxArraySize 16: indices 0..15, so 16 tasks per array at most: 20 tasks in 2 arrays.
+    assert doctor.array_check(prof, g, 16).detail == "MaxArraySize 16 (arrays of up to 16 tasks): cnn 20 tasks " \
+                                                     "in 2 arrays"
+    assert doctor.array_check(prof, g, 20).detail == "MaxArraySize 20 (arrays of up to 20 tasks): cnn 20 tasks"
+    prof.max_array_size = 7  # the profile's own cap: 3 arrays
+    assert doctor.array_check(prof, g, 20).detail.endswith("(arrays of up to 7 tasks): cnn 20 tasks in 3 arrays")
+    assert not doctor.array_check(prof, g, None).ok
+
+
+def test_check_lines() -> None:
+    assert doctor.Check("gpus", True, "2 visible").line() == "ok      gpus: 2 visible"
+    assert doctor.Check("clock", False, "off", "fix NTP").line() == "PROBLEM clock: off\n        -> fix NTP"
+
+
+def test_status_points_at_the_doctor_when_nothing_finished(tmp_path: Path) -> None:
+    g = grid_mod.load(write_grid(tmp_path / "g.toml", tmp_path / "res", seeds=2))
+    failed = [RunState(s, "failed", "7_0", "log", "boom") for s in g.runs]
+    st = GridStatus(g, failed, True, None, profile="/x/slurm/site.toml")
+    hint = f"2 runs failed and none has finished: check the cluster with `mriaug doctor --profile /x/slurm/site.toml " \
+           f"--grid {g.path}` before resubmitting"
+    assert doctor_hint(st) == hint and hint in render_status(st)
+    one_done = GridStatus(g, [RunState(g.runs[0], "done"), failed[1]], True, None)
+    assert doctor_hint(one_done) is None and "mriaug doctor" not in render_status(one_done)
+    assert doctor_hint(GridStatus(g, [RunState(s, "queued") for s in g.runs], True, None)) is None
+
+
+# ---------------------------------------------------------------- against the local Slurm
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    ensure_cluster()
+    monkeypatch.chdir(tmp_path)  # the doctor writes its job's folder where it runs, as submit does
+    return tmp_path
+
+
+def _doctor(*args: str) -> tuple[int, list[str], str]:
+    out = runner.invoke(app, ["doctor", *args, "--timeout", "240"])
+    return out.exit_code, [ln for ln in out.output.splitlines() if ln.startswith(("ok ", "PROBLEM "))], out.output
+
+
+def _profile(tmp_path: Path, old: str, new: str, extra: str = "") -> Path:
+    text = LOCAL.read_text()
+    assert old in text
+    path = tmp_path / "profile.toml"
+    path.write_text(text.replace(old, new) + extra)
+    return path
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_the_local_profile_passes(cluster: Path) -> None:
+    code, lines, output = _doctor("--profile", str(LOCAL))
+    assert code == 0, output
+    names = [re.match(r"ok\s+([^:]+):", ln).group(1) for ln in lines]  # type: ignore[union-attr]
+    assert names == ["slurm", "partition", "resources default", "resources collector", "array size", "container",
+                     "lock", "results (login)", "free space (login)", "image", "gpus", "cache", "results (node)",
+                     "free space (node)", "clock"], output
+    assert output.rstrip().endswith(f"all {len(lines)} checks ok")
+    assert not (cluster / ".mriaug-doctor").exists() or not any((cluster / ".mriaug-doctor").iterdir())
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_a_good_profile_and_grid_pass(cluster: Path) -> None:
+    pool = cluster / "pool"
+    grid = write_grid(cluster / "g.toml", cluster / "results", pool=str(pool))
+    code, lines, output = _doctor("--profile", str(LOCAL), "--grid", str(grid))
+    assert code == 0, output
+    assert f"ok      results (node): {cluster / 'results'} writable from " in output
+    assert f"ok      pool (node): {pool} writable from " in output
+    assert "ok      cache: data: phantom data is generated on " in output
+    assert "ok      cache: weights cnn: trained from scratch" in output
+    assert "array size: MaxArraySize" in output and "cnn 1 tasks" in output
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_a_partition_that_does_not_exist_fails_on_its_own_line(cluster: Path) -> None:
+    prof = _profile(cluster, '[resources.default]\npartition = "debug"',
+                    '[resources.default]\npartition = "nosuchpart"')
+    code, lines, output = _doctor("--profile", str(prof))
+    assert code == 1, output
+    naming = [ln for ln in output.splitlines() if "nosuchpart" in ln]
+    assert naming == [f"PROBLEM partition: partition 'nosuchpart' named in {prof} (resources: default) does not "
+                      "exist on this cluster"], output
+    assert "-> use one of: debug" in output
+    assert "PROBLEM job: not submitted: Slurm would refuse it" in output
+    assert "ok      partition: debug is up (resources: collector)" in output  # the collector's is fine
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_a_cold_cache_fails_on_its_own_lines(cluster: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Empty caches, passed to the job (the profile's pass_env): the hub dataset and ResNet-18's pretrained
+    # weights are not there, and the job is offline.
+    for var in ("MRIAUG_CACHE", "HF_HOME"):
+        (cluster / var).mkdir()
+        monkeypatch.setenv(var, str(cluster / var))
+    grid = write_grid(cluster / "g.toml", cluster / "results")
+    text = grid.read_text()
+    text = re.sub(r"\[data\]\n(.*\n)*?\n", '[data]\nsource = "hf:Falah/Alzheimer_MRI"\nsize = 32\n\n', text)
+    text = text.replace('models = ["cnn"]', 'models = ["cnn", "resnet18"]')
+    grid.write_text(text + '\n[model.resnet18]\narch = "resnet18"\npretrained = true\nepochs = 1\nbatch_size = 32\n'
+                    "resolution = 32\n")
+    code, lines, output = _doctor("--profile", str(LOCAL), "--grid", str(grid))
+    assert code == 1, output
+    problems = [ln for ln in lines if ln.startswith("PROBLEM")]
+    assert [re.match(r"PROBLEM ([^:]+: [^:]+):", ln).group(1) for ln in problems] == [  # type: ignore[union-attr]
+        "cache: data", "cache: weights resnet18"], output
+    assert "hf:Falah/Alzheimer_MRI does not load on" in problems[0] and "HF_HUB_OFFLINE=1" in problems[0]
+    assert f"-> run `mriaug prefetch --grid {grid}` on a machine with internet" in output
+    assert "ok      cache: weights cnn: trained from scratch" in output
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """A folder nobody can write, root included (the tests run as root, which file modes do not stop)."""
+    ro = tmp_path / "readonly"
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(ro), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_an_unwritable_results_folder_fails_on_its_own_lines(cluster: Path, read_only: Path) -> None:
+    results = read_only / "results"
+    grid = write_grid(cluster / "g.toml", results)
+    code, lines, output = _doctor("--profile", str(LOCAL), "--grid", str(grid))
+    assert code == 1, output
+    problems = [ln for ln in lines if ln.startswith("PROBLEM")]
+    assert [ln.split(":")[0] for ln in problems] == ["PROBLEM results (login)", "PROBLEM results (node)",
+                                                     "PROBLEM clock"], output
+    assert problems[1].startswith(f"PROBLEM results (node): {results} is not writable from ")
+    assert "Read-only file system" in problems[1]
+    assert "-> make the results folder writable from the compute nodes" in output
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_the_node_checks_run_through_the_container_command(cluster: Path) -> None:
+    """With [container], the job runs `APPTAINER exec --nv --bind=... IMAGE PYTHON ...`. Apptainer cannot be
+    installed here: a stand-in records its arguments and runs the command without a container."""
+    calls = cluster / "apptainer.calls"
+    stand_in = cluster / "apptainer"
+    stand_in.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
+shift  # exec
+while [ $# -gt 0 ]; do case "$1" in --*) shift ;; *) shift; break ;; esac; done  # options, then the image
+exec "$@"
+""")
+    stand_in.chmod(0o755)
+    image = cluster / "mriaug.sif"
+    image.write_bytes(b"stand-in image")
+    prof = _profile(cluster, "pass_env", "pass_env", f'\n[container]\nimage = "{image}"\napptainer = "{stand_in}"\n'
+                    f'python = "{sys.executable}"\nbinds = ["{os.environ["MRIAUG_CACHE"]}"]\n')
+    code, lines, output = _doctor("--profile", str(prof))
+    assert code == 0, output
+    assert f"ok      container: image {image}" in output
+    call = calls.read_text()
+    assert call.startswith(f"exec --nv --bind={os.environ['MRIAUG_CACHE']} --bind={cluster} ")
+    assert f" {image} {sys.executable} -u -m submitit.core._submit " in call
