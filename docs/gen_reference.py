@@ -325,7 +325,7 @@ def layers() -> list[list[str]]:
     """The layers of [tool.importlinter], top to bottom."""
     doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
     contract = next(c for c in doc["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
-    return [[str(i + 1), " ".join(f"`{m.strip()}`" for m in layer.split("|"))]
+    return [[str(i + 1), " \\| ".join(f"`{m.strip()}`" for m in layer.split("|"))]
             for i, layer in enumerate(contract["layers"])]
 
 
