@@ -71,7 +71,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # The single-node Slurm test cluster (munged + slurmctld + slurmd on this host; needs root). Idempotent.
-.PHONY: slurm-up slurm-down submit-grid container
+.PHONY: slurm-up slurm-down submit-grid container container-check
 slurm-up:
 	slurm/cluster.sh up
 
@@ -87,6 +87,11 @@ submit-grid: $(STAMP)
 # The Apptainer image the GPU profiles run tasks in (needs apptainer; see containers/README.md).
 container:
 	apptainer build containers/mriaug.sif containers/mriaug.def
+
+# The recipe checked where Apptainer is missing: its %files, %post and %test in a clean Debian root filesystem
+# (root, mmdebstrap; about 6 minutes and 7 GB of disk, so not part of `make test` or CI). containers/README.md says what it covers.
+container-check:
+	nice -n 19 containers/check.sh
 
 # The documentation site (mkdocs.yml, docs/; MkDocs + Material, in the dev extra): warnings are errors; the
 # grid/profile reference and the module map are generated from the code as it builds. Open build/site/index.html.
