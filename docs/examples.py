@@ -127,6 +127,10 @@ def blocks(text: str) -> list[tuple[str, int, int]]:
     return found
 
 
+def _shown(page: Path) -> Path:
+    return page.relative_to(ROOT) if page.is_relative_to(ROOT) else page
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="examples to rerun (default: all)")
@@ -147,13 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             old = "\n".join(lines[start:end])
             if args.check and old != outputs[name]:
                 failed += 1
-                print(f"{page.relative_to(ROOT)}: example {name} prints otherwise now:")
+                print(f"{_shown(page)}: example {name} prints otherwise now (if that is right, rewrite the "
+                      f"block with `python docs/examples.py {name}`):")
                 print("\n".join(difflib.unified_diff(old.splitlines(), outputs[name].splitlines(), "page", "now",
                                                      lineterm="")))
             lines[start:end] = outputs[name].splitlines()
         if not args.check and lines != text.splitlines():
             page.write_text("\n".join(lines) + "\n")
-            print(f"rewrote {page.relative_to(ROOT)}")
+            print(f"rewrote {_shown(page)}")
     if args.check:
         print(f"{len(outputs)} example(s) checked, {failed} block(s) differ")
     return 1 if failed else 0

@@ -171,6 +171,17 @@ def test_the_fast_scripted_examples_print_what_the_pages_show() -> None:
     assert "0 block(s) differ" in p.stdout
 
 
+def test_the_example_check_fails_on_a_block_that_no_longer_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("<!-- example: grid-error -->\n```console\n$ mriaug grid jobs/bad.toml\nerror: line 99\n```\n")
+    monkeypatch.setattr(examples, "PAGES", [page])
+    assert examples.main(["--check", "grid-error"]) == 1
+    assert "-error: line 99" in capsys.readouterr().out
+    assert examples.main(["grid-error"]) == 0  # rewritten, and then it holds
+    assert "line 7: model.cnn.epochs: must be a positive integer" in page.read_text()
+
+
 def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     mkdocs = Path(sys.executable).parent / "mkdocs"
     p = subprocess.run([str(mkdocs), "build", "--strict", "--quiet", "-d", str(tmp_path / "site")], cwd=ROOT,
