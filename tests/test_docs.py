@@ -193,6 +193,23 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     assert "Running the grid on Slurm" in (tmp_path / "site" / "slurm.html").read_text()  # the included README
 
 
+def test_every_command_of_the_cli_is_documented() -> None:
+    import typer
+
+    from mriaug.cli import app
+
+    def commands(group, prefix: str):  # the click group typer builds, walked to its leaves
+        yield prefix
+        for name, sub in getattr(group, "commands", {}).items():
+            yield from commands(sub, f"{prefix} {name}")
+
+    text = "\n".join(page.read_text() for page in PAGES)
+    found = list(commands(typer.main.get_command(app), "mriaug"))
+    assert len(found) > 12
+    missing = [c for c in found if c != "mriaug" and f"`{c}" not in text and f"$ {c}" not in text]
+    assert missing == [], f"commands no page of README.md or docs/ shows: {missing}"
+
+
 def test_readme_is_short_and_starts_with_the_two_commands() -> None:
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 260
