@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --require-hashes --no-deps $(TORCH_INDEX) -r $(LOCK)
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
-	$(BIN)/python -m mriaug.envlock record $(LOCK)
+	$(BIN)/python -m mriaug.envlock record $(LOCK) $(RUNTIME_LOCK)
 	touch $@
 
 venv: $(STAMP)
@@ -89,7 +89,8 @@ container:
 	apptainer build containers/mriaug.sif containers/mriaug.def
 
 # The recipe checked where Apptainer is missing: its %files, %post and %test in a clean Debian root filesystem
-# (root, mmdebstrap; about 6 minutes and 7 GB of disk, so not part of `make test` or CI). containers/README.md says what it covers.
+# (root, mmdebstrap; about 6 minutes and 7 GB of disk, so not part of `make test` or CI). containers/README.md
+# says what it covers.
 container-check:
 	nice -n 19 containers/check.sh
 

@@ -1,10 +1,11 @@
 """The lock file an environment was installed from (`requirements/*.txt`, pip-tools' hashed pins).
 
 `make venv` and the container's install step install a lock with `pip install --require-hashes`, then run
-`python -m mriaug.envlock record LOCK`: it checks that every installed distribution has the lock's version
-(and that nothing the lock names is missing) and writes a stamp into the environment (`sys.prefix`). Every
-result's `env` carries the stamp's hash (`installed_hash`), so runs of different environments can be told
-apart (`mixed_locks`, used by `collect`).
+`python -m mriaug.envlock record LOCK [RUNTIME_LOCK]`: it checks that every installed distribution has the
+lock's version (and that nothing the lock names is missing) and writes a stamp into the environment
+(`sys.prefix`). Every result's `env` carries the stamp's hash (`installed_hash`): the runtime lock's, for the
+dev venv too (its extra tools do not touch the numbers), so runs of different software can be told apart
+(`mixed_locks`, used by `collect`) while a dev venv and the image of one lock agree.
 
 The hash covers the pins (name and version, sorted), not the file's comments: re-running `make lock` with
 nothing changed keeps it.
@@ -105,14 +106,24 @@ def installed_hash(prefix: str | Path | None = None) -> str | None:
     return doc["hash"] if doc else None
 
 
-def record(lock: str | Path, prefix: str | Path | None = None) -> dict[str, Any]:
-    """Check that this environment is exactly `lock` and write the stamp; ValueError names every difference."""
+def record(lock: str | Path, runtime: str | Path | None = None, prefix: str | Path | None = None) -> dict[str, Any]:
+    """Check that this environment is exactly `lock` and write the stamp; ValueError names every difference.
+
+    `runtime`: the runtime lock `lock` extends (the dev lock adds test and lint tools to it). The hash results
+    record is then the runtime lock's, so a dev venv and the image that share the packages jobs run report the
+    same hash; the runtime lock's pins must be the dev lock's."""
     lock = Path(lock)
     pins = read_pins(lock.read_text(), str(lock))
     diff = differences(pins, installed_versions())
     if diff:
         raise ValueError(f"the environment {sys.prefix} is not {lock}:\n  " + "\n  ".join(diff))
-    doc = {"lock": lock.name, "hash": pins_hash(pins), "pins": pins}
+    hashed = pins
+    if runtime is not None:
+        hashed = read_pins(Path(runtime).read_text(), str(runtime))
+        apart = [f"{k} {v} (the runtime lock) vs {pins.get(k)}" for k, v in sorted(hashed.items()) if pins.get(k) != v]
+        if apart:
+            raise ValueError(f"{lock} does not hold {runtime}'s pins: " + "; ".join(apart) + "; run `make lock`")
+    doc = {"lock": lock.name, "hash": pins_hash(hashed), "hashed": Path(runtime or lock).name, "pins": pins}
     atomic.write_json(stamp_path(prefix), doc)
     return doc
 
@@ -137,15 +148,16 @@ def mixed_locks(envs: Iterable[Mapping[str, Any] | None]) -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m mriaug.envlock record LOCK` (after an install) | `check LOCK` | `hash LOCK`."""
-    if len(argv) != 2 or argv[0] not in ("record", "check", "hash"):
-        print("usage: python -m mriaug.envlock record|check|hash LOCK", file=sys.stderr)
+    """`python -m mriaug.envlock record LOCK [RUNTIME_LOCK]` (after an install) | `check LOCK` | `hash LOCK`."""
+    if not (argv and (argv[0] == "record" and len(argv) in (2, 3) or argv[0] in ("check", "hash") and len(argv) == 2)):
+        print("usage: python -m mriaug.envlock record LOCK [RUNTIME_LOCK] | check LOCK | hash LOCK", file=sys.stderr)
         return 2
-    cmd, lock = argv
+    cmd, lock = argv[:2]
     try:
         if cmd == "record":
-            doc = record(lock)
-            print(f"environment {sys.prefix} is {lock} ({len(doc['pins'])} pins, lock {doc['hash']})")
+            doc = record(lock, argv[2] if len(argv) == 3 else None)
+            print(f"environment {sys.prefix} is {lock} ({len(doc['pins'])} pins; results record lock "
+                  f"{doc['hash']}, the hash of {doc['hashed']})")
         elif cmd == "check":
             diff = differences(read_pins(Path(lock).read_text(), lock), installed_versions())
             if diff:

@@ -78,6 +78,33 @@ def test_check_lines() -> None:
     assert doctor.Check("clock", False, "off", "fix NTP").line() == "PROBLEM clock: off\n        -> fix NTP"
 
 
+def test_gpu_probe_counts_names_and_generations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU line's logic on a stand-in torch.cuda (no GPU on these machines; on a cluster the job runs it)."""
+    import torch
+
+    probe = doctor.NodeProbe.gpus
+    assert probe(0, "n1").ok and probe(0, "n1").detail == "none asked for (gpus = 0); n1 trains on its CPUs"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    none = probe(1, "n1")
+    assert not none.ok and none.detail.startswith("1 asked for, but torch (CUDA ") and "--nv (nv = true)" in none.fix
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: ["NVIDIA H200", "Tesla K80"][i])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: [(9, 0), (3, 7)][i])
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_80", "sm_90", "sm_100"])
+    monkeypatch.setattr(doctor, "run_command", lambda *a, **k: subprocess.CompletedProcess(a, 0, "580.65.06\n", ""))
+    mixed = probe(2, "n1")
+    assert not mixed.ok
+    assert mixed.detail == (f"2 visible on n1: NVIDIA H200 (sm_90), Tesla K80 (sm_37); driver 580.65.06, torch "
+                            f"CUDA runtime {torch.version.cuda}; Tesla K80 is sm_37, torch has kernels for sm_80 sm_90 "
+                            "sm_100")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert probe(1, "n1").ok
+    short = probe(4, "n1")
+    assert not short.ok and short.detail.endswith("; 4 asked for")
+
+
 def test_status_points_at_the_doctor_when_nothing_finished(tmp_path: Path) -> None:
     g = grid_mod.load(write_grid(tmp_path / "g.toml", tmp_path / "res", seeds=2))
     failed = [RunState(s, "failed", "7_0", "log", "boom") for s in g.runs]

@@ -79,6 +79,14 @@ def test_record_writes_the_stamp_only_for_an_exact_environment(tmp_path: Path) -
     assert envlock.installed_hash(tmp_path) == doc["hash"]
     assert json.loads((tmp_path / envlock.STAMP_NAME).read_text())["pins"] == have
 
+    # With a runtime lock (the dev lock extends it): the stamp's hash is the runtime lock's.
+    runtime = tmp_path / "runtime.txt"
+    runtime.write_text(f"numpy=={have['numpy']}\n")
+    assert envlock.record(lock, runtime, prefix=tmp_path)["hash"] == envlock.pins_hash({"numpy": have["numpy"]})
+    runtime.write_text("numpy==0.0.1\n")
+    with pytest.raises(ValueError, match=r"exact.txt does not hold .*runtime.txt's pins: numpy 0.0.1 \(the runtime"):
+        envlock.record(lock, runtime, prefix=tmp_path)
+
     wrong = dict(have, numpy="0.0.1")
     lock.write_text("".join(f"{k}=={v}\n" for k, v in sorted(wrong.items())))
     (tmp_path / envlock.STAMP_NAME).unlink()
@@ -117,10 +125,30 @@ def test_this_environment_is_exactly_the_dev_lock() -> None:
     diff = envlock.differences(pins, envlock.installed_versions())
     # A developer's older venv may hold packages installed by hand besides; a fresh clone (CI) has none.
     assert not (diff if in_ci() else [d for d in diff if "installed but not in the lock" not in d]), diff
-    assert envlock.installed_hash() == envlock.pins_hash(pins), "run `make venv`: the stamp is missing or stale"
-    check = subprocess.run([sys.executable, "-m", "mriaug.envlock", "hash", str(DEV)], capture_output=True,
+    # Results record the runtime lock's hash: the dev venv and the image of one lock agree.
+    runtime_hash = envlock.pins_hash(envlock.read_pins(RUNTIME.read_text()))
+    assert envlock.installed_hash() == runtime_hash, "run `make venv`: the stamp is missing or stale"
+    check = subprocess.run([sys.executable, "-m", "mriaug.envlock", "hash", str(RUNTIME)], capture_output=True,
                            text=True)
-    assert check.returncode == 0 and check.stdout.strip() == envlock.pins_hash(pins)
+    assert check.returncode == 0 and check.stdout.strip() == runtime_hash
+
+
+def test_the_locks_satisfy_pyproject() -> None:
+    """A dependency changed in pyproject.toml without `make lock` fails here (make venv installs the lock)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for path, reqs in ((RUNTIME, project["dependencies"]),
+                       (DEV, project["dependencies"] + project["optional-dependencies"]["dev"])):
+        pins = envlock.read_pins(path.read_text())
+        for text in reqs:
+            req = Requirement(text)
+            name = envlock.normalize(req.name)
+            assert name in pins, f"{req.name} (pyproject.toml) is not in {path.name}: run `make lock`"
+            assert req.specifier.contains(pins[name], prereleases=True), \
+                f"{path.name} pins {name} {pins[name]}, pyproject.toml asks {req}: run `make lock`"
 
 
 def test_a_result_records_the_lock_hash() -> None:
@@ -128,4 +156,5 @@ def test_a_result_records_the_lock_hash() -> None:
 
     from mriaug import runtime
 
-    assert runtime.environment(torch.device("cpu"))["lock"] == envlock.pins_hash(envlock.read_pins(DEV.read_text()))
+    want = envlock.pins_hash(envlock.read_pins(RUNTIME.read_text()))
+    assert runtime.environment(torch.device("cpu"))["lock"] == want

@@ -14,6 +14,7 @@ Each check is one `Check`: ok, or a problem with what to do. `run_doctor` return
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -474,8 +475,10 @@ def run_doctor(profile: Profile, grid: Grid | None, *, timeout_s: float = 600.0,
     except OSError as e:
         add([_problem("clock", f"not measured: it needs a file in the results folder ({e})",
                       "make the results folder writable (see above), then run the doctor again")])
-    if all(c.ok for c in checks):
-        shutil.rmtree(folder, ignore_errors=True)  # the job's logs are kept only when something is wrong
+    if all(c.ok for c in checks):  # the job's logs are kept only when something is wrong
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # only when no earlier run's logs are left there
     return checks
 
 
