@@ -233,13 +233,11 @@ def test_an_unwritable_results_folder_fails_on_its_own_lines(cluster: Path, read
     assert "-> make the results folder writable from the compute nodes" in output
 
 
-@pytest.mark.slurm
-@pytest.mark.timeout(300)
-def test_the_node_checks_run_through_the_container_command(cluster: Path) -> None:
-    """With [container], the job runs `APPTAINER exec --nv --bind=... IMAGE PYTHON ...`. Apptainer cannot be
-    installed here: a stand-in records its arguments and runs the command without a container."""
-    calls = cluster / "apptainer.calls"
-    stand_in = cluster / "apptainer"
+def _container_profile(folder: Path, python: str) -> tuple[Path, Path, Path]:
+    """A profile with [container] whose `apptainer` is a stand-in (Apptainer cannot be installed here): it
+    records its arguments and runs the command after the image without a container."""
+    calls = folder / "apptainer.calls"
+    stand_in = folder / "apptainer"
     stand_in.write_text(f"""#!/bin/sh
 echo "$@" >> {calls}
 shift  # exec
@@ -247,13 +245,38 @@ while [ $# -gt 0 ]; do case "$1" in --*) shift ;; *) shift; break ;; esac; done 
 exec "$@"
 """)
     stand_in.chmod(0o755)
-    image = cluster / "mriaug.sif"
+    image = folder / "mriaug.sif"
     image.write_bytes(b"stand-in image")
-    prof = _profile(cluster, "pass_env", "pass_env", f'\n[container]\nimage = "{image}"\napptainer = "{stand_in}"\n'
-                    f'python = "{sys.executable}"\nbinds = ["{os.environ["MRIAUG_CACHE"]}"]\n')
+    prof = _profile(folder, "pass_env", "pass_env", f'\n[container]\nimage = "{image}"\napptainer = "{stand_in}"\n'
+                    f'python = "{python}"\nbinds = ["{os.environ["MRIAUG_CACHE"]}"]\n')
+    return prof, image, calls
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_the_node_checks_run_through_the_container_command(cluster: Path) -> None:
+    """With [container], the job runs `APPTAINER exec --nv --bind=... IMAGE PYTHON ...`."""
+    prof, image, calls = _container_profile(cluster, sys.executable)
     code, lines, output = _doctor("--profile", str(prof))
     assert code == 0, output
     assert f"ok      container: image {image}" in output
     call = calls.read_text()
     assert call.startswith(f"exec --nv --bind={os.environ['MRIAUG_CACHE']} --bind={cluster} ")
     assert f" {image} {sys.executable} -u -m submitit.core._submit " in call
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_an_image_without_mriaug_fails_on_the_job_line(cluster: Path) -> None:
+    # The image's python without its site-packages: what an image that lacks the packages looks like.
+    python = cluster / "image-python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    python.chmod(0o755)
+    prof, _, _ = _container_profile(cluster, str(python))
+    code, lines, output = _doctor("--profile", str(prof))
+    assert code == 1, output
+    problems = [ln for ln in lines if ln.startswith("PROBLEM")]
+    assert len(problems) == 1 and problems[0].startswith("PROBLEM job: job "), output
+    assert "ended on the node without running its checks:" in problems[0] and "No module named" in problems[0]
+    assert "-> the image or environment does not start mriaug there" in output
+    assert list((cluster / ".mriaug-doctor").glob("*/*_log.err")), "the job's log is kept when it failed"

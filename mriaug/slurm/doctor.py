@@ -21,7 +21,6 @@ import platform
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import time
 import traceback
@@ -482,14 +481,47 @@ def run_doctor(profile: Profile, grid: Grid | None, *, timeout_s: float = 600.0,
     return checks
 
 
+def _in_queue(job_id: str) -> bool | None:
+    """Whether squeue still lists the job (pending, running, completing); None when squeue does not answer."""
+    out = run_command(["squeue", "-h", "-j", job_id, "-o", "%T"], timeout=20)
+    if out is None:
+        return None
+    if out.returncode != 0:
+        return False if "Invalid job id" in out.stderr else None
+    return bool(out.stdout.strip())
+
+
+def _log_tail(path: Path) -> str:
+    """The last line of a job's log that looks like an error, else its last line."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return f"(no log at {path})"
+    # The program's own error before srun's and slurmstepd's summaries of it ("task 0: Exited with exit code 1").
+    ours = [ln for ln in lines if not ln.startswith(("srun:", "slurmstepd:"))]
+    for group in (ours, lines):
+        for ln in reversed(group):
+            if re.search(r"error|exception|not found|no such|denied|killed", ln, re.IGNORECASE):
+                return ln
+    return lines[-1] if lines else "(empty log)"
+
+
 def _wait_for(job: Any, timeout_s: float) -> dict[str, Any] | Check:
     deadline = time.monotonic() + timeout_s
     log = f"log: {job.paths.stderr}"
+    gone_since: float | None = None
     while not job.paths.result_pickle.exists():
+        # A job that left the queue without a result died before its checks ran (the image, python, imports).
+        if _in_queue(str(job.job_id)) is False:
+            gone_since = gone_since or time.monotonic()
+            if time.monotonic() - gone_since > 5 and not job.paths.result_pickle.exists():
+                return _problem("job", f"job {job.job_id} ended on the node without running its checks: "
+                                f"{_log_tail(Path(job.paths.stderr))}", "the image or environment does not start "
+                                f"mriaug there (the container command, python, imports); {log}")
         if time.monotonic() > deadline:
             state = run_command(["squeue", "-h", "-j", str(job.job_id), "-o", "%T %r"], timeout=20)
             where = state.stdout.strip() if state and state.returncode == 0 and state.stdout.strip() else "gone"
-            subprocess.run(["scancel", str(job.job_id)], capture_output=True, timeout=30)
+            run_command(["scancel", str(job.job_id)], timeout=30)
             return _problem("job", f"job {job.job_id} did not finish within {timeout_s:.0f} s (squeue: {where}); "
                             "cancelled", "a busy partition: rerun with a longer --timeout; a job that stays "
                             f"PENDING with a reason like ReqNodeNotAvail or QOSMaxGRESPerUser names the limit; {log}")
