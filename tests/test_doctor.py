@@ -280,3 +280,21 @@ def test_an_image_without_mriaug_fails_on_the_job_line(cluster: Path) -> None:
     assert "ended on the node without running its checks:" in problems[0] and "No module named" in problems[0]
     assert "-> the image or environment does not start mriaug there" in output
     assert list((cluster / ".mriaug-doctor").glob("*/*_log.err")), "the job's log is kept when it failed"
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_status_and_submit_suggest_the_doctor_when_the_first_tasks_fail(cluster: Path) -> None:
+    # Every run names a weights file that is not there: every task fails, none finishes.
+    res = cluster / "results"
+    grid = write_grid(cluster / "broken.toml", res)
+    grid.write_text(grid.read_text().replace('models = ["cnn"]', 'models = ["resnet18"]')
+                    + f'\n[model.resnet18]\narch = "resnet18"\nweights = "{cluster / "nope.safetensors"}"\n'
+                    "epochs = 1\nbatch_size = 32\nresolution = 32\n")
+    hint = f"1 run failed and none has finished: check the cluster with `mriaug doctor --profile {LOCAL} --grid {grid}`"
+    first = runner.invoke(app, ["submit", str(grid), "--profile", str(LOCAL)])
+    assert first.exit_code == 0 and "mriaug doctor" not in first.output, first.output
+    waited = runner.invoke(app, ["status", str(grid), "--wait", "--interval", "1", "--timeout", "150"])
+    assert waited.exit_code == 1 and hint in waited.output, waited.output
+    again = runner.invoke(app, ["submit", str(grid), "--profile", str(LOCAL), "--dry-run"])
+    assert again.exit_code == 0 and f"warning: {hint}" in again.output, again.output
