@@ -36,7 +36,7 @@ CACHE_VERSION = 1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 PHANTOM_DEFAULTS = {"n_train": 5120, "n_test": 1280, "size": 128, "seed": 0, "slices": 32}
 # The split every source takes (see `mriaug.splits`): they shape train / validation / test, not the decoding.
-SPLIT_OPTIONS = {"split", "test_fraction", "val_fraction", "split_seed"}
+SPLIT_OPTIONS = {"split", "test_fraction", "val_fraction", "split_seed", "splits"}
 # The options each kind of source takes (`--data-option KEY=VALUE`, or keys beside `source` in a grid).
 OPTIONS = {"phantom": set(PHANTOM_DEFAULTS) | SPLIT_OPTIONS,
            "hub": {"size", "revision", "classes"} | SPLIT_OPTIONS, "parquet": {"size", "classes"} | SPLIT_OPTIONS,
@@ -115,6 +115,8 @@ class DataSpec:
             opts = {**PHANTOM_DEFAULTS, **opts}
         if opts.get("split") == "subject":  # one spelling per split, so equal splits give equal run ids
             opts = {**splits.SUBJECT_DEFAULTS, **opts}
+        if opts.get("splits") == 1:  # one split is the default: the run ids of grids without the key stay
+            del opts["splits"]
         return {"source": self.source, "options": opts}
 
     def decoding(self) -> DataSpec:
@@ -250,7 +252,9 @@ def apply_split(base: Dataset, spec: DataSpec, cache_dir: Path | None) -> Datase
     n_groups = {name: len(np.unique(groups[rows])) for name, rows in
                 (("train", train[part[train] == splits.TRAIN]), ("val", train[val]), ("test", test))}
     rec = splits.record(kind, seed, fp, test_fraction=tf, val_fraction=vf, grouping=grouping,
-                        source_fingerprint=base.fingerprint, groups_per_part=n_groups)
+                        source_fingerprint=base.fingerprint, groups_per_part=n_groups,
+                        # one of K repeated splits: collect puts the K splits' runs in one table
+                        **({"splits": int(opt["splits"])} if int(opt["splits"]) > 1 else {}))
     return Dataset(x[train], y[train], x[test], y[test], source, data_fp, val, rec, groups[train],
                    groups[test])
 

@@ -33,6 +33,13 @@ class Grid:
     pools: dict[str, str] = field(default_factory=dict)
     budget: str = "epochs"
     select: str = "last"
+    # The data of every split the grid's seeds use, in split order: one, or K with `[data] splits = K`.
+    split_data: list[DataSpec] = field(default_factory=list)
+
+    def pool_dirs(self, pool: str) -> list[tuple[DataSpec, str]]:
+        """(split data, folder) for each split of the grid: where `mriaug synth --grid` makes a pool."""
+        data = self.split_data or [self.data]
+        return [(d, pool_dir(pool, d, len(data))) for d in data]
 
     def pool_for(self, generator: str) -> str | None:
         """The pool `mriaug synth --grid` fills: the only one, or the one named after the generator."""
@@ -275,21 +282,45 @@ def load(path: str | Path) -> Grid:
         dup = sorted({str(v) for v in values if values.count(v) > 1})
         if dup:  # the same run twice would be trained twice at once on a cluster
             raise r.fail("", key, f"listed more than once: {', '.join(dup)}")
+    # Repeated subject splits (`[data] splits = K`): seed s uses split number s mod K and that split's pools.
+    split_opts = splits.options(data.options)
+    n_splits, first = int(split_opts["splits"]), int(split_opts["split_seed"])
+    split_data = [split_spec(data, first + j) if n_splits > 1 else data for j in range(n_splits)]
     # Each pool's content is read once, now: every run of this plan records the same fingerprint.
-    fingerprints = {label: pools.manifest_fingerprint(p) for label, p in pool_table.items()}
+    fingerprints = {(label, j): pools.manifest_fingerprint(pool_dir(p, d, n_splits))
+                    for label, p in pool_table.items() for j, d in enumerate(split_data)}
     # A run that adds synthetic images runs once per pool; the others once (they draw from none).
     choices: list[tuple[str | None, str | None]] = list(pool_table.items()) or [(None, None)]
-    runs = [
-        RunSpec(m, s, a, seed, hps[m], data, p if s.needs_pool else None,
-                fingerprints[label] if s.needs_pool and label else None, budget, select,
-                label if s.needs_pool and len(pool_table) > 1 else None)
-        for m in model_names for s in scens for label, p in (choices if s.needs_pool else [(None, None)])
-        for a in augs for seed in seeds
-    ]
+    named = len(pool_table) > 1 or n_splits > 1  # a per-split folder is not the pool's name in the tables
+    runs = []
+    for m in model_names:
+        for scen in scens:
+            for label, p in (choices if scen.needs_pool else [(None, None)]):
+                for a in augs:
+                    for seed in seeds:
+                        d = split_data[seed % n_splits]
+                        folder = pool_dir(p, d, n_splits) if scen.needs_pool and label and p else None
+                        runs.append(RunSpec(m, scen, a, seed, hps[m], d, folder,
+                                            fingerprints[(label, seed % n_splits)] if folder and label else None,
+                                            budget, select, label if folder and named else None))
     return Grid(path=path, name=str(doc.get("name", path.stem)),
                 results=Path(str(doc.get("results", f"results/{path.stem}"))), data=data, pool=pool,
                 save_weights=bool(doc.get("save_weights", False)), hparams=hps, runs=runs, pools=pool_table,
-                budget=budget, select=select, pack_seeds={m: n for m, n in pack.items() if n > 1})
+                budget=budget, select=select, pack_seeds={m: n for m, n in pack.items() if n > 1},
+                split_data=split_data)
+
+
+def split_spec(data: DataSpec, split_seed: int) -> DataSpec:
+    """`data` with its split seed set to `split_seed` (one of a grid's repeated subject splits)."""
+    return DataSpec(data.source, {**data.options, "split_seed": split_seed})
+
+
+def pool_dir(pool: str, data: DataSpec, n_splits: int) -> str:
+    """The folder a grid's pool has for one split: the pool itself, or with K > 1 splits its subfolder
+    `split-SEED` (a pool's sources are rows of one split's training part, so each split needs its own)."""
+    if n_splits <= 1:
+        return pool
+    return str(Path(pool) / f"split-{splits.options(data.options)['split_seed']}")
 
 
 

@@ -234,6 +234,12 @@ def training_conflicts(pool: Pool, run: KeptFor) -> list[dict[str, Any]]:
     return [t for t in trained_on(pool) if t.get("kept_for") != want]
 
 
+def saw_validation(pool: Pool) -> list[dict[str, Any]]:
+    """The training sets of `trained_on(pool)` that may include validation images: every model not recorded
+    as trained on the training part only (`trained_part` = "fit"; models made before it was recorded)."""
+    return [t for t in trained_on(pool) if t.get("trained_part") != "fit"]
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")

@@ -17,7 +17,7 @@ from .classes import CLASSES, NUM_CLASSES, class_index
 from .data import Dataset
 from .errors import PoolError, SettingError
 from .kept import KeptFor
-from .pools import Pool, training_conflicts
+from .pools import Pool, saw_validation, training_conflicts
 
 MILD_MODERATE = ("Mild_Demented", "Moderate_Demented")
 
@@ -181,9 +181,23 @@ def sources_first(rows: np.ndarray, sources: np.ndarray, m: int, rng: np.random.
     return np.sort(rows[picked]), max(0, m - len(seen))
 
 
+def check_generator_validation(dataset: Dataset, pool: Pool) -> None:
+    """A run with a validation part may not use images from a model that may have learnt validation images:
+    selection (`best_val`) and the validation numbers would then rest on images the generator saw."""
+    if not len(dataset.val_rows):
+        return
+    bad = saw_validation(pool)
+    if bad:
+        raise PoolError(f"pool {pool.path} has images from a model not recorded as trained on the training part "
+                        f"only ({len(bad)} training set(s), e.g. {bad[0].get('n_rows')} rows), so it may have seen "
+                        "this split's validation images; retrain it with this mriaug (`mriaug synth "
+                        "train-diffusion`, which leaves validation and test out) and re-make the pool")
+
+
 def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> Mix:
     if pool is not None and scenario.needs_pool:
         check_generator_training(scenario, seed, pool)
+        check_generator_validation(dataset, pool)
     real_idx, syn_idx = [], []
     counts_real, counts_syn = {}, {}
     sampling: dict[str, dict[str, int]] = {}

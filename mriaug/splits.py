@@ -138,18 +138,36 @@ def cached_groups(x: np.ndarray, y: np.ndarray, data_fingerprint: str, cache_dir
 
 
 def options(opts: dict[str, Any]) -> dict[str, Any]:
-    """The split options with their defaults: kind, test_fraction, val_fraction, split_seed."""
+    """The split options with their defaults: kind, test_fraction, val_fraction, split_seed, splits."""
     kind = opts.get("split", "given")
     if kind == "subject":
-        return {"split": kind, **{k: opts.get(k, v) for k, v in SUBJECT_DEFAULTS.items()}}
+        return {"split": kind, **{k: opts.get(k, v) for k, v in SUBJECT_DEFAULTS.items()},
+                "splits": opts.get("splits", 1)}
     return {"split": kind, "val_fraction": opts.get("val_fraction", GIVEN_VAL_FRACTION),
-            "split_seed": opts.get("split_seed", 0)}
+            "split_seed": opts.get("split_seed", 0), "splits": 1}
+
+
+def split_seed_of(first_split_seed: int, splits: int, seed: int) -> int:
+    """The split seed run seed `seed` uses when a grid repeats its subject split `splits` times: seed s
+    takes split number s mod K, so every split is tested by seeds s, s + K, s + 2K, ..."""
+    return first_split_seed + seed % splits
+
+
+def first_split_seed(options_: dict[str, Any], seed: int) -> int:
+    """The grid's `split_seed` (the first of its splits) back from a run's options and seed."""
+    o = options(options_)
+    return int(o["split_seed"]) - seed % int(o["splits"])
 
 
 def problems(opts: dict[str, Any]) -> list[tuple[str, str]]:
     bad = []
     if opts.get("split", "given") not in SPLITS:
         bad.append(("split", f"must be one of {', '.join(SPLITS)}, got {opts.get('split')!r}"))
+    k = opts.get("splits", 1)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        bad.append(("splits", f"must be a whole number >= 1, got {k!r}"))
+    elif k > 1 and opts.get("split", "given") != "subject":
+        bad.append(("splits", "repeats a subject split (split = 'subject'); the given split has one test set"))
     vf = opts.get("val_fraction")
     if "val_fraction" in opts and (isinstance(vf, bool) or not isinstance(vf, int | float) or not 0 <= vf < 1):
         bad.append(("val_fraction", f"must be a number in [0, 1), got {vf!r}"))

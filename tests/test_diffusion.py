@@ -209,3 +209,34 @@ def test_variations_depart_from_their_sources_as_strength_grows(tmp_path: Path, 
     print("mean |variation - source| by strength:", distance)
     assert distance[0.1] < distance[0.5] < distance[1.0], distance
     assert distance[1.0] > 2 * distance[0.1], distance
+
+
+SUBJECT = data.DataSpec("phantom", {"n_train": 480, "n_test": 160, "size": 32, "slices": 8, "split": "subject"})
+
+
+def test_the_model_learns_from_the_training_part_only_and_a_model_that_may_have_seen_validation_is_refused(
+        tmp_path: Path) -> None:
+    ds = data.load(SUBJECT)
+    assert len(ds.val_rows) > 0
+    rows = diffusion.training_rows(ds, ["Mild_Demented", "Moderate_Demented"])
+    # every fit row of the two classes, and no validation row
+    want = np.flatnonzero(np.isin(ds.train_y, [0, 1]) & ds.fit_mask)
+    assert rows.tolist() == want.tolist()
+    assert not np.isin(rows, ds.val_rows).any()
+    out = tmp_path / "model"
+    info = diffusion.train(ds, out, steps=1, **TINY)
+    assert info["n_rows"] == len(want) and info["trained_part"] == "fit"
+    pool = tmp_path / "pool"
+    synth.make_pool(ds, pool, "diffusion", classes=["Mild_Demented", "Moderate_Demented"], progress_bar=False,
+                    options={"checkpoint": str(out), "steps": 2})
+    p = pools.load(pool, ds)
+    assert pools.trained_on(p)[0]["trained_part"] == "fit" and pools.saw_validation(p) == []
+    scenarios.mix(ds, scenarios.SCENARIOS["3"], 0, p)  # accepted
+    # the same pool as a model made before `trained_part` was recorded (it trained on validation rows too)
+    meta = json.loads((pool / "pool.json").read_text())
+    for record in [*meta["trained_on"], *(r["trained_on"] for r in meta["runs"])]:
+        del record["trained_part"]
+    (pool / "pool.json").write_text(json.dumps(meta))
+    old = pools.load(pool, ds)
+    with pytest.raises(MriaugError, match="may have seen this split's validation images"):
+        scenarios.mix(ds, scenarios.SCENARIOS["3"], 0, old)

@@ -109,3 +109,64 @@ def test_table_keys_that_are_not_tables(tmp_path: Path, key: str) -> None:
 def test_missing_grid_file(tmp_path: Path) -> None:
     with pytest.raises(GridError, match="does not exist"):
         grid.load(tmp_path / "nope.toml")
+
+
+REPEATED = """name = "k"
+models = ["cnn"]
+scenarios = ["1", "3"]
+augmentations = ["none"]
+seeds = 7
+budget = "steps"
+select = "best_val"
+
+[pool]
+copy = "pools/c"
+
+[data]
+source = "phantom"
+n_train = 480
+n_test = 160
+size = 32
+split = "subject"
+splits = 3
+split_seed = 10
+"""
+
+
+def test_repeated_subject_splits_give_seed_s_split_s_mod_k_and_its_pool(tmp_path: Path) -> None:
+    g = grid.load(_grid(tmp_path, REPEATED))
+    s1 = {r.seed: r for r in g.runs if r.scenario.name == "1"}
+    s3 = {r.seed: r for r in g.runs if r.scenario.name == "3"}
+    # seed s -> split seed 10 + s mod 3: 0->10, 1->11, 2->12, 3->10, ..., 6->10
+    assert [s1[s].data.options["split_seed"] for s in range(7)] == [10, 11, 12, 10, 11, 12, 10]
+    assert all(r.data.options["splits"] == 3 for r in g.runs)
+    # both scenarios of a seed test the same patients (the pair is within one split)
+    assert all(s3[s].data == s1[s].data for s in range(7))
+    # each split has its own pool folder, named in the tables by the grid's name for the pool
+    assert [s3[s].pool for s in (0, 1, 2, 3)] == ["pools/c/split-10", "pools/c/split-11", "pools/c/split-12",
+                                                   "pools/c/split-10"]
+    assert {r.pool_label for r in s3.values()} == {"copy"}
+    assert [d.options["split_seed"] for d in g.split_data] == [10, 11, 12]
+    assert [f for _, f in g.pool_dirs("x")] == ["x/split-10", "x/split-11", "x/split-12"]
+    assert len({r.run_id for r in g.runs}) == 14
+
+
+def test_one_split_keeps_run_ids_and_pool_folders(tmp_path: Path) -> None:
+    one = grid.load(_grid(tmp_path, REPEATED.replace("splits = 3", "splits = 1")))
+    tmp2 = tmp_path / "b"
+    tmp2.mkdir()
+    none = grid.load(_grid(tmp2, REPEATED.replace("splits = 3\n", "")))
+    assert [r.run_id for r in one.runs] == [r.run_id for r in none.runs]
+    assert {r.pool for r in one.runs if r.pool} == {"pools/c"}
+    assert {r.data.options["split_seed"] for r in one.runs} == {10}
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("splits = 3", "splits = 0", "whole number >= 1"),
+    ("splits = 3", "splits = 2.5", "whole number >= 1"),
+    ('split = "subject"', 'split = "given"', "repeats a subject split"),
+])
+def test_bad_splits_are_named(tmp_path: Path, old: str, new: str, message: str) -> None:
+    with pytest.raises(GridError, match=message) as e:
+        grid.load(_grid(tmp_path, REPEATED.replace(old, new)))
+    assert "splits" in str(e.value)

@@ -52,6 +52,9 @@ from .base import seed_for
 CHECKPOINT = "checkpoint.pt"
 INFO = "diffusion.json"
 DEFAULT_CHANNELS = (32, 64, 128, 256)
+# What `trained_on` records of a model that learnt from the split's training part only (no validation row);
+# models trained before this was recorded may have seen validation images, and pools.saw_validation says so.
+TRAINED_PART = "fit"
 
 
 class DiffusionError(PoolError):
@@ -98,9 +101,10 @@ def _to_uint8(x: torch.Tensor, resolution: int) -> np.ndarray:
 
 def training_rows(dataset: Dataset, classes: list[str] | None = None,
                   kept_for: KeptFor | None = None) -> np.ndarray:
-    """Train rows the model may learn from: never a test image, and only kept ones when asked."""
+    """Train rows the model may learn from: the training part only (never a validation or test image), and
+    only kept ones when asked."""
     labels = [class_index(c) for c in classes] if classes else list(range(NUM_CLASSES))
-    rows = np.flatnonzero(np.isin(dataset.train_y, labels))
+    rows = np.flatnonzero(np.isin(dataset.train_y, labels) & dataset.fit_mask)
     if kept_for is not None:
         rows = rows[np.isin(rows, kept_for_rows(dataset, kept_for))]
     if len(rows) == 0:
@@ -135,6 +139,7 @@ def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 64
     ident = {"data_fingerprint": dataset.fingerprint, "data_source": dataset.source, "unet": config,
              "rows_sha256": atomic.sha256_bytes(rows.astype(np.int64).tobytes()), "n_rows": int(len(rows)),
              "classes": classes, "kept_for": kept_for.pair() if kept_for else None, "seed": seed,
+             "trained_part": TRAINED_PART,
              "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "precision": precision}
 
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
@@ -248,7 +253,8 @@ class DiffusionGenerator:
         real images must not use variations from a model that saw them."""
         ident = json.loads(self._load()["ident"])
         return {"kept_for": ident["kept_for"], "classes": ident["classes"], "n_rows": ident["n_rows"],
-                "rows_sha256": ident["rows_sha256"], "data_fingerprint": ident["data_fingerprint"]}
+                "rows_sha256": ident["rows_sha256"], "data_fingerprint": ident["data_fingerprint"],
+                "trained_part": ident.get("trained_part")}
 
     def run(self, writer: PoolWriter, todo: Iterable[tuple[int, int]],
             progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:

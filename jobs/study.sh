@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The study, start to end, resumable (every step skips what is done): `make study` (GRID=jobs/study-cpu.toml).
+#   1. a diffusion model per split, trained on that split's training part only (no validation or test scan);
+#   2. pools per split: diffusion variations and the copy and transform controls, from the same sources;
+#   3. every run of the grid; 4. the tables (collect) and the report, into docs/study/.
+# DIFFUSION_* set the model's size; the defaults are the CPU configuration measured in benchmarks/README.md.
+set -euo pipefail
+GRID=${GRID:-jobs/study-cpu.toml}
+OUT=${OUT:-docs/study}
+MRIAUG=${MRIAUG:-.venv/bin/mriaug}
+NAME=$(basename "$GRID" .toml)
+MODEL_DIR=${MODEL_DIR:-models/$NAME-diffusion}
+CLASSES=Mild_Demented,Moderate_Demented      # scenario 3 adds synthetic images of these two classes
+SOURCES=${SOURCES:-160}                      # sources per class and split (scenario 3 needs about 100 Mild)
+: "${DIFFUSION_STEPS:=800}" "${DIFFUSION_BATCH:=16}" "${DIFFUSION_CHANNELS:=16,32,64}" "${DIFFUSION_RES:=64}"
+: "${DIFFUSION_ATTENTION:=--no-attention}" "${SAMPLE_STEPS:=20}" "${STRENGTH:=0.5}" "${PRECISION:=fp32}"
+
+stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
+stamp "diffusion models ($DIFFUSION_STEPS steps x $DIFFUSION_BATCH, channels $DIFFUSION_CHANNELS, $DIFFUSION_RES px)"
+"$MRIAUG" synth train-diffusion --grid "$GRID" --out "$MODEL_DIR" --steps "$DIFFUSION_STEPS" \
+  --batch-size "$DIFFUSION_BATCH" --channels "$DIFFUSION_CHANNELS" --resolution "$DIFFUSION_RES" \
+  --layers-per-block 1 $DIFFUSION_ATTENTION --classes "$CLASSES" --precision "$PRECISION" --checkpoint-every 100
+stamp "pools"
+"$MRIAUG" synth --grid "$GRID" --generator diffusion -s checkpoint="$MODEL_DIR" -s strength="$STRENGTH" \
+  -s steps="$SAMPLE_STEPS" --classes "$CLASSES" --max-sources "$SOURCES"
+"$MRIAUG" synth --grid "$GRID" --generator copy --classes "$CLASSES" --max-sources "$SOURCES"
+"$MRIAUG" synth --grid "$GRID" --generator transform --classes "$CLASSES" --max-sources "$SOURCES"
+stamp "runs"
+"$MRIAUG" grid "$GRID"
+stamp "tables and report"
+mkdir -p "$OUT"
+cp "$GRID" "$OUT/grid.toml"
+"$MRIAUG" collect "results/$NAME" --grid "$GRID" --out "$OUT/tables"
+"$MRIAUG" report "results/$NAME" --out "$OUT/report"
+stamp "done: $OUT"
