@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +21,9 @@ from .options import (
     data_spec,
     load_grid,
 )
+
+if TYPE_CHECKING:
+    from ..data import DataSpec
 
 HELP = """Make synthetic pools, train the local diffusion model, report on pools.
 
@@ -95,23 +98,50 @@ def synth(ctx: typer.Context,
     from ..kept import KeptFor
 
     spec = data_spec(data, data_option)
+    targets: list[tuple[DataSpec, Path]] = []
     if grid:
+        from ..grid import pool_dir
+
         g = load_grid(grid)
         pool = g.pool_for(generator)
-        spec, out = g.data, out or (Path(pool) if pool else None)
-    if out is None:
-        raise SettingError("--out is required (or a --grid that sets pool); see `mriaug synth --help`")
+        if out is None and pool:
+            # A grid of K repeated subject splits has a pool folder per split (sources from that split).
+            targets = [(d, Path(folder)) for d, folder in g.pool_dirs(pool)]
+        spec = g.data
+        if out is None and not targets:
+            raise SettingError(f"{grid}: the grid sets no pool; pass --out POOL")
+    if not targets:
+        if out is None:
+            raise SettingError("--out is required (or a --grid that sets pool); see `mriaug synth --help`")
+        targets = [(spec, out)]
     if profile and not dry_run:
-        return _submit_self(profile, "synth", out)
+        return _submit_self(profile, "synth", targets[0][1] if len(targets) == 1 else Path(str(targets[0][1])).parent)
     options = _settings(setting)
     kept = KeptFor.parse(kept_for)
-    ds = data_mod.load(spec)
+    failed = False
+    for d, folder in targets:
+        opts = dict(options)
+        if len(targets) > 1:
+            typer.echo(f"split {d.options.get('split_seed')}: pool {folder}")
+            if "checkpoint" in opts:  # a diffusion model per split, trained with `train-diffusion --grid`
+                opts["checkpoint"] = pool_dir(str(opts["checkpoint"]), d, len(targets))
+        ds = data_mod.load(d)
+        failed |= _make_one(synth_mod, pool_report, ds, folder, generator, opts, classes, per_source, max_sources,
+                            seed, dry_run, max_cost, kept, report)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _make_one(synth_mod: Any, pool_report: Any, ds: Any, out: Path, generator: str, options: dict[str, object],
+              classes: str | None, per_source: int, max_sources: int | None, seed: int, dry_run: bool,
+              max_cost: float | None, kept: Any, report: bool) -> bool:
+    """Make one pool folder; True when some source failed (a rerun retries it)."""
     s = synth_mod.make_pool(ds, out, generator, classes=classes_list(classes), per_source=per_source,
                             max_sources=max_sources, seed=seed, options=options, dry_run=dry_run, max_cost=max_cost,
                             kept_for=kept)
     if dry_run:
         typer.echo(f"dry run, pool {out}: {s['done']} image(s) already made; {s['text']}")
-        return
+        return False
     line = f"pool {out}: {s['pool_size']} images ({s['generated']} new)"
     if "spend_usd" in s:
         req = s.get("requests", {})
@@ -135,8 +165,7 @@ def synth(ctx: typer.Context,
     if s.get("stopped_at_budget"):
         typer.secho(s["message"], fg="yellow", err=True)
         raise typer.Exit(EXIT_BUDGET)
-    if s.get("failed"):
-        raise typer.Exit(1)
+    return bool(s.get("failed"))
 
 
 def train_diffusion(
@@ -173,23 +202,28 @@ def train_diffusion(
     checks.seed(seed, "--seed")
     if profile:
         return _submit_self(profile, "diffusion", out)
-    spec = load_grid(grid).data if grid else data_spec(data, data_option)
     kept = KeptFor.parse(kept_for)
     try:
         ch = tuple(int(c) for c in channels.split(","))
     except ValueError as e:
         raise SettingError(f"--channels {channels!r}: expected comma-separated integers") from e
-    ds = data_mod.load(spec)
-    info = diffusion.train(ds, out, steps=steps, batch_size=batch_size, lr=lr, resolution=resolution,
-                           channels=ch, layers_per_block=layers_per_block, attention=attention,
-                           classes=classes_list(classes), kept_for=kept, seed=seed,
-                           checkpoint_every=checkpoint_every, precision=precision, device=device,
-                           log=lambda m: typer.echo(m, err=True))
-    h = info["history"][-1] if info["history"] else {}
-    ips = h.get("images_per_s")
-    typer.echo(f"diffusion model {out}: step {info['step']}/{steps}, {info['n_rows']} training images, "
-               f"last loss {h.get('loss', float('nan')):.4f}" + (f", {ips:.1f} images/s" if ips else ""))
-    typer.echo(f"use it: mriaug synth --generator diffusion -s checkpoint={out} -s strength=0.5 --out POOL ...")
+    # A grid of K repeated subject splits trains a model per split, each on its own training part (DIR/split-SEED).
+    targets = load_grid(grid).pool_dirs(str(out)) if grid else [(data_spec(data, data_option), str(out))]
+    for spec, folder in targets:
+        if len(targets) > 1:
+            typer.echo(f"split {spec.options.get('split_seed')}: model {folder}", err=True)
+        ds = data_mod.load(spec)
+        info = diffusion.train(ds, folder, steps=steps, batch_size=batch_size, lr=lr, resolution=resolution,
+                               channels=ch, layers_per_block=layers_per_block, attention=attention,
+                               classes=classes_list(classes), kept_for=kept, seed=seed,
+                               checkpoint_every=checkpoint_every, precision=precision, device=device,
+                               log=lambda m: typer.echo(m, err=True))
+        h = info["history"][-1] if info["history"] else {}
+        ips = h.get("images_per_s")
+        typer.echo(f"diffusion model {folder}: step {info['step']}/{steps}, {info['n_rows']} training images, "
+                   f"last loss {h.get('loss', float('nan')):.4f}" + (f", {ips:.1f} images/s" if ips else ""))
+    typer.echo(f"use it: mriaug synth --generator diffusion -s checkpoint={out} -s strength=0.5 "
+               + (f"--grid {grid}" if grid else "--out POOL ..."))
 
 
 def report_cmd(pool: Annotated[Path, typer.Argument(metavar="POOL", help="pool folder")],
