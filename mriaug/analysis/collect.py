@@ -1,10 +1,12 @@
 """Merge run results into the thesis tables: per model, rows scenarios (and pools), columns augmentations,
-cells the median of a metric with its bootstrap 95% interval, the number of seeds behind it and a mark
-where the scenario differs from scenario 1 (paired by seed, Holm-corrected); the numbers come from
-`statistics`, and `stats.csv` holds them all.
+cells the median of a metric with its distribution-free 95% interval, the number of seeds behind it (failed
+runs among them, at the metric's worst value) and a mark where the scenario differs from scenario 1 (paired
+by seed, Holm-corrected); the numbers come from `statistics`, and `stats.csv` holds them all. A table holds
+what was run: its scenarios, pools and augmentations, and only models with runs.
 
 Runs of different data, split or hyper-parameters never share a cell: each setting of a model gets its own
-table, named for what sets it apart; pools of one name but different content get different rows.
+table, named for what sets it apart; pools of one name but different content get different rows. The runs of
+a grid's repeated subject splits (`[data] splits = K`) are one setting: their cells span the K splits.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from .. import atomic, augment, hparams, results, scenarios
+from .. import atomic, augment, hparams, results, splits
 from ..classes import CLASSES
+from ..data import HUB_REVISIONS
 from ..errors import ResultError
 from . import statistics as st
 
@@ -30,8 +33,10 @@ METRIC_COLUMNS = st.all_metrics()
 LONG_COLUMNS = ["run_id", "table", "model", "scenario", "augmentation", "pool", "seed", *METRIC_COLUMNS,
                 "n_real", "n_synthetic", "epochs", "data_fingerprint", "split", "pool_fingerprint", "train_s", "file",
                 "status"]
-# The test split of Falah/Alzheimer_MRI as the thesis used it: a table compares with the thesis only
-# when every run was tested on exactly these images' counts under the given split.
+# The test split of Falah/Alzheimer_MRI as the thesis used it: a table compares with the thesis only when every
+# run read that dataset from the hub at the pinned revision, under its given split, and was tested on these counts
+# (a copy with the same counts, e.g. a re-split, is other data).
+THESIS_SOURCE = "hf:Falah/Alzheimer_MRI"
 THESIS_TEST_COUNTS = {"Mild_Demented": 172, "Moderate_Demented": 15, "Non_Demented": 634, "Very_Mild_Demented": 459}
 # The keys of a run spec that vary inside one table; everything else in it is the table's setting.
 CELL_KEYS = ("model", "scenario", "augmentation", "seed", "pool")
@@ -48,6 +53,16 @@ class TableInfo:
     setting: str = ""  # e.g. "hparams.lr=0.005"; empty when the model has one setting
     thesis_data: bool = False  # the thesis's test images under the given split: comparable with its tables
     pools: list[str] = field(default_factory=list)
+    splits: int = 1  # distinct data splits behind the table's cells (K repeated subject splits: K)
+    why_not_thesis: str = ""  # why the table is not compared with the thesis (first run's reason)
+
+    @property
+    def variation(self) -> str:
+        """Which sources of variation an interval of this table covers, in words."""
+        if self.splits > 1:
+            return (f"training randomness and which patients are tested ({self.splits} subject splits, seed s on "
+                    f"split s mod {self.splits})")
+        return "training randomness only (one data split)"
 
 
 def _scenario_order(names: set[str]) -> list[str]:
@@ -64,14 +79,15 @@ class Collected:
     warnings: list[str] = field(default_factory=list)
     tables: dict[str, TableInfo] = field(default_factory=dict)
     seed: int = 0
-    n_boot: int = st.DEFAULT_BOOT
+    # Per run: its file and class counts (`train`: the real images it trained on, `val`, `test`).
+    counts: list[dict[str, Any]] = field(default_factory=list)
     _stats: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def stats(self, metric: str = "test_ce") -> pd.DataFrame:
         """`statistics.stats_table` of every cell for one metric (computed once)."""
         m = st.metric_name(metric)
         if m not in self._stats:
-            self._stats[m] = st.stats_table(self.runs, m, seed=self.seed, n_boot=self.n_boot)
+            self._stats[m] = st.stats_table(self.runs, m)
         return self._stats[m]
 
     def models(self) -> list[str]:
@@ -79,29 +95,32 @@ class Collected:
         return list(hparams.MODELS) + present
 
     def table_names(self) -> list[str]:
-        """Every table, by model (the three thesis models always, empty or not)."""
+        """Every table with runs, by model."""
         names = []
         for model in self.models():
             names += sorted(n for n, t in self.tables.items() if t.model == model)
         return names
 
     def rows(self, name: str) -> list[tuple[str, str, str]]:
-        """(row label, scenario, pool) of one table: scenarios 1-4 always, others when present; a scenario
-        with synthetic images gets a row per pool when the table has several."""
+        """(row label, scenario, pool) of one table: the scenarios it has runs of, in the thesis's order; a
+        scenario with synthetic images gets a row per pool when the table has several."""
         info = self.tables[name]
         df = self.runs[self.runs["table"] == name]
         out = []
         for scen in _scenario_order(set(df["scenario"])):
-            preset = scenarios.SCENARIOS.get(scen)
-            pools = sorted(set(df.loc[df["scenario"] == scen, "pool"]) - {""})
-            if (preset is not None and preset.needs_pool) or pools:
-                if len(info.pools) > 1:
-                    out += [(f"Scenario {scen} · {p}", scen, p) for p in (pools or info.pools)]
-                    continue
-                out.append((f"Scenario {scen}", scen, info.pools[0] if info.pools else ""))
+            pools = sorted(set(df.loc[df["scenario"] == scen, "pool"]))
+            if not pools:
+                continue
+            if len(info.pools) > 1 and pools != [""]:
+                out += [(f"Scenario {scen} · {p}", scen, p) for p in pools if p]
             else:
-                out.append((f"Scenario {scen}", scen, ""))
+                out += [(f"Scenario {scen}", scen, p) for p in pools]
         return out
+
+    def augmentations(self, name: str) -> list[str]:
+        """The augmentations a table has runs of, in the thesis's order."""
+        present = set(self.runs.loc[self.runs["table"] == name, "augmentation"])
+        return [a for a in augment.AUGMENTATIONS if a in present] + sorted(present - set(augment.AUGMENTATIONS))
 
     def _cells(self, name: str, metric: str) -> dict[tuple[str, str, str], dict[str, Any]]:
         s = self.stats(metric)
@@ -111,25 +130,28 @@ class Collected:
 
     def _shape(self, name: str, texts: dict[tuple[str, str, str], str], empty: str) -> pd.DataFrame:
         """Row per scenario (and pool), column per augmentation with the thesis's column names."""
-        augs = list(augment.AUGMENTATIONS)
+        augs = self.augmentations(name)
         data = [[texts.get((scen, pool, aug), empty) for aug in augs] for _, scen, pool in self.rows(name)]
         t = pd.DataFrame(data, index=[label for label, _, _ in self.rows(name)],
-                         columns=[augment.LABELS[a] for a in augs])
+                         columns=[augment.LABELS.get(a, a) for a in augs])
         t.index.name = "scenario"
         return t
 
     def table(self, name: str, metric: str = "test_ce") -> pd.DataFrame:  # pragma: no mutate block
-        """The thesis's shape; cells 'median [95% interval] (n=k)', marked where scenario 1 differs."""
+        """The thesis's shape; cells 'median [95% interval] (n=k, f failed)', marked where scenario 1 differs."""
         m = st.metric_name(metric)
-        div = self.diverged(name)
-        texts = {k: _cell_text(r, m, div.get(k, 0)) for k, r in self._cells(name, m).items()}
-        for k, d in div.items():  # a cell of diverged runs only: no statistics, still shown
-            texts.setdefault(k, f"— (n=0 + {d} diverged)")
-        return self._shape(name, texts, "— (n=0)")
+        texts = {k: cell_text(r, m) for k, r in self._cells(name, m).items()}
+        return self._shape(name, texts, "—")
+
+    def cell_texts(self, name: str, metric: str = "test_ce") -> dict[tuple[str, str, str], str]:
+        """The text of every cell of one table by (scenario, pool, augmentation): what the table and the
+        report print."""
+        m = st.metric_name(metric)
+        return {k: cell_text(r, m) for k, r in self._cells(name, m).items()}
 
     def diverged(self, name: str) -> dict[tuple[str, str, str], int]:
-        """Diverged runs per (scenario, pool, augmentation) of one table: they have no metrics, so they are
-        not in the statistics, but every cell counts them beside n, never dropping them silently."""
+        """Diverged runs per (scenario, pool, augmentation) of one table (in the statistics at their metric's
+        worst value; every cell counts them as failed)."""
         df = self.runs[(self.runs["table"] == name) & (self.runs["status"] == "diverged")]
         counts = df.groupby(["scenario", "pool", "augmentation"]).size()
         return {(str(k[0]), str(k[1]), str(k[2])): int(n) for k, n in counts.items()}  # type: ignore[index]
@@ -150,18 +172,34 @@ class Collected:
         where = f" [{info.setting}]" if info.setting else ""
         pool = f"; pool {info.pools[0]}" if len(info.pools) == 1 else ""
         better = "higher" if st.higher_is_better(m) else "lower"
-        return (f"{info.model}{where} — median {st.describe(m)} over seeds [bootstrap 95% interval] (n = seeds){pool}; "
+        return (f"{info.model}{where} — median {st.describe(m)} over seeds [95% interval] (n = seeds){pool}; "
                 f"{better} is better")
 
     def legend(self, name: str, metric: str = "test_ce") -> str:  # pragma: no mutate block
         """What the mark means ('' for a table without comparisons)."""
         s = self.stats(metric)
-        k = int(s.loc[s["table"] == name, "p_wilcoxon"].notna().sum())
+        mine = s[s["table"] == name]
+        info = self.tables[name]
+        text = (f"Intervals: distribution-free (order statistics of the seeds' values; n = 20: the 6th and 15th "
+                f"smallest); they cover {info.variation}. A failed (diverged) run counts as the worst value "
+                f"({_fmt(st.worst(metric))}).")
+        short = mine[mine["ci_coverage"] < st.LEVEL]
+        if len(short):
+            text += (f" Cells marked 'range' have too few seeds for a 95% interval: they show the range, which "
+                     f"covers the median with the probability given ({_fmt(float(short['ci_coverage'].min()))} "
+                     "at least).")
+        k = int(mine["p_wilcoxon"].notna().sum())
         if k == 0:
-            return ""
-        return (f"Legend: {MARK} = differs from scenario 1 of its column (paired by seed, Wilcoxon signed-rank, Holm "
-                f"over the table's {k} comparisons, p < {SIGNIFICANT}). stats.csv: paired differences, p-values, IQM, "
-                "probability of improvement.")
+            return text
+        text += (f" {MARK} = differs from scenario 1 of its column (paired by seed, Wilcoxon signed-rank, Holm over "
+                 f"the table's {k} comparisons, p < {SIGNIFICANT}).")
+        pairs = mine["n_pairs"].dropna()
+        need = st.seeds_needed(k, SIGNIFICANT)
+        if len(pairs) and int(pairs.max()) < need:
+            text += (f" With {int(pairs.max())} paired seeds no difference can reach p < {SIGNIFICANT} after Holm "
+                     f"over {k} comparisons (the smallest possible is {min(1.0, k * 2 / 2 ** int(pairs.max())):.4g}); "
+                     f"that takes at least {need} seeds.")
+        return text + " stats.csv: paired differences, raw and Holm p, IQM, probability of improvement."
 
     def versus_thesis(self, name: str) -> pd.DataFrame:  # pragma: no mutate block
         """Our median test CE beside the thesis's (Tables 7.x), 'ours / thesis (n=k)' per cell."""
@@ -215,15 +253,23 @@ class Collected:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.3f}"
+    return "∞" if v == math.inf else f"{v:.3f}"
 
 
-def _cell_text(r: dict[str, Any], metric: str, diverged: int = 0) -> str:
-    missing = int(r["n_missing"]) - diverged  # diverged runs have no metrics: counted apart
-    n = f"n={r['n']}" + (f" + {diverged} diverged" if diverged else "")
+def cell_text(r: dict[str, Any], metric: str) -> str:
+    """One cell: 'median [low, high] (n=k, f failed)', 'failed' where the median run failed, the interval as
+    'range ... covers P' where too few seeds give a 95% one, and the mark where scenario 1 differs."""
+    failed, missing = int(r.get("n_failed", 0) or 0), int(r.get("n_missing", 0) or 0)
+    n = f"n={r['n']}" + (f", {failed} failed" if failed else "")
     if r["n"] == 0:
         return f"— ({n}; {missing} runs without {metric})" if missing else f"— ({n})"
-    text = f"{_fmt(r['median'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] ({n})"
+    worst = st.worst(metric)
+    median = "failed" if failed and r["median"] == worst and math.isinf(worst) else _fmt(r["median"])
+    cov = r.get("ci_coverage", st.LEVEL)
+    interval = f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+    if cov == cov and cov < st.LEVEL:  # cov == cov: not NaN
+        interval = f"[range {_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}: covers {cov:.0%}]"
+    text = f"{median} {interval} ({n})"
     if missing:
         text += f" ({missing} without {metric})"
     p = r["p_holm"]
@@ -243,12 +289,40 @@ def _number(v: Any) -> float:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
 
 
+def _why_not_thesis(r: dict[str, Any]) -> str:
+    """'' when a run's data is the thesis's (Falah/Alzheimer_MRI from the hub at the pinned revision, its given
+    split without a validation part carved out, the thesis's test counts); else why it is not."""
+    data = r["data"]
+    source = data.get("source") if isinstance(data.get("source"), dict) else {}
+    split = data.get("split") if isinstance(data.get("split"), dict) else {}
+    pinned = HUB_REVISIONS[THESIS_SOURCE.removeprefix("hf:")]
+    if source.get("source") != THESIS_SOURCE:
+        return f"its data is {source.get('source')!r}, not the thesis's {THESIS_SOURCE} from the hub"
+    if source.get("revision") != pinned:
+        return f"{THESIS_SOURCE} at revision {source.get('revision')!r}, not the pinned {pinned[:8]}"
+    if split.get("kind", "given") != "given":
+        return f"its split is {split.get('kind')!r}, not the dataset's given train/test split"
+    if r["counts"].get("test") != THESIS_TEST_COUNTS:
+        return "its test images are not the thesis's 1,280 (172/15/634/459)"
+    return ""
+
+
 def _setting(r: dict[str, Any]) -> dict[str, Any]:
     """What must be equal for two runs to share a table: the spec without the cell keys (hyper-parameters,
     data source and options, anything a later mriaug adds), the data's content and the split."""
     spec = {k: v for k, v in r["spec"].items() if k not in CELL_KEYS}
-    return {"split": r["data"].get("split") or {"kind": "given"}, **spec,
-            "data_fingerprint": r["data"].get("fingerprint")}
+    split = dict(r["data"].get("split") or {"kind": "given"})
+    fingerprint = r["data"].get("fingerprint")
+    if int(split.get("splits", 1)) > 1:
+        # One of K repeated splits: the split itself varies with the seed (like the initialisation); the setting
+        # is the grid's first split seed and K.
+        data = json.loads(json.dumps(spec.get("data") or {}))
+        opts = data.get("options") or {}
+        opts["split_seed"] = splits.first_split_seed(opts, int(r["spec"]["seed"]))
+        spec["data"] = data
+        split = {k: v for k, v in split.items() if k not in ("seed", "fingerprint")}
+        fingerprint = split.get("source_fingerprint")
+    return {"split": split, **spec, "data_fingerprint": fingerprint}
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, str]:
@@ -326,8 +400,9 @@ def _assign_tables(rows: list[dict[str, Any]], settings: list[str]) -> tuple[dic
 def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collected:
     """Every valid result in a folder (only `run_ids` when given); invalid files are named in `errors`."""
     rows: list[dict[str, Any]] = []
+    counts: list[dict[str, Any]] = []
     settings: list[str] = []
-    thesis_like: list[bool] = []
+    not_thesis: list[str] = []
     scenario_defs: dict[tuple[str, str], tuple[str, str]] = {}
     errors = []
     for path, r in results.scan(results_dir):
@@ -362,29 +437,34 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
             raise ResultError(f"{path}: scenario {row['scenario']!r} ('spec.scenario') is defined otherwise than in "
                               f"{first[1]}; collect one grid's runs at a time (--grid)")
         rows.append(row)
+        counts.append({"file": path.name, "train": dict(r["counts"]["real"]), "val": dict(r["counts"].get("val") or {}),
+                       "test": dict(r["counts"].get("test") or {})})
         settings.append(setting)
-        thesis_like.append(row["split"] == "given" and r["counts"].get("test") == THESIS_TEST_COUNTS)
+        not_thesis.append(_why_not_thesis(r))
     tables, warnings = _assign_tables(rows, settings)
     # One pool name for two contents (a pool re-made in place): rows per content, never one cell.
-    contents: dict[tuple[str, str], set[str]] = {}
+    # (Repeated splits have a pool folder per split: one content per split is one pool.)
+    contents: dict[tuple[str, str, str], set[str]] = {}
     for row in rows:
         if row["pool"]:
-            contents.setdefault((row["table"], row["pool"]), set()).add(str(row["pool_fingerprint"]))
-    for (name, pool), fps in sorted(contents.items()):
+            contents.setdefault((row["table"], row["pool"], row["data_fingerprint"]), set()).add(
+                str(row["pool_fingerprint"]))
+    for (name, pool, _), fps in sorted(contents.items()):
         if len(fps) > 1:
             warnings.append(f"{name}: pool {pool} has {len(fps)} contents (manifests "
                             f"{', '.join(sorted(f[:8] for f in fps))}); each gets its own rows")
     for row in rows:
-        if len(contents.get((row["table"], row["pool"]), ())) > 1:
+        if len(contents.get((row["table"], row["pool"], row["data_fingerprint"]), ())) > 1:
             row["pool"] = f"{row['pool']}@{str(row['pool_fingerprint'])[:8]}"
     for name, info in tables.items():
         mine = [i for i, row in enumerate(rows) if row["table"] == name]
-        info.thesis_data = all(thesis_like[i] for i in mine)
+        reasons = [not_thesis[i] for i in mine if not_thesis[i]]
+        info.thesis_data, info.why_not_thesis = not reasons, reasons[0] if reasons else ""
         info.pools = sorted({rows[i]["pool"] for i in mine} - {""})
-    for model in hparams.MODELS:  # the thesis's three tables always print, empty or not
-        if not any(t.model == model for t in tables.values()):
-            tables[model] = TableInfo(model, model)
+        info.splits = len({rows[i]["data_fingerprint"] for i in mine})
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    for m in METRIC_COLUMNS:  # a failed run is the worst value of every metric (statistics.WORST)
+        df.loc[df["status"] == "diverged", m] = st.worst(m)
     # Several runs of one setting for one cell and seed (files copied in by hand, a run id scheme changed):
     # the statistics refuse them, so say so while gathering.
     dup = df.groupby(["table", "model", "scenario", "pool", "augmentation", "seed"]).size()
@@ -393,7 +473,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
         warnings.append(f"{len(dup[dup > 1])} cell(s) have several runs for the same seed (e.g. "
                         f"{model}/{scen}/{aug}/{seed}): results of different settings are mixed; "
                         "collect with --grid to keep one grid's runs")
-    return Collected(df, errors, warnings, tables)
+    return Collected(df, errors, warnings, tables, counts=counts)
 
 
 def _latex_escape(text: str) -> str:  # pragma: no mutate block
@@ -453,10 +533,12 @@ def render(c: Collected, versus_thesis: bool = False, metric: str = "test_ce") -
         if versus_thesis and c.tables[name].thesis_data:
             parts.append(f"{name} — median test CE, ours / thesis (n = our seeds)\n"
                          f"{c.versus_thesis(name).to_markdown()}\n")
-    left = [n for n in c.table_names() if not c.tables[n].thesis_data and (c.runs["table"] == n).any()]
-    if versus_thesis and left:
-        parts.append(f"thesis comparison left out for {', '.join(left)}: only runs tested on the thesis's data "
-                     "(Falah/Alzheimer_MRI's test split, 1,280 images) under the given split compare with it\n")
+    left = [n for n in c.table_names() if not c.tables[n].thesis_data]
+    if versus_thesis:
+        for n in left:
+            parts.append(f"thesis comparison left out for {n}: {c.tables[n].why_not_thesis}; only runs of "
+                         f"{THESIS_SOURCE} read from the hub at the pinned revision, on its given split, compare "
+                         "with the thesis\n")
     return "\n".join(parts)
 
 

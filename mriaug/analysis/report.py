@@ -76,102 +76,146 @@ def _f(v: Any, digits: int = 3) -> str:
 # --- tables with intervals and forest plots --------------------------------------------------------------
 
 
-def _mark(row: pd.Series) -> str:
-    p = row.get("p_holm")
-    if p is None or not isinstance(p, float) or not math.isfinite(p):
-        return ""
-    return "**" if p < 0.01 else "*" if p < 0.05 else ""
+DIFF_METRICS = ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece")
 
 
-def _stats_sections(c: collect.Collected, seed: int) -> tuple[Section, Section]:
-    tables = Section("intervals", "Thesis tables with 95% confidence intervals")
-    forest = Section("scenarios", "Each scenario against scenario 1: paired differences (forest plots)",
-                     figures_first=True)
+def _label(scen: str, pool: str, aug: str) -> str:
+    """A comparison's name as the tables name its row and column: scenario, pool, augmentation."""
+    return " · ".join([f"Scenario {scen}", *([pool] if pool else []), augment.LABELS.get(aug, aug)])
+
+
+def _stats_sections(c: collect.Collected) -> tuple[Section, Section]:
+    """The tables exactly as `mriaug collect` prints them (one block per collect table, its name, caption, cells
+    and legend), then per table the paired differences of every metric and a forest plot in the same order."""
+    tables = Section("intervals", "Results: the thesis tables with 95% intervals")
+    forest = Section("scenarios", "Each scenario against scenario 1: paired differences", figures_first=True)
     if c.runs.empty:
         tables.paragraphs.append("No runs in this folder yet.")
         forest.paragraphs.append("No runs in this folder yet.")
         return tables, forest
-    diffs: pd.DataFrame | None = None
-    for metric, label in METRICS.items():
-        st = statistics.stats_table(c.runs, metric, seed=seed)
-        if metric == "test_ce":
-            diffs = st
-        for model in c.models():
-            m = st[st["model"] == model]
-            if m.empty:
-                continue
-            augs = [a for a in augment.AUGMENTATIONS if a in set(m["augmentation"])]
-            scen_pool = m[["scenario", "pool"]].drop_duplicates().sort_values(["scenario", "pool"])
-            rows = []
-            for _, sp in scen_pool.iterrows():
-                cells = []
-                for a in augs:
-                    r = m[(m["scenario"] == sp["scenario"]) & (m["pool"] == sp["pool"]) & (m["augmentation"] == a)]
-                    if r.empty:
-                        cells.append("—")
-                        continue
-                    r0 = r.iloc[0]
-                    ci = f" [{_f(r0['ci_low'])}, {_f(r0['ci_high'])}]" if math.isfinite(float(r0["ci_low"])) else ""
-                    cells.append(f"{_f(r0['median'])}{ci} (n={int(r0['n'])}){_mark(r0)}")
-                pool = "" if str(sp["pool"]) in ("—", "None", "nan", "") else f" ({sp['pool']})"
-                rows.append([f"Scenario {sp['scenario']}{pool}", *cells])
-            tables.tables.append(Table(f"{model}: median {label}, bootstrap 95% interval, n seeds",
-                                       ["scenario", *[augment.LABELS[a] for a in augs]], rows))
-    how = "Intervals and tests from `mriaug.analysis.statistics`"
     tables.paragraphs.append(
-        f"Each cell: median over seeds, its 95% confidence interval in brackets, and the number of seeds. {how}. "
-        "Marks: * Holm-corrected Wilcoxon signed-rank p < 0.05 against scenario 1 (paired by seed), ** p < 0.01.")
-    if diffs is not None:
-        for model in c.models():
-            fig = _forest(diffs[diffs["model"] == model], model)
+        "One block per table of mriaug collect (runs of one model and setting), with the same cells: the median "
+        "over seeds, its distribution-free 95% interval, the number of seeds n and the failed (diverged) runs "
+        "among them; * marks a Holm-corrected Wilcoxon signed-rank p < 0.05 against scenario 1 of the column.")
+    for name in c.table_names():
+        info = c.tables[name]
+        where = f" [{info.setting}]" if info.setting else ""
+        for metric, label in METRICS.items():
+            t = c.table(name, metric)
+            tables.tables.append(Table(f"{name}{where}: median {label}", ["scenario", *t.columns],
+                                       [[str(i), *map(str, r)] for i, r in zip(t.index, t.values, strict=True)]))
+        tables.paragraphs.append(f"{name}: {c.legend(name)}")
+        recall = _recall_table(c, name)
+        if recall is not None:
+            tables.tables.append(recall)
+        baselines = _baselines(c, name)
+        if baselines is not None:
+            tables.tables.append(baselines)
+    forest.paragraphs.append(
+        "Per table, each scenario's paired difference from scenario 1 (same seed, same augmentation and, with "
+        "repeated splits, the same test patients): the median difference and its distribution-free 95% interval, "
+        "for every metric, with the raw and the Holm-corrected Wilcoxon p. For test cross-entropy and ECE, left of "
+        "zero is better; for the others, right of zero.")
+    for name in c.table_names():
+        rows = []
+        first: pd.DataFrame | None = None
+        for metric in DIFF_METRICS:
+            d = c.stats(metric)
+            d = d[(d["table"] == name) & (d["scenario"] != statistics.BASELINE)].dropna(subset=["diff_median"])
+            if metric == "test_ce":
+                first = d
+            rows += [[_label(str(r["scenario"]), str(r["pool"]), str(r["augmentation"])), metric,
+                      _f(r["diff_median"]), f"[{_f(r['diff_ci_low'])}, {_f(r['diff_ci_high'])}]",
+                      str(r["n_pairs"]), _f(r["p_wilcoxon"], 4), _f(r["p_holm"], 4), _f(r["prob_improvement"], 2)]
+                     for _, r in d.iterrows()]
+        if first is not None:
+            fig = _forest(first, name)
             if fig is not None:
                 forest.figures.append(fig)
-        forest.paragraphs.append(
-            "Per model, each scenario's paired difference in test cross-entropy from scenario 1 (same seed, same "
-            "augmentation): the median difference and its 95% interval. Left of zero: lower loss than training on "
-            "all real images only; an interval crossing zero: no difference these seeds can show.")
-        d = diffs[diffs["scenario"] != "1"].dropna(subset=["diff_median"])
-        if not d.empty:
-            rows = [[str(r["model"]), f"Scenario {r['scenario']}",
-                     augment.LABELS.get(r["augmentation"], r["augmentation"]),
-                     _f(r["diff_median"]), f"[{_f(r['diff_ci_low'])}, {_f(r['diff_ci_high'])}]",
-                     _f(r["p_holm"]), _f(r["prob_improvement"], 2)] for _, r in d.iterrows()]
-            forest.tables.append(Table("Paired differences of test cross-entropy from scenario 1",
-                                       ["model", "scenario", "augmentation", "median diff", "95% interval",
+        if rows:
+            forest.tables.append(Table(f"{name}: paired differences from scenario 1 (other minus scenario 1)",
+                                       ["comparison", "metric", "median diff", "95% interval", "pairs", "p",
                                         "p (Holm)", "P(improvement)"], rows))
     return tables, forest
 
 
-def _forest(d: pd.DataFrame, model: str) -> Figure | None:
-    d = d[d["scenario"] != "1"].dropna(subset=["diff_median"])
+def _recall_table(c: collect.Collected, name: str) -> Table | None:
+    """Median recall of each class per cell: whether a model finds the rare classes at all."""
+    rows = []
+    for label, scen, pool in c.rows(name):
+        for aug in c.augmentations(name):
+            cells = []
+            for cls in CLASSES:
+                s = c.stats(statistics.RECALL + cls)
+                r = s[(s["table"] == name) & (s["scenario"] == scen) & (s["pool"] == pool) & (s["augmentation"] == aug)]
+                cells.append(_f(r.iloc[0]["median"]) if len(r) else "—")
+            rows.append([f"{label} · {augment.LABELS.get(aug, aug)}", *cells])
+    return Table(f"{name}: median recall per class", ["cell", *CLASSES], rows) if rows else None
+
+
+def _baselines(c: collect.Collected, name: str) -> Table | None:
+    """What a classifier that learnt nothing scores on the same test images: chance (uniform over the four
+    classes) and the majority class of the training part (medians over the table's runs, whose test sets may
+    differ with repeated splits)."""
+    files = set(c.runs.loc[c.runs["table"] == name, "file"])
+    counts = [r for r in c.counts if r["file"] in files]
+    if not counts:
+        return None
+    acc_major, ce_prior = [], []
+    for r in counts:
+        test = np.array([r["test"].get(k, 0) for k in CLASSES], dtype=float)
+        train = np.array([r["train"].get(k, 0) for k in CLASSES], dtype=float)
+        if test.sum() == 0 or train.sum() == 0:
+            continue
+        prior = train / train.sum()
+        acc_major.append(test[int(prior.argmax())] / test.sum())
+        with np.errstate(divide="ignore"):
+            ce_prior.append(float(-(test / test.sum() * np.log(prior)).sum()))
+    if not acc_major:
+        return None
+    k = len(CLASSES)
+    return Table(f"{name}: baselines on the same test images", ["baseline", "test CE", "accuracy",
+                                                                 "balanced accuracy", "macro F1"],
+                 [["chance (uniform over 4 classes)", _f(math.log(k)), _f(1 / k), _f(1 / k), "—"],
+                  ["majority class of the training part (its class priors for CE)", _f(float(np.median(ce_prior))),
+                   _f(float(np.median(acc_major))), _f(1 / k),
+                   _f(float(np.median([2 * a / (1 + a) / k for a in acc_major])))]])
+
+
+def _forest(d: pd.DataFrame, name: str) -> Figure | None:
+    """Paired differences of test CE, one line per comparison, top to bottom in the order of the table."""
+    d = d.dropna(subset=["diff_median"])
     if d.empty:
         return None
     plt = pyplot()
-    d = d.sort_values(["scenario", "augmentation"], ascending=False)
     fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.32 * len(d)))
     augs = list(augment.AUGMENTATIONS)
+    labels = []
     for i, (_, r) in enumerate(d.iterrows()):
+        y = len(d) - 1 - i  # the first row of the table at the top
         color = f"C{augs.index(r['augmentation']) if r['augmentation'] in augs else 3}"
-        lo, hi = r["diff_ci_low"], r["diff_ci_high"]
-        if math.isfinite(float(lo)) and math.isfinite(float(hi)):
-            ax.plot([lo, hi], [i, i], color=color, lw=2)
-        ax.plot([r["diff_median"]], [i], "o", color=color)
+        lo, hi = float(r["diff_ci_low"]), float(r["diff_ci_high"])
+        span = [v if math.isfinite(v) else (ax.get_xlim()[1] if v > 0 else ax.get_xlim()[0]) for v in (lo, hi)]
+        ax.plot(span, [y, y], color=color, lw=2)
+        if math.isfinite(float(r["diff_median"])):
+            ax.plot([r["diff_median"]], [y], "o", color=color)
+        labels.append((y, _label(str(r["scenario"]), str(r["pool"]), str(r["augmentation"]))))
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(range(len(d)), [f"S{r['scenario']} · {augment.LABELS.get(r['augmentation'], r['augmentation'])}"
-                                  for _, r in d.iterrows()], fontsize=7)
+    ax.set_yticks([y for y, _ in labels], [t for _, t in labels], fontsize=7)
     ax.set_xlabel("test cross-entropy minus scenario 1 (paired by seed)")
-    ax.set_title(f"{model}: difference from scenario 1 with 95% interval", fontsize=9)
+    ax.set_title(f"{name}: difference from scenario 1 with 95% interval", fontsize=9)
     fig.tight_layout()
-    return Figure(f"forest_{model}.png", f"{model}: each scenario's paired difference from scenario 1", png(fig))
+    return Figure(f"forest_{name}.png", f"{name}: each scenario's paired difference from scenario 1", png(fig))
 
 
 def _box_section(c: collect.Collected, out: Path) -> Section:
     s = Section("boxplots", "Per-seed results (box plots)")
-    s.paragraphs.append("Test cross-entropy of every run, one box per scenario and augmentation, seeds as points.")
-    for model in c.models():
-        tmp = out / "figures" / f"box_{model}.png"
-        if c.figure(model, tmp):
-            s.figures.append(Figure(tmp.name, f"{model}: test cross-entropy per run", tmp.read_bytes()))
+    s.paragraphs.append("Test cross-entropy of every run, one box per row and augmentation of each table, seeds as "
+                        "points.")
+    for name in c.table_names():
+        tmp = out / "figures" / f"box_{name}.png"
+        if c.figure(name, tmp):
+            s.figures.append(Figure(tmp.name, f"{name}: test cross-entropy per run", tmp.read_bytes()))
     return s
 
 
@@ -440,10 +484,10 @@ def _provenance(results_dir: Path, c: collect.Collected, raw: list[dict[str, Any
         ["models / scenarios / augmentations", f"{df['model'].nunique() if len(df) else 0} / "
          f"{df['scenario'].nunique() if len(df) else 0} / {df['augmentation'].nunique() if len(df) else 0}"],
         ["seeds per cell (min-max)", "—" if df.empty else
-         f"{df.groupby(['model', 'scenario', 'augmentation']).size().min()}-"
-         f"{df.groupby(['model', 'scenario', 'augmentation']).size().max()}"],
+         f"{df.groupby(['table', 'scenario', 'pool', 'augmentation']).size().min()}-"
+         f"{df.groupby(['table', 'scenario', 'pool', 'augmentation']).size().max()}"],
         ["failed runs (Slurm failure records)", str(len(failed))],
-        ["diverged runs (non-finite test loss)", str(len(diverged))],
+        ["diverged runs (counted as failed: the worst value of every metric)", str(len(diverged))],
         ["unreadable result files", str(len(c.errors))],
         ["data fingerprints", ", ".join(sorted({str(x) for x in df["data_fingerprint"].dropna()})) if len(df) else "—"],
         ["data sources", ", ".join(sorted({json.dumps(r["data"].get("source"), sort_keys=True) for r in raw})) or "—"],
@@ -499,7 +543,7 @@ def build(results_dir: str | Path, out: str | Path, *, pools_: Sequence[Path] | 
             except (OSError, KeyError, TypeError, json.JSONDecodeError):
                 continue
     pool_paths = list(dict.fromkeys(p for p in pool_paths if p.is_dir()))
-    tables, forest = _stats_sections(c, seed)
+    tables, forest = _stats_sections(c)
     data_s, examples = _data_sections(datasets, seed)
     return [tables, forest, _box_section(c, out), data_s, examples, _pool_section(pool_paths, datasets, log),
             _augment_section(datasets, seed), _cam_section(results_dir, out, cam_dirs, pool_paths, c, log),

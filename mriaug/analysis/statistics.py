@@ -1,13 +1,20 @@
-"""The statistics behind every table: per cell n, median, IQM and a bootstrap 95% interval of the median;
-per scenario its difference from scenario 1, paired by seed (median paired difference with a bootstrap
+"""The statistics behind every table: per cell n, failures, median, IQM and a distribution-free 95% interval of
+the median; per scenario its difference from scenario 1, paired by seed (median paired difference with its
 interval, Wilcoxon signed-rank p, Holm-corrected over the table, probability of improvement).
 
-Conventions (the README's "Statistics in the tables" says the same):
+Conventions:
+- A failed run (diverged: its loss stopped being finite) is the worst value of every metric (`WORST`: test CE
+  +inf, ECE 1, accuracy, balanced accuracy, macro F1 and recall 0), so it enters medians, pairs and signed
+  ranks: a scenario that often fails cannot look as good as its survivors.
 - A missing value (NaN: a run without the metric, e.g. ECE in results written before it existed) is left
   out of its cell, and out of every pair it belongs to.
-- Bootstrap: percentile method, `n_boot` resamples (10,000 by default) drawn with a generator seeded with
-  `seed`, so the same runs always give the same interval.
-- Differences are `other - baseline`, in the metric's own units: negative is better for test_ce and ece.
+- Intervals of a median (of a cell, or of paired differences) are the order-statistic (binomial) interval:
+  the l-th and (n-l+1)-th smallest values with l the largest rank whose coverage 1 - 2 P(B <= l-1),
+  B ~ Binomial(n, 1/2), is at least 95% (n = 20: the 6th and 15th, 95.9%). It holds for any continuous
+  distribution, where the percentile bootstrap of a median covers about 93% at n = 10-20. Below n = 6 no
+  such interval reaches 95%: the cell gives the range and its actual coverage (`ci_coverage`).
+- Differences are `other - baseline`, in the metric's own units: negative is better for test_ce and ece. A
+  pair in which both runs failed is a tie (difference 0).
 - Wilcoxon signed-rank, two-sided, scipy's exact distribution where it applies; zero differences are
   dropped (Wilcoxon's convention); all differences zero gives p = 1.
 - Holm's step-down correction over every comparison of one table (one model's table: all its
@@ -37,9 +44,18 @@ LABELS = {"test_ce": "test cross-entropy", "accuracy": "accuracy", "balanced_acc
           "macro_f1": "macro F1", "ece": "expected calibration error (15 bins)"}
 DEFAULT_BOOT = 10_000
 CELL = ("model", "augmentation", "pool", "scenario")
-COLUMNS = ["model", "augmentation", "pool", "scenario", "metric", "n", "median", "iqm", "ci_low", "ci_high",
-           "diff_median", "diff_ci_low", "diff_ci_high", "p_wilcoxon", "p_holm", "prob_improvement"]
+COLUMNS = ["model", "augmentation", "pool", "scenario", "metric", "n", "n_failed", "median", "iqm", "ci_low",
+           "ci_high", "ci_coverage", "diff_median", "diff_ci_low", "diff_ci_high", "p_wilcoxon", "p_holm",
+           "prob_improvement"]
 BASELINE = "1"
+LEVEL = 0.95
+# The worst value of each metric: what a failed (diverged) run scores. recall:CLASS is 0 as well.
+WORST = {"test_ce": math.inf, "ece": 1.0, "accuracy": 0.0, "balanced_accuracy": 0.0, "macro_f1": 0.0}
+
+
+def worst(metric: str) -> float:
+    """The value a failed run takes for `metric` (the worst it can be)."""
+    return WORST.get(metric_name(metric), 0.0)
 
 
 def all_metrics() -> list[str]:
@@ -99,7 +115,9 @@ def _middle_ranks(seed: int, n: int, n_boot: int) -> tuple[np.ndarray, np.ndarra
 
 def bootstrap_median_ci(values: Iterable[float], *, seed: int = 0, n_boot: int = DEFAULT_BOOT,
                         level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the median: resample the values with replacement `n_boot` times."""
+    """Percentile bootstrap interval of the median: resample the values with replacement `n_boot` times.
+    Not what the tables print (it covers about 93% at n = 10-20, tests/test_statistics.py simulates it): kept as
+    the reference the order-statistic interval (`median_ci`) is measured against."""
     a = _clean(values)
     if len(a) == 0:
         return math.nan, math.nan
@@ -113,12 +131,49 @@ def bootstrap_median_ci(values: Iterable[float], *, seed: int = 0, n_boot: int =
     return float(lo), float(hi)
 
 
-def cell_stats(values: Iterable[float], *, seed: int = 0, n_boot: int = DEFAULT_BOOT) -> dict[str, Any]:
-    """n, median, IQM and the bootstrap 95% interval of the median of one cell's values (one per seed)."""
+def order_coverage(n: int, rank: int) -> float:
+    """The probability that the `rank`-th and (n - rank + 1)-th smallest of n values bracket the median of
+    their (continuous) distribution: 1 - 2 P(B <= rank - 1), B ~ Binomial(n, 1/2)."""
+    return float(1.0 - 2.0 * stats.binom.cdf(rank - 1, n, 0.5))
+
+
+def median_ci_ranks(n: int, level: float = LEVEL) -> tuple[int, int, float]:
+    """1-based ranks (lower, upper) of the distribution-free interval of the median of n values and its exact
+    coverage: the narrowest of the symmetric order-statistic intervals whose coverage is at least `level`;
+    the range (1, n) with its coverage (below `level`) when none reaches it."""
+    if n < 1:
+        raise SettingError(f"an interval needs at least one value, got n = {n}")
+    rank = 1
+    while rank + 1 <= (n + 1) // 2 and order_coverage(n, rank + 1) >= level:
+        rank += 1
+    return rank, n - rank + 1, order_coverage(n, rank)
+
+
+def median_ci(values: Iterable[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """The order-statistic interval of the median (low, high, coverage); NaN for no values."""
+    a = np.sort(_clean(values))
+    if len(a) == 0:
+        return math.nan, math.nan, math.nan
+    lo, hi, cov = median_ci_ranks(len(a), level)
+    return float(a[lo - 1]), float(a[hi - 1]), cov
+
+
+def seeds_needed(comparisons: int, alpha: float = 0.05) -> int:
+    """The fewest pairs with which the exact two-sided Wilcoxon test can reach Holm-adjusted p < alpha over
+    `comparisons` comparisons: the smallest p of n pairs is 2 / 2^n, and Holm multiplies the smallest by m."""
+    n = 1
+    while comparisons * 2.0 / 2.0**n >= alpha:
+        n += 1
+    return n
+
+
+def cell_stats(values: Iterable[float], failed: int = 0) -> dict[str, Any]:
+    """n, failures, median, IQM and the order-statistic 95% interval of the median of one cell's values (one
+    per seed; failed runs are among them, at their worst value)."""
     a = _clean(values)
-    lo, hi = bootstrap_median_ci(a, seed=seed, n_boot=n_boot)
-    return {"n": len(a), "median": float(np.median(a)) if len(a) else math.nan, "iqm": iqm(a),
-            "ci_low": lo, "ci_high": hi}
+    lo, hi, cov = median_ci(a)
+    return {"n": len(a), "n_failed": failed, "median": float(np.median(a)) if len(a) else math.nan, "iqm": iqm(a),
+            "ci_low": lo, "ci_high": hi, "ci_coverage": cov}
 
 
 def wilcoxon_p(diffs: Iterable[float]) -> float:
@@ -131,19 +186,25 @@ def wilcoxon_p(diffs: Iterable[float]) -> float:
     return float(stats.wilcoxon(d).pvalue)
 
 
-def paired(baseline: Mapping[Any, float], other: Mapping[Any, float], *, higher_is_better: bool,
-           seed: int = 0, n_boot: int = DEFAULT_BOOT) -> dict[str, Any]:
+def difference(other: float, baseline: float) -> float:
+    """other - baseline, where two failures (the same infinite worst value) tie at 0."""
+    if math.isinf(other) and other == baseline:
+        return 0.0
+    return float(other) - float(baseline)
+
+
+def paired(baseline: Mapping[Any, float], other: Mapping[Any, float], *, higher_is_better: bool) -> dict[str, Any]:
     """`other` against `baseline`, paired by seed (the keys): only seeds with a value on both sides count.
 
-    diff = other - baseline; prob_improvement is the share of pairs in which `other` is better (ties
-    count half)."""
+    diff = other - baseline, its median with the order-statistic interval (the sign-test interval of the
+    median difference); prob_improvement is the share of pairs in which `other` is better (ties count half)."""
     seeds = sorted(k for k in set(baseline) & set(other)
                    if not (math.isnan(float(baseline[k])) or math.isnan(float(other[k]))))
-    d = np.array([float(other[k]) - float(baseline[k]) for k in seeds], dtype=np.float64)
+    d = np.array([difference(float(other[k]), float(baseline[k])) for k in seeds], dtype=np.float64)
     if len(d) == 0:
         return {"n": 0, "diff_median": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan,
                 "p_wilcoxon": math.nan, "prob_improvement": math.nan}
-    lo, hi = bootstrap_median_ci(d, seed=seed, n_boot=n_boot)
+    lo, hi, _ = median_ci(d)
     better = d > 0 if higher_is_better else d < 0
     return {"n": len(d), "diff_median": float(np.median(d)), "diff_ci_low": lo, "diff_ci_high": hi,
             "p_wilcoxon": wilcoxon_p(d), "prob_improvement": float((better.sum() + 0.5 * (d == 0).sum()) / len(d))}
@@ -169,15 +230,17 @@ def scenario_key(name: str) -> tuple[int, float, str]:
         return (1, 0.0, name)
 
 
-def stats_table(runs: pd.DataFrame, metric: str, *, seed: int = 0, n_boot: int = DEFAULT_BOOT) -> pd.DataFrame:
+def stats_table(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per cell (model, augmentation, pool, scenario) with COLUMNS, plus `table` (the table the
     cell belongs to: runs of different data, split or hyper-parameters are in different tables; without a
     `table` column, the model), `n_missing` (runs of the cell without this metric) and `n_pairs` (seeds
     paired with scenario 1).
 
     `runs` is `Collected.runs` (a row per run; columns model, augmentation, pool, scenario, seed, the
-    metric, and optionally table). Scenario 1 of the same table and augmentation is the baseline of every
-    other scenario (of the same pool if scenario 1 has runs of that pool, else of the runs without one)."""
+    metric, and optionally table and status: a run whose status is "diverged" takes the metric's worst value,
+    whatever its row holds, and counts in `n_failed`). Scenario 1 of the same table and augmentation is the
+    baseline of every other scenario (of the same pool if scenario 1 has runs of that pool, else of the runs
+    without one)."""
     m = metric_name(metric)
     hib = higher_is_better(m)
     df = runs.copy()
@@ -189,6 +252,9 @@ def stats_table(runs: pd.DataFrame, metric: str, *, seed: int = 0, n_boot: int =
     df["scenario"] = df["scenario"].astype(str)
     values = df[m] if m in df.columns else pd.Series(math.nan, index=df.index)
     df["_v"] = pd.to_numeric(values, errors="coerce").astype(float)
+    failed = (df["status"] == "diverged") if "status" in df.columns else pd.Series(False, index=df.index)
+    df.loc[failed, "_v"] = worst(m)
+    df["_failed"] = failed
     keys = ["table", *CELL]
     cells = {k: g for k, g in df.groupby(keys, sort=False)}
 
@@ -203,13 +269,13 @@ def stats_table(runs: pd.DataFrame, metric: str, *, seed: int = 0, n_boot: int =
     for key, g in cells.items():
         table, model, aug, pool, scen = key
         row: dict[str, Any] = {"model": model, "augmentation": aug, "pool": pool, "scenario": scen, "metric": m,
-                               **cell_stats(g["_v"], seed=seed, n_boot=n_boot)}
+                               **cell_stats(g["_v"], int(g["_failed"].sum()))}
         if scen != BASELINE:
             base = cells.get((table, model, aug, pool, BASELINE))
             if base is None:
                 base = cells.get((table, model, aug, "", BASELINE))
             if base is not None:
-                pr = paired(by_seed(base), by_seed(g), higher_is_better=hib, seed=seed, n_boot=n_boot)
+                pr = paired(by_seed(base), by_seed(g), higher_is_better=hib)
                 row.update({k: v for k, v in pr.items() if k != "n"}, n_pairs=pr["n"])
         else:
             by_seed(g)  # scenario 1 must hold one run per seed too
