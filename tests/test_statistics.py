@@ -39,11 +39,12 @@ def test_iqm_by_hand() -> None:
 
 def test_cell_stats_known_values_and_interval() -> None:
     c = st.cell_stats([3.0, 1.0, 2.0, math.nan])  # NaN: a run without the metric, left out
-    assert c["n"] == 3 and c["median"] == 2.0 and c["iqm"] == pytest.approx(2.0)
-    # Two values: resampled medians are 1, 1.5, 2 with chances 1/4, 1/2, 1/4, so the 2.5% and 97.5%
-    # percentiles are 1 and 2.
+    assert c["n"] == 3 and c["median"] == 2.0 and c["iqm"] == pytest.approx(2.0) and c["n_failed"] == 0
+    # Three values: no interval reaches 95%, so the range, which covers the median with 1 - 2 / 2^3 = 0.75.
+    assert (c["ci_low"], c["ci_high"]) == (1.0, 3.0) and c["ci_coverage"] == pytest.approx(0.75)
+    # Two values: the range covers with 1 - 2 / 4 = 0.5.
     two = st.cell_stats([1.0, 2.0])
-    assert (two["ci_low"], two["ci_high"]) == (1.0, 2.0)
+    assert (two["ci_low"], two["ci_high"]) == (1.0, 2.0) and two["ci_coverage"] == pytest.approx(0.5)
     same = st.cell_stats([5.0, 5.0, 5.0])
     assert (same["ci_low"], same["median"], same["ci_high"]) == (5.0, 5.0, 5.0)
     empty = st.cell_stats([])
@@ -51,18 +52,87 @@ def test_cell_stats_known_values_and_interval() -> None:
 
 
 def test_bootstrap_is_seeded_contains_the_median_and_shrinks_with_n() -> None:
-    assert inspect.signature(st.cell_stats).parameters["n_boot"].default >= 10_000
-    assert inspect.signature(st.paired).parameters["n_boot"].default >= 10_000
+    assert inspect.signature(st.bootstrap_median_ci).parameters["n_boot"].default >= 10_000
     rng = np.random.default_rng(1)
     small, large = rng.normal(0.3, 0.05, 10), rng.normal(0.3, 0.05, 200)
-    a, b = st.cell_stats(small, seed=7), st.cell_stats(small, seed=7)
+    a, b = st.cell_stats(small), st.cell_stats(small)
     assert a == b
     boot = lambda seed: st.bootstrap_median_ci(large, seed=seed)  # noqa: E731
     assert boot(7) == boot(7) and boot(7) != boot(8)
-    for c in (a, st.cell_stats(large, seed=7)):
+    for c in (a, st.cell_stats(large)):
         assert c["ci_low"] <= c["median"] <= c["ci_high"]
     width = lambda c: c["ci_high"] - c["ci_low"]  # noqa: E731
     assert width(st.cell_stats(large)) < width(a) / 3  # ~ 1/sqrt(n): sqrt(20) ~ 4.5 times narrower
+
+
+@pytest.mark.parametrize("n,lower,coverage", [
+    # 1 - 2 P(B <= l - 1), B ~ Binomial(n, 1/2): n = 20, l = 6: 1 - 2 * 21700 / 2^20 = 0.958610...; l = 7 would
+    # give 1 - 2 * 60460 / 2^20 = 0.8847, under 95%.
+    (20, 6, 1 - 2 * 21700 / 2**20),
+    # n = 10, l = 2: 1 - 2 * 11 / 1024 = 0.978515625; l = 3: 1 - 2 * 56 / 1024 = 0.890625.
+    (10, 2, 1 - 2 * 11 / 1024),
+    # n = 6, l = 1: 1 - 2 / 64 = 0.96875 (the smallest n with a 95% interval); n = 5: the range, 0.9375.
+    (6, 1, 1 - 2 / 64), (5, 1, 1 - 2 / 32), (1, 1, 0.0),
+])
+def test_order_statistic_interval_ranks_by_hand(n: int, lower: int, coverage: float) -> None:
+    lo, hi, cov = st.median_ci_ranks(n)
+    assert (lo, hi) == (lower, n - lower + 1) and cov == pytest.approx(coverage, abs=1e-12)
+    x = np.arange(100.0, 100.0 + n)[::-1]  # given in reverse: the interval is of the sorted values
+    assert st.median_ci(x)[:2] == (100.0 + lower - 1, 100.0 + n - lower)
+
+
+def test_order_statistic_interval_covers_at_least_95_percent_on_skewed_data() -> None:
+    # The median of a lognormal(0, 1) is 1, of an exponential(1) ln 2. 4,000 simulations: standard error of a
+    # 95% share about 0.0034; the interval's exact coverage is 0.9586 (n = 20) and 0.9785 (n = 10).
+    rng = np.random.default_rng(7)
+    sims = 4000
+    for n in (10, 20):
+        for draw, median in ((lambda k: rng.lognormal(0, 1, k), 1.0), (lambda k: rng.exponential(1, k), math.log(2))):
+            x = draw((sims, n))
+            lo, hi, _ = st.median_ci_ranks(n)
+            xs = np.sort(x, axis=1)
+            covered = float(np.mean((xs[:, lo - 1] <= median) & (median <= xs[:, hi - 1])))
+            assert covered >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / sims), (n, covered)
+            # and the same values through the function the tables use
+            assert st.median_ci(x[0]) == (xs[0, lo - 1], xs[0, hi - 1], pytest.approx(st.median_ci_ranks(n)[2]))
+
+
+def test_a_failed_run_is_the_worst_value_and_counts_in_medians_pairs_and_ranks() -> None:
+    assert (st.worst("test_ce"), st.worst("ece"), st.worst("accuracy"), st.worst("recall:Mild_Demented")) == (
+        math.inf, 1.0, 0.0, 0.0)
+    # Scenario 3: seeds 0-2 diverged (their rows hold NaN: no metrics), seeds 3-5 finished lower than scenario 1.
+    # Scenario 4: seed 0 diverged, the others 0.01-0.05 lower than scenario 1.
+    base = [0.50, 0.60, 0.70, 0.80, 0.90, 1.00]
+    other = [math.nan, math.nan, math.nan, 0.75, 0.85, 0.95]
+    fourth = [math.nan, 0.59, 0.68, 0.77, 0.86, 0.95]
+    runs = pd.DataFrame([{"model": "cnn", "augmentation": "none", "scenario": scen, "seed": seed, "test_ce": v,
+                          "status": "diverged" if math.isnan(v) else "done"}
+                         for scen, vals in (("1", base), ("3", other), ("4", fourth)) for seed, v in enumerate(vals)])
+    t = st.stats_table(runs, "test_ce").set_index("scenario")
+    three = t.loc["3"]
+    # Sorted 0.75, 0.85, 0.95, inf, inf, inf: n = 6 with 3 failed, median (0.95 + inf) / 2 = inf; the
+    # interval of n = 6 is the range, 0.75 to inf.
+    assert three["n"] == 6 and three["n_failed"] == 3 and three["median"] == math.inf
+    assert (three["ci_low"], three["ci_high"]) == (0.75, math.inf)
+    # Differences: +inf for seeds 0-2, -0.05 for seeds 3-5: median (-0.05 + inf)/2 = inf; 3 of 6 better.
+    assert three["diff_median"] == math.inf and three["prob_improvement"] == pytest.approx(0.5)
+    four = t.loc["4"]
+    # Differences +inf, -0.01, -0.02, -0.03, -0.04, -0.05: the failure is the largest (rank 6, positive), W+ = 6.
+    # Subsets of ranks 1..6 summing to 6 or less: {}, 6 singletons, {1,2} {1,3} {1,4} {1,5} {2,3} {2,4}, {1,2,3}:
+    # 14 of 64, two-sided p = 28/64 = 0.4375. Dropping the failure would leave five improvements: p = 2/32.
+    assert four["n_failed"] == 1 and four["p_wilcoxon"] == pytest.approx(0.4375)
+    assert four["prob_improvement"] == pytest.approx(5 / 6) and four["diff_median"] == pytest.approx(-0.025)
+    assert t.loc["1", "n_failed"] == 0
+    # Two failures of one seed tie.
+    assert st.difference(math.inf, math.inf) == 0.0 and st.difference(math.inf, 1.0) == math.inf
+
+
+def test_seeds_needed_under_holm_by_hand() -> None:
+    # The smallest exact two-sided Wilcoxon p of n pairs is 2 / 2^n; Holm multiplies it by m.
+    assert st.seeds_needed(1) == 6  # 2/64 = 0.031 < 0.05; 2/32 = 0.0625 is not
+    assert st.seeds_needed(2) == 7  # 2 * 2/128 = 0.031; 2 * 2/64 = 0.0625
+    assert st.seeds_needed(9) == 9  # 9 * 2/512 = 0.035; 9 * 2/256 = 0.070
+    assert st.seeds_needed(27) == 11  # 27 * 2/2048 = 0.026; 27 * 2/1024 = 0.053
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 20])
@@ -158,7 +228,7 @@ def test_stats_table_real_shift_is_significant_after_holm_and_a_null_is_not() ->
               "3": base - 0.02 + rng.normal(0.0, 0.01, 20),  # a real improvement of 0.02 in test CE
               "4": base + rng.normal(0.0, 0.01, 20)}  # a drawn null
     df = pd.DataFrame(_runs(values) + _runs(values, aug="hflip"))
-    t = st.stats_table(df, "test_ce", n_boot=2000)
+    t = st.stats_table(df, "test_ce")
     assert list(t.columns[: len(st.COLUMNS)]) == st.COLUMNS
     assert len(t) == 8 and set(t["table"]) == {"cnn"}
     row = t.set_index(["augmentation", "scenario"])
@@ -186,18 +256,18 @@ def test_stats_table_higher_is_better_metric_missing_values_and_tables() -> None
             for scen, acc in (("1", 0.80 + 0.01 * seed), ("2", 0.80 + 0.01 * seed + shift)):
                 rows.append({"table": table, "model": "cnn", "augmentation": "none", "pool": "", "scenario": scen,
                              "seed": seed, "accuracy": acc, "ece": math.nan})
-    t = st.stats_table(pd.DataFrame(rows), "accuracy", n_boot=1000)
+    t = st.stats_table(pd.DataFrame(rows), "accuracy")
     a = t[(t["table"] == "cnn_a") & (t["scenario"] == "2")].iloc[0]
     assert a["prob_improvement"] == 1.0 and a["diff_median"] == pytest.approx(0.05)
     b = t[(t["table"] == "cnn_b") & (t["scenario"] == "2")].iloc[0]
     assert b["p_wilcoxon"] == 1.0 and b["prob_improvement"] == 0.5  # ties count half
     # Holm within each table: one comparison each, so p_holm = p.
     assert a["p_holm"] == a["p_wilcoxon"]
-    e = st.stats_table(pd.DataFrame(rows), "ece", n_boot=100)
+    e = st.stats_table(pd.DataFrame(rows), "ece")
     assert (e["n"] == 0).all() and (e["n_missing"] == 8).all() and e["p_wilcoxon"].isna().all()
     dup = pd.DataFrame(rows + [rows[0]])
     with pytest.raises(SettingError, match="several runs for seed 0"):
-        st.stats_table(dup, "accuracy", n_boot=10)
+        st.stats_table(dup, "accuracy")
 
 
 def test_metric_names() -> None:
@@ -237,7 +307,7 @@ def test_stats_table_cells_by_hand() -> None:
         "seed": [0, 1, 2, 0, 1, 2, 0],
         "test_ce": [0.5, 0.7, 0.6, 0.4, 0.5, math.nan, 0.9],
     })
-    out = st.stats_table(runs, "test_ce", n_boot=200)
+    out = st.stats_table(runs, "test_ce")
     assert list(out.columns) == [*st.COLUMNS, "table", "n_missing", "n_pairs"]
     assert out[["table", "model", "pool", "scenario", "metric"]].values.tolist() == [
         ["cnn", "cnn", "", "1", "test_ce"], ["cnn", "cnn", "", "2", "test_ce"], ["cnn", "cnn", "", "3", "test_ce"]]
@@ -246,32 +316,33 @@ def test_stats_table_cells_by_hand() -> None:
     # Scenario 2 against 1, paired by seed (seed 2 has no value in scenario 2): 0.4 - 0.5, 0.5 - 0.7.
     assert out["n_pairs"].tolist()[1:] == [2, 1] and pd.isna(out["n_pairs"].iloc[0])
     assert out["diff_median"].iloc[1] == pytest.approx(-0.15)
-    # The intervals are the seeded ones of cell_stats and paired with the same seed and resamples.
-    by_hand = st.cell_stats([0.5, 0.7, 0.6], seed=0, n_boot=200)
-    assert (out["ci_low"].iloc[0], out["ci_high"].iloc[0]) == (by_hand["ci_low"], by_hand["ci_high"])
-    pr = st.paired({0: 0.5, 1: 0.7, 2: 0.6}, {0: 0.4, 1: 0.5}, higher_is_better=False, seed=0, n_boot=200)
-    assert (out["diff_ci_low"].iloc[1], out["diff_ci_high"].iloc[1]) == (pr["diff_ci_low"], pr["diff_ci_high"])
-    again = st.stats_table(runs, "test_ce", seed=0, n_boot=200)
+    # Three values: the range (coverage 0.75); the differences -0.1, -0.2: their range (coverage 0.5).
+    assert (out["ci_low"].iloc[0], out["ci_high"].iloc[0]) == (0.5, 0.7)
+    assert out["ci_coverage"].tolist() == pytest.approx([0.75, 0.5, 0.0])
+    assert (out["diff_ci_low"].iloc[1], out["diff_ci_high"].iloc[1]) == pytest.approx((-0.2, -0.1))
+    again = st.stats_table(runs, "test_ce")
     pd.testing.assert_frame_equal(out, again)
     # Runs without a pool (None from a result) are the pool "".
-    assert st.stats_table(runs.assign(pool=None), "test_ce", n_boot=50)["pool"].tolist() == ["", "", ""]
+    assert st.stats_table(runs.assign(pool=None), "test_ce")["pool"].tolist() == ["", "", ""]
     # A metric the runs do not have: every value missing, no error.
-    none = st.stats_table(runs, "accuracy", n_boot=50)
+    none = st.stats_table(runs, "accuracy")
     assert none["n"].tolist() == [0, 0, 0] and none["n_missing"].tolist() == [3, 3, 1]
     # Two runs of one seed in a cell are refused, naming the cell.
     twice = pd.concat([runs, runs.iloc[[0]]])
     with pytest.raises(SettingError, match=r"^cnn/cnn/none//1: several runs for seed 0; a cell holds one run per "
                                            r"seed \(collect with --grid to keep one grid's runs\)$"):
-        st.stats_table(twice, "test_ce", n_boot=50)
+        st.stats_table(twice, "test_ce")
 
 
 def test_paired_defaults_and_edges() -> None:
     base, other = {0: 0.5, 1: 0.7, 2: 0.6, 3: 0.2}, {0: 0.4, 1: 0.5, 2: 0.65, 3: 0.1}
-    assert st.paired(base, other, higher_is_better=False) == st.paired(base, other, higher_is_better=False, seed=0,
-                                                                      n_boot=st.DEFAULT_BOOT)
-    one = st.paired({0: 0.5}, {0: 0.25}, higher_is_better=False, n_boot=50)
+    four = st.paired(base, other, higher_is_better=False)
+    # Differences -0.1, -0.2, 0.05, -0.1: sorted -0.2, -0.1, -0.1, 0.05; n = 4 gives the range as interval.
+    assert four["diff_median"] == pytest.approx(-0.1)
+    assert (four["diff_ci_low"], four["diff_ci_high"]) == pytest.approx((-0.2, 0.05))
+    one = st.paired({0: 0.5}, {0: 0.25}, higher_is_better=False)
     assert one["n"] == 1 and one["diff_median"] == pytest.approx(-0.25)
-    empty = st.paired({0: 0.5}, {1: 0.25}, higher_is_better=False, n_boot=50)
+    empty = st.paired({0: 0.5}, {1: 0.25}, higher_is_better=False)
     assert empty["n"] == 0 and set(empty) == {"n", "diff_median", "diff_ci_low", "diff_ci_high", "p_wilcoxon",
                                               "prob_improvement"}
     assert all(math.isnan(v) for k, v in empty.items() if k != "n")
@@ -282,27 +353,27 @@ def test_scenario_order_and_cell_stats_resamples() -> None:
 
     assert sorted(["x", "10", "2", "1.5"], key=st.scenario_key) == ["1.5", "2", "10", "x"]
     assert collect._scenario_order({"1", "10", "9", "x"}) == ["1", "2", "3", "4", "9", "10", "x"]
-    values = [0.3, 0.1, 0.7, 0.4, 0.2]
-    c = st.cell_stats(values, seed=3, n_boot=150)
-    assert (c["ci_low"], c["ci_high"]) == st.bootstrap_median_ci(values, seed=3, n_boot=150)
+    values = [0.3, 0.1, 0.7, 0.4, 0.2, 0.9, 0.5]
+    c = st.cell_stats(values)
+    # n = 7: l = 1 (l = 2 covers 1 - 2 * 8/128 = 0.875), so the range 0.1 .. 0.9 with 1 - 2/128 = 0.984375
+    assert (c["ci_low"], c["ci_high"], c["ci_coverage"]) == (0.1, 0.9, pytest.approx(0.984375))
 
 
-def test_intervals_use_the_seed_and_resamples_they_are_given() -> None:
-    # Nine distinct values and few resamples: the interval depends on the draws, so a lost seed shows.
+def test_intervals_are_the_order_statistics_of_cells_and_differences() -> None:
+    # Nine distinct values: n = 9 gives l = 2 (coverage 1 - 2 * 10/512 = 0.9609; l = 3: 0.8203), so the 2nd and
+    # 8th smallest.
     base = {s: v for s, v in enumerate([0.61, 0.52, 0.73, 0.94, 0.35, 0.66, 0.57, 0.88, 0.49])}
     other = {s: v - 0.05 * (s % 4) for s, v in base.items()}
     values = list(base.values())
-    c = st.cell_stats(values, seed=5, n_boot=20)
-    assert (c["ci_low"], c["ci_high"]) == st.bootstrap_median_ci(values, seed=5, n_boot=20)
-    assert (c["ci_low"], c["ci_high"]) != st.bootstrap_median_ci(values, seed=6, n_boot=20)
-    assert st.cell_stats(values, n_boot=20) == st.cell_stats(values, seed=0, n_boot=20)
-    p = st.paired(base, other, higher_is_better=False, seed=5, n_boot=20)
-    assert p != st.paired(base, other, higher_is_better=False, seed=6, n_boot=20)
-    assert st.paired(base, other, higher_is_better=False, n_boot=20) == st.paired(base, other, higher_is_better=False,
-                                                                                  seed=0, n_boot=20)
+    c = st.cell_stats(values)
+    assert (c["ci_low"], c["ci_high"]) == (0.49, 0.88) and c["ci_coverage"] == pytest.approx(1 - 20 / 512)
+    p = st.paired(base, other, higher_is_better=False)
+    # Differences -0.05 * (s mod 4): 0, -.05, -.1, -.15, 0, -.05, -.1, -.15, 0; sorted, the 2nd is -0.15 and the
+    # 8th 0.
+    assert (p["diff_ci_low"], p["diff_ci_high"]) == pytest.approx((-0.15, 0.0))
     runs = pd.DataFrame([{"model": "cnn", "augmentation": "none", "scenario": scen, "seed": s,
                           "test_ce": (base if scen == "1" else other)[s]} for scen in ("1", "2") for s in base])
-    out = st.stats_table(runs, "test_ce", seed=5, n_boot=20)
+    out = st.stats_table(runs, "test_ce")
     assert (out["ci_low"].iloc[0], out["ci_high"].iloc[0]) == (c["ci_low"], c["ci_high"])
     assert (out["diff_ci_low"].iloc[1], out["diff_ci_high"].iloc[1]) == (p["diff_ci_low"], p["diff_ci_high"])
     with pytest.raises(SettingError, match=r"^n_boot must be at least 1, got 0$"):
@@ -319,7 +390,7 @@ def test_stats_table_order_pools_and_pairs() -> None:
                     rows.append({"model": model, "augmentation": aug, "scenario": scen, "pool": pool, "seed": s,
                                  "test_ce": 0.1 * s + 0.01 * len(rows)})
     rows.append({"model": "cnn", "augmentation": "none", "scenario": "2", "pool": "", "seed": 7, "test_ce": 0.5})
-    out = st.stats_table(pd.DataFrame(rows), "test_ce", n_boot=20)
+    out = st.stats_table(pd.DataFrame(rows), "test_ce")
     # By table, then augmentation in the registry's order (unknown ones last), scenario number, pool.
     order = list(zip(out["table"], out["augmentation"], out["scenario"], out["pool"], strict=True))
     cells = [("1", ""), ("1", "b"), ("2", ""), ("3", "a"), ("3", "b"), ("10", "")]
@@ -332,14 +403,14 @@ def test_stats_table_order_pools_and_pairs() -> None:
              == ("cnn", "none", "1", "b")}
     third = {r["seed"]: r["test_ce"] for r in rows if (r["model"], r["augmentation"], r["scenario"], r["pool"])
              == ("cnn", "none", "3", "b")}
-    expected = st.paired(first, third, higher_is_better=False, n_boot=20)
+    expected = st.paired(first, third, higher_is_better=False)
     assert cnn_none.loc[("3", "b"), "diff_median"] == pytest.approx(expected["diff_median"])
     plain = {r["seed"]: r["test_ce"] for r in rows if (r["model"], r["augmentation"], r["scenario"], r["pool"])
              == ("cnn", "none", "1", "")}
     third_a = {r["seed"]: r["test_ce"] for r in rows if (r["model"], r["augmentation"], r["scenario"], r["pool"])
                == ("cnn", "none", "3", "a")}
     assert cnn_none.loc[("3", "a"), "diff_median"] == pytest.approx(
-        st.paired(plain, third_a, higher_is_better=False, n_boot=20)["diff_median"])
+        st.paired(plain, third_a, higher_is_better=False)["diff_median"])
 
 
 def test_metric_name_messages() -> None:
