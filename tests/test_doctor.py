@@ -298,3 +298,18 @@ def test_status_and_submit_suggest_the_doctor_when_the_first_tasks_fail(cluster:
     assert waited.exit_code == 1 and hint in waited.output, waited.output
     again = runner.invoke(app, ["submit", str(grid), "--profile", str(LOCAL), "--dry-run"])
     assert again.exit_code == 0 and f"warning: {hint}" in again.output, again.output
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_gpus_the_partition_does_not_have_fail_on_the_resources_line(cluster: Path) -> None:
+    # The local node has no GPUs (no GRES): Slurm refuses the request, so does the doctor, on that line.
+    prof = _profile(cluster, 'partition = "debug"\ncpus = 1\ntime = "00:20:00"',
+                    'partition = "debug"\ncpus = 1\ntime = "00:20:00"\ngpus = 1')
+    code, lines, output = _doctor("--profile", str(prof))
+    assert code == 1, output
+    problems = [ln for ln in lines if ln.startswith("PROBLEM")]
+    assert len(problems) == 2, output
+    assert problems[0].startswith("PROBLEM resources default: Slurm refuses partition=debug gpus=1 cpus=1 "), output
+    assert problems[1].startswith("PROBLEM job: not submitted"), output
+    assert "ok      resources collector: Slurm accepts partition=debug gpus=0" in output
