@@ -360,10 +360,11 @@ def slurm_checks(profile: Profile, grid: Grid | None) -> tuple[list[Check], bool
         if out is None:
             checks.append(_problem(f"resources {job}", "sbatch not found", "run on a login node with Slurm"))
         elif out.returncode != 0:
+            table = "[collector]" if job == "collector" else \
+                f"[resources.{job if job in profile.resources else 'default'}]"
             checks.append(_problem(f"resources {job}", f"Slurm refuses {res.describe()}: "
                                    f"{slurm_error(out.stdout + out.stderr)}",
-                                   "fix partition / account / qos / gpus / mem / time in the profile's "
-                                   f"[resources.{job if job != 'collector' else 'default'}] (or [collector])"))
+                                   f"fix partition / account / qos / gpus / mem / time in {profile.path} {table}"))
         else:
             checks.append(_ok(f"resources {job}", f"Slurm accepts {res.describe()}"))
     config = run_command(["scontrol", "show", "config"], timeout=20)
