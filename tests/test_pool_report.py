@@ -373,6 +373,27 @@ def test_exact_copies_are_all_near_copies_and_noise_none(tmp_path: Path, mid: da
     assert 0.0 < s["held_out_near_share"] <= 0.05 + 1e-12
 
 
+def test_a_pool_of_new_real_images_has_the_held_out_share(tmp_path: Path, mid: data.Dataset) -> None:
+    # The held-out (test) images themselves, each filed as a variation of a training image of its class: their
+    # distances are the held-out distances, so each class's near-copy share is exactly the held-out one.
+    sources, variation = [], []
+    for c in range(4):
+        rows = np.flatnonzero(mid.train_y == c)
+        k = int((mid.test_y == c).sum())
+        sources += [int(rows[j % len(rows)]) for j in range(k)]
+        variation += [j // len(rows) for j in range(k)]
+    order = np.argsort(mid.test_y, kind="stable")
+    w = pools.PoolWriter(tmp_path / "pool", mid, "hand")
+    for src, v, img in zip(sources, variation, mid.test_x[order], strict=True):
+        w.add(img, src, v, "hand", {})
+    w.flush()
+    m = pool_report.memorisation(pools.load(tmp_path / "pool", mid), mid)
+    for name, r in m["per_class"].items():
+        assert r["near_copy_share"] == r["held_out_near_share"], name
+        assert r["nn_distance_median"] == pytest.approx(r["held_out_nn_distance_median"], abs=1e-12), name
+    assert any(r["near_copy_share"] > 0 for r in m["per_class"].values())  # the threshold cuts through them
+
+
 def test_copy_pool_flagged_in_every_class_transform_pool_not(tmp_path: Path, mid: data.Dataset) -> None:
     copy, transform = tmp_path / "copy", tmp_path / "transform"
     synth.make_pool(mid, copy, "copy", progress_bar=False)
@@ -415,6 +436,11 @@ def test_a_pool_of_another_class_has_low_class_fidelity(tmp_path: Path, mid: dat
                     np.concatenate([mid.train_x[mild[:n]], mid.train_x[very[:n]]]))
     rs = pool_report.quality(swapped, mid)
     rk = pool_report.quality(same, mid)
+    # The sources' recall is the classifier's on the source rows (the real Mild and Very mild images here).
+    pred = fidelity.predict(fidelity.feature_net(mid), mid.train_x)
+    assert rs["per_class"]["Mild_Demented"]["sources_recall"] == pytest.approx(float((pred[mild[:n]] == MILD).mean()))
+    assert rs["per_class"]["Very_Mild_Demented"]["sources_recall"] == pytest.approx(
+        float((pred[very[:n]] == VERY_MILD).mean()))
     for name in ("Mild_Demented", "Very_Mild_Demented"):
         assert rk["per_class"][name]["class_fidelity"] >= 0.8, name
         assert rs["per_class"][name]["class_fidelity"] <= 0.2, name
@@ -466,6 +492,10 @@ def test_verdict_thresholds_by_hand() -> None:
     c = {"images": 100, "held_out_recall": 0.9, "held_out_class_images": 100, "sources_recall": 0.95}
     assert "keeps its class" in str(pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": 0.85}, 0.25))
     assert "less recognisable" in str(pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": 0.5}, 0.25))
+    # Either side of the line: at q = 0.81 the tolerance is 2 * sqrt(0.81 * 0.19 / 100 + 0.0009) = 0.0988 (line
+    # 0.8012); at q = 0.79 it is 0.1012 (line 0.7988).
+    assert "keeps its class" in str(pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": 0.81}, 0.25))
+    assert "less recognisable" in str(pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": 0.79}, 0.25))
     assert "loses its class" in str(pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": 0.25}, 0.25))
     assert "does not recognise" in str(pool_report.class_fidelity_verdict(
         "X", {**c, "held_out_recall": 0.25, "class_fidelity": 0.9}, 0.25))
