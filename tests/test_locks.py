@@ -30,6 +30,9 @@ def test_timeout_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert locks.timeout_s() == 300.0 == locks.DEFAULT_TIMEOUT_S
     monkeypatch.setenv("MRIAUG_LOCK_TIMEOUT", "12.5")
     assert locks.timeout_s() == 12.5
+    monkeypatch.setenv("MRIAUG_LOCK_TIMEOUT", "0.5")
+    assert locks.timeout_s() == 0.5
+    monkeypatch.setenv("MRIAUG_LOCK_TIMEOUT", "12.5")
     assert locks.FileLock("x.lock").timeout == 12.5 and locks.FileLock("x.lock", timeout=3).timeout == 3
     for bad in ("0", "-1", "nan", "inf", "soon", ""):
         monkeypatch.setenv("MRIAUG_LOCK_TIMEOUT", bad)
@@ -50,13 +53,30 @@ def test_is_stale_by_hand() -> None:
     # No pid (a file being written) or no age: fresh until the timeout passes.
     assert not locks.is_stale({"host": HOST, "age_s": 1.0}, 10)
     assert not locks.is_stale({}, 10) and locks.is_stale({"age_s": 10.01}, 10)
+    assert not locks.is_stale({}, 0.5)  # no age read: taken as fresh, even under a short timeout
 
 
-def test_pid_alive() -> None:
-    assert locks._pid_alive(os.getpid()) and locks._pid_alive(1)
+def test_pid_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The probe is signal 0: a live child with SIGHUP's default action (which would end it) is still there after.
+    child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
+                              "signal.SIG_DFL); print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
+        assert locks._pid_alive(child.pid) and locks._pid_alive(os.getpid())
+        time.sleep(0.2)
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
     assert not locks._pid_alive(_dead_pid())
     for bad in (0, -1, "123", None, 1.0):
         assert not locks._pid_alive(bad)
+
+    def not_yours(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(locks.os, "kill", not_yours)  # another user's process: alive
+    assert locks._pid_alive(4242)
 
 
 def test_read_holder_of_odd_files(tmp_path: Path) -> None:
@@ -181,7 +201,7 @@ def test_remove_leftovers(tmp_path: Path) -> None:
     (tmp_path / "a" / ".r1.json.y.tmp").write_text("")
     (tmp_path / "a" / "r1.json").write_text("{}")
     (tmp_path / "a" / ".r1.json.d.tmp").mkdir()  # a folder is never removed
-    removed = locks.remove_leftovers([(tmp_path / "a", ".r1.json.*.tmp"), (tmp_path / "missing", "*")])
+    removed = locks.remove_leftovers([(tmp_path / "missing", "*"), (tmp_path / "a", ".r1.json.*.tmp")])
     assert sorted(p.name for p in removed) == [".r1.json.x.tmp", ".r1.json.y.tmp"]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [".r1.json.d.tmp", "r1.json"]
 
@@ -195,3 +215,72 @@ def test_held_context(tmp_path: Path) -> None:
                 pass
         assert lock.held()
     assert not path.exists()
+
+
+def test_a_new_lock_its_file_and_its_heartbeat_thread(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "x.lock"  # folders made as needed
+    lock = locks.FileLock(path, timeout=30)
+    assert lock.lost is False and not lock.held()
+    other = locks.FileLock(path, timeout=30)
+    assert other.token != lock.token and len(lock.token) == 32
+    old = os.umask(0o022)
+    try:
+        lock.acquire()
+    finally:
+        os.umask(old)
+    try:
+        assert os.stat(path).st_mode & 0o777 == 0o644
+        assert lock.lost is False and lock.held() and not other.held()
+        assert lock._beat is not None and lock._beat.daemon and lock._beat.name == "lock:x.lock"
+    finally:
+        lock.release()
+    # Releasing again, or a lock never taken, does nothing (and removes no one else's file).
+    lock.release()
+    lock.acquire()
+    other.release()
+    assert lock.held()
+    lock.release()
+
+
+def test_a_heartbeat_that_cannot_touch_the_file_marks_the_lock_lost(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    lock = locks.FileLock(tmp_path / "x.lock", timeout=0.3).acquire()  # beats every 0.05 s
+
+    def refused(*a: object, **k: object) -> None:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(locks.os, "utime", refused)
+    for _ in range(100):
+        if lock.lost:
+            break
+        time.sleep(0.02)
+    assert lock.lost is True and lock.held()  # still its file, but no longer kept fresh
+    lock.release()
+
+
+def test_try_acquire_gives_up_after_20_takeovers_that_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "x.lock"
+    path.write_text(json.dumps({"host": "node-elsewhere", "pid": 1, "token": "stuck"}))
+    old = time.time() - 100
+    os.utime(path, (old, old))
+    tries: list[str] = []
+    monkeypatch.setattr(locks.FileLock, "_take_over", lambda self, holder: tries.append(holder["token"]))
+    holder = locks.FileLock(path, timeout=30).try_acquire()
+    assert tries == ["stuck"] * 20
+    assert holder is not None and holder["token"] == "stuck"  # judged by the caller: not taken
+
+
+def test_a_lock_released_between_two_looks_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first create fails (the holder's file is there), then the file is gone before it is read: try again.
+    path = tmp_path / "x.lock"
+    real = locks.FileLock._create
+    calls: list[int] = []
+
+    def first_fails(self: locks.FileLock) -> bool:
+        calls.append(1)
+        return False if len(calls) == 1 else real(self)
+
+    monkeypatch.setattr(locks.FileLock, "_create", first_fails)
+    lock = locks.FileLock(path, timeout=30)
+    assert lock.try_acquire() is None and lock.held() and len(calls) == 2
+    lock.release()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,9 @@ def test_write_then_read_back(tmp_path: Path) -> None:
     path = results.write(tmp_path, r)
     assert path == tmp_path / "abc123.json"
     text = path.read_text()
-    assert text.endswith("}\n") and "NaN" not in text and text.index('"counts"') < text.index('"data"')  # sorted
+    assert text.endswith("}\n") and "NaN" not in text
+    # Keys sorted, two spaces an indent: "counts" (written fifth) comes first.
+    assert text.splitlines()[:3] == ["{", '  "counts": {', '    "real": {']
     back = results.read(path)
     assert back["metrics"]["per_class"]["Mild_Demented"]["f1"] is None and back["metrics"]["test_ce"] == 0.5
     assert json.loads(text) == back
@@ -156,7 +160,7 @@ def test_folder_readers(tmp_path: Path) -> None:
     assert [p.name for p, _ in scanned] == ["r1.json", "r2.json", "r3.json", "r4.json"]
     assert [isinstance(r, ResultError) for _, r in scanned] == [False, False, True, True]
     assert results.done_ids(tmp_path) == {"r1", "r2"}
-    assert results.done_ids_of(tmp_path, ["r2", "r3", "r4", "r9"]) == {"r2"}
+    assert results.done_ids_of(tmp_path, ["r3", "r2", "r4", "r9", "r1"]) == {"r1", "r2"}
     assert results.done_ids(tmp_path / "none") == set()
 
 
@@ -181,3 +185,24 @@ def test_the_valid_fixture_is_valid(tmp_path: Path) -> None:
     doc = _valid()
     assert results.read(_write_raw(tmp_path, copy.deepcopy(doc))) == doc
     assert math.isfinite(doc["metrics"]["test_ce"])
+
+
+def test_run_lock_waits_for_a_live_holder(tmp_path: Path) -> None:
+    import threading
+
+    first = results.run_lock(tmp_path, "r1", wait=False)
+    first.__enter__()
+    told: list[dict] = []
+    got: list[bool] = []
+
+    def waiter() -> None:
+        with results.run_lock(tmp_path, "r1", on_wait=told.append) as lock:  # waits by default
+            got.append(lock.held())
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(1.5)
+    assert not got and len(told) == 1 and told[0]["pid"] == os.getpid()
+    first.__exit__(None, None, None)
+    t.join(20)
+    assert got == [True]
