@@ -32,6 +32,17 @@ def nearest_neighbour(train: np.ndarray, train_y: np.ndarray, test: np.ndarray,
     return float((pred == test_y).mean()) if len(test_y) else float("nan"), dist
 
 
+def pixel_leakage(ds: Dataset) -> tuple[float, np.ndarray, np.ndarray]:
+    """The check of the audit (and the report's leakage section): plain 32x32 pixels of the train split label the
+    test split by 1-NN; returns that accuracy, each test image's distance to its nearest training image and, for
+    scale, each even training row's distance to its nearest odd one."""
+    px = splits.features(np.concatenate([ds.train_x, ds.test_x]), normalize=False)
+    n_tr = len(ds.train_y)
+    acc, test_dist = nearest_neighbour(px[:n_tr], ds.train_y, px[n_tr:], ds.test_y)
+    _, train_dist = nearest_neighbour(px[:n_tr][1::2], ds.train_y[1::2], px[:n_tr][::2], ds.train_y[::2])
+    return acc, test_dist, train_dist
+
+
 def audit(ds: Dataset, cache_dir: Path | None) -> dict[str, Any]:
     """The audit of one dataset under its split; the keys `mriaug data audit --json` prints."""
     x = np.concatenate([ds.train_x, ds.test_x])
@@ -56,10 +67,7 @@ def audit(ds: Dataset, cache_dir: Path | None) -> dict[str, Any]:
     in_train_side[groups[:n_tr]] = True
     in_test = np.zeros(len(sizes), bool)
     in_test[groups[n_tr:]] = True
-    # The check of the issue: plain 32x32 pixels, fit on the train split, labelling the test split.
-    px = splits.features(x, normalize=False)
-    acc, test_dist = nearest_neighbour(px[:n_tr], ds.train_y, px[n_tr:], ds.test_y)
-    _, train_dist = nearest_neighbour(px[:n_tr][1::2], ds.train_y[1::2], px[:n_tr][::2], ds.train_y[::2])
+    acc, test_dist, train_dist = pixel_leakage(ds)
     per_class = {name: {"groups": int((glab == k).sum()),
                         "train": int(((part == splits.TRAIN) & (y == k)).sum()),
                         "val": int(((part == splits.VAL) & (y == k)).sum()),
@@ -68,7 +76,8 @@ def audit(ds: Dataset, cache_dir: Path | None) -> dict[str, Any]:
         "source": ds.source,
         "split": ds.split,
         "method": splits.METHOD,
-        "grouping_fingerprint": gfp,
+        # the split's own record of the grouping where it has one (the same partition, one name for it)
+        "grouping_fingerprint": (ds.split.get("grouping") or {}).get("fingerprint", gfp),
         "images": {"train": int((part == splits.TRAIN).sum()), "val": int((part == splits.VAL).sum()),
                    "test": int((part == splits.TEST).sum())},
         "groups": int(len(sizes)),

@@ -102,9 +102,96 @@ def test_report_opens_in_headless_chromium(report: Path, tmp_path: Path) -> None
 def test_report_statistics_have_the_documented_columns() -> None:
     rows = [{"model": "cnn", "augmentation": "none", "scenario": s, "seed": k, "test_ce": 1.0 + d + 0.01 * k}
             for s, d in (("1", 0.0), ("3", -0.2)) for k in range(8)]
-    t = statistics.stats_table(pd.DataFrame(rows), "test_ce", seed=0)
+    t = statistics.stats_table(pd.DataFrame(rows), "test_ce")
     assert list(t.columns)[: len(statistics.COLUMNS)] == statistics.COLUMNS
     s3 = t[t["scenario"] == "3"].iloc[0]
     assert s3["diff_median"] == pytest.approx(-0.2) and s3["prob_improvement"] == 1.0
     assert s3["ci_low"] <= s3["median"] <= s3["ci_high"]
     assert t[t["scenario"] == "1"]["diff_median"].isna().all()
+
+
+TWO_SETTINGS = """name = "two"
+results = "{root}/results"
+models = ["cnn"]
+scenarios = ["1", "3"]
+augmentations = ["none"]
+seeds = 3
+
+[pool]
+copy = "{root}/copy"
+transform = "{root}/transform"
+
+[data]
+source = "phantom"
+n_train = 80
+n_test = 40
+size = 32
+
+[model.cnn]
+epochs = 1
+batch_size = 16
+lr = {lr}
+resolution = 32
+precision = "fp32"
+"""
+
+
+@pytest.fixture(scope="module")
+def two_settings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One results folder with two learning rates of one model, scenario 3 from two pools: two collect tables."""
+    root = tmp_path_factory.mktemp("two")
+    runner = CliRunner()
+    for lr in ("0.001", "0.01"):
+        g = root / f"lr{lr}.toml"
+        g.write_text(TWO_SETTINGS.format(root=root, lr=lr))
+        for gen in ("copy", "transform"):
+            r = runner.invoke(app, ["synth", "--grid", str(g), "--generator", gen, "--no-report",
+                                    "--classes", "Mild_Demented,Moderate_Demented"])
+            assert r.exit_code == 0, r.output
+        r = runner.invoke(app, ["grid", str(g)])
+        assert r.exit_code == 0, r.output
+    out = root / "report"
+    r = runner.invoke(app, ["report", str(root / "results"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return root
+
+
+def test_every_cell_collect_prints_is_in_the_report_with_its_table_and_pool(two_settings: Path) -> None:
+    from mriaug.analysis import collect
+
+    c = collect.gather(two_settings / "results")
+    names = c.table_names()
+    assert len(names) == 2 and all(n.startswith("cnn_") for n in names)
+    html = (two_settings / "report" / "report.html").read_text()
+    md = (two_settings / "report" / "report.md").read_text()
+    for name in names:
+        texts = c.cell_texts(name)
+        # scenario 1 without a pool, scenario 3 once per pool: three cells of one column
+        assert sorted(texts) == [("1", "", "none"), ("3", "copy", "none"), ("3", "transform", "none")]
+        for text in texts.values():
+            assert text in html and text in md, text
+        assert f"{name}: paired differences from scenario 1" in html
+        assert f"forest_{name}.png" in md and f"box_{name}.png" in md
+    # every paired row names its pool; no row of a scenario or augmentation that was not run
+    for pool in ("copy", "transform"):
+        assert f"Scenario 3 · {pool} · No Augmentation" in html
+    assert "AutoAugment" not in re.sub(r"<section id=\"augment.*", "", html, flags=re.S)
+    assert "Scenario 2" not in html and "resnet18" not in html.split('id="data"')[0]
+    assert "`" not in re.sub(r"<[^>]+>", "", html)  # no raw Markdown in the page
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None and not os.environ.get("CI"),
+                    reason="Debian's chromium is not installed")
+@pytest.mark.parametrize("width", [1280, 600])
+def test_the_report_reads_at_1280_and_600_pixels(two_settings: Path, tmp_path: Path, width: int) -> None:
+    shot = tmp_path / f"page{width}.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", f"--window-size={width},2400",
+                    (two_settings / "report" / "report.html").resolve().as_uri()], check=True, capture_output=True,
+                   timeout=120)
+    a = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert a.shape[1] == width and a.std() > 20
+    # Wide tables scroll inside their card: nothing is drawn in the page margin right of the cards.
+    html = (two_settings / "report" / "report.html").read_text()
+    assert html.count('<div class="scroll"><table>') == html.count("<table>")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import atomic, augment, batches, pools, results
+from .. import atomic, audit, augment, batches, pools, results
 from .. import data as data_mod
 from ..classes import CLASSES, class_index
 from . import collect, statistics
@@ -87,7 +87,7 @@ def _label(scen: str, pool: str, aug: str) -> str:
 def _stats_sections(c: collect.Collected) -> tuple[Section, Section]:
     """The tables exactly as `mriaug collect` prints them (one block per collect table, its name, caption, cells
     and legend), then per table the paired differences of every metric and a forest plot in the same order."""
-    tables = Section("intervals", "Results: the thesis tables with 95% intervals")
+    tables = Section("intervals", "Results: the thesis tables with 95% confidence intervals")
     forest = Section("scenarios", "Each scenario against scenario 1: paired differences", figures_first=True)
     if c.runs.empty:
         tables.paragraphs.append("No runs in this folder yet.")
@@ -219,38 +219,60 @@ def _box_section(c: collect.Collected, out: Path) -> Section:
     return s
 
 
+def _methods_section(c: collect.Collected, raw: list[dict[str, Any]]) -> Section:
+    """What a methods reader needs per table: the hyper-parameters, the budget, which weights were tested and
+    the epochs selection chose, the seeds and the splits."""
+    s = Section("methods", "Methods: hyper-parameters, budget, selection")
+    by_id = {r["run_id"]: r for r in raw}
+    rows = []
+    for name in c.table_names():
+        info = c.tables[name]
+        mine = [by_id[i] for i in c.runs.loc[c.runs["table"] == name, "run_id"] if i in by_id]
+        if not mine:
+            continue
+        hp = mine[0]["spec"]["hparams"]
+        training = [r.get("training") or {} for r in mine]
+        epochs = [t["selected_epoch"] for t in training if isinstance(t.get("selected_epoch"), int)]
+        selected = (f"median {float(np.median(epochs)):g} (range {min(epochs)}-{max(epochs)}) of {hp.get('epochs')}"
+                    if epochs else "—")
+        rows.append([name, str(hp.get("arch")), str(hp.get("resolution")), str(hp.get("epochs")),
+                     str(hp.get("batch_size")), f"{hp.get('lr'):g}", f"{hp.get('weight_decay', 0.0):g}",
+                     str(hp.get("precision")), "yes" if hp.get("pretrained") else "no",
+                     str(training[0].get("budget", "epochs")), str(training[0].get("select", "last")), selected,
+                     str(c.runs.loc[c.runs["table"] == name, "seed"].nunique()), str(info.splits)])
+    s.tables.append(Table("Per table", ["table", "architecture", "pixels", "epochs", "batch", "lr", "weight decay",
+                                        "precision", "pretrained", "budget", "weights tested", "selected epoch",
+                                        "seeds", "splits"], rows))
+    s.paragraphs.append("Budget steps: every scenario trains the optimizer steps scenario 1 takes in its epochs; "
+                        "weights tested best_val: those of the epoch with the lowest validation loss, per run.")
+    return s
+
+
 # --- data: counts, leakage, examples -------------------------------------------------------------------------
 
 
-def nearest_neighbour_leakage(ds: data_mod.Dataset, n: int = 300, seed: int = 0) -> dict[str, Any]:
-    """How well the nearest training image (pixels, 32x32) labels test images: near 1 when slices of one scan
-    sit on both sides of the split. Also the nearest distances, test->train and train->train (other images)."""
-    import torch
+def nearest_neighbour_leakage(ds: data_mod.Dataset) -> dict[str, Any]:
+    """The audit's leakage check (`mriaug data audit`, one computation for both): 1-NN accuracy from the training
+    split to every test image on 32x32 pixels, and the nearest distances test->train and train->train."""
+    acc, test_dist, train_dist = audit.pixel_leakage(ds)
+    return {"test_images": int(len(ds.test_y)), "nn_accuracy": acc,
+            "median_nn_distance_test": float(np.median(test_dist)),
+            "median_nn_distance_train": float(np.median(train_dist)),
+            "distances_test": test_dist.tolist(), "distances_train": train_dist.tolist()}
 
-    from ..train import to_device_uint8
 
-    def small(x: np.ndarray) -> np.ndarray:
-        t = to_device_uint8(np.ascontiguousarray(x), 32, torch.device("cpu"))
-        return t.reshape(len(x), -1).float().numpy() / 255.0
-
-    rng = np.random.default_rng(seed)
-    ti = rng.choice(len(ds.test_y), min(n, len(ds.test_y)), replace=False)
-    tr = small(ds.train_x)
-    te = small(ds.test_x[ti])
-    probe = rng.choice(len(ds.train_y), min(n, len(ds.train_y)), replace=False)
-
-    def nearest(q: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        d = (q * q).sum(1)[:, None] + (tr * tr).sum(1)[None] - 2 * q @ tr.T
-        if exclude is not None:
-            d[np.arange(len(q)), exclude] = np.inf
-        j = d.argmin(1)
-        return j, np.sqrt(np.maximum(d[np.arange(len(q)), j], 0) / tr.shape[1])
-
-    j, dist = nearest(te)
-    _, dist_tt = nearest(tr[probe], probe)
-    return {"test_images": int(len(ti)), "nn_accuracy": float((ds.train_y[j] == ds.test_y[ti]).mean()),
-            "median_nn_distance_test": float(np.median(dist)), "median_nn_distance_train": float(np.median(dist_tt)),
-            "distances_test": dist.tolist(), "distances_train": dist_tt.tolist()}
+def _split_words(ds: data_mod.Dataset) -> str:
+    """The split in words, from the split's own record."""
+    sp = ds.split
+    if sp.get("kind") != "subject":
+        return (f"the source's given train/test split (validation: {len(ds.val_rows)} training images held out)")
+    g = sp.get("groups_per_part") or {}
+    words = (f"a subject split (split seed {sp.get('seed')}): {(sp.get('grouping') or {}).get('groups', '?')} scan "
+             f"groups recovered from the images, whole groups to train / validation / test ({g.get('train', '?')} / "
+             f"{g.get('val', '?')} / {g.get('test', '?')}), so no scan has images on two sides")
+    if int(sp.get("splits", 1)) > 1:
+        words += f"; one of {sp['splits']} such splits the runs use (seed s on split s mod {sp['splits']})"
+    return words
 
 
 def _data_sections(datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]], seed: int) -> tuple[Section, Section]:
@@ -261,18 +283,22 @@ def _data_sections(datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]],
         return s, ex
     plt = pyplot()
     for key, (ds, spec) in datasets.items():
-        tr, te = ds.counts("train"), ds.counts("test")
-        s.tables.append(Table(f"Images per class ({spec['source']}, fingerprint {ds.fingerprint})",
-                              ["class", "train", "test"],
-                              [[k, str(tr[k]), str(te[k])] for k in tr] +
-                              [["total", str(sum(tr.values())), str(sum(te.values()))]]))
-        split = str((spec.get("options") or {}).get("split", "given"))
-        leak = nearest_neighbour_leakage(ds, seed=seed)
-        s.tables.append(Table("Leakage check: nearest training image of test images (pixels at 32x32)",
-                              ["split", "test images probed", "1-NN accuracy", "median distance test→train",
+        fit = {name: int(((ds.train_y == k) & ds.fit_mask).sum()) for k, name in enumerate(CLASSES)}
+        val = {name: int((ds.train_y[ds.val_rows] == k).sum()) for k, name in enumerate(CLASSES)}
+        te = ds.counts("test")
+        s.tables.append(Table(f"Images per class and part ({spec['source']}, split {ds.split.get('fingerprint', '')})",
+                              ["class", "train", "validation", "test"],
+                              [[k, str(fit[k]), str(val[k]), str(te[k])] for k in fit] +
+                              [["total", str(sum(fit.values())), str(sum(val.values())), str(sum(te.values()))]]))
+        split = str(ds.split.get("kind", "given"))
+        s.paragraphs.append(f"Data {key}: {_split_words(ds)}.")
+        leak = nearest_neighbour_leakage(ds)
+        s.tables.append(Table("Leakage check (the numbers of mriaug data audit): nearest training image of every "
+                              "test image, 32x32 pixels",
+                              ["split", "test images", "1-NN accuracy", "median distance test→train",
                                "median distance train→other train"],
                               [[split, str(leak["test_images"]), _f(leak["nn_accuracy"]),
-                                _f(leak["median_nn_distance_test"], 4), _f(leak["median_nn_distance_train"], 4)]]))
+                                _f(leak["median_nn_distance_test"], 1), _f(leak["median_nn_distance_train"], 1)]]))
         if split != "subject":
             s.warnings.append(
                 f"The train/test split of {spec['source']} is not by subject (split = {split!r}). MRI slices of one "
@@ -284,7 +310,7 @@ def _data_sections(datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]],
         bins = np.linspace(0, max(max(leak["distances_test"]), max(leak["distances_train"])) + 1e-9, 40)
         ax.hist(leak["distances_train"], bins=bins, alpha=0.6, label="train → nearest other train image")
         ax.hist(leak["distances_test"], bins=bins, alpha=0.6, label="test → nearest train image")
-        ax.set_xlabel("RMS pixel distance (32x32, [0, 1] scale)")
+        ax.set_xlabel("Euclidean pixel distance (32x32, 0-255 scale, as mriaug data audit)")
         ax.set_ylabel("images")
         ax.legend(fontsize=7)
         ax.set_title("Leakage: how close test images are to training images", fontsize=9)
@@ -545,16 +571,29 @@ def build(results_dir: str | Path, out: str | Path, *, pools_: Sequence[Path] | 
     pool_paths = list(dict.fromkeys(p for p in pool_paths if p.is_dir()))
     tables, forest = _stats_sections(c)
     data_s, examples = _data_sections(datasets, seed)
-    return [tables, forest, _box_section(c, out), data_s, examples, _pool_section(pool_paths, datasets, log),
+    return [tables, forest, _box_section(c, out), _methods_section(c, raw), data_s, examples,
+            _pool_section(pool_paths, datasets, log),
             _augment_section(datasets, seed), _cam_section(results_dir, out, cam_dirs, pool_paths, c, log),
             _provenance(results_dir, c, raw, pool_paths)]
+
+
+def inline(text: str) -> Any:
+    """Text for HTML: escaped, with `code` spans (the Markdown twin's notation) as <code> instead of backticks."""
+    import markupsafe
+
+    parts = str(markupsafe.escape(text)).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick is a character, not markup
+        return markupsafe.Markup(str(markupsafe.escape(text)))
+    return markupsafe.Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
 
 
 def _environment() -> Any:
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.PackageLoader("mriaug", "templates"),
-                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("mriaug", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    env.filters["inline"] = inline
+    return env
 
 
 def render_html(sections: Sequence[Section], title: str) -> str:
