@@ -174,7 +174,7 @@ def test_the_fast_scripted_examples_print_what_the_pages_show() -> None:
 def test_the_example_check_fails_on_a_block_that_no_longer_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     page = tmp_path / "page.md"
-    page.write_text("<!-- example: grid-error -->\n```console\n$ mriaug grid jobs/bad.toml\nerror: line 99\n```\n")
+    page.write_text("<!-- example: grid-error -->\n```console\n$ mriaug status jobs/bad.toml\nerror: line 99\n```\n")
     monkeypatch.setattr(examples, "PAGES", [page])
     assert examples.main(["--check", "grid-error"]) == 1
     assert "-error: line 99" in capsys.readouterr().out
