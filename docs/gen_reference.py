@@ -164,7 +164,8 @@ DATA_MEANING = {
     "val_fraction": "share of each class's training groups held out for validation",
     "split_seed": "which groups go where (with `splits = K`, the first of K split seeds)",
     "splits": "K subject splits repeated over the seeds: run seed s tests on split `split_seed + s mod K`, so "
-              "every split is tested by seeds s, s + K, ...; collect puts the K splits' runs in one table "
+              "every split is tested by seeds s, s + K, ...; each split has its own pool folder, `POOL/split-SEED` "
+              "(`mriaug synth --grid` makes them); collect puts the K splits' runs in one table "
               "(`split = \"subject\"` only)",
 }
 
