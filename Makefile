@@ -99,3 +99,9 @@ container-check:
 .PHONY: docs
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The study of docs/study/ from start to end, resumable (jobs/study.sh: diffusion models and pools per split, the
+# grid's runs, collect, pool reports, report, the README's numbers). About an hour on 2 CPU cores; GRID= for another.
+.PHONY: study
+study: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} GRID=$${GRID:-jobs/study-cpu.toml} bash jobs/study.sh

@@ -27,9 +27,17 @@ stamp "pools"
 "$MRIAUG" synth --grid "$GRID" --generator transform --classes "$CLASSES" --max-sources "$SOURCES"
 stamp "runs"
 "$MRIAUG" grid "$GRID"
-stamp "tables and report"
+stamp "tables, pool reports and report"
 mkdir -p "$OUT"
 cp "$GRID" "$OUT/grid.toml"
-"$MRIAUG" collect "results/$NAME" --grid "$GRID" --out "$OUT/tables"
+"$MRIAUG" collect "results/$NAME" --grid "$GRID" --out "$OUT"            # runs.csv, stats.csv, tables, box plot
+for pool in diffusion copy transform; do                                  # pool quality per split, pictures of one
+  for d in "pools/$NAME-$pool"/split-*; do
+    mkdir -p "$OUT/pools/$pool/$(basename "$d")"
+    cp "$d/report.json" "$OUT/pools/$pool/$(basename "$d")/"
+  done
+  cp "pools/$NAME-$pool/split-0/report.png" "$OUT/pools/$pool/split-0/"
+done
 "$MRIAUG" report "results/$NAME" --out "$OUT/report"
+"${PYTHON:-.venv/bin/python}" docs/study/answer.py > "$OUT/answer.md"      # the README's numbers (answer block)
 stamp "done: $OUT"

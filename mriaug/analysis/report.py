@@ -388,10 +388,15 @@ def _pool_section(pool_paths: Sequence[Path], datasets: dict[str, tuple[data_mod
     if not pool_paths:
         s.paragraphs.append("No pool: the runs in this folder add no synthetic images (scenarios 1 and 2 only).")
         return s
-    s.paragraphs.append("Per pool: real sources (upper rows) above their variations (lower rows), thesis Fig. 2.2; "
-                        "fidelity per class: SSIM to the source, histogram distance, and KID on features of a CNN "
-                        "trained on the real data, real against synthetic beside real against real (the floor).")
+    s.paragraphs.append("Per pool: real sources (upper rows) above their variations (lower rows), thesis Fig. 2.2 "
+                        "(for a pool made per split, the first split's); per class: SSIM to the source, KID on "
+                        "features of a CNN trained on the real training part, real against synthetic beside real "
+                        "against real (the floor), the share of near-copies of training images (memorisation) and "
+                        "class fidelity (that CNN's agreement with the intended class, beside its recall on real "
+                        "held-out images), each with its verdict.")
+    pictured: set[Path] = set()
     for path in pool_paths:
+        name = f"{path.parent.name}/{path.name}" if path.name.startswith("split-") else path.name
         ds = _dataset_for_pool(path, datasets)
         if ds is None:
             s.warnings.append(f"pool {path}: its dataset is not among the runs' datasets; left out")
@@ -403,19 +408,24 @@ def _pool_section(pool_paths: Sequence[Path], datasets: dict[str, tuple[data_mod
             continue
         report_file = path / pool_report.REPORT_JSON
         rep = json.loads(report_file.read_text()) if report_file.exists() else {}
-        if rep.get("pool_fingerprint") != pool.fingerprint or not any(
-                "kid_real_vs_synthetic" in v for v in rep.get("per_class", {}).values()):
-            log(f"pool {path}: computing fidelity numbers")
-            rep = {"per_class": pool_report.fidelity(pool, ds)}
-        s.figures.append(Figure(f"pool_{path.name}.png", f"{path.name} ({pool.meta.get('generator', '?')}, "
-                                f"{len(pool.labels)} images, fingerprint {pool.fingerprint})",
-                                pool_report.figure(pool, ds)))
-        rows = [[name, str(v["images"]), _f(v["ssim_to_source_mean"]), _f(v["hist_l1_to_source_mean"]),
-                 _f(v.get("kid_real_vs_synthetic"), 4), _f(v.get("kid_real_vs_real"), 4)]
-                for name, v in rep["per_class"].items()]
-        s.tables.append(Table(f"{path.name}: fidelity per class", ["class", "images", "SSIM to source",
-                                                                    "hist L1 to source", "KID real vs synthetic",
-                                                                    "KID real vs real (floor)"], rows))
+        if rep.get("pool_fingerprint") != pool.fingerprint or not all(
+                "kid_real_vs_synthetic" in v and "near_copy_share" in v for v in rep.get("per_class", {}).values()):
+            log(f"pool {path}: computing its quality numbers")
+            rep = pool_report.quality(pool, ds)
+        if path.parent not in pictured or not path.name.startswith("split-"):
+            pictured.add(path.parent)
+            s.figures.append(Figure(f"pool_{name.replace('/', '_')}.png", f"{name} ({pool.meta.get('generator', '?')}, "
+                                    f"{len(pool.labels)} images, fingerprint {pool.fingerprint})",
+                                    pool_report.figure(pool, ds)))
+        rows = [[cls, str(v["images"]), _f(v["ssim_to_source_mean"]), _f(v.get("kid_real_vs_synthetic"), 2),
+                 _f(v.get("kid_real_vs_real"), 2), _f(v.get("near_copy_share"), 2), _f(v.get("class_fidelity"), 2),
+                 _f(v.get("held_out_recall"), 2)]
+                for cls, v in rep["per_class"].items()]
+        columns = ["class", "images", "SSIM to source", "KID real vs synthetic", "KID real vs real (floor)",
+                   "near-copy share", "class fidelity", "recall on real held-out"]
+        s.tables.append(Table(f"{name}: quality per class", columns, rows))
+        for line in pool_report.verdicts(rep):
+            s.paragraphs.append(f"{name}: {line}")
     return s
 
 

@@ -138,7 +138,12 @@ def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18
 
 
 def grid_cmd(file: GridArg, device: DeviceOpt = None,
-             verbose: Annotated[bool, typer.Option(help="print a line per epoch")] = False) -> None:
+             verbose: Annotated[bool, typer.Option(help="print a line per epoch")] = False,
+             only: Annotated[list[str] | None, typer.Option(
+                 metavar="RUN_ID", help="only the runs whose id starts with this (repeatable), e.g. to rerun one run "
+                 "of a published runs.csv")] = None,
+             results_dir: Annotated[Path | None, typer.Option(
+                 "--results", metavar="DIR", help="write results here instead of the grid's folder")] = None) -> None:
     """Run every run of a grid on this machine, skipping finished ones, then print the tables."""
     from tqdm import tqdm
 
@@ -149,6 +154,12 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
     from ..train import execute
 
     g = load_grid(file)
+    if results_dir is not None:
+        g.results = results_dir
+    if only:
+        g.runs = [r for r in g.runs if any(r.run_id.startswith(p) for p in only)]
+        if not g.runs:
+            raise SettingError(f"{file}: no run id starts with {', '.join(only)}")
     done = results.done_ids(g.results)
     todo = [r for r in g.runs if r.run_id not in done]
     try:

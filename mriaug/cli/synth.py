@@ -156,6 +156,7 @@ def _make_one(synth_mod: Any, pool_report: Any, ds: Any, out: Path, generator: s
         r = pool_report.write(out, ds)
         typer.echo(f"report: {Path(out) / pool_report.REPORT_PNG}, {Path(out) / pool_report.REPORT_JSON}")
         typer.echo(pool_report.format_table(r))
+        typer.echo(pool_report.format_verdicts(r))
         typer.echo(pool_report.format_provenance(r))
     if s.get("failed"):
         typer.secho(f"{len(s['failed'])} source(s) failed (recorded in {Path(out) / 'pool.json'}; "
