@@ -450,3 +450,39 @@ def test_predict_in_batches_and_to_device_in_chunks() -> None:
     assert (out[:, 0].reshape(1030, 4) == torch.from_numpy(imgs[:, :2, :2].reshape(1030, 4))).all()
     same = train.to_device_uint8(imgs, 4, torch.device("cpu"))
     assert (same[:, 0].numpy() == imgs).all()
+
+
+def test_an_untrained_runs_numbers_by_hand(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    # lr = 1e-12: the network stays its initialisation (seeded by the run's seed, then built). The CNN has no
+    # dropout or batch norm, so every epoch's training loss is the mean cross-entropy of that network over the
+    # 240 training images, and the test numbers are its numbers on the 80 test images, worked out here directly.
+    import torch.nn.functional as F
+
+    from mriaug import models
+
+    spec = _spec(phantom_spec, aug="none", epochs=2, lr=1e-12, precision="fp32")
+    r = execute(spec, tmp_path, log=lambda m: None)
+    ds = data_mod.load(phantom_spec)
+    torch.manual_seed(0)
+    net = models.build("cnn", spec.hparams)
+    mean, sd = models.normalization(net)
+    with torch.no_grad():
+        train_logits = net((torch.from_numpy(ds.train_x).float()[:, None] / 255.0 - mean) / sd)
+        test_logits = net((torch.from_numpy(ds.test_x).float()[:, None] / 255.0 - mean) / sd)
+    train_ce = float(F.cross_entropy(train_logits, torch.from_numpy(ds.train_y)))
+    test_ce = float(F.cross_entropy(test_logits, torch.from_numpy(ds.test_y)))
+    assert [h["train_loss"] for h in r["history"]] == pytest.approx([train_ce, train_ce], rel=1e-5)
+    assert r["metrics"]["test_ce"] == pytest.approx(test_ce, rel=1e-5)
+    assert r["metrics"]["accuracy"] == pytest.approx(float((test_logits.argmax(1).numpy() == ds.test_y).mean()))
+    assert [h["steps"] for h in r["history"]] == [8, 16] and r["training"]["steps"] == 16
+
+
+def test_best_val_without_a_validation_part_is_refused_at_run_time(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    import dataclasses
+
+    from mriaug.errors import SettingError
+
+    spec = dataclasses.replace(_spec(phantom_spec, epochs=1), select="best_val")  # planned around the check
+    with pytest.raises(SettingError, match="cnn/s1/hflip/seed0: select = 'best_val' needs a validation part"):
+        execute(spec, tmp_path, log=lambda m: None)
+    assert not list(tmp_path.glob("*.json"))
