@@ -89,7 +89,7 @@ container:
 	apptainer build containers/mriaug.sif containers/mriaug.def
 
 # The recipe checked where Apptainer is missing: its %files, %post and %test in a clean Debian root filesystem
-# (root, mmdebstrap; about 6 minutes and 7 GB of disk, so not part of `make test` or CI). containers/README.md
+# (root, mmdebstrap; about 9 minutes and 7 GB of disk, so not part of `make test` or CI). containers/README.md
 # says what it covers.
 container-check:
 	nice -n 19 containers/check.sh
