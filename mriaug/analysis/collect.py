@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import atomic, augment, hparams, results, splits
+from .. import atomic, augment, envlock, hparams, results, splits
 from ..classes import CLASSES
 from ..data import HUB_REVISIONS
 from ..errors import ResultError
@@ -401,6 +401,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
     """Every valid result in a folder (only `run_ids` when given); invalid files are named in `errors`."""
     rows: list[dict[str, Any]] = []
     counts: list[dict[str, Any]] = []
+    envs: list[Any] = []
     settings: list[str] = []
     not_thesis: list[str] = []
     scenario_defs: dict[tuple[str, str], tuple[str, str]] = {}
@@ -440,6 +441,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
         counts.append({"file": path.name, "train": dict(r["counts"]["real"]), "val": dict(r["counts"].get("val") or {}),
                        "test": dict(r["counts"].get("test") or {})})
         settings.append(setting)
+        envs.append(r.get("env"))
         not_thesis.append(_why_not_thesis(r))
     tables, warnings = _assign_tables(rows, settings)
     # One pool name for two contents (a pool re-made in place): rows per content, never one cell.
@@ -462,6 +464,9 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
         info.thesis_data, info.why_not_thesis = not reasons, reasons[0] if reasons else ""
         info.pools = sorted({rows[i]["pool"] for i in mine} - {""})
         info.splits = len({rows[i]["data_fingerprint"] for i in mine})
+        mixed = envlock.mixed_locks(envs[i] for i in mine)
+        if mixed:
+            warnings.append(f"{name}: {mixed.removeprefix('warning: ')}")
     df = pd.DataFrame(rows, columns=LONG_COLUMNS)
     for m in METRIC_COLUMNS:  # a failed run is the worst value of every metric (statistics.WORST)
         df.loc[df["status"] == "diverged", m] = st.worst(m)
