@@ -234,12 +234,17 @@ def _run(run_id: str, seed: int, model: str = "cnn") -> cam.Run:
 def test_seed_stability_by_hand() -> None:
     a, b = _ramp()
     c = a[::-1].copy()
-    runs = [_run("r0", 0), _run("r1", 1), _run("r2", 2), _run("v0", 0, model="vit")]
+    runs = [_run("r0", 0), _run("r1", 1), _run("r2", 2), _run("n0", 0, model="resnet18"), _run("v0", 0, model="vit"),
+            _run("v5", 5, model="vit")]
     assert runs[0].cell == runs[2].cell != runs[3].cell and runs[1].label == "cnn/s3/none/seed1"
     real_maps = {"r0": {1: np.stack([a, a])}, "r1": {1: np.stack([a, b])}, "r2": {1: np.stack([c, a])},
-                 "v0": {1: np.stack([a, a])}}
+                 "n0": {1: np.stack([a, a])}, "v0": {1: np.stack([a])}, "v5": {1: np.stack([c])}}
     out = cam.seed_stability(runs, real_maps)
-    assert list(out) == ["cnn/s3/none"]  # the ViT's cell has one run: no stability to report
+    assert list(out) == ["cnn/s3/none", "vit/s3/none"]  # the ResNet's cell has one run: no stability to report
+    # Two ViT runs, one image: the single pair (a, c).
+    assert out["vit/s3/none"]["seeds"] == [0, 5]
+    assert out["vit/s3/none"]["per_class"] == {"Moderate_Demented": {"pearson": pytest.approx(-99 / 101),
+                                                                    "pearson_sd": 0.0, "runs": 2, "images": 1}}
     cell = out["cnn/s3/none"]
     assert cell["seeds"] == [0, 1, 2]
     # Pairs of runs (0,1), (0,2), (1,2), image by image: (a,a) (a,b), (a,c) (a,a), (a,c) (b,a). With a = 10 row +
