@@ -597,3 +597,42 @@ def test_an_answer_is_booked_at_its_usage_or_its_estimate() -> None:
     g._take(out3, raw, resp, [0, 1], 1, 8, led3, 0.04)
     assert out3.missing == [1] and out3.cost == pytest.approx(0.04) and led3.counts["malformed"] == 1
     assert out3.error == "malformed response: 1 of 2 image(s) usable (0 undecodable)"
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"endpoint": "generate"}, "endpoint 'generate' must be 'edit' or 'variation'"),
+    ({"endpoint": "variation", "size": "1024x1536"}, "size '1024x1536' for variations must be one of"),
+    ({"size": "1024x1536"}, "size '1024x1536' must be square"),
+    ({"size": "big"}, "size 'big' must be square"),
+    ({"output_format": "gif"}, "output_format 'gif' must be one of"),
+    ({"n": 0}, "n \\(images per request\\)"),
+    ({"n": 11}, "n \\(images per request\\)"),
+    ({"concurrency": 0}, "concurrency"),
+    ({"max_attempts": 0}, "max_attempts"),
+    ({"timeout_s": -1}, "timeout_s"),
+    ({"backoff_s": -1}, "backoff_s"),
+    ({"max_backoff_s": -1}, "max_backoff_s"),
+    ({"flush_every": 0}, "flush_every"),
+])
+def test_generator_settings_by_hand(settings: dict, message: str) -> None:
+    from mriaug.errors import SettingError
+    from mriaug.generators.openai_api import OpenAIGenerator
+
+    with pytest.raises(SettingError, match="openai generator: " + message):
+        OpenAIGenerator(**settings)
+
+
+def test_generator_settings_kept() -> None:
+    from mriaug.generators.openai_api import DEFAULT_PROMPT, OpenAIGenerator
+
+    g = OpenAIGenerator(n=4, concurrency=2, timeout_s=30, max_attempts=3, backoff_s=0.5, max_backoff_s=9,
+                        max_cost_usd=2, flush_every=5, output_format="webp")
+    assert (g.endpoint, g.model, g.size, g.px, g.n, g.quality, g.dalle) == ("edit", "gpt-image-2", "1024x1024", 1024,
+                                                                           4, "low", False)
+    assert (g.concurrency, g.timeout_s, g.max_attempts, g.backoff_s, g.max_backoff_s) == (2, 30.0, 3, 0.5, 9.0)
+    assert g.max_cost_usd == 2.0 and isinstance(g.max_cost_usd, float) and g.flush_every == 5
+    assert g.output_format == "webp" and g.prompt == DEFAULT_PROMPT and g.base_url is None
+    assert OpenAIGenerator().max_cost_usd is None and OpenAIGenerator().n == 10
+    v = OpenAIGenerator(endpoint="variation", size="512x512", quality="hd", price_usd=0.1)
+    assert (v.model, v.px, v.dalle, v.quality) == ("dall-e-2", 512, True, "hd")
+    assert OpenAIGenerator(model="gpt-image-1", quality="medium").price == 0.042
