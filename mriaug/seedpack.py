@@ -167,8 +167,10 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
         log(f"[{pid}] {s0.label} x{S} seeds: resumed from checkpoint at epoch {start_epoch}/{hp.epochs}")
 
     bs, epochs = hp.batch_size, hp.epochs
+    # pragma: no mutate start (log text)
     log(f"[{pid}] {s0.model}/s{s0.scenario.name}/{s0.augmentation}, seeds {[s.seed for s in specs]} trained together: "
         f"{n} training images each, {epochs} epochs on {dev}")
+    # pragma: no mutate end
     t_train = 0.0
     y_test = torch.from_numpy(ds.test_y)
     metrics: list[dict[str, Any]] = []
@@ -206,8 +208,10 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
         for k in range(S):
             histories[k].append({"epoch": epoch + 1, "train_loss": train_loss[k],
                                  "seconds": time.perf_counter() - t0})
+        # pragma: no mutate start (log text)
         log(f"[{pid}] epoch {epoch + 1}/{epochs} train_loss median {float(np.median(train_loss)):.4f} "
             f"({time.perf_counter() - t0:.1f}s)")
+        # pragma: no mutate end
         train.checkpoint_epoch(ckpt_path, pacer, epoch + 1, epochs, stop_after, {
             "epoch": epoch + 1, "params": {k: v.detach() for k, v in params.items()}, "optimizer": opt.state_dict(),
             "histories": histories, "threads": torch.get_num_threads(), "device": dev.type, **identity})
@@ -254,7 +258,7 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
         results.write(results_dir, result)
     ckpt_path.unlink(missing_ok=True)
     ces = [m["test_ce"] for m in metrics]
-    log(f"[{pid}] done: {S} seeds, test_ce median {float(np.median(ces)):.4f}")
+    log(f"[{pid}] done: {S} seeds, test_ce median {float(np.median(ces)):.4f}")  # pragma: no mutate
 
 
 @torch.no_grad()

@@ -146,7 +146,9 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
     run_id = spec.run_id
 
     def waiting(holder: dict[str, Any]) -> None:
+        # pragma: no mutate start (log text)
         log(f"[{run_id}] {spec.label}: being trained by {locks.describe(holder)}; waiting for its result")
+        # pragma: no mutate end
 
     with results.run_lock(results_dir, run_id, wait=wait, on_wait=waiting):
         return _execute(spec, results_dir, device=device, save_weights=save_weights, log=log, stop_after=stop_after)
@@ -241,8 +243,10 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
         history, start_epoch, best = ckpt["history"], ckpt["epoch"], ckpt.get("best")
         log(f"[{run_id}] {spec.label}: resumed from checkpoint at epoch {start_epoch}/{epochs}")
 
+    # pragma: no mutate start (log text)
     log(f"[{run_id}] {spec.label}: {n} training images ({sum(mix.counts_synthetic.values())} synthetic), "
         f"{len(ds.val_rows)} validation, {epochs} epochs ({sum(plan)} steps, budget {spec.budget}) on {dev}")
+    # pragma: no mutate end
     t_train = 0.0
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
@@ -285,14 +289,16 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
             vm = classification_metrics(predict(model, x_val, norm, use_bf16), y_val)
             entry.update(val_ce=vm["test_ce"], val_accuracy=vm["accuracy"],
                          val_balanced_accuracy=vm["balanced_accuracy"])
-            shown = f" val_ce={vm['test_ce']:.4f} val_acc={vm['accuracy']:.3f}"
+            shown = f" val_ce={vm['test_ce']:.4f} val_acc={vm['accuracy']:.3f}"  # pragma: no mutate
             if spec.select == "best_val" and (best is None or vm["test_ce"] < best["val_ce"]):
                 best = {"epoch": epoch + 1, "val_ce": vm["test_ce"],
                         "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         entry["seconds"] = time.perf_counter() - t0
         history.append(entry)
+        # pragma: no mutate start (log text)
         log(f"[{run_id}] epoch {epoch + 1}/{epochs} train_loss={entry['train_loss']:.4f}{shown} "
             f"({entry['seconds']:.1f}s)")
+        # pragma: no mutate end
         checkpoint_epoch(ckpt_path, pacer, epoch + 1, epochs, stop_after, {
             "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
             "threads": torch.get_num_threads(), "device": dev.type, "hparams": hp.to_dict(), "best": best,
@@ -331,5 +337,5 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
     }
     results.write(results_dir, result)
     ckpt_path.unlink(missing_ok=True)
-    log(f"[{run_id}] done: test_ce={metrics['test_ce']:.4f} accuracy={metrics['accuracy']:.3f}")
+    log(f"[{run_id}] done: test_ce={metrics['test_ce']:.4f} accuracy={metrics['accuracy']:.3f}")  # pragma: no mutate
     return result
