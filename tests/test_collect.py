@@ -12,7 +12,7 @@ from mriaug import atomic, results, scenarios
 from mriaug.analysis import collect, statistics
 from mriaug.classes import CLASSES
 from mriaug.cli import app
-from mriaug.data import DataSpec
+from mriaug.data import HUB_REVISIONS, DataSpec
 from mriaug.grid import plan_run
 from mriaug.train import execute
 from tests.conftest import tiny_hparams
@@ -33,14 +33,14 @@ def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tables_are_medians_with_counts(results_dir: Path) -> None:
     c = collect.gather(results_dir)
     assert len(c.runs) == 12 and not c.errors
+    # A table holds what was run: cnn only (no empty resnet18 or vit), its two scenarios and two augmentations.
+    assert c.table_names() == ["cnn"]
     t = c.table("cnn")
-    assert list(t.columns) == ["No Augmentation", "Random Horizontal Augment", "AutoAugment"]
-    assert list(t.index) == ["Scenario 1", "Scenario 2", "Scenario 3", "Scenario 4"]
-    cell = statistics.cell_stats(c.runs[(c.runs.scenario == "1") & (c.runs.augmentation == "none")]["test_ce"])
-    assert t.loc["Scenario 1", "No Augmentation"] == (
-        f"{cell['median']:.3f} [{cell['ci_low']:.3f}, {cell['ci_high']:.3f}] (n=3)")
-    assert t.loc["Scenario 3", "AutoAugment"] == "— (n=0)"
-    assert (c.table("vit") == "— (n=0)").all().all()
+    assert list(t.columns) == ["No Augmentation", "Random Horizontal Augment"]
+    assert list(t.index) == ["Scenario 1", "Scenario 2"]
+    low, mid, high = sorted(c.runs[(c.runs.scenario == "1") & (c.runs.augmentation == "none")]["test_ce"])
+    # Three seeds: no order-statistic interval reaches 95%; the range covers the median 1 - 2/8 = 75% of the time.
+    assert t.loc["Scenario 1", "No Augmentation"] == f"{mid:.3f} [range {low:.3f}, {high:.3f}: covers 75%] (n=3)"
     assert set(c.runs["pool"]) == {""} and c.runs["ece"].between(0, 1).all()
     assert c.runs["recall:Moderate_Demented"].notna().all()
 
@@ -63,9 +63,9 @@ def test_corrupt_result_is_named_and_tables_still_print(results_dir: Path, tmp_p
     assert "0000000000000000.json: missing or malformed key 'spec'" in res.output
     assert "'metrics.test_ce' is not a number ('low')" in res.output
     assert "Scenario 1" in res.output and "(n=3)" in res.output and "(n=2)" in res.output
-    for model in ("cnn", "resnet18", "vit"):
-        for suffix in (".csv", ".md", ".tex"):
-            assert (work / "tables" / f"{model}{suffix}").exists()
+    for suffix in (".csv", ".md", ".tex"):  # tables of the models that ran only
+        assert (work / "tables" / f"cnn{suffix}").exists()
+        assert not (work / "tables" / f"resnet18{suffix}").exists() and not (work / "tables" / f"vit{suffix}").exists()
     runs = (work / "tables" / "runs.csv").read_text().splitlines()
     assert len(runs) == 1 + 10
     assert r"\begin{tabular}" in (work / "tables" / "cnn.tex").read_text()
@@ -84,7 +84,10 @@ def test_versus_thesis_and_figure(results_dir: Path, tmp_path: Path) -> None:
     t = c.versus_thesis("cnn")
     ours = c.stats().set_index(["table", "scenario", "augmentation"]).loc[("cnn", "1", "none"), "median"]
     assert t.loc["Scenario 1", "No Augmentation"] == f"{ours:.3f} / 0.114 (n=3)"
-    assert t.loc["Scenario 3", "AutoAugment"] == "— / 0.137 (n=0)"
+    # The cells that were run, beside the thesis's (cnn 2/hflip: 0.270616 in its tables).
+    assert list(t.index) == ["Scenario 1", "Scenario 2"]
+    assert list(t.columns) == ["No Augmentation", "Random Horizontal Augment"]
+    assert t.loc["Scenario 2", "Random Horizontal Augment"].endswith(" / 0.271 (n=3)")
     assert collect.thesis_medians().query("model == 'resnet18' and scenario == '2'").empty
     written = collect.write(c, tmp_path)
     png = tmp_path / "cnn.png"
@@ -93,7 +96,10 @@ def test_versus_thesis_and_figure(results_dir: Path, tmp_path: Path) -> None:
     # Phantom data: no comparison with the thesis is written or printed.
     assert not c.tables["cnn"].thesis_data and not list(tmp_path.glob("*_vs_thesis.md"))
     assert "ours / thesis" not in collect.render(c, versus_thesis=True)
-    assert "thesis comparison left out for cnn" in collect.render(c, versus_thesis=True)
+    assert ("thesis comparison left out for cnn: its data is 'phantom', not the thesis's hf:Falah/Alzheimer_MRI from "
+            "the hub; only runs of hf:Falah/Alzheimer_MRI read from the hub at the pinned revision" in
+            collect.render(c, versus_thesis=True))
+    assert "left out" not in collect.render(c)  # only when the comparison is asked for
 
 
 def test_collect_keeps_one_grids_runs_and_separates_settings(results_dir: Path, tmp_path: Path) -> None:
@@ -133,12 +139,18 @@ def test_stats_csv_metric_option_and_results_without_ece(results_dir: Path, tmp_
     shutil.copytree(results_dir, work)
     res = CliRunner().invoke(app, ["collect", str(work), "--metric", "balanced_accuracy"])
     assert res.exit_code == 0, res.output
-    assert ("cnn — median balanced accuracy over seeds [bootstrap 95% interval] (n = seeds); higher is better"
-            in res.output)
+    assert "cnn — median balanced accuracy over seeds [95% interval] (n = seeds); higher is better" in res.output
     flat = " ".join(res.output.split())  # the legend is wrapped for the terminal
-    assert "Legend: * = differs from scenario 1" in flat and "Holm over the table's 2 comparisons" in flat
+    assert ("they cover training randomness only (one data split). A failed (diverged) run counts as the worst "
+            "value (0.000). Cells marked 'range' have too few seeds for a 95% interval: they show the range, which "
+            "covers the median with the probability given (0.750 at least)." in flat)
+    assert "* = differs from scenario 1" in flat and "Holm over the table's 2 comparisons" in flat
+    # 3 pairs: the smallest two-sided p is 2/2^3 = 0.25, 0.5 after Holm over 2; 2 * 2/2^n < 0.05 from n = 7.
+    assert ("With 3 paired seeds no difference can reach p < 0.05 after Holm over 2 comparisons (the smallest "
+            "possible is 0.5); that takes at least 7 seeds." in flat)
     stats = pd.read_csv(work / "tables" / "stats.csv", dtype={"scenario": str, "pool": str}, keep_default_na=False)
-    assert list(stats.columns[:16]) == statistics.COLUMNS
+    assert list(stats.columns[: len(statistics.COLUMNS)]) == statistics.COLUMNS
+    assert {"n_failed", "ci_coverage"} <= set(statistics.COLUMNS)
     # One row per cell (2 scenarios x 2 augmentations of cnn) and metric.
     assert len(stats) == 4 * len(statistics.all_metrics())
     assert set(stats["metric"]) == {"test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece",
@@ -197,15 +209,14 @@ def test_split_and_pools_never_share_a_cell(results_dir: Path, tmp_path: Path) -
     assert names == ["cnn_split.kind=given", "cnn_split.kind=subject"]
     assert any("differ in split.kind" in w for w in c.warnings)
     given = c.table("cnn_split.kind=given")
-    # The pool is a dimension: a row per pool for every scenario with synthetic images, run or not yet.
-    assert list(given.index) == ["Scenario 1", "Scenario 2", "Scenario 3 · copy", "Scenario 3 · gen",
-                                 "Scenario 4 · copy", "Scenario 4 · gen"]
-    assert given.loc["Scenario 4 · gen", "AutoAugment"] == "— (n=0)"
+    # The pool is a dimension: a row per pool for every scenario with synthetic images that ran (no scenario 4).
+    assert list(given.index) == ["Scenario 1", "Scenario 2", "Scenario 3 · copy", "Scenario 3 · gen"]
+    assert list(given.columns) == ["No Augmentation"]
     assert given.loc["Scenario 3 · gen", "No Augmentation"].endswith("(n=3)")
     subj = c.table("cnn_split.kind=subject")
     subject_1 = c.runs.query("split == 'subject' and scenario == '1'")["test_ce"]
     assert len(subject_1) == 3 and subj.loc["Scenario 1", "No Augmentation"].startswith(f"{subject_1.median():.3f} [")
-    assert subj.loc["Scenario 3", "No Augmentation"] == "— (n=0)"
+    assert list(subj.index) == ["Scenario 1", "Scenario 2"]  # no pooled runs on the subject split
     s = c.stats().set_index(["table", "scenario", "pool"])
     gen = s.loc[("cnn_split.kind=given", "3", "gen")]
     per_seed = c.runs.query("table == 'cnn_split.kind=given'").pivot_table(
@@ -218,22 +229,62 @@ def test_split_and_pools_never_share_a_cell(results_dir: Path, tmp_path: Path) -
     assert len(given_p) == 3 and given_p["p_holm"].tolist() == pytest.approx(statistics.holm(given_p["p_wilcoxon"]))
 
 
+PINNED = HUB_REVISIONS["Falah/Alzheimer_MRI"]
+
+
+def _thesis_like(source: str, *, revision: str | None = PINNED, split: str = "given",
+                 test: dict[str, int] | None = None) -> Callable[[dict], None]:
+    """An edit making a result look as if it had read `source` (at `revision`) under `split`, tested on `test`
+    (the thesis's 172/15/634/459 unless given)."""
+    def edit(r: dict) -> None:
+        r["counts"]["test"] = dict(test or collect.THESIS_TEST_COUNTS)
+        options = {"size": 32, **({"split": split} if split != "given" else {})}
+        r["spec"]["data"] = {"source": source, "options": options}
+        r["data"]["source"] = {**r["spec"]["data"], **({"revision": revision} if revision else {})}
+        r["data"]["split"] = {**r["data"]["split"], "kind": split}
+
+    return edit
+
+
 def test_thesis_comparison_only_for_the_thesis_data_and_split(results_dir: Path, tmp_path: Path) -> None:
     work = tmp_path / "r"
     work.mkdir()
     for src in sorted(results_dir.glob("*.json")):
-        def thesis_test_set(r: dict) -> None:
-            r["counts"]["test"] = dict(collect.THESIS_TEST_COUNTS)
-            r["spec"]["data"] = {"source": "hf:Falah/Alzheimer_MRI", "options": {"size": 32}}
-
-        _variant(src, work, thesis_test_set)
+        _variant(src, work, _thesis_like("hf:Falah/Alzheimer_MRI"))
     c = collect.gather(work)
-    assert c.tables["cnn"].thesis_data
+    assert c.tables["cnn"].thesis_data and c.tables["cnn"].why_not_thesis == ""
     out = collect.render(c, versus_thesis=True)
     assert "cnn — median test CE, ours / thesis (n = our seeds)" in out and "/ 0.114 (n=3)" in out
     assert "left out" not in out
     written = collect.write(c, tmp_path / "t")
     assert tmp_path / "t" / "cnn_vs_thesis.md" in written
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    # The thesis's test counts alone are not the thesis's data: a local copy (re-split or not) and a parquet file.
+    (_thesis_like("../shared/data/alzheimer_mri", revision=None),
+     "its data is '../shared/data/alzheimer_mri', not the thesis's hf:Falah/Alzheimer_MRI from the hub"),
+    (_thesis_like("/data/alzheimer/train.parquet", revision=None),
+     "its data is '/data/alzheimer/train.parquet', not the thesis's hf:Falah/Alzheimer_MRI from the hub"),
+    (_thesis_like("hf:Falah/Alzheimer_MRI", revision="0" * 40),
+     f"hf:Falah/Alzheimer_MRI at revision '{'0' * 40}', not the pinned {PINNED[:8]}"),
+    (_thesis_like("hf:Falah/Alzheimer_MRI", split="subject"),
+     "its split is 'subject', not the dataset's given train/test split"),
+    (_thesis_like("hf:Falah/Alzheimer_MRI", test={**collect.THESIS_TEST_COUNTS, "Moderate_Demented": 14}),
+     "its test images are not the thesis's 1,280 (172/15/634/459)"),
+], ids=["local-folder", "parquet", "other-revision", "subject-split", "other-counts"])
+def test_thesis_comparison_refused_with_its_reason(results_dir: Path, tmp_path: Path,
+                                                   edit: Callable[[dict], None], why: str) -> None:
+    work = tmp_path / "r"
+    work.mkdir()
+    for src in sorted(results_dir.glob("*.json")):
+        _variant(src, work, edit)
+    c = collect.gather(work)
+    assert c.table_names() == ["cnn"] and not c.tables["cnn"].thesis_data and c.tables["cnn"].why_not_thesis == why
+    out = collect.render(c, versus_thesis=True)
+    assert "ours / thesis" not in out
+    assert f"thesis comparison left out for cnn: {why}; only runs of hf:Falah/Alzheimer_MRI read from the hub" in out
+    assert not [p for p in collect.write(c, tmp_path / "t") if p.name.endswith("_vs_thesis.md")]
 
 
 def test_a_scenario_defined_two_ways_is_refused(results_dir: Path, tmp_path: Path) -> None:
@@ -280,7 +331,6 @@ def test_a_pool_remade_in_place_gets_a_row_per_content(results_dir: Path, tmp_pa
     c = collect.gather(work)
     assert sorted(set(c.runs["pool"])) == ["gen@11111111", "gen@22222222"]
     assert any("pool gen has 2 contents" in w for w in c.warnings)
-    assert list(c.table("cnn").index) == ["Scenario 1", "Scenario 2", "Scenario 3 · gen@11111111",
-                                          "Scenario 3 · gen@22222222", "Scenario 4 · gen@11111111",
-                                          "Scenario 4 · gen@22222222"]
+    # Only scenario 3 ran (from the one folder's two contents): its two rows, nothing else.
+    assert list(c.table("cnn").index) == ["Scenario 3 · gen@11111111", "Scenario 3 · gen@22222222"]
     assert c.table("cnn").loc["Scenario 3 · gen@22222222", "No Augmentation"].endswith("(n=3)")

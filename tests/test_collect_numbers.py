@@ -207,31 +207,98 @@ def test_rows_pools_and_diverged_runs_per_cell(tmp_path: Path) -> None:
     _result(tmp_path, "r2", "resnet18", "2", 0, None, status="diverged")
     _result(tmp_path, "r3", "resnet18", "7", 0, 0.5)  # a scenario only resnet18's table has
     c = collect.gather(tmp_path)
-    assert not c.errors and c.table_names() == ["cnn", "resnet18", "vit"]
-    # One pool in a table: its scenarios with synthetic images are one row each, labelled without the pool.
-    assert c.rows("cnn") == [("Scenario 1", "1", ""), ("Scenario 2", "2", ""), ("Scenario 3", "3", "openai"),
-                             ("Scenario 4", "4", "openai")]
-    assert c.rows("resnet18") == [("Scenario 1", "1", ""), ("Scenario 2", "2", ""), ("Scenario 3", "3", ""),
-                                  ("Scenario 4", "4", ""), ("Scenario 7", "7", "")]
+    # Only models with runs have a table (no vit), and a table only the scenarios it ran.
+    assert not c.errors and c.table_names() == ["cnn", "resnet18"] and "vit" not in c.tables
+    # One pool in a table: its scenario with synthetic images is one row, labelled without the pool.
+    assert c.rows("cnn") == [("Scenario 1", "1", ""), ("Scenario 3", "3", "openai")]
+    assert c.rows("resnet18") == [("Scenario 1", "1", ""), ("Scenario 2", "2", ""), ("Scenario 7", "7", "")]
     # Diverged runs per (scenario, pool, augmentation) of their own table only.
     assert c.diverged("cnn") == {("1", "", "none"): 1, ("3", "openai", "none"): 2}
     assert c.diverged("resnet18") == {("2", "", "none"): 1}
     assert c.diverged("vit") == {}
-    assert c.table("cnn").index.name == "scenario"
+    t = c.table("cnn")
+    assert t.index.name == "scenario" and list(t.columns) == ["No Augmentation"]
+    # A failed run is the worst test CE (+inf) and counts: 0.2 and inf -> median inf, the range [0.2, inf] of two
+    # values covers the median with 1 - 2 * 1/4 = 50%; 0.4, inf, inf -> median inf, range of three 1 - 2/8 = 75%.
+    assert t.loc["Scenario 1", "No Augmentation"] == "failed [range 0.200, ∞: covers 50%] (n=2, 1 failed)"
+    assert t.loc["Scenario 3", "No Augmentation"] == "failed [range 0.400, ∞: covers 75%] (n=3, 2 failed)"
+    # A lone failed run: one value never brackets the median (coverage 1 - 2 * 1/2 = 0).
+    assert c.table("resnet18").loc["Scenario 2", "No Augmentation"] == "failed [range ∞, ∞: covers 0%] (n=1, 1 failed)"
+    # Pairs with scenario 1 (its runs without a pool): seed 0 0.4 - 0.2, seed 1 both failed (a tie, 0); seed 2
+    # has no scenario 1 run.
+    s = c.stats().set_index(["table", "scenario"]).loc[("cnn", "3")]
+    assert s["n_pairs"] == 2 and s["n_failed"] == 2 and s["diff_median"] == pytest.approx(0.1)
+    assert s["prob_improvement"] == 0.25  # seed 0 worse, the tie counts half
 
 
-def test_cell_text_counts_diverged_and_missing_runs_apart() -> None:
-    nan = float("nan")
-    cell = {"n": 3, "n_missing": 1, "median": 0.25, "ci_low": 0.1, "ci_high": 0.4, "p_holm": 0.01}
-    assert collect._cell_text(cell, "test_ce", diverged=1) == "0.250 [0.100, 0.400] (n=3 + 1 diverged) *"
-    assert collect._cell_text({**cell, "p_holm": nan}, "test_ce") == "0.250 [0.100, 0.400] (n=3) (1 without test_ce)"
-    assert collect._cell_text({**cell, "p_holm": 0.2}, "test_ce", diverged=0) == (
+def test_three_of_six_seeds_diverged_count_at_the_worst_value(tmp_path: Path) -> None:
+    # Seeds 0-2 done (test CE 0.1, 0.2, 0.3; accuracy 0.5 each), seeds 3-5 diverged; scenario 2 done for all six.
+    for seed, ce in enumerate((0.1, 0.2, 0.3)):
+        _result(tmp_path, f"a{seed}", "cnn", "1", seed, ce)
+    for seed in (3, 4, 5):
+        _result(tmp_path, f"a{seed}", "cnn", "1", seed, None, status="diverged")
+    for seed, ce in enumerate((0.5, 0.7, 0.9, 1.0, 1.1, 1.2)):
+        _result(tmp_path, f"b{seed}", "cnn", "2", seed, ce)
+    c = collect.gather(tmp_path)
+    assert not c.errors and c.diverged("cnn") == {("1", "", "none"): 3}
+    one = c.stats().set_index(["table", "scenario"]).loc[("cnn", "1")]
+    # Sorted: 0.1, 0.2, 0.3, inf, inf, inf: n = 6 (not 3), median (0.3 + inf) / 2 = inf; at n = 6 the 95%
+    # interval is the 1st and 6th smallest (coverage 1 - 2/64 = 96.9%): [0.1, inf].
+    assert (one["n"], one["n_failed"], one["median"], one["ci_low"], one["ci_high"]) == (6, 3, math.inf, 0.1, math.inf)
+    assert one["ci_coverage"] == pytest.approx(1 - 2 / 64)
+    text = "failed [0.100, ∞] (n=6, 3 failed)"
+    assert c.table("cnn").loc["Scenario 1", "No Augmentation"] == text
+    assert c.cell_texts("cnn")[("1", "", "none")] == text and text in collect.render(c)
+    # Accuracy: the failures are 0, so the median of 0, 0, 0, 0.5, 0.5, 0.5 is 0.25 (the survivors alone: 0.5).
+    acc = c.stats("accuracy").set_index(["table", "scenario"]).loc[("cnn", "1")]
+    assert (acc["n"], acc["n_failed"], acc["median"]) == (6, 3, 0.25)
+    # Every seed pairs (6 pairs, not 3): differences 0.4, 0.5, 0.6 and -inf three times; median (-inf + 0.4) / 2;
+    # scenario 2 better in 3 of 6. Signed ranks: |d| 0.4, 0.5, 0.6 rank 1, 2, 3, the three infinite tie at 5;
+    # T+ = 6, and 14 of the 64 sign patterns of ranks 1..6 have T+ <= 6: two-sided p = 28/64 = 0.4375.
+    two = c.stats().set_index(["table", "scenario"]).loc[("cnn", "2")]
+    assert two["n_pairs"] == 6 and two["diff_median"] == -math.inf and two["prob_improvement"] == 0.5
+    assert two["p_wilcoxon"] == pytest.approx(0.4375)
+
+
+def test_twenty_seeds_interval_is_the_6th_and_15th_smallest(tmp_path: Path) -> None:
+    # Seed s has test CE ((7 s) mod 20 + 1) / 10: the values 0.1 ... 2.0, shuffled over the seeds.
+    for seed in range(20):
+        _result(tmp_path, f"s{seed:02d}", "cnn", "1", seed, ((7 * seed) % 20 + 1) / 10)
+    c = collect.gather(tmp_path)
+    collect.write(c, tmp_path / "tables")
+    runs = pd.read_csv(tmp_path / "tables" / "runs.csv")
+    stats = pd.read_csv(tmp_path / "tables" / "stats.csv").query("metric == 'test_ce'")
+    ordered = sorted(runs["test_ce"])
+    assert len(ordered) == 20 and ordered[5] == 0.6 and ordered[14] == 1.5
+    row = stats.iloc[0]
+    assert len(stats) == 1 and (row["n"], row["ci_low"], row["ci_high"]) == (20, ordered[5], ordered[14])
+    # Coverage 1 - 2 P(B <= 5), B ~ Binomial(20, 1/2): 1 - 2 * 21700 / 2^20.
+    assert row["median"] == pytest.approx(1.05) and row["ci_coverage"] == pytest.approx(1 - 2 * 21700 / 2**20)
+    assert c.table("cnn").loc["Scenario 1", "No Augmentation"] == "1.050 [0.600, 1.500] (n=20)"
+
+
+def test_cell_text_counts_failed_and_missing_runs_apart() -> None:
+    nan, inf = float("nan"), float("inf")
+    cell = {"n": 3, "n_failed": 1, "n_missing": 0, "median": 0.25, "ci_low": 0.1, "ci_high": 0.4, "p_holm": 0.01}
+    assert collect.cell_text(cell, "test_ce") == "0.250 [0.100, 0.400] (n=3, 1 failed) *"
+    assert collect.cell_text({**cell, "n_failed": 0, "n_missing": 1, "p_holm": nan}, "test_ce") == (
         "0.250 [0.100, 0.400] (n=3) (1 without test_ce)")
+    assert collect.cell_text({**cell, "n_missing": 1, "p_holm": 0.2}, "test_ce") == (
+        "0.250 [0.100, 0.400] (n=3, 1 failed) (1 without test_ce)")
     # Marked below 0.05 only: 0.05 itself is not significant.
-    assert collect._cell_text({**cell, "n_missing": 0, "p_holm": 0.05}, "test_ce") == "0.250 [0.100, 0.400] (n=3)"
-    empty = {"n": 0, "n_missing": 2, "median": nan, "ci_low": nan, "ci_high": nan, "p_holm": nan}
-    assert collect._cell_text(empty, "accuracy", diverged=1) == "— (n=0 + 1 diverged; 1 runs without accuracy)"
-    assert collect._cell_text(empty, "accuracy", diverged=2) == "— (n=0 + 2 diverged)"
+    assert collect.cell_text({**cell, "n_failed": 0, "p_holm": 0.05}, "test_ce") == "0.250 [0.100, 0.400] (n=3)"
+    # Too few seeds for a 95% interval: the range, with what it covers; at 95.9% (n = 20) the plain interval.
+    assert collect.cell_text({**cell, "ci_coverage": 0.75, "p_holm": nan}, "test_ce") == (
+        "0.250 [range 0.100, 0.400: covers 75%] (n=3, 1 failed)")
+    assert collect.cell_text({**cell, "ci_coverage": 0.9586, "p_holm": nan}, "test_ce") == (
+        "0.250 [0.100, 0.400] (n=3, 1 failed)")
+    # The median run failed: said in words; a failed upper end is infinite.
+    failed = {**cell, "n_failed": 2, "median": inf, "ci_high": inf, "ci_coverage": 0.75, "p_holm": nan}
+    assert collect.cell_text(failed, "test_ce") == "failed [range 0.100, ∞: covers 75%] (n=3, 2 failed)"
+    assert collect.cell_text({**failed, "n_failed": 0}, "test_ce").startswith("∞ [range")  # inf, yet no failure
+    empty = {"n": 0, "n_failed": 0, "n_missing": 2, "median": nan, "ci_low": nan, "ci_high": nan, "p_holm": nan}
+    assert collect.cell_text(empty, "accuracy") == "— (n=0; 2 runs without accuracy)"
+    assert collect.cell_text({**empty, "n_missing": 0}, "accuracy") == "— (n=0)"
 
 
 def _edit(folder: Path, run_id: str, change: Callable[[dict], None]) -> None:
@@ -253,7 +320,7 @@ def test_old_results_settings_pool_names_and_table_names(tmp_path: Path) -> None
     _result(tmp_path, "p3", "cnn", "3", 2, 0.4)
     _edit(tmp_path, "p3", lambda d: d["data"].update(pool_path="/pools/folder"))
     c = collect.gather(tmp_path)
-    assert not c.errors and not c.warnings and c.table_names() == ["cnn", "resnet18", "vit"]
+    assert not c.errors and not c.warnings and c.table_names() == ["cnn"]
     runs = c.runs.set_index("run_id")
     assert runs.loc["g1", "split"] == runs.loc["g2", "split"] == "given"
     assert runs.loc[["p1", "p2", "p3"], "pool"].tolist() == ["named", "fromspec", "folder"]
@@ -273,3 +340,50 @@ def test_old_results_settings_pool_names_and_table_names(tmp_path: Path) -> None
     assert {"cnn_data.source=x-y", "cnn_data.source=x-y+"} <= set(names)
     assert c.warnings and c.warnings[0].startswith("cnn: runs of 3 settings (they differ in data.source, "
                                                    "data_fingerprint) are kept apart, in tables cnn_")
+
+
+def _subject_split(doc: dict, first: int, splits: int, fingerprint: str) -> None:
+    """A run of a grid with `[data] split = "subject"`, `split_seed = first`, `splits = K`, as train writes it: seed
+    s on split seed first + s mod K, the split's own data and split fingerprints, the source's fingerprint."""
+    seed = doc["spec"]["seed"]
+    split_seed = first + seed % splits
+    opts = {"split": "subject", "split_seed": split_seed, **({"splits": splits} if splits > 1 else {})}
+    doc["spec"]["data"] = {"source": "phantom", "options": opts}
+    doc["data"]["fingerprint"] = fingerprint * 16
+    doc["data"]["split"] = {"kind": "subject", "seed": split_seed, "fingerprint": fingerprint.upper() * 16,
+                            "test_fraction": 0.2, "val_fraction": 0.1, "source_fingerprint": "5" * 16,
+                            "groups_per_part": {"train": 14, "val": 2, "test": 4},
+                            **({"splits": splits} if splits > 1 else {})}
+
+
+def test_repeated_subject_splits_share_one_table(tmp_path: Path) -> None:
+    # splits = 3, split_seed = 10: seeds 0, 1, 2 on split seeds 10, 11, 12 (three data fingerprints).
+    for seed, (ce, fp) in enumerate(((0.3, "a"), (0.1, "b"), (0.2, "c"))):
+        _result(tmp_path, f"k{seed}", "cnn", "1", seed, ce)
+        _edit(tmp_path, f"k{seed}", lambda d, fp=fp: _subject_split(d, 10, 3, fp))
+    c = collect.gather(tmp_path)
+    assert not c.errors and not c.warnings and c.table_names() == ["cnn"]
+    assert sorted(set(c.runs["data_fingerprint"])) == ["a" * 16, "b" * 16, "c" * 16]
+    assert c.tables["cnn"].splits == 3
+    # One cell of three seeds: median 0.2, the range [0.1, 0.3] (coverage 75%).
+    assert c.table("cnn").loc["Scenario 1", "No Augmentation"] == "0.200 [range 0.100, 0.300: covers 75%] (n=3)"
+    variation = "training randomness and which patients are tested (3 subject splits, seed s on split s mod 3)"
+    assert c.tables["cnn"].variation == variation
+    assert f"they cover {variation}." in " ".join(collect.render(c).split())
+    # A fourth seed on the first split again (3 mod 3 = 0: split seed 10) joins the cell.
+    _result(tmp_path, "k3", "cnn", "1", 3, 0.4)
+    _edit(tmp_path, "k3", lambda d: _subject_split(d, 10, 3, "a"))
+    c = collect.gather(tmp_path)
+    assert c.table_names() == ["cnn"] and c.tables["cnn"].splits == 3 and c.medians("cnn").loc[("1", "none"),
+                                                                                                "count"] == 4
+    # Three grids of one split each (split seeds 10, 11, 12) and another grid's splits (split_seed = 20) are four
+    # settings: tables of their own, each over one split.
+    other = tmp_path / "other"
+    for seed, fp in enumerate("abc"):
+        _result(other, f"g{seed}", "cnn", "1", seed, 0.1)
+        _edit(other, f"g{seed}", lambda d, s=seed, fp=fp: _subject_split(d, 10 + s, 1, fp))  # split seed 10 + s
+    _result(other, "h0", "cnn", "1", 0, 0.1)
+    _edit(other, "h0", lambda d: _subject_split(d, 20, 3, "d"))
+    c = collect.gather(other)
+    assert len(c.table_names()) == 4 and all(c.tables[n].splits == 1 for n in c.table_names())
+    assert all(c.tables[n].variation == "training randomness only (one data split)" for n in c.table_names())
