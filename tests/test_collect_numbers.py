@@ -381,6 +381,15 @@ def test_repeated_subject_splits_share_one_table(tmp_path: Path) -> None:
     c = collect.gather(tmp_path)
     assert c.table_names() == ["cnn"] and c.tables["cnn"].splits == 3 and c.medians("cnn").loc[("1", "none"),
                                                                                                 "count"] == 4
+    # Two seeds of a grid of 3 splits ran: 2 splits behind the cell, yet seed s is on split s mod 3.
+    two = tmp_path / "two"
+    for seed, fp in enumerate("ab"):
+        _result(two, f"t{seed}", "cnn", "1", seed, 0.1)
+        _edit(two, f"t{seed}", lambda d, fp=fp: _subject_split(d, 10, 3, fp))
+    info = collect.gather(two).tables["cnn"]
+    assert (info.splits, info.repeats) == (2, 3)
+    assert info.variation == ("training randomness and which patients are tested (2 subject splits, seed s on split "
+                              "s mod 3)")
     # Three grids of one split each (split seeds 10, 11, 12) and another grid's splits (split_seed = 20) are four
     # settings: tables of their own, each over one split.
     other = tmp_path / "other"
