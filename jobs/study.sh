@@ -39,5 +39,5 @@ for pool in diffusion copy transform; do                                  # pool
   cp "pools/$NAME-$pool/split-0/report.png" "$OUT/pools/$pool/split-0/"
 done
 "$MRIAUG" report "results/$NAME" --out "$OUT/report"
-"${PYTHON:-.venv/bin/python}" docs/study/answer.py > "$OUT/answer.md"      # the README's numbers (answer block)
+"${PYTHON:-.venv/bin/python}" docs/study/answer.py > "$OUT/answer.md"      # the README's numbers: paste between its answer markers
 stamp "done: $OUT"

@@ -143,7 +143,7 @@ def test_stats_csv_metric_option_and_results_without_ece(results_dir: Path, tmp_
     flat = " ".join(res.output.split())  # the legend is wrapped for the terminal
     assert ("they cover training randomness only (one data split). A failed (diverged) run counts as the worst "
             "value (0.000). Cells marked 'range' have too few seeds for a 95% interval: they show the range, which "
-            "covers the median with the probability given (0.750 at least)." in flat)
+            "covers the median with the probability given (75% at least)." in flat)
     assert "* = differs from scenario 1" in flat and "Holm over the table's 2 comparisons" in flat
     # 3 pairs: the smallest two-sided p is 2/2^3 = 0.25, 0.5 after Holm over 2; 2 * 2/2^n < 0.05 from n = 7.
     assert ("With 3 paired seeds no difference can reach p < 0.05 after Holm over 2 comparisons (the smallest "

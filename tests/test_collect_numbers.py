@@ -301,6 +301,14 @@ def test_cell_text_counts_failed_and_missing_runs_apart() -> None:
     failed = {**cell, "n_failed": 2, "median": inf, "ci_high": inf, "ci_coverage": 0.75, "p_holm": nan}
     assert collect.cell_text(failed, "test_ce") == "failed [range 0.100, ∞: covers 75%] (n=3, 2 failed)"
     assert collect.cell_text({**failed, "n_failed": 0}, "test_ce").startswith("∞ [range")  # inf, yet no failure
+    # A metric whose worst value is finite: the median is a failure when more than half the seeds failed (4 of 6:
+    # the middle two are failures at 0), not when half did (the mean of a failure and a finished run).
+    acc = {"n": 6, "n_missing": 0, "median": 0.0, "ci_low": 0.0, "ci_high": 0.5, "ci_coverage": 0.96875,
+           "p_holm": nan}
+    assert collect.cell_text({**acc, "n_failed": 4}, "accuracy") == "failed [0.000, 0.500] (n=6, 4 failed)"
+    assert collect.cell_text({**acc, "n_failed": 3, "median": 0.2}, "accuracy") == (
+        "0.200 [0.000, 0.500] (n=6, 3 failed)")
+    assert collect.cell_text({**acc, "n_failed": 0}, "accuracy") == "0.000 [0.000, 0.500] (n=6)"
     empty = {"n": 0, "n_failed": 0, "n_missing": 2, "median": nan, "ci_low": nan, "ci_high": nan, "p_holm": nan}
     assert collect.cell_text(empty, "accuracy") == "— (n=0; 2 runs without accuracy)"
     assert collect.cell_text({**empty, "n_missing": 0}, "accuracy") == "— (n=0)"
@@ -401,3 +409,15 @@ def test_repeated_subject_splits_share_one_table(tmp_path: Path) -> None:
     c = collect.gather(other)
     assert len(c.table_names()) == 4 and all(c.tables[n].splits == 1 for n in c.table_names())
     assert all(c.tables[n].variation == "training randomness only (one data split)" for n in c.table_names())
+
+
+def test_a_table_of_runs_from_two_environment_locks_warns(tmp_path: Path) -> None:
+    for seed, lock in ((0, "aaaa1111"), (1, "aaaa1111"), (2, "bbbb2222")):
+        _result(tmp_path, f"l{seed}", "cnn", "1", seed, 0.3)
+        _edit(tmp_path, f"l{seed}", lambda d, lock=lock: d.update(env={"lock": lock}))
+    c = collect.gather(tmp_path)
+    mixed = [w for w in c.warnings if "different software environments" in w]
+    assert len(mixed) == 1 and mixed[0].startswith("cnn: ")
+    assert "2 runs with lock aaaa1111; 1 run with lock bbbb2222" in mixed[0]
+    _edit(tmp_path, "l2", lambda d: d.update(env={"lock": "aaaa1111"}))
+    assert not [w for w in collect.gather(tmp_path).warnings if "environments" in w]

@@ -54,6 +54,7 @@ class TableInfo:
     thesis_data: bool = False  # the thesis's test images under the given split: comparable with its tables
     pools: list[str] = field(default_factory=list)
     splits: int = 1  # distinct data splits behind the table's cells (K repeated subject splits: K)
+    repeats: int = 1  # the grid's K (`[data] splits`); more than `splits` when fewer seeds than K ran
     why_not_thesis: str = ""  # why the table is not compared with the thesis (first run's reason)
 
     @property
@@ -61,7 +62,7 @@ class TableInfo:
         """Which sources of variation an interval of this table covers, in words."""
         if self.splits > 1:
             return (f"training randomness and which patients are tested ({self.splits} subject splits, seed s on "
-                    f"split s mod {self.splits})")
+                    f"split s mod {max(self.repeats, self.splits)})")
         return "training randomness only (one data split)"
 
 
@@ -186,7 +187,7 @@ class Collected:
         short = mine[mine["ci_coverage"] < st.LEVEL]
         if len(short):
             text += (f" Cells marked 'range' have too few seeds for a 95% interval: they show the range, which "
-                     f"covers the median with the probability given ({_fmt(float(short['ci_coverage'].min()))} "
+                     f"covers the median with the probability given ({float(short['ci_coverage'].min()):.0%} "
                      "at least).")
         k = int(mine["p_wilcoxon"].notna().sum())
         if k == 0:
@@ -228,13 +229,16 @@ class Collected:
         plt = pyplot()
 
         rows = [r for r in self.rows(name) if ((df["scenario"] == r[1]) & (df["pool"] == r[2])).any()]
-        augs = list(augment.AUGMENTATIONS)
+        augs = self.augmentations(name)  # the legend names what ran
         fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(rows), 3.6))
         width = 0.8 / len(augs)
         for j, aug in enumerate(augs):
             pos = [i + (j - (len(augs) - 1) / 2) * width for i in range(len(rows))]
-            vals = [df[(df.scenario == scen) & (df.pool == pool) & (df.augmentation == aug)][m].dropna().to_numpy()
-                    for _, scen, pool in rows]
+            # A failed run's test CE is +inf: no box or point can show it (numpy's quantiles of inf warn and give
+            # NaN), so boxes and points are the finite values and each row's label counts its failures.
+            vals = [v[pd.notna(v) & (abs(v) != math.inf)] for v in (
+                df[(df.scenario == scen) & (df.pool == pool) & (df.augmentation == aug)][m].to_numpy(dtype=float)
+                for _, scen, pool in rows)]
             bp = ax.boxplot(vals, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False,
                             medianprops={"color": "black"})
             for patch in bp["boxes"]:
@@ -242,8 +246,11 @@ class Collected:
                 patch.set_alpha(0.5)
             for p, v in zip(pos, vals, strict=True):
                 ax.plot([p] * len(v), v, ".", color=f"C{j}", ms=3)
-            ax.plot([], [], "s", color=f"C{j}", alpha=0.5, label=augment.LABELS[aug])
-        ax.set_xticks(range(len(rows)), [label for label, _, _ in rows], fontsize=7)
+            ax.plot([], [], "s", color=f"C{j}", alpha=0.5, label=augment.LABELS.get(aug, aug))
+        failed = [int(((df.scenario == scen) & (df.pool == pool) & (df.status == "diverged")).sum())
+                  for _, scen, pool in rows]
+        ax.set_xticks(range(len(rows)), [label + (f"\n{k} failed" if k else "")
+                                         for (label, _, _), k in zip(rows, failed, strict=True)], fontsize=7)
         ax.set_ylabel(st.describe(m))
         ax.set_title(f"{name}: {st.describe(m)} per run", fontsize=9)
         ax.legend(fontsize=7)
@@ -263,8 +270,8 @@ def cell_text(r: dict[str, Any], metric: str) -> str:
     n = f"n={r['n']}" + (f", {failed} failed" if failed else "")
     if r["n"] == 0:
         return f"— ({n}; {missing} runs without {metric})" if missing else f"— ({n})"
-    worst = st.worst(metric)
-    median = "failed" if failed and r["median"] == worst and math.isinf(worst) else _fmt(r["median"])
+    # The median run failed: more than half of the seeds failed, or (test CE) half, averaged with +inf.
+    median = "failed" if failed and (2 * failed > int(r["n"]) or math.isinf(r["median"])) else _fmt(r["median"])
     cov = r.get("ci_coverage", st.LEVEL)
     interval = f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
     if cov == cov and cov < st.LEVEL:  # cov == cov: not NaN
@@ -291,7 +298,7 @@ def _number(v: Any) -> float:
 
 def _why_not_thesis(r: dict[str, Any]) -> str:
     """'' when a run's data is the thesis's (Falah/Alzheimer_MRI from the hub at the pinned revision, its given
-    split without a validation part carved out, the thesis's test counts); else why it is not."""
+    split, the thesis's test counts); else why it is not."""
     data = r["data"]
     source = data.get("source") if isinstance(data.get("source"), dict) else {}
     split = data.get("split") if isinstance(data.get("split"), dict) else {}
@@ -404,6 +411,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
     envs: list[Any] = []
     settings: list[str] = []
     not_thesis: list[str] = []
+    repeats: list[int] = []
     scenario_defs: dict[tuple[str, str], tuple[str, str]] = {}
     errors = []
     for path, r in results.scan(results_dir):
@@ -443,6 +451,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
         settings.append(setting)
         envs.append(r.get("env"))
         not_thesis.append(_why_not_thesis(r))
+        repeats.append(int(split.get("splits", 1)))
     tables, warnings = _assign_tables(rows, settings)
     # One pool name for two contents (a pool re-made in place): rows per content, never one cell.
     # (Repeated splits have a pool folder per split: one content per split is one pool.)
@@ -464,6 +473,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
         info.thesis_data, info.why_not_thesis = not reasons, reasons[0] if reasons else ""
         info.pools = sorted({rows[i]["pool"] for i in mine} - {""})
         info.splits = len({rows[i]["data_fingerprint"] for i in mine})
+        info.repeats = max(repeats[i] for i in mine)
         mixed = envlock.mixed_locks(envs[i] for i in mine)
         if mixed:
             warnings.append(f"{name}: {mixed.removeprefix('warning: ')}")

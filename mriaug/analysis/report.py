@@ -201,6 +201,10 @@ def _forest(d: pd.DataFrame, name: str) -> Figure | None:
             ax.plot([r["diff_median"]], [y], "o", color=color)
         labels.append((y, _label(str(r["scenario"]), str(r["pool"]), str(r["augmentation"]))))
     ax.axvline(0, color="black", lw=0.8)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(6))  # small differences print long tick labels: keep them apart
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_yticks([y for y, _ in labels], [t for _, t in labels], fontsize=7)
     ax.set_xlabel("test cross-entropy minus scenario 1 (paired by seed)")
     ax.set_title(f"{name}: difference from scenario 1 with 95% interval", fontsize=9)

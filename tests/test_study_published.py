@@ -1,0 +1,72 @@
+"""docs/study/ holds what `make study` published; CI does not rerun the study (an hour of CPU), but checks that
+what is published is consistent: every statistic recomputed from its runs.csv, the README's numbers from its
+files, and the study's shape (pools, seeds, splits) as the README states it."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mriaug.analysis import statistics as st
+
+STUDY = Path(__file__).resolve().parents[1] / "docs" / "study"
+NUMERIC = ["n", "n_failed", "median", "iqm", "ci_low", "ci_high", "ci_coverage", "diff_median", "diff_ci_low",
+           "diff_ci_high", "p_wilcoxon", "p_holm", "prob_improvement"]
+
+
+def _read(name: str) -> pd.DataFrame:
+    df = pd.read_csv(STUDY / name, dtype={"scenario": str, "pool": str}, keep_default_na=False, na_values=[""])
+    df["pool"] = df["pool"].fillna("")
+    return df
+
+
+def test_published_stats_are_the_statistics_of_the_published_runs() -> None:
+    runs, stats = _read("runs.csv"), _read("stats.csv")
+    for metric in sorted(set(stats["metric"])):
+        again = st.stats_table(runs, metric)
+        mine = stats[stats["metric"] == metric].reset_index(drop=True)
+        assert len(again) == len(mine), metric
+        for col in NUMERIC:
+            a = pd.to_numeric(again[col], errors="coerce").astype(float).to_numpy()
+            b = pd.to_numeric(mine[col], errors="coerce").astype(float).to_numpy()
+            assert np.allclose(a, b, rtol=0, atol=1e-9, equal_nan=True), (metric, col)
+
+
+def test_the_study_covers_what_the_issue_asks() -> None:
+    runs = _read("runs.csv")
+    assert set(runs["pool"]) == {"", "diffusion", "copy", "transform"}
+    assert set(runs["split"]) == {"subject"}
+    assert runs["data_fingerprint"].nunique() >= 5  # at least 5 distinct subject splits
+    cells = runs.groupby(["model", "scenario", "pool", "augmentation"])["seed"].nunique()
+    assert (cells >= 20).all(), cells
+    stats = _read("stats.csv")
+    assert set(stats.loc[stats["scenario"] == "3", "pool"]) == {"diffusion", "copy", "transform"}
+
+
+def test_the_readme_numbers_are_the_published_ones() -> None:
+    spec = importlib.util.spec_from_file_location("study_answer", STUDY / "answer.py")
+    assert spec is not None and spec.loader is not None
+    answer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(answer)
+    readme = (STUDY / "README.md").read_text()
+    start, end = "<!-- answer:start -->\n", "<!-- answer:end -->"
+    assert start in readme and end in readme
+    assert readme.split(start, 1)[1].split(end, 1)[0] == answer.block()
+
+
+@pytest.mark.parametrize("pool", ["diffusion", "copy", "transform"])
+def test_pool_quality_is_published_per_split(pool: str) -> None:
+    reports = sorted((STUDY / "pools" / pool).glob("split-*/report.json"))
+    assert len(reports) >= 5
+    import json
+
+    shares = [json.loads(r.read_text())["per_class"]["Mild_Demented"]["near_copy_share"] for r in reports]
+    if pool == "copy":
+        assert all(s == 1.0 for s in shares)  # duplicates of training images: every one a near-copy
+    else:
+        assert all(0.0 <= s < 1.0 for s in shares) and not math.isnan(sum(shares))
