@@ -43,7 +43,7 @@ NAME = re.compile(r"^(?P<module>[\w.]+?)\.x(?:_|ǁ(?P<cls>\w+)ǁ)(?P<function>\w
 # One module's run: (files mutated, test selection). The selection is the module's own test files, without the
 # tests that take a real network or the loopback OpenAI server (seconds each, per mutant).
 NOT_NETWORKS = "not (test_resume_after_interruption_gives_identical_metrics and (resnet18 or vit))"
-BY_HAND = "by_hand or token_details or spend_before or per_token or booked or settings"
+BY_HAND = "by_hand or token_details or spend_before or per_token or booked or settings or defaults"
 MODULES: dict[str, tuple[list[str], list[str]]] = {
     "train": (["mriaug/train.py"], ["tests/test_train.py", "-k", NOT_NETWORKS]),
     "seedpack": (["mriaug/seedpack.py"], ["tests/test_seedpack.py"]),

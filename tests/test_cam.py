@@ -200,6 +200,7 @@ def test_pearson_and_mass_in_by_hand() -> None:
     assert cam.mass_in(a, region) == pytest.approx(6 / 10)
     assert cam.mass_in(np.zeros((2, 2)), region) == 0.0
     assert cam.mass_in(a, ~region) == pytest.approx(4 / 10)
+    assert cam.mass_in(np.array([[0.25, 0.25]]), np.array([[True, False]])) == pytest.approx(0.5)  # total under 1
 
 
 def test_flat_maps_threshold() -> None:
@@ -220,6 +221,7 @@ def test_summary_by_hand() -> None:
     assert s["mean"] == pytest.approx(3.0) and s["median"] == pytest.approx(2.0)
     assert s["sd"] == pytest.approx(np.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + (6 - 3) ** 2) / 2))  # ddof 1
     assert cam._summary([0.5]) == {"mean": 0.5, "median": 0.5, "sd": 0.0}
+    assert cam._summary([1.0, 3.0])["sd"] == pytest.approx(np.sqrt(2.0))  # two values: ddof 1 already
     assert cam._summary([float("nan")]) == {"mean": None, "median": None, "sd": None}
     assert cam._summary([]) == {"mean": None, "median": None, "sd": None}
     assert cam._num(float("nan")) is None and cam._num(0.25) == 0.25 and cam._num(float("inf")) is None
@@ -271,5 +273,9 @@ def test_pick_pairs_one_variation_per_source() -> None:
     two = cam.pick_pairs(pool, ds, 1, 2, seed=3)  # type: ignore[arg-type]
     assert len(two.rows) == 2 and set(two.rows.tolist()) <= {0, 2, 4} and two.rows.tolist() == sorted(two.rows)
     assert (pool.sources[two.rows] == two.sources).all()
+    # Seeded: the same pick every time, seed 0 by default (10 sources, 5 picked: 252 possible picks).
+    many = SimpleNamespace(labels=np.ones(10, np.int64), sources=np.arange(10), images=np.zeros((10, 2, 2), np.uint8))
+    picks = [cam.pick_pairs(many, ds, 1, 5, seed=s).rows.tolist() for s in (0, 0, 1)]  # type: ignore[arg-type]
+    assert picks[0] == picks[1] == cam.pick_pairs(many, ds, 1, 5).rows.tolist() != picks[2]  # type: ignore[arg-type]
     none = cam.pick_pairs(pool, ds, 0, 4)  # type: ignore[arg-type]
     assert len(none.rows) == 0 and none.real.shape == (0, 2, 2)

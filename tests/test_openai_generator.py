@@ -605,20 +605,21 @@ def test_an_answer_is_booked_at_its_usage_or_its_estimate() -> None:
     ({"size": "1024x1536"}, "size '1024x1536' must be square"),
     ({"size": "big"}, "size 'big' must be square"),
     ({"output_format": "gif"}, "output_format 'gif' must be one of"),
-    ({"n": 0}, "n \\(images per request\\)"),
+    ({"n": 0}, "n \\(images per request\\) must be a whole number"),
     ({"n": 11}, "n \\(images per request\\)"),
-    ({"concurrency": 0}, "concurrency"),
-    ({"max_attempts": 0}, "max_attempts"),
+    ({"concurrency": 0}, "concurrency must be"),
+    ({"max_attempts": 0}, "max_attempts must be"),
     ({"timeout_s": -1}, "timeout_s"),
     ({"backoff_s": -1}, "backoff_s"),
     ({"max_backoff_s": -1}, "max_backoff_s"),
-    ({"flush_every": 0}, "flush_every"),
+    ({"flush_every": 0}, "flush_every must be"),
+    ({"price_usd": -1}, "price_usd"),
 ])
 def test_generator_settings_by_hand(settings: dict, message: str) -> None:
     from mriaug.errors import SettingError
     from mriaug.generators.openai_api import OpenAIGenerator
 
-    with pytest.raises(SettingError, match="openai generator: " + message):
+    with pytest.raises(SettingError, match="^openai generator: " + message):
         OpenAIGenerator(**settings)
 
 
@@ -636,3 +637,61 @@ def test_generator_settings_kept() -> None:
     v = OpenAIGenerator(endpoint="variation", size="512x512", quality="hd", price_usd=0.1)
     assert (v.model, v.px, v.dalle, v.quality) == ("dall-e-2", 512, True, "hd")
     assert OpenAIGenerator(model="gpt-image-1", quality="medium").price == 0.042
+
+
+def test_defaults_and_messages_by_hand() -> None:
+    from mriaug.errors import SettingError
+    from mriaug.generators.openai_api import Ledger, OpenAIGenerator, Outcome, token_cost, tokens_of
+
+    g = OpenAIGenerator()
+    assert (g.concurrency, g.timeout_s, g.max_attempts, g.backoff_s, g.max_backoff_s, g.flush_every) == (
+        4, 120.0, 6, 2.0, 120.0, 20)
+    assert g.last_summary == {} and OpenAIGenerator(n=1).n == 1
+    assert OpenAIGenerator(base_url="http://127.0.0.1:9/v1").base_url == "http://127.0.0.1:9/v1"
+    with pytest.raises(SettingError) as err:
+        OpenAIGenerator(model="gpt-image-9")
+    assert "(known: dall-e-2 256x256, dall-e-2 512x512, dall-e-2 1024x1024, gpt-image-1 1024x1024 low, " in str(
+        err.value)
+    with pytest.raises(SettingError, match=r"^openai generator: token_prices must be a table of USD per 1M tokens, "
+                       r"e\.g\. -s token_prices='\{\"input_text\": 5, \"input_image\": 8, \"output_image\": 30, "):
+        OpenAIGenerator(token_prices=[1])  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match=r"^openai generator: token_prices: unknown kind\(s\) \['x'\]; known: "
+                       r"input_text, input_image, output_image, output_text$"):
+        OpenAIGenerator(token_prices={"x": 1})
+    with pytest.raises(SettingError, match=r"give all of input_text, input_image, output_image, output_text "
+                       r"\(USD per 1M tokens\)$"):
+        OpenAIGenerator(model="gpt-image-1", token_prices={"input_text": 1})
+    assert g.estimate([(1, 0)])["text"].endswith("pool spend so far $0.00")
+    # 1M tokens at $8 per 1M: exactly $8.
+    assert token_cost({"input_image": 1_000_000}, {"input_text": 0, "input_image": 8, "output_image": 0,
+                                                   "output_text": 0}) == 8.0
+    # A usage object without any details attributes at all (not even None).
+    from types import SimpleNamespace
+
+    assert tokens_of(SimpleNamespace(input_tokens=5, output_tokens=7)) == {
+        "input_text": 0, "input_image": 5, "output_image": 7, "output_text": 0}
+    # Counts add up over answers; the usage-based figure of a pool whose usage is the larger one.
+    led = Ledger(before_usage=0.5)
+    led.settle("ok", 0.0, 0.01, 0.2)
+    led.settle("ok", 0.0, 0.01, 0.1)
+    assert led.counts == {"ok": 2, "billed": 2, "usage": 2} and led.spent() == pytest.approx(0.8)
+    # An answer booked twice on one outcome adds up; an image that cannot be decoded is counted.
+    out = Outcome(1, [0, 1, 2])
+    raw, resp = _answer(None, 1)
+    bad = SimpleNamespace(b64_json="not base64!")
+    resp.data = [bad, resp.data[0], SimpleNamespace()]  # type: ignore[attr-defined]
+    resp.model = "gpt-image-2-2026-04-21"  # type: ignore[attr-defined]
+    g._take(out, raw, resp, [0, 1, 2], 1, 8, Ledger(), 0.06)
+    assert out.error == "malformed response: 1 of 3 image(s) usable (2 undecodable)"
+    assert out.made[0].request["model_answered"] == "gpt-image-2-2026-04-21"
+    g._take(out, raw, resp, [0, 1, 2], 2, 8, Ledger(), 0.06)
+    assert out.cost == pytest.approx(0.12) and out.cost_estimate == pytest.approx(0.12)
+    # No `data` at all, a model that is not a name: nothing usable, no model recorded.
+    empty = Outcome(2, [0])
+    g._take(empty, SimpleNamespace(headers={}), SimpleNamespace(model=5), [0], 1, 8, Ledger(), 0.02)
+    assert empty.made == [] and empty.error == "malformed response: 0 of 1 image(s) usable (0 undecodable)"
+    one = Outcome(3, [0])
+    raw, resp = _answer(None, 1)
+    resp.model = 5  # type: ignore[attr-defined]
+    g._take(one, SimpleNamespace(headers={}), resp, [0], 1, 8, Ledger(), 0.02)
+    assert one.made[0].request["model_answered"] is None
