@@ -71,6 +71,7 @@ def test_audit_text(hand: Dataset) -> None:
     text = audit.format_text(audit.audit(hand, None))
     lines = text.splitlines()
     assert lines[0] == "source: hand  split: given (seed 3, fingerprint sfp)"
+    assert lines[2] == f"{'class':<22}{'groups':>8}{'train':>8}{'val':>8}{'test':>8}"
     assert lines[1] == f"scan groups recovered from the images ({audit.splits.METHOD}): 6; sizes 4 x 1, 1 x 2, 1 x 3"
     assert lines[3] == f"{'Mild_Demented':<22}{1:>8}{1:>8}{1:>8}{1:>8}"
     assert lines[7] == f"{'total':<22}{6:>8}{4:>8}{2:>8}{3:>8}"
@@ -92,3 +93,13 @@ def test_nearest_neighbour_by_hand_and_in_chunks() -> None:
     assert acc == 1.0 and np.allclose(dist, 0.5)
     acc, dist = audit.nearest_neighbour(train, ty, np.zeros((0, 2), np.float32), np.zeros(0, np.int64))
     assert np.isnan(acc) and dist.shape == (0,)
+
+
+def test_the_splits_own_grouping_fingerprint_and_a_split_without_seed(hand: Dataset) -> None:
+    # A split that grouped the images names its grouping: the audit reports that one (not the cache's).
+    hand.split = {"kind": "subject", "seed": 1, "fingerprint": "s", "grouping": {"fingerprint": "from-split"}}
+    assert audit.audit(hand, None)["grouping_fingerprint"] == "from-split"
+    hand.split = {"kind": "given"}
+    r = audit.audit(hand, None)
+    assert r["grouping_fingerprint"] == "gfp"
+    assert audit.format_text(r).splitlines()[0] == "source: hand  split: given"
