@@ -143,7 +143,7 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
     """Train and evaluate one run under its run lock; return its result (read back if it already exists).
     A run another live process is training is waited for (then read back), or with wait=False raises
     `locks.Busy`, so several workers on one results folder split the work and train each run once."""
-    run_id = spec.run_id
+    run_id = spec.run_id  # pragma: no mutate (the waiting message's text only)
 
     def waiting(holder: dict[str, Any]) -> None:
         # pragma: no mutate start (log text)

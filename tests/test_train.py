@@ -36,7 +36,7 @@ def test_result_has_the_documented_keys(phantom_spec: DataSpec, tmp_path: Path) 
     assert r["data"]["split"]["kind"] == "given" and r["validation"] is None
     assert sum(r["counts"]["real"].values()) == 240 and sum(r["counts"]["synthetic"].values()) == 0
     assert r["data"]["fingerprint"] == data_mod.load(phantom_spec).fingerprint
-    assert r["data"]["pool_fingerprint"] is None
+    assert r["data"]["pool_fingerprint"] is None and r["data"]["pool_path"] is None and r["data"]["pool_label"] is None
     assert {"torch", "device", "git_commit"} <= set(r["env"])
     assert r["timings"]["train_s"] > 0
     assert r["spec"]["hparams"]["epochs"] == 2
@@ -106,6 +106,8 @@ def test_scenario3_run_with_transform_pool(phantom_spec: DataSpec, tmp_path: Pat
     assert r["counts"]["synthetic"]["Non_Demented"] == 0
     assert r["data"]["pool_fingerprint"]
     assert len(r["selection"]["pool_rows"]) == sum(r["counts"]["synthetic"].values())
+    spec = _spec(phantom_spec, scenario="3", pool=str(tmp_path / "pool"))
+    assert r["data"]["pool_path"] == str(tmp_path / "pool") and r["data"]["pool_label"] == spec.pool_label
 
 
 def test_saved_weights_reload_to_the_same_predictions(phantom_spec: DataSpec, tmp_path: Path) -> None:
@@ -483,6 +485,7 @@ def test_best_val_without_a_validation_part_is_refused_at_run_time(phantom_spec:
     from mriaug.errors import SettingError
 
     spec = dataclasses.replace(_spec(phantom_spec, epochs=1), select="best_val")  # planned around the check
-    with pytest.raises(SettingError, match="cnn/s1/hflip/seed0: select = 'best_val' needs a validation part"):
+    with pytest.raises(SettingError, match=r"^cnn/s1/hflip/seed0: select = 'best_val' needs a validation part; set "
+                       r"the data option val_fraction \(e\.g\. -o val_fraction=0\.1\) or select = 'last'$"):
         execute(spec, tmp_path, log=lambda m: None)
     assert not list(tmp_path.glob("*.json"))
