@@ -695,3 +695,8 @@ def test_defaults_and_messages_by_hand() -> None:
     resp.model = 5  # type: ignore[attr-defined]
     g._take(one, SimpleNamespace(headers={}), resp, [0], 1, 8, Ledger(), 0.02)
     assert one.made[0].request["model_answered"] is None
+    # An answer object without a `model` attribute at all: the header names the model.
+    bare = Outcome(4, [0])
+    raw, resp = _answer(None, 1)
+    g._take(bare, raw, SimpleNamespace(usage=None, data=resp.data), [0], 1, 8, Ledger(), 0.02)  # type: ignore[attr-defined]
+    assert bare.made[0].request["model_answered"] == "gpt-image-2"
