@@ -169,3 +169,28 @@ def test_a_pack_that_does_not_learn_gives_each_seeds_untrained_network(phantom_s
         assert t["pack_images_per_s"] == pytest.approx(3 * t["train_images_per_s"])
         assert p["packed"]["run_ids"] == [s.run_id for s in specs] and p["packed"]["pack"] == seedpack.pack_id(specs)
     assert len({r["metrics"]["test_ce"] for r in packed}) == 3  # three different initialisations
+
+
+def test_a_pack_draws_from_its_pool_as_separate_runs_do(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    from mriaug import data as data_mod
+    from mriaug import pools, synth
+
+    ds = data_mod.load(phantom_spec)
+    synth.make_pool(ds, tmp_path / "pool", "transform", classes=["Mild_Demented", "Moderate_Demented"],
+                    progress_bar=False)
+    hps = tiny_hparams("cnn", epochs=1, lr=1e-12)
+    specs = [plan_run("cnn", scenarios.SCENARIOS["3"], "none", s, hps, phantom_spec, str(tmp_path / "pool"))
+             for s in (0, 1)]
+    packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
+    separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
+    for p, s in zip(packed, separate, strict=True):
+        assert p["selection"] == s["selection"] and len(p["selection"]["pool_rows"]) > 0
+        assert p["counts"] == s["counts"] and p["data"] == s["data"] and p["data"]["pool_fingerprint"]
+        assert p["metrics"]["test_ce"] == pytest.approx(s["metrics"]["test_ce"], abs=1e-4)
+        assert p["timings"]["data_s"] >= 0 and p["timings"]["total_s"] >= p["timings"]["train_s"] > 0
+    # The pool changed after planning: refused, naming the run and both fingerprints.
+    synth.make_pool(ds, tmp_path / "pool", "transform", classes=["Non_Demented"], max_sources=3, progress_bar=False)
+    new = pools.load(tmp_path / "pool", ds).fingerprint
+    with pytest.raises(pools.PoolError, match=rf"^pool {tmp_path / 'pool'} changed since run cnn/s3/none/seed0 was "
+                       rf"planned \(manifest {new}, planned {specs[0].pool_fingerprint}\)"):
+        seedpack.execute(specs, tmp_path / "again", log=lambda m: None)
