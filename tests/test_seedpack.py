@@ -158,7 +158,8 @@ def test_a_pack_that_does_not_learn_gives_each_seeds_untrained_network(phantom_s
         assert p["metrics"]["confusion"] == s["metrics"]["confusion"]
         assert [h["train_loss"] for h in p["history"]] == pytest.approx([h["train_loss"] for h in s["history"]],
                                                                         abs=1e-4)
-        assert [h["epoch"] for h in p["history"]] == [1, 2]
+        assert [h["epoch"] for h in p["history"]] == [1, 2] and p["schema"] == results.SCHEMA
+        assert all(0 <= h["seconds"] <= p["timings"]["total_s"] for h in p["history"]) and p["weights"] is None
         # The same record as the separate run's, apart from how it was trained and timed.
         assert p["counts"] == s["counts"] and p["data"] == s["data"] and p["selection"] == s["selection"]
         assert p["training"] == s["training"] and p["validation"] is s["validation"] is None
@@ -194,3 +195,24 @@ def test_a_pack_draws_from_its_pool_as_separate_runs_do(phantom_spec: DataSpec, 
     with pytest.raises(pools.PoolError, match=rf"^pool {tmp_path / 'pool'} changed since run cnn/s3/none/seed0 was "
                        rf"planned \(manifest {new}, planned {specs[0].pool_fingerprint}\)"):
         seedpack.execute(specs, tmp_path / "again", log=lambda m: None)
+
+
+def test_a_packs_saved_weights_are_each_seeds_network(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from mriaug import data as data_mod
+    from mriaug import models
+    from mriaug.metrics import classification_metrics
+    from mriaug.train import predict, to_device_uint8
+
+    specs = _specs(phantom_spec, range(2), aug="none", epochs=1)
+    packed = seedpack.execute(specs, tmp_path, save_weights=True, log=lambda m: None)
+    ds = data_mod.load(phantom_spec)
+    x = to_device_uint8(ds.test_x, 32, torch.device("cpu"))
+    for spec, r in zip(specs, packed, strict=True):
+        assert r["weights"] == str(results.weights_for(tmp_path, spec.run_id))
+        net = models.build("cnn", spec.hparams)
+        net.load_state_dict(load_file(r["weights"]))
+        ce = classification_metrics(predict(net, x, models.normalization(net), autocast=True), ds.test_y)["test_ce"]
+        assert ce == pytest.approx(r["metrics"]["test_ce"], abs=1e-3)
