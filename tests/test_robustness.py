@@ -81,11 +81,12 @@ def test_tables_count_diverged_runs_in_their_cell(diverged_dir: Path, tmp_path: 
         _strict_json(f)
     c = collect.collect(diverged_dir, tmp_path / "t", echo=lambda m: None, warn=lambda m: None)
     t = c.table("cnn")
-    assert t.loc["Scenario 1", "No Augmentation"].endswith("(n=2 + 1 diverged)")
-    assert t.loc["Scenario 2", "No Augmentation"] == "— (n=0 + 1 diverged)"
-    assert t.loc["Scenario 3", "No Augmentation"] == "— (n=0)"
+    # A diverged run is a failure at the worst value (test CE +inf): in its cell, counted as failed.
+    assert t.loc["Scenario 1", "No Augmentation"].endswith("(n=3, 1 failed)")
+    assert t.loc["Scenario 2", "No Augmentation"] == "failed [range ∞, ∞: covers 0%] (n=1, 1 failed)"
+    assert "Scenario 3" not in t.index  # no run of scenario 3: no row
     assert (c.runs["status"] == "diverged").sum() == 2
-    assert "diverged" in (tmp_path / "t" / "cnn.md").read_text()
+    assert "1 failed" in (tmp_path / "t" / "cnn.md").read_text()
 
 
 def test_non_finite_settings_are_refused(tmp_path: Path) -> None:

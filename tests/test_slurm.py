@@ -180,10 +180,16 @@ def test_status_without_submissions(tmp_path: Path) -> None:
 
 def test_container_recipe_installs_like_ci() -> None:
     recipe = (ROOT / "containers" / "mriaug.def").read_text()
+    install = (ROOT / "containers" / "install.sh").read_text()
     makefile = (ROOT / "Makefile").read_text()
-    assert "pip install -q -e '.[dev]'" in makefile  # how `make venv` (and CI) install the package
-    assert re.search(r"^\s*/opt/venv/bin/pip install --no-cache-dir -e '\.\[dev\]'$", recipe, re.MULTILINE)
-    assert re.search(r"^From: nvidia/cuda:\S+", recipe, re.MULTILINE)
+    # `make venv` (and so CI) installs the hashed lock, then mriaug without resolving anything
+    assert "$(BIN)/pip install -q --require-hashes --no-deps $(TORCH_INDEX) -r $(LOCK)" in makefile
+    assert "$(BIN)/pip install -q --no-deps --no-build-isolation -e ." in makefile
+    # the image runs containers/install.sh: the runtime part of the same lock (no dev tools), hashes required
+    assert re.search(r"^\s*sh /opt/mriaug/containers/install.sh /opt/mriaug$", recipe, re.MULTILINE)
+    assert 'LOCK="$SRC/requirements/runtime.txt"' in install
+    assert '/opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps -r "$LOCK"' in install
+    assert re.search(r"^From: debian:bookworm-slim$", recipe, re.MULTILINE)  # Python 3.11, the lock's
     assert "HF_HUB_OFFLINE=1" in recipe
     assert "apptainer build containers/mriaug.sif containers/mriaug.def" in makefile
 
