@@ -147,14 +147,9 @@ def options(opts: dict[str, Any]) -> dict[str, Any]:
             "split_seed": opts.get("split_seed", 0), "splits": 1}
 
 
-def split_seed_of(first_split_seed: int, splits: int, seed: int) -> int:
-    """The split seed run seed `seed` uses when a grid repeats its subject split `splits` times: seed s
-    takes split number s mod K, so every split is tested by seeds s, s + K, s + 2K, ..."""
-    return first_split_seed + seed % splits
-
-
 def first_split_seed(options_: dict[str, Any], seed: int) -> int:
-    """The grid's `split_seed` (the first of its splits) back from a run's options and seed."""
+    """The grid's `split_seed` (the first of its splits) back from a run's options and seed: with `splits = K`,
+    run seed s uses split seed `split_seed + s mod K` (`mriaug.grid`)."""
     o = options(options_)
     return int(o["split_seed"]) - seed % int(o["splits"])
 
