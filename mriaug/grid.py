@@ -53,6 +53,24 @@ class Grid:
     # Seeds of one cell trained together in one model (`[model.NAME] pack_seeds = S`, `mriaug.seedpack`).
     pack_seeds: dict[str, int] = field(default_factory=dict)
 
+    def settings(self) -> list[dict[str, Any]]:
+        """Each distinct setting the grid trains (model, hyper-parameters, data and split, budget, selection,
+        pools, packing) with its number of runs: what `mriaug grid --dry-run` prints before anything trains."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.runs:
+            data = r.data.describe()
+            opts = {k: v for k, v in data["options"].items() if not (k == "split_seed" and len(self.split_data) > 1)}
+            key = atomic.stable_hash([r.model, r.hparams.to_dict(), opts, data["source"], r.budget, r.select])
+            s = out.setdefault(key, {"model": r.model, "hparams": r.hparams.to_dict(), "data": data["source"],
+                                     "options": opts, "splits": len(self.split_data) or 1, "budget": r.budget,
+                                     "select": r.select, "pack_seeds": self.pack_seeds.get(r.model, 1),
+                                     "pools": [], "runs": 0})
+            s["runs"] += 1
+            label = r.pool_label or (Path(r.pool).name if r.pool else None)
+            if label and label not in s["pools"]:
+                s["pools"].append(label)
+        return list(out.values())
+
     def units(self, runs: list[RunSpec]) -> list[list[RunSpec]]:
         """`runs` as they are trained: seed packs for models with pack_seeds, else one run each."""
         return seed_packs(runs, self.pack_seeds)

@@ -1,8 +1,8 @@
 """Hyper-parameters of one run, typed and resolved once: the model's defaults <- a grid's [model.NAME]
 table <- command-line overrides (a `None` override is dropped, so the layer below applies).
 
-Each model card holds generic defaults; `THESIS` holds the thesis's settings (ch. 5), which ship with the
-package as `mriaug run`'s defaults and are repeated in `jobs/thesis.toml`. The registry is keyed by the
+Each model card's defaults are the thesis's settings (ch. 5): `mriaug run`'s defaults, and what a grid trains
+for a model it lists without a [model.NAME] table. The registry is keyed by the
 model names of grid files and tables; `mriaug.models` builds the networks for the same names.
 """
 
@@ -51,27 +51,20 @@ class ModelCard:
         return self.defaults.pretrained
 
 
+# The cards' defaults are the thesis's settings (ch. 5): a grid without a [model.NAME] table and `mriaug run`
+# train what the thesis trained; a grid's table overrides what it names.
 MODELS: dict[str, ModelCard] = {
     c.name: c
     for c in (
-        # Thesis basic CNN, from scratch, grayscale; two 2x2 poolings.
-        ModelCard("cnn", HParams("basic-cnn", 128, epochs=8, batch_size=64, lr=1e-3), 4, takes_weights=False),
+        # Thesis basic CNN, from scratch, 128x128 grayscale; two 2x2 poolings.
+        ModelCard("cnn", HParams("basic-cnn", 128, epochs=10, batch_size=64, lr=1e-3), 4, takes_weights=False),
         # ImageNet-1k ResNet-18, every layer fine-tuned.
-        ModelCard("resnet18", HParams("resnet18.tv_in1k", 256, epochs=8, batch_size=64, lr=1e-3, pretrained=True)),
-        # ViT-B/16, every layer fine-tuned, position embeddings resized to the input; 16x16 patches.
+        ModelCard("resnet18", HParams("resnet18.tv_in1k", 256, epochs=8, batch_size=64, lr=1e-4, pretrained=True)),
+        # ViT-B/16, every layer fine-tuned, AdamW (decoupled weight decay), position embeddings resized to the
+        # input; 16x16 patches.
         ModelCard("vit", HParams("vit_base_patch16_224.augreg2_in21k_ft_in1k", 256, epochs=8, batch_size=64,
-                                 lr=1e-3, pretrained=True), 16),
+                                 lr=3e-5, weight_decay=0.05, pretrained=True), 16),
     )
-}
-
-# The thesis's settings per model (ch. 5), on top of the cards: `mriaug run`'s defaults, and the model
-# tables of jobs/thesis.toml. A grid without a [model.NAME] table gets the card's defaults, as it always did.
-THESIS: dict[str, dict[str, Any]] = {
-    "cnn": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "resolution": 128, "precision": "bf16"},
-    "resnet18": {"arch": "resnet18.tv_in1k", "pretrained": True, "epochs": 8, "batch_size": 64, "lr": 1e-4,
-                 "resolution": 256, "precision": "bf16"},
-    "vit": {"arch": "vit_base_patch16_224.augreg2_in21k_ft_in1k", "pretrained": True, "epochs": 8, "batch_size": 64,
-            "lr": 3e-5, "weight_decay": 0.05, "resolution": 256, "precision": "bf16"},
 }
 
 
@@ -135,8 +128,8 @@ def resolve(model: str, table: dict[str, Any] | None = None, overrides: dict[str
 
 
 def thesis(model: str) -> HParams:
-    """The thesis's hyper-parameters of a model (`mriaug run` without --grid)."""
-    return resolve(model, THESIS[card(model).name])
+    """The thesis's hyper-parameters of a model (`mriaug run` without --grid): its card's defaults."""
+    return resolve(model)
 
 
 def from_dict(model: str, values: dict[str, Any] | HParams) -> HParams:

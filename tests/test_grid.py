@@ -170,3 +170,24 @@ def test_bad_splits_are_named(tmp_path: Path, old: str, new: str, message: str) 
     with pytest.raises(GridError, match=message) as e:
         grid.load(_grid(tmp_path, REPEATED.replace(old, new)))
     assert "splits" in str(e.value)
+
+
+def test_a_model_without_a_table_trains_the_thesis_settings_and_dry_run_shows_them(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mriaug.cli import app
+
+    g = _grid(tmp_path, 'name = "v"\nresults = "%s"\nmodels = ["vit", "cnn"]\nscenarios = ["1"]\n'
+                        'augmentations = ["none"]\nseeds = 2\ndata = "phantom"\n\n[model.cnn]\nepochs = 3\n'
+              % (tmp_path / "res"))
+    loaded = grid.load(g)
+    assert (loaded.hparams["vit"].lr, loaded.hparams["vit"].weight_decay) == (3e-5, 0.05)
+    assert loaded.hparams["cnn"].epochs == 3 and loaded.hparams["cnn"].lr == 1e-3  # the table overrides what it names
+    r = CliRunner().invoke(app, ["grid", str(g), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    vit = next(line for line in lines if line.startswith("vit: 2 runs;"))
+    assert "lr=3e-05" in vit and "weight_decay=0.05" in vit
+    assert any(line.startswith("cnn: 2 runs;") and "epochs=3" in line for line in lines)
+    assert lines[-1].startswith("grid v: 4 runs, 0 done, 4 to run") and "nothing trained" in lines[-1]
+    assert not (tmp_path / "res").exists()  # nothing trained, nothing written

@@ -143,7 +143,9 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
                  metavar="RUN_ID", help="only the runs whose id starts with this (repeatable), e.g. to rerun one run "
                  "of a published runs.csv")] = None,
              results_dir: Annotated[Path | None, typer.Option(
-                 "--results", metavar="DIR", help="write results here instead of the grid's folder")] = None) -> None:
+                 "--results", metavar="DIR", help="write results here instead of the grid's folder")] = None,
+             dry_run: Annotated[bool, typer.Option(
+                 help="print each setting the grid trains and the run count; train nothing")] = False) -> None:
     """Run every run of a grid on this machine, skipping finished ones, then print the tables."""
     from tqdm import tqdm
 
@@ -162,6 +164,17 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
             raise SettingError(f"{file}: no run id starts with {', '.join(only)}")
     done = results.done_ids(g.results)
     todo = [r for r in g.runs if r.run_id not in done]
+    if dry_run:
+        for s in g.settings():
+            hp = ", ".join(f"{k}={v}" for k, v in s["hparams"].items() if v is not None)
+            opts = ", ".join(f"{k}={v}" for k, v in s["options"].items())
+            typer.echo(f"{s['model']}: {s['runs']} runs; {hp}")
+            packing = f"packs of {s['pack_seeds']} seeds" if s["pack_seeds"] > 1 else "one run per task"
+            typer.echo(f"  data {s['data']}" + (f" ({opts})" if opts else "") + f"; budget {s['budget']}, select "
+                       f"{s['select']}; pools {', '.join(s['pools']) or 'none'}; {packing}")
+        typer.echo(f"grid {g.name}: {len(g.runs)} runs, {len(g.runs) - len(todo)} done, {len(todo)} to run -> "
+                   f"{g.results} (dry run: nothing trained)")
+        return
     try:
         grid_mod.check_pools(todo)
     except PoolError as e:
