@@ -38,7 +38,8 @@ def test_result_has_the_documented_keys(phantom_spec: DataSpec, tmp_path: Path) 
     assert r["data"]["fingerprint"] == data_mod.load(phantom_spec).fingerprint
     assert r["data"]["pool_fingerprint"] is None and r["data"]["pool_path"] is None and r["data"]["pool_label"] is None
     assert {"torch", "device", "git_commit"} <= set(r["env"])
-    assert r["timings"]["train_s"] > 0
+    assert r["timings"]["train_s"] > 0 and r["timings"]["total_s"] >= r["timings"]["train_s"] + r["timings"]["data_s"]
+    assert r["schema"] == results.SCHEMA
     assert r["spec"]["hparams"]["epochs"] == 2
     assert not results.checkpoint_for(tmp_path, r["run_id"]).exists()
 
@@ -452,6 +453,14 @@ def test_predict_in_batches_and_to_device_in_chunks() -> None:
     assert (out[:, 0].reshape(1030, 4) == torch.from_numpy(imgs[:, :2, :2].reshape(1030, 4))).all()
     same = train.to_device_uint8(imgs, 4, torch.device("cpu"))
     assert (same[:, 0].numpy() == imgs).all()
+    # Downsizing is antialiased (a stripe pattern 4 -> 2 px: plain bilinear would give other grey levels).
+    stripes = np.tile(np.array([0, 255, 0, 255], np.uint8), (4, 1))[None]
+    t = torch.from_numpy(stripes).float()[:, None]
+    want = torch.nn.functional.interpolate(t, size=(2, 2), mode="bilinear", antialias=True, align_corners=False)
+    plain = torch.nn.functional.interpolate(t, size=(2, 2), mode="bilinear", antialias=False, align_corners=False)
+    assert not torch.equal(want.round(), plain.round())
+    got = train.to_device_uint8(stripes, 2, torch.device("cpu"))
+    assert torch.equal(got, want.round().clamp(0, 255).to(torch.uint8))
 
 
 def test_an_untrained_runs_numbers_by_hand(phantom_spec: DataSpec, tmp_path: Path) -> None:
