@@ -87,6 +87,12 @@ def main() -> None:
     n = int(sum(scenarios.round_half_up(frac * c) for c in ds.counts("train").values()))
     print(f"data {args.data}: {n} training images/measurement, aug={args.aug}, threads={torch.get_num_threads()}, "
           f"device={'cuda' if torch.cuda.is_available() else 'cpu'}")
+    from mriaug.runtime import autocast_bf16, cpu_bf16_native
+
+    name_line = next((ln for ln in open("/proc/cpuinfo").read().splitlines() if ln.startswith("model name")), "?")
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"CPU {name_line.split(':', 1)[-1].strip()}: native bf16 {cpu_bf16_native()}; mriaug's runs train in "
+          f"{'bf16' if autocast_bf16('bf16', dev) else 'fp32'} on {dev} where a model asks for bf16")
     print(f"{'model':<10}{'res':>5}{'reference img/s':>18}{'mriaug img/s':>15}{'ratio':>8}")
     for name in args.models.split(","):
         res = 128

@@ -37,7 +37,7 @@ from . import data as data_mod
 from .errors import PoolError, SettingError
 from .grid import PACKABLE
 from .metrics import classification_metrics
-from .runtime import deterministic, environment, pick_device
+from .runtime import autocast_bf16, deterministic, environment, pick_device
 from .spec import RunSpec
 
 Log = Callable[[str], None]
@@ -146,7 +146,7 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
     fwd_train = vmap(one, in_dims=(0, 0, 0), randomness="different")
     fwd_test = vmap(one, in_dims=(0, 0, None), randomness="different")
     opt = torch.optim.Adam(list(params.values()), lr=hp.lr, weight_decay=hp.weight_decay)
-    use_bf16 = hp.precision == "bf16"
+    use_bf16 = autocast_bf16(hp.precision, dev)  # bf16 only where the device has it natively
     aug = augment.get(s0.augmentation)
     aug_ahead = augment.runs_ahead(dev, s0.augmentation)
     pacer = speed.CheckpointPacer(fast.checkpoint)
@@ -237,7 +237,8 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
             "history": histories[k],
             # The keys a separate run records (train.execute), for the only settings a pack takes (check_pack).
             "training": {"budget": "epochs", "epochs": epochs, "steps": epochs * math.ceil(n / bs), "select": "last",
-                         "selected_epoch": epochs, "optimizer": "adam", "lr": hp.lr, "weight_decay": hp.weight_decay},
+                         "selected_epoch": epochs, "optimizer": "adam", "lr": hp.lr, "weight_decay": hp.weight_decay,
+                         "precision": "bf16" if use_bf16 else "fp32"},
             "validation": None,
             "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test"),
                        "val": dict.fromkeys(ds.counts("test"), 0)},

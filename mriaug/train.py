@@ -27,7 +27,7 @@ from . import data as data_mod
 from .classes import CLASSES
 from .errors import PoolError, SettingError
 from .metrics import classification_metrics
-from .runtime import deterministic, environment, pick_device
+from .runtime import autocast_bf16, deterministic, environment, pick_device
 from .spec import RunSpec
 
 Log = Callable[[str], None]
@@ -223,7 +223,7 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
     forward = speed.compiled(model) if fast.compile else model
     norm = models.normalization(model)
     opt, opt_name = make_optimizer(model, hp.lr, hp.weight_decay)
-    use_bf16 = hp.precision == "bf16"
+    use_bf16 = autocast_bf16(hp.precision, dev)  # bf16 only where the device has it natively
     aug = augment.get(spec.augmentation)
     pacer = speed.CheckpointPacer(fast.checkpoint)
 
@@ -322,7 +322,8 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
         "metrics": metrics,
         "history": history,
         "training": {"budget": spec.budget, "epochs": epochs, "steps": sum(plan), "select": spec.select,
-                     "selected_epoch": selected, "optimizer": opt_name, "lr": hp.lr, "weight_decay": hp.weight_decay},
+                     "selected_epoch": selected, "optimizer": opt_name, "lr": hp.lr, "weight_decay": hp.weight_decay,
+                     "precision": "bf16" if use_bf16 else "fp32"},
         "validation": history[selected - 1] if has_val else None,
         "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test"),
                    "val": {name: int((y_val == k).sum()) for k, name in enumerate(CLASSES)}},

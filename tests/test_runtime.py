@@ -1,0 +1,33 @@
+"""`mriaug.runtime`: which precision a run gets on which device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mriaug import runtime
+
+AMD_WITHOUT = "processor\t: 0\nflags\t\t: fpu vme sse sse2 avx avx2 avx512f avx512bw\nmodel name\t: AMD EPYC\n"
+AMD_WITH = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512bw\n"
+INTEL_AMX = "flags\t\t: fpu avx512f amx_tile amx_bf16 amx_int8\n"
+
+
+def test_native_bf16_is_read_from_the_cpu_flags() -> None:
+    assert not runtime.cpu_bf16_native(AMD_WITHOUT)
+    assert runtime.cpu_bf16_native(AMD_WITH) and runtime.cpu_bf16_native(INTEL_AMX)
+    assert not runtime.cpu_bf16_native("model name\t: avx512_bf16 in a name is not a flag\n")
+    assert not runtime.cpu_bf16_native("")
+
+
+@pytest.mark.parametrize("cpuinfo,expected", [(AMD_WITHOUT, False), (AMD_WITH, True), (INTEL_AMX, True)])
+def test_bf16_autocast_only_where_the_cpu_has_it(cpuinfo: str, expected: bool) -> None:
+    assert runtime.autocast_bf16("bf16", torch.device("cpu"), cpuinfo) is expected
+    assert runtime.autocast_bf16("fp32", torch.device("cpu"), cpuinfo) is False
+
+
+def test_cuda_bf16_from_ampere_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No GPU here: the capability query is what is mocked (Volta 7.0, Ampere 8.0, Hopper 9.0).
+    for capability, expected in (((7, 0), False), ((8, 0), True), ((9, 0), True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert runtime.autocast_bf16("bf16", torch.device("cuda")) is expected
+
