@@ -174,7 +174,13 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
     t_train = 0.0
     y_test = torch.from_numpy(ds.test_y)
     metrics: list[dict[str, Any]] = []
+    # A seed whose training loss stops being finite is written as diverged (as its separate run would be) and
+    # stops contributing; the others go on. Its history says so, so a resumed pack knows it.
+    alive = [not any(h.get("diverged") for h in histories[k]) for k in range(S)]
+    alive_t = torch.tensor(alive, device=dev)
     for epoch in range(start_epoch, epochs):
+        if not any(alive):
+            break
         t0 = time.perf_counter()
         # Each seed's keys and batch order from (seed, epoch, image identity), as its separate run draws them.
         keys = torch.stack([batches.image_keys(s.seed, epoch, ids[k]) for k, s in enumerate(specs)])
@@ -199,15 +205,25 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
             per_seed = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none")
             per_seed = per_seed.view(S, -1).mean(1)
             opt.zero_grad(set_to_none=True)
-            per_seed.sum().backward()  # seeds share no parameter: each gets its own run's gradient
+            # Seeds share no parameter: each gets its own run's gradient; a diverged seed's none (NaN * 0 is NaN).
+            torch.where(alive_t, per_seed, torch.zeros_like(per_seed)).sum().backward()
             opt.step()
             total += per_seed.detach() * idx.shape[1]
         t_train += time.perf_counter() - t0
         train_loss = (total / n).tolist()  # the one host sync of the epoch's training
         # The test set is looked at once, after the last epoch (as train.execute does).
         for k in range(S):
+            if not alive[k]:
+                continue
+            if not math.isfinite(train_loss[k]):  # diverged in this epoch: recorded now, never trained again
+                histories[k].append({"epoch": epoch + 1, "train_loss": None, "diverged": True})
+                train.write_diverged(specs[k], results_dir, epoch + 1, histories[k], mixes[k], ds, pool, dev, t_start,
+                                     log)
+                alive[k] = False
+                continue
             histories[k].append({"epoch": epoch + 1, "train_loss": train_loss[k],
                                  "seconds": time.perf_counter() - t0})
+        alive_t = torch.tensor(alive, device=dev)
         # pragma: no mutate start (log text)
         log(f"[{pid}] epoch {epoch + 1}/{epochs} train_loss median {float(np.median(train_loss)):.4f} "
             f"({time.perf_counter() - t0:.1f}s)")
@@ -216,12 +232,14 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
             "epoch": epoch + 1, "params": {k: v.detach() for k, v in params.items()}, "optimizer": opt.state_dict(),
             "histories": histories, "threads": torch.get_num_threads(), "device": dev.type, **identity})
     del y_test
-    logits_test = _predict(fwd_test, params, buffers, x_test, norm, use_bf16)
-    metrics = [classification_metrics(lg, ds.test_y) for lg in logits_test]
+    logits_test: list[Any] = list(_predict(fwd_test, params, buffers, x_test, norm, use_bf16)) if any(alive) else []
+    metrics = [classification_metrics(lg, ds.test_y) if alive[k] else {} for k, lg in enumerate(logits_test)]
 
     trained = (epochs - start_epoch) * n
     env = environment(dev)
     for k, spec in enumerate(specs):
+        if not alive[k]:
+            continue  # written as diverged in its epoch
         state = {name: v[k].detach().contiguous() for name, v in params.items()}
         if save_weights:
             from safetensors.torch import save_file
@@ -258,7 +276,7 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
         }
         results.write(results_dir, result)
     ckpt_path.unlink(missing_ok=True)
-    ces = [m["test_ce"] for m in metrics]
+    ces = [m["test_ce"] for k, m in enumerate(metrics) if alive[k]] or [math.nan]
     log(f"[{pid}] done: {S} seeds, test_ce median {float(np.median(ces)):.4f}")  # pragma: no mutate
 
 

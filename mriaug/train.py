@@ -162,9 +162,9 @@ def result_data(spec: RunSpec, ds: data_mod.Dataset, pool: pools.Pool | None) ->
             "split": ds.split}
 
 
-def _diverged(spec: RunSpec, results_dir: Path, epoch: int, history: list[dict[str, Any]], mix: scenarios.Mix,
-              ds: data_mod.Dataset, pool: pools.Pool | None, dev: torch.device, t_start: float, log: Log
-              ) -> dict[str, Any]:
+def write_diverged(spec: RunSpec, results_dir: Path, epoch: int, history: list[dict[str, Any]], mix: scenarios.Mix,
+                   ds: data_mod.Dataset, pool: pools.Pool | None, dev: torch.device, t_start: float, log: Log
+                   ) -> dict[str, Any]:
     """A non-finite training loss: stop, and record the run as diverged (its metrics null) so tables count it."""
     result = {
         "schema": results.SCHEMA, "run_id": spec.run_id, "spec": spec.to_dict(), "status": "diverged",
@@ -279,7 +279,7 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
         total = float(loss_sum)  # the epoch's one sync; a non-finite sum means some step diverged
         if not math.isfinite(total):  # diverged: further epochs and the metrics would mean nothing
             history.append({"epoch": epoch + 1, "train_loss": None, "diverged": True})
-            return _diverged(spec, results_dir, epoch + 1, history, mix, ds, pool, dev, t_start, log)
+            return write_diverged(spec, results_dir, epoch + 1, history, mix, ds, pool, dev, t_start, log)
         t_train += time.perf_counter() - t0
         # Per-epoch numbers come from validation only: the test set is looked at once, at the end.
         entry: dict[str, Any] = {"epoch": epoch + 1, "steps": sum(plan[: epoch + 1]),

@@ -216,3 +216,19 @@ def test_a_packs_saved_weights_are_each_seeds_network(phantom_spec: DataSpec, tm
         net.load_state_dict(load_file(r["weights"]))
         ce = classification_metrics(predict(net, x, models.normalization(net), autocast=True), ds.test_y)["test_ce"]
         assert ce == pytest.approx(r["metrics"]["test_ce"], abs=1e-3)
+
+
+def test_a_diverging_pack_writes_each_seed_as_diverged_and_a_rerun_trains_nothing(phantom_spec: DataSpec,
+                                                                                  tmp_path: Path) -> None:
+    specs = _specs(phantom_spec, range(2), lr=1e9)
+    lines: list[str] = []
+    out = seedpack.execute(specs, tmp_path, log=lines.append)
+    assert [r["status"] for r in out] == ["diverged", "diverged"]
+    assert [r["run_id"] for r in out] == [s.run_id for s in specs]
+    for r in out:
+        assert results.is_diverged(r) and r["history"][-1]["diverged"] and r["diverged_at_epoch"] >= 1
+    assert not list(tmp_path.glob("*.ckpt*"))  # nothing left to resume
+    assert results.done_ids(tmp_path) == {s.run_id for s in specs}
+    lines.clear()
+    again = seedpack.execute(specs, tmp_path, log=lines.append)
+    assert again == out and not lines  # read back, not trained again

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mriaug import augment, pools, results, scenarios, synth, train
+from mriaug import augment, pools, results, runtime, scenarios, synth, train
 from mriaug import data as data_mod
 from mriaug.data import DataSpec
 from mriaug.grid import plan_run
@@ -31,8 +31,10 @@ def test_result_has_the_documented_keys(phantom_spec: DataSpec, tmp_path: Path) 
     assert len(m["confusion"]) == 4 and sum(map(sum, m["confusion"])) == 80
     # No validation part on the given split by default: the history is the training loss; test is seen once.
     assert len(r["history"]) == 2 and all("test_ce" not in h and "val_ce" not in h for h in r["history"])
+    # bf16 was asked for: the result says what ran (bf16 where this CPU has it natively, else fp32)
+    ran = "bf16" if runtime.autocast_bf16("bf16", torch.device("cpu")) else "fp32"
     assert r["training"] == {"budget": "epochs", "epochs": 2, "steps": 16, "select": "last", "selected_epoch": 2,
-                             "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0}
+                             "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "precision": ran}
     assert r["data"]["split"]["kind"] == "given" and r["validation"] is None
     assert sum(r["counts"]["real"].values()) == 240 and sum(r["counts"]["synthetic"].values()) == 0
     assert r["data"]["fingerprint"] == data_mod.load(phantom_spec).fingerprint
