@@ -41,7 +41,7 @@ def test_result_has_the_documented_keys(phantom_spec: DataSpec, tmp_path: Path) 
     assert r["data"]["pool_fingerprint"] is None and r["data"]["pool_path"] is None and r["data"]["pool_label"] is None
     assert {"torch", "device", "git_commit"} <= set(r["env"])
     assert r["timings"]["train_s"] > 0 and r["timings"]["total_s"] >= r["timings"]["train_s"] + r["timings"]["data_s"]
-    assert r["schema"] == results.SCHEMA
+    assert r["schema"] == results.SCHEMA and r["data"]["source"] == data_mod.load(phantom_spec).source
     assert r["spec"]["hparams"]["epochs"] == 2
     assert not results.checkpoint_for(tmp_path, r["run_id"]).exists()
 
@@ -394,7 +394,7 @@ def test_a_diverged_run_stops_in_its_epoch_and_is_recorded(tmp_path: Path, monke
     # 2nd step of epoch 2 (the 10th step) is infinite: the run stops at the end of epoch 2, diverged there.
     spec = _spec(DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32}), aug="none", epochs=3)
     whole = execute(spec, tmp_path / "whole", log=lambda m: None)
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted, match="^stopped after epoch 1 as asked$"):
         execute(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
     ckpt = results.checkpoint_for(tmp_path / "cut", spec.run_id)
     assert ckpt.exists()
@@ -409,7 +409,7 @@ def test_a_diverged_run_stops_in_its_epoch_and_is_recorded(tmp_path: Path, monke
     assert sum(r["counts"]["real"].values()) == 240 and sum(r["counts"]["test"].values()) == 80
     assert r["weights"] is None and r["data"]["fingerprint"] == whole["data"]["fingerprint"]
     assert results.read(results.path_for(tmp_path / "cut", spec.run_id)) == r
-    assert not ckpt.exists()
+    assert not ckpt.exists() and r["timings"]["total_s"] > 0
     assert any("diverged" in line and "epoch 2" in line for line in lines)
     # Recorded, not trained again.
     sizes.clear()
@@ -500,3 +500,42 @@ def test_best_val_without_a_validation_part_is_refused_at_run_time(phantom_spec:
                        r"the data option val_fraction \(e\.g\. -o val_fraction=0\.1\) or select = 'last'$"):
         execute(spec, tmp_path, log=lambda m: None)
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_a_run_diverging_before_any_checkpoint(phantom_spec: DataSpec, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = _counted_steps(monkeypatch, diverge_at=1)
+    r = execute(_spec(phantom_spec, aug="none", epochs=2), tmp_path, log=lambda m: None)
+    assert r["diverged_at_epoch"] == 1 and len(sizes) == 8  # the first epoch's 8 steps, no checkpoint ever made
+    assert not results.checkpoint_for(tmp_path, r["run_id"]).exists()
+
+
+def test_a_run_held_by_a_live_worker_is_not_trained_twice(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    from mriaug import locks
+
+    spec = _spec(phantom_spec, epochs=1)
+    with results.run_lock(tmp_path, spec.run_id, wait=False):
+        with pytest.raises(locks.Busy):
+            execute(spec, tmp_path, log=lambda m: None, wait=False)
+    assert not results.path_for(tmp_path, spec.run_id).exists()
+
+
+def test_optimizer_and_result_data_by_hand() -> None:
+    from types import SimpleNamespace
+
+    model = torch.nn.Linear(2, 2)
+    opt, name = train.make_optimizer(model, 1e-3, 0.05)
+    assert name == "adamw" and isinstance(opt, torch.optim.AdamW)
+    assert opt.param_groups[0]["weight_decay"] == 0.05 and opt.param_groups[0]["lr"] == 1e-3
+    opt, name = train.make_optimizer(model, 2e-3, 0.0)
+    assert name == "adam" and opt.param_groups[0]["lr"] == 2e-3 and opt.param_groups[0]["weight_decay"] == 0
+    ds = SimpleNamespace(fingerprint="d1", source={"source": "phantom"}, resolution=32, split={"kind": "given"},
+                         train_x=torch.zeros(1, 32, 32))
+    spec = SimpleNamespace(pool_label="copy pool")
+    pool = SimpleNamespace(fingerprint="p1", path=Path("pools/p"))
+    assert train.result_data(spec, ds, pool) == {  # type: ignore[arg-type]
+        "fingerprint": "d1", "source": {"source": "phantom"}, "resolution": 32, "pool_fingerprint": "p1",
+        "pool_path": "pools/p", "pool_label": "copy pool", "split": {"kind": "given"}}
+    assert train.result_data(spec, ds, None) == {  # type: ignore[arg-type]
+        "fingerprint": "d1", "source": {"source": "phantom"}, "resolution": 32, "pool_fingerprint": None,
+        "pool_path": None, "pool_label": None, "split": {"kind": "given"}}
