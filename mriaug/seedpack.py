@@ -8,10 +8,12 @@ grouped convolutions are slow, a pack is slower than separate runs (benchmarks/R
 Each seed is the run it would be on its own, in distribution and, as far as the draws go, exactly:
 - initialisation: the network is built right after `torch.manual_seed(seed)`, as `train.execute` does;
 - training set: `scenarios.mix(dataset, scenario, seed, pool)`, as for the separate run;
-- batch order and augmentation: every seed keeps its own state of torch's CPU generator, reseeded from
-  (seed, epoch) like the separate run and swapped in around its own draws, so its permutation and its
-  augmentation draws are those of its separate run;
-- Adam is elementwise, so one Adam over the stacked parameters is S independent Adams.
+- batch order and augmentation: keyed by (seed, epoch, image identity) (`mriaug.batches`), the separate run's keys;
+- every setting of a run: the steps budget (`train.epoch_batches`), a validation part and `best_val` (each seed
+  keeps the weights of its own best validation epoch and is tested with them), weight decay (AdamW, element-wise
+  like Adam, so one optimizer over the stacked parameters is S independent ones);
+- divergence: a seed whose training loss stops being finite is written as diverged in that epoch and stops
+  contributing; the others go on.
 Only the arithmetic differs (grouped convolutions, another summation order), so the metrics are not bit
 for bit those of separate runs. Each seed's result is written under its own run id (the id of the separate
 run) with `"packed"` saying how it was trained. The pack checkpoints (paced like a run's) and resumes like a run.
@@ -34,6 +36,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from . import atomic, augment, batches, models, pools, results, scenarios, speed, train
 from . import data as data_mod
+from .classes import CLASSES
 from .errors import PoolError, SettingError
 from .grid import PACKABLE
 from .metrics import classification_metrics
@@ -63,18 +66,6 @@ def check_pack(specs: list[RunSpec]) -> None:
         raise SettingError(f"model {specs[0].model}: only {', '.join(PACKABLE)} can train seeds together")
     if len({s.seed for s in specs}) != len(specs):
         raise SettingError(f"{specs[0].label}: a seed pack lists a seed twice")
-    s0 = specs[0]
-    # What the pack's loop does not do (yet) that train.execute does: refuse rather than train differently.
-    unsupported = [what for what, bad in (("budget = 'steps'", s0.budget != "epochs"),
-                                          ("select = 'best_val'", s0.select != "last"),
-                                          ("weight_decay > 0 (AdamW)", s0.hparams.weight_decay > 0),
-                                          ("a validation part (val_fraction > 0)",
-                                           float(s0.data.options.get("val_fraction", 0) or 0) > 0),
-                                          ("split = 'subject'", s0.data.options.get("split", "given") != "given"))
-                   if bad]
-    if unsupported:
-        raise SettingError(f"{s0.label}: pack_seeds does not support {', '.join(unsupported)}; train these runs "
-                           "without pack_seeds (remove it from [model.cnn])")
 
 
 def pack_id(specs: list[RunSpec]) -> str:
@@ -127,6 +118,12 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
     # Each seed's images by identity (real row, or pool line + offset): its keys are its separate run's.
     ids = torch.from_numpy(np.stack([batches.identities(m.real_index, m.synthetic_index) for m in mixes])).to(dev)
     x_test = train.to_device_uint8(ds.test_x, hp.resolution, dev)
+    has_val = len(ds.val_rows) > 0
+    if s0.select == "best_val" and not has_val:
+        raise SettingError(f"{s0.label}: select = 'best_val' needs a validation part; set the data option "
+                           "val_fraction (e.g. -o val_fraction=0.1) or select = 'last'")
+    x_val = train.to_device_uint8(ds.train_x[ds.val_rows], hp.resolution, dev) if has_val else None
+    y_val = ds.train_y[ds.val_rows]
     t_data = time.perf_counter() - t_start
 
     fast = speed.settings()
@@ -145,7 +142,13 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
 
     fwd_train = vmap(one, in_dims=(0, 0, 0), randomness="different")
     fwd_test = vmap(one, in_dims=(0, 0, None), randomness="different")
-    opt = torch.optim.Adam(list(params.values()), lr=hp.lr, weight_decay=hp.weight_decay)
+    # The separate run's optimizer (train.make_optimizer): Adam, or AdamW with decoupled decay, element-wise, so
+    # each seed's slice of a stacked parameter is updated as its own run's.
+    if hp.weight_decay > 0:
+        opt: torch.optim.Optimizer = torch.optim.AdamW(list(params.values()), lr=hp.lr, weight_decay=hp.weight_decay)
+        opt_name = "adamw"
+    else:
+        opt, opt_name = torch.optim.Adam(list(params.values()), lr=hp.lr), "adam"
     use_bf16 = autocast_bf16(hp.precision, dev)  # bf16 only where the device has it natively
     aug = augment.get(s0.augmentation)
     aug_ahead = augment.runs_ahead(dev, s0.augmentation)
@@ -156,6 +159,8 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
     identity = {"run_ids": [s.run_id for s in specs], "data_fingerprint": ds.fingerprint,
                 "pool_fingerprint": pool.fingerprint if pool else None}
     histories: list[list[dict[str, Any]]] = [[] for _ in specs]
+    # Per seed, the epoch with the lowest validation loss and its weights (select = "best_val").
+    best: list[dict[str, Any] | None] = [None] * S
     start_epoch = 0
     ckpt = train.load_checkpoint(ckpt_path, dev, identity, log, what="pack")
     if ckpt is not None:
@@ -163,10 +168,12 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
             for k, v in ckpt["params"].items():
                 params[k].copy_(v)
         opt.load_state_dict(ckpt["optimizer"])
-        histories, start_epoch = ckpt["histories"], ckpt["epoch"]
+        histories, start_epoch, best = ckpt["histories"], ckpt["epoch"], ckpt.get("best") or [None] * S
         log(f"[{pid}] {s0.label} x{S} seeds: resumed from checkpoint at epoch {start_epoch}/{hp.epochs}")
 
-    bs, epochs = hp.batch_size, hp.epochs
+    bs = hp.batch_size
+    plan = train.epoch_batches(n, bs, hp.epochs, s0.budget, int(ds.fit_mask.sum()))
+    epochs = len(plan)
     # pragma: no mutate start (log text)
     log(f"[{pid}] {s0.model}/s{s0.scenario.name}/{s0.augmentation}, seeds {[s.seed for s in specs]} trained together: "
         f"{n} training images each, {epochs} epochs on {dev}")
@@ -185,13 +192,15 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
         # Each seed's keys and batch order from (seed, epoch, image identity), as its separate run draws them.
         keys = torch.stack([batches.image_keys(s.seed, epoch, ids[k]) for k, s in enumerate(specs)])
         perm = torch.stack([batches.order(keys[k]) for k in range(S)])
-        idx_all = torch.gather(rows, 1, perm)  # (S, n): rows of x_all in each seed's batch order
-        keys_all = torch.gather(keys, 1, perm)
+        m = min(n, plan[epoch] * bs)  # the steps budget may cut the last pass short
+        idx_all = torch.gather(rows, 1, perm)[:, :m]  # (S, m): rows of x_all in each seed's batch order
+        keys_all = torch.gather(keys, 1, perm)[:, :m]
         total = torch.zeros(S, device=dev)
         # On a GPU every seed's epoch is augmented ahead in a few large calls (as in train.execute).
-        ahead = (augment.ahead(aug, x_all, idx_all.flatten(), keys_all.flatten()).view(S, n, *x_all.shape[1:])
+        ahead = (augment.ahead(aug, x_all, idx_all.flatten(), keys_all.flatten()).view(S, m, *x_all.shape[1:])
                  if aug_ahead else None)
-        for i in range(0, n, bs):
+        seen = 0
+        for i in range(0, m, bs):
             idx = idx_all[:, i : i + bs]
             if ahead is not None:
                 parts = ahead[:, i : i + bs]
@@ -209,8 +218,13 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
             torch.where(alive_t, per_seed, torch.zeros_like(per_seed)).sum().backward()
             opt.step()
             total += per_seed.detach() * idx.shape[1]
+            seen += idx.shape[1]
         t_train += time.perf_counter() - t0
-        train_loss = (total / n).tolist()  # the one host sync of the epoch's training
+        train_loss = (total / max(seen, 1)).tolist()  # the one host sync of the epoch's training
+        # Per-epoch numbers come from validation only: the test set is looked at once, at the end.
+        val = ([classification_metrics(lg, y_val) if alive[k] and math.isfinite(train_loss[k]) else None
+                for k, lg in enumerate(_predict(fwd_test, params, buffers, x_val, norm, use_bf16))]
+               if x_val is not None else None)
         # The test set is looked at once, after the last epoch (as train.execute does).
         for k in range(S):
             if not alive[k]:
@@ -221,8 +235,17 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
                                      log)
                 alive[k] = False
                 continue
-            histories[k].append({"epoch": epoch + 1, "train_loss": train_loss[k],
-                                 "seconds": time.perf_counter() - t0})
+            entry: dict[str, Any] = {"epoch": epoch + 1, "steps": sum(plan[: epoch + 1]), "train_loss": train_loss[k]}
+            vm = val[k] if val is not None else None
+            if vm is not None:
+                entry.update(val_ce=vm["test_ce"], val_accuracy=vm["accuracy"],
+                             val_balanced_accuracy=vm["balanced_accuracy"])
+                old = best[k]
+                if s0.select == "best_val" and (old is None or vm["test_ce"] < old["val_ce"]):
+                    best[k] = {"epoch": epoch + 1, "val_ce": vm["test_ce"],
+                               "params": {name: v[k].detach().clone() for name, v in params.items()}}
+            entry["seconds"] = time.perf_counter() - t0
+            histories[k].append(entry)
         alive_t = torch.tensor(alive, device=dev)
         # pragma: no mutate start (log text)
         log(f"[{pid}] epoch {epoch + 1}/{epochs} train_loss median {float(np.median(train_loss)):.4f} "
@@ -230,9 +253,14 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
         # pragma: no mutate end
         train.checkpoint_epoch(ckpt_path, pacer, epoch + 1, epochs, stop_after, {
             "epoch": epoch + 1, "params": {k: v.detach() for k, v in params.items()}, "optimizer": opt.state_dict(),
-            "histories": histories, "threads": torch.get_num_threads(), "device": dev.type, **identity})
+            "histories": histories, "best": best, "threads": torch.get_num_threads(), "device": dev.type,
+            **identity})
     del y_test
-    logits_test: list[Any] = list(_predict(fwd_test, params, buffers, x_test, norm, use_bf16)) if any(alive) else []
+    # Each seed tested with the weights it selected: its best validation epoch's, or its last.
+    selected = [int(b["epoch"]) if s0.select == "best_val" and b is not None else epochs for b in best]
+    tested = {name: torch.stack([b["params"][name] if s0.select == "best_val" and b is not None else v[k]
+                                 for k, b in enumerate(best)]) for name, v in params.items()}
+    logits_test: list[Any] = list(_predict(fwd_test, tested, buffers, x_test, norm, use_bf16)) if any(alive) else []
     metrics = [classification_metrics(lg, ds.test_y) if alive[k] else {} for k, lg in enumerate(logits_test)]
 
     trained = (epochs - start_epoch) * n
@@ -240,7 +268,7 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
     for k, spec in enumerate(specs):
         if not alive[k]:
             continue  # written as diverged in its epoch
-        state = {name: v[k].detach().contiguous() for name, v in params.items()}
+        state = {name: v[k].detach().contiguous() for name, v in tested.items()}
         if save_weights:
             from safetensors.torch import save_file
 
@@ -254,12 +282,12 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
             "metrics": metrics[k],
             "history": histories[k],
             # The keys a separate run records (train.execute), for the only settings a pack takes (check_pack).
-            "training": {"budget": "epochs", "epochs": epochs, "steps": epochs * math.ceil(n / bs), "select": "last",
-                         "selected_epoch": epochs, "optimizer": "adam", "lr": hp.lr, "weight_decay": hp.weight_decay,
-                         "precision": "bf16" if use_bf16 else "fp32"},
-            "validation": None,
+            "training": {"budget": s0.budget, "epochs": epochs, "steps": sum(plan), "select": s0.select,
+                         "selected_epoch": selected[k], "optimizer": opt_name, "lr": hp.lr,
+                         "weight_decay": hp.weight_decay, "precision": "bf16" if use_bf16 else "fp32"},
+            "validation": histories[k][selected[k] - 1] if has_val else None,
             "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test"),
-                       "val": dict.fromkeys(ds.counts("test"), 0)},
+                       "val": {name: int((y_val == c).sum()) for c, name in enumerate(CLASSES)}},
             "selection": {"real_train_rows": mix.real_index.tolist(), "pool_rows": mix.synthetic_index.tolist(),
                           "pool_sampling": mix.pool_sampling},
             "data": train.result_data(spec, ds, pool),

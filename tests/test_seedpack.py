@@ -117,26 +117,19 @@ def test_mriaug_grid_trains_seed_packs(tmp_path: Path) -> None:
 # --- known answers (issue 18) ------------------------------------------------------------------------------
 
 
-def test_what_a_pack_refuses_is_named(phantom_spec: DataSpec) -> None:
+def test_what_a_pack_refuses_is_named_and_the_honest_settings_are_taken(phantom_spec: DataSpec) -> None:
     with pytest.raises(SettingError, match="at least one run"):
         seedpack.check_pack([])
     hps = tiny_hparams("cnn")
     val = DataSpec("phantom", {**phantom_spec.options, "val_fraction": 0.25})
     sub = DataSpec("phantom", {**phantom_spec.options, "split": "subject"})
     s1 = scenarios.SCENARIOS["1"]
-    cases = [
-        ([plan_run("cnn", s1, "none", s, hps, phantom_spec, budget="steps") for s in (0, 1)], "budget = 'steps'"),
-        ([plan_run("cnn", s1, "none", s, hps, val, select="best_val") for s in (0, 1)],
-         "select = 'best_val', a validation part (val_fraction > 0)"),
-        ([plan_run("cnn", s1, "none", s, tiny_hparams("cnn", weight_decay=0.1), phantom_spec) for s in (0, 1)],
-         "weight_decay > 0 (AdamW)"),
-        ([plan_run("cnn", s1, "none", s, hps, val) for s in (0, 1)], "a validation part (val_fraction > 0)"),
-        ([plan_run("cnn", s1, "none", s, hps, sub) for s in (0, 1)], "split = 'subject'"),
-    ]
-    for specs, what in cases:
-        with pytest.raises(SettingError, match=r"pack_seeds does not support " + what.replace("(", r"\(")
-                           .replace(")", r"\)") + "; train these runs"):
-            seedpack.check_pack(specs)
+    # Every setting of the subject grid packs (issue 19): the steps budget, best_val, weight decay, validation.
+    for specs in ([plan_run("cnn", s1, "none", s, hps, phantom_spec, budget="steps") for s in (0, 1)],
+                  [plan_run("cnn", s1, "none", s, hps, val, select="best_val") for s in (0, 1)],
+                  [plan_run("cnn", s1, "none", s, tiny_hparams("cnn", weight_decay=0.1), phantom_spec) for s in (0, 1)],
+                  [plan_run("cnn", s1, "none", s, hps, sub) for s in (0, 1)]):
+        seedpack.check_pack(specs)
     vit = [plan_run("vit", s1, "none", s, tiny_hparams("vit"), phantom_spec) for s in (0, 1)]
     with pytest.raises(SettingError, match="model vit: only cnn can train seeds together"):
         seedpack.check_pack(vit)
@@ -218,9 +211,11 @@ def test_a_packs_saved_weights_are_each_seeds_network(phantom_spec: DataSpec, tm
         assert ce == pytest.approx(r["metrics"]["test_ce"], abs=1e-3)
 
 
+@pytest.mark.parametrize("split", ["given", "subject"])  # without and with a validation part
 def test_a_diverging_pack_writes_each_seed_as_diverged_and_a_rerun_trains_nothing(phantom_spec: DataSpec,
-                                                                                  tmp_path: Path) -> None:
-    specs = _specs(phantom_spec, range(2), lr=1e9)
+                                                                                  tmp_path: Path, split: str) -> None:
+    data = DataSpec("phantom", {"n_train": 480, "n_test": 160, "size": 32, "slices": 8, "split": split})
+    specs = _specs(data if split == "subject" else phantom_spec, range(2), lr=1e9)
     lines: list[str] = []
     out = seedpack.execute(specs, tmp_path, log=lines.append)
     assert [r["status"] for r in out] == ["diverged", "diverged"]
@@ -232,3 +227,25 @@ def test_a_diverging_pack_writes_each_seed_as_diverged_and_a_rerun_trains_nothin
     lines.clear()
     again = seedpack.execute(specs, tmp_path, log=lines.append)
     assert again == out and not lines  # read back, not trained again
+
+
+def test_a_pack_of_the_honest_settings_selects_per_seed_and_matches_separate_runs(tmp_path: Path) -> None:
+    spec = DataSpec("phantom", {"n_train": 480, "n_test": 160, "size": 32, "slices": 8, "split": "subject"})
+    hps = tiny_hparams("cnn", epochs=3, weight_decay=0.05)
+    s2 = scenarios.SCENARIOS["2"]  # keeps 80% of the real images: the steps budget gives it scenario 1's steps
+    specs = [plan_run("cnn", s2, "hflip", s, hps, spec, budget="steps", select="best_val") for s in range(4)]
+    packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
+    separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
+    for p, r in zip(packed, separate, strict=True):
+        assert p["packed"]["size"] == 4 and "packed" not in r
+        for key in ("budget", "epochs", "steps", "select", "optimizer", "weight_decay"):
+            assert p["training"][key] == r["training"][key], key
+        assert p["training"]["optimizer"] == "adamw" and p["training"]["steps"] > 0
+        # each seed records its own selected epoch: the one with the lowest validation loss of its own history
+        vals = [h["val_ce"] for h in p["history"]]
+        assert p["training"]["selected_epoch"] == 1 + vals.index(min(vals))
+        assert p["validation"] == p["history"][p["training"]["selected_epoch"] - 1]
+        assert sum(p["counts"]["val"].values()) == sum(r["counts"]["val"].values()) > 0
+    # The same draws, other arithmetic: the packed median lies within the separate runs' range.
+    sep = [r["metrics"]["test_ce"] for r in separate]
+    assert min(sep) <= statistics.median(p["metrics"]["test_ce"] for p in packed) <= max(sep)
