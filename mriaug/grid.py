@@ -103,8 +103,8 @@ def plan_run(model: str, scenario: scenarios.Scenario, augmentation: str, seed: 
     return RunSpec(model, scenario, augmentation, seed, hp, data, pool, fingerprint, budget, select, pool_label)
 
 
-# Models whose seeds can train together in one model (torch.func over a network without batch norm).
-PACKABLE = ("cnn",)
+# Models whose seeds can train together in one model (their cards say so: torch.func over a network without batch norm).
+PACKABLE = hparams.packable()
 
 
 def seed_packs(runs: list[RunSpec], sizes: dict[str, int]) -> list[list[RunSpec]]:
@@ -136,7 +136,8 @@ def _pack_seeds(r: _Reader, model: str, table: dict[str, Any]) -> int:
     value = table.pop("pack_seeds")
     n = r.positive_int(f"model.{model}", "pack_seeds", value)
     if n > 1 and model not in PACKABLE:
-        raise r.fail(f"model.{model}", "pack_seeds", f"only {', '.join(PACKABLE)} can train seeds together")
+        raise r.fail(f"model.{model}", "pack_seeds", f"only {', '.join(PACKABLE)} can train seeds together "
+                     f"({model}: {hparams.card(model).no_pack_reason})")
     return n
 
 

@@ -45,6 +45,9 @@ class ModelCard:
     defaults: HParams
     resolution_multiple: int = 1  # pooling or patch size the input side must be a multiple of
     takes_weights: bool = True  # whether a pretrained weights file can apply
+    # Whether seeds of one cell can train together in one model (`pack_seeds`, `mriaug.seedpack`), and why not.
+    packs: bool = False
+    no_pack_reason: str = ""
 
     @property
     def pretrained_by_default(self) -> bool:
@@ -57,13 +60,16 @@ MODELS: dict[str, ModelCard] = {
     c.name: c
     for c in (
         # Thesis basic CNN, from scratch, 128x128 grayscale; two 2x2 poolings.
-        ModelCard("cnn", HParams("basic-cnn", 128, epochs=10, batch_size=64, lr=1e-3), 4, takes_weights=False),
+        ModelCard("cnn", HParams("basic-cnn", 128, epochs=10, batch_size=64, lr=1e-3), 4, takes_weights=False,
+                  packs=True),
         # ImageNet-1k ResNet-18, every layer fine-tuned.
-        ModelCard("resnet18", HParams("resnet18.tv_in1k", 256, epochs=8, batch_size=64, lr=1e-4, pretrained=True)),
+        ModelCard("resnet18", HParams("resnet18.tv_in1k", 256, epochs=8, batch_size=64, lr=1e-4, pretrained=True),
+                  no_pack_reason="its batch norm updates running statistics in place, which vmap over stacked "
+                  "per-seed buffers does not do"),
         # ViT-B/16, every layer fine-tuned, AdamW (decoupled weight decay), position embeddings resized to the
         # input; 16x16 patches.
         ModelCard("vit", HParams("vit_base_patch16_224.augreg2_in21k_ft_in1k", 256, epochs=8, batch_size=64,
-                                 lr=3e-5, weight_decay=0.05, pretrained=True), 16),
+                                 lr=3e-5, weight_decay=0.05, pretrained=True), 16, packs=True),
     )
 }
 
@@ -74,6 +80,11 @@ class HParamError(SettingError):
     def __init__(self, key: str, problem: str):
         super().__init__(f"{key}: {problem}")
         self.key, self.problem = key, problem
+
+
+def packable() -> tuple[str, ...]:
+    """The models whose cards say their seeds can train together."""
+    return tuple(name for name, c in MODELS.items() if c.packs)
 
 
 def card(model: str) -> ModelCard:

@@ -92,7 +92,8 @@ def test_grid_pack_seeds_keeps_run_ids(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(path.read_text().replace('models = ["cnn"]', 'models = ["cnn", "resnet18"]')
                    + '\n[model.resnet18]\narch = "resnet18"\npretrained = false\npack_seeds = 2\n')
-    with pytest.raises(GridError, match=r"bad.toml, line \d+: model.resnet18.pack_seeds: only cnn"):
+    with pytest.raises(GridError, match=r"bad.toml, line \d+: model.resnet18.pack_seeds: only cnn, vit can train "
+                                        r"seeds together \(resnet18: its batch norm updates running statistics"):
         grid_mod.load(bad)
     bad.write_text(path.read_text().replace("pack_seeds = 4", "pack_seeds = 0"))
     with pytest.raises(GridError, match="model.cnn.pack_seeds: must be a positive integer"):
@@ -130,9 +131,10 @@ def test_what_a_pack_refuses_is_named_and_the_honest_settings_are_taken(phantom_
                   [plan_run("cnn", s1, "none", s, tiny_hparams("cnn", weight_decay=0.1), phantom_spec) for s in (0, 1)],
                   [plan_run("cnn", s1, "none", s, hps, sub) for s in (0, 1)]):
         seedpack.check_pack(specs)
-    vit = [plan_run("vit", s1, "none", s, tiny_hparams("vit"), phantom_spec) for s in (0, 1)]
-    with pytest.raises(SettingError, match="model vit: only cnn can train seeds together"):
-        seedpack.check_pack(vit)
+    resnet = [plan_run("resnet18", s1, "none", s, tiny_hparams("resnet18"), phantom_spec) for s in (0, 1)]
+    with pytest.raises(SettingError, match="model resnet18: only cnn, vit can train seeds together"):
+        seedpack.check_pack(resnet)
+    seedpack.check_pack([plan_run("vit", s1, "none", s, tiny_hparams("vit"), phantom_spec) for s in (0, 1)])
     seedpack.check_pack(_specs(phantom_spec, range(3)))  # one cell, plain settings: fine
     assert seedpack.pack_id(_specs(phantom_spec, range(2))) == seedpack.pack_id(_specs(phantom_spec, range(2)))
     assert seedpack.pack_id(_specs(phantom_spec, range(2))).startswith("pack-")
@@ -249,3 +251,20 @@ def test_a_pack_of_the_honest_settings_selects_per_seed_and_matches_separate_run
     # The same draws, other arithmetic: the packed median lies within the separate runs' range.
     sep = [r["metrics"]["test_ce"] for r in separate]
     assert min(sep) <= statistics.median(p["metrics"]["test_ce"] for p in packed) <= max(sep)
+
+
+def test_a_grid_packs_the_vit_and_records_both_seeds_as_packed(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mriaug.cli import app
+
+    g = tmp_path / "vit.toml"
+    g.write_text(f'name = "vitpack"\nresults = "{tmp_path / "res"}"\nmodels = ["vit"]\nscenarios = ["1"]\n'
+                 'augmentations = ["hflip"]\nseeds = 2\n\n[data]\nsource = "phantom"\nn_train = 160\nn_test = 80\n'
+                 'size = 32\n\n[model.vit]\narch = "vit_tiny_patch16_224"\npretrained = false\nepochs = 1\n'
+                 'batch_size = 16\nlr = 1e-3\nresolution = 32\npack_seeds = 2\n')
+    r = CliRunner().invoke(app, ["grid", str(g)])
+    assert r.exit_code == 0, r.output
+    done = [results.read(p) for p in sorted((tmp_path / "res").glob("*.json"))]
+    assert len(done) == 2 and all(d["packed"]["size"] == 2 and d["packed"]["seeds"] == [0, 1] for d in done)
+    assert {d["spec"]["seed"] for d in done} == {0, 1}
