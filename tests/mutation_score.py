@@ -52,6 +52,9 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "locks": (["mriaug/locks.py", "mriaug/results.py"], ["tests/test_locks.py", "tests/test_results.py"]),
     "cam": (["mriaug/analysis/cam.py"], ["tests/test_cam.py"]),
     "openai": (["mriaug/generators/openai_api.py"], ["tests/test_openai_generator.py", "-k", BY_HAND]),
+    "statistics": (["mriaug/analysis/statistics.py"], ["tests/test_statistics.py"]),
+    "collect": (["mriaug/analysis/collect.py"], ["tests/test_collect_numbers.py", "tests/test_collect.py", "-k",
+                                                 "not test_written_long_table_holds_the_numbers"]),
 }
 
 
