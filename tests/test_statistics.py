@@ -421,3 +421,23 @@ def test_metric_name_messages() -> None:
     with pytest.raises(SettingError, match=r"recall:CLASS \(CLASS one of Mild_Demented, Moderate_Demented, "
                                            r"Non_Demented, Very_Mild_Demented\)$"):
         st.metric_name("bogus")
+
+
+def test_interval_ranks_at_their_edges() -> None:
+    # At a level met exactly, that rank still counts (>=): n = 20, rank 6's own coverage gives rank 6.
+    assert st.median_ci_ranks(20, level=st.order_coverage(20, 6))[:2] == (6, 15)
+    # A level of 0 walks in to the middle and no further: the median itself (n odd), the middle pair (n even).
+    assert st.median_ci_ranks(5, level=0.0) == (3, 3, pytest.approx(0.0))
+    assert st.median_ci_ranks(6, level=0.0)[:2] == (3, 4)
+    assert st.median_ci_ranks(7, level=0.0)[:2] == (4, 4)
+    # median_ci uses the level it is given: at 50%, 9 values give the 3rd and 7th (rank 4 would cover
+    # 1 - 2 * P(B <= 3) = 1 - 2 * 130/512 = 0.4922 < 0.5; rank 3 covers 1 - 2 * 46/512 = 0.8203).
+    x = [float(v) for v in range(1, 10)]
+    assert st.median_ci(x, level=0.5) == (3.0, 7.0, pytest.approx(1 - 2 * 46 / 512))
+    with pytest.raises(SettingError, match=r"^an interval needs at least one value, got n = 0$"):
+        st.median_ci_ranks(0)
+
+
+def test_seeds_needed_at_its_edges() -> None:
+    assert st.seeds_needed(1, alpha=1.5) == 1  # one pair's smallest p, 2 / 2 = 1, is already under 1.5
+    assert st.seeds_needed(1, alpha=2 / 64) == 7  # 6 pairs give exactly 2/64: not below it
