@@ -119,7 +119,8 @@ HPARAM_MEANING = {
     "precision": "`\"bf16\"` (autocast) or `\"fp32\"`",
     "pretrained": "start from the timm model's pretrained weights (fetched by `mriaug prefetch`)",
     "weights": "a local `.safetensors` file to start from instead of the hub's weights",
-    "pack_seeds": "train this many seeds of one cell together in one model (`torch.func`; GPUs; the models whose cards pack: `cnn`, `vit`); "
+    "pack_seeds": "train this many seeds of one cell together in one model (`torch.func`; GPUs; the models whose "
+                  "cards pack: `cnn`, `vit`); "
                   "not a hyper-parameter: run ids do not change",
 }
 
