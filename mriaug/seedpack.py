@@ -119,9 +119,7 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
     ids = torch.from_numpy(np.stack([batches.identities(m.real_index, m.synthetic_index) for m in mixes])).to(dev)
     x_test = train.to_device_uint8(ds.test_x, hp.resolution, dev)
     has_val = len(ds.val_rows) > 0
-    if s0.select == "best_val" and not has_val:
-        raise SettingError(f"{s0.label}: select = 'best_val' needs a validation part; set the data option "
-                           "val_fraction (e.g. -o val_fraction=0.1) or select = 'last'")
+    train.check_selectable(s0, has_val)
     x_val = train.to_device_uint8(ds.train_x[ds.val_rows], hp.resolution, dev) if has_val else None
     y_val = ds.train_y[ds.val_rows]
     t_data = time.perf_counter() - t_start
@@ -142,13 +140,8 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
 
     fwd_train = vmap(one, in_dims=(0, 0, 0), randomness="different")
     fwd_test = vmap(one, in_dims=(0, 0, None), randomness="different")
-    # The separate run's optimizer (train.make_optimizer): Adam, or AdamW with decoupled decay, element-wise, so
-    # each seed's slice of a stacked parameter is updated as its own run's.
-    if hp.weight_decay > 0:
-        opt: torch.optim.Optimizer = torch.optim.AdamW(list(params.values()), lr=hp.lr, weight_decay=hp.weight_decay)
-        opt_name = "adamw"
-    else:
-        opt, opt_name = torch.optim.Adam(list(params.values()), lr=hp.lr), "adam"
+    # The separate run's optimizer: each seed's slice of a stacked parameter is updated as its own run's.
+    opt, opt_name = train.make_optimizer(list(params.values()), hp.lr, hp.weight_decay)
     use_bf16 = autocast_bf16(hp.precision, dev)  # bf16 only where the device has it natively
     aug = augment.get(s0.augmentation)
     aug_ahead = augment.runs_ahead(dev, s0.augmentation)
@@ -225,7 +218,6 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
         val = ([classification_metrics(lg, y_val) if alive[k] and math.isfinite(train_loss[k]) else None
                 for k, lg in enumerate(_predict(fwd_test, params, buffers, x_val, norm, use_bf16))]
                if x_val is not None else None)
-        # The test set is looked at once, after the last epoch (as train.execute does).
         for k in range(S):
             if not alive[k]:
                 continue
@@ -263,7 +255,7 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
     logits_test: list[Any] = list(_predict(fwd_test, tested, buffers, x_test, norm, use_bf16)) if any(alive) else []
     metrics = [classification_metrics(lg, ds.test_y) if alive[k] else {} for k, lg in enumerate(logits_test)]
 
-    trained = (epochs - start_epoch) * n
+    trained = sum(min(n, b * bs) for b in plan[start_epoch:])  # as train.execute counts them
     env = environment(dev)
     for k, spec in enumerate(specs):
         if not alive[k]:
@@ -281,7 +273,7 @@ def _train_pack(specs: list[RunSpec], results_dir: Path, *, device: str | None, 
             "spec": spec.to_dict(),
             "metrics": metrics[k],
             "history": histories[k],
-            # The keys a separate run records (train.execute), for the only settings a pack takes (check_pack).
+            # The keys a separate run records (train.execute).
             "training": {"budget": s0.budget, "epochs": epochs, "steps": sum(plan), "select": s0.select,
                          "selected_epoch": selected[k], "optimizer": opt_name, "lr": hp.lr,
                          "weight_decay": hp.weight_decay, "precision": "bf16" if use_bf16 else "fp32"},

@@ -118,12 +118,22 @@ def epoch_batches(n: int, batch_size: int, epochs: int, budget: str, n_scenario1
     return [per_epoch] * (total // per_epoch) + ([total % per_epoch] if total % per_epoch else [])
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> tuple[torch.optim.Optimizer, str]:
+def make_optimizer(model: torch.nn.Module | list[torch.Tensor], lr: float, weight_decay: float
+                   ) -> tuple[torch.optim.Optimizer, str]:
     """Adam, or AdamW (decoupled decay) whenever there is weight decay: Adam's L2 penalty is rescaled by its
-    per-weight step sizes and drags pretrained weights toward zero."""
+    per-weight step sizes and drags pretrained weights toward zero. Both are element-wise, so over a seed pack's
+    stacked parameters (a list of tensors) they are one optimizer per seed."""
+    params = list(model.parameters()) if isinstance(model, torch.nn.Module) else model
     if weight_decay > 0:
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay), "adamw"
-    return torch.optim.Adam(model.parameters(), lr=lr), "adam"
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay), "adamw"
+    return torch.optim.Adam(params, lr=lr), "adam"
+
+
+def check_selectable(spec: RunSpec, has_val: bool) -> None:
+    """select = 'best_val' needs a validation part to select on."""
+    if spec.select == "best_val" and not has_val:
+        raise SettingError(f"{spec.label}: select = 'best_val' needs a validation part; set the data option "
+                           "val_fraction (e.g. -o val_fraction=0.1) or select = 'last'")
 
 
 @torch.no_grad()
@@ -207,9 +217,7 @@ def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = Non
     ids = torch.from_numpy(batches.identities(mix.real_index, mix.synthetic_index)).to(dev)
     x_test = to_device_uint8(ds.test_x, res, dev)
     has_val = len(ds.val_rows) > 0
-    if spec.select == "best_val" and not has_val:
-        raise SettingError(f"{spec.label}: select = 'best_val' needs a validation part; set the data option "
-                           "val_fraction (e.g. -o val_fraction=0.1) or select = 'last'")
+    check_selectable(spec, has_val)
     x_val = to_device_uint8(ds.train_x[ds.val_rows], res, dev) if has_val else None
     y_val = ds.train_y[ds.val_rows]
     t_data = time.perf_counter() - t_start
