@@ -79,7 +79,6 @@ class Collected:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     tables: dict[str, TableInfo] = field(default_factory=dict)
-    seed: int = 0
     # Per run: its file and class counts (`train`: the real images it trained on, `val`, `test`).
     counts: list[dict[str, Any]] = field(default_factory=list)
     _stats: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
@@ -140,9 +139,7 @@ class Collected:
 
     def table(self, name: str, metric: str = "test_ce") -> pd.DataFrame:  # pragma: no mutate block
         """The thesis's shape; cells 'median [95% interval] (n=k, f failed)', marked where scenario 1 differs."""
-        m = st.metric_name(metric)
-        texts = {k: cell_text(r, m) for k, r in self._cells(name, m).items()}
-        return self._shape(name, texts, "—")
+        return self._shape(name, self.cell_texts(name, metric), "—")
 
     def cell_texts(self, name: str, metric: str = "test_ce") -> dict[tuple[str, str, str], str]:
         """The text of every cell of one table by (scenario, pool, augmentation): what the table and the
