@@ -93,8 +93,6 @@ def synth(ctx: typer.Context,
     if ctx.invoked_subcommand:
         return
     from .. import data as data_mod
-    from .. import synth as synth_mod
-    from ..analysis import pool_report
     from ..kept import KeptFor
 
     spec = data_spec(data, data_option)
@@ -126,16 +124,18 @@ def synth(ctx: typer.Context,
             if "checkpoint" in opts:  # a diffusion model per split, trained with `train-diffusion --grid`
                 opts["checkpoint"] = pool_dir(str(opts["checkpoint"]), d, len(targets))
         ds = data_mod.load(d)
-        failed |= _make_one(synth_mod, pool_report, ds, folder, generator, opts, classes, per_source, max_sources,
+        failed |= _make_one(ds, folder, generator, opts, classes, per_source, max_sources,
                             seed, dry_run, max_cost, kept, report)
     if failed:
         raise typer.Exit(1)
 
 
-def _make_one(synth_mod: Any, pool_report: Any, ds: Any, out: Path, generator: str, options: dict[str, object],
+def _make_one(ds: Any, out: Path, generator: str, options: dict[str, object],
               classes: str | None, per_source: int, max_sources: int | None, seed: int, dry_run: bool,
               max_cost: float | None, kept: Any, report: bool) -> bool:
     """Make one pool folder; True when some source failed (a rerun retries it)."""
+    from .. import synth as synth_mod
+
     s = synth_mod.make_pool(ds, out, generator, classes=classes_list(classes), per_source=per_source,
                             max_sources=max_sources, seed=seed, options=options, dry_run=dry_run, max_cost=max_cost,
                             kept_for=kept)
@@ -153,11 +153,7 @@ def _make_one(synth_mod: Any, pool_report: Any, ds: Any, out: Path, generator: s
     if s.get("warning"):
         typer.secho(s["warning"], fg="yellow", err=True)
     if report and s["pool_size"]:
-        r = pool_report.write(out, ds)
-        typer.echo(f"report: {Path(out) / pool_report.REPORT_PNG}, {Path(out) / pool_report.REPORT_JSON}")
-        typer.echo(pool_report.format_table(r))
-        typer.echo(pool_report.format_verdicts(r))
-        typer.echo(pool_report.format_provenance(r))
+        _report(out, ds)
     if s.get("failed"):
         typer.secho(f"{len(s['failed'])} source(s) failed (recorded in {Path(out) / 'pool.json'}; "
                     "a rerun retries them):", fg="yellow", err=True)
@@ -237,9 +233,15 @@ def report_cmd(pool: Annotated[Path, typer.Argument(metavar="POOL", help="pool f
     training images, class fidelity beside the classifier's recall on real held-out images); print the
     table, a plain-words verdict per number with its threshold, and how the images were made."""
     from .. import data as data_mod
-    from ..analysis import pool_report
 
     ds = data_mod.load(data_spec(data, data_option)) if data else None
+    _report(pool, ds, per_class)
+
+
+def _report(pool: Path, ds: Any, per_class: int = 4) -> None:
+    """Write a pool's report.png / report.json and print its table, verdicts and provenance."""
+    from ..analysis import pool_report
+
     r = pool_report.write(pool, ds, per_class)
     typer.echo(f"report: {pool / pool_report.REPORT_PNG}, {pool / pool_report.REPORT_JSON}")
     typer.echo(pool_report.format_table(r))
