@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mriaug import data
 from mriaug.data import DataSpec
 from mriaug.hparams import resolve as model_hparams
 
@@ -43,6 +44,12 @@ def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def phantom_spec() -> DataSpec:
     return DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32})
+
+
+@pytest.fixture
+def ds(phantom_spec: DataSpec) -> data.Dataset:
+    """The phantom dataset of `phantom_spec`, loaded."""
+    return data.load(phantom_spec)
 
 
 def tiny_hparams(model: str = "cnn", **over: object) -> dict:

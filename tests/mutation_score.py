@@ -45,15 +45,15 @@ NAME = re.compile(r"^(?P<module>[\w.]+?)\.x(?:_|ǁ(?P<cls>\w+)ǁ)(?P<function>\w
 NOT_NETWORKS = "not (test_resume_after_interruption_gives_identical_metrics and (resnet18 or vit))"
 BY_HAND = "by_hand or token_details or spend_before or per_token or booked or settings or defaults"
 MODULES: dict[str, tuple[list[str], list[str]]] = {
-    "train": (["mriaug/train.py"], ["tests/test_train.py", "-k", NOT_NETWORKS]),
+    "train": (["mriaug/train.py"], ["tests/test_train.py", "tests/test_train_budget.py", "-k", NOT_NETWORKS]),
     "seedpack": (["mriaug/seedpack.py"], ["tests/test_seedpack.py"]),
     "batches": (["mriaug/batches.py"], ["tests/test_batches.py"]),
     "audit": (["mriaug/audit.py"], ["tests/test_audit.py"]),
     "locks": (["mriaug/locks.py", "mriaug/results.py"], ["tests/test_locks.py", "tests/test_results.py"]),
     "cam": (["mriaug/analysis/cam.py"], ["tests/test_cam.py"]),
-    "openai": (["mriaug/generators/openai_api.py"], ["tests/test_openai_generator.py", "-k", BY_HAND]),
+    "openai": (["mriaug/generators/openai_api.py"], ["tests/test_openai_api.py", "-k", BY_HAND]),
     "statistics": (["mriaug/analysis/statistics.py"], ["tests/test_statistics.py"]),
-    "collect": (["mriaug/analysis/collect.py"], ["tests/test_collect_numbers.py", "tests/test_collect.py", "-k",
+    "collect": (["mriaug/analysis/collect.py"], ["tests/test_collect.py", "-k",
                                                  "not test_written_long_table_holds_the_numbers"]),
 }
 

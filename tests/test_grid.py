@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from mriaug import grid
+from mriaug import grid, scenarios
+from mriaug.cli import app
+from mriaug.data import DataSpec
+from mriaug.errors import SettingError
 from mriaug.grid import GridError
+from tests.conftest import tiny_hparams
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,3 +197,73 @@ def test_a_model_without_a_table_trains_the_thesis_settings_and_dry_run_shows_th
     assert any(line.startswith("cnn: 2 runs;") and "epochs=3" in line for line in lines)
     assert lines[-1].startswith("grid v: 4 runs, 0 done, 4 to run") and "nothing trained" in lines[-1]
     assert not (tmp_path / "res").exists()  # nothing trained, nothing written
+
+
+# Selection, several pools and the subject grid. (Until issue 23 in test_controls.py.)
+
+def test_best_val_without_validation_is_refused(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    with pytest.raises(SettingError, match="val_fraction"):
+        grid.plan_run("cnn", scenarios.SCENARIOS["1"], "none", 0, tiny_hparams(), phantom_spec, select="best_val")
+    g = tmp_path / "g.toml"
+    g.write_text('models = ["cnn"]\nscenarios = ["1"]\nselect = "best_val"\n[data]\nsource = "phantom"\n')
+    with pytest.raises(GridError, match="line 3: select"):
+        grid.load(g)
+
+
+runner = CliRunner()
+POOLS_GRID = """name = "pools"
+results = "{results}"
+models = ["cnn"]
+scenarios = ["1", "3"]
+augmentations = ["none"]
+seeds = 2
+budget = "steps"
+
+[pool]
+copy = "{copy}"
+transform = "{transform}"
+
+[data]
+source = "phantom"
+n_train = 240
+n_test = 80
+size = 32
+
+[model.cnn]
+epochs = 1
+resolution = 32
+"""
+
+
+def test_grid_with_several_pools_keeps_them_apart(tmp_path: Path) -> None:
+    path = tmp_path / "g.toml"
+    path.write_text(POOLS_GRID.format(results=tmp_path / "res", copy=tmp_path / "copy", transform=tmp_path / "tr"))
+    for gen in ("copy", "transform"):
+        res = runner.invoke(app, ["synth", "--grid", str(path), "--generator", gen, "--classes",
+                                  "Mild_Demented,Moderate_Demented", "--no-report"])
+        assert res.exit_code == 0, res.output
+    g = grid.load(path)
+    assert g.pools == {"copy": str(tmp_path / "copy"), "transform": str(tmp_path / "tr")}
+    labels = sorted(r.label for r in g.runs)
+    assert len(labels) == 6 and "cnn/s3/copy/none/seed0" in labels and "cnn/s1/none/seed1" in labels
+    assert len({r.run_id for r in g.runs}) == 6
+    with pytest.raises(GridError, match="none after generator 'openai'"):
+        g.pool_for("openai")
+    res = runner.invoke(app, ["grid", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "Scenario 3 · copy" in res.output and "Scenario 3 · transform" in res.output
+    r = json.loads(next(p for p in (tmp_path / "res").glob("*.json")
+                        if json.loads(p.read_text())["data"]["pool_label"] == "copy").read_text())
+    assert r["training"]["budget"] == "steps" and r["selection"]["pool_sampling"]["Mild_Demented"]["reused"] == 0
+
+
+def test_subject_grid_is_the_thesis_grid_on_a_subject_split() -> None:
+    g = grid.load(ROOT / "jobs" / "subject.toml")
+    assert g.data.options["split"] == "subject" and g.budget == "steps" and g.select == "best_val"
+    assert set(g.pools) == {"openai", "copy"}
+    # Scenarios 1-2 once, 3-6 once per pool: 3 models x 3 augmentations x 20 seeds x (2 + 4 x 2). (Until the
+    # pools are made their runs share ids: a pool's content is part of a run's id, and none is planned yet.)
+    assert len(g.runs) == 3 * 3 * 20 * 10
+    assert {r.pool_label for r in g.runs if r.scenario.needs_pool} == {"openai", "copy"}
+    assert all(r.to_dict()["budget"] == "steps" for r in g.runs)
+

@@ -8,14 +8,15 @@ Each training image's pixels are its row number, each pool image's pixels 200 + 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mriaug import scenarios
+from mriaug import data, pools, scenarios, synth
 from mriaug.classes import CLASSES
-from mriaug.data import Dataset
+from mriaug.data import Dataset, DataSpec
 from mriaug.errors import PoolError, SettingError
 from mriaug.kept import KeptFor
 from mriaug.pools import Pool
@@ -283,3 +284,55 @@ def test_a_class_left_without_training_images_is_refused_when_mixing() -> None:
                                            r"Mild_Demented \(real fraction 0 and synthetic fraction 0 of its 5\); "
                                            r"raise one of them$"):
         scenarios.mix(_dataset(), none_mild, 3, None)
+
+
+# On phantom pools made by the copy generator. (Until issue 23 in test_controls.py.)
+
+def test_pool_sampling_takes_sources_first_and_records_reuse(ds: data.Dataset, tmp_path: Path) -> None:
+    synth.make_pool(ds, tmp_path / "p", "copy", classes=["Mild_Demented", "Moderate_Demented"], per_source=3,
+                    progress_bar=False)
+    p = pools.load(tmp_path / "p", ds)
+    for seed in range(4):
+        m = scenarios.mix(ds, scenarios.SCENARIOS["3"], seed, p)
+        for c, name in ((0, "Mild_Demented"), (1, "Moderate_Demented")):
+            rows = m.synthetic_index[p.labels[m.synthetic_index] == c]
+            n_sources = len(np.unique(p.sources[rows]))
+            assert n_sources == len(rows)  # one variation per source while sources last
+            if len(rows):
+                assert m.pool_sampling[name]["reused"] == 0 and m.pool_sampling[name]["sources"] == len(rows)
+        assert m.pool_sampling["Mild_Demented"]["images"] > 0
+    n_mod = ds.counts("train")["Moderate_Demented"]
+    more = scenarios.custom("more", 1.0, {"Moderate_Demented": 2.0})
+    m = scenarios.mix(ds, more, 0, p)
+    rows = m.synthetic_index
+    assert len(rows) == 2 * n_mod and len(np.unique(p.sources[rows])) == n_mod
+    assert np.bincount(p.sources[rows]).max() == 2  # reuse spread evenly: every source twice, none three times
+    assert m.pool_sampling["Moderate_Demented"] == {"images": 2 * n_mod, "sources": n_mod,
+                                                    "sources_available": n_mod, "reused": n_mod}
+
+
+def test_group_leakage_guard(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    plain = data.load(phantom_spec)
+    # A pool made before validation was carved has variations of every train image.
+    synth.make_pool(plain, tmp_path / "p", "copy", classes=["Mild_Demented"], progress_bar=False)
+    carved = data.load(DataSpec("phantom", {**phantom_spec.options, "val_fraction": 0.3}))
+    assert carved.train_groups is not None
+    p = pools.load(tmp_path / "p", carved)
+    refused = scenarios.refused_sources(carved, p)
+    assert refused.any() and np.isin(p.sources[refused], carved.val_rows).all()
+    all_mild = scenarios.custom("all", 1.0, {"Mild_Demented": 1.0})
+    m = scenarios.mix(carved, all_mild, 0, p)
+    assert not np.isin(p.sources[m.synthetic_index], carved.val_rows).any()
+    # A training row that shares a scan group with a validation image is refused too.
+    fit_mild = np.flatnonzero(carved.fit_mask & (carved.train_y == 0))
+    groups = carved.train_groups.copy()
+    groups[fit_mild[0]] = groups[carved.val_rows[0]]
+    leaky = dataclasses.replace(carved, train_groups=groups)
+    assert scenarios.refused_sources(leaky, p)[p.sources == fit_mild[0]].all()
+    with pytest.raises(PoolError, match="shares a scan group with a validation or test image"):
+        scenarios.mix(leaky, all_mild, 0, p)
+    # On the subject split a pool is made from the training part only: no validation or test source.
+    sub = data.load(DataSpec("phantom", {"n_train": 480, "n_test": 160, "size": 32, "split": "subject"}))
+    synth.make_pool(sub, tmp_path / "s", "copy", progress_bar=False)
+    ps = pools.load(tmp_path / "s", sub)
+    assert len(ps.sources) == int(sub.fit_mask.sum()) and not scenarios.refused_sources(sub, ps).any()
