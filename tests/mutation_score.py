@@ -33,6 +33,16 @@ SCOPE = {
                                      "Ledger.settle", "Ledger.run_spend", "OpenAIGenerator.__init__",
                                      "OpenAIGenerator._token_prices", "OpenAIGenerator.requests_for",
                                      "OpenAIGenerator.estimate", "OpenAIGenerator._take"},
+    # Not scored: the pool's figure, its files, and the text tables of `mriaug synth report` (their numbers are
+    # these).
+    "mriaug.analysis.pool_report": {"ssim", "histogram", "hist_distance", "held_out", "_shares_scans", "memorisation",
+                                    "class_fidelity", "quality", "fidelity", "kid_verdict", "expected_near_share",
+                                    "memorisation_verdict", "class_fidelity_verdict", "verdicts", "_num",
+                                    "provenance"},
+    # The report's numbers: the paired-difference rows, recalls, baselines and selected epochs, the leakage numbers
+    # and their formatting; not its figures, words and page (they show these numbers).
+    "mriaug.analysis.report": {"_f", "_label", "_stats_sections", "_recall_table", "_baselines", "_methods_section",
+                               "nearest_neighbour_leakage"},
 }
 # Log lines only (their numbers are in the result files the tests read).
 NOT_SCORED = {"mriaug.train": {"_stderr"}, "mriaug.seedpack": {"_stderr"}}
@@ -55,6 +65,12 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "statistics": (["mriaug/analysis/statistics.py"], ["tests/test_statistics.py"]),
     "collect": (["mriaug/analysis/collect.py"], ["tests/test_collect.py", "-k",
                                                  "not test_written_long_table_holds_the_numbers"]),
+    # Without the real data's audit, a trained feature CNN on the phantom, or a study (minutes per mutant).
+    "splits": (["mriaug/splits.py"], ["tests/test_splits.py", "-k", "not real_data_audit"]),
+    "fidelity": (["mriaug/analysis/fidelity.py"], ["tests/test_fidelity.py", "-k",
+                                                   "not (kid_sees or feature_net_is_cached)"]),
+    "pool_report": (["mriaug/analysis/pool_report.py"], ["tests/test_pool_report.py", "-k", "by_hand or ssim"]),
+    "report": (["mriaug/analysis/report.py"], ["tests/test_report.py", "-k", "by_hand"]),
 }
 
 
