@@ -1,5 +1,6 @@
 """Result files (`mriaug.results`) by hand: what a valid result holds, every way one is refused, non-finite
-numbers, diverged runs, and the folder readers (issue 18)."""
+numbers, diverged runs, and the folder readers (issue 18); `RunResult`'s fields, its round trip and the
+upgrade of older layouts (issue 19)."""
 
 from __future__ import annotations
 
@@ -51,15 +52,157 @@ def test_finite_replaces_nan_and_infinity_everywhere() -> None:
 def test_write_then_read_back(tmp_path: Path) -> None:
     r = _valid()
     r["metrics"]["per_class"] = {"Mild_Demented": {"f1": float("nan")}}
-    path = results.write(tmp_path, r)
+    path = results.write(tmp_path, r)  # a plain dict: transitional, until train and seedpack build RunResults
     assert path == tmp_path / "abc123.json"
     text = path.read_text()
     assert text.endswith("}\n") and "NaN" not in text
     # Keys sorted, two spaces an indent: "counts" (written fifth) comes first.
     assert text.splitlines()[:3] == ["{", '  "counts": {', '    "real": {']
     back = results.read(path)
-    assert back["metrics"]["per_class"]["Mild_Demented"]["f1"] is None and back["metrics"]["test_ce"] == 0.5
-    assert json.loads(text) == back
+    assert back.metrics.per_class == {"Mild_Demented": {"f1": None}} and back.metrics.test_ce == 0.5
+    assert json.loads(text) == back.to_dict() and back.schema == json.loads(text)["schema"] == results.SCHEMA == 2
+    # Written again from what was read: the same file, byte for byte.
+    assert results.write(tmp_path / "again", back).read_text() == text
+
+
+def _full(run_id: str = "abc123") -> dict[str, Any]:
+    """A result as train.execute writes it today (schema 2), every part present."""
+    return {
+        "schema": 2, "run_id": run_id,
+        "spec": {"model": "cnn", "augmentation": "hflip", "seed": 3, "scenario": {"name": "3", "real": 1.0},
+                 "hparams": {"epochs": 2, "lr": 0.002}, "data": {"source": "phantom", "options": {"n": 8}},
+                 "pool": {"fingerprint": "pf"}},
+        "metrics": {"test_ce": 0.5, "accuracy": 0.75, "balanced_accuracy": 0.625, "macro_f1": 0.25, "ece": 0.125,
+                    "per_class": {"Mild_Demented": {"recall": 0.5, "precision": 1.0, "f1": 0.75, "support": 2}},
+                    "confusion": [[1, 1], [0, 2]], "confusion_labels": ["Mild_Demented", "Non_Demented"]},
+        "history": [{"epoch": 1, "steps": 4, "train_loss": 1.5, "val_ce": 1.25, "seconds": 0.5},
+                    {"epoch": 2, "steps": 8, "train_loss": 1.0, "val_ce": 1.375, "seconds": 0.5}],
+        "training": {"budget": "steps", "epochs": 2, "steps": 8, "select": "best_val", "selected_epoch": 1,
+                     "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.05, "precision": "fp32"},
+        "validation": {"epoch": 1, "steps": 4, "train_loss": 1.5, "val_ce": 1.25, "seconds": 0.5},
+        "counts": {"real": {"Mild_Demented": 3}, "synthetic": {"Mild_Demented": 2}, "test": {"Mild_Demented": 2},
+                   "val": {"Mild_Demented": 1}},
+        "selection": {"real_train_rows": [0, 4, 5], "pool_rows": [7, 1], "pool_sampling": "sources_first"},
+        "data": {"fingerprint": "f", "source": {"source": "phantom", "options": {"n": 8}}, "resolution": 64,
+                 "pool_fingerprint": "pf", "pool_path": "/pools/p", "pool_label": "mine",
+                 "split": {"kind": "subject", "seed": 0}},
+        "env": {"torch": "2.5", "device": "cpu"},
+        "timings": {"data_s": 0.25, "train_s": 1.0, "total_s": 1.5, "train_images_per_s": 10.0,
+                    "resumed_from_epoch": 0},
+        "packed": {"how": "torch.func vmap", "pack": "p1", "size": 2, "seeds": [3, 4], "run_ids": [run_id, "x"]},
+        "weights": "/r/weights/abc123.safetensors",
+    }
+
+
+def test_a_full_result_reads_into_fields_and_back_unchanged(tmp_path: Path) -> None:
+    doc = _full()
+    r = results.read(_write_raw(tmp_path, doc))
+    assert isinstance(r, results.RunResult) and r.to_dict() == doc
+    assert (r.run_id, r.model, r.seed, r.augmentation, r.scenario) == ("abc123", "cnn", 3, "hflip", "3")
+    assert r.label == "cnn/s3/hflip/seed3" and r.hparams == {"epochs": 2, "lr": 0.002}
+    assert r.data_spec == {"source": "phantom", "options": {"n": 8}} and r.train_s == 1.0
+    assert r.status == "done" and not r.diverged and r.diverged_at_epoch is None and r.schema == 2
+    assert r.metrics == results.Metrics(0.5, 0.75, 0.625, 0.25, doc["metrics"]["per_class"], [[1, 1], [0, 2]],
+                                        0.125, ["Mild_Demented", "Non_Demented"])
+    assert r.metrics.value("ece") == 0.125 and r.metrics.value("macro_f1") == 0.25
+    assert r.metrics.recall("Mild_Demented") == 0.5 and r.metrics.recall("Non_Demented") is None
+    assert r.data == results.DataInfo("f", {"source": "phantom", "options": {"n": 8}}, 64, "pf", "/pools/p", "mine",
+                                      {"kind": "subject", "seed": 0})
+    assert r.data.split_kind == "subject"
+    assert r.counts == results.Counts({"Mild_Demented": 3}, {"Mild_Demented": 2}, {"Mild_Demented": 2},
+                                      {"Mild_Demented": 1})
+    assert r.training == results.Training("steps", 2, 8, "best_val", 1, "adamw", 0.002, 0.05, "fp32")
+    assert r.packed == results.Packed("torch.func vmap", "p1", 2, [3, 4], ["abc123", "x"])
+    assert r.validation == doc["history"][0] and r.selection == doc["selection"]
+    assert r.weights == doc["weights"] and r.env == doc["env"] and r.timings == doc["timings"]
+    # Keys a later mriaug adds survive a round trip, at the top and in every part.
+    doc2 = _full()
+    doc2.update(extra_top=1)
+    for part in ("metrics", "data", "counts", "training", "packed"):
+        doc2[part]["new_" + part] = [part]
+    r2 = results.read(_write_raw(tmp_path, doc2))
+    assert r2.to_dict() == doc2 and r2.extra == {"extra_top": 1} and r2.training is not None
+    assert r2.training.extra == {"new_training": ["training"]} and r2.metrics.value("new_metrics") == ["metrics"]
+    assert r2 != r and r == results.read(_write_raw(tmp_path, _full()))
+    # Written from the object: the same JSON object again.
+    assert json.loads(results.write(tmp_path / "w", r).read_text()) == doc
+
+
+def test_a_diverged_result_reads_into_fields_and_back_unchanged(tmp_path: Path) -> None:
+    doc = _valid()
+    doc.update(schema=2, status="diverged", diverged_at_epoch=2, weights=None,
+               metrics=dict.fromkeys(results.REQUIRED_METRICS),
+               data={"fingerprint": "f", "source": None, "resolution": 64, "pool_fingerprint": None, "pool_path": None,
+                     "pool_label": None, "split": {"kind": "given"}})
+    r = results.read(_write_raw(tmp_path, doc))
+    assert r.diverged and r.diverged_at_epoch == 2 and r.metrics == results.Metrics()
+    assert r.training is None and r.validation is None and r.selection is None and r.packed is None
+    assert r.counts.test is None and r.counts.val is None and r.data.pool_label is None
+    assert r.to_dict() == doc  # no training, validation, selection or packed keys; metrics without ece
+    assert r.metrics.value("test_ce") is None and r.metrics.recall("Mild_Demented") is None
+    assert results.is_diverged(r) and results.is_diverged(doc) and not results.is_diverged(_valid())
+
+
+def test_schema_0_results_are_upgraded_on_read(tmp_path: Path) -> None:
+    old = _valid()  # no schema, status, split, ece, training, weights
+    del old["metrics"]["ece"]
+    old["data"] = {"fingerprint": "f", "pool_path": "/pools/folder", "pool_name": "named"}
+    r = results.read(_write_raw(tmp_path, old))
+    assert r.schema == 0 and r.status == "done" and r.metrics.ece is None and r.weights is None
+    assert r.data.pool_label == "named" and r.data.pool_path == "/pools/folder" and r.data.extra == {}
+    assert r.data.split == {"kind": "given"} and r.data.source is None and r.training is None
+    up = r.to_dict()
+    assert up["schema"] == 2 and "pool_name" not in up["data"] and up["data"]["pool_label"] == "named"
+    assert up["data"]["split"] == {"kind": "given"} and "ece" not in up["metrics"] and "training" not in up
+    assert "validation" not in up and "status" not in up and up["weights"] is None
+    # Read back from today's layout: the same result (only the version it was read from differs).
+    again = results.read(results.write(tmp_path / "up", r))
+    assert again.to_dict() == up and again.data == r.data and again.schema == 2
+    # Where no label was recorded: the spec's pool table names the pool, else its folder; no pool, no label.
+    by_spec = _valid()
+    by_spec["spec"]["pool"] = {"name": "fromspec"}
+    by_spec["data"] = {"pool_path": "/pools/folder"}
+    assert results.read(_write_raw(tmp_path, by_spec)).data.pool_label == "fromspec"
+    by_folder = _valid()
+    by_folder["data"] = {"pool_path": "/pools/folder", "pool_label": None}
+    assert results.read(_write_raw(tmp_path, by_folder)).data.pool_label == "folder"
+    numbered = _valid()
+    numbered["data"] = {"pool_name": 7}
+    assert results.read(_write_raw(tmp_path, numbered)).data.pool_label == "7"
+    assert results.read(_write_raw(tmp_path, _valid())).data.pool_label is None
+    # Parts of older or odd shapes: a split, source, per_class or count that is not an object counts as absent.
+    odd = _valid()
+    odd["data"].update(split="given", source="phantom")
+    odd["metrics"]["per_class"] = []
+    odd["counts"]["test"] = 5
+    o = results.read(_write_raw(tmp_path, odd))
+    assert o.data.split == {"kind": "given"} and o.data.source is None and o.metrics.per_class is None
+    assert o.counts.test is None and "test" not in o.to_dict()["counts"]
+    assert o.training is None and results.read(_write_raw(tmp_path, {**_valid(), "training": [1]})).training is None
+
+
+def test_write_refuses_what_read_would_refuse(tmp_path: Path) -> None:
+    r = results.read(_write_raw(tmp_path, _full()))
+    r.metrics.test_ce = float("nan")  # written as null: a done run without its number
+    with pytest.raises(ResultError, match=r"abc123\.json: 'metrics\.test_ce' is not a number \(None\)$"):
+        results.write(tmp_path / "w", r)
+    bad = _valid()
+    bad["counts"]["real"]["Mild_Demented"] = -1
+    with pytest.raises(ResultError, match=r"'counts\.real\.Mild_Demented' is not a count \(-1\)"):
+        results.write(tmp_path / "w", bad)
+    assert not (tmp_path / "w").exists()
+
+
+def test_transitional_dict_reading(tmp_path: Path) -> None:
+    # train and seedpack still return plain dicts for runs they train: a RunResult compares equal to its JSON
+    # object and can be read by key, until they build RunResults.
+    doc = _full()
+    r = results.read(_write_raw(tmp_path, doc))
+    assert r == doc and doc == r and r != {**doc, "run_id": "x"} and r != 5
+    assert r["metrics"]["test_ce"] == 0.5 and "packed" in r and "status" not in r and r.get("status", "done") == "done"
+    assert results.as_result(r, tmp_path) is r and results.as_result(doc, tmp_path) == r
+    with pytest.raises(ResultError, match=r"^x/abc123\.json: missing key 'metrics\.accuracy'$"):
+        results.as_result({**doc, "metrics": {"test_ce": 1.0}}, "x")
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -100,9 +243,12 @@ def test_every_malformed_part_is_named(tmp_path: Path, change: Any, message: str
     doc = _valid()
     change(doc)
     path = _write_raw(tmp_path, doc)
-    with pytest.raises(ResultError, match=f"^{path}: " + message.replace("(", r"\(").replace(")", r"\)")
-                       .replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+    pattern = (f"^{path}: " + message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")
+               .replace(".", r"\.") + "$")
+    with pytest.raises(ResultError, match=pattern):
         results.read(path)
+    with pytest.raises(ResultError, match=pattern):  # the object checked as the file is
+        results.RunResult.from_dict(json.loads(path.read_text()), path)
 
 
 def test_what_a_valid_result_may_leave_out_or_hold(tmp_path: Path) -> None:
@@ -114,15 +260,17 @@ def test_what_a_valid_result_may_leave_out_or_hold(tmp_path: Path) -> None:
     doc["spec"]["scenario"]["name"] = 3  # a number is a name too
     doc["counts"]["real"]["Mild_Demented"] = 0
     doc["spec"]["hparams"]["epochs"] = 2.0
-    assert results.read(_write_raw(tmp_path, doc))["spec"]["scenario"]["name"] == 3
+    assert results.read(_write_raw(tmp_path, doc)).scenario == "3"
+    assert results.read(_write_raw(tmp_path, doc)).spec["scenario"]["name"] == 3
     doc["status"] = "done"
-    assert results.read(_write_raw(tmp_path, doc))["status"] == "done"
+    assert results.read(_write_raw(tmp_path, doc)).status == "done"
     # A diverged run: numbers may be null, its epoch is a number from 1.
     div = _valid()
     div.update(status="diverged", diverged_at_epoch=1)
     for key in ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece"):
         div["metrics"][key] = None
     back = results.read(_write_raw(tmp_path, div))
+    assert back.diverged and back.diverged_at_epoch == 1 and back.metrics.ece is None
     assert results.is_diverged(back) and not results.is_diverged(_valid()) and not results.is_diverged({})
 
 
@@ -159,6 +307,7 @@ def test_folder_readers(tmp_path: Path) -> None:
     scanned = list(results.scan(tmp_path))
     assert [p.name for p, _ in scanned] == ["r1.json", "r2.json", "r3.json", "r4.json"]
     assert [isinstance(r, ResultError) for _, r in scanned] == [False, False, True, True]
+    assert [r.run_id for _, r in scanned[:2] if isinstance(r, results.RunResult)] == ["r1", "r2"]
     assert results.done_ids(tmp_path) == {"r1", "r2"}
     assert results.done_ids_of(tmp_path, ["r3", "r2", "r4", "r9", "r1"]) == {"r1", "r2"}
     assert results.done_ids(tmp_path / "none") == set()
@@ -183,7 +332,11 @@ def test_run_lock_removes_the_leftovers_of_this_run_only(tmp_path: Path) -> None
 
 def test_the_valid_fixture_is_valid(tmp_path: Path) -> None:
     doc = _valid()
-    assert results.read(_write_raw(tmp_path, copy.deepcopy(doc))) == doc
+    r = results.read(_write_raw(tmp_path, copy.deepcopy(doc)))
+    # Upgraded: the data part gains the keys the fixture leaves out, null (the split: the given one).
+    assert r.to_dict() == {**doc, "schema": 2, "weights": None,
+                           "data": {"fingerprint": "f", "source": None, "resolution": None, "pool_fingerprint": None,
+                                    "pool_path": None, "pool_label": None, "split": {"kind": "given"}}}
     assert math.isfinite(doc["metrics"]["test_ce"])
 
 
