@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from mriaug import data
+from mriaug import data, synth
 from mriaug.data import DataSpec
 from mriaug.hparams import resolve as model_hparams
+from tests.slurm_helpers import ROOT
 
 # The real dataset beside the checkout (../shared/data); MRIAUG_REAL_DATA points elsewhere (the test of the
 # CI rule below uses it to name a folder that is not there).
@@ -60,3 +65,76 @@ def tiny_hparams(model: str = "cnn", **over: object) -> dict:
         base.update(arch="resnet18", pretrained=False)
     base.update(over)
     return model_hparams(model, base)
+
+
+@pytest.fixture
+def pool_dir(ds: data.Dataset, tmp_path: Path) -> Path:
+    """A transform pool of `ds`'s Mild and Moderate training images."""
+    out = tmp_path / "pool"
+    synth.make_pool(ds, out, "transform", classes=["Mild_Demented", "Moderate_Demented"], progress_bar=False)
+    return out
+
+
+def strict_json(path: Path) -> dict:
+    """A JSON file read with NaN and Infinity refused: what a result file must be."""
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{path}: {name} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.fixture
+def user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """USER set: the example GPU profile binds /scratch/$USER."""
+    # A login shell always has USER, CI's environment may not.
+    monkeypatch.setenv("USER", os.environ.get("USER") or "tester")
+
+
+FAKE_SBATCH = """#!/bin/bash
+# Records the script it is given and answers like sbatch.
+n=$(( $(cat "$FAKE_DIR/count" 2>/dev/null || echo 4240) + 1 ))
+echo $n > "$FAKE_DIR/count"
+cp "$1" "$FAKE_DIR/job_$n.sh"
+echo "Submitted batch job $n"
+"""
+
+
+@pytest.fixture
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """sbatch/scontrol/squeue fakes on PATH: MaxArraySize 5, an empty queue, scripts saved to the folder."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    scripts = {
+        "sbatch": FAKE_SBATCH,
+        "scontrol": "#!/bin/bash\necho 'MaxArraySize            = 5'\n",
+        "squeue": "#!/bin/bash\nexit 0\n",
+        "srun": "#!/bin/bash\nexit 0\n",
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod((bin_dir / name).stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def mriaug_env(**extra: str) -> dict[str, str]:
+    """This environment for an `mriaug` process started from the checkout (no OpenAI server of the caller's)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
+def mriaug_process(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`mriaug ARGS` started as its own process, as a second user or worker would."""
+    return subprocess.Popen([sys.executable, "-c", "from mriaug.cli import main; main()", *args], cwd=ROOT,
+                            env=env or mriaug_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(procs: list[subprocess.Popen[str]], timeout: float = 240) -> list[tuple[int, str, str]]:
+    """Each process's exit code, stdout and stderr, waited for in turn."""
+    out = []
+    for p in procs:
+        so, se = p.communicate(timeout=timeout)
+        out.append((p.returncode, so, se))
+    return out

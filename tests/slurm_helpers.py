@@ -79,3 +79,10 @@ def write_grid(path: Path, results: Path, *, scenarios: list[str] | None = None,
               f"size = {size}", "", "[model.cnn]", f"epochs = {epochs}", "batch_size = 32", f"resolution = {size}"]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def packing_profile(tmp_path: Path, extra: str) -> Path:
+    """The local profile with `extra` under [resources.cnn] (runs_per_task for packed tasks)."""
+    text = (ROOT / "slurm" / "local.toml").read_text() + f"\n[resources.cnn]\n{extra}\n"
+    (tmp_path / "packed.toml").write_text(text)
+    return tmp_path / "packed.toml"

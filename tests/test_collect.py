@@ -20,7 +20,7 @@ from mriaug.cli import app
 from mriaug.data import HUB_REVISIONS, DataSpec
 from mriaug.grid import plan_run
 from mriaug.train import execute
-from tests.conftest import tiny_hparams
+from tests.conftest import strict_json, tiny_hparams
 
 
 @pytest.fixture(scope="module")
@@ -748,3 +748,48 @@ def test_a_table_of_runs_from_two_environment_locks_warns(tmp_path: Path) -> Non
     assert "2 runs with lock aaaa1111; 1 run with lock bbbb2222" in mixed[0]
     _edit(tmp_path, "l2", lambda d: d.update(env={"lock": "aaaa1111"}))
     assert not [w for w in collect.gather(tmp_path).warnings if "environments" in w]
+
+
+# Diverged runs counted in their cell, and a file given for the folder. (Until issue 23 in test_robustness.py.)
+
+SPEC = DataSpec("phantom", {"n_train": 80, "n_test": 40, "size": 32})
+
+
+@pytest.fixture(scope="module")
+def diverged_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """cnn/s1/none: seeds 0 and 1 train normally, seed 2 diverges; cnn/s2/none: only a diverged run. All with the
+    same settings, so they share a table (a run with other settings, e.g. lr 1e6, gets a table of its own): the
+    loss of the diverging seeds is made non-finite, as an unstable seed's would become."""
+    import torch.nn.functional as F
+
+    import mriaug.train
+
+    out = tmp_path_factory.mktemp("diverged")
+    hp = tiny_hparams("cnn", epochs=3)
+    ce = F.cross_entropy
+    for scen, seed, diverge in (("1", 0, False), ("1", 1, False), ("1", 2, True), ("2", 0, True)):
+        with pytest.MonkeyPatch.context() as mp:
+            if diverge:
+                mp.setattr(mriaug.train.F, "cross_entropy", lambda *a, **k: ce(*a, **k) * float("inf"))
+            execute(plan_run("cnn", scenarios.SCENARIOS[scen], "none", seed, hp, SPEC), out, log=lambda m: None)
+    return out
+
+
+def test_tables_count_diverged_runs_in_their_cell(diverged_dir: Path, tmp_path: Path) -> None:
+    for f in diverged_dir.glob("*.json"):
+        strict_json(f)
+    c = collect.collect(diverged_dir, tmp_path / "t", echo=lambda m: None, warn=lambda m: None)
+    t = c.table("cnn")
+    # A diverged run is a failure at the worst value (test CE +inf): in its cell, counted as failed.
+    assert t.loc["Scenario 1", "No Augmentation"].endswith("(n=3, 1 failed)")
+    assert t.loc["Scenario 2", "No Augmentation"] == "failed [range ∞, ∞: covers 0%] (n=1, 1 failed)"
+    assert "Scenario 3" not in t.index  # no run of scenario 3: no row
+    assert (c.runs["status"] == "diverged").sum() == 2
+    assert "1 failed" in (tmp_path / "t" / "cnn.md").read_text()
+
+
+def test_collect_of_a_file_says_so(tmp_path: Path) -> None:
+    f = tmp_path / "r.json"
+    f.write_text("{}")
+    r = CliRunner().invoke(app, ["collect", str(f)])
+    assert r.exit_code == 2 and "is a file" in r.output

@@ -1,5 +1,11 @@
+"""`mriaug.data`, `mriaug.phantom`, `mriaug.classes`: sources (folders, parquet, the hub at its pinned commit),
+the phantom, class spellings, the cache."""
+
 from __future__ import annotations
 
+import io
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +143,182 @@ def test_unknown_source_and_phantom_option() -> None:
     assert DataSpec("hf:Falah/Alzheimer_MRI").kind == "hub"
     with pytest.raises(DataError, match="unknown option"):
         data.load(DataSpec("phantom", {"colour": 1}))
+
+
+# The data cache. (Until issue 23 in test_layout.py.)
+
+def test_truncated_data_cache_is_rebuilt_naming_the_file(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = data.DataSpec("phantom", {"n_train": 40, "n_test": 16, "size": 16, "seed": 7})
+    before = set((data.cache_root() / "datasets").glob("*.npz"))
+    ds = data.load(spec)
+    (cache,) = set((data.cache_root() / "datasets").glob("*.npz")) - before
+    cache.write_bytes(cache.read_bytes()[:100])
+    again = data.load(spec)
+    assert np.array_equal(again.train_x, ds.train_x) and again.fingerprint == ds.fingerprint
+    assert f"data cache {cache} is unreadable" in capsys.readouterr().err
+
+
+# Folder and parquet sources: missing classes, 16-bit images, errors naming file, column and row. (Until issue
+# 23 in test_robustness.py.)
+
+def _png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _folder(root: Path, classes: list[str], per_class: int = 4, empty: str | None = None) -> Path:
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        if c == empty:
+            continue
+        for i in range(per_class):
+            _png(root / c / f"{i}.png", rng.integers(0, 255, (16, 16), dtype=np.uint8))
+    return root
+
+
+def test_missing_or_empty_class_refused_unless_named(tmp_path: Path) -> None:
+    three = _folder(tmp_path / "three", list(CLASSES[:3]))
+    with pytest.raises(DataError, match=r"no folder for class\(es\) Very_Mild_Demented"):
+        data.load(data.DataSpec(str(three)), use_cache=False)
+    empty = _folder(tmp_path / "empty", list(CLASSES), empty="Moderate_Demented")
+    with pytest.raises(DataError, match=r"Moderate_Demented: class folder without images"):
+        data.load(data.DataSpec(str(empty)), use_cache=False)
+    ds = data.load(data.DataSpec(str(three), {"classes": list(CLASSES[:3])}), use_cache=False)
+    assert ds.counts("train")["Very_Mild_Demented"] == 0 and ds.counts("train")["Mild_Demented"] > 0
+    with pytest.raises(DataError, match="classes"):
+        data.load(data.DataSpec(str(three), {"classes": ["Mild", "Mild_Demented"]}), use_cache=False)
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    ramp = (np.arange(256, dtype=np.uint32) * 257).astype(np.uint16).reshape(16, 16)
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, format="PNG")
+    out = data.decode_image(buf.getvalue(), None, "ramp.png")
+    assert out.dtype == np.uint8
+    assert np.array_equal(out, np.arange(256, dtype=np.uint8).reshape(16, 16))
+    assert (out == 255).mean() < 0.01
+
+
+def _parquet(root: Path, rows: dict[str, list], split_rows: dict[str, list] | None = None) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        table = pa.table((split_rows or {}).get(split, rows))
+        pq.write_table(table, root / "data" / f"{split}-00000-of-00001.parquet")
+    return root
+
+
+def _img(v: int) -> dict:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8), v, np.uint8)).save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def test_parquet_errors_name_file_column_and_row(tmp_path: Path) -> None:
+    imgs = [_img(i * 10) for i in range(8)]
+    train = "train-00000-of-00001.parquet"
+    wrong = _parquet(tmp_path / "img", {"img": imgs, "label": [i % 4 for i in range(8)]})
+    with pytest.raises(DataError, match=rf"{train}: no column 'image'"):
+        data.load(data.DataSpec(str(wrong)), use_cache=False)
+    nolabel = _parquet(tmp_path / "nolabel", {"image": imgs})
+    with pytest.raises(DataError, match=rf"{train}: no column 'label'"):
+        data.load(data.DataSpec(str(nolabel)), use_cache=False)
+    nulls = _parquet(tmp_path / "null", {"image": imgs[:5] + [None] + imgs[6:], "label": [i % 4 for i in range(8)]})
+    with pytest.raises(DataError, match=rf"{train}, row 5, column image: no image"):
+        data.load(data.DataSpec(str(nulls)), use_cache=False)
+    names = ["Mild_Demented", "Moderate Demented", "NonDemented", "very_mild"] * 2
+    named = _parquet(tmp_path / "names", {"image": imgs, "label": names})
+    ds = data.load(data.DataSpec(str(named)), use_cache=False)
+    assert ds.train_y.tolist() == [0, 1, 2, 3] * 2
+    unknown = _parquet(tmp_path / "unknown", {"image": imgs, "label": names[:3] + ["Alzheimer"] + names[4:]})
+    with pytest.raises(DataError, match=rf"{train}, row 3, column label: unknown class 'Alzheimer'"):
+        data.load(data.DataSpec(str(unknown)), use_cache=False)
+
+
+# The default hub source is read at a pinned commit; the commit read is recorded; labels are checked. The
+# hub cannot be reached here, so the tests lay out what `datasets` leaves in its cache after reading a hub
+# dataset (`<HF_DATASETS_CACHE>/Falah___alzheimer_mri/default/0.0.0/<commit>/`) and let the real loading code
+# read it offline, as a job on a compute node does after `mriaug prefetch`. (Until issue 23 in test_hub_pin.py.)
+
+PINNED = "daac24f9597236b45837d82f7eb9c9ad1f8c60c8"
+
+
+def _parquet_folder(root: Path, names: list[str]) -> Path:
+    import datasets
+    from PIL import Image
+
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 16), ("test", 8)):
+        rows: dict[str, list] = {"image": [], "label": []}
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(buf, format="PNG")
+            rows["image"].append({"bytes": buf.getvalue(), "path": None})
+            rows["label"].append(i % len(names))
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        out = root / "data" / f"{split}-00000-of-00001.parquet"
+        datasets.Dataset.from_dict(rows, features=feats).to_parquet(str(out))
+    return root
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - a factory
+    """A function that caches a small dataset as the hub's Falah/Alzheimer_MRI at a commit, offline."""
+    import datasets
+
+    monkeypatch.setenv("MRIAUG_CACHE", str(tmp_path / "mriaug"))  # each test decodes its own hub cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf" / "datasets")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+
+    def make(commit: str, names: list[str]) -> None:
+        src = _parquet_folder(tmp_path / f"src-{commit[:7]}", names)
+        b = datasets.load_dataset_builder(str(src), cache_dir=str(tmp_path / "build"))
+        b.download_and_prepare()
+        dst = tmp_path / "hf" / "datasets" / "Falah___alzheimer_mri" / "default" / "0.0.0" / commit
+        dst.mkdir(parents=True)
+        for f in Path(b.cache_dir).iterdir():
+            name = "alzheimer_mri-" + f.name.rsplit("-", 1)[1] if f.suffix == ".arrow" else f.name
+            shutil.copy(f, dst / name)
+        info = json.loads((dst / "dataset_info.json").read_text())
+        (dst / "dataset_info.json").write_text(json.dumps({**info, "config_name": "default",
+                                                           "dataset_name": "alzheimer_mri"}))
+    return make
+
+
+def test_default_source_is_read_at_the_pinned_commit_and_records_it(hub_cache) -> None:  # noqa: ANN001
+    assert data.HUB_REVISIONS["Falah/Alzheimer_MRI"] == PINNED
+    hub_cache(PINNED, list(CLASSES))
+    ds = data.load(data.DataSpec())
+    assert ds.source == {"source": "hf:Falah/Alzheimer_MRI", "options": {}, "revision": PINNED}
+    assert ds.train_x.shape == (16, 16, 16)
+    assert data.load(data.DataSpec()).source["revision"] == PINNED  # from mriaug's own cache too
+
+
+def test_a_cache_at_another_commit_is_refused(hub_cache) -> None:  # noqa: ANN001
+    other = "1" * 40
+    hub_cache(other, list(CLASSES))  # offline, `datasets` would silently read this one instead
+    with pytest.raises(DataError, match=f"asked for revision {PINNED}, but the cache holds {other}; run "
+                                        r"`mriaug prefetch --data hf:Falah/Alzheimer_MRI`"):
+        data.load(data.DataSpec())
+    # Asked for by name (a branch), whatever the cache holds is read, and recorded.
+    ds = data.load(data.DataSpec("hf:Falah/Alzheimer_MRI", {"revision": "main"}))
+    assert ds.source["revision"] == other
+
+
+def test_a_relabelled_hub_dataset_is_an_error_naming_its_labels(hub_cache) -> None:  # noqa: ANN001
+    hub_cache(PINNED, ["Non_Demented", "Mild_Demented", "Moderate_Demented"])
+    with pytest.raises(DataError, match=r"split train: labels \['Non_Demented', 'Mild_Demented', "
+                                        r"'Moderate_Demented'\] are not the four classes"):
+        data.load(data.DataSpec())
+
+
+def test_unknown_labels_in_a_parquet_folder_are_named(tmp_path: Path) -> None:
+    src = _parquet_folder(tmp_path / "pq", ["CN", "MCI", "AD"])
+    with pytest.raises(DataError, match=r"labels \['CN', 'MCI', 'AD'\] are not the four classes"):
+        data.load(data.DataSpec(str(src)))

@@ -1,3 +1,5 @@
+"""`mriaug.grid`: grid files, seeds, custom scenarios, splits, several pools, errors with file and line."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """The run and pool lock (`mriaug.locks`) by hand: who counts as a live holder, the timeout setting, what a
-lock file holds, and that a live holder's lock is never taken (issue 18)."""
+lock file holds, and that a live holder's lock is never taken (issue 18); then in use: a second holder waits,
+stale locks are taken over, a run held by a live worker is skipped."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from mriaug import locks
+from mriaug import grid, locks, results, train
 from mriaug.errors import SettingError
+from tests.slurm_helpers import write_grid
 
 HOST = socket.gethostname()
 
@@ -284,3 +286,66 @@ def test_a_lock_released_between_two_looks_is_taken(tmp_path: Path, monkeypatch:
     lock = locks.FileLock(path, timeout=30)
     assert lock.try_acquire() is None and lock.held() and len(calls) == 2
     lock.release()
+
+
+# In use, across processes and threads. (Until issue 23 in test_concurrency.py.)
+
+def test_lock_excludes_a_second_holder_and_gives_way_when_released(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    first = locks.FileLock(path, timeout=5).acquire()
+    holder = json.loads(path.read_text())
+    assert holder["host"] == socket.gethostname() and holder["pid"] == os.getpid()
+    with pytest.raises(locks.Busy, match="held by pid"):
+        locks.FileLock(path, timeout=5).acquire(wait=False)
+    first.release()
+    assert not path.exists()
+    with locks.held(path, wait=False) as second:
+        assert second.held()
+
+
+def test_stale_locks_are_taken_over_and_the_old_holder_notices(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    # A holder on this host whose process is gone: taken over at once.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "token": "a"}))
+    lock = locks.FileLock(path, timeout=60)
+    assert lock.try_acquire() is None and lock.held()
+    lock.release()
+    # A holder on another node: alive while its heartbeat is fresh, stale once it is older than the timeout.
+    path.write_text(json.dumps({"host": "node-elsewhere", "pid": 1, "token": "b"}))
+    assert locks.FileLock(path, timeout=60).try_acquire()["host"] == "node-elsewhere"
+    old = time.time() - 120
+    os.utime(path, (old, old))
+    taker = locks.FileLock(path, timeout=60)
+    assert taker.try_acquire() is None and taker.held()
+    taker.release()
+    # A live holder's heartbeat keeps its lock fresh past the timeout; one whose lock was taken notices.
+    a = locks.FileLock(path, timeout=0.6).acquire()
+    time.sleep(1.0)
+    assert locks.FileLock(path, timeout=0.6).try_acquire() is not None  # still held: heartbeat
+    os.utime(path, (old, old))
+    a._stop.set()  # its heartbeat stops, as if the process hung: the lock goes stale
+    a._beat.join()
+    b = locks.FileLock(path, timeout=0.6)
+    assert b.try_acquire() is None
+    assert not a.held() and b.held()
+    a.release()  # gives back nothing that is not its own
+    assert b.held()
+    b.release()
+
+
+def test_a_run_held_by_a_live_worker_is_skipped_and_leftovers_go(tmp_path: Path) -> None:
+    g = grid.load(write_grid(tmp_path / "g.toml", tmp_path / "res", n_train=240))
+    spec = g.runs[0]
+    with results.run_lock(g.results, spec.run_id):
+        with pytest.raises(locks.Busy):
+            train.execute(spec, g.results, wait=False, log=lambda m: None)
+    # A checkpoint write killed half-way left its temporary file; the next holder of the lock removes it.
+    tmp = results.checkpoint_for(g.results, spec.run_id).with_name(f".{spec.run_id}.pt.abc123.tmp")
+    tmp.parent.mkdir(parents=True)
+    tmp.write_bytes(b"\0" * 1000)
+    other = tmp.with_name(".someotherrun.pt.abc123.tmp")
+    other.write_bytes(b"\0")
+    train.execute(spec, g.results, log=lambda m: None)
+    assert not tmp.exists() and other.exists()
+    assert results.path_for(g.results, spec.run_id).is_file()

@@ -72,7 +72,7 @@ def _scenario_order(names: set[str]) -> list[str]:
 
 # Rendering (tables as text, LaTeX, captions, the box plot, files) carries `# pragma: no mutate block`: its
 # numbers come from what `make mutants` scores (medians, cells, statistics); its text is checked by
-# tests/test_collect.py and tests/test_cli.py, and mutating it only cost CPU-hours (see tests/README.md).
+# tests/test_collect.py and tests/test_cli_grid.py, and mutating it only cost CPU-hours (see tests/README.md).
 @dataclass
 class Collected:
     runs: pd.DataFrame

@@ -1,6 +1,8 @@
-"""Against the real single-node Slurm (started by slurm/cluster.sh when it is not running; never skipped):
-submit a tiny grid, follow it with `mriaug status`, collect, resubmit only what is missing, a failing task,
-and a task requeued with `scontrol requeue` mid-training that resumes from its checkpoint."""
+"""`mriaug submit` end to end against the real single-node Slurm (started by slurm/cluster.sh when it is not
+running; never skipped): submit a tiny grid, follow it with `mriaug status`, collect, resubmit only what is
+missing, a failing task, a task requeued with `scontrol requeue` mid-training that resumes from its checkpoint,
+packed tasks, `mriaug synth --profile` as a job, and a `pass_env` secret that reaches the job but no file. The
+sbatch scripts themselves, against fakes: test_submit.py."""
 
 from __future__ import annotations
 
@@ -235,3 +237,33 @@ def test_packed_tasks_give_every_result_and_resume_skipping_finished_runs(tmp_pa
     assert results.path_for(res, first.run_id).read_bytes() == first_bytes  # not trained again
     assert results.read(results.path_for(res, second.run_id))["timings"]["resumed_from_epoch"] >= 1
     assert not list(res.glob(".slurm/failed/*.json"))
+
+
+# A profile's pass_env: the secret reaches the job through sbatch's exported environment and is written to
+# no file under the results folder (issue 8, item 9). (Until issue 23 in test_slurm_secrets.py.)
+
+SECRET = "sk-proj-ThisIsASecretThatMustNeverBeOnDisk-4242"
+
+
+@pytest.mark.timeout(300)
+def test_pass_env_secret_reaches_the_job_but_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ensure_cluster()
+    monkeypatch.setenv("MRIAUG_TEST_SECRET", SECRET)
+    profile = tmp_path / "secret.toml"
+    # The job proves it saw the variable (by its length, never its value) in its log.
+    profile.write_text((ROOT / "slurm" / "local.toml").read_text().replace(
+        'pass_env = ["MRIAUG_CACHE"', 'setup = [\'echo "secret length ${#MRIAUG_TEST_SECRET}" >&2\']\n'
+        'pass_env = ["MRIAUG_TEST_SECRET", "MRIAUG_CACHE"'))
+    res = tmp_path / "results"
+    grid = write_grid(tmp_path / "secret.toml.grid", res, n_train=80, name="secret")
+    out = runner.invoke(app, ["submit", str(grid), "--profile", str(profile)])
+    assert out.exit_code == 0, out.output
+    st = runner.invoke(app, ["status", str(grid), "--wait", "--interval", "1", "--timeout", "200"])
+    assert st.exit_code == 0, f"{st.output}\n{diagnostics(res)}"
+    assert results.done_ids(res) == {r.run_id for r in grid_mod.load(grid).runs}
+    logs = "".join(p.read_text(errors="replace") for p in (res / ".slurm" / "logs").glob("*_log.err"))
+    assert f"secret length {len(SECRET)}" in logs, diagnostics(res)
+    files = [f for f in res.rglob("*") if f.is_file()]
+    assert any(f.name.endswith("_submission.sh") for f in files)
+    leaked = [str(f) for f in files if SECRET.encode() in f.read_bytes()]
+    assert not leaked, f"the secret is written in {leaked}"
