@@ -166,3 +166,152 @@ def test_feature_net_is_cached_per_split_and_trained_without_validation(monkeypa
     monkeypatch.setattr(fidelity.Features, "prepare", staticmethod(spy))
     fidelity.feature_net(b)
     assert seen == [int(b.fit_mask.sum())] and seen[0] == len(b.train_y) - len(b.val_rows)
+
+
+# --- the feature network, its cache and its training, by hand ------------------------------------------------------
+
+
+def test_prepare_features_and_logits_by_hand() -> None:
+    # uint8 -> the network's side (64), scaled to [-1, 1]: 0 -> -1, 255 -> +1, 51 -> 0.2 * 2 - 1 = -0.6.
+    x = fidelity.Features.prepare(np.stack([np.zeros((64, 64), np.uint8), np.full((64, 64), 255, np.uint8)]))
+    assert x.shape == (2, 1, 64, 64) and x.dtype == torch.float32
+    assert (x[0] == -1).all() and (x[1] == 1).all()
+    small = fidelity.Features.prepare(np.full((3, 32, 32), 51, np.uint8))  # resized to 64 first
+    assert small.shape == (3, 1, 64, 64) and torch.allclose(small, torch.full_like(small, -0.6))
+    torch.manual_seed(0)
+    net = fidelity.Features(fidelity.BasicCNN(fidelity.SIDE).train())
+    assert not net.net.training  # features of a network in eval mode
+    imgs = torch.rand(5, 1, 64, 64) * 2 - 1
+    f = net(imgs)
+    assert f.shape == (5, 64) and (f >= 0).all()  # the 64 activations after the last hidden ReLU
+    # ...which the output layer turns into the class scores.
+    assert torch.allclose(net.net.classifier[-1](f), net.logits(imgs)) and net.logits(imgs).shape == (5, 4)
+
+
+def _hand_dataset(n: int, val: list[int], split: dict | None = None) -> data.Dataset:
+    """n train images 16x16 of class k = row mod 4 (grey level 40 + 50k with a little noise), val rows held out."""
+    rng = np.random.default_rng(0)
+    y = np.arange(n, dtype=np.int64) % 4
+    x = np.clip(40 + 50 * y[:, None, None] + rng.integers(-10, 10, (n, 16, 16)), 0, 255).astype(np.uint8)
+    return data.Dataset(x, y, x[:4].copy(), y[:4].copy(), {"source": "hand", "options": {}}, "handfp",
+                        val_rows=np.array(val, np.int64), split=split or {"kind": "given"})
+
+
+def test_feature_net_cache_path_by_hand() -> None:
+    root = data.cache_root() / "kid-features"
+    assert fidelity._cache_path(_hand_dataset(8, [])) == root / "handfp-given-cnn64-e5-balanced.safetensors"
+    sub = _hand_dataset(8, [1], {"kind": "subject", "fingerprint": "spl1"})
+    assert fidelity._cache_path(sub) == root / "handfp-spl1-cnn64-e5-balanced.safetensors"
+
+
+def test_feature_net_trains_on_the_fit_part_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 70 rows (classes 18, 18, 17, 17), rows 0 and 4 (class 0) held out for validation: 68 fit rows, so each of
+    # the 5 epochs takes batches of 64 and 4, with class weights n / (k n_c) of the fit rows' classes
+    # (16, 18, 17, 17 -> 68/64, 68/72, 1, 1).
+    ds = _hand_dataset(70, [0, 4], {"kind": "subject", "fingerprint": "fitonly"})
+    fidelity._cache_path(ds).unlink(missing_ok=True)
+    calls: list[tuple[int, list[float], list[int]]] = []
+    real_ce = torch.nn.functional.cross_entropy
+
+    def ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        calls.append((len(target), weight.tolist(), target.tolist()))
+        return real_ce(logits, target, weight=weight)
+
+    lrs: list[float] = []
+    real_adam = torch.optim.Adam
+
+    def adam(params: object, lr: float) -> torch.optim.Optimizer:
+        lrs.append(lr)
+        return real_adam(params, lr=lr)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fidelity.F, "cross_entropy", ce)
+    monkeypatch.setattr(fidelity.torch.optim, "Adam", adam)
+    net = fidelity.feature_net(ds)
+    assert [c[0] for c in calls] == [64, 4] * 5 and lrs == [1e-3]
+    assert all(c[1] == pytest.approx([68 / 64, 68 / 72, 1.0, 1.0]) for c in calls)
+    fit_labels = sorted(ds.train_y[ds.fit_mask].tolist())
+    for epoch in range(5):  # every fit row once per epoch (the labels of the two batches are the fit rows')
+        assert sorted(calls[2 * epoch][2] + calls[2 * epoch + 1][2]) == fit_labels
+    assert calls[0][2] != calls[2][2]  # shuffled anew each epoch
+    assert not net.net.training and fidelity._cache_path(ds).exists()
+    # Read back from the cache, without training, as the same network.
+    calls.clear()
+    again = fidelity.feature_net(ds)
+    assert calls == [] and not again.net.training
+    for k, v in net.net.state_dict().items():
+        assert torch.equal(v, again.net.state_dict()[k]), k
+    # The seed decides the network: the same seed trains the same weights, another seed others.
+    monkeypatch.undo()
+    fidelity._cache_path(ds).unlink()
+    same = fidelity.feature_net(ds, seed=0)
+    fidelity._cache_path(ds).unlink()
+    other = fidelity.feature_net(ds, seed=1)
+    w = "net.classifier.5.weight"
+    assert torch.equal(same.state_dict()[w], net.state_dict()[w])
+    assert not torch.equal(other.state_dict()[w], net.state_dict()[w])
+
+
+# --- KID and class fidelity's predictions, by hand ----------------------------------------------------------------
+
+
+def test_kid_in_batches_and_subsets_by_hand() -> None:
+    b, w, h = _img("black"), _img("white"), _img("half")
+    net = _MeanFeature()
+    # The same answers with features taken one image at a time.
+    assert fidelity.kid(net, np.stack([b, b]), np.stack([w, w]), 2, batch=1) == (16.0, 0.0)
+    assert fidelity.kid(net, np.stack([h, h, h]), np.stack([b, w, w]), 3, batch=2)[0] == pytest.approx(
+        1 + (0 + 0 + 8) / 3 - 2 * 1)
+    # Subsets of 2 of 3 images: {b, w} or {w, w} against {h, h}: 0 + 1 - 2 = -1 or 8 + 1 - 2 = 7; which subsets
+    # are drawn is the seed's, the same for the same seed.
+    one = fidelity.kid(net, np.stack([b, w, w]), np.stack([h, h, h]), 2, subsets=50, seed=1)
+    assert one == fidelity.kid(net, np.stack([b, w, w]), np.stack([h, h, h]), 2, subsets=50, seed=1)
+    assert -1.0 < one[0] < 7.0 and one[1] > 0
+    assert one != fidelity.kid(net, np.stack([b, w, w]), np.stack([h, h, h]), 2, subsets=50, seed=2)
+    # Every subset (with replacement of subsets) of 2 distinct images: {b,w} twice as likely as {w,w}: the mean
+    # over many subsets is near (2 * -1 + 7) / 3 = 5/3.
+    many = fidelity.kid(net, np.stack([b, w, w]), np.stack([h, h, h]), 2, subsets=3000, seed=0)
+    assert many[0] == pytest.approx(5 / 3, abs=0.25)
+
+
+def test_kid_subset_size_is_capped_at_100_by_hand() -> None:
+    # 250 real images (halves of 125) and 120 synthetic ones: subsets of 100, drawn by the seed; the numbers are
+    # those of `kid` on the seed's halves.
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (250, 8, 8), dtype=np.uint8).repeat(8, 1).repeat(8, 2)
+    syn = rng.integers(0, 200, (120, 8, 8), dtype=np.uint8).repeat(8, 1).repeat(8, 2)
+    r = fidelity.kid_real_vs_synthetic(_MeanFeature(), real, syn, seed=3)
+    assert r["kid_subset_size"] == 100
+    a, b = fidelity.halves(250, 3)
+    assert (r["kid_real_vs_synthetic"], r["kid_real_vs_synthetic_std"]) == fidelity.kid(
+        _MeanFeature(), real[a], syn, 100, seed=3)
+    assert (r["kid_real_vs_real"], r["kid_real_vs_real_std"]) == fidelity.kid(_MeanFeature(), real[a], real[b], 100,
+                                                                               seed=3)
+    assert r["kid_real_vs_real_std"] > 0  # subsets of 100 of 125 differ
+    assert fidelity.kid_real_vs_synthetic(_MeanFeature(), real[:9], syn)["kid_subset_size"] == 4  # the half of 9
+
+
+class _Brightness(torch.nn.Module):
+    """A classifier by hand: class floor(4 * v / 255) (at most 3) of an image's mean grey level v."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        k = ((x.mean(dim=(1, 2, 3)) + 1) / 2 * 4).floor().clamp(0, 3)
+        return -((torch.arange(4)[None] - k[:, None]) ** 2).float()
+
+
+def test_predict_by_hand() -> None:
+    levels = [0, 70, 140, 255, 60, 200, 64]  # classes 0, 1, 2, 3, 0, 3, 1
+    imgs = np.stack([np.full((64, 64), v, np.uint8) for v in levels])
+    for batch in (1, 2, 256):
+        pred = fidelity.predict(_Brightness(), imgs, batch=batch)  # type: ignore[arg-type]
+        assert pred.tolist() == [0, 1, 2, 3, 0, 3, 1] and pred.dtype == np.int64
+    empty = fidelity.predict(_Brightness(), imgs[:0])  # type: ignore[arg-type]
+    assert empty.shape == (0,) and empty.dtype == np.int64
+
+
+def test_nearest_over_more_than_one_block_by_hand() -> None:
+    # 1,100 queries (two blocks of 1,024): query j is (j + 0.25, 0), its nearest reference point (j, 0) at 0.25.
+    ref = np.stack([np.arange(1100.0), np.zeros(1100)], axis=1)
+    q = ref + [0.25, 0.0]
+    d, i = fidelity.nearest(q[::-1], ref)
+    assert i.tolist() == list(range(1099, -1, -1)) and np.allclose(d, 0.25)
+    assert fidelity.pixel_features(np.zeros((2, 64, 64), np.uint8)).dtype == np.float64
