@@ -1,11 +1,15 @@
-"""One run: mix the training set, train, validate every epoch, test once at the end, write the JSON result.
+"""The training engine: a unit of S >= 1 runs of one grid cell that differ only in seed (and, with several
+subject splits, in their split) is set up once, trained in one epoch loop, validated every epoch, tested once at
+the end, and written as one JSON result per run. S = 1 trains a plain module (`mriaug.nets.Single`); a seed pack
+(`[model.X] pack_seeds = S`, `mriaug.seedpack`) trains S stacked networks under `vmap` (`nets.Stacked`).
 
 Data sits on the device as uint8 tensors at the model's resolution; augmentation runs on the whole
-batch on the device; the forward pass uses bf16 autocast where asked; the device is read back once per
-epoch (the summed loss and the evaluation logits). Batch order and augmentation draws come from
-(seed, epoch, image identity) (`batches`), so the images two scenarios share are drawn alike. Every
-epoch ends with an atomic checkpoint, and every epoch reseeds from (seed, epoch), so a run resumed after
-preemption gives exactly the metrics of an uninterrupted one.
+batch on the device; the forward pass uses bf16 autocast where asked and native; the device is read back once
+per epoch (the summed losses and the evaluation logits). Batch order and augmentation draws come from
+(seed, epoch, image identity) (`batches`), so the images two scenarios share are drawn alike and a packed seed
+draws what its separate run draws. Epochs end with an atomic checkpoint (paced by `speed.CheckpointPacer`), and
+every epoch reseeds from (seed, epoch), so a run resumed after preemption gives exactly the metrics of an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import atomic, augment, batches, locks, models, pools, results, scenarios, speed
+from . import atomic, augment, batches, locks, pools, results, scenarios, speed
 from . import data as data_mod
+from . import nets as nets_mod
 from .classes import CLASSES
 from .errors import PoolError, SettingError
 from .metrics import classification_metrics
@@ -136,20 +142,13 @@ def check_selectable(spec: RunSpec, has_val: bool) -> None:
                            "val_fraction (e.g. -o val_fraction=0.1) or select = 'last'")
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, norm: tuple[float, float], autocast: bool,
-            batch: int = 256) -> np.ndarray:
-    model.eval()
-    out = []
-    for i in range(0, len(x), batch):
-        xb = (x[i : i + batch].float() / 255.0 - norm[0]) / norm[1]
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            out.append(model(xb).float())
-    return torch.cat(out).cpu().numpy()  # one copy to the host
+def unit_id(specs: list[RunSpec]) -> str:
+    """A unit's name in logs and its checkpoint's: the run id of one run, a hash of the run ids of a pack."""
+    return specs[0].run_id if len(specs) == 1 else "pack-" + atomic.stable_hash([s.run_id for s in specs])
 
 
 def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None, save_weights: bool = False,
-            log: Log = _stderr, stop_after: int | None = None, wait: bool = True) -> dict[str, Any]:
+            log: Log = _stderr, stop_after: int | None = None, wait: bool = True) -> results.RunResult:
     """Train and evaluate one run under its run lock; return its result (read back if it already exists).
     A run another live process is training is waited for (then read back), or with wait=False raises
     `locks.Busy`, so several workers on one results folder split the work and train each run once."""
@@ -161,190 +160,314 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None
         # pragma: no mutate end
 
     with results.run_lock(results_dir, run_id, wait=wait, on_wait=waiting):
-        return _execute(spec, results_dir, device=device, save_weights=save_weights, log=log, stop_after=stop_after)
+        return train_unit([spec], results_dir, device=device, save_weights=save_weights, log=log,
+                          stop_after=stop_after)[0]
+
+
+def finished(spec: RunSpec, results_dir: Path, log: Log) -> results.RunResult | None:
+    """The run's result if it has a usable one; an unusable one (cut short, corrupted) is set aside."""
+    out = results.path_for(results_dir, spec.run_id)
+    if not out.exists():
+        return None
+    try:
+        return results.read(out)
+    except results.ResultError as e:
+        _set_aside(out, str(e), log)
+        return None
 
 
 def result_data(spec: RunSpec, ds: data_mod.Dataset, pool: pools.Pool | None) -> dict[str, Any]:
     """The `data` part of a result: which data, split and pool the run used (collect keeps settings apart by it)."""
     return {"fingerprint": ds.fingerprint, "source": ds.source, "resolution": ds.resolution,
             "pool_fingerprint": pool.fingerprint if pool else None,
-            "pool_path": str(pool.path) if pool else None, "pool_label": spec.pool_label if pool else None,
+            "pool_path": str(pool.path) if pool else None,
+            # the name tables give the pool: the grid's, else its folder's
+            "pool_label": (spec.pool_label or Path(pool.path).name) if pool else None,
             "split": ds.split}
 
 
-def write_diverged(spec: RunSpec, results_dir: Path, epoch: int, history: list[dict[str, Any]], mix: scenarios.Mix,
-                   ds: data_mod.Dataset, pool: pools.Pool | None, dev: torch.device, t_start: float, log: Log
-                   ) -> dict[str, Any]:
-    """A non-finite training loss: stop, and record the run as diverged (its metrics null) so tables count it."""
-    result = {
-        "schema": results.SCHEMA, "run_id": spec.run_id, "spec": spec.to_dict(), "status": "diverged",
-        "diverged_at_epoch": epoch, "metrics": dict.fromkeys(results.REQUIRED_METRICS), "history": history,
-        "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test")},
-        "data": result_data(spec, ds, pool),
-        "env": environment(dev), "timings": {"total_s": time.perf_counter() - t_start}, "weights": None,
-    }
-    results.write(results_dir, result)
-    results.checkpoint_for(results_dir, spec.run_id).unlink(missing_ok=True)
-    log(f"[{spec.run_id}] diverged: non-finite training loss in epoch {epoch}; recorded as diverged")
-    return result
+@dataclass
+class Unit:
+    """What a unit of S seeds trains on and with, set up once: the data on the device, each seed's rows of it
+    and image identities, the networks and their optimizer."""
+
+    specs: list[RunSpec]
+    name: str  # in logs and the checkpoint's file name (`unit_id`)
+    dev: torch.device
+    ds: data_mod.Dataset
+    pool: pools.Pool | None
+    mixes: list[scenarios.Mix]
+    images: torch.Tensor  # every candidate image once: the training split, then the pool (uint8, on the device)
+    labels: torch.Tensor
+    rows: torch.Tensor  # (S, n): each seed's training images as rows of `images`, `training_arrays`'s order
+    ids: torch.Tensor  # (S, n): their identities, which key the batch order and augmentation (`batches`)
+    x_test: torch.Tensor
+    x_val: torch.Tensor | None
+    y_val: np.ndarray
+    steps_per_epoch: list[int]
+    nets: nets_mod.Nets
+    optimizer: torch.optim.Optimizer
+    optimizer_name: str
+    bf16: bool
+    identity: dict[str, Any]  # what a checkpoint must have been made from to resume this unit
+    data_seconds: float
+
+    @property
+    def first(self) -> RunSpec:
+        return self.specs[0]
+
+    @property
+    def n(self) -> int:
+        return int(self.rows.shape[1])
 
 
-def _execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None, save_weights: bool = False,
-             log: Log = _stderr, stop_after: int | None = None) -> dict[str, Any]:
-    t_start = time.perf_counter()
-    results_dir = Path(results_dir)
-    run_id = spec.run_id
-    out = results.path_for(results_dir, run_id)
-    if out.exists():
-        try:
-            return results.read(out)
-        except results.ResultError as e:
-            _set_aside(out, str(e), log)
-    hp = spec.hparams
+def prepare(specs: list[RunSpec], *, device: str | None, t_start: float) -> Unit:
+    """Load the data and pool, draw each seed's training set, put it on the device, build networks and optimizer."""
+    s0 = specs[0]
+    hp = s0.hparams
     dev = pick_device(device)
-    ds = data_mod.load(spec.data)
-    pool = pools.load(spec.pool, ds) if spec.scenario.needs_pool and spec.pool else None
-    if pool is not None and pool.fingerprint != spec.pool_fingerprint:
+    ds = data_mod.load(s0.data)
+    pool = pools.load(s0.pool, ds) if s0.scenario.needs_pool and s0.pool else None
+    if pool is not None and pool.fingerprint != s0.pool_fingerprint:
         raise PoolError(
-            f"pool {spec.pool} changed since run {spec.label} was planned (manifest {pool.fingerprint}, planned "
-            f"{spec.pool_fingerprint}); plan it again (`mriaug grid` / `mriaug submit`) to train on the new pool"
+            f"pool {s0.pool} changed since run {s0.label} was planned (manifest {pool.fingerprint}, planned "
+            f"{s0.pool_fingerprint}); plan it again (`mriaug grid` / `mriaug submit`) to train on the new pool"
         )
-    mix = scenarios.mix(ds, spec.scenario, spec.seed, pool)
-    x_np, y_np = scenarios.training_arrays(ds, mix, pool)
-    res = hp.resolution
-    x_train = to_device_uint8(x_np, res, dev)
-    y_train = torch.from_numpy(y_np).to(dev)
-    ids = torch.from_numpy(batches.identities(mix.real_index, mix.synthetic_index)).to(dev)
-    x_test = to_device_uint8(ds.test_x, res, dev)
+    mixes = [scenarios.mix(ds, s.scenario, s.seed, pool) for s in specs]
+    # A seed's rows of [training split; pool], in `scenarios.training_arrays`'s order: real, then pool.
+    rows_np = [np.concatenate([m.real_index, len(ds.train_y) + m.synthetic_index]).astype(np.int64) for m in mixes]
+    if len({len(r) for r in rows_np}) > 1:  # fixed per-class counts make this impossible; say so if it happens
+        raise SettingError(f"{s0.label}: the seeds of this pack have training sets of different sizes; "
+                           "train them without pack_seeds")
+    x_np = ds.train_x if pool is None else np.concatenate([ds.train_x, pool.images])
+    y_np = ds.train_y if pool is None else np.concatenate([ds.train_y, pool.labels])
     has_val = len(ds.val_rows) > 0
-    check_selectable(spec, has_val)
-    x_val = to_device_uint8(ds.train_x[ds.val_rows], res, dev) if has_val else None
-    y_val = ds.train_y[ds.val_rows]
-    t_data = time.perf_counter() - t_start
-
+    check_selectable(s0, has_val)
+    ids = np.stack([batches.identities(m.real_index, m.synthetic_index) for m in mixes])
     fast = speed.settings()
     deterministic(dev, fast.deterministic)
-    _seed_everything(spec.seed)
-    model = models.build(spec.model, hp).to(dev)
-    if fast.channels_last_for(dev.type, spec.model):
-        model = model.to(memory_format=torch.channels_last)
-    forward = speed.compiled(model) if fast.compile else model
-    norm = models.normalization(model)
-    opt, opt_name = make_optimizer(model, hp.lr, hp.weight_decay)
-    use_bf16 = autocast_bf16(hp.precision, dev)  # bf16 only where the device has it natively
-    aug = augment.get(spec.augmentation)
-    pacer = speed.CheckpointPacer(fast.checkpoint)
+    nets = nets_mod.build(s0.model, hp, [s.seed for s in specs], dev, fast)
+    optimizer, optimizer_name = make_optimizer(nets.parameters(), hp.lr, hp.weight_decay)
+    n = len(rows_np[0])
+    return Unit(
+        specs=specs, name=unit_id(specs), dev=dev, ds=ds, pool=pool, mixes=mixes,
+        images=to_device_uint8(x_np, hp.resolution, dev), labels=torch.from_numpy(y_np).to(dev),
+        rows=torch.from_numpy(np.stack(rows_np)).to(dev), ids=torch.from_numpy(ids).to(dev),
+        x_test=to_device_uint8(ds.test_x, hp.resolution, dev),
+        x_val=to_device_uint8(ds.train_x[ds.val_rows], hp.resolution, dev) if has_val else None,
+        y_val=ds.train_y[ds.val_rows],
+        steps_per_epoch=epoch_batches(n, hp.batch_size, hp.epochs, s0.budget, int(ds.fit_mask.sum())),
+        nets=nets, optimizer=optimizer, optimizer_name=optimizer_name, bf16=autocast_bf16(hp.precision, dev),
+        identity={"engine": ENGINE, "run_ids": [s.run_id for s in specs], "data_fingerprint": ds.fingerprint,
+                  "pool_fingerprint": pool.fingerprint if pool else None,
+                  "selection": atomic.stable_hash([[m.real_index.tolist(), m.synthetic_index.tolist()]
+                                                   for m in mixes])},
+        data_seconds=time.perf_counter() - t_start,
+    )
 
-    n, bs = len(y_train), hp.batch_size
-    plan = epoch_batches(n, bs, hp.epochs, spec.budget, int(ds.fit_mask.sum()))
-    epochs = len(plan)
-    ckpt_path = results.checkpoint_for(results_dir, run_id)
-    history: list[dict[str, Any]] = []
+
+# Checkpoints of the one engine; older ones (a run's or a pack's own layout) are set aside and trained afresh.
+ENGINE = 2
+
+
+def train_epoch(u: Unit, epoch: int, alive: torch.Tensor) -> list[float]:
+    """One epoch of every seed: its own batch order and augmentation draws, keyed by (seed, epoch, image), as its
+    separate run draws them. Returns each seed's mean training loss (non-finite: it diverged)."""
+    s0, bs = u.first, u.first.hparams.batch_size
+    _seed_everything(s0.seed * 100_003 + epoch + 1)
+    u.nets.train()
+    keys = torch.stack([batches.image_keys(s.seed, epoch, u.ids[k]) for k, s in enumerate(u.specs)])
+    perm = torch.stack([batches.order(keys[k]) for k in range(len(u.specs))])
+    m = min(u.n, u.steps_per_epoch[epoch] * bs)  # the steps budget may cut the last pass short
+    rows = torch.gather(u.rows, 1, perm)[:, :m]  # (S, m): rows of `images` in each seed's batch order
+    keys = torch.gather(keys, 1, perm)[:, :m]
+    aug = augment.get(s0.augmentation)
+    # Augmentation runs ahead of the steps, `span` images per seed at a time (the whole epoch on a GPU: a handful
+    # of launches instead of a few hundred per step; a few batches on the CPU): the same images, as each depends
+    # only on its key.
+    span = augment.ahead_images(u.dev, s0.augmentation, bs, u.images.shape[-2] * u.images.shape[-1], m)
+    ahead = u.images[:0]
+    total = torch.zeros(len(u.specs), dtype=torch.float64, device=u.dev)  # summed on the device: no sync per step
+    seen = 0
+    for i in range(0, m, bs):
+        idx = rows[:, i : i + bs]
+        if span and i % span == 0:
+            chunk = slice(i, min(i + span, m))
+            ahead = augment.ahead(aug, u.images, rows[:, chunk].flatten(), keys[:, chunk].flatten())
+            ahead = ahead.view(len(u.specs), -1, *u.images.shape[1:])
+        xb = (ahead[:, i % span : i % span + bs] if span
+              else aug(u.images.index_select(0, idx.flatten()), keys[:, i : i + bs].flatten()))
+        losses = u.nets.losses(xb.view(*idx.shape, *u.images.shape[1:]), u.labels[idx], u.bf16)
+        u.optimizer.zero_grad(set_to_none=True)
+        # Seeds share no parameter: each gets its own run's gradient, a diverged seed none.
+        torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
+        u.optimizer.step()
+        total += losses.detach() * idx.shape[1]
+        seen += idx.shape[1]
+    return (total / max(seen, 1)).tolist()  # the epoch's one sync
+
+
+def train_unit(specs: list[RunSpec], results_dir: str | Path, *, device: str | None = None,
+               save_weights: bool = False, log: Log = _stderr, stop_after: int | None = None
+               ) -> list[results.RunResult]:
+    """Train S >= 1 runs of one cell that differ only in seed together (the one training engine): validate every
+    epoch, keep each seed's best validation weights (select = "best_val"), record a diverged seed as diverged
+    while the others go on, checkpoint and resume, test once, write one result per run. Runs that already have
+    a result are read back and not trained again. Returns the results in the order of `specs`."""
+    t_start = time.perf_counter()
+    results_dir = Path(results_dir)
+    out: dict[str, results.RunResult] = {}
+    for s in specs:
+        r = finished(s, results_dir, log)
+        if r is not None:
+            out[s.run_id] = r
+    todo = [s for s in specs if s.run_id not in out]
+    if todo:
+        out.update(_train(todo, results_dir, device=device, save_weights=save_weights, log=log,
+                          stop_after=stop_after, t_start=t_start))
+    return [out[s.run_id] for s in specs]
+
+
+def _train(specs: list[RunSpec], results_dir: Path, *, device: str | None, save_weights: bool, log: Log,
+           stop_after: int | None, t_start: float) -> dict[str, results.RunResult]:
+    u = prepare(specs, device=device, t_start=t_start)
+    s0, S = u.first, len(specs)
+    epochs = len(u.steps_per_epoch)
+    ckpt_path = results.checkpoint_for(results_dir, u.name)
+    pacer = speed.CheckpointPacer(speed.settings().checkpoint)
+    histories: list[list[dict[str, Any]]] = [[] for _ in specs]
+    best: list[dict[str, Any] | None] = [None] * S  # per seed: the epoch with the lowest validation loss, its weights
     start_epoch = 0
-    best: dict[str, Any] | None = None  # the epoch with the lowest validation loss, and its weights
-    identity = {"data_fingerprint": ds.fingerprint, "pool_fingerprint": pool.fingerprint if pool else None,
-                "selection": atomic.stable_hash([mix.real_index.tolist(), mix.synthetic_index.tolist()])}
-    ckpt = load_checkpoint(ckpt_path, dev, identity, log)
+    ckpt = load_checkpoint(ckpt_path, u.dev, u.identity, log, what="run" if S == 1 else "pack")
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        history, start_epoch, best = ckpt["history"], ckpt["epoch"], ckpt.get("best")
-        log(f"[{run_id}] {spec.label}: resumed from checkpoint at epoch {start_epoch}/{epochs}")
-
+        u.nets.load_state(ckpt["nets"])
+        u.optimizer.load_state_dict(ckpt["optimizer"])
+        histories, start_epoch, best = ckpt["histories"], ckpt["epoch"], ckpt["best"]
+        log(f"[{u.name}] {_label(specs)}: resumed from checkpoint at epoch {start_epoch}/{epochs}")
     # pragma: no mutate start (log text)
-    log(f"[{run_id}] {spec.label}: {n} training images ({sum(mix.counts_synthetic.values())} synthetic), "
-        f"{len(ds.val_rows)} validation, {epochs} epochs ({sum(plan)} steps, budget {spec.budget}) on {dev}")
+    log(f"[{u.name}] {_label(specs)}: {u.n} training images ({sum(u.mixes[0].counts_synthetic.values())} "
+        f"synthetic), {len(u.ds.val_rows)} validation, {epochs} epochs ({sum(u.steps_per_epoch)} steps, budget "
+        f"{s0.budget}) on {u.dev}")
     # pragma: no mutate end
+    written: dict[str, results.RunResult] = {}
+    # A seed whose training loss stops being finite is written as diverged (its further epochs and metrics would
+    # mean nothing) and stops contributing; the others go on. Its history says so, so a resumed unit knows it.
+    alive = [not any(h.get("diverged") for h in histories[k]) for k in range(S)]
     t_train = 0.0
     for epoch in range(start_epoch, epochs):
+        if not any(alive):
+            break
         t0 = time.perf_counter()
-        _seed_everything(spec.seed * 100_003 + epoch + 1)
-        model.train()
-        keys = batches.image_keys(spec.seed, epoch, ids)
-        perm = batches.order(keys)
-        m = min(n, plan[epoch] * bs)
-        # Augmentation runs ahead of the steps, `span` images at a time (the whole epoch on a GPU: a handful of
-        # launches instead of a few hundred per step; a few batches on the CPU): the same images, as each
-        # depends only on its key.
-        span = augment.ahead_images(dev, spec.augmentation, bs, x_train.shape[-2] * x_train.shape[-1], m)
-        ahead = x_train[:0]
-        loss_sum, seen = torch.zeros((), dtype=torch.float64, device=dev), 0
-        for i in range(0, m, bs):
-            idx = perm[i : i + bs]
-            if span and i % span == 0:
-                chunk = perm[i : min(i + span, m)]
-                ahead = augment.ahead(aug, x_train, chunk, keys[chunk])
-            # index_select: `x_train[idx]` copies uint8 images element by element on the CPU (20x slower).
-            raw = ahead[i % span : i % span + bs] if span else aug(x_train.index_select(0, idx), keys[idx])
-            xb = (raw.float() / 255.0 - norm[0]) / norm[1]
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = F.cross_entropy(forward(xb).float(), y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(idx)  # summed on the device: no sync per step
-            seen += len(idx)
-        total = float(loss_sum)  # the epoch's one sync; a non-finite sum means some step diverged
-        if not math.isfinite(total):  # diverged: further epochs and the metrics would mean nothing
-            history.append({"epoch": epoch + 1, "train_loss": None, "diverged": True})
-            return write_diverged(spec, results_dir, epoch + 1, history, mix, ds, pool, dev, t_start, log)
+        train_loss = train_epoch(u, epoch, torch.tensor(alive, device=u.dev))
         t_train += time.perf_counter() - t0
         # Per-epoch numbers come from validation only: the test set is looked at once, at the end.
-        entry: dict[str, Any] = {"epoch": epoch + 1, "steps": sum(plan[: epoch + 1]),
-                                 "train_loss": total / max(seen, 1)}
-        shown = ""
-        if x_val is not None:
-            vm = classification_metrics(predict(model, x_val, norm, use_bf16), y_val)
-            entry.update(val_ce=vm["test_ce"], val_accuracy=vm["accuracy"],
-                         val_balanced_accuracy=vm["balanced_accuracy"])
-            shown = f" val_ce={vm['test_ce']:.4f} val_acc={vm['accuracy']:.3f}"  # pragma: no mutate
-            if spec.select == "best_val" and (best is None or vm["test_ce"] < best["val_ce"]):
-                best = {"epoch": epoch + 1, "val_ce": vm["test_ce"],
-                        "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        entry["seconds"] = time.perf_counter() - t0
-        history.append(entry)
-        # pragma: no mutate start (log text)
-        log(f"[{run_id}] epoch {epoch + 1}/{epochs} train_loss={entry['train_loss']:.4f}{shown} "
-            f"({entry['seconds']:.1f}s)")
-        # pragma: no mutate end
+        val_logits = u.nets.predict(u.x_val, u.bf16) if u.x_val is not None else None
+        for k, spec in enumerate(specs):
+            if not alive[k]:
+                continue
+            if not math.isfinite(train_loss[k]):
+                histories[k].append({"epoch": epoch + 1, "train_loss": None, "diverged": True})
+                alive[k] = False
+                written[spec.run_id] = _write(u, k, results_dir, histories[k], t_start, diverged_at=epoch + 1)
+                log(f"[{spec.run_id}] diverged: non-finite training loss in epoch {epoch + 1}; recorded as diverged")
+                continue
+            entry: dict[str, Any] = {"epoch": epoch + 1, "steps": sum(u.steps_per_epoch[: epoch + 1]),
+                                     "train_loss": train_loss[k]}
+            if val_logits is not None:
+                vm = classification_metrics(val_logits[k], u.y_val)
+                entry.update(val_ce=vm["test_ce"], val_accuracy=vm["accuracy"],
+                             val_balanced_accuracy=vm["balanced_accuracy"])
+                old = best[k]
+                if s0.select == "best_val" and (old is None or vm["test_ce"] < old["val_ce"]):
+                    best[k] = {"epoch": epoch + 1, "val_ce": vm["test_ce"], "weights": u.nets.weights(k)}
+            entry["seconds"] = time.perf_counter() - t0
+            histories[k].append(entry)
+        _log_epoch(u, epoch, epochs, histories, alive, log)
         checkpoint_epoch(ckpt_path, pacer, epoch + 1, epochs, stop_after, {
-            "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
-            "threads": torch.get_num_threads(), "device": dev.type, "hparams": hp.to_dict(), "best": best,
-            **identity})
+            "epoch": epoch + 1, "nets": u.nets.state(), "optimizer": u.optimizer.state_dict(),
+            "histories": histories, "best": best, "threads": torch.get_num_threads(), "device": u.dev.type,
+            "hparams": s0.hparams.to_dict(), **u.identity})
 
-    selected = epochs
-    if spec.select == "best_val" and best is not None:
-        model.load_state_dict(best["model"])
-        selected = int(best["epoch"])
-    metrics = classification_metrics(predict(model, x_test, norm, use_bf16), ds.test_y)
-    if save_weights:
-        from safetensors.torch import save_file
+    # Each seed tested with the weights it selected: its best validation epoch's, or its last.
+    chosen = [b if s0.select == "best_val" and b is not None else None for b in best]
+    u.nets.select([c["weights"] if c is not None else None for c in chosen])
+    selected = [int(c["epoch"]) if c is not None else epochs for c in chosen]
+    trained = sum(min(u.n, b * s0.hparams.batch_size) for b in u.steps_per_epoch[start_epoch:])
+    live = [k for k in range(S) if alive[k]]
+    test_logits = u.nets.predict(u.x_test, u.bf16) if live else None  # the test set's one look
+    for k in live:
+        assert test_logits is not None  # predicted whenever a seed is left
+        spec = specs[k]
+        if save_weights:
+            from safetensors.torch import save_file
 
-        with atomic.atomic_path(results.weights_for(results_dir, run_id)) as tmp:
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    trained = sum(min(n, b * bs) for b in plan[start_epoch:])
-    result = {
-        "schema": results.SCHEMA,
-        "run_id": run_id,
-        "spec": spec.to_dict(),
-        "metrics": metrics,
+            with atomic.atomic_path(results.weights_for(results_dir, spec.run_id)) as tmp:
+                save_file({name: v.contiguous() for name, v in u.nets.weights(k).items()}, str(tmp))
+        written[spec.run_id] = _write(
+            u, k, results_dir, histories[k], t_start, metrics=classification_metrics(test_logits[k], u.ds.test_y),
+            selected=selected[k],
+            timings={"train_s": t_train, "train_images_per_s": trained / t_train if t_train else None,
+                     **({"pack_images_per_s": S * trained / t_train if t_train else None} if S > 1 else {}),
+                     "resumed_from_epoch": start_epoch},
+            save_weights=save_weights)
+        m = written[spec.run_id].metrics
+        log(f"[{spec.run_id}] done: test_ce={m.test_ce:.4f} accuracy={m.accuracy:.3f}")  # pragma: no mutate
+    ckpt_path.unlink(missing_ok=True)
+    return written
+
+
+def _label(specs: list[RunSpec]) -> str:
+    s0 = specs[0]
+    if len(specs) == 1:
+        return s0.label
+    return (f"{s0.model}/s{s0.scenario.name}/{s0.augmentation}, seeds {[s.seed for s in specs]} "  # pragma: no mutate
+            "trained together")
+
+
+def _log_epoch(u: Unit, epoch: int, epochs: int, histories: list[list[dict[str, Any]]], alive: list[bool],
+               log: Log) -> None:
+    """One progress line per epoch (a Slurm log's view of the run): a run's numbers, or a pack's medians."""
+    # pragma: no mutate start (log text)
+    now = [h[-1] for h, a in zip(histories, alive, strict=True) if a and h and h[-1]["epoch"] == epoch + 1]
+    if not now:
+        return
+    what = "" if len(histories) == 1 else " median"
+    shown = f" train_loss{what}={float(np.median([e['train_loss'] for e in now])):.4f}"
+    if "val_ce" in now[0]:
+        shown += (f" val_ce{what}={float(np.median([e['val_ce'] for e in now])):.4f}"
+                  f" val_acc{what}={float(np.median([e['val_accuracy'] for e in now])):.3f}")
+    log(f"[{u.name}] epoch {epoch + 1}/{epochs}{shown} ({now[0]['seconds']:.1f}s)")
+    # pragma: no mutate end
+
+
+def _write(u: Unit, k: int, results_dir: Path, history: list[dict[str, Any]], t_start: float, *,
+           diverged_at: int | None = None, metrics: dict[str, Any] | None = None, selected: int | None = None,
+           timings: dict[str, Any] | None = None, save_weights: bool = False) -> results.RunResult:
+    """Seed k's result, finished or diverged (its metrics null), written atomically."""
+    spec, mix, hp = u.specs[k], u.mixes[k], u.first.hparams
+    result: dict[str, Any] = {
+        "schema": results.SCHEMA, "run_id": spec.run_id, "spec": spec.to_dict(),
+        "metrics": metrics if metrics is not None else dict.fromkeys(results.REQUIRED_METRICS),
         "history": history,
-        "training": {"budget": spec.budget, "epochs": epochs, "steps": sum(plan), "select": spec.select,
-                     "selected_epoch": selected, "optimizer": opt_name, "lr": hp.lr, "weight_decay": hp.weight_decay,
-                     "precision": "bf16" if use_bf16 else "fp32"},
-        "validation": history[selected - 1] if has_val else None,
-        "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": ds.counts("test"),
-                   "val": {name: int((y_val == k).sum()) for k, name in enumerate(CLASSES)}},
+        "training": {"budget": spec.budget, "epochs": len(u.steps_per_epoch), "steps": sum(u.steps_per_epoch),
+                     "select": spec.select, "selected_epoch": selected, "optimizer": u.optimizer_name, "lr": hp.lr,
+                     "weight_decay": hp.weight_decay, "precision": "bf16" if u.bf16 else "fp32"},
+        "validation": history[selected - 1] if selected is not None and u.x_val is not None else None,
+        "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": u.ds.counts("test"),
+                   "val": {name: int((u.y_val == c).sum()) for c, name in enumerate(CLASSES)}},
         "selection": {"real_train_rows": mix.real_index.tolist(), "pool_rows": mix.synthetic_index.tolist(),
                       "pool_sampling": mix.pool_sampling},
-        "data": result_data(spec, ds, pool),
-        "env": environment(dev),
-        "timings": {"data_s": t_data, "train_s": t_train, "total_s": time.perf_counter() - t_start,
-                    "train_images_per_s": trained / t_train if t_train else None,
-                    "resumed_from_epoch": start_epoch, "speed": fast.to_dict()},
-        "weights": str(results.weights_for(results_dir, run_id)) if save_weights else None,
+        "data": result_data(spec, u.ds, u.pool),
+        "env": environment(u.dev),
+        "timings": {"data_s": u.data_seconds, **(timings or {}), "total_s": time.perf_counter() - t_start,
+                    "speed": speed.settings().to_dict()},
+        "weights": str(results.weights_for(results_dir, spec.run_id)) if save_weights else None,
     }
-    results.write(results_dir, result)
-    ckpt_path.unlink(missing_ok=True)
-    log(f"[{run_id}] done: test_ce={metrics['test_ce']:.4f} accuracy={metrics['accuracy']:.3f}")  # pragma: no mutate
-    return result
+    if diverged_at is not None:
+        result.update(status="diverged", diverged_at_epoch=diverged_at, training=None, validation=None)
+    if len(u.specs) > 1:  # trained in one model with other seeds of its cell: its separate run's draws
+        result["packed"] = {"how": "torch.func vmap (mriaug.nets)", "pack": u.name, "size": len(u.specs),
+                            "seeds": [s.seed for s in u.specs], "run_ids": [s.run_id for s in u.specs]}
+    typed = results.RunResult.from_dict(result, results.path_for(results_dir, spec.run_id))
+    results.write(results_dir, typed)
+    return typed

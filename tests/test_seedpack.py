@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mriaug import grid as grid_mod
-from mriaug import results, scenarios, seedpack
+from mriaug import results, scenarios, seedpack, train
 from mriaug.data import DataSpec
 from mriaug.errors import GridError, SettingError
 from mriaug.grid import plan_run
@@ -136,9 +136,9 @@ def test_what_a_pack_refuses_is_named_and_the_honest_settings_are_taken(phantom_
         seedpack.check_pack(resnet)
     seedpack.check_pack([plan_run("vit", s1, "none", s, tiny_hparams("vit"), phantom_spec) for s in (0, 1)])
     seedpack.check_pack(_specs(phantom_spec, range(3)))  # one cell, plain settings: fine
-    assert seedpack.pack_id(_specs(phantom_spec, range(2))) == seedpack.pack_id(_specs(phantom_spec, range(2)))
-    assert seedpack.pack_id(_specs(phantom_spec, range(2))).startswith("pack-")
-    assert seedpack.pack_id(_specs(phantom_spec, range(2))) != seedpack.pack_id(_specs(phantom_spec, range(1, 3)))
+    assert train.unit_id(_specs(phantom_spec, range(2))) == train.unit_id(_specs(phantom_spec, range(2)))
+    assert train.unit_id(_specs(phantom_spec, range(2))).startswith("pack-")
+    assert train.unit_id(_specs(phantom_spec, range(2))) != train.unit_id(_specs(phantom_spec, range(1, 3)))
 
 
 def test_a_pack_that_does_not_learn_gives_each_seeds_untrained_network(phantom_spec: DataSpec, tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_a_pack_that_does_not_learn_gives_each_seeds_untrained_network(phantom_s
         t = p["timings"]
         assert t["train_images_per_s"] * t["train_s"] == pytest.approx(384)
         assert t["pack_images_per_s"] == pytest.approx(3 * t["train_images_per_s"])
-        assert p["packed"]["run_ids"] == [s.run_id for s in specs] and p["packed"]["pack"] == seedpack.pack_id(specs)
+        assert p["packed"]["run_ids"] == [s.run_id for s in specs] and p["packed"]["pack"] == train.unit_id(specs)
     assert len({r["metrics"]["test_ce"] for r in packed}) == 3  # three different initialisations
 
 
@@ -197,9 +197,9 @@ def test_a_packs_saved_weights_are_each_seeds_network(phantom_spec: DataSpec, tm
     from safetensors.torch import load_file
 
     from mriaug import data as data_mod
-    from mriaug import models
+    from mriaug import models, nets, runtime
     from mriaug.metrics import classification_metrics
-    from mriaug.train import predict, to_device_uint8
+    from mriaug.train import to_device_uint8
 
     specs = _specs(phantom_spec, range(2), aug="none", epochs=1)
     packed = seedpack.execute(specs, tmp_path, save_weights=True, log=lambda m: None)
@@ -209,7 +209,8 @@ def test_a_packs_saved_weights_are_each_seeds_network(phantom_spec: DataSpec, tm
         assert r["weights"] == str(results.weights_for(tmp_path, spec.run_id))
         net = models.build("cnn", spec.hparams)
         net.load_state_dict(load_file(r["weights"]))
-        ce = classification_metrics(predict(net, x, models.normalization(net), autocast=True), ds.test_y)["test_ce"]
+        bf16 = runtime.autocast_bf16(spec.hparams.precision, x.device)
+        ce = classification_metrics(nets.Single(net, net).predict(x, bf16)[0], ds.test_y)["test_ce"]
         assert ce == pytest.approx(r["metrics"]["test_ce"], abs=1e-3)
 
 

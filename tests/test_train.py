@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mriaug import augment, pools, results, runtime, scenarios, synth, train
+from mriaug import augment, nets, pools, results, runtime, scenarios, synth, train
 from mriaug import data as data_mod
 from mriaug.data import DataSpec
 from mriaug.grid import plan_run
@@ -110,14 +110,16 @@ def test_scenario3_run_with_transform_pool(phantom_spec: DataSpec, tmp_path: Pat
     assert r["data"]["pool_fingerprint"]
     assert len(r["selection"]["pool_rows"]) == sum(r["counts"]["synthetic"].values())
     spec = _spec(phantom_spec, scenario="3", pool=str(tmp_path / "pool"))
-    assert r["data"]["pool_path"] == str(tmp_path / "pool") and r["data"]["pool_label"] == spec.pool_label
+    # no pool name in the grid: the table's name for it is its folder's
+    assert spec.pool_label is None
+    assert r["data"]["pool_path"] == str(tmp_path / "pool") and r["data"]["pool_label"] == "pool"
 
 
 def test_saved_weights_reload_to_the_same_predictions(phantom_spec: DataSpec, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     from mriaug import models
-    from mriaug.train import predict, to_device_uint8
+    from mriaug.train import to_device_uint8
 
     spec = _spec(phantom_spec, epochs=1)
     r = execute(spec, tmp_path, save_weights=True, log=lambda m: None)
@@ -125,7 +127,7 @@ def test_saved_weights_reload_to_the_same_predictions(phantom_spec: DataSpec, tm
     model.load_state_dict(load_file(r["weights"]))
     ds = data_mod.load(phantom_spec)
     x = to_device_uint8(ds.test_x, 32, torch.device("cpu"))
-    logits = predict(model, x, models.normalization(model), autocast=True)
+    logits = nets.Single(model, model).predict(x, runtime.autocast_bf16(spec.hparams.precision, x.device))[0]
     from mriaug.metrics import classification_metrics
 
     assert classification_metrics(logits, ds.test_y)["test_ce"] == pytest.approx(r["metrics"]["test_ce"], abs=1e-6)
@@ -440,9 +442,11 @@ def test_predict_in_batches_and_to_device_in_chunks() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
     x = torch.randint(0, 256, (7, 1, 4, 4), dtype=torch.uint8)
-    whole = train.predict(model, x, (0.5, 0.25), autocast=False)
-    assert whole.shape == (7, 4)
-    assert abs(train.predict(model, x, (0.5, 0.25), autocast=False, batch=3) - whole).max() < 1e-6
+    one = nets.Single(model, model)  # no pretrained_cfg: normalised with 0.5 / 0.5
+    one.norm = (0.5, 0.25)
+    whole = one.predict(x, autocast=False)[0]
+    assert whole.shape == (7, 4) and one.predict(x, autocast=False).shape == (1, 7, 4)
+    assert abs(one.predict(x, autocast=False, batch=3)[0] - whole).max() < 1e-6
     # normalisation by hand: ((x / 255) - 0.5) / 0.25 through the linear layer
     by_hand = model((x.float() / 255.0 - 0.5) / 0.25).detach().numpy()
     assert abs(whole - by_hand).max() < 1e-5
@@ -536,6 +540,8 @@ def test_optimizer_and_result_data_by_hand() -> None:
     assert train.result_data(spec, ds, pool) == {  # type: ignore[arg-type]
         "fingerprint": "d1", "source": {"source": "phantom"}, "resolution": 32, "pool_fingerprint": "p1",
         "pool_path": "pools/p", "pool_label": "copy pool", "split": {"kind": "given"}}
+    unnamed = SimpleNamespace(pool_label=None)
+    assert train.result_data(unnamed, ds, pool)["pool_label"] == "p"  # type: ignore[arg-type]
     assert train.result_data(spec, ds, None) == {  # type: ignore[arg-type]
         "fingerprint": "d1", "source": {"source": "phantom"}, "resolution": 32, "pool_fingerprint": None,
         "pool_path": None, "pool_label": None, "split": {"kind": "given"}}

@@ -1,0 +1,159 @@
+"""The networks one training unit holds: S >= 1 seeds of one grid cell (`train.train_unit`).
+
+One seed is a plain module (`Single`): exactly the arithmetic of a run trained alone, so resume and the CPU
+thread count keep their bit-for-bit promises. Several seeds are stacked with `torch.func.stack_module_state`
+and run as one with `vmap` over `functional_call` (`Stacked`): one kernel launch per layer for all seeds, which
+is what makes many-seed studies cheap on a GPU (8 cnn seeds at 2.8-4.1x one run's images/s on an H200); on a
+CPU, where vmap's grouped convolutions are slow, a pack is slower than separate runs (benchmarks/README.md).
+Each seed's slice of a stacked parameter is its own network: nothing is shared, so each seed's gradient is the
+one its separate run would compute, in another summation order.
+
+Both give the engine the same few operations, on batches shaped (S, B, ...): training losses per seed,
+predictions per seed, a seed's weights (to select and to save), and a state to checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+
+from . import models, speed
+from .hparams import HParams
+
+Weights = dict[str, torch.Tensor]
+
+
+class Nets(Protocol):
+    size: int
+    norm: tuple[float, float]
+
+    def parameters(self) -> list[torch.Tensor]: ...
+    def train(self) -> None: ...
+    def losses(self, xb: torch.Tensor, yb: torch.Tensor, autocast: bool) -> torch.Tensor: ...
+    def predict(self, x: torch.Tensor, autocast: bool, batch: int = 256) -> np.ndarray: ...
+    def weights(self, k: int) -> Weights: ...
+    def select(self, chosen: list[Weights | None]) -> None: ...
+    def state(self) -> dict[str, Any]: ...
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+def _normalized(x: torch.Tensor, norm: tuple[float, float]) -> torch.Tensor:
+    return (x.float() / 255.0 - norm[0]) / norm[1]
+
+
+class Single:
+    """One seed in a plain module (optionally channels-last and torch.compile'd, as `speed` settles)."""
+
+    size = 1
+
+    def __init__(self, model: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]):
+        self.model, self.forward = model, forward
+        self.norm = models.normalization(model)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.model.parameters())
+
+    def train(self) -> None:
+        self.model.train()
+
+    def losses(self, xb: torch.Tensor, yb: torch.Tensor, autocast: bool) -> torch.Tensor:
+        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=autocast):
+            return F.cross_entropy(self.forward(_normalized(xb[0], self.norm)).float(), yb[0]).unsqueeze(0)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, autocast: bool, batch: int = 256) -> np.ndarray:
+        self.model.eval()
+        out = []
+        for i in range(0, len(x), batch):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+                out.append(self.model(_normalized(x[i : i + batch], self.norm)).float())
+        return torch.cat(out).unsqueeze(0).cpu().numpy()  # one copy to the host
+
+    def weights(self, k: int) -> Weights:
+        return {name: v.detach().clone() for name, v in self.model.state_dict().items()}
+
+    def select(self, chosen: list[Weights | None]) -> None:
+        if chosen[0] is not None:
+            self.model.load_state_dict(chosen[0])
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict()}  # references: building a checkpoint copies nothing
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+
+
+class Stacked:
+    """S seeds stacked: parameters and buffers (S, ...) each, run with `vmap` (`randomness="different"`)."""
+
+    def __init__(self, nets: list[torch.nn.Module]):
+        self.size = len(nets)
+        self.norm = models.normalization(nets[0])
+        self.params, self.buffers = stack_module_state(nets)  # leaves (S, ...), params require grad
+        self.base = copy.deepcopy(nets[0]).to("meta")  # the architecture only; weights come from the stack
+
+        def one(p: Weights, b: Weights, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.base, (p, b), (x,))
+
+        self._fwd_train = vmap(one, in_dims=(0, 0, 0), randomness="different")
+        self._fwd_test = vmap(one, in_dims=(0, 0, None), randomness="different")
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+    def train(self) -> None:
+        self.base.train()
+
+    def losses(self, xb: torch.Tensor, yb: torch.Tensor, autocast: bool) -> torch.Tensor:
+        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = self._fwd_train(self.params, self.buffers, _normalized(xb, self.norm))
+        per_image = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none")
+        return per_image.view(self.size, -1).mean(1)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, autocast: bool, batch: int = 256) -> np.ndarray:
+        self.base.eval()
+        out = []
+        for i in range(0, len(x), batch):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+                out.append(self._fwd_test(self.params, self.buffers, _normalized(x[i : i + batch], self.norm)).float())
+        return torch.cat(out, dim=1).cpu().numpy()  # (S, N, classes), one copy to the host
+
+    def weights(self, k: int) -> Weights:
+        return {name: v[k].detach().clone() for name, v in {**self.params, **self.buffers}.items()}
+
+    def select(self, chosen: list[Weights | None]) -> None:
+        with torch.no_grad():
+            for name, v in {**self.params, **self.buffers}.items():
+                for k, w in enumerate(chosen):
+                    if w is not None:
+                        v[k].copy_(w[name])
+
+    def state(self) -> dict[str, Any]:
+        return {"params": {k: v.detach() for k, v in self.params.items()}, "buffers": self.buffers}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for part, mine in (("params", self.params), ("buffers", self.buffers)):
+                for k, v in state[part].items():
+                    mine[k].copy_(v)
+
+
+def build(model: str, hp: HParams, seeds: list[int], dev: torch.device, fast: speed.Speed) -> Nets:
+    """The unit's networks, each initialised right after `torch.manual_seed(seed)` as its separate run is."""
+    nets = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        nets.append(models.build(model, hp).to(dev))
+    if len(nets) > 1:
+        return Stacked(nets)
+    net = nets[0]
+    if fast.channels_last_for(dev.type, model):
+        net = net.to(memory_format=torch.channels_last)
+    return Single(net, speed.compiled(net) if fast.compile else net)
