@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from mriaug import data, pools, scenarios, synth
@@ -526,3 +527,323 @@ def test_synth_report_prints_and_writes_every_number(tmp_path: Path, small: data
     assert all(r["near_copy_share"] < 1.0 for r in rep["per_class"].values())
     assert "no more near-copies" in text
     assert not list((tmp_path / "copy").glob(".*.tmp")) and not list((tmp_path / "copy").glob("*.tmp"))
+
+
+# --- numbers by hand on constructed pools (no trained network: a classifier by hand) -----------------------------
+
+
+def _walsh(k: int) -> np.ndarray:
+    """A +-1 Walsh pattern of 32x32 pixels: zero-mean, orthogonal to every other k."""
+    bits = np.array([bin(v).count("1") for v in np.arange(1024) & k])
+    return np.where(bits % 2, -1, 1).reshape(32, 32)
+
+
+def _pt(plane: int, a: int, b: int) -> np.ndarray:
+    """An image whose pixel feature (zero-mean, unit-norm) is (a, b) / |(a, b)| on Walsh patterns 2*plane+1 and
+    2*plane+2: images of one plane lie on a unit circle, images of two planes sqrt(2) apart."""
+    return (128 + a * _walsh(2 * plane + 1) + b * _walsh(2 * plane + 2)).astype(np.uint8)
+
+
+def _unit_distance(p: tuple[int, int], q: tuple[int, int]) -> float:
+    return float(np.hypot(*(np.array(p) / np.hypot(*p) - np.array(q) / np.hypot(*q))))
+
+
+def _pool(ds: data.Dataset, sources: list[int], images: list[np.ndarray], entries: list[dict] | None = None
+          ) -> pools.Pool:
+    src = np.array(sources, np.int64)
+    return pools.Pool(Path("hand"), np.stack(images), ds.train_y[src], src,
+                      entries or [{"generator": "hand"} for _ in sources], {}, "poolfp")
+
+
+def _memorisation_dataset(val: list[int]) -> data.Dataset:
+    """8 train rows (classes 0, 0, 1, 1, ...), row r at (60, 0) of plane r; 21 test images: plane 0 and plane 1 at
+    (48, 36) (class 0; sqrt(0.4) = 0.632 from rows 0 and 1), 19 in planes 20-38 (classes 1, 2, 3; sqrt(2) from
+    every row)."""
+    x = np.stack([_pt(r, 60, 0) for r in range(8)])
+    tx = np.stack([_pt(0, 48, 36), _pt(1, 48, 36)] + [_pt(20 + j, 60, 0) for j in range(19)])
+    ty = np.array([0, 0] + [1 + j % 3 for j in range(19)], np.int64)
+    return data.Dataset(x, np.arange(8, dtype=np.int64) // 2, tx, ty, {"source": "hand", "options": {}}, "memfp",
+                        val_rows=np.array(val, np.int64))
+
+
+def test_memorisation_by_hand() -> None:
+    ds = _memorisation_dataset([])
+    # Held out: the 21 test images, distances sorted sqrt(0.4), sqrt(0.4), sqrt(2) x 19. Their 5th percentile
+    # (linear, position 0.05 * 20 = 1, the second smallest) is sqrt(0.4): the near-copy threshold.
+    near = _unit_distance((60, 0), (48, 36))
+    assert near == pytest.approx(0.4**0.5)
+    # Class 0: a copy of row 0 (0), (59, 8) of plane 0 (0.135), (48, 36) of plane 1 (exactly the threshold: not
+    # under it), plane 30 (sqrt(2)); class 1: (0, 60) of plane 2 (sqrt(2) from row 2, and from every other row).
+    p = _pool(ds, [0, 1, 0, 1, 2], [_pt(0, 60, 0), _pt(0, 59, 8), _pt(1, 48, 36), _pt(30, 60, 0), _pt(2, 0, 60)])
+    m = pool_report.memorisation(p, ds)
+    s = m["summary"]
+    assert s["feature_space"] == "32x32 pixels, zero-mean and unit-norm"
+    assert (s["training_images"], s["held_out_part"], s["held_out_images"], s["held_out_shares_scans"]) == (
+        8, "test", 21, True)
+    assert (s["percentile"], s["floor"]) == (5.0, 0.02)
+    assert s["percentile_distance"] == pytest.approx(near) and s["threshold"] == pytest.approx(near)
+    assert s["held_out_near_share"] == 0.0  # none under the threshold: it is a strict bound
+    assert s["held_out_distance_median"] == pytest.approx(2**0.5)
+    small = _unit_distance((60, 0), (59, 8))
+    c0, c1 = m["per_class"]["Mild_Demented"], m["per_class"]["Moderate_Demented"]
+    assert c0["near_copy_share"] == 0.5  # the copy and (59, 8)
+    assert c0["nn_distance_median"] == pytest.approx((small + near) / 2) and c0["nn_distance_min"] == 0.0
+    assert c0["held_out_nn_distance_median"] == pytest.approx(near) and c0["held_out_near_share"] == 0.0
+    assert c1["near_copy_share"] == 0.0 and c1["nn_distance_min"] == pytest.approx(2**0.5)
+    assert c1["nn_distance_median"] == pytest.approx(2**0.5)
+    # Class 1 has 6 or 7 held-out images (test classes 1, 2, 3 in turn), all sqrt(2) away.
+    assert c1["held_out_nn_distance_median"] == pytest.approx(2**0.5) and c1["held_out_near_share"] == 0.0
+    assert set(m["per_class"]) == {"Mild_Demented", "Moderate_Demented"}  # classes without images left out
+
+
+def test_memorisation_on_validation_by_hand() -> None:
+    # Rows 1 and 3 held out for validation; row 1 is also a source of this pool (made under another validation
+    # fraction): training images are the 6 fit rows and row 1; held out: row 3 only (plane 3, a training row's
+    # distance from every other row: sqrt(2)); the threshold is then sqrt(2) itself.
+    ds = _memorisation_dataset([1, 3])
+    p = _pool(ds, [0, 1], [_pt(1, 48, 36), _pt(9, 60, 0)])
+    part, hx, hy = pool_report.held_out(p, ds)
+    assert part == "validation" and np.array_equal(hx, ds.train_x[[3]]) and hy.tolist() == [1]
+    m = pool_report.memorisation(p, ds)
+    s = m["summary"]
+    assert (s["training_images"], s["held_out_part"], s["held_out_images"], s["held_out_shares_scans"]) == (
+        7, "validation", 1, False)
+    assert s["threshold"] == pytest.approx(2**0.5) and s["held_out_near_share"] == 0.0
+    # (48, 36) of plane 1 is near row 1 (a source, so a training image): 0.632 < sqrt(2); plane 9 is not.
+    c0 = m["per_class"]["Mild_Demented"]
+    assert c0["near_copy_share"] == 0.5 and c0["nn_distance_min"] == pytest.approx(0.4**0.5)
+    assert c0["held_out_nn_distance_median"] is None and c0["held_out_near_share"] is None  # no class-0 row held out
+    # Without a held-out image at all: the floor, and no held-out numbers.
+    ds0 = data.Dataset(ds.train_x, ds.train_y, ds.test_x[:0], ds.test_y[:0], ds.source, "memfp")
+    m0 = pool_report.memorisation(_pool(ds0, [0], [_pt(0, 60, 0)]), ds0)["summary"]
+    assert m0["threshold"] == 0.02 and m0["held_out_images"] == 0
+    assert m0["percentile_distance"] is None and m0["held_out_near_share"] is None
+    assert m0["held_out_distance_median"] is None
+    assert pool_report._shares_scans("test", ds0) and not pool_report._shares_scans("validation", ds0)
+    sub = data.Dataset(ds.train_x, ds.train_y, ds.test_x, ds.test_y, ds.source, "memfp", split={"kind": "subject"})
+    assert not pool_report._shares_scans("test", sub)
+    assert pool_report._shares_scans("test", data.Dataset(ds.train_x, ds.train_y, ds.test_x, ds.test_y, ds.source,
+                                                          "memfp", split={}))
+
+
+class _Brightness(torch.nn.Module):
+    """A classifier by hand: class floor(4 * v / 255) (at most 3) of an image's mean grey level v; its feature for
+    KID is that mean (prepared to [-1, 1])."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double().mean(dim=(1, 2, 3))[:, None]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        k = ((x.mean(dim=(1, 2, 3)) + 1) / 2 * 4).floor().clamp(0, 3)
+        return -((torch.arange(4)[None] - k[:, None]) ** 2).float()
+
+
+def _flat(levels: list[int]) -> np.ndarray:
+    return np.stack([np.full((32, 32), v, np.uint8) for v in levels])
+
+
+def _fidelity_dataset() -> data.Dataset:
+    """Train levels 10, 20 (class 0), 70, 200 (class 1), 140, 150 (class 2), 250, 30 (class 3): the classifier
+    says 0, 0, 1, 3, 2, 2, 3, 0. Test (held out): 5 (class 0), 100 and 70 (class 1), 130, 20 and 240 (class 2),
+    none of class 3: it says 0, 1, 1, 2, 0, 3."""
+    return data.Dataset(_flat([10, 20, 70, 200, 140, 150, 250, 30]), np.array([0, 0, 1, 1, 2, 2, 3, 3]),
+                        _flat([5, 100, 70, 130, 20, 240]), np.array([0, 1, 1, 2, 2, 2]),
+                        {"source": "hand", "options": {}}, "fidfp")
+
+
+def test_class_fidelity_by_hand() -> None:
+    ds = _fidelity_dataset()
+    # Class 0: images 10 and 100 from rows 0 and 1 -> 0, 1; class 1: 80, 90, 250 from rows 2, 3, 2 -> 1, 1, 3;
+    # class 3: 255 from row 7 -> 3. No class-2 image.
+    p = _pool(ds, [0, 1, 2, 3, 2, 7], list(_flat([10, 100, 80, 90, 250, 255])))
+    r = pool_report.class_fidelity(p, ds, _Brightness())
+    s = r["summary"]
+    assert s == {"network": "BasicCNN 64x64, 5 epochs, class-weighted", "trained_on": "fit part",
+                 "training_images": 8, "held_out_part": "test", "held_out_images": 6, "held_out_shares_scans": True,
+                 "held_out_accuracy": pytest.approx(4 / 6),
+                 # recalls 1/1, 2/2, 1/3 (class 3 has no held-out image, so it is not averaged)
+                 "held_out_balanced_accuracy": pytest.approx((1 + 1 + 1 / 3) / 3), "chance": 0.25}
+    per = r["per_class"]
+    assert set(per) == {"Mild_Demented", "Moderate_Demented", "Very_Mild_Demented"}
+    assert per["Mild_Demented"] == {"class_fidelity": 0.5, "held_out_recall": 1.0, "held_out_class_images": 1,
+                                    "sources_recall": 1.0}
+    # Sources of class 1: rows 2, 3, 2 (70, 200, 70) -> 1, 3, 1.
+    assert per["Moderate_Demented"] == {"class_fidelity": pytest.approx(2 / 3), "held_out_recall": 1.0,
+                                        "held_out_class_images": 2, "sources_recall": pytest.approx(2 / 3)}
+    assert per["Very_Mild_Demented"] == {"class_fidelity": 1.0, "held_out_recall": None, "held_out_class_images": 0,
+                                         "sources_recall": 0.0}
+    # No held-out image at all: no accuracies.
+    none = data.Dataset(ds.train_x, ds.train_y, ds.test_x[:0], ds.test_y[:0], ds.source, "fidfp")
+    s0 = pool_report.class_fidelity(p, none, _Brightness())["summary"]
+    assert s0["held_out_accuracy"] is None and s0["held_out_balanced_accuracy"] is None
+    assert s0["held_out_images"] == 0
+
+
+def test_quality_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriaug.analysis import fidelity as fid
+
+    ds = _fidelity_dataset()
+    monkeypatch.setattr(fid, "feature_net", lambda dataset: _Brightness())
+    # Class 0: 10 (source row 0, level 10) and 100 (source row 1, level 20); class 3: 255 and 250 from row 6 (250).
+    p = _pool(ds, [0, 1, 6, 6], list(_flat([10, 100, 255, 250])))
+    rep = pool_report.quality(p, ds)
+    c0, c3 = rep["per_class"]["Mild_Demented"], rep["per_class"]["Very_Mild_Demented"]
+    assert set(rep["per_class"]) == {"Mild_Demented", "Very_Mild_Demented"}
+    # SSIM of constant images a, b: (2ab + C1) / (a^2 + b^2 + C1), C1 = (0.01 * 255)^2 = 6.5025.
+    lo = (2 * 100 * 20 + 6.5025) / (100**2 + 20**2 + 6.5025)
+    assert (c0["images"], c0["sources"]) == (2, 2) and (c3["images"], c3["sources"]) == (2, 1)
+    assert c0["ssim_to_source_mean"] == pytest.approx((1 + lo) / 2, abs=1e-9)
+    assert c0["ssim_to_source_median"] == pytest.approx((1 + lo) / 2, abs=1e-9)
+    assert c0["ssim_to_source_min"] == pytest.approx(lo, abs=1e-9)
+    # 64 bins of 4 levels: 10 -> bin 2, 20 -> 5, 100 -> 25; 250 and 255 -> 62 and 63.
+    assert c0["hist_l1_to_source_mean"] == 1.0  # 0 for 10 against 10, 2 for 100 against 20
+    assert c0["hist_l1_class_vs_real"] == 1.0  # {2, 25} against the class's {2, 5}: 0 + 0.5 + 0.5
+    assert c3["hist_l1_to_source_mean"] == 1.0 and c3["hist_l1_class_vs_real"] == 1.0  # real {62, 7}: 0 + 0.5 + 0.5
+    assert (c0["mean_intensity_synthetic"], c0["mean_intensity_real"]) == (55.0, 15.0)
+    assert (c3["mean_intensity_synthetic"], c3["mean_intensity_real"]) == (252.5, 140.0)
+    # The memorisation and class-fidelity numbers of their own functions, merged in per class.
+    mem = pool_report.memorisation(p, ds)
+    cls = pool_report.class_fidelity(p, ds, _Brightness())
+    for name in ("Mild_Demented", "Very_Mild_Demented"):
+        for k, v in {**mem["per_class"][name], **cls["per_class"][name]}.items():
+            assert rep["per_class"][name][k] == v, (name, k)
+    assert rep["memorisation"] == mem["summary"] and rep["classifier"] == cls["summary"]
+    # KID of two real images (halves of one) against two synthetic ones: too few for subsets of 2.
+    assert c0["kid_real_vs_synthetic"] is None and c0["kid_subset_size"] == 1
+    assert rep["verdicts"] == pool_report.verdicts(rep)
+    assert pool_report.fidelity(p, ds) == rep["per_class"]
+    # Without the network: no KID and no class fidelity.
+    plain = pool_report.quality(p, ds, kid=False)
+    assert plain["classifier"] is None and "kid_real_vs_synthetic" not in plain["per_class"]["Mild_Demented"]
+    assert "class_fidelity" not in plain["per_class"]["Mild_Demented"]
+
+
+def test_quality_kid_per_class_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriaug.analysis import fidelity as fid
+
+    # Four real class-0 images (0, 0, 255, 255: features -1, -1, +1, +1) and two synthetic ones: the class's KID
+    # is `kid_real_vs_synthetic` of the class's real images against its synthetic ones.
+    x = _flat([0, 0, 255, 255, 128, 128])
+    ds = data.Dataset(x, np.array([0, 0, 0, 0, 2, 2]), x[:2].copy(), np.array([0, 0]),
+                      {"source": "hand", "options": {}}, "kidfp")
+    monkeypatch.setattr(fid, "feature_net", lambda dataset: _Brightness())
+    p = _pool(ds, [0, 2, 4], list(_flat([255, 255, 128])))
+    rep = pool_report.quality(p, ds)
+    want = fid.kid_real_vs_synthetic(_Brightness(), x[:4], _flat([255, 255]))
+    assert want["kid_subset_size"] == 2 and want["kid_real_vs_synthetic"] is not None
+    for k, v in want.items():
+        assert rep["per_class"]["Mild_Demented"][k] == v, k
+    assert rep["per_class"]["Non_Demented"]["kid_subset_size"] == 1  # one real image per half
+
+
+def test_histogram_by_hand() -> None:
+    # 64 bins of 4 levels: 0 and 3 in bin 0, 4 in bin 1, 255 in bin 63.
+    h = pool_report.histogram(np.array([[0, 3], [4, 255]], np.uint8))
+    assert h.shape == (64,) and h[0] == 0.5 and h[1] == 0.25 and h[63] == 0.25 and h.sum() == 1.0
+    h4 = pool_report.histogram(np.array([0, 63, 64, 200, 255], np.uint8), bins=4)  # bins of 64 levels
+    assert h4.tolist() == [0.4, 0.2, 0.0, 0.4]
+    assert pool_report.histogram(np.zeros(0, np.uint8)).tolist() == [0.0] * 64  # nothing: no division by 0
+    assert pool_report.hist_distance(np.array([0, 0, 8, 8], np.uint8), np.array([0, 8, 8, 8], np.uint8)) == 0.5
+    assert pool_report.hist_distance(np.array([0, 5], np.uint8), np.array([0, 9], np.uint8), bins=2) == 0.0
+
+
+def test_ssim_window_and_batches_by_hand() -> None:
+    from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
+
+    rng = np.random.default_rng(3)
+    # The window: 11 pixels, or the largest odd size that fits a smaller image (8 -> 7, 9 -> 9, 10 -> 9).
+    for side, k in ((8, 7), (9, 9), (10, 9), (32, 11)):
+        a = rng.integers(0, 256, (5, side, side), dtype=np.uint8)
+        b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+        want = tm_ssim(torch.from_numpy(a).double()[:, None], torch.from_numpy(b).double()[:, None], kernel_size=k,
+                       sigma=1.5, data_range=255.0, reduction="none")
+        for batch in (2, 64):
+            got = pool_report.ssim(a, b, batch=batch)
+            assert got.shape == (5,) and np.allclose(got, want.numpy(), rtol=0, atol=1e-12), (side, batch)
+    assert pool_report.ssim(np.zeros((0, 8, 8), np.uint8), np.zeros((0, 8, 8), np.uint8)).shape == (0,)
+
+
+def test_verdict_lines_by_hand() -> None:
+    assert pool_report.expected_near_share(0, 5.0) == pytest.approx(0.05 + 2 * (0.05 * 0.95) ** 0.5)  # n taken as 1
+    assert pool_report.expected_near_share(400, 10.0) == pytest.approx(0.1 + 2 * (0.1 * 0.9 / 400) ** 0.5)
+    assert (pool_report._num(0.12345, 2), pool_report._num(3, 1), pool_report._num(None, 2)) == ("0.12", "3.0", "—")
+    m = {"threshold": 0.1234, "percentile": 5.0, "held_out_images": 50, "held_out_part": "validation",
+         "floor": 0.02, "held_out_distance_median": 0.3, "held_out_shares_scans": False}
+    r = {"images": 100, "nn_distance_median": 0.2, "near_copy_share": 0.05}
+    assert pool_report.memorisation_verdict("X", r, m) == (
+        "X: near-copies 5% of 100 (nearest training image closer than 0.123, the 5th percentile of 50 real validation "
+        "images' distances, at least 0.02; median distance 0.200 vs 0.300 for real held-out images): no more "
+        "near-copies than new real images give (up to 9% expected)")
+    assert pool_report.memorisation_verdict("X", {**r, "near_copy_share": 0.2}, m).endswith(
+        "more near-copies than a pool that copies nothing would show (up to 9%); look at them before sharing the pool")
+    assert pool_report.memorisation_verdict("X", {**r, "near_copy_share": 0.5}, m).endswith(
+        "mostly copies of training images, a privacy problem for patient data")
+    assert pool_report.memorisation_verdict("X", {**r, "near_copy_share": 0.4999}, m).endswith("sharing the pool")
+    k = {"kid_real_vs_synthetic": 0.002, "kid_real_vs_real": 0.001, "kid_real_vs_synthetic_std": 0.0003,
+         "kid_real_vs_real_std": 0.0004}
+    assert pool_report.kid_verdict("X", k) == (
+        "X: KID real vs synthetic 0.0020, real vs real (the floor) 0.0010; threshold: the floor + 2 standard "
+        "deviations of the two estimates = 0.0020: as close to the real images as a second real sample is (the "
+        "feature CNN cannot tell them apart)")
+    # Without the standard deviations: the floor itself is the threshold.
+    assert "further from" in str(pool_report.kid_verdict("X", {"kid_real_vs_synthetic": 0.0011,
+                                                                "kid_real_vs_real": 0.001}))
+    assert "as close" in str(pool_report.kid_verdict("X", {"kid_real_vs_synthetic": 0.001, "kid_real_vs_real": 0.001}))
+    assert pool_report.kid_verdict("X", {"kid_real_vs_synthetic": 0.1, "kid_real_vs_real": None}) is None
+    assert pool_report.kid_verdict("X", {"kid_real_vs_synthetic": None, "kid_real_vs_real": 0.1}) is None
+    c = {"images": 100, "held_out_recall": 0.9, "held_out_class_images": 100, "sources_recall": 0.95,
+         "class_fidelity": 0.85}
+    assert pool_report.class_fidelity_verdict("X", c, 0.25) == (
+        "X: class fidelity 0.85 (share the real-data CNN labels X); its recall on real held-out X images 0.90 "
+        "(n=100), on this pool's sources 0.95: keeps its class (as recognisable as new real images; threshold: the "
+        "held-out recall less two standard errors, 0.81)")
+    assert pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": None}, 0.25) is None
+    assert pool_report.class_fidelity_verdict("X", {**c, "held_out_recall": 0.3, "class_fidelity": 0.1}, 0.3).endswith(
+        "the CNN does not recognise this class on new real images (recall at or below chance, 0.30), so class "
+        "fidelity says little here")
+    assert pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": 0.2}, 0.25).endswith(
+        "loses its class (labelled X no more often than chance, 0.25)")
+    # 0.5: tolerance 2 * sqrt(0.25 / 100 + 0.09 / 100) = 0.117, line 0.78.
+    assert pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": 0.5}, 0.25).endswith(
+        "less recognisable than new real images (below 0.78, the held-out recall less two standard errors)")
+    # At recall 1 and fidelity 1 the tolerance is 0: equal is kept.
+    one = {**c, "held_out_recall": 1.0, "class_fidelity": 1.0}
+    assert "keeps its class" in str(pool_report.class_fidelity_verdict("X", one, 0.25))
+    # Without a held-out count, n is taken as 1: tolerance 2 * sqrt(0.35 * 0.65 / 100 + 0.09 / 1) = 0.61, so 0.35
+    # is kept (line 0.29); with n = 100 the tolerance is 0.113 (line 0.79) and 0.35 is below it.
+    assert "keeps its class" in str(pool_report.class_fidelity_verdict(
+        "X", {**c, "held_out_class_images": 0, "class_fidelity": 0.35}, 0.25))
+    assert "less recognisable" in str(pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": 0.35}, 0.25))
+    # A report's lines: the classifier, then per class KID, memorisation, class; the split note once at the end.
+    rep = {"memorisation": {**m, "held_out_shares_scans": True}, "per_class": {"X": {**r, **k, **c}},
+           "classifier": {"network": "N", "trained_on": "fit part", "training_images": 8, "held_out_images": 6,
+                          "held_out_part": "test", "held_out_accuracy": 0.5, "held_out_balanced_accuracy": None,
+                          "chance": 0.25, "held_out_shares_scans": True}}
+    lines = pool_report.verdicts(rep)
+    assert lines[0] == ("classifier: N, trained on the fit part (8 images); on 6 real test images accuracy 0.50, "
+                        "balanced accuracy — (chance 0.25)")
+    assert [line.split(" X: ")[0] for line in lines[1:4]] == ["KID", "memorisation", "class"]
+    assert lines[4:] == ["note: the held-out images are the given split's test part, which can share scans with the "
+                         "training images; --data-option split=subject gives a patient-level reference"]
+    assert len(lines) == 5
+    # Without the classifier or the note: memorisation only.
+    rep2 = {"memorisation": m, "per_class": {"X": r}, "classifier": None}
+    assert pool_report.verdicts(rep2) == [f"memorisation {pool_report.memorisation_verdict('X', r, m)}"]
+    assert pool_report.verdicts({"memorisation": None, "classifier": None, "per_class": {"X": r}}) == []
+
+
+def test_provenance_by_hand() -> None:
+    entries = [{"generator": "openai", "params": {"model": "m1", "size": "64x64", "price": 1,
+                                                  "request": {"id": "r1"}}},
+               {"generator": "openai", "params": {"model": "m1", "size": "64x64", "price": 2,
+                                                  "request": {"id": "r1"}}},
+               {"generator": "openai", "params": {"model": "m1", "size": "64x64", "request": {"id": "r2"}}},
+               {"generator": "openai", "params": {"model": "m2", "size": "64x64"}},
+               {"generator": "transform", "params": {}},
+               {"generator": "transform"}]
+    p = pools.Pool(Path("hand"), np.zeros((6, 2, 2), np.uint8), np.zeros(6), np.zeros(6), entries, {}, "fp")
+    # Prices do not split a group; requests are counted by their id; none known: None.
+    assert pool_report.provenance(p) == [
+        {"generator": "openai", "model": "m1", "size": "64x64", "images": 3, "requests": 2},
+        {"generator": "openai", "model": "m2", "size": "64x64", "images": 1, "requests": None},
+        {"generator": "transform", "images": 2, "requests": None}]
