@@ -98,6 +98,17 @@ def is_stale(holder: dict[str, Any], timeout: float) -> bool:
     return float(holder.get("age_s", 0.0)) > timeout
 
 
+def live_holders(folder: Path, host: str | None = None) -> list[dict[str, Any]]:
+    """The holders of the live locks in `folder` (of one host, if given): e.g. the workers on a results folder."""
+    timeout = timeout_s()
+    out = []
+    for path in sorted(Path(folder).glob("*.lock")):
+        holder = read_holder(path)
+        if holder is not None and not is_stale(holder, timeout) and host in (None, holder.get("host")):
+            out.append(holder)
+    return out
+
+
 class FileLock:
     """An O_EXCL lock file with a heartbeat; `cleanup` is called (with the lock held) after every acquisition."""
 

@@ -47,6 +47,37 @@ def deterministic(dev: torch.device, on: bool = True) -> None:
         torch.use_deterministic_algorithms(on, warn_only=True)
 
 
+def usable_cpus(cpu_max: str | None = None, affinity: set[int] | None = None) -> int:
+    """The cores this process may use: its CPU affinity (Slurm's binding, taskset), capped by a cgroup v2 CPU
+    quota (`cpu.max`, e.g. "200000 100000" = 2 cores: a container's --cpus), which affinity does not show."""
+    cpus = len(affinity if affinity is not None else os.sched_getaffinity(0))
+    if cpu_max is None:
+        try:
+            cpu_max = Path("/sys/fs/cgroup/cpu.max").read_text()
+        except OSError:
+            cpu_max = "max"
+    quota, _, period = cpu_max.strip().partition(" ")
+    if quota.isdigit() and period.isdigit() and int(period) > 0:
+        cpus = min(cpus, -(-int(quota) // int(period)))  # a part of a core still needs a thread
+    return max(1, cpus)
+
+
+def cpu_threads(workers: int = 1, cpus: int | None = None) -> int:
+    """Threads for one of `workers` processes training on this machine: an equal share of the usable cores,
+    at least one (two workers each taking every core would make each slower than one alone)."""
+    return max(1, (usable_cpus() if cpus is None else cpus) // max(1, workers))
+
+
+def use_cpu_threads(workers: int = 1) -> int:
+    """Set torch's CPU threads to this process's share (`cpu_threads`), unless OMP_NUM_THREADS is set: a user's
+    or Slurm's choice (jobs export it from --cpus-per-task) wins. Returns the count in use."""
+    import torch
+
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(cpu_threads(workers))
+    return torch.get_num_threads()
+
+
 def git_commit() -> str | None:
     """The commit of the code that runs: MRIAUG_GIT_COMMIT (set by the launcher), else this checkout's."""
     if os.environ.get("MRIAUG_GIT_COMMIT"):

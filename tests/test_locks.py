@@ -349,3 +349,15 @@ def test_a_run_held_by_a_live_worker_is_skipped_and_leftovers_go(tmp_path: Path)
     train.execute(spec, g.results, log=lambda m: None)
     assert not tmp.exists() and other.exists()
     assert results.path_for(g.results, spec.run_id).is_file()
+
+
+def test_live_holders_count_the_live_workers_of_a_folder(tmp_path: Path) -> None:
+    folder = tmp_path / ".workers"
+    with locks.held(folder / "a.lock", wait=False), locks.held(folder / "b.lock", wait=False):
+        live = locks.live_holders(folder, socket.gethostname())
+        assert len(live) == 2 and {h["pid"] for h in live} == {os.getpid()}
+        assert locks.live_holders(folder, "another-host") == []
+        # a dead process's lock (a pid that cannot exist) is not a live worker
+        (folder / "c.lock").write_text(json.dumps({"pid": 2**22 + 1, "host": socket.gethostname(), "token": "x"}))
+        assert len(locks.live_holders(folder)) == 2
+    assert locks.live_holders(folder) == []

@@ -31,3 +31,31 @@ def test_cuda_bf16_from_ampere_on(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         assert runtime.autocast_bf16("bf16", torch.device("cuda")) is expected
 
+
+
+@pytest.mark.parametrize(("cpu_max", "affinity", "expected"), [
+    ("max 100000\n", {0, 1, 2, 3}, 4),  # no quota: the cores the process is bound to
+    ("200000 100000\n", {0, 1, 2, 3}, 2),  # a quota of 2 cores (a container's --cpus=2) below 4 bound cores
+    ("150000 100000", {0, 1, 2, 3}, 2),  # 1.5 cores: a part of a core still needs a thread
+    ("800000 100000", {0, 1}, 2),  # the binding below the quota
+    ("50000 100000", {0, 1}, 1),  # half a core: still one thread
+    ("garbage", {0, 1, 2}, 3),  # unreadable: the binding alone
+])
+def test_usable_cpus_are_the_binding_capped_by_the_cgroup_quota(cpu_max: str, affinity: set[int],
+                                                                expected: int) -> None:
+    assert runtime.usable_cpus(cpu_max, affinity) == expected
+
+
+def test_workers_on_one_machine_split_its_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [runtime.cpu_threads(w, cpus=8) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    assert runtime.cpu_threads(0, cpus=2) == 2  # no registered worker yet: the whole share
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(runtime, "usable_cpus", lambda: 6)
+        assert runtime.use_cpu_threads(2) == 3 == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "5")  # the user's (or Slurm's) choice is kept
+        torch.set_num_threads(5)
+        assert runtime.use_cpu_threads(2) == 5
+    finally:
+        torch.set_num_threads(threads)

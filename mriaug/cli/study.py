@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -126,15 +128,16 @@ def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18
         typer.echo(f"run {spec.run_id} is already done: {done} (delete it to train again)", err=True)
         if save_weights and not results.weights_for(out, spec.run_id).exists():
             typer.secho("warning: it was trained without --save-weights; no weights to write", fg="yellow", err=True)
-    r = execute(spec, out, device=device, save_weights=save_weights)
-    if results.is_diverged(r):
-        typer.echo(json.dumps({"run_id": r["run_id"], "status": "diverged", "epoch": r["diverged_at_epoch"],
-                               "result": str(results.path_for(out, r["run_id"]))}))
+    r = results.as_result(execute(spec, out, device=device, save_weights=save_weights), out)
+    if r.diverged:
+        typer.echo(json.dumps({"run_id": r.run_id, "status": "diverged", "epoch": r.diverged_at_epoch,
+                               "result": str(results.path_for(out, r.run_id))}))
         return
-    m = r["metrics"]
-    typer.echo(json.dumps({"run_id": r["run_id"], "test_ce": round(m["test_ce"], 4),
-                           "accuracy": round(m["accuracy"], 4), "balanced_accuracy": round(m["balanced_accuracy"], 4),
-                           "result": str(results.path_for(out, r["run_id"]))}))
+    m = r.metrics
+    assert m.test_ce is not None and m.accuracy is not None and m.balanced_accuracy is not None  # read checked them
+    typer.echo(json.dumps({"run_id": r.run_id, "test_ce": round(m.test_ce, 4), "accuracy": round(m.accuracy, 4),
+                           "balanced_accuracy": round(m.balanced_accuracy, 4),
+                           "result": str(results.path_for(out, r.run_id))}))
 
 
 def grid_cmd(file: GridArg, device: DeviceOpt = None,
@@ -150,7 +153,7 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
     from tqdm import tqdm
 
     from .. import grid as grid_mod
-    from .. import locks, pools, results, seedpack
+    from .. import locks, pools, results, runtime, seedpack
     from ..analysis.collect import collect
     from ..errors import PoolError
     from ..train import execute
@@ -185,10 +188,15 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
     # process holds the lock of is skipped, and visited again once the others are done. A unit is one run, or a
     # pack of seeds trained together ([model.NAME] pack_seeds).
     pending, told = g.units(todo), False
-    with tqdm(total=len(todo), unit="run", file=sys.stderr) as bar, pools.kept_in_memory():
+    # This worker is known by a lock in the results folder; the workers on this machine split its cores.
+    workers = Path(g.results) / ".workers"
+    me = workers / f"{socket.gethostname()}-{os.getpid()}.lock"
+    with (tqdm(total=len(todo), unit="run", file=sys.stderr) as bar, pools.kept_in_memory(),
+          locks.held(me, wait=False)):
         while pending:
             busy = []
             for unit in pending:
+                runtime.use_cpu_threads(len(locks.live_holders(workers, socket.gethostname())))
                 bar.set_postfix_str(unit[0].label + (f" +{len(unit) - 1} seeds" if len(unit) > 1 else ""))
                 try:
                     if len(unit) == 1:
