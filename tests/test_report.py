@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -195,3 +196,184 @@ def test_the_report_reads_at_1280_and_600_pixels(two_settings: Path, tmp_path: P
     # Wide tables scroll inside their card: nothing is drawn in the page margin right of the cards.
     html = (two_settings / "report" / "report.html").read_text()
     assert html.count('<div class="scroll"><table>') == html.count("<table>")
+
+
+# --- the report's numbers on hand-written results ----------------------------------------------------------------
+
+HP = {"arch": "cnn", "resolution": 64, "epochs": 10, "batch_size": 32, "lr": 0.001, "weight_decay": 0.0001,
+      "precision": "bf16", "pretrained": False}
+
+
+def _hand_result(folder: Path, run_id: str, scenario: str, seed: int, ce: float, *, acc: float = 0.5,
+                 recall: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+                 test: dict[str, int] | None = None, train: dict[str, int] | None = None,
+                 training: dict | None = None, model: str = "cnn", hp: dict | None = None) -> None:
+    from mriaug import results
+    from mriaug.classes import CLASSES
+
+    per = {c: {"recall": r, "precision": 0.0, "f1": 0.0, "support": 0} for c, r in zip(CLASSES, recall, strict=True)}
+    doc = {"schema": results.SCHEMA, "run_id": run_id,
+           "spec": {"model": model, "scenario": {"name": scenario}, "augmentation": "none", "seed": seed,
+                    "hparams": hp or HP},
+           "metrics": {"test_ce": ce, "accuracy": acc, "balanced_accuracy": acc / 2, "macro_f1": acc / 4,
+                       "ece": acc / 10, "per_class": per, "confusion": [[0] * 4] * 4},
+           "history": [],
+           "counts": {"real": train or {"Mild_Demented": 90, "Non_Demented": 10}, "synthetic": {},
+                      **({"test": test} if test else {})},
+           "data": {"fingerprint": "d" * 16, "pool_fingerprint": None}, "env": {}, "timings": {"train_s": 1.0},
+           **({"training": training} if training else {})}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{run_id}.json").write_text(json.dumps(doc))
+
+
+def _raw(folder: Path) -> list:
+    """The results as `report.build` reads them."""
+    from mriaug import results
+
+    return [r for _, r in results.scan(folder) if not isinstance(r, results.ResultError)]
+
+
+def test_paired_differences_and_recalls_by_hand(tmp_path: Path) -> None:
+    from mriaug.analysis import collect, report
+
+    # Seeds 0-2: scenario 1 test CE 1.0, 1.2, 1.4; scenario 3 0.8, 1.1, 1.0: paired differences -0.2, -0.1, -0.4,
+    # median -0.2. Accuracy 0.5, 0.6, 0.7 against 0.6, 0.6, 0.9: differences 0.1, 0, 0.2, median 0.1.
+    for seed, (c1, c3, a1, a3) in enumerate([(1.0, 0.8, 0.5, 0.6), (1.2, 1.1, 0.6, 0.6), (1.4, 1.0, 0.7, 0.9)]):
+        _hand_result(tmp_path, f"s1-{seed}", "1", seed, c1, acc=a1, recall=(0.1 * seed, 0.5, 1.0, 0.0))
+        _hand_result(tmp_path, f"s3-{seed}", "3", seed, c3, acc=a3, recall=(0.2, 0.1 * seed + 0.3, 0.0, 0.9))
+    c = collect.gather(tmp_path)
+    tables, forest = report._stats_sections(c)
+    (name,) = c.table_names()
+    (diffs,) = [t for t in forest.tables if t.caption == f"{name}: paired differences from scenario 1 (other minus "
+                                                             "scenario 1)"]
+    assert diffs.columns == ["comparison", "metric", "median diff", "95% interval", "pairs", "p", "p (Holm)",
+                             "P(improvement)"]
+    rows = {r[1]: r for r in diffs.rows}
+    assert [r[1] for r in diffs.rows] == list(report.DIFF_METRICS)  # every metric, in order, scenario 3 only
+    assert all(r[0] == "Scenario 3 · No Augmentation" and r[4] == "3" for r in diffs.rows)
+    assert rows["test_ce"][2] == "-0.200" and rows["accuracy"][2] == "0.100"
+    # The rest of each row is the statistics module's, formatted: interval, Wilcoxon p, Holm's p, P(improvement).
+    for metric, r in rows.items():
+        s = c.stats(metric)
+        s3 = s[(s["table"] == name) & (s["scenario"] == "3")].iloc[0]
+        assert r[3] == f"[{report._f(s3['diff_ci_low'])}, {report._f(s3['diff_ci_high'])}]", metric
+        assert r[5:] == [report._f(s3["p_wilcoxon"], 4), report._f(s3["p_holm"], 4),
+                         report._f(s3["prob_improvement"], 2)], metric
+    # P(improvement) of test CE: every seed improved (lower) -> 1.00.
+    assert rows["test_ce"][7] == "1.00"
+    assert len(forest.figures) == 1 and forest.figures_first
+    # Recall per class: medians over seeds per cell (0.1, 0.5, 1.0, 0.0 for scenario 1; 0.2, 0.4, 0.0, 0.9).
+    (recall,) = [t for t in tables.tables if t.caption == f"{name}: median recall per class"]
+    assert recall.columns == ["cell", "Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented"]
+    assert recall.rows == [["Scenario 1 · No Augmentation", "0.100", "0.500", "1.000", "0.000"],
+                           ["Scenario 3 · No Augmentation", "0.200", "0.400", "0.000", "0.900"]]
+    # The thesis tables: one per metric, each with the collect cells.
+    medians = [t for t in tables.tables if t.caption.startswith(f"{name}: median ")]
+    assert [t.caption for t in medians] == [f"{name}: median {label}" for label in report.METRICS.values()] + [
+        f"{name}: median recall per class"]
+    assert medians[0].rows == [[str(i), *map(str, r)] for i, r in zip(c.table(name).index, c.table(name).values,
+                                                                        strict=True)]
+    # No baselines without test counts.
+    assert not [t for t in tables.tables if "baselines" in t.caption]
+
+
+def test_an_empty_folder_says_so_by_hand(tmp_path: Path) -> None:
+    from mriaug.analysis import collect, report
+
+    tables, forest = report._stats_sections(collect.gather(tmp_path))
+    assert tables.paragraphs == ["No runs in this folder yet."] == forest.paragraphs
+    assert not tables.tables and not forest.tables and not forest.figures
+
+
+def test_baselines_by_hand(tmp_path: Path) -> None:
+    from mriaug.analysis import collect, report
+
+    # Run a: train 20/5/60/15 (majority Non_Demented), test 10/0/30/10: majority accuracy 30/50 = 0.6; CE of the
+    # training priors 0.2, 0.05, 0.6, 0.15 on the test shares 0.2, 0, 0.6, 0.2:
+    #   -(0.2 ln 0.2 + 0.6 ln 0.6 + 0.2 ln 0.15).
+    # Run b: train 50/10/30/10 (majority Mild), test 20/5/15/10: accuracy 20/50 = 0.4;
+    #   -(0.4 ln 0.5 + 0.1 ln 0.1 + 0.3 ln 0.3 + 0.2 ln 0.1).
+    # Run c: test counts empty (left out).
+    names = ["Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented"]
+    _hand_result(tmp_path, "a", "1", 0, 1.0, train=dict(zip(names, [20, 5, 60, 15], strict=True)),
+                 test=dict(zip(names, [10, 0, 30, 10], strict=True)))
+    _hand_result(tmp_path, "b", "1", 1, 1.0, train=dict(zip(names, [50, 10, 30, 10], strict=True)),
+                 test=dict(zip(names, [20, 5, 15, 10], strict=True)))
+    _hand_result(tmp_path, "c", "1", 2, 1.0, test={"Mild_Demented": 0})
+    c = collect.gather(tmp_path)
+    (name,) = c.table_names()
+    t = report._baselines(c, name)
+    assert t is not None and t.caption == f"{name}: baselines on the same test images"
+    assert t.columns == ["baseline", "test CE", "accuracy", "balanced accuracy", "macro F1"]
+    ce_a = -(0.2 * math.log(0.2) + 0.6 * math.log(0.6) + 0.2 * math.log(0.15))
+    ce_b = -(0.4 * math.log(0.5) + 0.1 * math.log(0.1) + 0.3 * math.log(0.3) + 0.2 * math.log(0.1))
+    # Majority macro F1: the majority class's F1 2a / (1 + a) (precision a, recall 1), the other three 0; over 4.
+    f1 = (2 * 0.6 / 1.6 / 4 + 2 * 0.4 / 1.4 / 4) / 2
+    assert t.rows == [["chance (uniform over 4 classes)", f"{math.log(4):.3f}", "0.250", "0.250", "—"],
+                      ["majority class of the training part (its class priors for CE)", f"{(ce_a + ce_b) / 2:.3f}",
+                       "0.500", "0.250", f"{f1:.3f}"]]
+    assert f"{(ce_a + ce_b) / 2:.3f}" == "1.169" and f"{f1:.3f}" == "0.165"  # (1.008 + 1.329) / 2; 0.1875, 0.143
+    # A class the training part lacks but the test part has: CE of the priors is infinite.
+    other = tmp_path / "inf"
+    _hand_result(other, "a", "1", 0, 1.0, train={"Mild_Demented": 10}, test={"Mild_Demented": 5, "Non_Demented": 5})
+    c2 = collect.gather(other)
+    t2 = report._baselines(c2, c2.table_names()[0])
+    assert t2 is not None and t2.rows[1][1:3] == ["—", "0.500"]
+    # Only runs without test counts: no table.
+    none = tmp_path / "none"
+    _hand_result(none, "c", "1", 0, 1.0)
+    c3 = collect.gather(none)
+    assert report._baselines(c3, c3.table_names()[0]) is None
+
+
+def test_methods_selected_epochs_by_hand(tmp_path: Path) -> None:
+    from mriaug.analysis import collect, report
+
+    # Selected epochs 7, 2, 3 of 10 (and a run without one): median 3, range 2-7.
+    for k, t in enumerate([{"budget": "steps", "select": "best_val", "selected_epoch": 7},
+                           {"budget": "steps", "select": "best_val", "selected_epoch": 2},
+                           {"budget": "steps", "select": "best_val", "selected_epoch": 3}, None]):
+        _hand_result(tmp_path, f"r{k}", "1", k, 1.0, training=t)
+    raw = _raw(tmp_path)
+    c = collect.gather(tmp_path)
+    (name,) = c.table_names()
+    s = report._methods_section(c, raw)
+    (t,) = s.tables
+    assert t.columns == ["table", "architecture", "pixels", "epochs", "batch", "lr", "weight decay", "precision",
+                         "pretrained", "budget", "weights tested", "selected epoch", "seeds", "splits"]
+    assert t.rows == [[name, "cnn", "64", "10", "32", "0.001", "0.0001", "bf16", "no", "steps", "best_val",
+                       "median 3 (range 2-7) of 10", "4", "1"]]
+    # Without selected epochs (and without a training record): "—", the defaults "epochs" and "last".
+    other = tmp_path / "other"
+    hp = {**HP, "pretrained": True, "weight_decay": 0}
+    _hand_result(other, "q0", "1", 0, 1.0, hp=hp)
+    _hand_result(other, "q1", "1", 1, 1.0, hp=hp)
+    c2 = collect.gather(other)
+    (row,) = report._methods_section(c2, _raw(other)).tables[0].rows
+    assert row[8:12] == ["yes", "epochs", "last", "—"] and row[6] == "0" and row[12] == "2"
+    # Runs of the folder that the raw list does not hold: no row.
+    assert report._methods_section(c2, []).tables[0].rows == []
+
+
+def test_numbers_format_and_labels_by_hand() -> None:
+    from mriaug.analysis import report
+
+    assert [report._f(v) for v in (0.12345, 2, None, float("nan"), float("inf"), -0.0005)] == [
+        "0.123", "2.000", "—", "—", "—", "-0.001"]
+    assert report._f(0.5, 1) == "0.5" and report._f(np.float64(1 / 3), 4) == "0.3333"
+    assert report._label("3", "gen", "hflip") == "Scenario 3 · gen · Random Horizontal Augment"
+    assert report._label("1", "", "none") == "Scenario 1 · No Augmentation"
+    assert report._label("1", "", "mine") == "Scenario 1 · mine"
+
+
+def test_leakage_numbers_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriaug import audit, data
+    from mriaug.analysis import report
+
+    x = np.zeros((4, 8, 8), np.uint8)
+    ds = data.Dataset(x, np.arange(4), x[:3].copy(), np.arange(3), {"source": "hand", "options": {}}, "fp")
+    monkeypatch.setattr(audit, "pixel_leakage", lambda d: (0.75, np.array([1.0, 4.0, 2.0]),
+                                                           np.array([3.0, 5.0, 9.0, 7.0])))
+    assert report.nearest_neighbour_leakage(ds) == {
+        "test_images": 3, "nn_accuracy": 0.75, "median_nn_distance_test": 2.0, "median_nn_distance_train": 6.0,
+        "distances_test": [1.0, 4.0, 2.0], "distances_train": [3.0, 5.0, 9.0, 7.0]}
