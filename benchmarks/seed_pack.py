@@ -1,18 +1,27 @@
-"""Seeds trained together (`pack_seeds`, mriaug.seedpack) against separate runs, measured in one run.
+"""Seeds trained together (`pack_seeds`: the one engine with stacked networks) against separate runs, measured
+in one run.
 
-One separate run (`train.execute`) and one pack of S seeds (`seedpack.execute`) of the same cell train the
-same number of epochs on the same images; the figure is training images per second (the results' `train_s`:
-augmentation, forward, backward and optimizer steps, without data loading and evaluation). The pack's
-combined rate counts every seed's images. Repeats alternate separate and packed so that a busy machine
-slows both alike; the medians are printed.
+One separate run and one pack of S seeds of the same cell train on the same images, each in a child process of
+its own so that its peak memory (resident set, `ru_maxrss`) is its own; the figure is training images per
+second (the results' `train_s`: augmentation, forward, backward and optimizer steps, without data loading,
+validation and testing). The pack's combined rate counts every seed's images. Repeats alternate separate and
+packed so that a busy machine slows both alike; the medians are printed.
 
     .venv/bin/python benchmarks/seed_pack.py --data ../shared/data/alzheimer_mri --seeds 8 --aug none
+    # the subject grid's settings (jobs/study-cpu.toml: subject split with validation, steps budget, best_val,
+    # AdamW at weight decay 0.05), 64 px fp32 as the CPU study trains:
+    .venv/bin/python benchmarks/seed_pack.py --data ../shared/data/alzheimer_mri --subject --size 64 \\
+        --precision fp32 --fraction 1 --seeds 4
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,11 +29,40 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
 
-from mriaug import hparams, scenarios, seedpack, train  # noqa: E402
-from mriaug.data import DataSpec  # noqa: E402
-from mriaug.grid import plan_run  # noqa: E402
+def _specs(a: argparse.Namespace) -> list:
+    from mriaug import hparams, scenarios
+    from mriaug.data import DataSpec
+    from mriaug.grid import plan_run
+
+    opts: dict = {"n_train": 5120, "n_test": 256, "size": a.size} if a.data == "phantom" else {"size": a.size}
+    if a.subject:
+        opts.update(split="subject", val_fraction=0.1, test_fraction=0.2)
+    hp = hparams.resolve("cnn", {"epochs": a.epochs, "resolution": a.size, "precision": a.precision,
+                                 "weight_decay": 0.05 if a.subject else 0.0})
+    scen = scenarios.custom("bench", real_fraction=a.fraction)
+    extra = {"budget": "steps", "select": "best_val"} if a.subject else {}
+    return [plan_run("cnn", scen, a.aug, s, hp, DataSpec(a.data, opts), **extra) for s in range(a.seeds)]
+
+
+def child(a: argparse.Namespace) -> None:
+    """One measurement: a warm-up run (imports, caches), then the separate run or the pack; prints JSON."""
+    from mriaug import seedpack, train
+
+    specs = _specs(a)
+    quiet = lambda m: None  # noqa: E731
+    with tempfile.TemporaryDirectory() as d:
+        train.execute(_specs(argparse.Namespace(**{**vars(a), "seeds": 1, "epochs": 1}))[0], d, log=quiet)
+    with tempfile.TemporaryDirectory() as d:
+        if a.child == "separate":
+            r = train.execute(specs[0], d, log=quiet)
+            rate = r.timings["train_images_per_s"]
+        else:
+            rs = seedpack.execute(specs, d, log=quiet)
+            r, rate = rs[0], rs[0].timings["pack_images_per_s"]
+    print(json.dumps({"rate": rate, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "images": sum(r.counts.real.values()), "threads": r.env.get("threads"),
+                      "precision": r.training.precision if r.training else None, "device": r.env.get("device")}))
 
 
 def main() -> None:
@@ -37,31 +75,31 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2, help="alternating separate/packed measurements")
     ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--subject", action="store_true",
+                    help="the subject grid's settings: subject split, validation, steps budget, best_val, AdamW")
+    ap.add_argument("--child", choices=["separate", "packed"], help=argparse.SUPPRESS)
     a = ap.parse_args()
-    data = DataSpec(a.data, {"n_train": 5120, "n_test": 256, "size": a.size} if a.data == "phantom" else {})
-    hp = hparams.resolve("cnn", {"epochs": a.epochs, "resolution": a.size, "precision": a.precision})
-    scen = scenarios.custom("bench", real_fraction=a.fraction)
-    specs = [plan_run("cnn", scen, a.aug, s, hp, data) for s in range(a.seeds)]
-    quiet = lambda m: None  # noqa: E731
-    seedpack.execute(specs[:1], tempfile.mkdtemp(), log=quiet)  # warm caches and imports
-    sep, packed = [], []
-    n = 0
+    if a.child:
+        return child(a)
+    out: dict[str, list[dict]] = {"separate": [], "packed": []}
     for _ in range(a.repeats):
-        with tempfile.TemporaryDirectory() as d:
-            r = train.execute(specs[0], d, log=quiet)
-            n = sum(r["counts"]["real"].values()) * a.epochs
-            sep.append(n / r["timings"]["train_s"])
-        with tempfile.TemporaryDirectory() as d:
-            rs = seedpack.execute(specs, d, log=quiet)
-            packed.append(rs[0]["timings"]["pack_images_per_s"])
-    s, p = statistics.median(sep), statistics.median(packed)
-    print(f"data {a.data}: cnn at {a.size}x{a.size}, {n // a.epochs} training images per run, aug={a.aug}, "
-          f"{a.precision}, threads={torch.get_num_threads()}, device={rs[0]['env']['device']}, "
-          f"{time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"separate run:      {s:8.0f} img/s   (measurements: {', '.join(f'{x:.0f}' for x in sep)})")
-    print(f"{a.seeds} seeds packed:   {p:8.0f} img/s combined, {p / a.seeds:.0f} per seed "
-          f"(measurements: {', '.join(f'{x:.0f}' for x in packed)})")
-    print(f"ratio packed/separate: {p / s:.2f}x")
+        for kind in out:
+            p = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", kind], check=True,
+                               capture_output=True, text=True)
+            out[kind].append(json.loads(p.stdout.strip().splitlines()[-1]))
+    sep, packed = out["separate"], out["packed"]
+    s, p = (statistics.median(m["rate"] for m in ms) for ms in (sep, packed))
+    rs, rp = (statistics.median(m["rss_mib"] for m in ms) for ms in (sep, packed))
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    print(f"data {a.data}: cnn at {a.size}x{a.size}, {sep[0]['images']} training images per run, aug={a.aug}, "
+          f"{sep[0]['precision']}{', subject settings' if a.subject else ''}, threads={sep[0]['threads']}, "
+          f"device={sep[0]['device']} ({cpu}), {time.strftime('%Y-%m-%d %H:%M')}")
+    shown = {k: ", ".join(f"{m['rate']:.0f}" for m in ms) for k, ms in out.items()}
+    print(f"separate run:      {s:8.0f} img/s   peak RSS {rs:6.0f} MiB (measurements: {shown['separate']})")
+    print(f"{a.seeds} seeds packed:   {p:8.0f} img/s combined, {p / a.seeds:.0f} per seed, peak RSS {rp:6.0f} MiB "
+          f"(measurements: {shown['packed']})")
+    print(f"ratio packed/separate: {p / s:.2f}x images/s, {rp / rs:.2f}x memory")
 
 
 if __name__ == "__main__":
