@@ -16,11 +16,11 @@ METRICS = ("test_ce", "accuracy", "balanced_accuracy")
 RESAMPLES = 10_000
 
 
-def by_seed(folder: str) -> dict[int, dict]:
+def by_seed(folder: str) -> dict[int, results.RunResult]:
     out = {}
     for _, r in results.scan(folder):
         if not isinstance(r, results.ResultError):
-            out[int(r["spec"]["seed"])] = r
+            out[r.seed] = r
     return out
 
 
@@ -40,19 +40,19 @@ def main(given_dir: str, subject_dir: str) -> None:
         if not runs:
             continue
         r = next(iter(runs.values()))
-        c = r["counts"]
-        print(f"{name:8s} split {r['data']['split'].get('fingerprint')}: train {sum(c['real'].values())}, "
-              f"val {sum(c.get('val', {}).values())}, test {sum(c['test'].values())}")
+        c = r.counts
+        print(f"{name:8s} split {r.data.split.get('fingerprint')}: train {sum(c.real.values())}, "
+              f"val {sum((c.val or {}).values())}, test {sum((c.test or {}).values())}")
     print(f"{'metric':<18}{'split':<9}{'n':>3}{'median':>9}{'95% CI of median':>22}")
     for m in METRICS:
         for name, runs in (("given", given), ("subject", subject)):
             if not runs:
                 continue
-            v = np.array([runs[s]["metrics"][m] for s in sorted(runs)])
+            v = np.array([runs[s].metrics.value(m) for s in sorted(runs)])
             lo, hi = interval(v, rng)
             print(f"{m:<18}{name:<9}{len(v):>3}{np.median(v):>9.3f}{f'[{lo:.3f}, {hi:.3f}]':>22}")
         if seeds:
-            d = np.array([subject[s]["metrics"][m] - given[s]["metrics"][m] for s in seeds])
+            d = np.array([subject[s].metrics.value(m) - given[s].metrics.value(m) for s in seeds])
             lo, hi = interval(d, rng)
             print(f"{m:<18}{'diff':<9}{len(d):>3}{np.median(d):>9.3f}{f'[{lo:.3f}, {hi:.3f}]':>22}"
                   "   (subject - given, paired by seed)")

@@ -101,6 +101,11 @@ class DataInfo:
     split: dict[str, Any] = field(default_factory=lambda: {"kind": "given"})
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # A pool used without a name (`mriaug run --pool DIR`) is named by its folder, in tables and in the file.
+        if self.pool_label is None and self.pool_path:
+            self.pool_label = Path(self.pool_path).name
+
     @property
     def split_kind(self) -> str:
         return str(self.split.get("kind", "given"))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from mriaug import models
+from mriaug import models, results
 from mriaug.analysis import cam
 from mriaug.cli import app
 from mriaug.hparams import resolve
@@ -228,8 +228,8 @@ def test_summary_by_hand() -> None:
 
 
 def _run(run_id: str, seed: int, model: str = "cnn") -> cam.Run:
-    result = {"run_id": run_id, "spec": {"model": model, "scenario": {"name": "3"}, "augmentation": "none",
-                                         "seed": seed}}
+    result = results.RunResult(run_id, {"model": model, "scenario": {"name": "3"}, "augmentation": "none",
+                                        "seed": seed}, results.Metrics(), results.DataInfo(), results.Counts())
     return cam.Run(Path(f"{run_id}.json"), result, None, None)  # type: ignore[arg-type]
 
 

@@ -166,6 +166,10 @@ def test_schema_0_results_are_upgraded_on_read(tmp_path: Path) -> None:
     by_folder = _valid()
     by_folder["data"] = {"pool_path": "/pools/folder", "pool_label": None}
     assert results.read(_write_raw(tmp_path, by_folder)).data.pool_label == "folder"
+    # A part made in code names its pool as a read one does: what is written is what the writer holds.
+    assert results.DataInfo(pool_path="/pools/folder").pool_label == "folder"
+    assert results.DataInfo(pool_path="/pools/folder", pool_label="x").pool_label == "x"
+    assert results.DataInfo().pool_label is None
     numbered = _valid()
     numbered["data"] = {"pool_name": 7}
     assert results.read(_write_raw(tmp_path, numbered)).data.pool_label == "7"

@@ -156,35 +156,33 @@ def road(cm: CamModel, images: np.ndarray, cams: np.ndarray, targets: Sequence[i
 @dataclass
 class Run:
     path: Path
-    result: dict[str, Any]
+    result: results.RunResult
     cam_model: CamModel
     dataset: data_mod.Dataset
 
     @property
     def run_id(self) -> str:
-        return str(self.result["run_id"])
+        return self.result.run_id
 
     @property
     def label(self) -> str:
-        s = self.result["spec"]
-        return f"{s['model']}/s{s['scenario']['name']}/{s['augmentation']}/seed{s['seed']}"
+        return self.result.label
 
     @property
     def cell(self) -> tuple[Any, ...]:
         """Runs of one cell differ only in their seed."""
-        spec = {k: v for k, v in self.result["spec"].items() if k != "seed"}
+        spec = {k: v for k, v in self.result.spec.items() if k != "seed"}
         return (atomic.stable_hash(spec),)
 
 
-def weights_file(path: Path, result: dict[str, Any]) -> Path:
-    recorded = result.get("weights")
-    candidates = [Path(recorded)] if recorded else []
+def weights_file(path: Path, result: results.RunResult) -> Path:
+    candidates = [Path(result.weights)] if result.weights else []
     # Results and their weights move together (a copied results folder): look beside the result too.
-    candidates.append(results.weights_for(path.parent, result["run_id"]))
+    candidates.append(results.weights_for(path.parent, result.run_id))
     for c in candidates:
         if c.is_file():
             return c
-    raise WeightsError(f"{path}: run {result['run_id']} kept no weights ({candidates[-1]} missing); train it with "
+    raise WeightsError(f"{path}: run {result.run_id} kept no weights ({candidates[-1]} missing); train it with "
                        "`mriaug run ... --save-weights` (or save_weights = true in its grid) to make Grad-CAM maps")
 
 
@@ -196,22 +194,21 @@ def load_run(path: str | Path, datasets: dict[str, data_mod.Dataset] | None = No
     if not path.is_file():
         raise ResultError(f"{path}: no such result file (give the run's JSON, e.g. results/runs/RUN_ID.json)")
     r = results.read(path)
-    spec = r["spec"]
     wfile = weights_file(path, r)
-    hp = hparams.from_dict(spec["model"], spec["hparams"])
+    hp = hparams.from_dict(r.model, r.hparams)
     # The kept weights replace any pretrained start: build the bare network (no cache or file needed).
-    net = models.build(spec["model"], dataclasses.replace(hp, pretrained=False, weights=None))
+    net = models.build(r.model, dataclasses.replace(hp, pretrained=False, weights=None))
     try:
         net.load_state_dict(load_file(str(wfile)))
     except Exception as e:  # a foreign or truncated file: safetensors and torch raise several types
-        raise WeightsError(f"{wfile}: cannot load into {spec['model']} of run {r['run_id']} ({type(e).__name__}: "
+        raise WeightsError(f"{wfile}: cannot load into {r.model} of run {r.run_id} ({type(e).__name__}: "
                            f"{str(e).splitlines()[0][:200]})") from e
-    ds_spec = data_mod.DataSpec(spec["data"]["source"], dict(spec["data"].get("options") or {}))
+    ds_spec = data_mod.DataSpec(r.data_spec["source"], dict(r.data_spec.get("options") or {}))
     key = atomic.stable_hash(ds_spec.describe())
     cache = datasets if datasets is not None else {}
     if key not in cache:
         cache[key] = data_mod.load(ds_spec)
-    return Run(path, r, CamModel.of(spec["model"], net, hp.resolution), cache[key])
+    return Run(path, r, CamModel.of(r.model, net, hp.resolution), cache[key])
 
 
 @dataclass
@@ -391,8 +388,8 @@ def seed_stability(runs: Sequence[Run], real_maps: dict[str, dict[int, np.ndarra
     for group in cells.values():
         if len(group) < 2:
             continue
-        s = group[0].result["spec"]
-        cell = f"{s['model']}/s{s['scenario']['name']}/{s['augmentation']}"
+        first = group[0].result
+        cell = f"{first.model}/s{first.scenario}/{first.augmentation}"
         per_class: dict[str, Any] = {}
         for k in real_maps[group[0].run_id]:
             vals = [pearson(a, b)
@@ -400,5 +397,5 @@ def seed_stability(runs: Sequence[Run], real_maps: dict[str, dict[int, np.ndarra
                     for a, b in zip(real_maps[ri.run_id][k], real_maps[rj.run_id][k], strict=True)]
             per_class[CLASSES[k]] = {"pearson": _summary(vals)["mean"], "pearson_sd": _summary(vals)["sd"],
                                      "runs": len(group), "images": int(len(real_maps[group[0].run_id][k]))}
-        out[cell] = {"seeds": sorted(int(r.result["spec"]["seed"]) for r in group), "per_class": per_class}
+        out[cell] = {"seeds": sorted(r.result.seed for r in group), "per_class": per_class}
     return out

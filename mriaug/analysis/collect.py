@@ -293,36 +293,34 @@ def _number(v: Any) -> float:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
 
 
-def _why_not_thesis(r: dict[str, Any]) -> str:
+def _why_not_thesis(r: results.RunResult) -> str:
     """'' when a run's data is the thesis's (Falah/Alzheimer_MRI from the hub at the pinned revision, its given
     split, the thesis's test counts); else why it is not."""
-    data = r["data"]
-    source = data.get("source") if isinstance(data.get("source"), dict) else {}
-    split = data.get("split") if isinstance(data.get("split"), dict) else {}
+    source = r.data.source or {}
     pinned = HUB_REVISIONS[THESIS_SOURCE.removeprefix("hf:")]
     if source.get("source") != THESIS_SOURCE:
         return f"its data is {source.get('source')!r}, not the thesis's {THESIS_SOURCE} from the hub"
     if source.get("revision") != pinned:
         return f"{THESIS_SOURCE} at revision {source.get('revision')!r}, not the pinned {pinned[:8]}"
-    if split.get("kind", "given") != "given":
-        return f"its split is {split.get('kind')!r}, not the dataset's given train/test split"
-    if r["counts"].get("test") != THESIS_TEST_COUNTS:
+    if r.data.split_kind != "given":
+        return f"its split is {r.data.split.get('kind')!r}, not the dataset's given train/test split"
+    if r.counts.test != THESIS_TEST_COUNTS:
         return "its test images are not the thesis's 1,280 (172/15/634/459)"
     return ""
 
 
-def _setting(r: dict[str, Any]) -> dict[str, Any]:
+def _setting(r: results.RunResult) -> dict[str, Any]:
     """What must be equal for two runs to share a table: the spec without the cell keys (hyper-parameters,
     data source and options, anything a later mriaug adds), the data's content and the split."""
-    spec = {k: v for k, v in r["spec"].items() if k not in CELL_KEYS}
-    split = dict(r["data"].get("split") or {"kind": "given"})
-    fingerprint = r["data"].get("fingerprint")
+    spec = {k: v for k, v in r.spec.items() if k not in CELL_KEYS}
+    split = dict(r.data.split)
+    fingerprint = r.data.fingerprint
     if int(split.get("splits", 1)) > 1:
         # One of K repeated splits: the split itself varies with the seed (like the initialisation); the setting
         # is the grid's first split seed and K.
         data = json.loads(json.dumps(spec.get("data") or {}))
         opts = data.get("options") or {}
-        opts["split_seed"] = splits.first_split_seed(opts, int(r["spec"]["seed"]))
+        opts["split_seed"] = splits.first_split_seed(opts, r.seed)
         spec["data"] = data
         split = {k: v for k, v in split.items() if k not in ("seed", "fingerprint")}
         fingerprint = split.get("source_fingerprint")
@@ -417,38 +415,30 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
             continue
         if run_ids is not None and path.stem not in run_ids:
             continue
-        spec, met, data = r["spec"], r["metrics"], r["data"]
-        per_class = met["per_class"] if isinstance(met["per_class"], dict) else {}
-        split = data.get("split") if isinstance(data.get("split"), dict) else {}
-        pool_path = data.get("pool_path")
-        named = spec.get("pool") if isinstance(spec.get("pool"), dict) else {}
-        # A pool's name where the result records one, else its folder's name; "" for runs without a pool.
-        pool = (data.get("pool_label") or data.get("pool_name") or named.get("name")
-                or (Path(pool_path).name if pool_path else ""))
-        row = {
-            "run_id": r["run_id"], "model": spec["model"], "scenario": str(spec["scenario"]["name"]),
-            "augmentation": spec["augmentation"], "pool": str(pool), "seed": spec["seed"],
-            **{m: _number(met.get(m)) for m in st.METRICS},
-            **{st.RECALL + c: _number((per_class.get(c) or {}).get("recall")) for c in CLASSES},
-            "n_real": sum(r["counts"]["real"].values()),
-            "n_synthetic": sum(r["counts"]["synthetic"].values()), "epochs": spec["hparams"].get("epochs"),
-            "data_fingerprint": data.get("fingerprint"), "split": str(split.get("kind", "given")),
-            "pool_fingerprint": data.get("pool_fingerprint"),
-            "train_s": r["timings"].get("train_s"), "file": path.name, "status": r.get("status", "done"),
+        met, data = r.metrics, r.data
+        row: dict[str, Any] = {
+            "run_id": r.run_id, "model": r.model, "scenario": r.scenario, "augmentation": r.augmentation,
+            "pool": data.pool_label or "", "seed": r.seed,
+            **{m: _number(met.value(m)) for m in st.METRICS},
+            **{st.RECALL + c: _number(met.recall(c)) for c in CLASSES},
+            "n_real": sum(r.counts.real.values()), "n_synthetic": sum(r.counts.synthetic.values()),
+            "epochs": r.hparams.get("epochs"), "data_fingerprint": data.fingerprint, "split": data.split_kind,
+            "pool_fingerprint": data.pool_fingerprint, "train_s": r.timings.get("train_s"), "file": path.name,
+            "status": r.status,
         }
         setting = json.dumps(_setting(r), sort_keys=True, default=str)
-        definition = json.dumps(spec["scenario"], sort_keys=True)
+        definition = json.dumps(r.spec["scenario"], sort_keys=True)
         first = scenario_defs.setdefault((setting, row["scenario"]), (definition, path.name))
         if first[0] != definition:
             raise ResultError(f"{path}: scenario {row['scenario']!r} ('spec.scenario') is defined otherwise than in "
                               f"{first[1]}; collect one grid's runs at a time (--grid)")
         rows.append(row)
-        counts.append({"file": path.name, "train": dict(r["counts"]["real"]), "val": dict(r["counts"].get("val") or {}),
-                       "test": dict(r["counts"].get("test") or {})})
+        counts.append({"file": path.name, "train": dict(r.counts.real), "val": dict(r.counts.val or {}),
+                       "test": dict(r.counts.test or {})})
         settings.append(setting)
-        envs.append(r.get("env"))
+        envs.append(r.env)
         not_thesis.append(_why_not_thesis(r))
-        repeats.append(int(split.get("splits", 1)))
+        repeats.append(int(data.split.get("splits", 1)))
     tables, warnings = _assign_tables(rows, settings)
     # One pool name for two contents (a pool re-made in place): rows per content, never one cell.
     # (Repeated splits have a pool folder per split: one content per split is one pool.)

@@ -223,26 +223,27 @@ def _box_section(c: collect.Collected, out: Path) -> Section:
     return s
 
 
-def _methods_section(c: collect.Collected, raw: list[dict[str, Any]]) -> Section:
+def _methods_section(c: collect.Collected, raw: list[results.RunResult]) -> Section:
     """What a methods reader needs per table: the hyper-parameters, the budget, which weights were tested and
     the epochs selection chose, the seeds and the splits."""
     s = Section("methods", "Methods: hyper-parameters, budget, selection")
-    by_id = {r["run_id"]: r for r in raw}
+    by_id = {r.run_id: r for r in raw}
     rows = []
     for name in c.table_names():
         info = c.tables[name]
         mine = [by_id[i] for i in c.runs.loc[c.runs["table"] == name, "run_id"] if i in by_id]
         if not mine:
             continue
-        hp = mine[0]["spec"]["hparams"]
-        training = [r.get("training") or {} for r in mine]
-        epochs = [t["selected_epoch"] for t in training if isinstance(t.get("selected_epoch"), int)]
+        hp = mine[0].hparams
+        # Results from before training was recorded: the only budget and selection there were then.
+        training = [r.training or results.Training() for r in mine]
+        epochs = [t.selected_epoch for t in training if isinstance(t.selected_epoch, int)]
         selected = (f"median {float(np.median(epochs)):g} (range {min(epochs)}-{max(epochs)}) of {hp.get('epochs')}"
                     if epochs else "—")
         rows.append([name, str(hp.get("arch")), str(hp.get("resolution")), str(hp.get("epochs")),
                      str(hp.get("batch_size")), f"{hp.get('lr'):g}", f"{hp.get('weight_decay', 0.0):g}",
                      str(hp.get("precision")), "yes" if hp.get("pretrained") else "no",
-                     str(training[0].get("budget", "epochs")), str(training[0].get("select", "last")), selected,
+                     str(training[0].budget), str(training[0].select), selected,
                      str(c.runs.loc[c.runs["table"] == name, "seed"].nunique()), str(info.splits)])
     s.tables.append(Table("Per table", ["table", "architecture", "pixels", "epochs", "batch", "lr", "weight decay",
                                         "precision", "pretrained", "budget", "weights tested", "selected epoch",
@@ -504,13 +505,13 @@ def _pool_classes(pool: Path) -> list[str]:
 # --- provenance ---------------------------------------------------------------------------------------------
 
 
-def _provenance(results_dir: Path, c: collect.Collected, raw: list[dict[str, Any]],
+def _provenance(results_dir: Path, c: collect.Collected, raw: list[results.RunResult],
                 pool_paths: Sequence[Path]) -> Section:
     s = Section("provenance", "Data provenance: fingerprints, versions, runs")
     df = c.runs
     failed = sorted((results_dir / ".slurm" / "failed").glob("*.json"))
     diverged = df[~np.isfinite(df["test_ce"].astype(float))] if len(df) else df
-    envs = pd.DataFrame([r.get("env", {}) for r in raw]) if raw else pd.DataFrame()
+    envs = pd.DataFrame([r.env for r in raw]) if raw else pd.DataFrame()
 
     def values(col: str) -> str:
         if col not in envs:
@@ -530,8 +531,8 @@ def _provenance(results_dir: Path, c: collect.Collected, raw: list[dict[str, Any
         ["diverged runs (counted as failed: the worst value of every metric)", str(len(diverged))],
         ["unreadable result files", str(len(c.errors))],
         ["data fingerprints", ", ".join(sorted({str(x) for x in df["data_fingerprint"].dropna()})) if len(df) else "—"],
-        ["data sources", ", ".join(sorted({json.dumps(r["data"].get("source"), sort_keys=True) for r in raw})) or "—"],
-        ["split", ", ".join(sorted({str((r["spec"]["data"].get("options") or {}).get("split", "given"))
+        ["data sources", ", ".join(sorted({json.dumps(r.data.source, sort_keys=True) for r in raw})) or "—"],
+        ["split", ", ".join(sorted({str((r.data_spec.get("options") or {}).get("split", "given"))
                                    for r in raw})) or "—"],
         ["pool fingerprints", ", ".join(sorted({str(x) for x in df["pool_fingerprint"].dropna()})) or "—"],
         ["pools", ", ".join(str(p) for p in pool_paths) or "—"],
@@ -553,11 +554,11 @@ def _provenance(results_dir: Path, c: collect.Collected, raw: list[dict[str, Any
 # --- assembly ---------------------------------------------------------------------------------------------------
 
 
-def _datasets(raw: list[dict[str, Any]], log: Log) -> dict[str, tuple[data_mod.Dataset, dict[str, Any]]]:
+def _datasets(raw: list[results.RunResult], log: Log) -> dict[str, tuple[data_mod.Dataset, dict[str, Any]]]:
     out: dict[str, tuple[data_mod.Dataset, dict[str, Any]]] = {}
     for r in raw:
-        spec = r["spec"].get("data") or {}
-        key = str(r["data"].get("fingerprint") or atomic.stable_hash(spec))
+        spec = r.data_spec
+        key = str(r.data.fingerprint or atomic.stable_hash(spec))
         if key in out or "source" not in spec:
             continue
         try:
@@ -574,7 +575,7 @@ def build(results_dir: str | Path, out: str | Path, *, pools_: Sequence[Path] | 
     raw = [r for _, r in results.scan(results_dir) if not isinstance(r, results.ResultError)]
     datasets = _datasets(raw, log)
     pool_paths: list[Path] = [Path(p) for p in pools_] if pools_ else sorted(
-        {Path(r["data"]["pool_path"]) for r in raw if r["data"].get("pool_path")})
+        {Path(r.data.pool_path) for r in raw if r.data.pool_path})
     if not pools_:  # pools a Grad-CAM output paired images from belong in the report too
         cams = [Path(d) / "cam.json" for d in cam_dirs or []] + list(results_dir.rglob("cam.json"))
         for f in cams:

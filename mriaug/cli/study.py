@@ -128,7 +128,7 @@ def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18
         typer.echo(f"run {spec.run_id} is already done: {done} (delete it to train again)", err=True)
         if save_weights and not results.weights_for(out, spec.run_id).exists():
             typer.secho("warning: it was trained without --save-weights; no weights to write", fg="yellow", err=True)
-    r = results.as_result(execute(spec, out, device=device, save_weights=save_weights), out)
+    r = execute(spec, out, device=device, save_weights=save_weights)
     if r.diverged:
         typer.echo(json.dumps({"run_id": r.run_id, "status": "diverged", "epoch": r.diverged_at_epoch,
                                "result": str(results.path_for(out, r.run_id))}))

@@ -47,7 +47,7 @@ class RunTask(submitit.helpers.Checkpointable):
             record_failure(results_dir, spec, e)
             raise
         failure_path(results_dir, spec.run_id).unlink(missing_ok=True)
-        return {"run_id": r["run_id"], "test_ce": r["metrics"]["test_ce"]}
+        return {"run_id": r.run_id, "test_ce": r.metrics.test_ce}
 
 
 def record_failure(results_dir: str, spec: RunSpec, e: BaseException) -> None:
@@ -103,7 +103,7 @@ class PackTask(submitit.helpers.Checkpointable):
                     continue
                 for spec, r in zip(todo, out, strict=True):
                     failure_path(results_dir, spec.run_id).unlink(missing_ok=True)
-                    done.append({"run_id": r["run_id"], "test_ce": r["metrics"]["test_ce"]})
+                    done.append({"run_id": r.run_id, "test_ce": r.metrics.test_ce})
         if failed:
             raise SlurmError(f"{len(failed)} of the task's {n_runs} runs failed ({', '.join(failed)}); their errors "
                              f"are in {failure_path(results_dir, '').parent}/RUN_ID.json and `mriaug status`")
