@@ -412,3 +412,46 @@ def test_carve_val_by_hand() -> None:
     want0 = np.random.default_rng([2, 0x5B17, 0, 1]).choice(np.arange(10), 3, replace=False)
     assert {g for g in set(groups[splits.carve_val(groups, y, 0.3, 2)].tolist()) if g < 10} == set(want0.tolist())
     assert len({tuple(splits.carve_val(groups, y, 0.3, s)) for s in range(6)}) > 1
+
+
+def test_split_edges_by_hand() -> None:
+    from mriaug.errors import SettingError
+
+    # The message of a class with one scan group, in full.
+    with pytest.raises(DataError) as e:
+        splits.assign_subject(np.array([0, 0, 0, 1, 2]), np.array([1, 1, 1, 0, 0]), 0.2, 0.1, 0)
+    assert str(e.value) == ("split = 'subject': class Moderate_Demented has 1 scan group (its 3 images are slices of "
+                            "one scan), so it cannot be in both train and test; use split = 'given' or drop the class")
+    # A split seed outside 0..2^32-1 is named as the split seed.
+    with pytest.raises(SettingError, match="split_seed"):
+        splits.assign_subject(np.array([0, 1]), np.array([0, 0]), 0.2, 0.1, -1)
+    # Nothing to split: nothing assigned; no rows: no pairs (two columns of row indices).
+    assert splits.assign_subject(np.zeros(0, np.int64), np.zeros(0, np.int64), 0.2, 0.1, 0).tolist() == []
+    empty = splits._close_pairs(np.zeros((0, 4), np.float32), 1.0)
+    assert empty.shape == (0, 2) and empty.dtype == np.int64
+    # Validation of 4% rounds to 0 groups of every class here (0.4, 0.12, 0.08): none held out, as row indices.
+    groups, y = _hand_groups()
+    for vf in (0.0, 0.04):
+        rows = splits.carve_val(groups, y, vf, 0)
+        assert rows.size == 0 and rows.dtype == np.int64, vf
+
+
+def test_features_round_nothing_and_normalise_faint_images_by_hand() -> None:
+    # Block means of a quarter (0.75, 0.25) are kept as they are, not rounded to pixels.
+    x = np.array([[[0, 1, 0, 1], [1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0]]], np.uint8)
+    assert splits.features(x, 2, normalize=False).tolist() == [[0.75, 0.75, 0.25, 0.25]]
+    # An image with a centred norm under 1 (pixels 0, 0, 0, 1: sqrt(0.75)) still comes out unit-norm.
+    faint = splits.features(np.array([[[0, 0], [0, 1]]], np.uint8), 2)
+    np.testing.assert_allclose(faint[0], np.array([-0.25, -0.25, -0.25, 0.75]) / np.sqrt(0.75), rtol=1e-7)
+
+
+def test_link_threshold_is_twice_the_median_over_classes_with_two_images_by_hand() -> None:
+    # Step 0.1 rad: neighbours 2 sin(0.05) = 0.0999 apart; step 0.5 rad: 2 sin(0.25) = 0.495.
+    # Class 0: three slices 0.1 rad apart (nearest 0.0999 x 3); class 1: two slices 0.5 rad apart (0.495 x 2); class
+    # 2: one image (no neighbour of its class: not counted). Median 0.0999: links under 0.2, so class 1 is two
+    # groups (counting the lone image's infinite distance would move the median to 0.297 and join them).
+    x = np.stack([_slice(0, 0.0), _slice(0, 0.1), _slice(0, 0.2), _slice(1, 0.0), _slice(1, 0.5), _slice(2, 0.0)])
+    assert splits.group_images(x, np.array([0, 0, 0, 1, 1, 2])).tolist() == [0, 0, 0, 1, 2, 3]
+    # With a second class of two such slices the median is 0.495 (four of seven): links under 0.99 join each pair.
+    x2 = np.concatenate([x[:5], np.stack([_slice(2, 0.0), _slice(2, 0.5)])])
+    assert splits.group_images(x2, np.array([0, 0, 0, 1, 1, 2, 2])).tolist() == [0, 0, 0, 1, 1, 2, 2]
