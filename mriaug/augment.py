@@ -28,6 +28,7 @@ first use, so grid files can be checked against these names without them.
 
 from __future__ import annotations
 
+import enum
 import functools
 import itertools
 import math
@@ -72,6 +73,16 @@ IMAGENET_POLICY: tuple[tuple[tuple[str, float, int | None], tuple[str, float, in
     (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
 )
 SIGNED = {"ShearX", "Rotate", "Color", "Contrast", "Sharpness"}
+class Work(enum.IntEnum):
+    """What the CPU path does to a row in one stage; it sorts a stage's rows by it and works kind by kind."""
+
+    NOTHING = 0  # Identity, Color (grayscale)
+    GEOMETRY = 1  # rotate, shear
+    FIXED_TABLE = 2  # posterize, solarize, invert: one table per variant
+    HISTOGRAM_TABLE = 3  # equalize, autocontrast, contrast: a table from the image's own histogram
+    SHARPEN = 4  # the first sharpness variant; the j-th is SHARPEN + j
+
+
 PIXEL_OPS = {"Posterize", "Solarize", "Invert", "Equalize", "AutoContrast", "Contrast"}  # as lookup tables
 GEOMETRIC = {"Rotate", "ShearX"}
 
@@ -219,14 +230,14 @@ class _Kernels:
         self.candidates = 3 + len(self.contrast)
         self.ramp = ramp
         self.ramp_float = ramp.float()
-        # Each variant's kind of work, for the CPU path that sorts a stage's rows by it: 0 nothing (Identity,
-        # Color), 1 geometry, 2 a fixed table (posterize, solarize, invert), 3 a table from the image's
-        # histogram (equalize, autocontrast, contrast), 4 + j the j-th sharpness variant.
-        sharp = {i: 4 + j for j, (i, _) in enumerate(self.sharpness)}
-        kind = [1 if o in GEOMETRIC else sharp.get(i, 0) if o == "Sharpness" else
-                (3 if c else 2) if o in PIXEL_OPS else 0 for i, (o, c) in enumerate(zip(ops, cand, strict=True))]
-        self.kind = torch.tensor(kind, device=device)
-        self.kinds = 4 + len(self.sharpness)
+        # Each variant's kind of work (`Work`), for the CPU path that sorts a stage's rows by it; the j-th
+        # sharpness variant is Work.SHARPEN + j.
+        sharp = {i: Work.SHARPEN + j for j, (i, _) in enumerate(self.sharpness)}
+        kind = [Work.GEOMETRY if o in GEOMETRIC else sharp.get(i, Work.NOTHING) if o == "Sharpness" else
+                (Work.HISTOGRAM_TABLE if c else Work.FIXED_TABLE) if o in PIXEL_OPS else Work.NOTHING
+                for i, (o, c) in enumerate(zip(ops, cand, strict=True))]
+        self.kind = torch.tensor([int(w) for w in kind], device=device)
+        self.kinds = Work.SHARPEN + len(self.sharpness)
 
     def scratch(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A transient buffer of the CPU path, kept between calls (per thread): allocating these megabytes
@@ -442,7 +453,7 @@ def _stage(flat: torch.Tensor, v: torch.Tensor, k: _Kernels, possible: frozenset
     return _rows(k.is_lut[v], flat, lambda f, vv: _pixel_tables(f, vv, k, contrast), v)
 
 
-def _plan(stages: tuple[torch.Tensor, ...], k: _Kernels) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+def _work_per_row(stages: tuple[torch.Tensor, ...], k: _Kernels) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """The CPU path's work per row: each stage's kind of work (`_Kernels.kind`), and for two stages the first
     stage's variant of the rows that do it in the second stage's pass (0 elsewhere; None for one stage). A row
     with two table operations of which one needs the histogram does both in the second stage's histogram block;
@@ -452,21 +463,23 @@ def _plan(stages: tuple[torch.Tensor, ...], k: _Kernels) -> tuple[list[torch.Ten
     kinds = [k.kind[v] for v in stages]
     if len(stages) != 2:
         return kinds, None
-    both = ((kinds[0] == 2) | (kinds[0] == 3)) & ((kinds[1] == 2) | (kinds[1] == 3))
-    both &= (kinds[0] == 3) | (kinds[1] == 3)
-    return [torch.where(both, 0, kinds[0]), torch.where(both, 3, kinds[1])], torch.where(both, stages[0], 0)
+    fixed, hist = Work.FIXED_TABLE, Work.HISTOGRAM_TABLE
+    both = ((kinds[0] == fixed) | (kinds[0] == hist)) & ((kinds[1] == fixed) | (kinds[1] == hist))
+    both &= (kinds[0] == hist) | (kinds[1] == hist)
+    return ([torch.where(both, Work.NOTHING, kinds[0]), torch.where(both, hist, kinds[1])],
+            torch.where(both, stages[0], 0))
 
 
 def _stages_sorted(flat: torch.Tensor, stages: tuple[torch.Tensor, ...], k: _Kernels) -> torch.Tensor:
     """One or two stages (variants per row, in order) on the CPU: before each stage the rows are sorted by the
     kind of work their variant needs (one gather), each kind works on its contiguous block of rows in place, and
     the rows are put back once at the end (one more gather). Picking and writing back rows per operation
-    cost more than the operations themselves here. The work per row is `_plan`'s: a row with a table operation
+    cost more than the operations themselves here. The work per row is `_work_per_row`'s: a row with a table operation
     in both stages, one of them from its histogram, gets both in one pass, in the second stage's histogram block."""
     import torch
 
     rows = flat.shape[0]
-    kinds, first = _plan(stages, k)
+    kinds, first = _work_per_row(stages, k)
     where = torch.arange(rows)  # the input row each row of `out` holds
     out = flat
     for s, v in enumerate(stages):
@@ -477,21 +490,21 @@ def _stages_sorted(flat: torch.Tensor, stages: tuple[torch.Tensor, ...], k: _Ker
         # Into a buffer of this stage's own: the input is never written.
         out = torch.index_select(out, 0, order, out=k.scratch(f"stage{s}", flat.shape, torch.uint8))
         where = where[order]
-        start = sizes[0]  # kind 0 rows stay as they are
-        for kd in range(1, k.kinds):
-            end = start + sizes[kd]
+        start = sizes[Work.NOTHING]  # rows with nothing to do stay as they are
+        for work in range(Work.GEOMETRY, k.kinds):
+            end = start + sizes[work]
             if end > start:
                 block, rows_in = out[start:end], where[start:end]
                 vb = v[rows_in]
-                if kd == 1:
+                if work == Work.GEOMETRY:
                     _geometry(block, k.geo_index[vb], k, out=block)
-                elif kd == 2:
+                elif work == Work.FIXED_TABLE:
                     _fixed_tables(block, vb, k)
-                elif kd == 3:
+                elif work == Work.HISTOGRAM_TABLE:
                     _pixel_tables(block, vb, k, out=block, first=first[rows_in] if first is not None and s else None,
                                   grouped=True)
                 else:
-                    block.copy_(_sharpen(block, k.h, k.w, k.sharpness[kd - 4][1]))
+                    block.copy_(_sharpen(block, k.h, k.w, k.sharpness[work - Work.SHARPEN][1]))
             start = end
     # Back in input order; index_select with the inverse permutation, as index_copy_ copies one element at a
     # time on the CPU.

@@ -301,14 +301,14 @@ def test_the_cpu_plans_two_tables_in_one_pass_only_where_a_histogram_is_needed()
     pairs = [(post, eq), (eq, eq), (eq, post), (inv, auto), (post, sol), (eq, ident), (ident, eq), (rot, eq),
              (eq, rot), (sharp, inv), (ident, ident), (sol, rot)]
     v1, v2 = torch.tensor([a for a, _ in pairs]), torch.tensor([b for _, b in pairs])
-    (k1, k2), first = augment._plan((v1, v2), k)
+    (k1, k2), first = augment._work_per_row((v1, v2), k)
     sh = int(k.kind[sharp])
     assert sh >= 4
     # kinds: 0 nothing, 1 geometry, 2 fixed table, 3 histogram table, 4+ sharpness
     assert k1.tolist() == [0, 0, 0, 0, 2, 3, 0, 1, 3, sh, 0, 2]
     assert k2.tolist() == [3, 3, 3, 3, 2, 0, 3, 3, 1, 2, 0, 1]
     assert first is not None and first.tolist() == [post, eq, eq, inv, 0, 0, 0, 0, 0, 0, 0, 0]
-    (only,), none = augment._plan((v1,), k)
+    (only,), none = augment._work_per_row((v1,), k)
     assert none is None and only.tolist() == k.kind[v1].tolist()
 
 
@@ -530,6 +530,7 @@ def test_the_test_set_never_passes_through_augmentation(name: str, tmp_path: Pat
     test = {_digest(img) for img in ds.test_x}
     assert train.isdisjoint(test), "the check needs distinct train and test images"
     # Every image augmented is a kept training image, each once per epoch; no test image ever.
-    kept = [_digest(ds.train_x[i]) for i in r["selection"]["real_train_rows"]]
+    assert r.selection is not None
+    kept = [_digest(ds.train_x[i]) for i in r.selection["real_train_rows"]]
     assert sorted(went_in) == sorted(kept * 2)
     assert not set(went_in) & test
