@@ -28,23 +28,23 @@ def test_eight_seeds_together_match_eight_separate_runs(phantom_spec: DataSpec, 
     packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
     separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
     # The same runs: ids of the separate runs, each its own result file, saying how it was trained.
-    assert [r["run_id"] for r in packed] == [s.run_id for s in specs] == [r["run_id"] for r in separate]
+    assert [r.run_id for r in packed] == [s.run_id for s in specs] == [r.run_id for r in separate]
     for r in packed:
-        assert results.read(results.path_for(tmp_path / "packed", r["run_id"])) == r
-        assert r["packed"]["size"] == 8 and r["packed"]["seeds"] == list(range(8))
-        assert r["timings"]["pack_images_per_s"] > r["timings"]["train_images_per_s"] > 0
+        assert results.read(results.path_for(tmp_path / "packed", r.run_id)) == r
+        assert r.packed.size == 8 and r.packed.seeds == list(range(8))
+        assert r.timings["pack_images_per_s"] > r.timings["train_images_per_s"] > 0
     # Each seed keeps its own training set (scenario 2 subsamples per seed), as its separate run does.
     for p, s in zip(packed, separate, strict=True):
-        assert p["selection"] == s["selection"]
-    sel = {tuple(r["selection"]["real_train_rows"]) for r in packed}
+        assert p.selection == s.selection
+    sel = {tuple(r.selection["real_train_rows"]) for r in packed}
     assert len(sel) == 8
-    ce_packed = [r["metrics"]["test_ce"] for r in packed]
-    ce_separate = [r["metrics"]["test_ce"] for r in separate]
+    ce_packed = [r.metrics.test_ce for r in packed]
+    ce_separate = [r.metrics.test_ce for r in separate]
     assert len(set(ce_packed)) == 8, "seeds trained together must differ (own init, order, draws)"
     assert min(ce_separate) <= statistics.median(ce_packed) <= max(ce_separate), (ce_packed, ce_separate)
     # Same initialisation and draws as the separate run: the first epoch's loss agrees closely per seed.
     for p, s in zip(packed, separate, strict=True):
-        assert p["history"][0]["train_loss"] == pytest.approx(s["history"][0]["train_loss"], rel=0.02)
+        assert p.history[0]["train_loss"] == pytest.approx(s.history[0]["train_loss"], rel=0.02)
     assert not list((tmp_path / "packed" / ".checkpoints").glob("*"))
 
 
@@ -57,15 +57,15 @@ def test_interrupted_pack_resumes_to_the_same_metrics(phantom_spec: DataSpec, tm
     lines: list[str] = []
     resumed = seedpack.execute(specs, tmp_path / "cut", log=lines.append)
     assert any("resumed from checkpoint at epoch 1/3" in line for line in lines), lines
-    assert [r["metrics"] for r in resumed] == [r["metrics"] for r in whole]
-    assert all(r["timings"]["resumed_from_epoch"] == 1 for r in resumed)
+    assert [r.metrics for r in resumed] == [r.metrics for r in whole]
+    assert all(r.timings["resumed_from_epoch"] == 1 for r in resumed)
     # Finished seeds are read back, not trained again; a pack of the rest trains only those.
     results.path_for(tmp_path / "cut", specs[1].run_id).unlink()
     lines.clear()
     again = seedpack.execute(specs, tmp_path / "cut", log=lines.append)
-    assert [r["run_id"] for r in again] == [s.run_id for s in specs]
+    assert [r.run_id for r in again] == [s.run_id for s in specs]
     assert again[0] == resumed[0] and again[2] == resumed[2]
-    assert again[1]["metrics"]["test_ce"] > 0 and "packed" not in again[1]  # one left: a plain run
+    assert again[1].metrics.test_ce > 0 and "packed" not in again[1]  # one left: a plain run
 
 
 def test_a_pack_holds_one_cell(phantom_spec: DataSpec) -> None:
@@ -111,7 +111,7 @@ def test_mriaug_grid_trains_seed_packs(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     g = grid_mod.load(path)
     rs = [results.read(results.path_for(tmp_path / "res", r.run_id)) for r in g.runs]
-    assert [r["packed"]["run_ids"] for r in rs] == [[r.run_id for r in g.runs]] * 3
+    assert [r.packed.run_ids for r in rs] == [[r.run_id for r in g.runs]] * 3
     assert "cnn — median test cross-entropy" in out.output
 
 
@@ -149,22 +149,22 @@ def test_a_pack_that_does_not_learn_gives_each_seeds_untrained_network(phantom_s
     packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
     separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
     for p, s in zip(packed, separate, strict=True):
-        assert p["metrics"]["test_ce"] == pytest.approx(s["metrics"]["test_ce"], abs=1e-4)
-        assert p["metrics"]["confusion"] == s["metrics"]["confusion"]
-        assert [h["train_loss"] for h in p["history"]] == pytest.approx([h["train_loss"] for h in s["history"]],
+        assert p.metrics.test_ce == pytest.approx(s.metrics.test_ce, abs=1e-4)
+        assert p.metrics.confusion == s.metrics.confusion
+        assert [h["train_loss"] for h in p.history] == pytest.approx([h["train_loss"] for h in s.history],
                                                                         abs=1e-4)
-        assert [h["epoch"] for h in p["history"]] == [1, 2] and p["schema"] == results.SCHEMA
-        assert all(0 <= h["seconds"] <= p["timings"]["total_s"] for h in p["history"]) and p["weights"] is None
+        assert [h["epoch"] for h in p.history] == [1, 2] and p.schema == results.SCHEMA
+        assert all(0 <= h["seconds"] <= p.timings["total_s"] for h in p.history) and p.weights is None
         # The same record as the separate run's, apart from how it was trained and timed.
-        assert p["counts"] == s["counts"] and p["data"] == s["data"] and p["selection"] == s["selection"]
-        assert p["training"] == s["training"] and p["validation"] is s["validation"] is None
-        assert p["training"]["steps"] == 12  # ceil(192 / 32) = 6 steps in each of 2 epochs
+        assert p.counts == s.counts and p.data == s.data and p.selection == s.selection
+        assert p.training == s.training and p.validation is s.validation is None
+        assert p.training.steps == 12  # ceil(192 / 32) = 6 steps in each of 2 epochs
         # 192 images (80% of 240) in each of 2 epochs; the pack's rate is 3 seeds' images.
-        t = p["timings"]
+        t = p.timings
         assert t["train_images_per_s"] * t["train_s"] == pytest.approx(384)
         assert t["pack_images_per_s"] == pytest.approx(3 * t["train_images_per_s"])
-        assert p["packed"]["run_ids"] == [s.run_id for s in specs] and p["packed"]["pack"] == train.unit_id(specs)
-    assert len({r["metrics"]["test_ce"] for r in packed}) == 3  # three different initialisations
+        assert p.packed.run_ids == [s.run_id for s in specs] and p.packed.pack == train.unit_id(specs)
+    assert len({r.metrics.test_ce for r in packed}) == 3  # three different initialisations
 
 
 def test_a_pack_draws_from_its_pool_as_separate_runs_do(phantom_spec: DataSpec, tmp_path: Path) -> None:
@@ -180,10 +180,10 @@ def test_a_pack_draws_from_its_pool_as_separate_runs_do(phantom_spec: DataSpec, 
     packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
     separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
     for p, s in zip(packed, separate, strict=True):
-        assert p["selection"] == s["selection"] and len(p["selection"]["pool_rows"]) > 0
-        assert p["counts"] == s["counts"] and p["data"] == s["data"] and p["data"]["pool_fingerprint"]
-        assert p["metrics"]["test_ce"] == pytest.approx(s["metrics"]["test_ce"], abs=1e-4)
-        assert p["timings"]["data_s"] >= 0 and p["timings"]["total_s"] >= p["timings"]["train_s"] > 0
+        assert p.selection == s.selection and len(p.selection["pool_rows"]) > 0
+        assert p.counts == s.counts and p.data == s.data and p.data.pool_fingerprint
+        assert p.metrics.test_ce == pytest.approx(s.metrics.test_ce, abs=1e-4)
+        assert p.timings["data_s"] >= 0 and p.timings["total_s"] >= p.timings["train_s"] > 0
     # The pool changed after planning: refused, naming the run and both fingerprints.
     synth.make_pool(ds, tmp_path / "pool", "transform", classes=["Non_Demented"], max_sources=3, progress_bar=False)
     new = pools.load(tmp_path / "pool", ds).fingerprint
@@ -206,12 +206,12 @@ def test_a_packs_saved_weights_are_each_seeds_network(phantom_spec: DataSpec, tm
     ds = data_mod.load(phantom_spec)
     x = to_device_uint8(ds.test_x, 32, torch.device("cpu"))
     for spec, r in zip(specs, packed, strict=True):
-        assert r["weights"] == str(results.weights_for(tmp_path, spec.run_id))
+        assert r.weights == str(results.weights_for(tmp_path, spec.run_id))
         net = models.build("cnn", spec.hparams)
-        net.load_state_dict(load_file(r["weights"]))
+        net.load_state_dict(load_file(r.weights))
         bf16 = runtime.autocast_bf16(spec.hparams.precision, x.device)
         ce = classification_metrics(nets.Single(net, net).predict(x, bf16)[0], ds.test_y)["test_ce"]
-        assert ce == pytest.approx(r["metrics"]["test_ce"], abs=1e-3)
+        assert ce == pytest.approx(r.metrics.test_ce, abs=1e-3)
 
 
 @pytest.mark.parametrize("split", ["given", "subject"])  # without and with a validation part
@@ -221,10 +221,10 @@ def test_a_diverging_pack_writes_each_seed_as_diverged_and_a_rerun_trains_nothin
     specs = _specs(data if split == "subject" else phantom_spec, range(2), lr=1e9)
     lines: list[str] = []
     out = seedpack.execute(specs, tmp_path, log=lines.append)
-    assert [r["status"] for r in out] == ["diverged", "diverged"]
-    assert [r["run_id"] for r in out] == [s.run_id for s in specs]
+    assert [r.status for r in out] == ["diverged", "diverged"]
+    assert [r.run_id for r in out] == [s.run_id for s in specs]
     for r in out:
-        assert results.is_diverged(r) and r["history"][-1]["diverged"] and r["diverged_at_epoch"] >= 1
+        assert r.diverged and r.history[-1]["diverged"] and r.diverged_at_epoch >= 1
     assert not list(tmp_path.glob("*.ckpt*"))  # nothing left to resume
     assert results.done_ids(tmp_path) == {s.run_id for s in specs}
     lines.clear()
@@ -240,18 +240,18 @@ def test_a_pack_of_the_honest_settings_selects_per_seed_and_matches_separate_run
     packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
     separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
     for p, r in zip(packed, separate, strict=True):
-        assert p["packed"]["size"] == 4 and "packed" not in r
+        assert p.packed.size == 4 and r.packed is None
         for key in ("budget", "epochs", "steps", "select", "optimizer", "weight_decay"):
-            assert p["training"][key] == r["training"][key], key
-        assert p["training"]["optimizer"] == "adamw" and p["training"]["steps"] > 0
+            assert getattr(p.training, key) == getattr(r.training, key), key
+        assert p.training.optimizer == "adamw" and p.training.steps > 0
         # each seed records its own selected epoch: the one with the lowest validation loss of its own history
-        vals = [h["val_ce"] for h in p["history"]]
-        assert p["training"]["selected_epoch"] == 1 + vals.index(min(vals))
-        assert p["validation"] == p["history"][p["training"]["selected_epoch"] - 1]
-        assert sum(p["counts"]["val"].values()) == sum(r["counts"]["val"].values()) > 0
+        vals = [h["val_ce"] for h in p.history]
+        assert p.training.selected_epoch == 1 + vals.index(min(vals))
+        assert p.validation == p.history[p.training.selected_epoch - 1]
+        assert sum(p.counts.val.values()) == sum(r.counts.val.values()) > 0
     # The same draws, other arithmetic: the packed median lies within the separate runs' range.
-    sep = [r["metrics"]["test_ce"] for r in separate]
-    assert min(sep) <= statistics.median(p["metrics"]["test_ce"] for p in packed) <= max(sep)
+    sep = [r.metrics.test_ce for r in separate]
+    assert min(sep) <= statistics.median(p.metrics.test_ce for p in packed) <= max(sep)
 
 
 def test_a_grid_packs_the_vit_and_records_both_seeds_as_packed(tmp_path: Path) -> None:
@@ -279,6 +279,6 @@ def test_an_untrained_pack_matches_its_separate_runs_closely(phantom_spec: DataS
     packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
     separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
     for p, s in zip(packed, separate, strict=True):
-        assert p["metrics"]["test_ce"] == pytest.approx(s["metrics"]["test_ce"], abs=2e-6)
-        assert p["history"][0]["train_loss"] == pytest.approx(s["history"][0]["train_loss"], abs=2e-6)
-        assert p["training"]["precision"] == s["training"]["precision"] == "fp32"
+        assert p.metrics.test_ce == pytest.approx(s.metrics.test_ce, abs=2e-6)
+        assert p.history[0]["train_loss"] == pytest.approx(s.history[0]["train_loss"], abs=2e-6)
+        assert p.training.precision == s.training.precision == "fp32"

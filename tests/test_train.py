@@ -22,37 +22,37 @@ def _spec(phantom_spec: DataSpec, model: str = "cnn", scenario: str = "1", aug: 
 
 def test_result_has_the_documented_keys(phantom_spec: DataSpec, tmp_path: Path) -> None:
     r = execute(_spec(phantom_spec), tmp_path, log=lambda m: None)
-    on_disk = results.read(results.path_for(tmp_path, r["run_id"]))
+    on_disk = results.read(results.path_for(tmp_path, r.run_id))
     assert on_disk == r
-    m = r["metrics"]
+    m = r.metrics
     for key in ("test_ce", "accuracy", "balanced_accuracy", "macro_f1"):
-        assert isinstance(m[key], float)
-    assert set(m["per_class"]["Moderate_Demented"]) == {"recall", "precision", "f1", "support"}
-    assert len(m["confusion"]) == 4 and sum(map(sum, m["confusion"])) == 80
+        assert isinstance(getattr(m, key), float)
+    assert set(m.per_class["Moderate_Demented"]) == {"recall", "precision", "f1", "support"}
+    assert len(m.confusion) == 4 and sum(map(sum, m.confusion)) == 80
     # No validation part on the given split by default: the history is the training loss; test is seen once.
-    assert len(r["history"]) == 2 and all("test_ce" not in h and "val_ce" not in h for h in r["history"])
+    assert len(r.history) == 2 and all("test_ce" not in h and "val_ce" not in h for h in r.history)
     # bf16 was asked for: the result says what ran (bf16 where this CPU has it natively, else fp32)
     ran = "bf16" if runtime.autocast_bf16("bf16", torch.device("cpu")) else "fp32"
-    assert r["training"] == {"budget": "epochs", "epochs": 2, "steps": 16, "select": "last", "selected_epoch": 2,
+    assert r.training.to_dict() == {"budget": "epochs", "epochs": 2, "steps": 16, "select": "last", "selected_epoch": 2,
                              "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "precision": ran}
-    assert r["data"]["split"]["kind"] == "given" and r["validation"] is None
-    assert sum(r["counts"]["real"].values()) == 240 and sum(r["counts"]["synthetic"].values()) == 0
-    assert r["data"]["fingerprint"] == data_mod.load(phantom_spec).fingerprint
-    assert r["data"]["pool_fingerprint"] is None and r["data"]["pool_path"] is None and r["data"]["pool_label"] is None
-    assert {"torch", "device", "git_commit"} <= set(r["env"])
-    assert r["timings"]["train_s"] > 0 and r["timings"]["total_s"] >= r["timings"]["train_s"] + r["timings"]["data_s"]
-    assert r["schema"] == results.SCHEMA and r["data"]["source"] == data_mod.load(phantom_spec).source
-    assert r["spec"]["hparams"]["epochs"] == 2
-    assert not results.checkpoint_for(tmp_path, r["run_id"]).exists()
+    assert r.data.split["kind"] == "given" and r.validation is None
+    assert sum(r.counts.real.values()) == 240 and sum(r.counts.synthetic.values()) == 0
+    assert r.data.fingerprint == data_mod.load(phantom_spec).fingerprint
+    assert r.data.pool_fingerprint is None and r.data.pool_path is None and r.data.pool_label is None
+    assert {"torch", "device", "git_commit"} <= set(r.env)
+    assert r.timings["train_s"] > 0 and r.timings["total_s"] >= r.timings["train_s"] + r.timings["data_s"]
+    assert r.schema == results.SCHEMA and r.data.source == data_mod.load(phantom_spec).source
+    assert r.spec["hparams"]["epochs"] == 2
+    assert not results.checkpoint_for(tmp_path, r.run_id).exists()
 
 
 def test_same_seed_same_metrics_and_rerun_is_skipped(phantom_spec: DataSpec, tmp_path: Path) -> None:
     spec = _spec(phantom_spec, aug="autoaugment")
     a = execute(spec, tmp_path / "a", log=lambda m: None)
     b = execute(spec, tmp_path / "b", log=lambda m: None)
-    assert a["metrics"] == b["metrics"]
+    assert a.metrics == b.metrics
     c = execute(_spec(phantom_spec, aug="autoaugment", seed=1), tmp_path / "a", log=lambda m: None)
-    assert c["metrics"]["test_ce"] != a["metrics"]["test_ce"]
+    assert c.metrics.test_ce != a.metrics.test_ce
     lines: list[str] = []
     again = execute(spec, tmp_path / "a", log=lines.append)
     assert again == a and lines == []
@@ -69,9 +69,9 @@ def test_resume_after_interruption_gives_identical_metrics(phantom_spec: DataSpe
     lines: list[str] = []
     resumed = execute(spec, tmp_path / "cut", log=lines.append)
     assert any("resumed from checkpoint at epoch 1/3" in line for line in lines)
-    assert resumed["metrics"] == whole["metrics"]
-    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
-    assert resumed["timings"]["resumed_from_epoch"] == 1
+    assert resumed.metrics == whole.metrics
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    assert resumed.timings["resumed_from_epoch"] == 1
     assert not results.checkpoint_for(tmp_path / "cut", spec.run_id).exists()
 
 
@@ -95,8 +95,8 @@ def test_augmenting_several_batches_per_call_on_the_cpu_changes_nothing(phantom_
     monkeypatch.setattr(augment, "CPU_CALL_PIXELS", 1)  # at least one batch per call
     one = execute(spec, tmp_path / "one", log=lambda m: None)
     assert calls == ([32] * 7 + [16]) * 2
-    assert one["metrics"] == three["metrics"]
-    assert [h["train_loss"] for h in one["history"]] == [h["train_loss"] for h in three["history"]]
+    assert one.metrics == three.metrics
+    assert [h["train_loss"] for h in one.history] == [h["train_loss"] for h in three.history]
 
 
 def test_scenario3_run_with_transform_pool(phantom_spec: DataSpec, tmp_path: Path) -> None:
@@ -105,14 +105,14 @@ def test_scenario3_run_with_transform_pool(phantom_spec: DataSpec, tmp_path: Pat
                     progress_bar=False)
     r = execute(_spec(phantom_spec, scenario="3", pool=str(tmp_path / "pool")), tmp_path / "res", log=lambda m: None)
     n_mild = ds.counts("train")["Mild_Demented"]
-    assert r["counts"]["synthetic"]["Mild_Demented"] == scenarios.round_half_up(0.2 * n_mild)
-    assert r["counts"]["synthetic"]["Non_Demented"] == 0
-    assert r["data"]["pool_fingerprint"]
-    assert len(r["selection"]["pool_rows"]) == sum(r["counts"]["synthetic"].values())
+    assert r.counts.synthetic["Mild_Demented"] == scenarios.round_half_up(0.2 * n_mild)
+    assert r.counts.synthetic["Non_Demented"] == 0
+    assert r.data.pool_fingerprint
+    assert len(r.selection["pool_rows"]) == sum(r.counts.synthetic.values())
     spec = _spec(phantom_spec, scenario="3", pool=str(tmp_path / "pool"))
     # no pool name in the grid: the table's name for it is its folder's
     assert spec.pool_label is None
-    assert r["data"]["pool_path"] == str(tmp_path / "pool") and r["data"]["pool_label"] == "pool"
+    assert r.data.pool_path == str(tmp_path / "pool") and r.data.pool_label == "pool"
 
 
 def test_saved_weights_reload_to_the_same_predictions(phantom_spec: DataSpec, tmp_path: Path) -> None:
@@ -124,13 +124,13 @@ def test_saved_weights_reload_to_the_same_predictions(phantom_spec: DataSpec, tm
     spec = _spec(phantom_spec, epochs=1)
     r = execute(spec, tmp_path, save_weights=True, log=lambda m: None)
     model = models.build("cnn", spec.hparams)
-    model.load_state_dict(load_file(r["weights"]))
+    model.load_state_dict(load_file(r.weights))
     ds = data_mod.load(phantom_spec)
     x = to_device_uint8(ds.test_x, 32, torch.device("cpu"))
     logits = nets.Single(model, model).predict(x, runtime.autocast_bf16(spec.hparams.precision, x.device))[0]
     from mriaug.metrics import classification_metrics
 
-    assert classification_metrics(logits, ds.test_y)["test_ce"] == pytest.approx(r["metrics"]["test_ce"], abs=1e-6)
+    assert classification_metrics(logits, ds.test_y)["test_ce"] == pytest.approx(r.metrics.test_ce, abs=1e-6)
 
 
 def test_run_id_covers_the_whole_spec(phantom_spec: DataSpec) -> None:
@@ -178,7 +178,7 @@ def test_unreadable_result_is_set_aside_and_run_again(phantom_spec: DataSpec, tm
     again = execute(spec, tmp_path, log=lines.append)
     assert any("not valid JSON" in line and "moved to" in line for line in lines)
     assert (tmp_path / f"{spec.run_id}.json.bad").exists()
-    assert again["metrics"] == first["metrics"]
+    assert again.metrics == first.metrics
 
 
 def test_bad_or_foreign_checkpoint_is_not_resumed(phantom_spec: DataSpec, tmp_path: Path) -> None:
@@ -190,7 +190,7 @@ def test_bad_or_foreign_checkpoint_is_not_resumed(phantom_spec: DataSpec, tmp_pa
         execute(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
     ckpt.write_bytes(ckpt.read_bytes()[:200])
     lines: list[str] = []
-    assert execute(spec, tmp_path / "cut", log=lines.append)["metrics"] == whole["metrics"]
+    assert execute(spec, tmp_path / "cut", log=lines.append).metrics == whole.metrics
     assert any("unreadable checkpoint" in line for line in lines)
     # A checkpoint of the same run id made from other data (the selection differs): not resumed.
     results.path_for(tmp_path / "cut", spec.run_id).unlink()
@@ -200,7 +200,7 @@ def test_bad_or_foreign_checkpoint_is_not_resumed(phantom_spec: DataSpec, tmp_pa
     state["data_fingerprint"] = "0" * 16
     torch.save(state, ckpt)
     lines.clear()
-    assert execute(spec, tmp_path / "cut", log=lines.append)["metrics"] == whole["metrics"]
+    assert execute(spec, tmp_path / "cut", log=lines.append).metrics == whole.metrics
     assert any("checkpoint made with another data_fingerprint" in line for line in lines)
     assert not any("resumed" in line for line in lines)
 
@@ -216,7 +216,7 @@ def test_resume_uses_the_thread_count_the_run_started_with(phantom_spec: DataSpe
         lines: list[str] = []
         r = execute(spec, tmp_path, log=lines.append)
         assert any("resuming with 1 threads" in line for line in lines)
-        assert r["env"]["threads"] == 1
+        assert r.env["threads"] == 1
     finally:
         torch.set_num_threads(threads)
 
@@ -244,11 +244,11 @@ def test_the_cnn_learns_the_phantom(phantom_spec: DataSpec, tmp_path: Path) -> N
     ds = data_mod.load(phantom_spec)
     majority = np.bincount(ds.test_y).max() / len(ds.test_y)
     r = execute(_spec(phantom_spec, aug="none", epochs=6, batch_size=16), tmp_path, log=lambda m: None)
-    m = r["metrics"]
-    assert m["accuracy"] >= majority + 0.2, (m["accuracy"], majority)
-    assert m["balanced_accuracy"] >= 0.45  # chance is 0.25
-    assert m["test_ce"] < math.log(4) - 0.5, m["test_ce"]
-    losses = [h["train_loss"] for h in r["history"]]
+    m = r.metrics
+    assert m.accuracy >= majority + 0.2, (m.accuracy, majority)
+    assert m.balanced_accuracy >= 0.45  # chance is 0.25
+    assert m.test_ce < math.log(4) - 0.5, m.test_ce
+    losses = [h["train_loss"] for h in r.history]
     assert losses[-1] < 0.8 * losses[0], losses
 
 
@@ -267,7 +267,7 @@ def test_checkpoint_of_another_identity_is_set_aside(phantom_spec: DataSpec, tmp
     r = execute(spec, tmp_path, log=lines.append)
     assert any(f"checkpoint made with another {key}" in line for line in lines), lines
     assert not any("resumed" in line for line in lines)
-    assert r["timings"]["resumed_from_epoch"] == 0 and len(r["history"]) == 2
+    assert r.timings["resumed_from_epoch"] == 0 and len(r.history) == 2
     assert ckpt.with_name(ckpt.name + ".bad").exists() and not ckpt.exists()
 
 
@@ -314,18 +314,18 @@ def test_best_val_tests_the_weights_of_the_selected_epoch(tmp_path: Path, monkey
     # run's, and not the 4-epoch run's last weights.
     two = execute(_val_spec(2, select="last"), tmp_path / "two", log=lambda m: None)
     four = execute(_val_spec(4, select="last"), tmp_path / "four", log=lambda m: None)
-    assert two["metrics"]["test_ce"] != four["metrics"]["test_ce"]  # the weights differ, and so do the numbers
+    assert two.metrics.test_ce != four.metrics.test_ce  # the weights differ, and so do the numbers
     calls = _scripted_validation(monkeypatch, [0.9, 0.5, 0.5, 0.7])
     best = execute(_val_spec(4), tmp_path / "best", log=lambda m: None)
     assert calls == [64, 64, 64, 64, 80]  # validation once per epoch, the test set once at the end
-    assert best["training"]["selected_epoch"] == 2 and best["training"]["select"] == "best_val"
-    assert best["metrics"] == two["metrics"]
-    assert [h["val_ce"] for h in best["history"]] == [0.9, 0.5, 0.5, 0.7]
-    assert best["validation"] == best["history"][1] and best["validation"]["epoch"] == 2
-    assert [h["train_loss"] for h in best["history"]] == [h["train_loss"] for h in four["history"]]
+    assert best.training.selected_epoch == 2 and best.training.select == "best_val"
+    assert best.metrics == two.metrics
+    assert [h["val_ce"] for h in best.history] == [0.9, 0.5, 0.5, 0.7]
+    assert best.validation == best.history[1] and best.validation["epoch"] == 2
+    assert [h["train_loss"] for h in best.history] == [h["train_loss"] for h in four.history]
     # select = "last" on the same data: the last epoch, its own validation entry.
-    assert four["training"]["selected_epoch"] == 4 and four["validation"] == four["history"][3]
-    assert four["counts"]["val"] == {"Mild_Demented": 16, "Moderate_Demented": 0, "Non_Demented": 28,
+    assert four.training.selected_epoch == 4 and four.validation == four.history[3]
+    assert four.counts.val == {"Mild_Demented": 16, "Moderate_Demented": 0, "Non_Demented": 28,
                                      "Very_Mild_Demented": 20}
 
 
@@ -334,11 +334,11 @@ def test_best_val_when_the_first_or_the_last_epoch_is_best(tmp_path: Path, monke
     three = execute(_val_spec(3, select="last"), tmp_path / "three", log=lambda m: None)
     _scripted_validation(monkeypatch, [0.4, 0.6, 0.5])
     first = execute(_val_spec(3), tmp_path / "first", log=lambda m: None)
-    assert first["training"]["selected_epoch"] == 1 and first["metrics"] == one["metrics"]
+    assert first.training.selected_epoch == 1 and first.metrics == one.metrics
     _scripted_validation(monkeypatch, [0.7, 0.6, 0.5])
     last = execute(_val_spec(3), tmp_path / "last", log=lambda m: None)
-    assert last["training"]["selected_epoch"] == 3 and last["metrics"] == three["metrics"]
-    assert last["validation"]["val_ce"] == 0.5
+    assert last.training.selected_epoch == 3 and last.metrics == three.metrics
+    assert last.validation["val_ce"] == 0.5
 
 
 def test_a_resumed_best_val_run_keeps_the_best_epoch_of_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -349,9 +349,9 @@ def test_a_resumed_best_val_run_keeps_the_best_epoch_of_before(tmp_path: Path, m
         execute(_val_spec(4), tmp_path / "cut", log=lambda m: None, stop_after=2)
     _scripted_validation(monkeypatch, [0.6, 0.7])
     r = execute(_val_spec(4), tmp_path / "cut", log=lambda m: None)
-    assert r["training"]["selected_epoch"] == 2 and r["metrics"] == two["metrics"]
-    assert [h["val_ce"] for h in r["history"]] == [0.9, 0.5, 0.6, 0.7]
-    assert r["timings"]["resumed_from_epoch"] == 2
+    assert r.training.selected_epoch == 2 and r.metrics == two.metrics
+    assert [h["val_ce"] for h in r.history] == [0.9, 0.5, 0.6, 0.7]
+    assert r.timings["resumed_from_epoch"] == 2
 
 
 def _counted_steps(monkeypatch: pytest.MonkeyPatch, diverge_at: int | None = None) -> list[int]:
@@ -375,20 +375,20 @@ def test_steps_budget_is_counted_on_the_part_that_trains(tmp_path: Path, monkeyp
     sizes = _counted_steps(monkeypatch)
     s1 = execute(_val_spec(2, select="last", budget="steps"), tmp_path, log=lambda m: None)
     assert sizes == ([32] * 5 + [16]) * 2
-    assert s1["training"]["steps"] == 12 and s1["training"]["epochs"] == 2
+    assert s1.training.steps == 12 and s1.training.epochs == 2
     sizes.clear()
     s2 = execute(_val_spec(2, select="last", scenario="2", budget="steps"), tmp_path, log=lambda m: None)
-    assert sum(s2["counts"]["real"].values()) == 141
+    assert sum(s2.counts.real.values()) == 141
     assert sizes == [32, 32, 32, 32, 13] * 2 + [32, 32]
-    assert s2["training"]["steps"] == 12 and s2["training"]["epochs"] == 3
-    assert [h["steps"] for h in s2["history"]] == [5, 10, 12]
+    assert s2.training.steps == 12 and s2.training.epochs == 3
+    assert [h["steps"] for h in s2.history] == [5, 10, 12]
     # Images trained: 141 + 141 + 64 = 346, the figure images/s is taken of.
-    t = s2["timings"]
+    t = s2.timings
     assert t["train_images_per_s"] * t["train_s"] == pytest.approx(346)
     # The epochs budget: 2 full passes over the 141 images, 10 steps.
     sizes.clear()
     e2 = execute(_val_spec(2, select="last", scenario="2"), tmp_path, log=lambda m: None)
-    assert sizes == [32, 32, 32, 32, 13] * 2 and e2["training"]["steps"] == 10
+    assert sizes == [32, 32, 32, 32, 13] * 2 and e2.training.steps == 10
 
 
 def test_a_diverged_run_stops_in_its_epoch_and_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -404,14 +404,14 @@ def test_a_diverged_run_stops_in_its_epoch_and_is_recorded(tmp_path: Path, monke
     lines: list[str] = []
     r = execute(spec, tmp_path / "cut", log=lines.append)
     assert sizes == [32] * 7 + [16]  # epoch 2's steps, then nothing more
-    assert r["status"] == "diverged" and r["diverged_at_epoch"] == 2
-    assert r["metrics"] == dict.fromkeys(results.REQUIRED_METRICS)
-    assert r["history"][0]["train_loss"] == whole["history"][0]["train_loss"]
-    assert r["history"][1] == {"epoch": 2, "train_loss": None, "diverged": True} and len(r["history"]) == 2
-    assert sum(r["counts"]["real"].values()) == 240 and sum(r["counts"]["test"].values()) == 80
-    assert r["weights"] is None and r["data"]["fingerprint"] == whole["data"]["fingerprint"]
+    assert r.status == "diverged" and r.diverged_at_epoch == 2
+    assert all(getattr(r.metrics, key) is None for key in results.REQUIRED_METRICS)
+    assert r.history[0]["train_loss"] == whole.history[0]["train_loss"]
+    assert r.history[1] == {"epoch": 2, "train_loss": None, "diverged": True} and len(r.history) == 2
+    assert sum(r.counts.real.values()) == 240 and sum(r.counts.test.values()) == 80
+    assert r.weights is None and r.data.fingerprint == whole.data.fingerprint
     assert results.read(results.path_for(tmp_path / "cut", spec.run_id)) == r
-    assert not ckpt.exists() and r["timings"]["total_s"] > 0
+    assert not ckpt.exists() and r.timings["total_s"] > 0
     assert any("diverged" in line and "epoch 2" in line for line in lines)
     # Recorded, not trained again.
     sizes.clear()
@@ -423,9 +423,9 @@ def test_a_resumed_run_counts_the_images_it_trained(tmp_path: Path) -> None:
     with pytest.raises(Interrupted):
         execute(spec, tmp_path, log=lambda m: None, stop_after=1)
     r = execute(spec, tmp_path, log=lambda m: None)
-    t = r["timings"]
+    t = r.timings
     assert t["resumed_from_epoch"] == 1 and t["train_images_per_s"] * t["train_s"] == pytest.approx(480)
-    assert [h["epoch"] for h in r["history"]] == [1, 2, 3] and [h["steps"] for h in r["history"]] == [8, 16, 24]
+    assert [h["epoch"] for h in r.history] == [1, 2, 3] and [h["steps"] for h in r.history] == [8, 16, 24]
 
 
 def test_epoch_batches_by_hand() -> None:
@@ -488,10 +488,10 @@ def test_an_untrained_runs_numbers_by_hand(phantom_spec: DataSpec, tmp_path: Pat
         test_logits = net((torch.from_numpy(ds.test_x).float()[:, None] / 255.0 - mean) / sd)
     train_ce = float(F.cross_entropy(train_logits, torch.from_numpy(ds.train_y)))
     test_ce = float(F.cross_entropy(test_logits, torch.from_numpy(ds.test_y)))
-    assert [h["train_loss"] for h in r["history"]] == pytest.approx([train_ce, train_ce], rel=1e-5)
-    assert r["metrics"]["test_ce"] == pytest.approx(test_ce, rel=1e-5)
-    assert r["metrics"]["accuracy"] == pytest.approx(float((test_logits.argmax(1).numpy() == ds.test_y).mean()))
-    assert [h["steps"] for h in r["history"]] == [8, 16] and r["training"]["steps"] == 16
+    assert [h["train_loss"] for h in r.history] == pytest.approx([train_ce, train_ce], rel=1e-5)
+    assert r.metrics.test_ce == pytest.approx(test_ce, rel=1e-5)
+    assert r.metrics.accuracy == pytest.approx(float((test_logits.argmax(1).numpy() == ds.test_y).mean()))
+    assert [h["steps"] for h in r.history] == [8, 16] and r.training.steps == 16
 
 
 def test_best_val_without_a_validation_part_is_refused_at_run_time(phantom_spec: DataSpec, tmp_path: Path) -> None:
@@ -510,8 +510,8 @@ def test_a_run_diverging_before_any_checkpoint(phantom_spec: DataSpec, tmp_path:
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     sizes = _counted_steps(monkeypatch, diverge_at=1)
     r = execute(_spec(phantom_spec, aug="none", epochs=2), tmp_path, log=lambda m: None)
-    assert r["diverged_at_epoch"] == 1 and len(sizes) == 8  # the first epoch's 8 steps, no checkpoint ever made
-    assert not results.checkpoint_for(tmp_path, r["run_id"]).exists()
+    assert r.diverged_at_epoch == 1 and len(sizes) == 8  # the first epoch's 8 steps, no checkpoint ever made
+    assert not results.checkpoint_for(tmp_path, r.run_id).exists()
 
 
 def test_a_run_held_by_a_live_worker_is_not_trained_twice(phantom_spec: DataSpec, tmp_path: Path) -> None:
