@@ -68,7 +68,8 @@ def test_a_diverged_run_is_valid_json_with_its_status_and_epoch(tmp_path: Path) 
     doc = strict_json(Path(line["result"]))
     assert doc["status"] == "diverged" and doc["diverged_at_epoch"] == line["epoch"] >= 1
     assert doc["metrics"]["test_ce"] is None
-    assert results.read(Path(line["result"]))["status"] == "diverged"
+    back = results.read(Path(line["result"]))
+    assert back.status == "diverged" and back.diverged and back.diverged_at_epoch == line["epoch"]
     assert not results.checkpoint_for(out, doc["run_id"]).exists()
     # Done, not retried: a second call reads it back.
     again = runner.invoke(app, ["run", "--model", "cnn", "--scenario", "1", "--aug", "none", *D, "--resolution",

@@ -147,15 +147,15 @@ def test_interrupted_tasks_resume_from_checkpoint(tmp_path: Path) -> None:
         _wait(grids[n], tmp_path / n)
 
     straight = results.read(results.path_for(tmp_path / "straight", spec.run_id))
-    assert straight["timings"]["resumed_from_epoch"] == 0
+    assert straight.timings["resumed_from_epoch"] == 0
     for n in ("requeued", "signalled"):
         log = Path(tasks[n]["stderr"]).read_text()
         m = re.search(r"resumed from checkpoint at epoch (\d+)/30", log)
         assert m and int(m.group(1)) >= 1 and "attempt 2" in log, f"{n}:\n{log}"
         r = results.read(results.path_for(tmp_path / n, spec.run_id))
-        assert r["timings"]["resumed_from_epoch"] >= 1, n
-        assert r["metrics"] == straight["metrics"], n
-        assert [h["train_loss"] for h in r["history"]] == [h["train_loss"] for h in straight["history"]], n
+        assert r.timings["resumed_from_epoch"] >= 1, n
+        assert r.metrics == straight.metrics, n
+        assert [h["train_loss"] for h in r.history] == [h["train_loss"] for h in straight.history], n
         assert not results.checkpoint_for(tmp_path / n, spec.run_id).exists(), n
 
 
@@ -235,7 +235,7 @@ def test_packed_tasks_give_every_result_and_resume_skipping_finished_runs(tmp_pa
     assert f"[{first.run_id}] {first.label}: already done, skipped" in log.split("attempt 2")[1], log
     assert re.search(rf"\[{second.run_id}\] {re.escape(second.label)}: resumed from checkpoint at epoch \d+/120", log)
     assert results.path_for(res, first.run_id).read_bytes() == first_bytes  # not trained again
-    assert results.read(results.path_for(res, second.run_id))["timings"]["resumed_from_epoch"] >= 1
+    assert results.read(results.path_for(res, second.run_id)).timings["resumed_from_epoch"] >= 1
     assert not list(res.glob(".slurm/failed/*.json"))
 
 

@@ -91,9 +91,9 @@ def test_pool_from_diffusion_feeds_a_scenario_3_run(tmp_path: Path, dataset: dat
     run = plan_run("cnn", scenarios.SCENARIOS["3"], "none", 0,
                   model_hparams("cnn", {"epochs": 1, "resolution": 32, "batch_size": 32}), SPEC, str(pool))
     res = execute(run, tmp_path / "results", log=lambda m: None)
-    assert res["counts"]["synthetic"]["Mild_Demented"] == round(0.2 * int((dataset.train_y == 0).sum()))
-    assert res["data"]["pool_fingerprint"] == p.fingerprint
-    assert np.isfinite(res["metrics"]["test_ce"])
+    assert res.counts.synthetic["Mild_Demented"] == round(0.2 * int((dataset.train_y == 0).sum()))
+    assert res.data.pool_fingerprint == p.fingerprint
+    assert res.metrics.test_ce is not None and np.isfinite(res.metrics.test_ce)
     # Scenario 4 drops real images the model was trained on: refused before any training.
     with pytest.raises(pools.PoolError, match=r"scenario 4, seed 0: .* trained on all train rows.*--kept-for 4:0"):
         scenarios.mix(dataset, scenarios.SCENARIOS["4"], 0, p)

@@ -427,13 +427,14 @@ def test_scenario4_on_real_data_with_transform_pool(tmp_path: Path) -> None:
                   str(tmp_path / "pool"))
     r = execute(run, tmp_path / "res", log=lambda m: None)
     n = {"Mild_Demented": 724, "Moderate_Demented": 49, "Non_Demented": 2566, "Very_Mild_Demented": 1781}
-    assert r["counts"]["real"] == {c: round(0.8 * v) for c, v in n.items()}
-    assert r["counts"]["synthetic"] == {"Mild_Demented": 145, "Moderate_Demented": 10, "Non_Demented": 0,
-                                        "Very_Mild_Demented": 0}
+    assert r.counts.real == {c: round(0.8 * v) for c, v in n.items()}
+    assert r.counts.synthetic == {"Mild_Demented": 145, "Moderate_Demented": 10, "Non_Demented": 0,
+                                  "Very_Mild_Demented": 0}
     # One epoch already learns: test CE well below ln 4 (a uniform guess), accuracy above the majority class.
-    assert r["metrics"]["test_ce"] < math.log(4) - 0.3
-    assert r["metrics"]["accuracy"] > 634 / 1280  # measured: CE 0.946, accuracy 0.541 (at 32 px)
+    assert r.metrics.test_ce is not None and r.metrics.test_ce < math.log(4) - 0.3
+    assert r.metrics.accuracy is not None and r.metrics.accuracy > 634 / 1280  # measured: CE 0.946, acc 0.541 (32 px)
     p = pools.load(tmp_path / "pool", ds)
-    kept = set(r["selection"]["real_train_rows"])
-    for row in r["selection"]["pool_rows"]:
+    assert r.selection is not None
+    kept = set(r.selection["real_train_rows"])
+    for row in r.selection["pool_rows"]:
         assert int(p.sources[row]) in kept and ds.train_y[p.sources[row]] == p.labels[row]

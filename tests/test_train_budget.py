@@ -37,14 +37,16 @@ def test_steps_budget_gives_every_scenario_scenario1s_updates(phantom_spec: Data
         spec = grid.plan_run("cnn", scenarios.SCENARIOS[name], "none", 0, tiny_hparams(epochs=2), phantom_spec,
                              str(pool), budget="steps")
         out[name] = execute(spec, tmp_path / "r", **QUIET)
-    steps = {k: r["training"]["steps"] for k, r in out.items()}
-    assert steps == {"1": 16, "2": 16, "3": 16}
-    assert [r["history"][-1]["steps"] for r in out.values()] == [16, 16, 16]
-    assert out["2"]["training"]["epochs"] > 2 and out["3"]["training"]["epochs"] == 2
-    assert all(r["spec"]["budget"] == "steps" and r["training"]["budget"] == "steps" for r in out.values())
+    training = {k: r.training for k, r in out.items() if r.training is not None}
+    assert {k: t.steps for k, t in training.items()} == {"1": 16, "2": 16, "3": 16}
+    assert [r.history[-1]["steps"] for r in out.values()] == [16, 16, 16]
+    assert training["2"].epochs and training["2"].epochs > 2 and training["3"].epochs == 2
+    assert all(r.spec["budget"] == "steps" for r in out.values())
+    assert all(t.budget == "steps" for t in training.values())
     epochs_run = grid.plan_run("cnn", scenarios.SCENARIOS["2"], "none", 0, tiny_hparams(epochs=2), phantom_spec)
     assert "budget" not in epochs_run.to_dict()  # the thesis's run ids do not move
-    assert execute(epochs_run, tmp_path / "e", **QUIET)["training"]["steps"] == 12
+    epochs_training = execute(epochs_run, tmp_path / "e", **QUIET).training
+    assert epochs_training is not None and epochs_training.steps == 12
 
 
 def test_validation_history_and_best_val_selection(tmp_path: Path) -> None:
@@ -56,15 +58,16 @@ def test_validation_history_and_best_val_selection(tmp_path: Path) -> None:
                              select=select)
         runs[select] = execute(spec, tmp_path, **QUIET)
     last, best = runs["last"], runs["best_val"]
-    assert [h["train_loss"] for h in last["history"]] == [h["train_loss"] for h in best["history"]]
-    assert all({"val_ce", "val_accuracy"} <= set(h) and "test_ce" not in h for h in best["history"])
-    val = [h["val_ce"] for h in best["history"]]
-    assert best["training"]["selected_epoch"] == int(np.argmin(val)) + 1
-    assert last["training"]["selected_epoch"] == 4
-    assert best["validation"]["val_ce"] == min(val)
-    if best["training"]["selected_epoch"] != 4:
-        assert best["metrics"]["test_ce"] != last["metrics"]["test_ce"]
-    assert best["data"]["split"]["kind"] == "subject" and sum(best["counts"]["val"].values()) > 0
+    assert [h["train_loss"] for h in last.history] == [h["train_loss"] for h in best.history]
+    assert all({"val_ce", "val_accuracy"} <= set(h) and "test_ce" not in h for h in best.history)
+    val = [h["val_ce"] for h in best.history]
+    assert best.training is not None and last.training is not None and best.validation is not None
+    assert best.training.selected_epoch == int(np.argmin(val)) + 1
+    assert last.training.selected_epoch == 4
+    assert best.validation["val_ce"] == min(val)
+    if best.training.selected_epoch != 4:
+        assert best.metrics.test_ce != last.metrics.test_ce
+    assert best.data.split_kind == "subject" and best.counts.val and sum(best.counts.val.values()) > 0
 
 
 def test_adamw_whenever_weight_decay() -> None:
