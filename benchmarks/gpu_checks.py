@@ -69,7 +69,7 @@ def main() -> None:
         except train.Interrupted:
             pass
         resumed = train.execute(run, d2, device=a.device, log=quiet)
-    same = whole["metrics"] == resumed["metrics"]
+    same = whole.metrics == resumed.metrics
     print(
         f"3. resume on the GPU: metrics {'identical' if same else 'DIFFERENT'} "
         f"(test CE {whole['metrics']['test_ce']:.6f} uninterrupted, "

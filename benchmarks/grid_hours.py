@@ -97,17 +97,17 @@ def measure_runs(
             with util:
                 r = train.execute(run, d, log=lambda m: None)
             wall = time.perf_counter() - t0
-            n = sum(r["counts"]["real"].values())
-            epochs = [h["seconds"] for h in r["history"]]
+            n = sum(r.counts.real.values())
+            epochs = [h["seconds"] for h in r.history]
             out["runs"].append(
                 {
                     "wall_s": wall,
-                    "train_s": r["timings"]["train_s"],
+                    "train_s": r.timings["train_s"],
                     "epochs_s": epochs,
                     "images": n,
                     "epochs": len(epochs),
                     "util": util.mean,
-                    "test_ce": r["metrics"]["test_ce"],
+                    "test_ce": r.metrics.test_ce,
                 }
             )
     # Steady state: epochs after the first of every run (the first pays cuDNN/kernel warm-up).
@@ -143,9 +143,9 @@ def measure_pack(aug: str, seeds: int, spec: data.DataSpec, util: Utilisation, e
         "wall_s": wall,
         "per_run_s": wall / seeds,
         "thesis_per_run_s": wall / seeds * scale,
-        "img_per_s": rs[0]["timings"]["pack_images_per_s"],
+        "img_per_s": rs[0].timings["pack_images_per_s"],
         "util": util.mean,
-        "test_ce": [r["metrics"]["test_ce"] for r in rs],
+        "test_ce": [r.metrics.test_ce for r in rs],
     }
 
 

@@ -67,7 +67,7 @@ def ours(spec: data.DataSpec, n_frac: float, model_name: str, hp: HParams, aug: 
     run = plan_run(model_name, scen, aug, 0, replace(hp, epochs=1), spec)
     with tempfile.TemporaryDirectory() as d:
         r = execute(run, d, log=lambda m: None)
-    return r["timings"]["train_images_per_s"]
+    return r.timings["train_images_per_s"]
 
 
 def main() -> None:
