@@ -72,8 +72,8 @@ def main() -> None:
     same = whole.metrics == resumed.metrics
     print(
         f"3. resume on the GPU: metrics {'identical' if same else 'DIFFERENT'} "
-        f"(test CE {whole['metrics']['test_ce']:.6f} uninterrupted, "
-        f"{resumed['metrics']['test_ce']:.6f} resumed after epoch 1)"
+        f"(test CE {whole.metrics.test_ce:.6f} uninterrupted, "
+        f"{resumed.metrics.test_ce:.6f} resumed after epoch 1)"
     )
 
 
