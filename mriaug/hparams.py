@@ -48,6 +48,7 @@ class ModelCard:
     # Whether seeds of one cell can train together in one model (`pack_seeds`, `mriaug.seedpack`), and why not.
     packs: bool = False
     no_pack_reason: str = ""
+    channels_last: bool = False  # whether channels-last memory pays (convolutions; `speed.Speed.channels_last_for`)
 
     @property
     def pretrained_by_default(self) -> bool:
@@ -61,11 +62,11 @@ MODELS: dict[str, ModelCard] = {
     for c in (
         # Thesis basic CNN, from scratch, 128x128 grayscale; two 2x2 poolings.
         ModelCard("cnn", HParams("basic-cnn", 128, epochs=10, batch_size=64, lr=1e-3), 4, takes_weights=False,
-                  packs=True),
+                  packs=True, channels_last=True),
         # ImageNet-1k ResNet-18, every layer fine-tuned.
         ModelCard("resnet18", HParams("resnet18.tv_in1k", 256, epochs=8, batch_size=64, lr=1e-4, pretrained=True),
                   no_pack_reason="its batch norm updates running statistics in place, which vmap over stacked "
-                  "per-seed buffers does not do"),
+                  "per-seed buffers does not do", channels_last=True),
         # ViT-B/16, every layer fine-tuned, AdamW (decoupled weight decay), position embeddings resized to the
         # input; 16x16 patches.
         ModelCard("vit", HParams("vit_base_patch16_224.augreg2_in21k_ft_in1k", 256, epochs=8, batch_size=64,

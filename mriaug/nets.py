@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from . import models, speed
+from . import hparams, models, speed
 from .hparams import HParams
 
 Weights = dict[str, torch.Tensor]
@@ -154,6 +154,6 @@ def build(model: str, hp: HParams, seeds: list[int], dev: torch.device, fast: sp
     if len(nets) > 1:
         return Stacked(nets)
     net = nets[0]
-    if fast.channels_last_for(dev.type, model):
+    if fast.channels_last_for(dev.type, hparams.MODELS[model].channels_last):
         net = net.to(memory_format=torch.channels_last)
     return Single(net, speed.compiled(net) if fast.compile else net)

@@ -30,9 +30,6 @@ from .errors import SettingError
 if TYPE_CHECKING:
     import torch
 
-CONV_MODELS = ("cnn", "resnet18")
-
-
 def _choice(name: str, allowed: tuple[str, ...], default: str) -> str:
     value = os.environ.get(name, default).strip().lower() or default
     if value not in allowed:
@@ -47,8 +44,10 @@ class Speed:
     checkpoint: str = "auto"
     deterministic: bool = True
 
-    def channels_last_for(self, device_type: str, model: str) -> bool:
-        if model not in CONV_MODELS or self.channels_last == "0":
+    def channels_last_for(self, device_type: str, card_says: bool) -> bool:
+        """Channels-last memory for a model whose card says it pays (convolutions: `ModelCard.channels_last`):
+        on the CPU by default, everywhere with MRIAUG_CHANNELS_LAST=1, nowhere with 0."""
+        if not card_says or self.channels_last == "0":
             return False
         return self.channels_last == "1" or device_type == "cpu"
 

@@ -4,6 +4,15 @@ import pytest
 
 from mriaug import speed
 from mriaug.errors import SettingError
+from mriaug.hparams import MODELS
+
+
+def conv(model: str) -> bool:
+    return MODELS[model].channels_last
+
+
+def test_the_cards_say_channels_last_pays_for_the_conv_models() -> None:
+    assert [conv(m) for m in ("cnn", "resnet18", "vit")] == [True, True, False]
 
 
 def test_defaults_channels_last_on_the_cpu_only_for_conv_models(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -11,17 +20,17 @@ def test_defaults_channels_last_on_the_cpu_only_for_conv_models(monkeypatch: pyt
     monkeypatch.delenv("MRIAUG_COMPILE", raising=False)
     s = speed.settings()
     assert s == speed.Speed("auto", False)
-    assert s.channels_last_for("cpu", "cnn") and s.channels_last_for("cpu", "resnet18")
-    assert not s.channels_last_for("cuda", "cnn") and not s.channels_last_for("cpu", "vit")
+    assert s.channels_last_for("cpu", conv("cnn")) and s.channels_last_for("cpu", conv("resnet18"))
+    assert not s.channels_last_for("cuda", conv("cnn")) and not s.channels_last_for("cpu", conv("vit"))
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MRIAUG_CHANNELS_LAST", "1")
     monkeypatch.setenv("MRIAUG_COMPILE", "1")
     s = speed.settings()
-    assert s.compile and s.channels_last_for("cuda", "resnet18") and not s.channels_last_for("cuda", "vit")
+    assert s.compile and s.channels_last_for("cuda", conv("resnet18")) and not s.channels_last_for("cuda", conv("vit"))
     monkeypatch.setenv("MRIAUG_CHANNELS_LAST", "0")
-    assert not speed.settings().channels_last_for("cpu", "cnn")
+    assert not speed.settings().channels_last_for("cpu", conv("cnn"))
     monkeypatch.setenv("MRIAUG_COMPILE", "yes")
     with pytest.raises(SettingError, match="MRIAUG_COMPILE='yes'"):
         speed.settings()
