@@ -437,13 +437,6 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def is_diverged(result: RunResult | dict[str, Any]) -> bool:
-    """Transitional (a dict from train / seedpack); `RunResult.diverged` is the field to read."""
-    if isinstance(result, RunResult):
-        return result.diverged
-    return result.get("status") == "diverged"
-
-
 def scan(results_dir: str | Path) -> Iterator[tuple[Path, RunResult | ResultError]]:
     """Every result file in a folder: its content, or the error that makes it unusable."""
     for path in sorted(Path(results_dir).glob("*.json")):
