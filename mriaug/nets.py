@@ -47,6 +47,17 @@ def _normalized(x: torch.Tensor, norm: tuple[float, float]) -> torch.Tensor:
     return (x.float() / 255.0 - norm[0]) / norm[1]
 
 
+@torch.no_grad()
+def _in_batches(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, norm: tuple[float, float],
+                autocast: bool, batch: int) -> np.ndarray:
+    """(S, N, classes) logits of `forward` on `x`, gathered on the device and copied to the host once."""
+    out = []
+    for i in range(0, len(x), batch):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            out.append(forward(_normalized(x[i : i + batch], norm)).float())
+    return torch.cat(out, dim=1).cpu().numpy()
+
+
 class Single:
     """One seed in a plain module (optionally channels-last and torch.compile'd, as `speed` settles)."""
 
@@ -66,14 +77,9 @@ class Single:
         with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=autocast):
             return F.cross_entropy(self.forward(_normalized(xb[0], self.norm)).float(), yb[0]).unsqueeze(0)
 
-    @torch.no_grad()
     def predict(self, x: torch.Tensor, autocast: bool, batch: int = 256) -> np.ndarray:
         self.model.eval()
-        out = []
-        for i in range(0, len(x), batch):
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-                out.append(self.model(_normalized(x[i : i + batch], self.norm)).float())
-        return torch.cat(out).unsqueeze(0).cpu().numpy()  # one copy to the host
+        return _in_batches(lambda xb: self.model(xb).unsqueeze(0), x, self.norm, autocast, batch)
 
     def weights(self, k: int) -> Weights:
         return {name: v.detach().clone() for name, v in self.model.state_dict().items()}
@@ -116,14 +122,9 @@ class Stacked:
         per_image = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none")
         return per_image.view(self.size, -1).mean(1)
 
-    @torch.no_grad()
     def predict(self, x: torch.Tensor, autocast: bool, batch: int = 256) -> np.ndarray:
         self.base.eval()
-        out = []
-        for i in range(0, len(x), batch):
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-                out.append(self._fwd_test(self.params, self.buffers, _normalized(x[i : i + batch], self.norm)).float())
-        return torch.cat(out, dim=1).cpu().numpy()  # (S, N, classes), one copy to the host
+        return _in_batches(lambda xb: self._fwd_test(self.params, self.buffers, xb), x, self.norm, autocast, batch)
 
     def weights(self, k: int) -> Weights:
         return {name: v[k].detach().clone() for name, v in {**self.params, **self.buffers}.items()}
