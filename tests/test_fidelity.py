@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,7 @@ def test_halves_are_disjoint_random_and_seeded() -> None:
         assert len(a) == n // 2 and len(b) == n - n // 2
         assert sorted(np.concatenate([a, b]).tolist()) == list(range(n))  # disjoint, and every row once
     assert np.array_equal(fidelity.halves(10, 3)[0], fidelity.halves(10, 3)[0])
+    assert np.array_equal(fidelity.halves(10)[0], np.random.default_rng(0).permutation(10)[:5])  # seed 0
     assert len({tuple(np.sort(fidelity.halves(10, s)[0])) for s in range(6)}) > 1  # the seed draws the halves
 
 
@@ -108,7 +111,7 @@ def test_nearest_by_hand_and_copies_at_exactly_zero() -> None:
     f = fidelity.pixel_features(x)
     d, i = fidelity.nearest(f[::-1], f)
     assert (d == 0.0).all() and i.tolist() == list(range(19, -1, -1))
-    with pytest.raises(ValueError, match="reference set is empty"):
+    with pytest.raises(ValueError, match="^nearest: the reference set is empty$"):
         fidelity.nearest(f, f[:0])
 
 
@@ -233,6 +236,9 @@ def test_feature_net_trains_on_the_fit_part_by_hand(monkeypatch: pytest.MonkeyPa
     for epoch in range(5):  # every fit row once per epoch (the labels of the two batches are the fit rows')
         assert sorted(calls[2 * epoch][2] + calls[2 * epoch + 1][2]) == fit_labels
     assert calls[0][2] != calls[2][2]  # shuffled anew each epoch
+    # The first epoch's order: a permutation from torch's generator seeded with the seed (0), not the global one.
+    perm = torch.randperm(68, generator=torch.Generator().manual_seed(0))
+    assert calls[0][2] + calls[1][2] == ds.train_y[ds.fit_mask][perm.numpy()].tolist()
     assert not net.net.training and fidelity._cache_path(ds).exists()
     # Read back from the cache, without training, as the same network.
     calls.clear()
@@ -261,6 +267,13 @@ def test_kid_in_batches_and_subsets_by_hand() -> None:
     assert fidelity.kid(net, np.stack([b, b]), np.stack([w, w]), 2, batch=1) == (16.0, 0.0)
     assert fidelity.kid(net, np.stack([h, h, h]), np.stack([b, w, w]), 3, batch=2)[0] == pytest.approx(
         1 + (0 + 0 + 8) / 3 - 2 * 1)
+    # Default subsets (100) and seed (0); torchmetrics' warning that features are kept is silenced.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        default = fidelity.kid(net, np.stack([b, w, w]), np.stack([h, h, h]), 2)
+    assert not [m for m in caught if "extracted features" in str(m.message)]
+    assert default == fidelity.kid(net, np.stack([b, w, w]), np.stack([h, h, h]), 2, subsets=100, seed=0)
+    assert default != fidelity.kid(net, np.stack([b, w, w]), np.stack([h, h, h]), 2, subsets=101, seed=0)
     # Subsets of 2 of 3 images: {b, w} or {w, w} against {h, h}: 0 + 1 - 2 = -1 or 8 + 1 - 2 = 7; which subsets
     # are drawn is the seed's, the same for the same seed.
     one = fidelity.kid(net, np.stack([b, w, w]), np.stack([h, h, h]), 2, subsets=50, seed=1)
@@ -288,6 +301,10 @@ def test_kid_subset_size_is_capped_at_100_by_hand() -> None:
                                                                                seed=3)
     assert r["kid_real_vs_real_std"] > 0  # subsets of 100 of 125 differ
     assert fidelity.kid_real_vs_synthetic(_MeanFeature(), real[:9], syn)["kid_subset_size"] == 4  # the half of 9
+    assert fidelity.kid_real_vs_synthetic(_MeanFeature(), real[:9], syn[:3])["kid_subset_size"] == 3  # synthetic
+    # The default seed is 0: its halves and subsets.
+    assert fidelity.kid_real_vs_synthetic(_MeanFeature(), real, syn) == fidelity.kid_real_vs_synthetic(
+        _MeanFeature(), real, syn, seed=0) != r
 
 
 class _Brightness(torch.nn.Module):
