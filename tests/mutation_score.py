@@ -55,7 +55,7 @@ NAME = re.compile(r"^(?P<module>[\w.]+?)\.x(?:_|ǁ(?P<cls>\w+)ǁ)(?P<function>\w
 NOT_NETWORKS = "not (test_resume_after_interruption_gives_identical_metrics and (resnet18 or vit))"
 BY_HAND = "by_hand or token_details or spend_before or per_token or booked or settings or defaults"
 MODULES: dict[str, tuple[list[str], list[str]]] = {
-    "train": (["mriaug/train.py"], ["tests/test_train.py", "tests/test_train_budget.py", "-k", NOT_NETWORKS]),
+    "train": (["mriaug/train.py"], ["tests/test_train.py", "-k", NOT_NETWORKS]),
     "seedpack": (["mriaug/seedpack.py"], ["tests/test_seedpack.py"]),
     "batches": (["mriaug/batches.py"], ["tests/test_batches.py"]),
     "audit": (["mriaug/audit.py"], ["tests/test_audit.py"]),
