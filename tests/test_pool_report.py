@@ -596,6 +596,14 @@ def test_memorisation_by_hand() -> None:
     assert set(m["per_class"]) == {"Mild_Demented", "Moderate_Demented"}  # classes without images left out
 
 
+def test_memorisation_of_an_empty_pool_by_hand() -> None:
+    ds = _memorisation_dataset([])
+    empty = pools.Pool(Path("hand"), np.zeros((0, 32, 32), np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                       [], {}, "poolfp")
+    m = pool_report.memorisation(empty, ds)
+    assert m["per_class"] == {} and m["summary"]["threshold"] == pytest.approx(0.4**0.5)
+
+
 def test_memorisation_on_validation_by_hand() -> None:
     # Rows 1 and 3 held out for validation; row 1 is also a source of this pool (made under another validation
     # fraction): training images are the 6 fit rows and row 1; held out: row 3 only (plane 3, a training row's
@@ -672,6 +680,11 @@ def test_class_fidelity_by_hand() -> None:
                                         "held_out_class_images": 2, "sources_recall": pytest.approx(2 / 3)}
     assert per["Very_Mild_Demented"] == {"class_fidelity": 1.0, "held_out_recall": None, "held_out_class_images": 0,
                                          "sources_recall": 0.0}
+    # Validation rows 1 and 5, row 1 a source of this pool: held out is row 5 only (150, class 2 -> 2).
+    val = data.Dataset(ds.train_x, ds.train_y, ds.test_x, ds.test_y, ds.source, "fidfp", val_rows=np.array([1, 5]))
+    sv = pool_report.class_fidelity(p, val, _Brightness())["summary"]
+    assert (sv["held_out_part"], sv["held_out_images"], sv["held_out_accuracy"], sv["training_images"]) == (
+        "validation", 1, 1.0, 6)
     # No held-out image at all: no accuracies.
     none = data.Dataset(ds.train_x, ds.train_y, ds.test_x[:0], ds.test_y[:0], ds.source, "fidfp")
     s0 = pool_report.class_fidelity(p, none, _Brightness())["summary"]
@@ -683,7 +696,7 @@ def test_quality_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     from mriaug.analysis import fidelity as fid
 
     ds = _fidelity_dataset()
-    monkeypatch.setattr(fid, "feature_net", lambda dataset: _Brightness())
+    monkeypatch.setattr(fid, "feature_net", lambda dataset: _Brightness() if dataset is ds else None)
     # Class 0: 10 (source row 0, level 10) and 100 (source row 1, level 20); class 3: 255 and 250 from row 6 (250).
     p = _pool(ds, [0, 1, 6, 6], list(_flat([10, 100, 255, 250])))
     rep = pool_report.quality(p, ds)
@@ -712,6 +725,8 @@ def test_quality_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     assert c0["kid_real_vs_synthetic"] is None and c0["kid_subset_size"] == 1
     assert rep["verdicts"] == pool_report.verdicts(rep)
     assert pool_report.fidelity(p, ds) == rep["per_class"]
+    assert pool_report.fidelity(p, ds, kid=False) == pool_report.quality(p, ds, kid=False)["per_class"] != rep[
+        "per_class"]
     # Without the network: no KID and no class fidelity.
     plain = pool_report.quality(p, ds, kid=False)
     assert plain["classifier"] is None and "kid_real_vs_synthetic" not in plain["per_class"]["Mild_Demented"]
@@ -745,14 +760,18 @@ def test_histogram_by_hand() -> None:
     assert pool_report.histogram(np.zeros(0, np.uint8)).tolist() == [0.0] * 64  # nothing: no division by 0
     assert pool_report.hist_distance(np.array([0, 0, 8, 8], np.uint8), np.array([0, 8, 8, 8], np.uint8)) == 0.5
     assert pool_report.hist_distance(np.array([0, 5], np.uint8), np.array([0, 9], np.uint8), bins=2) == 0.0
+    # 124 and 127 share the 64-bin histogram's bin 31 (124-127); 65 bins would part them.
+    assert pool_report.hist_distance(np.array([124], np.uint8), np.array([127], np.uint8)) == 0.0
+    assert pool_report.histogram(np.array([7], np.uint8)).sum() == 1.0  # one pixel: its bin holds all of it
 
 
 def test_ssim_window_and_batches_by_hand() -> None:
     from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
     rng = np.random.default_rng(3)
-    # The window: 11 pixels, or the largest odd size that fits a smaller image (8 -> 7, 9 -> 9, 10 -> 9).
-    for side, k in ((8, 7), (9, 9), (10, 9), (32, 11)):
+    # The window: Gaussian with sigma 1.5, which torchmetrics makes 2 * int(3.5 * 1.5 + 0.5) + 1 = 11 pixels wide
+    # whatever `kernel_size` says (it reads kernel_size only for a uniform window), on small images too.
+    for side, k in ((8, 11), (9, 11), (10, 11), (32, 11)):
         a = rng.integers(0, 256, (5, side, side), dtype=np.uint8)
         b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
         want = tm_ssim(torch.from_numpy(a).double()[:, None], torch.from_numpy(b).double()[:, None], kernel_size=k,
@@ -779,6 +798,8 @@ def test_verdict_lines_by_hand() -> None:
     assert pool_report.memorisation_verdict("X", {**r, "near_copy_share": 0.5}, m).endswith(
         "mostly copies of training images, a privacy problem for patient data")
     assert pool_report.memorisation_verdict("X", {**r, "near_copy_share": 0.4999}, m).endswith("sharing the pool")
+    at = pool_report.expected_near_share(100, 5.0)  # exactly the expected share: not more than it
+    assert "no more near-copies" in pool_report.memorisation_verdict("X", {**r, "near_copy_share": at}, m)
     k = {"kid_real_vs_synthetic": 0.002, "kid_real_vs_real": 0.001, "kid_real_vs_synthetic_std": 0.0003,
          "kid_real_vs_real_std": 0.0004}
     assert pool_report.kid_verdict("X", k) == (
@@ -786,8 +807,8 @@ def test_verdict_lines_by_hand() -> None:
         "deviations of the two estimates = 0.0020: as close to the real images as a second real sample is (the "
         "feature CNN cannot tell them apart)")
     # Without the standard deviations: the floor itself is the threshold.
-    assert "further from" in str(pool_report.kid_verdict("X", {"kid_real_vs_synthetic": 0.0011,
-                                                                "kid_real_vs_real": 0.001}))
+    assert str(pool_report.kid_verdict("X", {"kid_real_vs_synthetic": 0.0011, "kid_real_vs_real": 0.001})).endswith(
+        "= 0.0010: further from the real images than real images are from each other")
     assert "as close" in str(pool_report.kid_verdict("X", {"kid_real_vs_synthetic": 0.001, "kid_real_vs_real": 0.001}))
     assert pool_report.kid_verdict("X", {"kid_real_vs_synthetic": 0.1, "kid_real_vs_real": None}) is None
     assert pool_report.kid_verdict("X", {"kid_real_vs_synthetic": None, "kid_real_vs_real": 0.1}) is None
@@ -798,6 +819,12 @@ def test_verdict_lines_by_hand() -> None:
         "(n=100), on this pool's sources 0.95: keeps its class (as recognisable as new real images; threshold: the "
         "held-out recall less two standard errors, 0.81)")
     assert pool_report.class_fidelity_verdict("X", {**c, "class_fidelity": None}, 0.25) is None
+    bare = {"images": 100, "sources_recall": 0.5, "class_fidelity": 0.35, "held_out_recall": None}
+    assert pool_report.class_fidelity_verdict("X", bare, 0.25) == (
+        "X: class fidelity 0.35 (share the real-data CNN labels X); its recall on real held-out X images — (n=0), on "
+        "this pool's sources 0.50: no real held-out image of this class to set it against, so class fidelity says "
+        "little here")
+    assert "keeps its class" in str(pool_report.class_fidelity_verdict("X", {**bare, "held_out_recall": 0.9}, 0.25))
     assert pool_report.class_fidelity_verdict("X", {**c, "held_out_recall": 0.3, "class_fidelity": 0.1}, 0.3).endswith(
         "the CNN does not recognise this class on new real images (recall at or below chance, 0.30), so class "
         "fidelity says little here")
@@ -817,11 +844,11 @@ def test_verdict_lines_by_hand() -> None:
     # A report's lines: the classifier, then per class KID, memorisation, class; the split note once at the end.
     rep = {"memorisation": {**m, "held_out_shares_scans": True}, "per_class": {"X": {**r, **k, **c}},
            "classifier": {"network": "N", "trained_on": "fit part", "training_images": 8, "held_out_images": 6,
-                          "held_out_part": "test", "held_out_accuracy": 0.5, "held_out_balanced_accuracy": None,
+                          "held_out_part": "test", "held_out_accuracy": 0.5, "held_out_balanced_accuracy": 0.75,
                           "chance": 0.25, "held_out_shares_scans": True}}
     lines = pool_report.verdicts(rep)
     assert lines[0] == ("classifier: N, trained on the fit part (8 images); on 6 real test images accuracy 0.50, "
-                        "balanced accuracy — (chance 0.25)")
+                        "balanced accuracy 0.75 (chance 0.25)")
     assert [line.split(" X: ")[0] for line in lines[1:4]] == ["KID", "memorisation", "class"]
     assert lines[4:] == ["note: the held-out images are the given split's test part, which can share scans with the "
                          "training images; --data-option split=subject gives a patient-level reference"]
