@@ -232,11 +232,10 @@ class RunResult:
         data = dict(obj["data"])
         pool_name = data.pop("pool_name", None)  # schema 0's name of pool_label
         named = obj["spec"].get("pool") if isinstance(obj["spec"].get("pool"), dict) else {}
-        pool_path = data.get("pool_path")
-        # The pool's name where the result records one, else the spec's pool table's, else its folder's.
-        label = (data.get("pool_label") or pool_name or named.get("name")
-                 or (Path(pool_path).name if pool_path else None))
-        data["pool_label"] = None if label is None else str(label)
+        # The pool's name where the result records one, else the spec's pool table's (else DataInfo takes its
+        # folder's).
+        label = data.get("pool_label") or pool_name or named.get("name")
+        data["pool_label"] = str(label) if label else None
         if not isinstance(data.get("split"), dict) or not data["split"]:
             data["split"] = {"kind": "given"}  # before splits were recorded every run used the given split
         if not isinstance(data.get("source"), dict):

@@ -124,6 +124,13 @@ def test_a_full_result_reads_into_fields_and_back_unchanged(tmp_path: Path) -> N
     assert r2.to_dict() == doc2 and r2.extra == {"extra_top": 1} and r2.training is not None
     assert r2.training.extra == {"new_training": ["training"]} and r2.metrics.value("new_metrics") == ["metrics"]
     assert r2 != r and r == results.read(_write_raw(tmp_path, _full()))
+    # Even a key named like the field that keeps them.
+    doc3 = _full()
+    doc3["metrics"]["extra"] = 1
+    assert results.read(_write_raw(tmp_path, doc3)).to_dict() == doc3
+    # A finished run without validation records its validation as null (not absent, as a diverged run's).
+    doc4 = {**_full(), "validation": None}
+    assert results.read(_write_raw(tmp_path, doc4)).to_dict() == doc4
     # Written from the object: the same JSON object again.
     assert json.loads(results.write(tmp_path / "w", r).read_text()) == doc
 
@@ -204,6 +211,7 @@ def test_transitional_dict_reading(tmp_path: Path) -> None:
     r = results.read(_write_raw(tmp_path, doc))
     assert r == doc and doc == r and r != {**doc, "run_id": "x"} and r != 5
     assert r["metrics"]["test_ce"] == 0.5 and "packed" in r and "status" not in r and r.get("status", "done") == "done"
+    assert r.get("run_id") == "abc123" and r.get("packed", 1) == doc["packed"]
     assert results.as_result(r, tmp_path) is r and results.as_result(doc, tmp_path) == r
     with pytest.raises(ResultError, match=r"^x/abc123\.json: missing key 'metrics\.accuracy'$"):
         results.as_result({**doc, "metrics": {"test_ce": 1.0}}, "x")
