@@ -1,4 +1,4 @@
-"""Seeds of one grid cell trained together (`[model.cnn] pack_seeds = S` in a grid): which runs may share a
+"""Seeds of one grid cell trained together (`[model.NAME] pack_seeds = S` in a grid): which runs may share a
 pack, and the pack's entry point. The training itself is the one engine's (`train.train_unit`), with the S
 networks stacked under `vmap` (`mriaug.nets.Stacked`).
 
@@ -13,21 +13,15 @@ order), so the metrics are not bit for bit those of separate runs; each result s
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
-from . import results, train
+from . import locks, results, train
 from .errors import SettingError
 from .grid import PACKABLE
 from .spec import RunSpec
-
-Log = Callable[[str], None]
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def check_pack(specs: list[RunSpec]) -> None:
@@ -49,12 +43,17 @@ def check_pack(specs: list[RunSpec]) -> None:
 
 
 def execute(specs: list[RunSpec], results_dir: str | Path, *, device: str | None = None, save_weights: bool = False,
-            log: Log = _stderr, stop_after: int | None = None) -> list[results.RunResult]:
+            log: train.Log = train.log_to_stderr, stop_after: int | None = None, wait: bool = True,
+            on_wait: Callable[[dict[str, Any]], None] | None = None) -> list[results.RunResult]:
     """Train the runs `specs` (one cell, several seeds) together under their run locks; return their results in
-    the same order. Runs that already have a result are read back and not trained again."""
+    the same order. Runs that already have a result are read back and not trained again. A run another live
+    process holds is waited for, or with wait=False raises `locks.Busy` (no lock of the pack is kept then)."""
     check_pack(specs)
     with ExitStack() as held:
         for s in sorted(specs, key=lambda s: s.run_id):  # one order for every worker: no two wait on each other
-            held.enter_context(results.run_lock(results_dir, s.run_id))
+            held.enter_context(results.run_lock(results_dir, s.run_id, wait=wait, on_wait=on_wait))
+        # A killed writer of this pack's checkpoint leaves a temporary file the runs' own locks do not name.
+        pack = train.unit_id(specs)
+        locks.remove_leftovers([(Path(results_dir) / ".checkpoints", f".{pack}.pt.*.tmp")])
         return train.train_unit(specs, results_dir, device=device, save_weights=save_weights, log=log,
                                 stop_after=stop_after)

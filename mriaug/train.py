@@ -45,7 +45,7 @@ class Interrupted(RuntimeError):
     """Raised by `stop_after` (tests and benchmarks simulate a preemption with it)."""
 
 
-def _stderr(msg: str) -> None:
+def log_to_stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
@@ -148,7 +148,7 @@ def unit_id(specs: list[RunSpec]) -> str:
 
 
 def execute(spec: RunSpec, results_dir: str | Path, *, device: str | None = None, save_weights: bool = False,
-            log: Log = _stderr, stop_after: int | None = None, wait: bool = True) -> results.RunResult:
+            log: Log = log_to_stderr, stop_after: int | None = None, wait: bool = True) -> results.RunResult:
     """Train and evaluate one run under its run lock; return its result (read back if it already exists).
     A run another live process is training is waited for (then read back), or with wait=False raises
     `locks.Busy`, so several workers on one results folder split the work and train each run once."""
@@ -181,8 +181,8 @@ def result_data(spec: RunSpec, ds: data_mod.Dataset, pool: pools.Pool | None) ->
     return {"fingerprint": ds.fingerprint, "source": ds.source, "resolution": ds.resolution,
             "pool_fingerprint": pool.fingerprint if pool else None,
             "pool_path": str(pool.path) if pool else None,
-            # the name tables give the pool: the grid's, else its folder's
-            "pool_label": (spec.pool_label or Path(pool.path).name) if pool else None,
+            # None when the grid names no pool: `RunResult` gives the folder's name then, as tables do
+            "pool_label": spec.pool_label if pool else None,
             "split": ds.split}
 
 
@@ -197,9 +197,9 @@ class Unit:
     ds: data_mod.Dataset
     pool: pools.Pool | None
     mixes: list[scenarios.Mix]
-    images: torch.Tensor  # every candidate image once: the training split, then the pool (uint8, on the device)
+    images: torch.Tensor  # every image some seed trains on, once: real, then synthetic (uint8, on the device)
     labels: torch.Tensor
-    rows: torch.Tensor  # (S, n): each seed's training images as rows of `images`, `training_arrays`'s order
+    rows: torch.Tensor  # (S, n): each seed's training images as rows of `images`: real ones, then synthetic
     ids: torch.Tensor  # (S, n): their identities, which key the batch order and augmentation (`batches`)
     x_test: torch.Tensor
     x_val: torch.Tensor | None
@@ -234,40 +234,46 @@ def prepare(specs: list[RunSpec], *, device: str | None, t_start: float) -> Unit
             f"{s0.pool_fingerprint}); plan it again (`mriaug grid` / `mriaug submit`) to train on the new pool"
         )
     mixes = [scenarios.mix(ds, s.scenario, s.seed, pool) for s in specs]
-    # A seed's rows of [training split; pool], in `scenarios.training_arrays`'s order: real, then pool.
+    # A seed's training images as rows of [training split; pool]: its real rows, then its pool lines (the layout
+    # `batches.identities` names). Only the rows some seed trains on go to the device, each once.
     rows_np = [np.concatenate([m.real_index, len(ds.train_y) + m.synthetic_index]).astype(np.int64) for m in mixes]
     if len({len(r) for r in rows_np}) > 1:  # fixed per-class counts make this impossible; say so if it happens
         raise SettingError(f"{s0.label}: the seeds of this pack have training sets of different sizes; "
                            "train them without pack_seeds")
-    x_np = ds.train_x if pool is None else np.concatenate([ds.train_x, pool.images])
-    y_np = ds.train_y if pool is None else np.concatenate([ds.train_y, pool.labels])
+    used = np.unique(np.concatenate(rows_np))
+    n_real = int(np.searchsorted(used, len(ds.train_y)))
+    lines = used[n_real:] - len(ds.train_y)  # pool lines
+    x_np = np.concatenate([ds.train_x[used[:n_real]], *([pool.images[lines]] if pool else [])])
+    y_np = np.concatenate([ds.train_y[used[:n_real]], *([pool.labels[lines]] if pool else [])])
+    rows_np = [np.searchsorted(used, r) for r in rows_np]  # positions in `images`
     has_val = len(ds.val_rows) > 0
     check_selectable(s0, has_val)
     ids = np.stack([batches.identities(m.real_index, m.synthetic_index) for m in mixes])
-    fast = speed.settings()
-    deterministic(dev, fast.deterministic)
-    nets = nets_mod.build(s0.model, hp, [s.seed for s in specs], dev, fast)
+    images, labels = to_device_uint8(x_np, hp.resolution, dev), torch.from_numpy(y_np).to(dev)
+    x_test = to_device_uint8(ds.test_x, hp.resolution, dev)
+    x_val = to_device_uint8(ds.train_x[ds.val_rows], hp.resolution, dev) if has_val else None
+    data_seconds = time.perf_counter() - t_start  # the data's time, before networks are built
+    speed_settings = speed.settings()
+    deterministic(dev, speed_settings.deterministic)
+    nets = nets_mod.build(s0.model, hp, [s.seed for s in specs], dev, speed_settings)
     optimizer, optimizer_name = make_optimizer(nets.parameters(), hp.lr, hp.weight_decay)
     n = len(rows_np[0])
     return Unit(
-        specs=specs, name=unit_id(specs), dev=dev, ds=ds, pool=pool, mixes=mixes,
-        images=to_device_uint8(x_np, hp.resolution, dev), labels=torch.from_numpy(y_np).to(dev),
+        specs=specs, name=unit_id(specs), dev=dev, ds=ds, pool=pool, mixes=mixes, images=images, labels=labels,
         rows=torch.from_numpy(np.stack(rows_np)).to(dev), ids=torch.from_numpy(ids).to(dev),
-        x_test=to_device_uint8(ds.test_x, hp.resolution, dev),
-        x_val=to_device_uint8(ds.train_x[ds.val_rows], hp.resolution, dev) if has_val else None,
-        y_val=ds.train_y[ds.val_rows],
+        x_test=x_test, x_val=x_val, y_val=ds.train_y[ds.val_rows],
         steps_per_epoch=epoch_batches(n, hp.batch_size, hp.epochs, s0.budget, int(ds.fit_mask.sum())),
         nets=nets, optimizer=optimizer, optimizer_name=optimizer_name, bf16=autocast_bf16(hp.precision, dev),
-        identity={"engine": ENGINE, "run_ids": [s.run_id for s in specs], "data_fingerprint": ds.fingerprint,
+        identity={"layout": CHECKPOINT_LAYOUT, "run_ids": [s.run_id for s in specs], "data_fingerprint": ds.fingerprint,
                   "pool_fingerprint": pool.fingerprint if pool else None,
                   "selection": atomic.stable_hash([[m.real_index.tolist(), m.synthetic_index.tolist()]
                                                    for m in mixes])},
-        data_seconds=time.perf_counter() - t_start,
+        data_seconds=data_seconds,
     )
 
 
-# Checkpoints of the one engine; older ones (a run's or a pack's own layout) are set aside and trained afresh.
-ENGINE = 2
+# The checkpoint layout of the one engine; older checkpoints (a run's or a pack's own) are set aside, never resumed.
+CHECKPOINT_LAYOUT = 2
 
 
 def train_epoch(u: Unit, epoch: int, alive: torch.Tensor) -> list[float]:
@@ -278,24 +284,25 @@ def train_epoch(u: Unit, epoch: int, alive: torch.Tensor) -> list[float]:
     u.nets.train()
     keys = torch.stack([batches.image_keys(s.seed, epoch, u.ids[k]) for k, s in enumerate(u.specs)])
     perm = torch.stack([batches.order(keys[k]) for k in range(len(u.specs))])
-    m = min(u.n, u.steps_per_epoch[epoch] * bs)  # the steps budget may cut the last pass short
-    rows = torch.gather(u.rows, 1, perm)[:, :m]  # (S, m): rows of `images` in each seed's batch order
-    keys = torch.gather(keys, 1, perm)[:, :m]
+    images_this_epoch = min(u.n, u.steps_per_epoch[epoch] * bs)  # the steps budget may cut the last pass short
+    rows = torch.gather(u.rows, 1, perm)[:, :images_this_epoch]  # (S, m): rows of `images` in batch order
+    keys = torch.gather(keys, 1, perm)[:, :images_this_epoch]
     aug = augment.get(s0.augmentation)
     # Augmentation runs ahead of the steps, `span` images per seed at a time (the whole epoch on a GPU: a handful
     # of launches instead of a few hundred per step; a few batches on the CPU): the same images, as each depends
     # only on its key.
-    span = augment.ahead_images(u.dev, s0.augmentation, bs, u.images.shape[-2] * u.images.shape[-1], m)
-    ahead = u.images[:0]
+    span = augment.ahead_images(u.dev, s0.augmentation, bs, u.images.shape[-2] * u.images.shape[-1],
+                                images_this_epoch)
+    augmented = u.images[:0]
     total = torch.zeros(len(u.specs), dtype=torch.float64, device=u.dev)  # summed on the device: no sync per step
     seen = 0
-    for i in range(0, m, bs):
+    for i in range(0, images_this_epoch, bs):
         idx = rows[:, i : i + bs]
         if span and i % span == 0:
-            chunk = slice(i, min(i + span, m))
-            ahead = augment.ahead(aug, u.images, rows[:, chunk].flatten(), keys[:, chunk].flatten())
-            ahead = ahead.view(len(u.specs), -1, *u.images.shape[1:])
-        xb = (ahead[:, i % span : i % span + bs] if span
+            chunk = slice(i, min(i + span, images_this_epoch))
+            augmented = augment.ahead(aug, u.images, rows[:, chunk].flatten(), keys[:, chunk].flatten())
+            augmented = augmented.view(len(u.specs), -1, *u.images.shape[1:])
+        xb = (augmented[:, i % span : i % span + bs] if span
               else aug(u.images.index_select(0, idx.flatten()), keys[:, i : i + bs].flatten()))
         losses = u.nets.losses(xb.view(*idx.shape, *u.images.shape[1:]), u.labels[idx], u.bf16)
         u.optimizer.zero_grad(set_to_none=True)
@@ -308,7 +315,7 @@ def train_epoch(u: Unit, epoch: int, alive: torch.Tensor) -> list[float]:
 
 
 def train_unit(specs: list[RunSpec], results_dir: str | Path, *, device: str | None = None,
-               save_weights: bool = False, log: Log = _stderr, stop_after: int | None = None
+               save_weights: bool = False, log: Log = log_to_stderr, stop_after: int | None = None
                ) -> list[results.RunResult]:
     """Train S >= 1 runs of one cell that differ only in seed together (the one training engine): validate every
     epoch, keep each seed's best validation weights (select = "best_val"), record a diverged seed as diverged
@@ -322,13 +329,17 @@ def train_unit(specs: list[RunSpec], results_dir: str | Path, *, device: str | N
         if r is not None:
             out[s.run_id] = r
     todo = [s for s in specs if s.run_id not in out]
+    # A pack whose checkpoint exists resumes whole (its finished seeds, e.g. diverged ones, no longer train);
+    # otherwise only what is left trains, as a smaller unit.
+    unit = specs if results.checkpoint_for(results_dir, unit_id(specs)).exists() else todo
     if todo:
-        out.update(_train(todo, results_dir, device=device, save_weights=save_weights, log=log,
+        out.update(_train(unit, set(out), results_dir, device=device, save_weights=save_weights, log=log,
                           stop_after=stop_after, t_start=t_start))
     return [out[s.run_id] for s in specs]
 
 
-def _train(specs: list[RunSpec], results_dir: Path, *, device: str | None, save_weights: bool, log: Log,
+def _train(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, device: str | None, save_weights: bool,
+           log: Log,
            stop_after: int | None, t_start: float) -> dict[str, results.RunResult]:
     u = prepare(specs, device=device, t_start=t_start)
     s0, S = u.first, len(specs)
@@ -352,7 +363,8 @@ def _train(specs: list[RunSpec], results_dir: Path, *, device: str | None, save_
     written: dict[str, results.RunResult] = {}
     # A seed whose training loss stops being finite is written as diverged (its further epochs and metrics would
     # mean nothing) and stops contributing; the others go on. Its history says so, so a resumed unit knows it.
-    alive = [not any(h.get("diverged") for h in histories[k]) for k in range(S)]
+    alive = [s.run_id not in finished_ids and not any(h.get("diverged") for h in histories[k])
+             for k, s in enumerate(specs)]
     t_train = 0.0
     for epoch in range(start_epoch, epochs):
         if not any(alive):
@@ -361,7 +373,8 @@ def _train(specs: list[RunSpec], results_dir: Path, *, device: str | None, save_
         train_loss = train_epoch(u, epoch, torch.tensor(alive, device=u.dev))
         t_train += time.perf_counter() - t0
         # Per-epoch numbers come from validation only: the test set is looked at once, at the end.
-        val_logits = u.nets.predict(u.x_val, u.bf16) if u.x_val is not None else None
+        left = any(a and math.isfinite(v) for a, v in zip(alive, train_loss, strict=True))
+        val_logits = u.nets.predict(u.x_val, u.bf16) if u.x_val is not None and left else None
         for k, spec in enumerate(specs):
             if not alive[k]:
                 continue
@@ -383,13 +396,15 @@ def _train(specs: list[RunSpec], results_dir: Path, *, device: str | None, save_
             entry["seconds"] = time.perf_counter() - t0
             histories[k].append(entry)
         _log_epoch(u, epoch, epochs, histories, alive, log)
+        if not any(alive):
+            break
         checkpoint_epoch(ckpt_path, pacer, epoch + 1, epochs, stop_after, {
             "epoch": epoch + 1, "nets": u.nets.state(), "optimizer": u.optimizer.state_dict(),
             "histories": histories, "best": best, "threads": torch.get_num_threads(), "device": u.dev.type,
             "hparams": s0.hparams.to_dict(), **u.identity})
 
     # Each seed tested with the weights it selected: its best validation epoch's, or its last.
-    chosen = [b if s0.select == "best_val" and b is not None else None for b in best]
+    chosen = best  # filled only under select = "best_val"
     u.nets.select([c["weights"] if c is not None else None for c in chosen])
     selected = [int(c["epoch"]) if c is not None else epochs for c in chosen]
     trained = sum(min(u.n, b * s0.hparams.batch_size) for b in u.steps_per_epoch[start_epoch:])
@@ -410,8 +425,8 @@ def _train(specs: list[RunSpec], results_dir: Path, *, device: str | None, save_
                      **({"pack_images_per_s": S * trained / t_train if t_train else None} if S > 1 else {}),
                      "resumed_from_epoch": start_epoch},
             save_weights=save_weights)
-        m = written[spec.run_id].metrics
-        log(f"[{spec.run_id}] done: test_ce={m.test_ce:.4f} accuracy={m.accuracy:.3f}")  # pragma: no mutate
+        metrics = written[spec.run_id].metrics
+        log(f"[{spec.run_id}] done: test_ce={metrics.test_ce:.4f} accuracy={metrics.accuracy:.3f}")  # pragma: no mutate
     ckpt_path.unlink(missing_ok=True)
     return written
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
@@ -225,7 +226,7 @@ def test_a_diverging_pack_writes_each_seed_as_diverged_and_a_rerun_trains_nothin
     assert [r.run_id for r in out] == [s.run_id for s in specs]
     for r in out:
         assert r.diverged and r.history[-1]["diverged"] and r.diverged_at_epoch >= 1
-    assert not list(tmp_path.glob("*.ckpt*"))  # nothing left to resume
+    assert not results.checkpoint_for(tmp_path, train.unit_id(specs)).exists()  # nothing left to resume
     assert results.done_ids(tmp_path) == {s.run_id for s in specs}
     lines.clear()
     again = seedpack.execute(specs, tmp_path, log=lines.append)
@@ -282,3 +283,51 @@ def test_an_untrained_pack_matches_its_separate_runs_closely(phantom_spec: DataS
         assert p.metrics.test_ce == pytest.approx(s.metrics.test_ce, abs=2e-6)
         assert p.history[0]["train_loss"] == pytest.approx(s.history[0]["train_loss"], abs=2e-6)
         assert p.training.precision == s.training.precision == "fp32"
+
+
+def _seed_1_diverges_from_epoch_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed 1's training loss becomes +inf from the pack's 9th step on (epoch 2 of 8 steps per epoch)."""
+    import torch
+
+    from mriaug import nets
+
+    real, steps = nets.Stacked.losses, [0]
+
+    def losses(self: nets.Stacked, xb: torch.Tensor, yb: torch.Tensor, autocast: bool) -> torch.Tensor:
+        steps[0] += 1
+        out = real(self, xb, yb, autocast)
+        return out * torch.tensor([1.0, math.inf]) if steps[0] > 8 else out
+
+    monkeypatch.setattr(nets.Stacked, "losses", losses)
+
+
+def test_a_pack_resumed_after_a_seed_diverged_resumes_whole(phantom_spec: DataSpec, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = _specs(phantom_spec, range(2), aug="none", epochs=4)
+    _seed_1_diverges_from_epoch_2(monkeypatch)
+    with pytest.raises(Interrupted):
+        seedpack.execute(specs, tmp_path, log=lambda m: None, stop_after=3)
+    assert results.read(results.path_for(tmp_path, specs[1].run_id)).diverged_at_epoch == 2
+    lines: list[str] = []
+    out = seedpack.execute(specs, tmp_path, log=lines.append)
+    # the survivor goes on from the pack's checkpoint, not afresh as a unit of its own
+    assert any("resumed from checkpoint at epoch 3/4" in line for line in lines), lines
+    assert out[0].timings["resumed_from_epoch"] == 3 and [h["epoch"] for h in out[0].history] == [1, 2, 3, 4]
+    assert out[1].diverged and not list((tmp_path / ".checkpoints").glob("*"))
+
+
+def test_an_epoch_in_which_every_seed_diverged_leaves_no_checkpoint(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    specs = _specs(phantom_spec, range(2), aug="none", epochs=3, lr=1e9)
+    out = seedpack.execute(specs, tmp_path, log=lambda m: None, stop_after=1)  # not interrupted: nothing to resume
+    assert all(r.diverged for r in out) and not list((tmp_path / ".checkpoints").glob("*"))
+
+
+def test_a_pack_with_a_busy_run_is_skipped_without_waiting(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    from mriaug import locks
+
+    specs = _specs(phantom_spec, range(2), aug="none", epochs=1)
+    with results.run_lock(tmp_path, specs[1].run_id), pytest.raises(locks.Busy):
+        seedpack.execute(specs, tmp_path, log=lambda m: None, wait=False)
+    # the lock of the run it took first is given back
+    assert not results.lock_for(tmp_path, specs[0].run_id).exists()
+    assert not list(tmp_path.glob("*.json"))

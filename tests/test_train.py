@@ -541,8 +541,6 @@ def test_optimizer_and_result_data_by_hand() -> None:
     assert train.result_data(spec, ds, pool) == {  # type: ignore[arg-type]
         "fingerprint": "d1", "source": {"source": "phantom"}, "resolution": 32, "pool_fingerprint": "p1",
         "pool_path": "pools/p", "pool_label": "copy pool", "split": {"kind": "given"}}
-    unnamed = SimpleNamespace(pool_label=None)
-    assert train.result_data(unnamed, ds, pool)["pool_label"] == "p"  # type: ignore[arg-type]
     assert train.result_data(spec, ds, None) == {  # type: ignore[arg-type]
         "fingerprint": "d1", "source": {"source": "phantom"}, "resolution": 32, "pool_fingerprint": None,
         "pool_path": None, "pool_label": None, "split": {"kind": "given"}}

@@ -202,7 +202,8 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
                     if len(unit) == 1:
                         execute(unit[0], g.results, device=device, save_weights=g.save_weights, log=log, wait=False)
                     else:
-                        seedpack.execute(unit, g.results, device=device, save_weights=g.save_weights, log=log)
+                        seedpack.execute(unit, g.results, device=device, save_weights=g.save_weights, log=log,
+                                         wait=False)
                 except locks.Busy:
                     busy.append(unit)
                     continue
