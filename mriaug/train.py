@@ -1,6 +1,6 @@
-"""The training engine: a unit of S >= 1 runs of one grid cell that differ only in seed (and, with several
-subject splits, in their split) is set up once, trained in one epoch loop, validated every epoch, tested once at
-the end, and written as one JSON result per run. S = 1 trains a plain module (`mriaug.nets.Single`); a seed pack
+"""The training engine: a unit of S >= 1 runs of one grid cell that differ only in seed (with several subject
+splits, seeds of one split) is set up once, trained in one epoch loop, validated every epoch, tested once at the
+end, and written as one JSON result per run. S = 1 trains a plain module (`mriaug.nets.Single`); a seed pack
 (`[model.X] pack_seeds = S`, `mriaug.seedpack`) trains S stacked networks under `vmap` (`nets.Stacked`).
 
 Data sits on the device as uint8 tensors at the model's resolution; augmentation runs on the whole
