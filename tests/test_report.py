@@ -207,7 +207,7 @@ HP = {"arch": "cnn", "resolution": 64, "epochs": 10, "batch_size": 32, "lr": 0.0
 def _hand_result(folder: Path, run_id: str, scenario: str, seed: int, ce: float, *, acc: float = 0.5,
                  recall: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
                  test: dict[str, int] | None = None, train: dict[str, int] | None = None,
-                 training: dict | None = None, model: str = "cnn", hp: dict | None = None) -> None:
+                 training: dict | None = None, model: str = "cnn", hp: dict | None = None, pool: str = "") -> None:
     from mriaug import results
     from mriaug.classes import CLASSES
 
@@ -218,9 +218,12 @@ def _hand_result(folder: Path, run_id: str, scenario: str, seed: int, ce: float,
            "metrics": {"test_ce": ce, "accuracy": acc, "balanced_accuracy": acc / 2, "macro_f1": acc / 4,
                        "ece": acc / 10, "per_class": per, "confusion": [[0] * 4] * 4},
            "history": [],
-           "counts": {"real": train or {"Mild_Demented": 90, "Non_Demented": 10}, "synthetic": {},
+           "counts": {"real": {"Mild_Demented": 90, "Non_Demented": 10} if train is None else train,
+                      "synthetic": {"Mild_Demented": 5} if pool else {},
                       **({"test": test} if test else {})},
-           "data": {"fingerprint": "d" * 16, "pool_fingerprint": None}, "env": {}, "timings": {"train_s": 1.0},
+           "data": {"fingerprint": "d" * 16, "pool_fingerprint": "p" * 16 if pool else None,
+                    **({"pool_label": pool} if pool else {})},
+           "env": {}, "timings": {"train_s": 1.0},
            **({"training": training} if training else {})}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{run_id}.json").write_text(json.dumps(doc))
@@ -233,24 +236,54 @@ def _raw(folder: Path) -> list:
     return [r for _, r in results.scan(folder) if not isinstance(r, results.ResultError)]
 
 
-def test_paired_differences_and_recalls_by_hand(tmp_path: Path) -> None:
+def test_paired_differences_and_recalls_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mriaug.analysis import collect, report
 
     # Seeds 0-2: scenario 1 test CE 1.0, 1.2, 1.4; scenario 3 0.8, 1.1, 1.0: paired differences -0.2, -0.1, -0.4,
     # median -0.2. Accuracy 0.5, 0.6, 0.7 against 0.6, 0.6, 0.9: differences 0.1, 0, 0.2, median 0.1.
     for seed, (c1, c3, a1, a3) in enumerate([(1.0, 0.8, 0.5, 0.6), (1.2, 1.1, 0.6, 0.6), (1.4, 1.0, 0.7, 0.9)]):
         _hand_result(tmp_path, f"s1-{seed}", "1", seed, c1, acc=a1, recall=(0.1 * seed, 0.5, 1.0, 0.0))
-        _hand_result(tmp_path, f"s3-{seed}", "3", seed, c3, acc=a3, recall=(0.2, 0.1 * seed + 0.3, 0.0, 0.9))
+        _hand_result(tmp_path, f"s3-{seed}", "3", seed, c3, acc=a3, recall=(0.2, 0.1 * seed + 0.3, 0.0, 0.9),
+                     pool="gen")
+        # Another model's table, whose rows must not leak into the cnn table's.
+        _hand_result(tmp_path, f"v1-{seed}", "1", seed, 2.0, model="vit")
+        _hand_result(tmp_path, f"v3-{seed}", "3", seed, 2.0 + seed, model="vit")
     c = collect.gather(tmp_path)
+    forests: list[tuple[str, list[float]]] = []
+    real_forest = report._forest
+
+    def spy(d: pd.DataFrame, name: str) -> report.Figure | None:
+        forests.append((name, d["diff_median"].round(9).tolist()))
+        return real_forest(d, name)
+
+    monkeypatch.setattr(report, "_forest", spy)
     tables, forest = report._stats_sections(c)
-    (name,) = c.table_names()
-    (diffs,) = [t for t in forest.tables if t.caption == f"{name}: paired differences from scenario 1 (other minus "
-                                                             "scenario 1)"]
+    name, vit = c.table_names()
+    assert (tables.id, tables.title) == ("intervals", "Results: the thesis tables with 95% confidence intervals")
+    assert (forest.id, forest.title) == ("scenarios", "Each scenario against scenario 1: paired differences")
+    assert tables.paragraphs == [
+        "One block per table of mriaug collect (runs of one model and setting), with the same cells: the median "
+        "over seeds, its distribution-free 95% interval, the number of seeds n and the failed (diverged) runs "
+        "among them; * marks a Holm-corrected Wilcoxon signed-rank p < 0.05 against scenario 1 of the column.",
+        f"{name}: {c.legend(name)}", f"{vit}: {c.legend(vit)}"]
+    assert forest.paragraphs == [
+        "Per table, each scenario's paired difference from scenario 1 (same seed, same augmentation and, with "
+        "repeated splits, the same test patients): the median difference and its distribution-free 95% interval, "
+        "for every metric, with the raw and the Holm-corrected Wilcoxon p. For test cross-entropy and ECE, left of "
+        "zero is better; for the others, right of zero."]
+    # One forest plot per table, of test CE's differences: cnn -0.2 (one comparison), vit 0 + 1 + 2 -> 1.
+    assert forests == [(name, [-0.2]), (vit, [1.0])]
+    assert [f.name for f in forest.figures] == [f"forest_{name}.png", f"forest_{vit}.png"]
+    diffs, vit_diffs = forest.tables
+    assert diffs.caption == f"{name}: paired differences from scenario 1 (other minus scenario 1)"
+    assert [r[:3] for r in vit_diffs.rows] == [["Scenario 3 · No Augmentation", m, d] for m, d in (
+        ("test_ce", "1.000"), ("accuracy", "0.000"), ("balanced_accuracy", "0.000"), ("macro_f1", "0.000"),
+        ("ece", "0.000"))]
     assert diffs.columns == ["comparison", "metric", "median diff", "95% interval", "pairs", "p", "p (Holm)",
                              "P(improvement)"]
     rows = {r[1]: r for r in diffs.rows}
     assert [r[1] for r in diffs.rows] == list(report.DIFF_METRICS)  # every metric, in order, scenario 3 only
-    assert all(r[0] == "Scenario 3 · No Augmentation" and r[4] == "3" for r in diffs.rows)
+    assert all(r[0] == "Scenario 3 · gen · No Augmentation" and r[4] == "3" for r in diffs.rows)
     assert rows["test_ce"][2] == "-0.200" and rows["accuracy"][2] == "0.100"
     # The rest of each row is the statistics module's, formatted: interval, Wilcoxon p, Holm's p, P(improvement).
     for metric, r in rows.items():
@@ -261,18 +294,21 @@ def test_paired_differences_and_recalls_by_hand(tmp_path: Path) -> None:
                          report._f(s3["prob_improvement"], 2)], metric
     # P(improvement) of test CE: every seed improved (lower) -> 1.00.
     assert rows["test_ce"][7] == "1.00"
-    assert len(forest.figures) == 1 and forest.figures_first
+    assert forest.figures_first
     # Recall per class: medians over seeds per cell (0.1, 0.5, 1.0, 0.0 for scenario 1; 0.2, 0.4, 0.0, 0.9).
     (recall,) = [t for t in tables.tables if t.caption == f"{name}: median recall per class"]
     assert recall.columns == ["cell", "Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented"]
     assert recall.rows == [["Scenario 1 · No Augmentation", "0.100", "0.500", "1.000", "0.000"],
-                           ["Scenario 3 · No Augmentation", "0.200", "0.400", "0.000", "0.900"]]
+                           ["Scenario 3 · No Augmentation", "0.200", "0.400", "0.000", "0.900"]]  # one pool: no name
     # The thesis tables: one per metric, each with the collect cells.
     medians = [t for t in tables.tables if t.caption.startswith(f"{name}: median ")]
     assert [t.caption for t in medians] == [f"{name}: median {label}" for label in report.METRICS.values()] + [
         f"{name}: median recall per class"]
-    assert medians[0].rows == [[str(i), *map(str, r)] for i, r in zip(c.table(name).index, c.table(name).values,
-                                                                        strict=True)]
+    for metric, table in zip(report.METRICS, medians, strict=False):  # each metric's own cells
+        want = c.table(name, metric)
+        assert table.columns == ["scenario", *want.columns], metric
+        assert table.rows == [[str(i), *map(str, r)] for i, r in zip(want.index, want.values, strict=True)], metric
+    assert medians[0].rows != medians[1].rows
     # No baselines without test counts.
     assert not [t for t in tables.tables if "baselines" in t.caption]
 
@@ -293,13 +329,14 @@ def test_baselines_by_hand(tmp_path: Path) -> None:
     #   -(0.2 ln 0.2 + 0.6 ln 0.6 + 0.2 ln 0.15).
     # Run b: train 50/10/30/10 (majority Mild), test 20/5/15/10: accuracy 20/50 = 0.4;
     #   -(0.4 ln 0.5 + 0.1 ln 0.1 + 0.3 ln 0.3 + 0.2 ln 0.1).
-    # Run c: test counts empty (left out).
     names = ["Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented"]
-    _hand_result(tmp_path, "a", "1", 0, 1.0, train=dict(zip(names, [20, 5, 60, 15], strict=True)),
+    # Runs r0 and r1 come first and are left out: no test images; no training images.
+    _hand_result(tmp_path, "r0", "1", 2, 1.0, test={"Mild_Demented": 0})
+    _hand_result(tmp_path, "r1", "1", 3, 1.0, train={}, test={"Mild_Demented": 3})
+    _hand_result(tmp_path, "r2", "1", 0, 1.0, train=dict(zip(names, [20, 5, 60, 15], strict=True)),
                  test=dict(zip(names, [10, 0, 30, 10], strict=True)))
-    _hand_result(tmp_path, "b", "1", 1, 1.0, train=dict(zip(names, [50, 10, 30, 10], strict=True)),
+    _hand_result(tmp_path, "r3", "1", 1, 1.0, train=dict(zip(names, [50, 10, 30, 10], strict=True)),
                  test=dict(zip(names, [20, 5, 15, 10], strict=True)))
-    _hand_result(tmp_path, "c", "1", 2, 1.0, test={"Mild_Demented": 0})
     c = collect.gather(tmp_path)
     (name,) = c.table_names()
     t = report._baselines(c, name)
@@ -313,12 +350,14 @@ def test_baselines_by_hand(tmp_path: Path) -> None:
                       ["majority class of the training part (its class priors for CE)", f"{(ce_a + ce_b) / 2:.3f}",
                        "0.500", "0.250", f"{f1:.3f}"]]
     assert f"{(ce_a + ce_b) / 2:.3f}" == "1.169" and f"{f1:.3f}" == "0.165"  # (1.008 + 1.329) / 2; 0.1875, 0.143
-    # A class the training part lacks but the test part has: CE of the priors is infinite.
+    assert t in report._stats_sections(c)[0].tables  # the report shows it
+    # A class the training part lacks but the test part has: CE of the priors is infinite; the majority (the only
+    # class trained on) is Non_Demented, 8 of 10 test images.
     other = tmp_path / "inf"
-    _hand_result(other, "a", "1", 0, 1.0, train={"Mild_Demented": 10}, test={"Mild_Demented": 5, "Non_Demented": 5})
+    _hand_result(other, "a", "1", 0, 1.0, train={"Non_Demented": 10}, test={"Mild_Demented": 2, "Non_Demented": 8})
     c2 = collect.gather(other)
     t2 = report._baselines(c2, c2.table_names()[0])
-    assert t2 is not None and t2.rows[1][1:3] == ["—", "0.500"]
+    assert t2 is not None and t2.rows[1][1:3] == ["—", "0.800"]
     # Only runs without test counts: no table.
     none = tmp_path / "none"
     _hand_result(none, "c", "1", 0, 1.0)
@@ -353,6 +392,21 @@ def test_methods_selected_epochs_by_hand(tmp_path: Path) -> None:
     assert row[8:12] == ["yes", "epochs", "last", "—"] and row[6] == "0" and row[12] == "2"
     # Runs of the folder that the raw list does not hold: no row.
     assert report._methods_section(c2, []).tables[0].rows == []
+    assert (s.id, s.title, t.caption) == ("methods", "Methods: hyper-parameters, budget, selection", "Per table")
+    assert s.paragraphs == ["Budget steps: every scenario trains the optimizer steps scenario 1 takes in its epochs; "
+                            "weights tested best_val: those of the epoch with the lowest validation loss, per run."]
+    # One run per table (a cnn and a vit table), the cnn's without a weight decay (0), the vit's run not among
+    # the raw results: the vit table still gets its row.
+    one = tmp_path / "one"
+    _hand_result(one, "c0", "1", 0, 1.0, hp={k: v for k, v in HP.items() if k != "weight_decay"},
+                 training={"budget": "steps", "select": "best_val", "selected_epoch": 4})
+    _hand_result(one, "v0", "1", 0, 1.0, model="vit", hp={**HP, "arch": "vit"})
+    c3 = collect.gather(one)
+    rows3 = report._methods_section(c3, _raw(one)).tables[0].rows
+    assert [r[6] for r in rows3] == ["0", "0.0001"]
+    assert rows3[0][9:12] == ["steps", "best_val", "median 4 (range 4-4) of 10"]
+    vit_only = [r for r in _raw(one) if r.run_id == "v0"]
+    assert [r[1] for r in report._methods_section(c3, vit_only).tables[0].rows] == ["vit"]
 
 
 def test_numbers_format_and_labels_by_hand() -> None:
@@ -373,7 +427,7 @@ def test_leakage_numbers_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     x = np.zeros((4, 8, 8), np.uint8)
     ds = data.Dataset(x, np.arange(4), x[:3].copy(), np.arange(3), {"source": "hand", "options": {}}, "fp")
     monkeypatch.setattr(audit, "pixel_leakage", lambda d: (0.75, np.array([1.0, 4.0, 2.0]),
-                                                           np.array([3.0, 5.0, 9.0, 7.0])))
+                                                           np.array([3.0, 5.0, 9.0, 7.0])) if d is ds else None)
     assert report.nearest_neighbour_leakage(ds) == {
         "test_images": 3, "nn_accuracy": 0.75, "median_nn_distance_test": 2.0, "median_nn_distance_train": 6.0,
         "distances_test": [1.0, 4.0, 2.0], "distances_train": [3.0, 5.0, 9.0, 7.0]}
