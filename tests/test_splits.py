@@ -423,7 +423,7 @@ def test_split_edges_by_hand() -> None:
     assert str(e.value) == ("split = 'subject': class Moderate_Demented has 1 scan group (its 3 images are slices of "
                             "one scan), so it cannot be in both train and test; use split = 'given' or drop the class")
     # A split seed outside 0..2^32-1 is named as the split seed.
-    with pytest.raises(SettingError, match="split_seed"):
+    with pytest.raises(SettingError, match="^split_seed must be a whole number"):
         splits.assign_subject(np.array([0, 1]), np.array([0, 0]), 0.2, 0.1, -1)
     # Nothing to split: nothing assigned; no rows: no pairs (two columns of row indices).
     assert splits.assign_subject(np.zeros(0, np.int64), np.zeros(0, np.int64), 0.2, 0.1, 0).tolist() == []
