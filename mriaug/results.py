@@ -284,22 +284,9 @@ class RunResult:
         return {**out, **self.extra}
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, dict):  # transitional: while train and seedpack still return plain dicts
-            return self.to_dict() == finite(other)
         if not isinstance(other, RunResult):
             return NotImplemented
         return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self))
-
-    # Transitional: read as the dict it was, for callers not yet switched to fields (train.py, seedpack.py
-    # and their tests); removed once they are.
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.to_dict()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.to_dict().get(key, default)
 
 
 def path_for(results_dir: str | Path, run_id: str) -> Path:
@@ -342,18 +329,8 @@ def finite(obj: Any) -> Any:
     return obj
 
 
-def as_result(result: RunResult | dict[str, Any], results_dir: str | Path) -> RunResult:
-    """Transitional: a result as `RunResult`, whether a caller got one or (from train / seedpack while they
-    still build dicts) its JSON object; removed once every writer builds a `RunResult`."""
-    if isinstance(result, RunResult):
-        return result
-    return RunResult.from_dict(finite(result), path_for(results_dir, str(result.get("run_id"))))
-
-
-def write(results_dir: str | Path, result: RunResult | dict[str, Any]) -> Path:
-    """Write a result, checked as `read` checks it (so a result that could not be read back is never written).
-    A plain dict is accepted transitionally, until train and seedpack build `RunResult`s."""
-    result = as_result(result, results_dir)
+def write(results_dir: str | Path, result: RunResult) -> Path:
+    """Write a result, checked as `read` checks it (so a result that could not be read back is never written)."""
     path = path_for(results_dir, result.run_id)
     obj = finite(result.to_dict())
     RunResult.from_dict(obj, path)  # NaN metrics of a done run become null, which read would refuse

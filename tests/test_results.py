@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-from mriaug import results
+from mriaug import grid, results, slurm
+from mriaug.cli import app
 from mriaug.errors import ResultError
+from tests.slurm_helpers import write_grid
 
 
 def _valid(run_id: str = "abc123") -> dict[str, Any]:
@@ -28,6 +31,10 @@ def _valid(run_id: str = "abc123") -> dict[str, Any]:
         "history": [], "counts": {"real": {"Mild_Demented": 3}, "synthetic": {}}, "data": {"fingerprint": "f"},
         "env": {}, "timings": {"train_s": 1.5},
     }
+
+
+def _result(doc: dict[str, Any], folder: Path) -> results.RunResult:
+    return results.RunResult.from_dict(doc, results.path_for(folder, doc["run_id"]))
 
 
 def _write_raw(folder: Path, doc: Any, name: str = "abc123") -> Path:
@@ -50,9 +57,9 @@ def test_finite_replaces_nan_and_infinity_everywhere() -> None:
 
 
 def test_write_then_read_back(tmp_path: Path) -> None:
-    r = _valid()
-    r["metrics"]["per_class"] = {"Mild_Demented": {"f1": float("nan")}}
-    path = results.write(tmp_path, r)  # a plain dict: transitional, until train and seedpack build RunResults
+    r = _result(_valid(), tmp_path)
+    r.metrics.per_class = {"Mild_Demented": {"f1": float("nan")}}  # JSON has no NaN: written as null
+    path = results.write(tmp_path, r)
     assert path == tmp_path / "abc123.json"
     text = path.read_text()
     assert text.endswith("}\n") and "NaN" not in text
@@ -200,21 +207,21 @@ def test_write_refuses_what_read_would_refuse(tmp_path: Path) -> None:
     bad = _valid()
     bad["counts"]["real"]["Mild_Demented"] = -1
     with pytest.raises(ResultError, match=r"'counts\.real\.Mild_Demented' is not a count \(-1\)"):
-        results.write(tmp_path / "w", bad)
+        results.write(tmp_path / "w", _result(bad, tmp_path / "w"))
     assert not (tmp_path / "w").exists()
 
 
-def test_transitional_dict_reading(tmp_path: Path) -> None:
-    # train and seedpack still return plain dicts for runs they train: a RunResult compares equal to its JSON
-    # object and can be read by key, until they build RunResults.
+def test_a_result_equals_only_a_result_with_the_same_fields(tmp_path: Path) -> None:
+    # Results are read by field: equal to a result read from the same object, never to its JSON dict.
     doc = _full()
     r = results.read(_write_raw(tmp_path, doc))
-    assert r == doc and doc == r and r != {**doc, "run_id": "x"} and r != 5
-    assert r["metrics"]["test_ce"] == 0.5 and "packed" in r and "status" not in r and r.get("status", "done") == "done"
-    assert r.get("run_id") == "abc123" and r.get("packed", 1) == doc["packed"]
-    assert results.as_result(r, tmp_path) is r and results.as_result(doc, tmp_path) == r
+    assert r == _result(doc, tmp_path) and r != doc and r != 5
+    assert r != _result({**doc, "run_id": "x"}, tmp_path / "x")
+    other = _result(doc, tmp_path)
+    other.metrics.test_ce = 0.25
+    assert r != other and r.metrics.test_ce == 0.5 and r.packed is not None and r.status == "done"
     with pytest.raises(ResultError, match=r"^x/abc123\.json: missing key 'metrics\.accuracy'$"):
-        results.as_result({**doc, "metrics": {"test_ce": 1.0}}, "x")
+        _result({**doc, "metrics": {"test_ce": 1.0}}, Path("x"))
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -309,8 +316,8 @@ def test_binary_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_folder_readers(tmp_path: Path) -> None:
-    results.write(tmp_path, _valid("r1"))
-    results.write(tmp_path, _valid("r2"))
+    results.write(tmp_path, _result(_valid("r1"), tmp_path))
+    results.write(tmp_path, _result(_valid("r2"), tmp_path))
     (tmp_path / "r3.json").write_text("{")
     bad_id = _valid("r4")
     bad_id["run_id"] = "r5"
@@ -371,3 +378,52 @@ def test_run_lock_waits_for_a_live_holder(tmp_path: Path) -> None:
     first.__exit__(None, None, None)
     t.join(20)
     assert got == [True]
+
+
+# The readers meet bad files (was test_robustness.py, then test_results_bad_files.py).
+runner = CliRunner()
+
+
+def _spoil(folder: Path) -> tuple[Path, Path, Path]:
+    good = sorted(folder.glob("*.json"))[0]
+    binary = folder / "0000binary.json"
+    binary.write_bytes(bytes(range(256)) * 4)
+    doc = json.loads(good.read_text())
+    doc["counts"]["real"] = {k: str(v) for k, v in doc["counts"]["real"].items()}
+    doc["run_id"] = "0000strings"
+    strings = folder / "0000strings.json"
+    strings.write_text(json.dumps(doc))
+    foreign = folder / "package.json"
+    foreign.write_text(json.dumps({"name": "x", "version": "1.0"}))
+    return binary, strings, foreign
+
+
+def test_collect_grid_status_and_collector_skip_and_name_bad_files(tmp_path: Path) -> None:
+    res = tmp_path / "res"
+    g = write_grid(tmp_path / "g.toml", res, n_train=80)
+    assert runner.invoke(app, ["grid", str(g)]).exit_code == 0
+    bad = _spoil(res)
+    r = runner.invoke(app, ["collect", str(res)])
+    assert r.exit_code == 0, r.output
+    for f in bad:
+        assert f"skipped: {f}" in r.output
+    assert "(n=1)" in r.output
+    r = runner.invoke(app, ["grid", str(g)])
+    assert r.exit_code == 0, r.output
+    assert all(str(f) in r.output for f in bad)
+    st = slurm.grid_status(grid.load(g))
+    assert st.counts()["done"] == 1
+    text = slurm.render_status(st)
+    assert all(f.name in text for f in bad), text
+    assert slurm.collect_task(str(res)) == 1
+
+
+def test_result_reader_names_wrong_types(tmp_path: Path) -> None:
+    res = tmp_path / "res"
+    g = write_grid(tmp_path / "g.toml", res, n_train=80)
+    assert runner.invoke(app, ["grid", str(g)]).exit_code == 0
+    _, strings, _ = _spoil(res)
+    with pytest.raises(results.ResultError, match=r"counts\.real\.Mild_Demented' is not a count"):
+        results.read(strings)
+    with pytest.raises(results.ResultError, match="binary"):
+        results.read(res / "0000binary.json")

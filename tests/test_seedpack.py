@@ -66,7 +66,7 @@ def test_interrupted_pack_resumes_to_the_same_metrics(phantom_spec: DataSpec, tm
     again = seedpack.execute(specs, tmp_path / "cut", log=lines.append)
     assert [r.run_id for r in again] == [s.run_id for s in specs]
     assert again[0] == resumed[0] and again[2] == resumed[2]
-    assert again[1].metrics.test_ce > 0 and "packed" not in again[1]  # one left: a plain run
+    assert again[1].metrics.test_ce > 0 and again[1].packed is None  # one left: a plain run
 
 
 def test_a_pack_holds_one_cell(phantom_spec: DataSpec) -> None:
@@ -268,8 +268,8 @@ def test_a_grid_packs_the_vit_and_records_both_seeds_as_packed(tmp_path: Path) -
     r = CliRunner().invoke(app, ["grid", str(g)])
     assert r.exit_code == 0, r.output
     done = [results.read(p) for p in sorted((tmp_path / "res").glob("*.json"))]
-    assert len(done) == 2 and all(d["packed"]["size"] == 2 and d["packed"]["seeds"] == [0, 1] for d in done)
-    assert {d["spec"]["seed"] for d in done} == {0, 1}
+    assert len(done) == 2 and all(d.packed and d.packed.size == 2 and d.packed.seeds == [0, 1] for d in done)
+    assert {d.seed for d in done} == {0, 1}
 
 
 def test_an_untrained_pack_matches_its_separate_runs_closely(phantom_spec: DataSpec, tmp_path: Path) -> None:
