@@ -71,11 +71,11 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
                                                    "not (kid_sees or feature_net_is_cached)"]),
     "pool_report": (["mriaug/analysis/pool_report.py"], ["tests/test_pool_report.py", "-k", "by_hand or ssim"]),
     "report": (["mriaug/analysis/report.py"], ["tests/test_report.py", "-k", "by_hand"]),
-    # The seed packs (Stacked) and the one-seed runs that predict in batches, save weights, select by
-    # validation and resume (Single), without the real networks' resume.
-    "nets": (["mriaug/nets.py"], ["tests/test_seedpack.py", "tests/test_train.py", "-k",
-                                  f"test_seedpack or ((predict_in_batches or saved_weights or best_val or resume)"
-                                  f" and {NOT_NETWORKS})"]),
+    # Its tests by hand, the seed packs (Stacked) and the one-seed runs that predict in batches, save weights,
+    # select by validation and resume (Single), without the real networks' resume.
+    "nets": (["mriaug/nets.py"], ["tests/test_nets.py", "tests/test_seedpack.py", "tests/test_train.py", "-k",
+                                  "test_nets or test_seedpack or ((predict_in_batches or saved_weights or best_val"
+                                  f" or resume) and {NOT_NETWORKS})"]),
 }
 
 
