@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from mriaug import augment, batches, data, hparams, scenarios, train  # noqa: E402
-from mriaug.grid import plan_run  # noqa: E402
+from mriaug.grid import make_spec  # noqa: E402
 
 
 def kernels(fn: object, *args: torch.Tensor) -> int:
@@ -60,7 +60,7 @@ def main() -> None:
     if counts:
         print(f"2. CUDA kernels per AutoAugment batch: {counts[8]} at batch 8, {counts[256]} at batch 256")
     hp = replace(hparams.thesis("cnn"), epochs=3)
-    run = plan_run("cnn", scenarios.custom("check", real_fraction=0.5), "autoaugment", 0, hp, spec)
+    run = make_spec("cnn", scenarios.custom("check", real_fraction=0.5), "autoaugment", 0, hp, spec)
     quiet = lambda m: None  # noqa: E731
     with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
         whole = train.execute(run, d1, device=a.device, log=quiet)

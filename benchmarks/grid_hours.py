@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from mriaug import data, hparams, scenarios, seedpack, train  # noqa: E402
-from mriaug.grid import plan_run  # noqa: E402
+from mriaug.grid import make_spec  # noqa: E402
 
 N_TRAIN = 5120  # the dataset's training split; scenario sizes below are the thesis's
 SCENARIO_IMAGES = {"1": 5120, "2": 4096, "3": 5120 + 145 + 10, "4": 4096 + 145 + 10}
@@ -90,9 +90,9 @@ def measure_runs(
     hp = thesis_hp(model, epochs)
     scen = scenarios.custom("bench", real_fraction=1.0)
     out: dict[str, Any] = {"model": model, "aug": aug, "runs": []}
-    with tempfile.TemporaryDirectory() as d, data.kept_in_memory():
+    with tempfile.TemporaryDirectory() as d, data.cached_in_process():
         for seed in range(seeds):
-            run = plan_run(model, scen, aug, seed, hp, spec)
+            run = make_spec(model, scen, aug, seed, hp, spec)
             t0 = time.perf_counter()
             with util:
                 r = train.execute(run, d, log=lambda m: None)
@@ -127,10 +127,10 @@ def measure_runs(
 def measure_pack(aug: str, seeds: int, spec: data.DataSpec, util: Utilisation, epochs: int) -> dict[str, Any]:
     hp = thesis_hp("cnn", epochs)
     scen = scenarios.custom("bench", real_fraction=1.0)
-    specs = [plan_run("cnn", scen, aug, s, hp, spec) for s in range(seeds)]
-    with tempfile.TemporaryDirectory() as d, data.kept_in_memory():
+    specs = [make_spec("cnn", scen, aug, s, hp, spec) for s in range(seeds)]
+    with tempfile.TemporaryDirectory() as d, data.cached_in_process():
         seedpack.execute(specs[:2], d, log=lambda m: None)  # warm-up pack (kernels for the vmapped shapes)
-    with tempfile.TemporaryDirectory() as d, data.kept_in_memory():
+    with tempfile.TemporaryDirectory() as d, data.cached_in_process():
         t0 = time.perf_counter()
         with util:
             rs = seedpack.execute(specs, d, log=lambda m: None)

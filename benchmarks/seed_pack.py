@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def _specs(a: argparse.Namespace) -> list:
     from mriaug import hparams, scenarios
     from mriaug.data import DataSpec
-    from mriaug.grid import plan_run
+    from mriaug.grid import make_spec
 
     opts: dict = {"n_train": 5120, "n_test": 256, "size": a.size} if a.data == "phantom" else {"size": a.size}
     if a.subject:
@@ -42,7 +42,7 @@ def _specs(a: argparse.Namespace) -> list:
                                  "weight_decay": 0.05 if a.subject else 0.0})
     scen = scenarios.custom("bench", real_fraction=a.fraction)
     extra = {"budget": "steps", "select": "best_val"} if a.subject else {}
-    return [plan_run("cnn", scen, a.aug, s, hp, DataSpec(a.data, opts), **extra) for s in range(a.seeds)]
+    return [make_spec("cnn", scen, a.aug, s, hp, DataSpec(a.data, opts), **extra) for s in range(a.seeds)]
 
 
 def child(a: argparse.Namespace) -> None:

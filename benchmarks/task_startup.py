@@ -50,7 +50,7 @@ def first_step(t, suffix=""):
     float(loss)
     t["first_step" + suffix] = time.time()
 
-with pools.kept_in_memory():
+with pools.cached_in_process():
     first_step(t)
     t["next"] = time.time()
     first_step(t, "_next")  # the next run of a packed task: same process, dataset in memory

@@ -23,7 +23,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from mriaug import data, models, scenarios
-from mriaug.grid import plan_run
+from mriaug.grid import make_spec
 from mriaug.hparams import HParams
 from mriaug.hparams import resolve as model_hparams
 from mriaug.train import execute
@@ -64,7 +64,7 @@ def reference(ds: data.Dataset, n: int, model_name: str, hp: HParams, aug: str) 
 
 def ours(spec: data.DataSpec, n_frac: float, model_name: str, hp: HParams, aug: str) -> float:
     scen = scenarios.custom("bench", n_frac, 0.0)
-    run = plan_run(model_name, scen, aug, 0, replace(hp, epochs=1), spec)
+    run = make_spec(model_name, scen, aug, 0, replace(hp, epochs=1), spec)
     with tempfile.TemporaryDirectory() as d:
         r = execute(run, d, log=lambda m: None)
     return r.timings["train_images_per_s"]

@@ -181,12 +181,12 @@ def _cache_key(spec: DataSpec) -> str:
     return atomic.stable_hash(ident, 24)
 
 
-# Datasets kept in this process while `kept_in_memory()` is active (packed tasks train many runs on one dataset).
+# Datasets kept in this process while `cached_in_process()` is active (packed tasks train many runs on one dataset).
 _memory: dict[str, Dataset] | None = None
 
 
 @contextlib.contextmanager
-def kept_in_memory() -> Iterator[None]:
+def cached_in_process() -> Iterator[None]:
     """Within the block, `load` decodes or reads each source once and hands out the same arrays again (read
     only: nothing writes into a Dataset). Outside it every call reads the cache, as before."""
     global _memory

@@ -91,7 +91,7 @@ def check_training(budget: Any, select: Any, data: DataSpec, what: str = "") -> 
                            "(it is 0 on the given split) or use split = 'subject'")
 
 
-def plan_run(model: str, scenario: scenarios.Scenario, augmentation: str, seed: int, hp: HParams,
+def make_spec(model: str, scenario: scenarios.Scenario, augmentation: str, seed: int, hp: HParams,
              data: DataSpec | None = None, pool: str | None = None, *, budget: str = "epochs",
              select: str = "last", pool_label: str | None = None) -> RunSpec:
     """A run as planned now: a run that draws from a pool records what the pool holds at this moment."""

@@ -119,19 +119,19 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-# Pools kept in this process while `kept_in_memory()` is active, by folder, manifest and dataset.
+# Pools kept in this process while `cached_in_process()` is active, by folder, manifest and dataset.
 _memory: dict[tuple[str, str | None, str, bool], Pool] | None = None
 
 
 @contextlib.contextmanager
-def kept_in_memory() -> Iterator[None]:
-    """Within the block, datasets (`data.kept_in_memory`) and pools are read and checked once per process;
+def cached_in_process() -> Iterator[None]:
+    """Within the block, datasets (`data.cached_in_process`) and pools are read and checked once per process;
     a pool whose manifest changes is read again. Packed Slurm tasks train many runs inside one."""
     global _memory
     outer = _memory
     _memory = {} if outer is None else outer
     try:
-        with data_mod.kept_in_memory():
+        with data_mod.cached_in_process():
             yield
     finally:
         _memory = outer

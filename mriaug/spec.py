@@ -1,6 +1,6 @@
 """The full definition of one run; its hash is the run id, so the same run is never trained twice.
 
-A `RunSpec` holds values only and reads no file: the planner (`mriaug.grid.plan_run`) resolves the
+A `RunSpec` holds values only and reads no file: the planner (`mriaug.grid.make_spec`) resolves the
 pool's fingerprint once, when the run is planned.
 """
 

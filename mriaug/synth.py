@@ -21,7 +21,7 @@ from .pools import PoolWriter
 from .scenarios import kept_for_rows
 
 
-def plan(dataset: Dataset, classes: list[str] | None, per_source: int, max_sources: int | None,
+def pairs_to_make(dataset: Dataset, classes: list[str] | None, per_source: int, max_sources: int | None,
          seed: int, done: set[tuple[int, int]], allowed: np.ndarray | None = None) -> list[tuple[int, int]]:
     """(train row, variation) pairs still to make. Sources come from the train split only, and from
     `allowed` (train rows) when given."""
@@ -117,9 +117,9 @@ def _extend(dataset: Dataset, out: str | Path, generator: str, gen: Any, classes
     trained = gen.trained_on() if hasattr(gen, "trained_on") else None
     writer = PoolWriter(out, dataset, generator, generator_params=gen.params(), kept_for=kept_for,
                         trained_on=trained)
-    _check_overlap(writer, generator, gen.params(), plan(dataset, classes, per_source, max_sources, seed, set(),
-                                                         allowed), out)
-    todo = plan(dataset, classes, per_source, max_sources, seed, writer.done(), allowed)
+    every = pairs_to_make(dataset, classes, per_source, max_sources, seed, set(), allowed)
+    _check_overlap(writer, generator, gen.params(), every, out)
+    todo = pairs_to_make(dataset, classes, per_source, max_sources, seed, writer.done(), allowed)
     if dry_run:
         # The larger of the pool's running figures (usage-based, estimate), as --max-cost counts it.
         spent = max(float(writer.meta.get("spend_usd", 0.0)), float(writer.meta.get("spend_estimate_usd", 0.0)))

@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as TF
 from mriaug import augment, batches, data, scenarios
 from mriaug.data import DataSpec, load
 from mriaug.errors import SettingError
-from mriaug.grid import plan_run
+from mriaug.grid import make_spec
 from mriaug.train import execute
 from tests.conftest import tiny_hparams
 
@@ -523,7 +523,7 @@ def test_the_test_set_never_passes_through_augmentation(name: str, tmp_path: Pat
         return spy
 
     monkeypatch.setattr(augment, "get", spying_get)
-    run = plan_run("cnn", scenarios.SCENARIOS["2"], name, 0, tiny_hparams("cnn", epochs=2), spec)
+    run = make_spec("cnn", scenarios.SCENARIOS["2"], name, 0, tiny_hparams("cnn", epochs=2), spec)
     r = execute(run, tmp_path, log=lambda m: None)
     went_in = [_digest(img[0].numpy()) for batch in seen for img in batch]
     train = {_digest(img) for img in ds.train_x}

@@ -18,7 +18,7 @@ from mriaug.analysis import collect, statistics
 from mriaug.classes import CLASSES
 from mriaug.cli import app
 from mriaug.data import HUB_REVISIONS, DataSpec
-from mriaug.grid import plan_run
+from mriaug.grid import make_spec
 from mriaug.train import execute
 from tests.conftest import strict_json, tiny_hparams
 
@@ -31,7 +31,7 @@ def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for aug in ("none", "hflip"):
             for seed in (0, 1, 2):
                 hp = tiny_hparams("cnn", epochs=1)
-                execute(plan_run("cnn", scenarios.SCENARIOS[scen], aug, seed, hp, spec), out, log=lambda m: None)
+                execute(make_spec("cnn", scenarios.SCENARIOS[scen], aug, seed, hp, spec), out, log=lambda m: None)
     return out
 
 
@@ -114,7 +114,7 @@ def test_collect_keeps_one_grids_runs_and_separates_settings(results_dir: Path, 
     shutil.copytree(results_dir, work)
     spec = DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32})
     # The same cell and seed again with other settings, as after editing a grid.
-    other = plan_run("cnn", scenarios.SCENARIOS["1"], "none", 0, tiny_hparams("cnn", epochs=1, lr=5e-3), spec)
+    other = make_spec("cnn", scenarios.SCENARIOS["1"], "none", 0, tiny_hparams("cnn", epochs=1, lr=5e-3), spec)
     execute(other, work, log=lambda m: None)
     mixed = collect.gather(work)
     assert len(mixed.runs) == 13 and "differ in hparams.lr" in mixed.warnings[0]
@@ -772,7 +772,7 @@ def diverged_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with pytest.MonkeyPatch.context() as mp:
             if diverge:
                 mp.setattr(mriaug.train.F, "cross_entropy", lambda *a, **k: ce(*a, **k) * float("inf"))
-            execute(plan_run("cnn", scenarios.SCENARIOS[scen], "none", seed, hp, SPEC), out, log=lambda m: None)
+            execute(make_spec("cnn", scenarios.SCENARIOS[scen], "none", seed, hp, SPEC), out, log=lambda m: None)
     return out
 
 

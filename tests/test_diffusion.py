@@ -14,7 +14,7 @@ from mriaug import data, pools, scenarios, synth
 from mriaug.cli import app
 from mriaug.errors import MriaugError
 from mriaug.generators import diffusion
-from mriaug.grid import plan_run
+from mriaug.grid import make_spec
 from mriaug.hparams import resolve as model_hparams
 from mriaug.kept import KeptFor
 from mriaug.train import execute
@@ -88,7 +88,7 @@ def test_pool_from_diffusion_feeds_a_scenario_3_run(tmp_path: Path, dataset: dat
     assert synth.make_pool(dataset, pool, "diffusion", classes=["Mild_Demented", "Moderate_Demented"],
                            options=opts, progress_bar=False)["generated"] == 0
 
-    run = plan_run("cnn", scenarios.SCENARIOS["3"], "none", 0,
+    run = make_spec("cnn", scenarios.SCENARIOS["3"], "none", 0,
                   model_hparams("cnn", {"epochs": 1, "resolution": 32, "batch_size": 32}), SPEC, str(pool))
     res = execute(run, tmp_path / "results", log=lambda m: None)
     assert res.counts.synthetic["Mild_Demented"] == round(0.2 * int((dataset.train_y == 0).sum()))

@@ -205,7 +205,7 @@ def test_a_model_without_a_table_trains_the_thesis_settings_and_dry_run_shows_th
 
 def test_best_val_without_validation_is_refused(phantom_spec: DataSpec, tmp_path: Path) -> None:
     with pytest.raises(SettingError, match="val_fraction"):
-        grid.plan_run("cnn", scenarios.SCENARIOS["1"], "none", 0, tiny_hparams(), phantom_spec, select="best_val")
+        grid.make_spec("cnn", scenarios.SCENARIOS["1"], "none", 0, tiny_hparams(), phantom_spec, select="best_val")
     g = tmp_path / "g.toml"
     g.write_text('models = ["cnn"]\nscenarios = ["1"]\nselect = "best_val"\n[data]\nsource = "phantom"\n')
     with pytest.raises(GridError, match="line 3: select"):

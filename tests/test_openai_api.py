@@ -60,7 +60,7 @@ def _synth(pool: Path, *extra: str) -> object:
 
 
 def _planned(dataset: data.Dataset) -> set[int]:
-    return {s for s, _ in synth.plan(dataset, ["Mild_Demented", "Moderate_Demented"], 1, 3, 0, set())}
+    return {s for s, _ in synth.pairs_to_make(dataset, ["Mild_Demented", "Moderate_Demented"], 1, 3, 0, set())}
 
 
 def _usage_cost(usage: dict) -> float:

@@ -276,8 +276,8 @@ def test_bad_synth_options_name_the_option(tmp_path: Path, args: list[str], mess
 
 
 def test_duplicate_classes_are_planned_once(small: data.Dataset) -> None:
-    once = synth.plan(small, ["Mild_Demented"], 2, None, 0, set())
-    assert synth.plan(small, ["Mild_Demented", "Mild Demented", "0"], 2, None, 0, set()) == once
+    once = synth.pairs_to_make(small, ["Mild_Demented"], 2, None, 0, set())
+    assert synth.pairs_to_make(small, ["Mild_Demented", "Mild Demented", "0"], 2, None, 0, set()) == once
 
 
 # --- seeds: one per (seed, source, variation), without collisions -------------------------------------

@@ -20,7 +20,7 @@ from mriaug import data, pools, scenarios, synth
 from mriaug.classes import CLASSES
 from mriaug.data import Dataset, DataSpec
 from mriaug.errors import MriaugError, PoolError, SettingError
-from mriaug.grid import plan_run
+from mriaug.grid import make_spec
 from mriaug.kept import KeptFor
 from mriaug.pools import Pool
 from mriaug.train import execute
@@ -423,7 +423,7 @@ def test_scenario4_on_real_data_with_transform_pool(tmp_path: Path) -> None:
     ds = data.load(spec)
     synth.make_pool(ds, tmp_path / "pool", "transform", classes=["Mild_Demented", "Moderate_Demented"],
                     progress_bar=False)
-    run = plan_run("cnn", scenarios.SCENARIOS["4"], "none", 0, tiny_hparams("cnn", epochs=1), spec,
+    run = make_spec("cnn", scenarios.SCENARIOS["4"], "none", 0, tiny_hparams("cnn", epochs=1), spec,
                   str(tmp_path / "pool"))
     r = execute(run, tmp_path / "res", log=lambda m: None)
     n = {"Mild_Demented": 724, "Moderate_Demented": 49, "Non_Demented": 2566, "Very_Mild_Demented": 1781}

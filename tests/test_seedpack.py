@@ -12,7 +12,7 @@ from mriaug import grid as grid_mod
 from mriaug import results, scenarios, seedpack, train
 from mriaug.data import DataSpec
 from mriaug.errors import GridError, SettingError
-from mriaug.grid import plan_run
+from mriaug.grid import make_spec
 from mriaug.spec import RunSpec
 from mriaug.train import Interrupted, execute
 from tests.conftest import tiny_hparams
@@ -21,7 +21,7 @@ from tests.slurm_helpers import write_grid
 
 def _specs(phantom_spec: DataSpec, seeds: range, aug: str = "hflip", **hp: object) -> list[RunSpec]:
     hps = tiny_hparams("cnn", **hp)
-    return [plan_run("cnn", scenarios.SCENARIOS["2"], aug, s, hps, phantom_spec) for s in seeds]
+    return [make_spec("cnn", scenarios.SCENARIOS["2"], aug, s, hps, phantom_spec) for s in seeds]
 
 
 def test_eight_seeds_together_match_eight_separate_runs(phantom_spec: DataSpec, tmp_path: Path) -> None:
@@ -127,15 +127,16 @@ def test_what_a_pack_refuses_is_named_and_the_honest_settings_are_taken(phantom_
     sub = DataSpec("phantom", {**phantom_spec.options, "split": "subject"})
     s1 = scenarios.SCENARIOS["1"]
     # Every setting of the subject grid packs (issue 19): the steps budget, best_val, weight decay, validation.
-    for specs in ([plan_run("cnn", s1, "none", s, hps, phantom_spec, budget="steps") for s in (0, 1)],
-                  [plan_run("cnn", s1, "none", s, hps, val, select="best_val") for s in (0, 1)],
-                  [plan_run("cnn", s1, "none", s, tiny_hparams("cnn", weight_decay=0.1), phantom_spec) for s in (0, 1)],
-                  [plan_run("cnn", s1, "none", s, hps, sub) for s in (0, 1)]):
+    for specs in ([make_spec("cnn", s1, "none", s, hps, phantom_spec, budget="steps") for s in (0, 1)],
+                  [make_spec("cnn", s1, "none", s, hps, val, select="best_val") for s in (0, 1)],
+                  [make_spec("cnn", s1, "none", s, tiny_hparams("cnn", weight_decay=0.1), phantom_spec)
+                   for s in (0, 1)],
+                  [make_spec("cnn", s1, "none", s, hps, sub) for s in (0, 1)]):
         seedpack.check_pack(specs)
-    resnet = [plan_run("resnet18", s1, "none", s, tiny_hparams("resnet18"), phantom_spec) for s in (0, 1)]
+    resnet = [make_spec("resnet18", s1, "none", s, tiny_hparams("resnet18"), phantom_spec) for s in (0, 1)]
     with pytest.raises(SettingError, match="model resnet18: only cnn, vit can train seeds together"):
         seedpack.check_pack(resnet)
-    seedpack.check_pack([plan_run("vit", s1, "none", s, tiny_hparams("vit"), phantom_spec) for s in (0, 1)])
+    seedpack.check_pack([make_spec("vit", s1, "none", s, tiny_hparams("vit"), phantom_spec) for s in (0, 1)])
     seedpack.check_pack(_specs(phantom_spec, range(3)))  # one cell, plain settings: fine
     assert train.unit_id(_specs(phantom_spec, range(2))) == train.unit_id(_specs(phantom_spec, range(2)))
     assert train.unit_id(_specs(phantom_spec, range(2))).startswith("pack-")
@@ -176,7 +177,7 @@ def test_a_pack_draws_from_its_pool_as_separate_runs_do(phantom_spec: DataSpec, 
     synth.make_pool(ds, tmp_path / "pool", "transform", classes=["Mild_Demented", "Moderate_Demented"],
                     progress_bar=False)
     hps = tiny_hparams("cnn", epochs=1, lr=1e-12)
-    specs = [plan_run("cnn", scenarios.SCENARIOS["3"], "none", s, hps, phantom_spec, str(tmp_path / "pool"))
+    specs = [make_spec("cnn", scenarios.SCENARIOS["3"], "none", s, hps, phantom_spec, str(tmp_path / "pool"))
              for s in (0, 1)]
     packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
     separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
@@ -237,7 +238,7 @@ def test_a_pack_of_the_honest_settings_selects_per_seed_and_matches_separate_run
     spec = DataSpec("phantom", {"n_train": 480, "n_test": 160, "size": 32, "slices": 8, "split": "subject"})
     hps = tiny_hparams("cnn", epochs=3, weight_decay=0.05)
     s2 = scenarios.SCENARIOS["2"]  # keeps 80% of the real images: the steps budget gives it scenario 1's steps
-    specs = [plan_run("cnn", s2, "hflip", s, hps, spec, budget="steps", select="best_val") for s in range(4)]
+    specs = [make_spec("cnn", s2, "hflip", s, hps, spec, budget="steps", select="best_val") for s in range(4)]
     packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
     separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
     for p, r in zip(packed, separate, strict=True):

@@ -9,7 +9,7 @@ import torch
 from mriaug import augment, data, grid, hparams, nets, pools, results, runtime, scenarios, synth, train
 from mriaug import data as data_mod
 from mriaug.data import DataSpec
-from mriaug.grid import plan_run
+from mriaug.grid import make_spec
 from mriaug.metrics import classification_metrics
 from mriaug.spec import RunSpec
 from mriaug.train import Interrupted, epoch_batches, execute, make_optimizer
@@ -18,7 +18,7 @@ from tests.conftest import tiny_hparams
 
 def _spec(phantom_spec: DataSpec, model: str = "cnn", scenario: str = "1", aug: str = "hflip", seed: int = 0,
           pool: str | None = None, **hp: object) -> RunSpec:
-    return plan_run(model, scenarios.SCENARIOS[scenario], aug, seed, tiny_hparams(model, **hp), phantom_spec, pool)
+    return make_spec(model, scenarios.SCENARIOS[scenario], aug, seed, tiny_hparams(model, **hp), phantom_spec, pool)
 
 
 def test_result_has_the_documented_keys(phantom_spec: DataSpec, tmp_path: Path) -> None:
@@ -281,7 +281,7 @@ VAL_OPTIONS = {"n_train": 240, "n_test": 80, "size": 32, "val_fraction": 0.25}
 
 def _val_spec(epochs: int, select: str = "best_val", scenario: str = "1", budget: str = "epochs",
               seed: int = 0) -> RunSpec:
-    return plan_run("cnn", scenarios.SCENARIOS[scenario], "none", seed, tiny_hparams("cnn", epochs=epochs),
+    return make_spec("cnn", scenarios.SCENARIOS[scenario], "none", seed, tiny_hparams("cnn", epochs=epochs),
                     DataSpec("phantom", dict(VAL_OPTIONS)), None, budget=budget, select=select)
 
 
@@ -566,7 +566,7 @@ def test_steps_budget_gives_every_scenario_scenario1s_updates(phantom_spec: Data
     synth.make_pool(data.load(phantom_spec), pool, "copy", progress_bar=False)
     out = {}
     for name in ("1", "2", "3"):
-        spec = grid.plan_run("cnn", scenarios.SCENARIOS[name], "none", 0, tiny_hparams(epochs=2), phantom_spec,
+        spec = grid.make_spec("cnn", scenarios.SCENARIOS[name], "none", 0, tiny_hparams(epochs=2), phantom_spec,
                              str(pool), budget="steps")
         out[name] = execute(spec, tmp_path / "r", **QUIET)
     training = {k: r.training for k, r in out.items() if r.training is not None}
@@ -575,7 +575,7 @@ def test_steps_budget_gives_every_scenario_scenario1s_updates(phantom_spec: Data
     assert training["2"].epochs and training["2"].epochs > 2 and training["3"].epochs == 2
     assert all(r.spec["budget"] == "steps" for r in out.values())
     assert all(t.budget == "steps" for t in training.values())
-    epochs_run = grid.plan_run("cnn", scenarios.SCENARIOS["2"], "none", 0, tiny_hparams(epochs=2), phantom_spec)
+    epochs_run = grid.make_spec("cnn", scenarios.SCENARIOS["2"], "none", 0, tiny_hparams(epochs=2), phantom_spec)
     assert "budget" not in epochs_run.to_dict()  # the thesis's run ids do not move
     epochs_training = execute(epochs_run, tmp_path / "e", **QUIET).training
     assert epochs_training is not None and epochs_training.steps == 12
@@ -586,7 +586,7 @@ def test_validation_history_and_best_val_selection(tmp_path: Path) -> None:
                                      "val_fraction": 0.3})
     runs = {}
     for select in ("last", "best_val"):
-        spec = grid.plan_run("cnn", scenarios.SCENARIOS["1"], "none", 0, tiny_hparams(epochs=4, lr=1e-2), spec_data,
+        spec = grid.make_spec("cnn", scenarios.SCENARIOS["1"], "none", 0, tiny_hparams(epochs=4, lr=1e-2), spec_data,
                              select=select)
         runs[select] = execute(spec, tmp_path, **QUIET)
     last, best = runs["last"], runs["best_val"]

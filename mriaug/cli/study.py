@@ -121,7 +121,7 @@ def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18
                                                    resolution=resolution, pretrained=pretrained, weights=weights))
     if scenario not in scenarios.SCENARIOS:
         raise SettingError(f"--scenario {scenario!r}: unknown scenario; presets: {', '.join(scenarios.SCENARIOS)}")
-    spec = grid_mod.plan_run(model, scenarios.SCENARIOS[scenario], aug, seed, hp, data_spec(data, data_option), pool,
+    spec = grid_mod.make_spec(model, scenarios.SCENARIOS[scenario], aug, seed, hp, data_spec(data, data_option), pool,
                              budget=budget, select=select)
     done = results.path_for(out, spec.run_id)
     if done.exists():
@@ -191,7 +191,7 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
     # This worker is known by a lock in the results folder; the workers on this machine split its cores.
     workers = Path(g.results) / ".workers"
     me = workers / f"{socket.gethostname()}-{os.getpid()}.lock"
-    with (tqdm(total=len(todo), unit="run", file=sys.stderr) as bar, pools.kept_in_memory(),
+    with (tqdm(total=len(todo), unit="run", file=sys.stderr) as bar, pools.cached_in_process(),
           locks.held(me, wait=False)):
         while pending:
             busy = []

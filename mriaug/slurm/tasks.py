@@ -79,7 +79,7 @@ class PackTask(submitit.helpers.Checkpointable):
               f"attempt {int(os.environ.get('SLURM_RESTART_COUNT', 0)) + 1}", file=sys.stderr, flush=True)
         done: list[dict[str, Any]] = []
         failed: list[str] = []
-        with pools.kept_in_memory():  # the dataset and pools are read once for all the task's runs
+        with pools.cached_in_process():  # the dataset and pools are read once for all the task's runs
             for unit in units:
                 todo = []
                 for spec in unit:
