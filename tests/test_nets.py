@@ -227,6 +227,43 @@ def test_stacked_state_round_trip() -> None:
     assert all(p.requires_grad and p.is_leaf for p in b.parameters())
 
 
+def test_stacked_normalises_with_its_models_statistics() -> None:
+    seeds = [_linear(s) for s in range(2)]
+    for m in seeds:
+        m.pretrained_cfg = {"mean": (0.2, 0.4, 0.6), "std": (0.1, 0.2, 0.3)}  # grey: mean 0.4, std 0.2
+    pack = nets.Stacked(seeds)
+    assert pack.norm == pytest.approx((0.4, 0.2))
+    x, xb, yb = _images(N), _images(2, 5), _labels(2, 5)
+    with torch.no_grad():
+        for k, m in enumerate(seeds):
+            assert np.abs(pack.predict(x, False)[k] - m(_norm(x, 0.4, 0.2)).numpy()).max() < 1e-5
+            want = F.cross_entropy(m(_norm(xb[k], 0.4, 0.2)), yb[k]).item()
+            assert pack.losses(xb, yb, autocast=False)[k].item() == pytest.approx(want, abs=1e-6)
+
+
+def test_autocast_is_bf16_whatever_the_devices_default() -> None:
+    """On a GPU autocast's default is float16; the nets ask for bf16 themselves. Here the CPU's default is set to
+    float16 for the test, and losses and predictions must stay those of bf16."""
+    one, pack = nets.Single(_linear(0), _linear(0)), nets.Stacked([_linear(s) for s in range(2)])
+    x, xb, yb = _images(N), _images(2, 5), _labels(2, 5)
+    with torch.no_grad():
+        bf16 = (one.losses(xb[:1], yb[:1], True), one.predict(x, True), pack.losses(xb, yb, True),
+                pack.predict(x, True))
+    before = torch.get_autocast_dtype("cpu")
+    torch.set_autocast_dtype("cpu", torch.float16)
+    try:
+        with torch.no_grad():
+            with torch.autocast("cpu"):  # float16 gives other numbers than bf16: the check below can fail
+                fp16 = F.cross_entropy(one.model(_norm(xb[0])).float(), yb[0])
+            assert fp16.item() != bf16[0][0].item()
+            assert torch.equal(one.losses(xb[:1], yb[:1], True), bf16[0])
+            assert np.array_equal(one.predict(x, True), bf16[1])
+            assert torch.equal(pack.losses(xb, yb, True), bf16[2])
+            assert np.array_equal(pack.predict(x, True), bf16[3])
+    finally:
+        torch.set_autocast_dtype("cpu", before)
+
+
 # --- build ----------------------------------------------------------------------------------------------------
 
 
