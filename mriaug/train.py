@@ -338,9 +338,8 @@ def train_unit(specs: list[RunSpec], results_dir: str | Path, *, device: str | N
     return [out[s.run_id] for s in specs]
 
 
-def _train(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, device: str | None, save_weights: bool,
-           log: Log,
-           stop_after: int | None, t_start: float) -> dict[str, results.RunResult]:
+def _train(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, device: str | None,
+           save_weights: bool, log: Log, stop_after: int | None, t_start: float) -> dict[str, results.RunResult]:
     u = prepare(specs, device=device, t_start=t_start)
     s0, S = u.first, len(specs)
     epochs = len(u.steps_per_epoch)
