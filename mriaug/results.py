@@ -267,8 +267,8 @@ class RunResult:
             "history": self.history, "counts": self.counts.to_dict(), "data": self.data.to_dict(), "env": self.env,
             "timings": self.timings, "weights": self.weights,
         }
-        # A done run's status is implied (results never wrote it); a diverged run records its epoch and no
-        # training, validation or selection parts.
+        # A done run's status is implied (results never wrote it); a diverged run records its epoch, and no
+        # training or validation part (nothing was selected or tested).
         if self.status != "done":
             out["status"] = self.status
         if self.diverged_at_epoch is not None:
