@@ -37,7 +37,7 @@ ORDER, HFLIP, POLICY, APPLY1, SIGN1, APPLY2, SIGN2 = range(7)
 
 
 def identities(real_rows: np.ndarray, pool_rows: np.ndarray) -> np.ndarray:
-    """Identities of a training set laid out as `scenarios.training_arrays` lays it out: real, then pool."""
+    """Identities of a run's training images in the engine's order (`train.prepare`): real rows, then pool."""
     return np.concatenate([np.asarray(real_rows, np.int64), np.asarray(pool_rows, np.int64) + POOL_OFFSET])
 
 

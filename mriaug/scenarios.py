@@ -241,6 +241,8 @@ def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> M
 
 
 def training_arrays(dataset: Dataset, m: Mix, pool: Pool | None) -> tuple[np.ndarray, np.ndarray]:
+    """A run's training images and labels in the order the engine trains them (real rows, then pool lines), to
+    inspect a mix; the engine itself indexes one device copy of the images its seeds use (`train.prepare`)."""
     x = [dataset.train_x[m.real_index]]
     y = [dataset.train_y[m.real_index]]
     if pool is not None and len(m.synthetic_index):
