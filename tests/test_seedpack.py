@@ -332,3 +332,53 @@ def test_a_pack_with_a_busy_run_is_skipped_without_waiting(phantom_spec: DataSpe
     # the lock of the run it took first is given back
     assert not results.lock_for(tmp_path, specs[0].run_id).exists()
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_check_pack_names_the_runs_by_hand(phantom_spec: DataSpec) -> None:
+    # One run is a pack of one (a cell's last seed left): nothing to compare, its model is checked.
+    seedpack.check_pack(_specs(phantom_spec, range(1)))
+    s1 = scenarios.SCENARIOS["1"]
+    with pytest.raises(SettingError, match="^model resnet18: only cnn, vit can train seeds together$"):
+        seedpack.check_pack([make_spec("resnet18", s1, "none", 0, tiny_hparams("resnet18"), phantom_spec)])
+    # Two runs, the second of another cell: the message names it and the pack's first run.
+    a, b = _specs(phantom_spec, range(1)), _specs(phantom_spec, range(1, 2), aug="none")
+    with pytest.raises(SettingError, match=r"^cnn/s2/none/seed1 cannot train in one pack with cnn/s2/hflip/seed0: "
+                                           "they differ in more than the seed$"):
+        seedpack.check_pack(a + b)
+    with pytest.raises(SettingError, match="^cnn/s2/hflip/seed0: a seed pack lists a seed twice$"):
+        seedpack.check_pack(_specs(phantom_spec, range(2)) + _specs(phantom_spec, range(1, 2)))
+
+
+def test_a_pack_waits_for_a_live_holder_by_default_and_clears_its_leftovers(phantom_spec: DataSpec,
+                                                                            tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from mriaug import locks
+
+    specs = _specs(phantom_spec, range(2), aug="none", epochs=1)
+    holder = locks.FileLock(results.lock_for(tmp_path, specs[1].run_id)).acquire(wait=False)
+    # A killed writer's temporary checkpoint of this pack, and one of another pack (not this pack's to remove).
+    ours = tmp_path / ".checkpoints" / f".{train.unit_id(specs)}.pt.123.tmp"
+    theirs = tmp_path / ".checkpoints" / ".pack-other.pt.456.tmp"
+    ours.parent.mkdir()
+    ours.write_bytes(b"cut")
+    theirs.write_bytes(b"cut")
+    told: list[dict[str, object]] = []
+
+    def on_wait(h: dict[str, object]) -> None:  # the live holder finishes while the pack waits
+        told.append(h)
+        holder.release()
+
+    # Should the pack not call on_wait, the holder still finishes (and `told` stays empty): no test hangs.
+    late = threading.Timer(10, holder.release)
+    late.start()
+    try:
+        out = seedpack.execute(specs, tmp_path, log=lambda m: None, on_wait=on_wait)  # wait=True is the default
+    finally:
+        late.cancel()
+    assert len(told) == 1 and told[0]["pid"] == os.getpid() and told[0]["token"] == holder.token
+    assert [r.run_id for r in out] == [s.run_id for s in specs] and all(r.metrics.test_ce > 0 for r in out)
+    assert not ours.exists() and theirs.exists()
+    assert not results.lock_for(tmp_path, specs[0].run_id).exists()
+    assert not results.lock_for(tmp_path, specs[1].run_id).exists()
