@@ -335,6 +335,8 @@ def test_a_pack_with_a_busy_run_is_skipped_without_waiting(phantom_spec: DataSpe
 
 
 def test_check_pack_names_the_runs_by_hand(phantom_spec: DataSpec) -> None:
+    with pytest.raises(SettingError, match="^a seed pack needs at least one run$"):
+        seedpack.check_pack([])
     # One run is a pack of one (a cell's last seed left): nothing to compare, its model is checked.
     seedpack.check_pack(_specs(phantom_spec, range(1)))
     s1 = scenarios.SCENARIOS["1"]
