@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mriaug import augment, data, grid, hparams, nets, pools, results, runtime, scenarios, synth, train
+from mriaug import augment, data, grid, hparams, nets, pools, results, runtime, scenarios, speed, synth, train
 from mriaug import data as data_mod
 from mriaug.data import DataSpec
 from mriaug.grid import make_spec
@@ -405,7 +406,7 @@ def test_a_diverged_run_stops_in_its_epoch_and_is_recorded(tmp_path: Path, monke
     lines: list[str] = []
     r = execute(spec, tmp_path / "cut", log=lines.append)
     assert sizes == [32] * 7 + [16]  # epoch 2's steps, then nothing more
-    assert r.status == "diverged" and r.diverged_at_epoch == 2
+    assert r.status == "diverged" and r.diverged_at_epoch == 2 and r.training is None and r.validation is None
     assert all(getattr(r.metrics, key) is None for key in results.REQUIRED_METRICS)
     assert r.history[0]["train_loss"] == whole.history[0]["train_loss"]
     assert r.history[1] == {"epoch": 2, "train_loss": None, "diverged": True} and len(r.history) == 2
@@ -611,3 +612,52 @@ def test_adamw_whenever_weight_decay() -> None:
     vit = RunSpec("vit", scenarios.SCENARIOS["1"], "none", 0, hparams.thesis("vit"))
     assert vit.to_dict()["optimizer"] == "adamw"
     assert "optimizer" not in RunSpec("cnn", scenarios.SCENARIOS["1"], "none", 0, hparams.thesis("cnn")).to_dict()
+
+
+def test_a_run_killed_in_epoch_2_resumes_from_the_checkpoint_of_epoch_1(phantom_spec: DataSpec, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A preemption is not `stop_after`: the checkpoint of epoch 1 must be there because the pacer said it was due
+    # (the first epoch's always is), not because the run was told to stop.
+    spec = _spec(phantom_spec, aug="none", epochs=3)
+    original = train.train_epoch
+
+    def killed_in_epoch_2(u: train.Unit, epoch: int, alive: torch.Tensor) -> list[float]:
+        if epoch == 1:
+            raise RuntimeError("killed")
+        return original(u, epoch, alive)
+
+    monkeypatch.setattr(train, "train_epoch", killed_in_epoch_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        execute(spec, tmp_path, log=lambda m: None)
+    ckpt = torch.load(results.checkpoint_for(tmp_path, spec.run_id), weights_only=True)
+    assert ckpt["epoch"] == 1 and [h["epoch"] for h in ckpt["histories"][0]] == [1]
+    monkeypatch.setattr(train, "train_epoch", original)
+    r = execute(spec, tmp_path, log=lambda m: None)
+    assert r.timings["resumed_from_epoch"] == 1 and [h["epoch"] for h in r.history] == [1, 2, 3]
+
+
+def test_every_epoch_reseeds_torch_from_the_seed_and_the_epoch(phantom_spec: DataSpec, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Dropout draws from torch: epoch e of seed s starts from torch.manual_seed(s * 100_003 + e + 1), so a resumed
+    # epoch draws what it drew uninterrupted.
+    drawn: list[int] = []
+    monkeypatch.setattr(train, "_seed_everything", drawn.append)
+    execute(_spec(phantom_spec, aug="none", seed=3, epochs=2), tmp_path, log=lambda m: None)
+    assert drawn == [300_010, 300_011]
+
+
+def test_a_two_seed_unit_and_a_plain_runs_records_by_hand(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    specs = [_spec(phantom_spec, scenario="2", aug="none", seed=s, epochs=1, precision="fp32") for s in (0, 1)]
+    t0 = time.perf_counter()
+    pair = train.train_unit(specs, tmp_path / "pair", log=lambda m: None)
+    took = time.perf_counter() - t0
+    plain = train.train_unit(specs[:1], tmp_path / "plain", log=lambda m: None)[0]
+    assert plain.packed is None and pair[0].packed is not None
+    for r in pair:
+        assert r.packed.to_dict() == {"how": "torch.func vmap (mriaug.nets)", "pack": train.unit_id(specs), "size": 2,
+                                      "seeds": [0, 1], "run_ids": [s.run_id for s in specs]}
+        assert r.training.precision == "fp32"  # asked for, whatever the CPU has
+        assert set(r.selection) == {"real_train_rows", "pool_rows", "pool_sampling"}
+        assert 0 < r.timings["total_s"] <= took and r.timings["speed"] == speed.settings().to_dict()
+    # Each seed's own rows (scenario 2 subsamples per seed), seed 0's those of its plain run.
+    assert pair[0].selection == plain.selection != pair[1].selection
