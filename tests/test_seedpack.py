@@ -352,11 +352,15 @@ def test_check_pack_names_the_runs_by_hand(phantom_spec: DataSpec) -> None:
 
 
 def test_a_pack_waits_for_a_live_holder_by_default_and_clears_its_leftovers(phantom_spec: DataSpec,
-                                                                            tmp_path: Path) -> None:
+                                                                            tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import os
     import threading
 
-    from mriaug import locks
+    from mriaug import locks, runtime
+
+    asked: list[str | None] = []  # the device the pack was told reaches the engine (a GPU's index, say)
+    monkeypatch.setattr(train, "pick_device", lambda d: asked.append(d) or runtime.pick_device("cpu"))
 
     specs = _specs(phantom_spec, range(2), aug="none", epochs=1)
     holder = locks.FileLock(results.lock_for(tmp_path, specs[1].run_id)).acquire(wait=False)
@@ -376,11 +380,11 @@ def test_a_pack_waits_for_a_live_holder_by_default_and_clears_its_leftovers(phan
     late = threading.Timer(10, holder.release)
     late.start()
     try:
-        out = seedpack.execute(specs, tmp_path, log=lambda m: None, on_wait=on_wait)  # wait=True is the default
+        out = seedpack.execute(specs, tmp_path, device="cpu", log=lambda m: None, on_wait=on_wait)  # waits: default
     finally:
         late.cancel()
     assert len(told) == 1 and told[0]["pid"] == os.getpid() and told[0]["token"] == holder.token
     assert [r.run_id for r in out] == [s.run_id for s in specs] and all(r.metrics.test_ce > 0 for r in out)
-    assert not ours.exists() and theirs.exists()
+    assert not ours.exists() and theirs.exists() and asked == ["cpu"]
     assert not results.lock_for(tmp_path, specs[0].run_id).exists()
     assert not results.lock_for(tmp_path, specs[1].run_id).exists()
