@@ -178,7 +178,8 @@ def test_unreadable_result_is_set_aside_and_run_again(phantom_spec: DataSpec, tm
     path.write_text(path.read_text()[:100])
     lines: list[str] = []
     again = execute(spec, tmp_path, log=lines.append)
-    assert any("not valid JSON" in line and "moved to" in line for line in lines)
+    assert any(line.startswith(f"{path}: ") and "not valid JSON" in line
+               and line.endswith(f"; moved to {path.name}.bad, starting this run afresh") for line in lines)
     assert (tmp_path / f"{spec.run_id}.json.bad").exists()
     assert again.metrics == first.metrics
 
@@ -193,7 +194,9 @@ def test_bad_or_foreign_checkpoint_is_not_resumed(phantom_spec: DataSpec, tmp_pa
     ckpt.write_bytes(ckpt.read_bytes()[:200])
     lines: list[str] = []
     assert execute(spec, tmp_path / "cut", log=lines.append).metrics == whole.metrics
-    assert any("unreadable checkpoint" in line for line in lines)
+    bad = [line for line in lines if "unreadable checkpoint" in line]
+    assert len(bad) == 1 and bad[0].startswith(f"{ckpt}: unreadable checkpoint (") and "(NoneType:" not in bad[0]
+    assert bad[0].endswith(f"; moved to {ckpt.name}.bad, starting this run afresh")
     # A checkpoint of the same run id made from other data (the selection differs): not resumed.
     results.path_for(tmp_path / "cut", spec.run_id).unlink()
     with pytest.raises(Interrupted):
@@ -203,7 +206,8 @@ def test_bad_or_foreign_checkpoint_is_not_resumed(phantom_spec: DataSpec, tmp_pa
     torch.save(state, ckpt)
     lines.clear()
     assert execute(spec, tmp_path / "cut", log=lines.append).metrics == whole.metrics
-    assert any("checkpoint made with another data_fingerprint" in line for line in lines)
+    assert (f"{ckpt}: checkpoint made with another data_fingerprint ({'0' * 16} != {whole.data.fingerprint}); "
+            f"moved to {ckpt.name}.bad, starting this run afresh") in lines
     assert not any("resumed" in line for line in lines)
 
 
@@ -530,9 +534,9 @@ def test_optimizer_and_result_data_by_hand() -> None:
     from types import SimpleNamespace
 
     model = torch.nn.Linear(2, 2)
-    opt, name = train.make_optimizer(model, 1e-3, 0.05)
+    opt, name = train.make_optimizer(model, 3e-4, 0.05)  # not AdamW's default lr (1e-3): the one given is kept
     assert name == "adamw" and isinstance(opt, torch.optim.AdamW)
-    assert opt.param_groups[0]["weight_decay"] == 0.05 and opt.param_groups[0]["lr"] == 1e-3
+    assert opt.param_groups[0]["weight_decay"] == 0.05 and opt.param_groups[0]["lr"] == 3e-4
     opt, name = train.make_optimizer(model, 2e-3, 0.0)
     assert name == "adam" and opt.param_groups[0]["lr"] == 2e-3 and opt.param_groups[0]["weight_decay"] == 0
     ds = SimpleNamespace(fingerprint="d1", source={"source": "phantom"}, resolution=32, split={"kind": "given"},
