@@ -7,7 +7,22 @@ import numpy as np
 import pytest
 import torch
 
-from mriaug import augment, data, grid, hparams, nets, pools, results, runtime, scenarios, speed, synth, train
+from mriaug import (
+    atomic,
+    augment,
+    batches,
+    data,
+    grid,
+    hparams,
+    nets,
+    pools,
+    results,
+    runtime,
+    scenarios,
+    speed,
+    synth,
+    train,
+)
 from mriaug import data as data_mod
 from mriaug.data import DataSpec
 from mriaug.grid import make_spec
@@ -665,3 +680,27 @@ def test_a_two_seed_unit_and_a_plain_runs_records_by_hand(phantom_spec: DataSpec
         assert 0 < r.timings["total_s"] <= took and r.timings["speed"] == speed.settings().to_dict()
     # Each seed's own rows (scenario 2 subsamples per seed), seed 0's those of its plain run.
     assert pair[0].selection == plain.selection != pair[1].selection
+
+
+def test_prepare_lays_out_each_seeds_real_rows_then_pool_lines(phantom_spec: DataSpec, tmp_path: Path) -> None:
+    # Two seeds of scenario 3 with a pool: each seed's rows of `images` must give its own real training images, then
+    # its own pool images (in `Mix` order), with their labels and the identities `batches` keys; each image once.
+    ds = data_mod.load(phantom_spec)
+    synth.make_pool(ds, tmp_path / "pool", "transform", classes=["Mild_Demented", "Moderate_Demented"],
+                    progress_bar=False)
+    specs = [_spec(phantom_spec, scenario="3", seed=s, pool=str(tmp_path / "pool"), resolution=ds.train_x.shape[-1])
+             for s in (0, 1)]
+    u = train.prepare(specs, device="cpu", t_start=time.perf_counter())
+    pool = pools.load(specs[0].pool, ds)
+    for k, m in enumerate(u.mixes):
+        assert len(m.synthetic_index) > 0 and u.n == len(m.real_index) + len(m.synthetic_index)
+        rows = u.rows[k].numpy()
+        want_x = np.concatenate([ds.train_x[m.real_index], pool.images[m.synthetic_index]])
+        want_y = np.concatenate([ds.train_y[m.real_index], pool.labels[m.synthetic_index]])
+        assert np.array_equal(u.images[rows, 0].numpy(), want_x) and np.array_equal(u.labels[rows].numpy(), want_y)
+        assert np.array_equal(u.ids[k].numpy(), batches.identities(m.real_index, m.synthetic_index))
+    real = np.unique(np.concatenate([m.real_index for m in u.mixes]))
+    synthetic = np.unique(np.concatenate([m.synthetic_index for m in u.mixes]))
+    assert u.images.shape == (len(real) + len(synthetic), 1, *ds.train_x.shape[1:])
+    assert train.unit_id(specs) == "pack-" + atomic.stable_hash([s.run_id for s in specs])
+    assert train.unit_id(specs[1:]) == specs[1].run_id
