@@ -704,3 +704,35 @@ def test_prepare_lays_out_each_seeds_real_rows_then_pool_lines(phantom_spec: Dat
     assert u.images.shape == (len(real) + len(synthetic), 1, *ds.train_x.shape[1:])
     assert train.unit_id(specs) == "pack-" + atomic.stable_hash([s.run_id for s in specs])
     assert train.unit_id(specs[1:]) == specs[1].run_id
+
+
+def test_a_pack_whose_first_seed_diverges_records_every_epoch_of_the_others(phantom_spec: DataSpec, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # Seed 0 of two diverges in epoch 2 (its loss +inf from the 7th step: 6 steps an epoch on scenario 2's 192
+    # images): seed 1, handled after it in the same epoch, must still get epoch 2's entry and finish.
+    real, steps = nets.Stacked.losses, [0]
+
+    def losses(self: nets.Stacked, xb: torch.Tensor, yb: torch.Tensor, autocast: bool) -> torch.Tensor:
+        steps[0] += 1
+        out = real(self, xb, yb, autocast)
+        return out * torch.tensor([float("inf"), 1.0]) if steps[0] > 6 else out
+
+    monkeypatch.setattr(nets.Stacked, "losses", losses)
+    specs = [_spec(phantom_spec, scenario="2", aug="none", seed=s, epochs=3) for s in (0, 1)]
+    first, second = train.train_unit(specs, tmp_path, log=lambda m: None)
+    assert first.diverged and first.diverged_at_epoch == 2
+    assert [h["epoch"] for h in second.history] == [1, 2, 3] and second.metrics.test_ce > 0 and not second.diverged
+
+
+def test_train_s_is_the_sum_of_every_epochs_training_time(phantom_spec: DataSpec, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three epochs that each take 0.2 s (and train nothing): train_s is their sum, not the last one's.
+    def slow(u: train.Unit, epoch: int, alive: torch.Tensor) -> list[float]:
+        time.sleep(0.2)
+        return [0.5] * len(u.specs)
+
+    monkeypatch.setattr(train, "train_epoch", slow)
+    r = execute(_spec(phantom_spec, aug="none", epochs=3), tmp_path, log=lambda m: None)
+    t = r.timings
+    assert 0.6 <= t["train_s"] < r.timings["total_s"] and [h["train_loss"] for h in r.history] == [0.5] * 3
+    assert t["train_images_per_s"] == pytest.approx(3 * 240 / t["train_s"])  # scenario 1: all 240 images an epoch
