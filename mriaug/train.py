@@ -46,7 +46,7 @@ class Interrupted(RuntimeError):
 
 
 def log_to_stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(msg, file=sys.stderr, flush=True)  # pragma: no mutate
 
 
 def to_device_uint8(x: np.ndarray, resolution: int, device: torch.device) -> torch.Tensor:
@@ -67,7 +67,7 @@ def _seed_everything(seed: int) -> None:
     # draw from `batches` keys instead)
 
 
-def _set_aside(path: Path, why: str, log: Log, what: str = "run") -> None:
+def _set_aside(path: Path, why: str, log: Log, what: str = "run") -> None:  # pragma: no mutate (log word)
     """Keep an unusable file for inspection, out of the way of the run that replaces it."""
     aside = path.with_name(path.name + ".bad")
     os.replace(path, aside)
@@ -75,7 +75,7 @@ def _set_aside(path: Path, why: str, log: Log, what: str = "run") -> None:
 
 
 def load_checkpoint(path: Path, dev: torch.device, expect: dict[str, Any], log: Log,
-                    what: str = "run") -> dict[str, Any] | None:
+                    what: str = "run") -> dict[str, Any] | None:  # pragma: no mutate (the log's word)
     """The checkpoint of this run (or seed pack) if it is usable: readable, and made from the same `expect`
     identity (data, selection, ...); an unusable one is set aside."""
     if not path.exists():
@@ -348,7 +348,7 @@ def _train(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, d
     histories: list[list[dict[str, Any]]] = [[] for _ in specs]
     best: list[dict[str, Any] | None] = [None] * S  # per seed: the epoch with the lowest validation loss, its weights
     start_epoch = 0
-    ckpt = load_checkpoint(ckpt_path, u.dev, u.identity, log, what="run" if S == 1 else "pack")
+    ckpt = load_checkpoint(ckpt_path, u.dev, u.identity, log, what="run" if S == 1 else "pack")  # pragma: no mutate
     if ckpt is not None:
         u.nets.load_state(ckpt["nets"])
         u.optimizer.load_state_dict(ckpt["optimizer"])
@@ -431,11 +431,12 @@ def _train(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, d
 
 
 def _label(specs: list[RunSpec]) -> str:
+    # pragma: no mutate start (log text)
     s0 = specs[0]
     if len(specs) == 1:
         return s0.label
-    return (f"{s0.model}/s{s0.scenario.name}/{s0.augmentation}, seeds {[s.seed for s in specs]} "  # pragma: no mutate
-            "trained together")
+    return f"{s0.model}/s{s0.scenario.name}/{s0.augmentation}, seeds {[s.seed for s in specs]} trained together"
+    # pragma: no mutate end
 
 
 def _log_epoch(u: Unit, epoch: int, epochs: int, histories: list[list[dict[str, Any]]], alive: list[bool],
