@@ -736,3 +736,33 @@ def test_train_s_is_the_sum_of_every_epochs_training_time(phantom_spec: DataSpec
     t = r.timings
     assert 0.6 <= t["train_s"] < r.timings["total_s"] and [h["train_loss"] for h in r.history] == [0.5] * 3
     assert t["train_images_per_s"] == pytest.approx(3 * 240 / t["train_s"])  # scenario 1: all 240 images an epoch
+
+
+def test_a_run_held_elsewhere_is_waited_for_by_default_and_refused_without_waiting(phantom_spec: DataSpec,
+                                                                                   tmp_path: Path) -> None:
+    import threading
+
+    from mriaug import locks
+
+    spec = _spec(phantom_spec, epochs=1)
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with results.run_lock(tmp_path, spec.run_id):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(30)
+    try:
+        with pytest.raises(locks.Busy):
+            execute(spec, tmp_path, log=lambda m: None, wait=False)
+        lines: list[str] = []
+        threading.Timer(0.5, release.set).start()  # the holder lets go while the run waits
+        r = execute(spec, tmp_path, log=lines.append)  # waits by default, then trains
+    finally:
+        release.set()
+        t.join()
+    assert r.run_id == spec.run_id and results.read(results.path_for(tmp_path, spec.run_id)) == r
+    assert any("being trained by" in line and "waiting for its result" in line for line in lines), lines
