@@ -354,6 +354,7 @@ def _train(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, d
         u.optimizer.load_state_dict(ckpt["optimizer"])
         histories, start_epoch, best = ckpt["histories"], ckpt["epoch"], ckpt["best"]
         log(f"[{u.name}] {_label(specs)}: resumed from checkpoint at epoch {start_epoch}/{epochs}")
+    env = environment(u.dev)  # once per unit (it asks git for the commit), after a resume has set the threads
     # pragma: no mutate start (log text)
     log(f"[{u.name}] {_label(specs)}: {u.n} training images ({sum(u.mixes[0].counts_synthetic.values())} "
         f"synthetic), {len(u.ds.val_rows)} validation, {epochs} epochs ({sum(u.steps_per_epoch)} steps, budget "
@@ -380,7 +381,7 @@ def _train(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, d
             if not math.isfinite(train_loss[k]):
                 histories[k].append({"epoch": epoch + 1, "train_loss": None, "diverged": True})
                 alive[k] = False
-                written[spec.run_id] = _write(u, k, results_dir, histories[k], t_start, diverged_at=epoch + 1)
+                written[spec.run_id] = _write(u, k, results_dir, histories[k], t_start, env, diverged_at=epoch + 1)
                 log(f"[{spec.run_id}] diverged: non-finite training loss in epoch {epoch + 1}; recorded as diverged")
                 continue
             entry: dict[str, Any] = {"epoch": epoch + 1, "steps": sum(u.steps_per_epoch[: epoch + 1]),
@@ -418,7 +419,7 @@ def _train(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, d
             with atomic.atomic_path(results.weights_for(results_dir, spec.run_id)) as tmp:
                 save_file({name: v.contiguous() for name, v in u.nets.weights(k).items()}, str(tmp))
         written[spec.run_id] = _write(
-            u, k, results_dir, histories[k], t_start, metrics=classification_metrics(test_logits[k], u.ds.test_y),
+            u, k, results_dir, histories[k], t_start, env, metrics=classification_metrics(test_logits[k], u.ds.test_y),
             selected=selected[k],
             timings={"train_s": t_train, "train_images_per_s": trained / t_train if t_train else None,
                      **({"pack_images_per_s": S * trained / t_train if t_train else None} if S > 1 else {}),
@@ -455,7 +456,7 @@ def _log_epoch(u: Unit, epoch: int, epochs: int, histories: list[list[dict[str, 
     # pragma: no mutate end
 
 
-def _write(u: Unit, k: int, results_dir: Path, history: list[dict[str, Any]], t_start: float, *,
+def _write(u: Unit, k: int, results_dir: Path, history: list[dict[str, Any]], t_start: float, env: dict[str, Any], *,
            diverged_at: int | None = None, metrics: dict[str, Any] | None = None, selected: int | None = None,
            timings: dict[str, Any] | None = None, save_weights: bool = False) -> results.RunResult:
     """Seed k's result, finished or diverged (its metrics null), written atomically."""
@@ -473,7 +474,7 @@ def _write(u: Unit, k: int, results_dir: Path, history: list[dict[str, Any]], t_
         "selection": {"real_train_rows": mix.real_index.tolist(), "pool_rows": mix.synthetic_index.tolist(),
                       "pool_sampling": mix.pool_sampling},
         "data": result_data(spec, u.ds, u.pool),
-        "env": environment(u.dev),
+        "env": env,
         "timings": {"data_s": u.data_seconds, **(timings or {}), "total_s": time.perf_counter() - t_start,
                     "speed": speed.settings().to_dict()},
         "weights": str(results.weights_for(results_dir, spec.run_id)) if save_weights else None,
