@@ -94,11 +94,13 @@ container:
 container-check:
 	nice -n 19 containers/check.sh
 
-# The documentation site (mkdocs.yml, docs/; MkDocs + Material, in the dev extra): warnings are errors; the
-# grid/profile reference and the module map are generated from the code as it builds. Open build/site/index.html.
+# The documentation site (mkdocs.yml, docs/; MkDocs + Material, in the dev extra): warnings are errors, a link to
+# a missing file among them (no --quiet: it hides the warnings --strict counts, and the build passed with them); the
+# grid/profile reference and the module map are generated from the code as it builds. Open build/site/index.html
+# (search works from the file system too).
 .PHONY: docs
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The study of docs/study/ from start to end, resumable (jobs/study.sh: diffusion models and pools per split, the
 # grid's runs, collect, pool reports, report, the README's numbers). About an hour on 2 CPU cores; GRID= for another.

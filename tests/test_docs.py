@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -182,15 +183,53 @@ def test_the_example_check_fails_on_a_block_that_no_longer_holds(tmp_path: Path,
     assert "line 7: model.cnn.epochs: must be a positive integer" in page.read_text()
 
 
+def _make_docs() -> list[str]:
+    """`make docs`'s mkdocs command as the Makefile has it, so the tests run what CI runs (a `--quiet` there would
+    hide the warnings that --strict counts, and the build would pass with them)."""
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    recipe = lines[lines.index("docs: $(STAMP)") + 1].split()
+    words = [w for w in recipe if "=" not in w or w.startswith("-")]  # without the environment assignment
+    assert words[0] == "$(BIN)/mkdocs", recipe
+    return [str(Path(sys.executable).parent / "mkdocs"), *words[1:]]
+
+
+def _build(cwd: Path, site: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*_make_docs(), "-d", str(site)], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+
+
 def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
-    mkdocs = Path(sys.executable).parent / "mkdocs"
-    p = subprocess.run([str(mkdocs), "build", "--strict", "--quiet", "-d", str(tmp_path / "site")], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    p = _build(ROOT, tmp_path / "site")
     assert p.returncode == 0, p.stdout + p.stderr
-    reference = (tmp_path / "site" / "reference.html").read_text()
+    assert "WARNING" not in p.stdout + p.stderr
+    site = tmp_path / "site"
+    reference = (site / "reference.html").read_text()
     assert "<code>pack_seeds</code>" in reference and "<!-- generated" not in reference
     assert "runs_per_task" in reference
-    assert "Running the grid on Slurm" in (tmp_path / "site" / "slurm.html").read_text()  # the included README
+    assert "Running the grid on Slurm" in (site / "slurm.html").read_text()  # the included README
+    # The study's report ships as its one self-contained HTML page, where the study's README links it.
+    assert (site / "study" / "report" / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert 'href="report/report.html"' in (site / "study" / "index.html").read_text()
+    # Search from the file system: the index as a script, the worker shim from the site itself, nothing fetched.
+    assert (site / "search" / "search_index.js").read_text().startswith("var __index = {")
+    index = (site / "index.html").read_text()
+    assert '<script src="assets/iframe-worker-shim.js">' in index and "unpkg" not in index
+    assert "window.Worker=o" in (site / "assets" / "iframe-worker-shim.js").read_text()
+
+
+def test_make_docs_fails_on_a_link_to_a_missing_file(tmp_path: Path) -> None:
+    """The site built from a copy of docs/ in which one page links to a file that is not there."""
+    shutil.copy(ROOT / "mkdocs.yml", tmp_path)
+    shutil.copytree(DOCS, tmp_path / "docs")
+    for name in ("mriaug", "tests", "pyproject.toml", "benchmarks", "containers", "slurm"):  # what the build reads
+        (tmp_path / name).symlink_to(ROOT / name)
+    page = tmp_path / "docs" / "study" / "README.md"
+    page.write_text(page.read_text() + "\nSee [the runs](runs-missing.csv).\n")
+    p = _build(tmp_path, tmp_path / "site")
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out
+    assert "contains a link 'runs-missing.csv', but the target 'study/runs-missing.csv' is not found" in out
+    assert "Aborted with 1 warnings in strict mode" in out
 
 
 def test_every_command_of_the_cli_is_documented() -> None:
