@@ -794,3 +794,76 @@ def test_collect_of_a_file_says_so(tmp_path: Path) -> None:
     f.write_text("{}")
     r = CliRunner().invoke(app, ["collect", str(f)])
     assert r.exit_code == 2 and "is a file" in r.output
+
+
+# Diverged runs in medians and box plots, as in the tables' statistics (issue 26).
+
+def test_medians_and_box_values_count_diverged_runs_at_the_worst_value(tmp_path: Path) -> None:
+    # cnn 1/none: 0.1, 0.3 and a diverged run -> sorted 0.1, 0.3, inf: median 0.3, n = 3 (the survivors alone: 0.2,
+    # n = 2); cnn 2/none: 0.5 and a diverged run -> median (0.5 + inf) / 2 = inf.
+    _result(tmp_path, "a0", "cnn", "1", 0, 0.1)
+    _result(tmp_path, "a1", "cnn", "1", 1, 0.3)
+    _result(tmp_path, "a2", "cnn", "1", 2, None, status="diverged")
+    _result(tmp_path, "b0", "cnn", "2", 0, 0.5)
+    _result(tmp_path, "b1", "cnn", "2", 1, None, status="diverged")
+    c = collect.gather(tmp_path)
+    m = c.medians("cnn")
+    assert (m.loc[("1", "none"), "median"], m.loc[("1", "none"), "count"]) == (0.3, 3)
+    assert (m.loc[("2", "none"), "median"], m.loc[("2", "none"), "count"]) == (math.inf, 2)
+    # Accuracy: every done run 0.5 (the _write default), the diverged one 0 -> 0, 0.5, 0.5: median 0.5; 0, 0.5: 0.25.
+    acc = c.medians("cnn", "accuracy")
+    assert acc.loc[("1", "none"), "median"] == 0.5 and acc.loc[("2", "none"), "median"] == 0.25
+    assert acc.loc[("2", "none"), "count"] == 2
+    # The medians agree with the tables' statistics cell by cell.
+    s = c.stats().set_index(["scenario", "augmentation"])
+    assert s.loc[("1", "none"), "median"] == 0.3 and s.loc[("2", "none"), "median"] == math.inf
+    # The box plot's values: every run, the diverged one at +inf.
+    assert c.box_values("cnn") == {("1", "", "none"): [0.1, 0.3, math.inf], ("2", "", "none"): [0.5, math.inf]}
+    # A box drawn with +inf at the ceiling (here 1.0): median, quartiles and whiskers by hand; the median of 0.5
+    # and inf is inf, drawn at the ceiling (not halfway, 0.75).
+    one = collect.Collected.box_stats([0.1, 0.3, math.inf], 1.0)
+    assert (one["med"], one["q1"], one["q3"], one["whislo"], one["whishi"]) == (0.3, 0.2, 0.65, 0.1, 1.0)
+    assert (one["n"], one["failed"]) == (3, 1)
+    two = collect.Collected.box_stats([0.5, math.inf], 1.0)
+    assert (two["med"], two["failed"]) == (1.0, 1)
+
+
+def test_box_plot_draws_a_diverged_run_at_the_top_with_its_count(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriaug.analysis import plots
+
+    for seed, ce in enumerate((0.1, 0.3)):
+        _result(tmp_path, f"a{seed}", "cnn", "1", seed, ce)
+    _result(tmp_path, "a2", "cnn", "1", 2, None, status="diverged")
+    _result(tmp_path, "a3", "cnn", "1", 3, None, status="diverged")
+    c = collect.gather(tmp_path)
+    figs = []
+    real_png = plots.png
+    monkeypatch.setattr(plots, "png", lambda fig, dpi=110: (figs.append(fig), real_png(fig, dpi))[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert c.figure("cnn", tmp_path / "cnn.png")
+    ax = figs[0].axes[0]
+    # Finite values span 0.1-0.3: the ceiling is 0.3 + 0.15 * 0.2 = 0.33; the two diverged runs are one x there
+    # with "2" beside it, and the title says n includes them.
+    crosses = [ln for ln in ax.lines if ln.get_marker() == "x"]
+    assert len(crosses) == 1 and list(crosses[0].get_ydata()) == [pytest.approx(0.33)]
+    assert "2" in [t.get_text() for t in ax.texts]
+    assert "n includes 2 diverged at the worst value (∞)" in ax.get_title()
+    # Sorted 0.1, 0.3, inf, inf: median (0.3 + inf) / 2 = inf, the box's median line at the ceiling.
+    medians = [ln for ln in ax.lines if ln.get_gid() == "median"]
+    assert len(medians) == 1 and list(medians[0].get_ydata()) == pytest.approx([0.33, 0.33])
+
+
+def test_runs_csv_names_the_split_each_run_was_tested_on(tmp_path: Path) -> None:
+    # splits = 3: seeds 0..4 on splits 0, 1, 2, 0, 1 (s mod 3); a run of one split is on split 0.
+    for seed in range(5):
+        _result(tmp_path, f"k{seed}", "cnn", "1", seed, 0.1 * (seed + 1))
+        _edit(tmp_path, f"k{seed}", lambda d, s=seed: _subject_split(d, 10, 3, "abc"[s % 3]))
+    _result(tmp_path / "one", "g0", "cnn", "1", 4, 0.2)
+    c = collect.gather(tmp_path)
+    collect.write(c, tmp_path / "tables")
+    runs = pd.read_csv(tmp_path / "tables" / "runs.csv").set_index("run_id")
+    assert [runs.loc[f"k{s}", "split_index"] for s in range(5)] == [0, 1, 2, 0, 1]
+    assert set(runs["split"]) == {"subject"}  # the kind, kept
+    assert collect.gather(tmp_path / "one").runs["split_index"].tolist() == [0]

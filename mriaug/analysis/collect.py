@@ -31,8 +31,8 @@ from . import statistics as st
 BASE_SCENARIOS = ["1", "2", "3", "4"]
 METRIC_COLUMNS = st.all_metrics()
 LONG_COLUMNS = ["run_id", "table", "model", "scenario", "augmentation", "pool", "seed", *METRIC_COLUMNS,
-                "n_real", "n_synthetic", "epochs", "data_fingerprint", "split", "pool_fingerprint", "train_s", "file",
-                "status"]
+                "n_real", "n_synthetic", "epochs", "data_fingerprint", "split", "split_index", "pool_fingerprint",
+                "train_s", "file", "status"]
 # The test split of Falah/Alzheimer_MRI as the thesis used it: a table compares with the thesis only when every
 # run read that dataset from the hub at the pinned revision, under its given split, and was tested on these counts
 # (a copy with the same counts, e.g. a re-split, is other data).
@@ -155,8 +155,9 @@ class Collected:
         return {(str(k[0]), str(k[1]), str(k[2])): int(n) for k, n in counts.items()}  # type: ignore[index]
 
     def medians(self, name: str, metric: str = "test_ce") -> pd.DataFrame:
-        """Median and number of finite values per (scenario, augmentation) of one table (pools pooled per
-        row label), every cell present: the plain numbers behind the table."""
+        """Median and number of runs per (scenario, augmentation) of one table (pools pooled per row label), every
+        cell present: the plain numbers behind the table. A diverged run counts at its metric's worst value (test
+        CE +inf, accuracy 0), as in the tables' statistics; a run without the metric (NaN) is left out."""
         m = st.metric_name(metric)
         df = self.runs[self.runs["table"] == name]
         scens = _scenario_order(set(df["scenario"]))
@@ -215,8 +216,34 @@ class Collected:
                  for _, scen, pool in self.rows(name) for aug in augment.AUGMENTATIONS}
         return self._shape(name, {**empty, **texts}, "— / — (n=0)")
 
+    def box_values(self, name: str, metric: str = "test_ce") -> dict[tuple[str, str, str], list[float]]:
+        """Every run's value per (scenario, pool, augmentation) of one table, sorted: what a box plot draws. A
+        diverged run is there at its metric's worst value (test CE +inf, accuracy 0), as in `medians` and the
+        statistics; a run without the metric (NaN) is left out."""
+        m = st.metric_name(metric)
+        df = self.runs[(self.runs["table"] == name) & self.runs[m].notna()]
+        return {(str(k[0]), str(k[1]), str(k[2])): sorted(float(v) for v in g)
+                for k, g in df.groupby(["scenario", "pool", "augmentation"])[m]}
+
+    @staticmethod
+    def box_stats(values: list[float], ceiling: float) -> dict[str, float]:  # pragma: no mutate block
+        """Quartiles and median of one box, an infinite value (a diverged run's test CE) drawn at `ceiling`: the
+        median is the statistics' median (+inf when half the runs or more diverged), the box's quartiles those of
+        the values with +inf at the ceiling (order statistics, so the order is kept)."""
+        import numpy as np
+
+        raw = np.asarray(values, dtype=float)
+        drawn = np.where(np.isinf(raw), ceiling, raw)
+        med = float(np.median(raw)) if len(raw) else math.nan
+        return {"med": ceiling if math.isinf(med) else med,
+                "q1": float(np.percentile(drawn, 25)), "q3": float(np.percentile(drawn, 75)),
+                "whislo": float(drawn.min()), "whishi": float(drawn.max()), "n": len(raw),
+                "failed": int(np.isinf(raw).sum())}
+
     def figure(self, name: str, path: Path, metric: str = "test_ce") -> bool:  # pragma: no mutate block
-        """Box plot of a metric per cell (seeds as points): the spread the medians hide."""
+        """Box plot of a metric per cell (seeds as points): the spread the medians hide. Diverged runs are in the
+        boxes at the metric's worst value, as in the tables; a test CE of +inf is drawn on a dotted line above
+        the finite values, marked x with the count beside it."""
         m = st.metric_name(metric)
         df = self.runs[self.runs["table"] == name]
         if df.empty or df[m].isna().all():
@@ -227,29 +254,45 @@ class Collected:
 
         rows = [r for r in self.rows(name) if ((df["scenario"] == r[1]) & (df["pool"] == r[2])).any()]
         augs = self.augmentations(name)  # the legend names what ran
+        values = self.box_values(name, m)
+        finite = [v for vs in values.values() for v in vs if math.isfinite(v)]
+        lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+        ceiling = hi + 0.15 * ((hi - lo) or 1.0)  # where +inf (a diverged run's test CE) is drawn
         fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(rows), 3.6))
         width = 0.8 / len(augs)
+        any_inf = False
         for j, aug in enumerate(augs):
-            pos = [i + (j - (len(augs) - 1) / 2) * width for i in range(len(rows))]
-            # A failed run's test CE is +inf: no box or point can show it (numpy's quantiles of inf warn and give
-            # NaN), so boxes and points are the finite values and each row's label counts its failures.
-            vals = [v[pd.notna(v) & (abs(v) != math.inf)] for v in (
-                df[(df.scenario == scen) & (df.pool == pool) & (df.augmentation == aug)][m].to_numpy(dtype=float)
-                for _, scen, pool in rows)]
-            bp = ax.boxplot(vals, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False,
-                            medianprops={"color": "black"})
-            for patch in bp["boxes"]:
-                patch.set_facecolor(f"C{j}")
-                patch.set_alpha(0.5)
-            for p, v in zip(pos, vals, strict=True):
-                ax.plot([p] * len(v), v, ".", color=f"C{j}", ms=3)
+            for i, (_, scen, pool) in enumerate(rows):
+                vals = values.get((scen, pool, aug), [])
+                if not vals:
+                    continue
+                pos = i + (j - (len(augs) - 1) / 2) * width
+                b = self.box_stats(vals, ceiling)
+                bp = ax.bxp([{**b, "fliers": []}], positions=[pos], widths=width * 0.9, patch_artist=True,
+                            showfliers=False, medianprops={"color": "black", "gid": "median"})
+                for patch in bp["boxes"]:
+                    patch.set_facecolor(f"C{j}")
+                    patch.set_alpha(0.5)
+                fin = [v for v in vals if math.isfinite(v)]
+                ax.plot([pos] * len(fin), fin, ".", color=f"C{j}", ms=3)
+                if b["failed"]:
+                    any_inf = True
+                    ax.plot([pos], [ceiling], "x", color=f"C{j}", ms=6)
+                    ax.annotate(f"{b['failed']}", (pos, ceiling), textcoords="offset points", xytext=(4, 2),
+                                fontsize=7, color=f"C{j}")
             ax.plot([], [], "s", color=f"C{j}", alpha=0.5, label=augment.LABELS.get(aug, aug))
         failed = [int(((df.scenario == scen) & (df.pool == pool) & (df.status == "diverged")).sum())
                   for _, scen, pool in rows]
+        if any_inf:
+            ax.axhline(ceiling, color="grey", lw=0.6, ls=":")
+            ax.text(1.0, ceiling, " diverged\n (∞)", transform=ax.get_yaxis_transform(), fontsize=7, va="center",
+                    color="grey")
         ax.set_xticks(range(len(rows)), [label + (f"\n{k} failed" if k else "")
                                          for (label, _, _), k in zip(rows, failed, strict=True)], fontsize=7)
         ax.set_ylabel(st.describe(m))
-        ax.set_title(f"{name}: {st.describe(m)} per run", fontsize=9)
+        note = (f"; n includes {sum(failed)} diverged at the worst value ({_fmt(st.worst(m))})" if sum(failed)
+                else "")
+        ax.set_title(f"{name}: {st.describe(m)} per run{note}", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
         atomic.write_bytes(path, png(fig, dpi=120))
@@ -307,6 +350,12 @@ def _why_not_thesis(r: results.RunResult) -> str:
     if r.counts.test != THESIS_TEST_COUNTS:
         return "its test images are not the thesis's 1,280 (172/15/634/459)"
     return ""
+
+
+def split_index(r: results.RunResult) -> int:
+    """Which of the grid's K repeated splits (`[data] splits = K`) the run was tested on: seed s on split s mod K
+    (`mriaug.grid`); 0 for a run of one split."""
+    return r.seed % max(1, int(r.data.split.get("splits", 1) or 1))
 
 
 def _setting(r: results.RunResult) -> dict[str, Any]:
@@ -423,6 +472,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
             **{st.RECALL + c: _number(met.recall(c)) for c in CLASSES},
             "n_real": sum(r.counts.real.values()), "n_synthetic": sum(r.counts.synthetic.values()),
             "epochs": r.hparams.get("epochs"), "data_fingerprint": data.fingerprint, "split": data.split_kind,
+            "split_index": split_index(r),
             "pool_fingerprint": data.pool_fingerprint, "train_s": r.timings.get("train_s"), "file": path.name,
             "status": r.status,
         }
