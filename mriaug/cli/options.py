@@ -26,8 +26,21 @@ def _plain(text: str) -> str:
     return _BRACED.sub(r"\1", _TYPE_LABEL.sub("", text))
 
 
+_NUMBER_NAMES = {"<int>": "INTEGER", "<int range>": "INTEGER", "<float>": "FLOAT", "<float range>": "FLOAT"}
+
+
+def _name_numbers(command: Any, ctx: Any) -> None:
+    """A number option declared without a metavar is named by its type (`--seed INTEGER`, `--lr FLOAT`): with the
+    type labels taken out above it would otherwise show a blank where the value's name belongs."""
+    for p in command.params:
+        if (getattr(p, "param_type_name", "") == "option" and p.metavar is None and not p.is_flag and not p.count
+                and hasattr(p, "display_type")):
+            p.metavar = _NUMBER_NAMES.get(p.display_type(ctx))
+
+
 class HelpCommand(TyperCommand):
     def get_help(self, ctx: Any) -> str:
+        _name_numbers(self, ctx)
         return _plain(super().get_help(ctx))
 
     def get_usage(self, ctx: Any) -> str:
@@ -36,6 +49,7 @@ class HelpCommand(TyperCommand):
 
 class HelpGroup(TyperGroup):
     def get_help(self, ctx: Any) -> str:
+        _name_numbers(self, ctx)
         return _plain(super().get_help(ctx))
 
     def get_usage(self, ctx: Any) -> str:
