@@ -40,3 +40,44 @@ def class_index(name: str | int, class_map: dict[str, str] | None = None) -> int
             f"unknown class {name!r}: expected one of {', '.join(CLASSES)} (or a common spelling of one)"
         )
     return alias
+
+
+def merge_problem(merge: object) -> str | None:
+    """Why a `merge` data option ({class = new or existing class name}) is unusable; None when it is fine."""
+    if not isinstance(merge, dict) or not merge:
+        return "must be a table of class = class it joins, e.g. {Moderate_Demented = \"Mild_Demented\"}"
+    try:
+        sources = [class_index(k) for k in merge]
+    except UnknownClassError as e:
+        return str(e)
+    if len(set(sources)) != len(sources):
+        return "names one class twice"
+    targets = [v for v in merge.values()]
+    if not all(isinstance(v, str) and v.strip() for v in targets):
+        return "every class must map to a class name (a string)"
+    for k, v in merge.items():
+        if v in merge and CLASSES[class_index(v)] != CLASSES[class_index(k)]:
+            return f"{k} joins {v}, which itself joins {merge[v]}: name the final class directly"
+    names, _ = merged_classes(merge)
+    if len(names) < 2:
+        return "leaves fewer than two classes"
+    return None
+
+
+def merged_classes(merge: dict[str, str] | None) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The classes after a merge (in the order their first member has in CLASSES) and, for each of CLASSES, the
+    index of the class it becomes. A class merge names neither keeps its name; a target may be a new name
+    ("Demented") or one of CLASSES (any spelling)."""
+    if not merge:
+        return CLASSES, tuple(range(NUM_CLASSES))
+    by_index = {class_index(k): v for k, v in merge.items()}
+
+    def final(name: str) -> str:
+        try:  # an existing class in any spelling takes its canonical name
+            return CLASSES[class_index(name)]
+        except UnknownClassError:
+            return name
+
+    target = [final(by_index.get(k, c)) for k, c in enumerate(CLASSES)]
+    names = tuple(dict.fromkeys(target))
+    return names, tuple(names.index(t) for t in target)

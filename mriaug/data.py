@@ -7,6 +7,7 @@ a local folder in the hub's parquet layout, or an image-folder tree (one folder 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from . import atomic, phantom, splits
-from .classes import CLASSES, class_index
+from .classes import CLASSES, class_index, merge_problem, merged_classes
 from .errors import DataError, UnknownClassError
 
 DEFAULT_SOURCE = "hf:Falah/Alzheimer_MRI"
@@ -37,10 +38,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 PHANTOM_DEFAULTS = {"n_train": 5120, "n_test": 1280, "size": 128, "seed": 0, "slices": 32}
 # The split every source takes (see `mriaug.splits`): they shape train / validation / test, not the decoding.
 SPLIT_OPTIONS = {"split", "test_fraction", "val_fraction", "split_seed", "splits"}
+# Applied after decoding and splitting (`merge`: relabel classes, e.g. {Moderate_Demented = "Mild_Demented"}).
+LABEL_OPTIONS = {"merge"}
 # The options each kind of source takes (`--data-option KEY=VALUE`, or keys beside `source` in a grid).
-OPTIONS = {"phantom": set(PHANTOM_DEFAULTS) | SPLIT_OPTIONS,
-           "hub": {"size", "revision", "classes"} | SPLIT_OPTIONS, "parquet": {"size", "classes"} | SPLIT_OPTIONS,
-           "imagefolder": {"size", "class_map", "classes"} | SPLIT_OPTIONS}
+OPTIONS = {"phantom": set(PHANTOM_DEFAULTS) | SPLIT_OPTIONS | LABEL_OPTIONS,
+           "hub": {"size", "revision", "classes"} | SPLIT_OPTIONS | LABEL_OPTIONS,
+           "parquet": {"size", "classes"} | SPLIT_OPTIONS | LABEL_OPTIONS,
+           "imagefolder": {"size", "class_map", "classes"} | SPLIT_OPTIONS | LABEL_OPTIONS}
 
 
 def cache_root() -> Path:
@@ -107,6 +111,8 @@ class DataSpec:
                 bad.append(("classes", f"must be a list of the distinct class names the source holds, got {cl!r}"))
         if "revision" in o and not isinstance(o["revision"], str):
             bad.append(("revision", "must be a branch, tag or commit string"))
+        if "merge" in o and (why := merge_problem(o["merge"])) is not None:
+            bad.append(("merge", why))
         return bad
 
     def describe(self) -> dict[str, Any]:
@@ -124,7 +130,11 @@ class DataSpec:
         An image folder without a test folder splits itself by `test_fraction` and `split_seed`: kept."""
         keep = {"test_fraction", "split_seed"} if self.kind == "imagefolder" else set()
         return DataSpec(self.source, {k: v for k, v in self.options.items()
-                                      if k not in SPLIT_OPTIONS or k in keep})
+                                      if k not in SPLIT_OPTIONS | LABEL_OPTIONS or k in keep})
+
+    def unmerged(self) -> DataSpec:
+        """The same data and split with the source's own classes (where pools are made: see `apply_merge`)."""
+        return DataSpec(self.source, {k: v for k, v in self.options.items() if k not in LABEL_OPTIONS})
 
 
 @dataclass
@@ -142,6 +152,18 @@ class Dataset:
     # Scan group of each train / test row, where the split computed them (None on the plain given split).
     train_groups: np.ndarray | None = None
     test_groups: np.ndarray | None = None
+    # The classes labels index (after a data option `merge`, fewer than the source's four), the class each of the
+    # source's classes became, and the fingerprint of the same data and split before the merge.
+    classes: tuple[str, ...] = CLASSES
+    class_map: tuple[int, ...] = tuple(range(len(CLASSES)))
+    unmerged_fingerprint: str | None = None
+
+    def label(self, name: str) -> int:
+        """The label of a class given by name: one of `classes`, or one of the source's classes (any spelling),
+        mapped through the merge (so a pool made for the four classes serves a merged task)."""
+        if name in self.classes:
+            return self.classes.index(name)
+        return self.class_map[class_index(name)]
 
     @property
     def resolution(self) -> int:
@@ -156,7 +178,7 @@ class Dataset:
 
     def counts(self, split: str) -> dict[str, int]:
         y = self.train_y if split == "train" else self.test_y
-        return {name: int((y == k).sum()) for k, name in enumerate(CLASSES)}
+        return {name: int((y == k).sum()) for k, name in enumerate(self.classes)}
 
 
 def _content_fingerprint(*arrays: np.ndarray) -> str:
@@ -212,7 +234,23 @@ def load(spec: DataSpec, *, use_cache: bool = True) -> Dataset:
 
 def _load_split(spec: DataSpec, use_cache: bool) -> Dataset:
     base = _load_decoded(spec.decoding(), use_cache)
-    return apply_split(base, spec, cache_root() / "groups" if use_cache else None)
+    return apply_merge(apply_split(base, spec, cache_root() / "groups" if use_cache else None),
+                       spec.options.get("merge"))
+
+
+def apply_merge(ds: Dataset, merge: dict[str, str] | None) -> Dataset:
+    """Relabel a split dataset's classes by a data option `merge`. The split (and scan grouping) is made on the
+    source's own classes before it: a split stratified by the four diagnoses is stratified by any merge of them,
+    keeps each source class on both sides, and is the same split with and without the merge, so the pools and
+    generators made for one serve the other. The fingerprint chains: split -> merge."""
+    if not merge:
+        return ds
+    names, to_new = merged_classes(merge)
+    relabel = np.asarray(to_new, np.int64)
+    fp = atomic.stable_hash({"data": ds.fingerprint, "classes": names, "map": to_new})
+    return dataclasses.replace(ds, train_y=relabel[ds.train_y], test_y=relabel[ds.test_y], fingerprint=fp,
+                               classes=names, class_map=to_new, unmerged_fingerprint=ds.fingerprint,
+                               split={**ds.split, "merge": {CLASSES[k]: names[n] for k, n in enumerate(to_new)}})
 
 
 def apply_split(base: Dataset, spec: DataSpec, cache_dir: Path | None) -> Dataset:
@@ -229,6 +267,10 @@ def apply_split(base: Dataset, spec: DataSpec, cache_dir: Path | None) -> Datase
         fp = atomic.stable_hash({"kind": kind, "data": base.fingerprint})
         base.split = splits.record(kind, None, fp, val_fraction=0.0)
         base.source = source
+        # Scan groups for the whole-scan scores only (the given split shares scans between train and test).
+        groups, _ = splits.cached_groups(np.concatenate([base.train_x, base.test_x]),
+                                         np.concatenate([base.train_y, base.test_y]), base.fingerprint, cache_dir)
+        base.train_groups, base.test_groups = groups[: len(base.train_y)], groups[len(base.train_y):]
         return base
     x = np.concatenate([base.train_x, base.test_x])
     y = np.concatenate([base.train_y, base.test_y])

@@ -26,14 +26,22 @@ class HParams:
     precision: str = "bf16"
     pretrained: bool = False
     weights: str | None = None
+    # "balanced": the training loss weights each class by the inverse of its frequency in the run's own training
+    # images (`train.class_weights`); "none" is the thesis's plain cross-entropy.
+    class_weight: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
-        """The mapping stored in run specs (its hash is part of the run id), keys sorted."""
-        return dict(sorted(asdict(self).items()))
+        """The mapping stored in run specs (its hash is part of the run id), keys sorted. A setting added after
+        results were published is left out at its default, so the run ids of every earlier grid stay."""
+        out = asdict(self)
+        if out["class_weight"] == "none":
+            del out["class_weight"]
+        return dict(sorted(out.items()))
 
 
 KEYS = tuple(f.name for f in fields(HParams))
 PRECISIONS = ("bf16", "fp32")
+CLASS_WEIGHTS = ("none", "balanced")  # scikit-learn's names
 MAX_RESOLUTION = 1024
 
 
@@ -124,6 +132,8 @@ def problems(model: str, values: dict[str, Any]) -> list[tuple[str, str]]:
         bad.append(("weights", f"model {model} is trained from scratch and takes no pretrained weights file"))
     if values.get("precision") not in PRECISIONS:
         bad.append(("precision", f"must be 'bf16' or 'fp32', got {values.get('precision')!r}"))
+    if values.get("class_weight", "none") not in CLASS_WEIGHTS:
+        bad.append(("class_weight", f"must be 'none' or 'balanced', got {values.get('class_weight')!r}"))
     if not isinstance(values.get("arch"), str) or not values["arch"]:
         bad.append(("arch", "must name an architecture (a timm model name)"))
     return bad

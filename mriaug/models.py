@@ -49,7 +49,7 @@ class ModelEntry:
     """How to build the network of a model name (its defaults live in `hparams.MODELS`)."""
 
     name: str
-    build: Callable[[HParams], nn.Module]
+    build: Callable[[HParams, int], nn.Module]  # (hyper-parameters, number of classes)
     gradcam_layer: Callable[[Any], nn.Module]  # the network as built by `build` -> its Grad-CAM layer
     # The network -> how to turn its Grad-CAM layer's output into (B, C, H, W); None for conv layers.
     gradcam_reshape: Callable[[Any], Callable[[torch.Tensor], torch.Tensor] | None] = lambda m: None
@@ -59,10 +59,10 @@ class ModelEntry:
         return card(self.name)
 
 
-def _timm(hp: HParams, **extra: Any) -> nn.Module:
+def _timm(hp: HParams, num_classes: int = NUM_CLASSES, **extra: Any) -> nn.Module:
     import timm
 
-    kwargs: dict[str, Any] = dict(num_classes=NUM_CLASSES, in_chans=1, **extra)
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=1, **extra)
     weights = hp.weights
     pretrained = bool(hp.pretrained) or bool(weights)
     if weights:
@@ -83,10 +83,10 @@ def _timm(hp: HParams, **extra: Any) -> nn.Module:
         raise
 
 
-def _cnn(hp: HParams) -> nn.Module:
+def _cnn(hp: HParams, num_classes: int = NUM_CLASSES) -> nn.Module:
     if hp.pretrained:
         raise SettingError("model cnn is trained from scratch: set pretrained = false")
-    return BasicCNN(hp.resolution)
+    return BasicCNN(hp.resolution, num_classes=num_classes)
 
 
 def vit_token_grid(model: Any) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -107,8 +107,9 @@ def vit_token_grid(model: Any) -> Callable[[torch.Tensor], torch.Tensor]:
 # Keyed by the names of grid files and tables, the same keys as `hparams.MODELS`.
 MODELS: dict[str, ModelEntry] = {
     "cnn": ModelEntry("cnn", _cnn, lambda m: m.features[3]),
-    "resnet18": ModelEntry("resnet18", lambda hp: _timm(hp), lambda m: m.layer4[-1]),
-    "vit": ModelEntry("vit", lambda hp: _timm(hp, img_size=hp.resolution), lambda m: m.blocks[-1].norm1,
+    "resnet18": ModelEntry("resnet18", lambda hp, n=NUM_CLASSES: _timm(hp, n), lambda m: m.layer4[-1]),
+    "vit": ModelEntry("vit", lambda hp, n=NUM_CLASSES: _timm(hp, n, img_size=hp.resolution),
+                      lambda m: m.blocks[-1].norm1,
                       vit_token_grid),
 }
 assert MODELS.keys() == CARDS.keys(), "every model card needs a builder"
@@ -119,8 +120,9 @@ def entry(name: str) -> ModelEntry:
     return MODELS[name]
 
 
-def build(name: str, hp: HParams) -> nn.Module:
-    return entry(name).build(hp)
+def build(name: str, hp: HParams, num_classes: int = NUM_CLASSES) -> nn.Module:
+    """The network of model `name` with `num_classes` outputs (fewer than four after a data option `merge`)."""
+    return entry(name).build(hp, num_classes)
 
 
 def normalization(model: nn.Module) -> tuple[float, float]:

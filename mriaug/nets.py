@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 from . import hparams, models, speed
+from .classes import NUM_CLASSES
 from .hparams import HParams
 
 Weights = dict[str, torch.Tensor]
@@ -35,7 +36,8 @@ class Nets(Protocol):
 
     def parameters(self) -> list[torch.Tensor]: ...
     def train(self) -> None: ...
-    def losses(self, xb: torch.Tensor, yb: torch.Tensor, autocast: bool) -> torch.Tensor: ...
+    def losses(self, xb: torch.Tensor, yb: torch.Tensor, autocast: bool,
+               weight: torch.Tensor | None = None) -> torch.Tensor: ...
     def predict(self, x: torch.Tensor, autocast: bool, batch: int = 256) -> np.ndarray: ...
     def weights(self, k: int) -> Weights: ...
     def select(self, chosen: list[Weights | None]) -> None: ...
@@ -73,9 +75,12 @@ class Single:
     def train(self) -> None:
         self.model.train()
 
-    def losses(self, xb: torch.Tensor, yb: torch.Tensor, autocast: bool) -> torch.Tensor:
+    def losses(self, xb: torch.Tensor, yb: torch.Tensor, autocast: bool,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The batch's mean cross-entropy, weighted per class when `weight` (S, classes) is given."""
         with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=autocast):
-            return F.cross_entropy(self.forward(_normalized(xb[0], self.norm)).float(), yb[0]).unsqueeze(0)
+            logits = self.forward(_normalized(xb[0], self.norm)).float()
+        return F.cross_entropy(logits, yb[0], weight=None if weight is None else weight[0]).unsqueeze(0)
 
     def predict(self, x: torch.Tensor, autocast: bool, batch: int = 256) -> np.ndarray:
         self.model.eval()
@@ -116,11 +121,15 @@ class Stacked:
     def train(self) -> None:
         self.base.train()
 
-    def losses(self, xb: torch.Tensor, yb: torch.Tensor, autocast: bool) -> torch.Tensor:
+    def losses(self, xb: torch.Tensor, yb: torch.Tensor, autocast: bool,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = self._fwd_train(self.params, self.buffers, _normalized(xb, self.norm))
-        per_image = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none")
-        return per_image.view(self.size, -1).mean(1)
+        per_image = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none").view(self.size, -1)
+        if weight is None:
+            return per_image.mean(1)
+        w = torch.gather(weight, 1, yb)  # each image's class weight in its seed's run: F.cross_entropy's weighted mean
+        return (per_image * w).sum(1) / w.sum(1)
 
     def predict(self, x: torch.Tensor, autocast: bool, batch: int = 256) -> np.ndarray:
         self.base.eval()
@@ -146,12 +155,13 @@ class Stacked:
                     mine[k].copy_(v)
 
 
-def build(model: str, hp: HParams, seeds: list[int], dev: torch.device, fast: speed.Speed) -> Nets:
+def build(model: str, hp: HParams, seeds: list[int], dev: torch.device, fast: speed.Speed,
+          num_classes: int = NUM_CLASSES) -> Nets:
     """The unit's networks, each initialised right after `torch.manual_seed(seed)` as its separate run is."""
     nets = []
     for seed in seeds:
         torch.manual_seed(seed)
-        nets.append(models.build(model, hp).to(dev))
+        nets.append(models.build(model, hp, num_classes).to(dev))
     if len(nets) > 1:
         return Stacked(nets)
     net = nets[0]

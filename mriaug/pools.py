@@ -43,7 +43,6 @@ from PIL import Image
 
 from . import atomic, locks
 from . import data as data_mod
-from .classes import CLASSES, class_index
 from .data import Dataset, decode_image
 from .errors import PoolError, UnknownClassError
 from .kept import KeptFor
@@ -159,7 +158,8 @@ def _load(path: Path, dataset: Dataset, verify_hashes: bool) -> Pool:
     if not meta.get("data_fingerprint"):
         raise PoolError(f"{meta_file}: no data_fingerprint, so the dataset its source rows refer to is unknown; "
                         f"{REMAKE.format(path=path)}")
-    if meta["data_fingerprint"] != dataset.fingerprint:
+    # A pool made for the source's classes serves a task that merges them (same images and split; labels mapped).
+    if meta["data_fingerprint"] not in (dataset.fingerprint, dataset.unmerged_fingerprint):
         raise PoolError(
             f"pool {path} was made from dataset {meta['data_fingerprint']} ({meta.get('data_source')}), "
             f"but this run's data is {dataset.fingerprint} ({dataset.source}); its source indices do not apply"
@@ -170,7 +170,7 @@ def _load(path: Path, dataset: Dataset, verify_hashes: bool) -> Pool:
     for e in entries:
         where = f"{path / MANIFEST}, line {e['_line']}"
         try:
-            label = class_index(e["class"])
+            label = dataset.label(e["class"])
         except UnknownClassError as err:
             raise PoolError(f"{where}: {err}") from err
         src = e["source_index"]
@@ -178,8 +178,8 @@ def _load(path: Path, dataset: Dataset, verify_hashes: bool) -> Pool:
             raise PoolError(f"{where}: source_index {src!r} is not a row of the train split (0..{n_train - 1})")
         if int(dataset.train_y[src]) != label:
             raise PoolError(
-                f"{where}: source train row {src} is {CLASSES[int(dataset.train_y[src])]}, "
-                f"but the image is labelled {CLASSES[label]}"
+                f"{where}: source train row {src} is {dataset.classes[int(dataset.train_y[src])]}, "
+                f"but the image is labelled {dataset.classes[label]}"
             )
         if "source_sha256" in e and e["source_sha256"] != source_sha256(dataset, src):
             raise PoolError(f"{where}: source train row {src} is not the image this variation was made from "
@@ -378,7 +378,7 @@ class PoolWriter:
     def add(self, image: np.ndarray, source_index: int, variation: int, generator: str,
             params: dict[str, Any]) -> dict[str, Any]:
         label = int(self.dataset.train_y[source_index])
-        name = CLASSES[label]
+        name = self.dataset.classes[label]
         rel = f"images/{name}/{source_index:06d}_{variation}.png"
         data = png_bytes(image)
         atomic.write_bytes(self.path / rel, data)

@@ -33,7 +33,8 @@ REQUIRED = {
 }
 REQUIRED_METRICS = ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion")
 NUMBER_METRICS = ("test_ce", "accuracy", "balanced_accuracy", "macro_f1")
-OPTIONAL_METRICS = ("ece",)
+# Absent from results written before they existed. Whole-scan scores (`metrics.scan_metrics`): test_scans counts.
+OPTIONAL_METRICS = ("ece", "scan_accuracy", "scan_balanced_accuracy", "scan_ce", "test_scans")
 # A finished run is "done"; one whose training loss became non-finite is "diverged" (metrics null).
 STATUSES = ("done", "diverged")
 
@@ -69,6 +70,11 @@ class Metrics:
     confusion: list[list[int]] | None = None
     ece: float | None = None  # absent from results before ECE (and from diverged runs)
     confusion_labels: list[str] | None = None
+    # Whole-scan scores (`metrics.scan_metrics`); absent from results before them (and from diverged runs).
+    scan_accuracy: float | None = None
+    scan_balanced_accuracy: float | None = None
+    scan_ce: float | None = None
+    test_scans: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def value(self, name: str) -> Any:
@@ -82,7 +88,8 @@ class Metrics:
         return ((self.per_class or {}).get(cls) or {}).get("recall")
 
     def to_dict(self) -> dict[str, Any]:
-        return _dump(self, omit_none=("ece", "confusion_labels"))
+        return _dump(self, omit_none=("ece", "confusion_labels", "scan_accuracy", "scan_balanced_accuracy",
+                                      "scan_ce", "test_scans"))
 
 
 _METRIC_NUMBERS = (*NUMBER_METRICS, *OPTIONAL_METRICS)
@@ -141,10 +148,12 @@ class Training:
     lr: float | None = None
     weight_decay: float | None = None
     precision: str | None = None  # what ran: "bf16" or "fp32"
+    # class_weight = "balanced": each class's weight in the training loss (and in the validation loss selected on)
+    class_weights: dict[str, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _dump(self)
+        return _dump(self, omit_none=("class_weights",))
 
 
 @dataclass

@@ -33,6 +33,23 @@ class Scenario:
     def needs_pool(self) -> bool:
         return any(f > 0 for f in self.synthetic_fraction)
 
+    def over(self, dataset: Dataset) -> Scenario:
+        """The scenario over the dataset's classes: after a data option `merge`, a merged class takes the
+        fractions its source classes share (refused where they differ: the mix would be ambiguous)."""
+        if dataset.classes == CLASSES:
+            return self
+        real, syn = [], []
+        for j, name in enumerate(dataset.classes):
+            members = [k for k, n in enumerate(dataset.class_map) if n == j]
+            for what, values, out in (("real_fraction", self.real_fraction, real),
+                                      ("synthetic_fraction", self.synthetic_fraction, syn)):
+                if len({values[k] for k in members}) > 1:
+                    raise SettingError(
+                        f"scenario {self.name}: {what} differs among the classes merged into {name} ("
+                        + ", ".join(f"{CLASSES[k]} {values[k]:g}" for k in members) + "); give them one value")
+                out.append(values[members[0]])
+        return Scenario(self.name, tuple(real), tuple(syn), self.description)
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name,
                 "real_fraction": dict(zip(CLASSES, self.real_fraction, strict=True)),
@@ -117,7 +134,9 @@ def kept_class_rows(dataset: Dataset, scenario: Scenario, seed: int, label: int)
 
 def kept_real(dataset: Dataset, scenario: Scenario, seed: int) -> np.ndarray:
     """Every real train row that run (scenario, seed) keeps, sorted."""
-    return np.sort(np.concatenate([kept_class_rows(dataset, scenario, seed, c) for c in range(NUM_CLASSES)]))
+    scenario = scenario.over(dataset)
+    return np.sort(np.concatenate([kept_class_rows(dataset, scenario, seed, c)
+                                   for c in range(len(dataset.classes))]))
 
 
 def kept_for_rows(dataset: Dataset, kept: KeptFor) -> np.ndarray:
@@ -195,6 +214,7 @@ def check_generator_validation(dataset: Dataset, pool: Pool) -> None:
 
 
 def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> Mix:
+    scenario = scenario.over(dataset)
     if pool is not None and scenario.needs_pool:
         check_generator_training(scenario, seed, pool)
         check_generator_validation(dataset, pool)
@@ -202,7 +222,7 @@ def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> M
     counts_real, counts_syn = {}, {}
     sampling: dict[str, dict[str, int]] = {}
     refused = refused_sources(dataset, pool) if pool is not None and scenario.needs_pool else None
-    for c, name in enumerate(CLASSES):
+    for c, name in enumerate(dataset.classes):
         n = int(((dataset.train_y == c) & dataset.fit_mask).sum())
         kept = kept_class_rows(dataset, scenario, seed, c)
         m = round_half_up(scenario.synthetic_fraction[c] * n)

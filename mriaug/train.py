@@ -30,9 +30,8 @@ import torch.nn.functional as F
 from . import atomic, augment, batches, locks, pools, results, scenarios, speed
 from . import data as data_mod
 from . import nets as nets_mod
-from .classes import CLASSES
 from .errors import PoolError, SettingError
-from .metrics import classification_metrics
+from .metrics import classification_metrics, scan_metrics, weighted_ce
 from .runtime import autocast_bf16, deterministic, environment, pick_device
 from .spec import RunSpec
 
@@ -135,6 +134,16 @@ def make_optimizer(model: torch.nn.Module | list[torch.Tensor], lr: float, weigh
     return torch.optim.Adam(params, lr=lr), "adam"
 
 
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """scikit-learn's "balanced" weights of a run's training labels: n / (C * n_c) for each of the C classes
+    present (so a balanced set weighs every class 1), 0 for a class the run does not train on."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    out = np.zeros(num_classes)
+    out[present] = len(labels) / (present.sum() * counts[present])
+    return out
+
+
 def check_selectable(spec: RunSpec, has_val: bool) -> None:
     """select = 'best_val' needs a validation part to select on."""
     if spec.select == "best_val" and not has_val:
@@ -209,6 +218,7 @@ class Unit:
     optimizer: torch.optim.Optimizer
     optimizer_name: str
     bf16: bool
+    class_weight: torch.Tensor | None  # (S, classes): each seed's loss weights under class_weight = "balanced"
     identity: dict[str, Any]  # what a checkpoint must have been made from to resume this unit
     data_seconds: float
 
@@ -255,7 +265,7 @@ def prepare(specs: list[RunSpec], *, device: str | None, t_start: float) -> Unit
     data_seconds = time.perf_counter() - t_start  # the data's time, before networks are built
     speed_settings = speed.settings()
     deterministic(dev, speed_settings.deterministic)
-    nets = nets_mod.build(s0.model, hp, [s.seed for s in specs], dev, speed_settings)
+    nets = nets_mod.build(s0.model, hp, [s.seed for s in specs], dev, speed_settings, len(ds.classes))
     optimizer, optimizer_name = make_optimizer(nets.parameters(), hp.lr, hp.weight_decay)
     n = len(rows_np[0])
     return Unit(
@@ -264,6 +274,8 @@ def prepare(specs: list[RunSpec], *, device: str | None, t_start: float) -> Unit
         x_test=x_test, x_val=x_val, y_val=ds.train_y[ds.val_rows],
         steps_per_epoch=epoch_batches(n, hp.batch_size, hp.epochs, s0.budget, int(ds.fit_mask.sum())),
         nets=nets, optimizer=optimizer, optimizer_name=optimizer_name, bf16=autocast_bf16(hp.precision, dev),
+        class_weight=(torch.tensor(np.stack([class_weights(y_np[r], len(ds.classes)) for r in rows_np]),
+                                   dtype=torch.float32, device=dev) if hp.class_weight == "balanced" else None),
         identity={"layout": CHECKPOINT_LAYOUT, "run_ids": [s.run_id for s in specs], "data_fingerprint": ds.fingerprint,
                   "pool_fingerprint": pool.fingerprint if pool else None,
                   "selection": atomic.stable_hash([[m.real_index.tolist(), m.synthetic_index.tolist()]
@@ -273,7 +285,7 @@ def prepare(specs: list[RunSpec], *, device: str | None, t_start: float) -> Unit
 
 
 # The checkpoint layout of the one engine; older checkpoints (a run's or a pack's own) are set aside, never resumed.
-CHECKPOINT_LAYOUT = 2
+CHECKPOINT_LAYOUT = 3  # 3: a seed's best epoch is kept by "val_loss" (the weighted loss under class weights)
 
 
 def train_epoch(u: Unit, epoch: int, alive: torch.Tensor) -> list[float]:
@@ -304,7 +316,7 @@ def train_epoch(u: Unit, epoch: int, alive: torch.Tensor) -> list[float]:
             augmented = augmented.view(len(u.specs), -1, *u.images.shape[1:])
         xb = (augmented[:, i % span : i % span + bs] if span
               else aug(u.images.index_select(0, idx.flatten()), keys[:, i : i + bs].flatten()))
-        losses = u.nets.losses(xb.view(*idx.shape, *u.images.shape[1:]), u.labels[idx], u.bf16)
+        losses = u.nets.losses(xb.view(*idx.shape, *u.images.shape[1:]), u.labels[idx], u.bf16, u.class_weight)
         u.optimizer.zero_grad(set_to_none=True)
         # Seeds share no parameter: each gets its own run's gradient, a diverged seed none.
         torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
@@ -387,12 +399,16 @@ def _train(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, d
             entry: dict[str, Any] = {"epoch": epoch + 1, "steps": sum(u.steps_per_epoch[: epoch + 1]),
                                      "train_loss": train_loss[k]}
             if val_logits is not None:
-                vm = classification_metrics(val_logits[k], u.y_val)
+                vm = classification_metrics(val_logits[k], u.y_val, u.ds.classes)
                 entry.update(val_ce=vm["test_ce"], val_accuracy=vm["accuracy"],
                              val_balanced_accuracy=vm["balanced_accuracy"])
+                # Selection scores the loss that is trained: class-weighted where the training loss is.
+                loss = vm["test_ce"]
+                if u.class_weight is not None:
+                    loss = entry["val_loss"] = weighted_ce(val_logits[k], u.y_val, u.class_weight[k].cpu().numpy())
                 old = best[k]
-                if s0.select == "best_val" and (old is None or vm["test_ce"] < old["val_ce"]):
-                    best[k] = {"epoch": epoch + 1, "val_ce": vm["test_ce"], "weights": u.nets.weights(k)}
+                if s0.select == "best_val" and (old is None or loss < old["val_loss"]):
+                    best[k] = {"epoch": epoch + 1, "val_loss": loss, "weights": u.nets.weights(k)}
             entry["seconds"] = time.perf_counter() - t0
             histories[k].append(entry)
         _log_epoch(u, epoch, epochs, histories, alive, log)
@@ -419,7 +435,7 @@ def _train(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, d
             with atomic.atomic_path(results.weights_for(results_dir, spec.run_id)) as tmp:
                 save_file({name: v.contiguous() for name, v in u.nets.weights(k).items()}, str(tmp))
         written[spec.run_id] = _write(
-            u, k, results_dir, histories[k], t_start, env, metrics=classification_metrics(test_logits[k], u.ds.test_y),
+            u, k, results_dir, histories[k], t_start, env, metrics=test_metrics(u, test_logits[k]),
             selected=selected[k],
             timings={"train_s": t_train, "train_images_per_s": trained / t_train if t_train else None,
                      **({"pack_images_per_s": S * trained / t_train if t_train else None} if S > 1 else {}),
@@ -429,6 +445,14 @@ def _train(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, d
         log(f"[{spec.run_id}] done: test_ce={metrics.test_ce:.4f} accuracy={metrics.accuracy:.3f}")  # pragma: no mutate
     ckpt_path.unlink(missing_ok=True)
     return written
+
+
+def test_metrics(u: Unit, logits: np.ndarray) -> dict[str, Any]:
+    """A seed's test metrics: per image, and per whole scan where the data knows its scans."""
+    out = classification_metrics(logits, u.ds.test_y, u.ds.classes)
+    if u.ds.test_groups is not None:
+        out.update(scan_metrics(logits, u.ds.test_y, u.ds.test_groups))
+    return out
 
 
 def _label(specs: list[RunSpec]) -> str:
@@ -467,10 +491,12 @@ def _write(u: Unit, k: int, results_dir: Path, history: list[dict[str, Any]], t_
         "history": history,
         "training": {"budget": spec.budget, "epochs": len(u.steps_per_epoch), "steps": sum(u.steps_per_epoch),
                      "select": spec.select, "selected_epoch": selected, "optimizer": u.optimizer_name, "lr": hp.lr,
-                     "weight_decay": hp.weight_decay, "precision": "bf16" if u.bf16 else "fp32"},
+                     "weight_decay": hp.weight_decay, "precision": "bf16" if u.bf16 else "fp32",
+                     **({"class_weights": dict(zip(u.ds.classes, u.class_weight[k].tolist(), strict=True))}
+                        if u.class_weight is not None else {})},
         "validation": history[selected - 1] if selected is not None and u.x_val is not None else None,
         "counts": {"real": mix.counts_real, "synthetic": mix.counts_synthetic, "test": u.ds.counts("test"),
-                   "val": {name: int((u.y_val == c).sum()) for c, name in enumerate(CLASSES)}},
+                   "val": {name: int((u.y_val == c).sum()) for c, name in enumerate(u.ds.classes)}},
         "selection": {"real_train_rows": mix.real_index.tolist(), "pool_rows": mix.synthetic_index.tolist(),
                       "pool_sampling": mix.pool_sampling},
         "data": result_data(spec, u.ds, u.pool),

@@ -294,9 +294,10 @@ def _seed_1_diverges_from_epoch_2(monkeypatch: pytest.MonkeyPatch) -> None:
 
     real, steps = nets.Stacked.losses, [0]
 
-    def losses(self: nets.Stacked, xb: torch.Tensor, yb: torch.Tensor, autocast: bool) -> torch.Tensor:
+    def losses(self: nets.Stacked, xb: torch.Tensor, yb: torch.Tensor, autocast: bool,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
         steps[0] += 1
-        out = real(self, xb, yb, autocast)
+        out = real(self, xb, yb, autocast, weight)
         return out * torch.tensor([1.0, math.inf]) if steps[0] > 8 else out
 
     monkeypatch.setattr(nets.Stacked, "losses", losses)

@@ -94,10 +94,14 @@ def test_val_fraction_does_not_move_the_training_part_or_the_fingerprint() -> No
 
 def test_given_split_keeps_the_thesis_counts_and_can_carve_validation_by_group(phantom_spec: DataSpec) -> None:
     plain = data.load(phantom_spec)
-    assert len(plain.val_rows) == 0 and plain.split["kind"] == "given" and plain.train_groups is None
+    assert len(plain.val_rows) == 0 and plain.split["kind"] == "given"
     carved = data.load(DataSpec("phantom", {**phantom_spec.options, "val_fraction": 0.3}))
     assert carved.fingerprint == plain.fingerprint and len(carved.val_rows) > 0
-    assert carved.train_groups is not None
+    assert carved.train_groups is not None and carved.test_groups is not None
+    # The plain given split knows the same scan groups (for the whole-scan scores), without holding any out.
+    assert plain.train_groups is not None and plain.test_groups is not None
+    np.testing.assert_array_equal(plain.train_groups, carved.train_groups)
+    np.testing.assert_array_equal(plain.test_groups, carved.test_groups)
     val_groups = set(carved.train_groups[carved.val_rows].tolist())
     assert not val_groups & set(carved.train_groups[carved.fit_mask].tolist())
 

@@ -24,6 +24,7 @@ from mriaug import (
     train,
 )
 from mriaug import data as data_mod
+from mriaug.classes import CLASSES
 from mriaug.data import DataSpec
 from mriaug.grid import make_spec
 from mriaug.metrics import classification_metrics
@@ -312,8 +313,8 @@ def _scripted_validation(monkeypatch: pytest.MonkeyPatch, val_ce: list[float]) -
     calls: list[int] = []
     script = list(val_ce)
 
-    def scripted(logits: object, y: object) -> dict:
-        m = real(logits, y)  # type: ignore[arg-type]
+    def scripted(logits: object, y: object, classes: tuple[str, ...] = CLASSES) -> dict:
+        m = real(logits, y, classes)  # type: ignore[arg-type]
         calls.append(len(y))  # type: ignore[arg-type]
         if len(y) == 64:  # type: ignore[arg-type]
             m = {**m, "test_ce": script.pop(0)}
@@ -712,9 +713,10 @@ def test_a_pack_whose_first_seed_diverges_records_every_epoch_of_the_others(phan
     # images): seed 1, handled after it in the same epoch, must still get epoch 2's entry and finish.
     real, steps = nets.Stacked.losses, [0]
 
-    def losses(self: nets.Stacked, xb: torch.Tensor, yb: torch.Tensor, autocast: bool) -> torch.Tensor:
+    def losses(self: nets.Stacked, xb: torch.Tensor, yb: torch.Tensor, autocast: bool,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
         steps[0] += 1
-        out = real(self, xb, yb, autocast)
+        out = real(self, xb, yb, autocast, weight)
         return out * torch.tensor([float("inf"), 1.0]) if steps[0] > 6 else out
 
     monkeypatch.setattr(nets.Stacked, "losses", losses)

@@ -123,7 +123,8 @@ def synth(ctx: typer.Context,
             typer.echo(f"split {d.options.get('split_seed')}: pool {folder}")
             if "checkpoint" in opts:  # a diffusion model per split, trained with `train-diffusion --grid`
                 opts["checkpoint"] = pool_dir(str(opts["checkpoint"]), d, len(targets))
-        ds = data_mod.load(d)
+        # Pools (and diffusion models) are made for the source's own classes; a merged task maps their labels.
+        ds = data_mod.load(d.unmerged())
         failed |= _make_one(ds, folder, generator, opts, classes, per_source, max_sources,
                             seed, dry_run, max_cost, kept, report)
     if failed:
@@ -209,7 +210,7 @@ def train_diffusion(
     for spec, folder in targets:
         if len(targets) > 1:
             typer.echo(f"split {spec.options.get('split_seed')}: model {folder}", err=True)
-        ds = data_mod.load(spec)
+        ds = data_mod.load(spec.unmerged())
         info = diffusion.train(ds, folder, steps=steps, batch_size=batch_size, lr=lr, resolution=resolution,
                                channels=ch, layers_per_block=layers_per_block, attention=attention,
                                classes=classes_list(classes), kept_for=kept, seed=seed,
