@@ -46,4 +46,4 @@ def test_each_packed_seed_validates_selects_and_tests_as_its_separate_run(tmp_pa
     # The seeds are distinguishable: a seed validated or tested as seed 0 would show.
     assert len({s.training.selected_epoch for s in separate if s.training}) > 1
     ce = sorted(s.metrics.test_ce for s in separate)
-    assert min(b - a for a, b in zip(ce, ce[1:])) > 10 * TOL
+    assert min(b - a for a, b in zip(ce[:-1], ce[1:], strict=True)) > 10 * TOL
