@@ -26,7 +26,7 @@ SECTION_WORDS = ("Grad-CAM", "confidence interval", "scenario", "leakage", "prov
 
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small study on the phantom: scenarios 1 and 3, two seeds, the CNN keeping its weights."""
+    """A small study on the phantom: scenarios 1 and 3 with hflip, two seeds, the CNN keeping its weights."""
     root = tmp_path_factory.mktemp("study")
     runner = CliRunner()
     opts = ["--data", "phantom", "-o", "n_train=80", "-o", "n_test=40", "-o", "size=32"]
@@ -36,7 +36,7 @@ def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert r.exit_code == 0, r.output
     for scenario in ("1", "3"):
         for seed in ("0", "1"):
-            r = runner.invoke(app, ["run", "--model", "cnn", "--scenario", scenario, "--aug", "none", "--seed", seed,
+            r = runner.invoke(app, ["run", "--model", "cnn", "--scenario", scenario, "--aug", "hflip", "--seed", seed,
                                     *opts, "--pool", str(pool), "--epochs", "1", "--resolution", "32",
                                     "--out", str(root / "results"), "--save-weights"])
             assert r.exit_code == 0, r.output
@@ -368,10 +368,11 @@ def test_baselines_by_hand(tmp_path: Path) -> None:
 def test_methods_selected_epochs_by_hand(tmp_path: Path) -> None:
     from mriaug.analysis import collect, report
 
-    # Selected epochs 7, 2, 3 of 10 (and a run without one): median 3, range 2-7.
-    for k, t in enumerate([{"budget": "steps", "select": "best_val", "selected_epoch": 7},
-                           {"budget": "steps", "select": "best_val", "selected_epoch": 2},
-                           {"budget": "steps", "select": "best_val", "selected_epoch": 3}, None]):
+    # Selected epochs 7, 2, 3 of 10 (and a run without one): median 3, range 2-7. The grid asked for bf16 (HP);
+    # the runs ran in fp32 (a device without bf16): the table says what ran.
+    ran = {"budget": "steps", "select": "best_val", "precision": "fp32"}
+    for k, t in enumerate([{**ran, "selected_epoch": 7}, {**ran, "selected_epoch": 2},
+                           {**ran, "selected_epoch": 3}, None]):
         _hand_result(tmp_path, f"r{k}", "1", k, 1.0, training=t)
     raw = _raw(tmp_path)
     c = collect.gather(tmp_path)
@@ -380,7 +381,8 @@ def test_methods_selected_epochs_by_hand(tmp_path: Path) -> None:
     (t,) = s.tables
     assert t.columns == ["table", "architecture", "pixels", "epochs", "batch", "lr", "weight decay", "precision",
                          "pretrained", "budget", "weights tested", "selected epoch", "seeds", "splits"]
-    assert t.rows == [[name, "cnn", "64", "10", "32", "0.001", "0.0001", "bf16", "no", "steps", "best_val",
+    assert HP["precision"] == "bf16"
+    assert t.rows == [[name, "cnn", "64", "10", "32", "0.001", "0.0001", "fp32", "no", "steps", "best_val",
                        "median 3 (range 2-7) of 10", "4", "1"]]
     # Without selected epochs (and without a training record): "—", the defaults "epochs" and "last".
     other = tmp_path / "other"
@@ -390,11 +392,14 @@ def test_methods_selected_epochs_by_hand(tmp_path: Path) -> None:
     c2 = collect.gather(other)
     (row,) = report._methods_section(c2, _raw(other)).tables[0].rows
     assert row[8:12] == ["yes", "epochs", "last", "—"] and row[6] == "0" and row[12] == "2"
+    assert row[7] == "bf16 (asked)"  # no run recorded what ran: the grid's ask, marked as such
     # Runs of the folder that the raw list does not hold: no row.
     assert report._methods_section(c2, []).tables[0].rows == []
     assert (s.id, s.title, t.caption) == ("methods", "Methods: hyper-parameters, budget, selection", "Per table")
     assert s.paragraphs == ["Budget steps: every scenario trains the optimizer steps scenario 1 takes in its epochs; "
-                            "weights tested best_val: those of the epoch with the lowest validation loss, per run."]
+                            "weights tested best_val: those of the epoch with the lowest validation loss, per run.",
+                            "Precision: what the runs ran in, which is fp32 where a grid asked for bf16 on a device "
+                            "without it; \"(asked)\" marks the grid's setting where no run recorded what ran."]
     # One run per table (a cnn and a vit table), the cnn's without a weight decay (0), the vit's run not among
     # the raw results: the vit table still gets its row.
     one = tmp_path / "one"
@@ -431,3 +436,54 @@ def test_leakage_numbers_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     assert report.nearest_neighbour_leakage(ds) == {
         "test_images": 3, "nn_accuracy": 0.75, "median_nn_distance_test": 2.0, "median_nn_distance_train": 6.0,
         "distances_test": [1.0, 4.0, 2.0], "distances_train": [3.0, 5.0, 9.0, 7.0]}
+
+
+def test_repeated_splits_are_named_by_number_in_order_with_runs_csv_fingerprints(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriaug import augment
+    from mriaug.analysis import collect, report
+
+    # Three subject splits (split seeds 10, 11, 12: the grid's first is 10), seeds 0-5: seed s is tested on split
+    # s mod 3. Run ids sort as splits 2, 0, 1, so the folder's order is not the splits'.
+    opts = {"n_train": 80, "n_test": 40, "size": 32, "split": "subject", "splits": 3}
+    for seed, run_id in zip(range(6), ["b0", "c1", "a2", "b3", "c4", "a5"], strict=True):
+        j = seed % 3
+        _hand_result(tmp_path, run_id, "1", seed, 1.0)
+        f = tmp_path / f"{run_id}.json"
+        doc = json.loads(f.read_text())
+        doc["spec"]["data"] = {"source": "phantom", "options": {**opts, "split_seed": 10 + j}}
+        doc["data"]["fingerprint"] = f"{j}" * 16
+        doc["spec"]["augmentation"] = "hflip" if seed == 0 else "none"
+        f.write_text(json.dumps(doc))
+    raw = _raw(tmp_path)
+    assert [r.run_id for r in raw][:3] == ["a2", "a5", "b0"]
+    datasets = report._datasets(raw, lambda m: None)
+    assert list(datasets) == ["0" * 16, "1" * 16, "2" * 16]
+    assert [(d.split, d.splits, d.ds.split["seed"]) for d in datasets.values()] == [(0, 3, 10), (1, 3, 11), (2, 3, 12)]
+    # runs.csv's fingerprints are the ones the report names the splits by
+    assert set(collect.gather(tmp_path).runs["data_fingerprint"]) == set(datasets)
+    data, examples = report._data_sections(datasets, 0)
+    counts = [t.caption for t in data.tables if t.caption.startswith("Images per class")]
+    assert counts == [f"Images per class and part (phantom, split {j} of 3 (data {str(j) * 16}))" for j in range(3)]
+    leak = [t for t in data.tables if t.caption.startswith("Leakage")]
+    assert [t.caption.split(" (the numbers")[0] for t in leak] == [
+        f"Leakage check, split {j} of 3 (data {str(j) * 16})" for j in range(3)]
+    assert [t.rows[0][0] for t in leak] == ["0 (subject)", "1 (subject)", "2 (subject)"]
+    assert [p.split(":")[0] for p in data.paragraphs[:3]] == [f"Split {j} of 3 (data {str(j) * 16})" for j in range(3)]
+    for j, (hist, ex) in enumerate(zip(data.figures, examples.figures, strict=True)):
+        tested = f"split {j} of 3 (data {str(j) * 16}); the runs with seed mod 3 = {j}"
+        assert hist.name == f"leakage_{str(j) * 16}.png" and tested in hist.caption
+        assert ex.caption == f"Training images per class (phantom, {tested})"
+    assert len({f.data for f in data.figures}) == 3 and len({f.data for f in examples.figures}) == 3
+    # Augmentation examples: only the policies the runs used (hflip), on split 0.
+    drawn: list[str] = []
+    real_get = augment.get
+    monkeypatch.setattr(augment, "get", lambda name: drawn.append(name) or real_get(name))
+    s = report._augment_section(datasets, 0, [r.augmentation for r in raw])
+    assert set(drawn) == {"hflip"} and len(drawn) == 3  # three draws of the one policy
+    (fig,) = s.figures
+    assert fig.caption.startswith(f"Split 0 of 3 (data {'0' * 16}); rows: classes ")
+    drawn.clear()
+    none = report._augment_section(datasets, 0, ["none", "none"])
+    assert not none.figures and not drawn
+    assert none.paragraphs == ["The runs in this folder use no augmentation policy (none): nothing to show."]

@@ -67,6 +67,26 @@ class Section:
     figures_first: bool = False  # the forest plots are the answer; their table is the detail
 
 
+@dataclass
+class Loaded:
+    """A dataset the runs name, with its data fingerprint (runs.csv's `data_fingerprint`) and, with repeated
+    subject splits (`splits = K`), which split it is: seed s is tested on split s mod K."""
+    ds: data_mod.Dataset
+    spec: dict[str, Any]
+    fingerprint: str
+    split: int | None = None  # 0..K-1; None for a grid with one split
+    splits: int = 1
+
+    @property
+    def name(self) -> str:
+        """How the report names it: `split 2 of 5 (data 9954105153af1e1e)`, or `data 9954105153af1e1e`."""
+        data = f"data {self.fingerprint}"
+        return data if self.split is None else f"split {self.split} of {self.splits} ({data})"
+
+
+Datasets = dict[str, Loaded]
+
+
 def _f(v: Any, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
@@ -240,9 +260,13 @@ def _methods_section(c: collect.Collected, raw: list[results.RunResult]) -> Sect
         epochs = [t.selected_epoch for t in training if isinstance(t.selected_epoch, int)]
         selected = (f"median {float(np.median(epochs)):g} (range {min(epochs)}-{max(epochs)}) of {hp.get('epochs')}"
                     if epochs else "—")
+        # What the runs ran in (a bf16 grid runs in fp32 where the device has no bf16); the grid's ask only where
+        # no run of the table recorded it (results from before it was recorded, diverged runs).
+        ran = sorted({t.precision for t in training if t.precision})
+        precision = ", ".join(ran) if ran else f"{hp.get('precision')} (asked)"
         rows.append([name, str(hp.get("arch")), str(hp.get("resolution")), str(hp.get("epochs")),
                      str(hp.get("batch_size")), f"{hp.get('lr'):g}", f"{hp.get('weight_decay', 0.0):g}",
-                     str(hp.get("precision")), "yes" if hp.get("pretrained") else "no",
+                     precision, "yes" if hp.get("pretrained") else "no",
                      str(training[0].budget), str(training[0].select), selected,
                      str(c.runs.loc[c.runs["table"] == name, "seed"].nunique()), str(info.splits)])
     s.tables.append(Table("Per table", ["table", "architecture", "pixels", "epochs", "batch", "lr", "weight decay",
@@ -250,6 +274,8 @@ def _methods_section(c: collect.Collected, raw: list[results.RunResult]) -> Sect
                                         "seeds", "splits"], rows))
     s.paragraphs.append("Budget steps: every scenario trains the optimizer steps scenario 1 takes in its epochs; "
                         "weights tested best_val: those of the epoch with the lowest validation loss, per run.")
+    s.paragraphs.append("Precision: what the runs ran in, which is fp32 where a grid asked for bf16 on a device "
+                        "without it; \"(asked)\" marks the grid's setting where no run recorded what ran.")
     return s
 
 
@@ -280,30 +306,41 @@ def _split_words(ds: data_mod.Dataset) -> str:
     return words
 
 
-def _data_sections(datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]], seed: int) -> tuple[Section, Section]:
+def _test_name(d: Loaded) -> str:
+    """Which runs are tested on `d`, for a caption: `split 2 of 5 (seeds s with s mod 5 = 2)`."""
+    if d.split is None:
+        return d.name
+    return f"{d.name}; the runs with seed mod {d.splits} = {d.split}"
+
+
+def _data_sections(datasets: Datasets, seed: int) -> tuple[Section, Section]:
+    """Per dataset (per split, in split order): class counts, the leakage check and its histogram, examples;
+    each named by its split number and the data fingerprint runs.csv holds."""
     s = Section("data", "Data: class counts and leakage")
     ex = Section("examples", "Example images per class")
     if not datasets:
         s.paragraphs.append("No dataset is named by the runs in this folder.")
         return s, ex
     plt = pyplot()
-    for key, (ds, spec) in datasets.items():
+    for key, d in datasets.items():
+        ds, spec = d.ds, d.spec
         fit = {name: int(((ds.train_y == k) & ds.fit_mask).sum()) for k, name in enumerate(CLASSES)}
         val = {name: int((ds.train_y[ds.val_rows] == k).sum()) for k, name in enumerate(CLASSES)}
         te = ds.counts("test")
-        s.tables.append(Table(f"Images per class and part ({spec['source']}, split {ds.split.get('fingerprint', '')})",
+        s.tables.append(Table(f"Images per class and part ({spec['source']}, {d.name})",
                               ["class", "train", "validation", "test"],
                               [[k, str(fit[k]), str(val[k]), str(te[k])] for k in fit] +
                               [["total", str(sum(fit.values())), str(sum(val.values())), str(sum(te.values()))]]))
         split = str(ds.split.get("kind", "given"))
-        s.paragraphs.append(f"Data {key}: {_split_words(ds)}.")
+        s.paragraphs.append(f"{d.name[0].upper()}{d.name[1:]}: {_split_words(ds)}.")
         leak = nearest_neighbour_leakage(ds)
-        s.tables.append(Table("Leakage check (the numbers of mriaug data audit): nearest training image of every "
-                              "test image, 32x32 pixels",
+        s.tables.append(Table(f"Leakage check, {d.name} (the numbers of mriaug data audit): nearest training image "
+                              "of every test image, 32x32 pixels",
                               ["split", "test images", "1-NN accuracy", "median distance test→train",
                                "median distance train→other train"],
-                              [[split, str(leak["test_images"]), _f(leak["nn_accuracy"]),
-                                _f(leak["median_nn_distance_test"], 1), _f(leak["median_nn_distance_train"], 1)]]))
+                              [[split if d.split is None else f"{d.split} ({split})", str(leak["test_images"]),
+                                _f(leak["nn_accuracy"]), _f(leak["median_nn_distance_test"], 1),
+                                _f(leak["median_nn_distance_train"], 1)]]))
         if split != "subject":
             s.warnings.append(
                 f"The train/test split of {spec['source']} is not by subject (split = {split!r}). MRI slices of one "
@@ -318,19 +355,21 @@ def _data_sections(datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]],
         ax.set_xlabel("Euclidean pixel distance (32x32, 0-255 scale, as mriaug data audit)")
         ax.set_ylabel("images")
         ax.legend(fontsize=7)
-        ax.set_title("Leakage: how close test images are to training images", fontsize=9)
+        where = "" if d.split is None else f", split {d.split} of {d.splits}"
+        ax.set_title(f"Leakage{where}: how close test images are to training images", fontsize=9)
         fig.tight_layout()
-        s.figures.append(Figure(f"leakage_{key}.png", "Nearest-neighbour distances; test images as close to "
-                                "training images as training images to each other signal shared scans", png(fig)))
-        ex.figures.append(Figure(f"examples_{key}.png", f"Training images per class ({spec['source']})",
-                                 _examples(ds, seed)))
+        s.figures.append(Figure(f"leakage_{key}.png", f"Nearest-neighbour distances, {_test_name(d)}; test images "
+                                "as close to training images as training images to each other signal shared scans",
+                                png(fig)))
+        ex.figures.append(Figure(f"examples_{key}.png", f"Training images per class ({spec['source']}, "
+                                 f"{_test_name(d)})", _examples(ds, seed, where[2:])))
     s.paragraphs.append("Image counts per class of each split (thesis Table 2.1), and a leakage check: a "
                         "1-nearest-neighbour classifier on raw pixels. Near-perfect 1-NN accuracy means the test "
                         "split shares scans with the training split.")
     return s, ex
 
 
-def _examples(ds: data_mod.Dataset, seed: int, per_class: int = 6) -> bytes:
+def _examples(ds: data_mod.Dataset, seed: int, title: str = "", per_class: int = 6) -> bytes:
     plt = pyplot()
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(1.4 * per_class, 1.5 * len(CLASSES)), squeeze=False)
@@ -343,30 +382,37 @@ def _examples(ds: data_mod.Dataset, seed: int, per_class: int = 6) -> bytes:
             if j < len(pick):
                 ax.imshow(ds.train_x[pick[j]], cmap="gray", vmin=0, vmax=255)
         axes[k, 0].set_title(name, fontsize=8, loc="left")
+    if title:  # which split, on the picture too: the splits' grids look alike
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return png(fig)
 
 
-def _augment_section(datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]], seed: int) -> Section:
+def _augment_section(datasets: Datasets, seed: int, used: Sequence[str]) -> Section:
+    """The augmentation policies the runs used (`used`, "none" aside), each drawn three times on one training
+    image per class of the first dataset (split 0 with repeated splits)."""
     import torch
 
     s = Section("augmentations", "Augmentation examples")
-    s.paragraphs.append("One training image per class under each augmentation policy, three draws each "
-                        "(thesis Fig. 6.1); augmentation is applied to training batches only, never to test.")
+    policies = [a for a in augment.AUGMENTATIONS if a != "none" and a in set(used)]
+    if datasets and not policies:
+        s.paragraphs.append("The runs in this folder use no augmentation policy (none): nothing to show.")
+        return s
+    s.paragraphs.append("One training image per class under each augmentation policy the runs used, three draws "
+                        "each (thesis Fig. 6.1); augmentation is applied to training batches only, never to test.")
     plt = pyplot()
-    for key, (ds, _) in list(datasets.items())[:1]:
+    for key, d in list(datasets.items())[:1]:
+        ds = d.ds
         rng = np.random.default_rng(seed)
         picks = [int(rng.choice(np.flatnonzero(ds.train_y == k))) for k in range(len(CLASSES))
                  if (ds.train_y == k).any()]
         x = torch.from_numpy(ds.train_x[picks])[:, None]
         cols = [("original", x)]
         ids = torch.as_tensor(np.asarray(picks, dtype=np.int64))
-        for name in augment.AUGMENTATIONS:
-            if name == "none":
-                continue
-            for d in range(3):  # three epochs' draws of the same images, as a run would make them
-                keys = batches.image_keys(seed, d, ids)
-                cols.append((f"{name} #{d + 1}", augment.get(name)(x.clone(), keys)))
+        for name in policies:
+            for draw in range(3):  # three epochs' draws of the same images, as a run would make them
+                keys = batches.image_keys(seed, draw, ids)
+                cols.append((f"{name} #{draw + 1}", augment.get(name)(x.clone(), keys)))
         fig, axes = plt.subplots(len(picks), len(cols), figsize=(1.25 * len(cols), 1.35 * len(picks)), squeeze=False)
         for j, (title, imgs) in enumerate(cols):
             for i in range(len(picks)):
@@ -375,8 +421,8 @@ def _augment_section(datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]
                 if i == 0:
                     axes[i, j].set_title(title, fontsize=6)
         fig.tight_layout()
-        s.figures.append(Figure(f"augmentations_{key}.png", "Rows: classes " + ", ".join(
-            CLASSES[int(ds.train_y[p])] for p in picks), png(fig)))
+        s.figures.append(Figure(f"augmentations_{key}.png", f"{d.name[0].upper()}{d.name[1:]}; rows: classes " +
+                                ", ".join(CLASSES[int(ds.train_y[p])] for p in picks), png(fig)))
     if not datasets:
         s.paragraphs.append("No dataset is named by the runs in this folder.")
     return s
@@ -385,8 +431,7 @@ def _augment_section(datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]
 # --- pools ------------------------------------------------------------------------------------------------------
 
 
-def _pool_section(pool_paths: Sequence[Path], datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]],
-                  log: Log) -> Section:
+def _pool_section(pool_paths: Sequence[Path], datasets: Datasets, log: Log) -> Section:
     from . import pool_report
 
     s = Section("pools", "Real beside synthetic per pool")
@@ -434,17 +479,16 @@ def _pool_section(pool_paths: Sequence[Path], datasets: dict[str, tuple[data_mod
     return s
 
 
-def _dataset_for_pool(path: Path, datasets: dict[str, tuple[data_mod.Dataset, dict[str, Any]]]
-                      ) -> data_mod.Dataset | None:
+def _dataset_for_pool(path: Path, datasets: Datasets) -> data_mod.Dataset | None:
     meta = path / pools.META
     if not meta.exists():
         return None
     src = pools.read_meta(path).get("data_source") or {}
-    for ds, spec in datasets.values():
-        if spec.get("source") == src.get("source") and dict(spec.get("options") or {}) == {
+    for d in datasets.values():
+        if d.spec.get("source") == src.get("source") and dict(d.spec.get("options") or {}) == {
                 **(data_mod.PHANTOM_DEFAULTS if src.get("source") == "phantom" else {}), **(src.get("options") or {})}:
-            return ds
-    return next(iter(datasets.values()))[0] if len(datasets) == 1 else None
+            return d.ds
+    return next(iter(datasets.values())).ds if len(datasets) == 1 else None
 
 
 # --- Grad-CAM ---------------------------------------------------------------------------------------------------
@@ -554,17 +598,32 @@ def _provenance(results_dir: Path, c: collect.Collected, raw: list[results.RunRe
 # --- assembly ---------------------------------------------------------------------------------------------------
 
 
-def _datasets(raw: list[results.RunResult], log: Log) -> dict[str, tuple[data_mod.Dataset, dict[str, Any]]]:
-    out: dict[str, tuple[data_mod.Dataset, dict[str, Any]]] = {}
+def _datasets(raw: list[results.RunResult], log: Log) -> Datasets:
+    """Each dataset the runs name, once, keyed by its data fingerprint; with repeated splits in split order
+    (0..K-1), each knowing its split number: a run of seed s with `splits = K` is tested on split s mod K."""
+    found: dict[str, tuple[dict[str, Any], int | None, int]] = {}
     for r in raw:
         spec = r.data_spec
         key = str(r.data.fingerprint or atomic.stable_hash(spec))
-        if key in out or "source" not in spec:
+        if key in found or "source" not in spec:
             continue
+        k = int((spec.get("options") or {}).get("splits", 1))
+        found[key] = (spec, r.seed % k if k > 1 else None, k)
+
+    def order(key: str) -> tuple[str, int]:  # one source's splits together, each source's in split order
+        spec, split, _ = found[key]
+        rest = {o: v for o, v in (spec.get("options") or {}).items() if o != "split_seed"}
+        return json.dumps([spec["source"], rest], sort_keys=True, default=str), -1 if split is None else split
+
+    out: Datasets = {}
+    for key in sorted(found, key=order):
+        spec, split, k = found[key]
         try:
-            out[key] = (data_mod.load(data_mod.DataSpec(spec["source"], dict(spec.get("options") or {}))), spec)
+            ds = data_mod.load(data_mod.DataSpec(spec["source"], dict(spec.get("options") or {})))
         except Exception as e:  # a dataset moved since the runs: the report goes on without its pictures
             log(f"dataset {spec['source']}: not loadable here ({e}); its figures are left out")
+            continue
+        out[key] = Loaded(ds, spec, key, split, k)
     return out
 
 
@@ -588,7 +647,8 @@ def build(results_dir: str | Path, out: str | Path, *, pools_: Sequence[Path] | 
     data_s, examples = _data_sections(datasets, seed)
     return [tables, forest, _box_section(c, out), _methods_section(c, raw), data_s, examples,
             _pool_section(pool_paths, datasets, log),
-            _augment_section(datasets, seed), _cam_section(results_dir, out, cam_dirs, pool_paths, c, log),
+            _augment_section(datasets, seed, list(c.runs["augmentation"]) if len(c.runs) else []),
+            _cam_section(results_dir, out, cam_dirs, pool_paths, c, log),
             _provenance(results_dir, c, raw, pool_paths)]
 
 
