@@ -92,7 +92,7 @@ def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18
         out: Annotated[Path, typer.Option(metavar="DIR", help="results folder")] = Path("results/runs"),
         grid: Annotated[Path | None, typer.Option(
             metavar="GRID", help="take the model's hyper-parameters from this grid (default: the thesis's, "
-            "shipped with mriaug and repeated in jobs/thesis.toml)")] = None,
+            "shipped with mriaug, which jobs/thesis.toml runs too)")] = None,
         epochs: Annotated[int | None, typer.Option(help="override the number of epochs")] = None,
         lr: Annotated[float | None, typer.Option(help="override the learning rate")] = None,
         batch_size: Annotated[int | None, typer.Option(help="override the batch size")] = None,
