@@ -73,6 +73,43 @@ def test_array_sizes_against_max_array_size(tmp_path: Path) -> None:
     assert not doctor.array_check(prof, g, None).ok
 
 
+def test_array_task_count_rounds_a_remainder_up(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    # 7 cnn runs at 3 runs per task: tasks of 3, 3 and 1, so 3 tasks (7 // 3 = 2 would leave a run out).
+    g = grid_mod.load(write_grid(tmp_path / "g.toml", tmp_path / "res", seeds=7))
+    prof = load_profile(LOCAL)
+    prof.resources["cnn"] = replace(prof.for_model("cnn"), runs_per_task=3)
+    assert doctor.array_check(prof, g, 100).detail == "MaxArraySize 100 (arrays of up to 100 tasks): cnn 3 tasks"
+    # ... and 3 tasks in arrays of at most 2: 2 arrays.
+    assert doctor.array_check(prof, g, 2).detail == "MaxArraySize 2 (arrays of up to 2 tasks): cnn 3 tasks in 2 arrays"
+    prof.resources["cnn"] = replace(prof.for_model("cnn"), runs_per_task=7)  # no remainder: one task
+    assert doctor.array_check(prof, g, 100).detail.endswith("cnn 1 tasks")
+
+
+def test_a_failing_doctor_leaves_no_folders_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No Slurm answers (scontrol not found): the login checks still create and probe the grid's results and pool
+    # folders, and the doctor removes them again; a folder that was there before is left alone.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(doctor, "run_command", lambda *a, **k: None)
+    (tmp_path / "kept").mkdir()
+    grid = write_grid(tmp_path / "g.toml", tmp_path / "results" / "g", pool=str(tmp_path / "kept" / "pools" / "p"))
+    r = runner.invoke(app, ["doctor", "--profile", str(LOCAL), "--grid", str(grid)])
+    assert r.exit_code == 1, r.output
+    assert "PROBLEM slurm: the controller does not answer (scontrol not found)" in r.output
+    assert f"ok      results (login): {tmp_path / 'results' / 'g'} writable" in r.output
+    assert f"ok      pool (login): {tmp_path / 'kept' / 'pools' / 'p'} writable" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.toml", "kept"]
+    assert not list((tmp_path / "kept").iterdir())
+    # A results folder with something in it is kept (a run may have written there meanwhile).
+    made = doctor.missing_folders(tmp_path / "a" / "b")
+    assert made == [tmp_path / "a", tmp_path / "a" / "b"]
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "x.json").write_text("{}")
+    doctor.remove_made(made)
+    assert (tmp_path / "a" / "x.json").exists() and not (tmp_path / "a" / "b").exists()
+
+
 def test_check_lines() -> None:
     assert doctor.Check("gpus", True, "2 visible").line() == "ok      gpus: 2 visible"
     assert doctor.Check("clock", False, "off", "fix NTP").line() == "PROBLEM clock: off\n        -> fix NTP"

@@ -131,11 +131,33 @@ def fs_skew(folder: Path) -> float:
         probe.unlink(missing_ok=True)
 
 
-def writable(name: str, folder: Path, where: str, fix: str) -> Check:
-    """Create the folder if needed, write, read back and remove a probe file."""
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, outermost first: what creating it makes."""
+    made = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        made.append(probe)
+        probe = probe.parent
+    return made[::-1]
+
+
+def remove_made(made: Iterable[Path]) -> None:
+    """Remove the folders a check created, innermost first, where they are still empty (a run may have written
+    there since); the doctor leaves nothing behind."""
+    for folder in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def writable(name: str, folder: Path, where: str, fix: str, made: list[Path] | None = None) -> Check:
+    """Create the folder if needed, write, read back and remove a probe file. The folders it created are added to
+    `made` (for `remove_made` once every check that needs them has run)."""
     probe = folder / f".mriaug-doctor-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     try:
+        new = missing_folders(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        if made is not None:
+            made.extend(new)
         probe.write_text("probe")
         if probe.read_text() != "probe":
             raise OSError("read back something else")
@@ -177,6 +199,7 @@ class NodeProbe:
     def __call__(self, req: NodeRequest) -> dict[str, Any]:
         host = socket.gethostname()
         checks: list[Check] = []
+        made: list[Path] = []  # folders the checks created on the node: removed at the end
 
         def guard(name: str, probe: Callable[[], Iterable[Check]]) -> None:
             try:
@@ -191,11 +214,11 @@ class NodeProbe:
         guard("results (node)", lambda: [writable(
             "results (node)", Path(req.results), f"from {host}",
             "make the results folder writable from the compute nodes (a shared filesystem they mount read-write; "
-            "with a container it is bound automatically) or point the grid's `results` at one")])
+            "with a container it is bound automatically) or point the grid's `results` at one", made)])
         pool_fix = ("pools are written by `mriaug synth` jobs and read by tasks: put them on a shared filesystem "
                     "and bind it in the profile's [container].binds")
         def pool_check(folder: Path) -> Callable[[], list[Check]]:
-            return lambda: [writable("pool (node)", folder, f"from {host}", pool_fix)]
+            return lambda: [writable("pool (node)", folder, f"from {host}", pool_fix, made)]
 
         for pool in req.pools:
             guard("pool (node)", pool_check(Path(pool)))
@@ -206,6 +229,7 @@ class NodeProbe:
             skew = fs_skew(Path(req.results))
         except OSError:
             pass  # the results check above already says the folder is not writable
+        remove_made(made)
         return {"host": host, "checks": checks, "skew": skew}
 
     @staticmethod
@@ -390,7 +414,8 @@ def array_check(profile: Profile, grid: Grid | None, limit: int | None) -> Check
 
 
 def login_checks(profile: Profile, grid: Grid | None, results: Path, pools: list[Path],
-                 min_free_gb: float) -> list[Check]:
+                 min_free_gb: float, made: list[Path] | None = None) -> list[Check]:
+    """The checks on this login node; folders they create are added to `made`."""
     checks = []
     c = profile.container
     if c is None:
@@ -414,17 +439,27 @@ def login_checks(profile: Profile, grid: Grid | None, results: Path, pools: list
             checks.append(_ok("lock", f"{sys.prefix} is {stamp['lock']} (lock {stamp['hash']})"))
     fix = ("make the results folder writable (or point the grid's `results` elsewhere)" if grid else
            "run the doctor from the folder you submit from (jobs start there), one you can write")
-    checks.append(writable("results (login)", results, "from this login node", fix))
+    checks.append(writable("results (login)", results, "from this login node", fix, made))
     for pool in pools:
         checks.append(writable("pool (login)", pool, "from this login node",
-                               "make the pool folder writable, or point the grid's `pool` elsewhere"))
+                               "make the pool folder writable, or point the grid's `pool` elsewhere", made))
     checks.append(free_space("free space (login)", results, "from this login node", min_free_gb))
     return checks
 
 
 def run_doctor(profile: Profile, grid: Grid | None, *, timeout_s: float = 600.0, min_free_gb: float =
                DEFAULT_MIN_FREE_GB, echo: Callable[[str], None] = print) -> list[Check]:
-    """Every check, in order; `echo` gets each line as soon as it is known (the job takes a while)."""
+    """Every check, in order; `echo` gets each line as soon as it is known (the job takes a while). The results
+    and pool folders the checks create are removed again (when still empty), whatever the checks found."""
+    made: list[Path] = []
+    try:
+        return _run_doctor(profile, grid, timeout_s, min_free_gb, echo, made)
+    finally:
+        remove_made(made)
+
+
+def _run_doctor(profile: Profile, grid: Grid | None, timeout_s: float, min_free_gb: float,
+                echo: Callable[[str], None], made: list[Path]) -> list[Check]:
     from .submit import executor
 
     checks: list[Check] = []
@@ -439,7 +474,7 @@ def run_doctor(profile: Profile, grid: Grid | None, *, timeout_s: float = 600.0,
     pools = [Path(p).resolve() for p in grid.pools.values()] if grid else []
     s_checks, can_submit = slurm_checks(profile, grid)
     add(s_checks)
-    add(login_checks(profile, grid, results, pools, min_free_gb))
+    add(login_checks(profile, grid, results, pools, min_free_gb, made))
     if not can_submit:
         add([_problem("job", "not submitted: Slurm would refuse it (see the lines above)",
                       "fix those first; the node checks (image, GPUs, caches, folders, clock) run in that job")])
