@@ -139,3 +139,20 @@ def test_expected_calibration_error_by_hand() -> None:
     assert ece(low, np.array([3, 1]), bins=10) == pytest.approx((0.85 + 0.05) / 2)
     # The default is 15 bins: 0.15 and 0.05 fall in (2/15, 3/15] and [0, 1/15].
     assert ece(low, np.array([3, 1])) == pytest.approx((0.85 + 0.05) / 2)
+
+
+def test_ece_fifteen_bins_and_an_edge_by_hand() -> None:
+    from mriaug.metrics import expected_calibration_error as ece
+
+    # Five images, top-class confidence and whether it is right. 15 bins, bin k = (k/15, (k+1)/15]:
+    #   0.40 right: exactly on the edge 6/15, so bin 5 = (1/3, 2/5], with 0.34 wrong;
+    #   0.42 wrong: bin 6 = (2/5, 7/15];  0.90 right and 0.92 wrong: bin 13 = (13/15, 14/15].
+    # Per bin |sum(right) - sum(confidence)|: |1 - 0.74| + |0 - 0.42| + |1 - 1.82| = 0.26 + 0.42 + 0.82 = 1.5,
+    # over 5 images: 0.30. The edge in the bin above gives 0.268 (so do 14 and 16 bins); 10 bins give 0.34.
+    probs = np.array([[0.40, 0.30, 0.30, 0.0], [0.34, 0.33, 0.33, 0.0], [0.42, 0.29, 0.29, 0.0],
+                      [0.90, 0.10, 0.0, 0.0], [0.92, 0.08, 0.0, 0.0]])
+    y = np.array([0, 1, 1, 0, 1])
+    assert ece(probs, y) == pytest.approx(0.30, abs=1e-12)
+    assert ece(probs, y, bins=10) == pytest.approx(0.34, abs=1e-12)
+    # Through classification_metrics (the number results record): the same probabilities as logits.
+    assert classification_metrics(np.log(np.maximum(probs, 1e-300)), y)["ece"] == pytest.approx(0.30, abs=1e-9)
