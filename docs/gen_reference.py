@@ -119,6 +119,9 @@ HPARAM_MEANING = {
     "precision": "`\"bf16\"` (autocast) or `\"fp32\"`",
     "pretrained": "start from the timm model's pretrained weights (fetched by `mriaug prefetch`)",
     "weights": "a local `.safetensors` file to start from instead of the hub's weights",
+    "class_weight": "`\"none\"` (the thesis's plain cross-entropy) or `\"balanced\"`: the training loss, and "
+                    "`best_val`'s validation loss, weight each class by the inverse of its frequency in the run's "
+                    "own training images (the weights are recorded in the result)",
     "pack_seeds": "train this many seeds of one cell together in one model (`torch.func`; GPUs; the models whose "
                   "cards pack: `cnn`, `vit`); "
                   "not a hyper-parameter: run ids do not change",
@@ -136,7 +139,7 @@ def model_keys() -> list[list[str]]:
         cells = [f"`{key}`", types[key]]
         for name, card in hparams.MODELS.items():
             default = getattr(card.defaults, key)
-            thesis = hparams.thesis(name).to_dict()[key]
+            thesis = getattr(hparams.thesis(name), key)  # to_dict leaves a later setting out at its default
             shown = "(none)" if default is None else f"`{toml(default)}`"
             cells.append(shown + ("" if thesis == default else f" (thesis `{toml(thesis)}`)"))
         rows.append([*cells, HPARAM_MEANING[key]])
@@ -168,6 +171,9 @@ DATA_MEANING = {
               "every split is tested by seeds s, s + K, ...; each split has its own pool folder, `POOL/split-SEED` "
               "(`mriaug synth --grid` makes them); collect puts the K splits' runs in one table "
               "(`split = \"subject\"` only)",
+    "merge": "`{CLASS = \"CLASS OR NEW NAME\"}`: classes relabelled after the split, e.g. `{Moderate_Demented = "
+             "\"Mild_Demented\"}`; the split is still stratified by the source's own classes, so it is the same "
+             "split with and without the merge, and pools made for the four classes serve the merged task",
 }
 
 
