@@ -222,6 +222,18 @@ def carve_val(groups: np.ndarray, y: np.ndarray, val_fraction: float, seed: int)
     return np.flatnonzero(np.isin(groups, np.concatenate(held)))
 
 
+def check_repeats(k: int, n_groups: int) -> None:
+    """`splits = K` repeats the subject split K times: more splits than the data has scan groups would test the same
+    patients over and over (each split tests test_fraction of the groups), so it is refused where the groups are
+    known (when the data is split)."""
+    if k > n_groups:
+        raise DataError(f"[data] splits = {k}: more repeated subject splits than the data has scan groups "
+                        f"({n_groups}); set splits to at most {n_groups}")
+
+
 def record(kind: str, seed: int | None, fingerprint: str, **extra: Any) -> dict[str, Any]:
-    """`data.split` of a result: what split a run used, with a fingerprint of its assignment."""
+    """`data.split` of a result: what split a run used, with a fingerprint of its assignment. One of K repeated
+    subject splits (`splits` in `extra`) is checked against the scan groups of its `grouping` (`check_repeats`)."""
+    if int(extra.get("splits", 1)) > 1 and isinstance(extra.get("grouping"), dict):
+        check_repeats(int(extra["splits"]), int(extra["grouping"]["groups"]))
     return {"kind": kind, "seed": seed, "fingerprint": fingerprint, **extra}

@@ -459,3 +459,26 @@ def test_link_threshold_is_twice_the_median_over_classes_with_two_images_by_hand
     # With a second class of two such slices the median is 0.495 (four of seven): links under 0.99 join each pair.
     x2 = np.concatenate([x[:5], np.stack([_slice(2, 0.0), _slice(2, 0.5)])])
     assert splits.group_images(x2, np.array([0, 0, 0, 1, 1, 2, 2])).tolist() == [0, 0, 0, 1, 1, 2, 2]
+
+
+def test_more_repeated_splits_than_scan_groups_are_refused_naming_the_setting(tmp_path: Path) -> None:
+    # This phantom has 13 scan groups: splits = 13 is taken, splits = 14 (like 500 splits of 200 scans) refused.
+    opts = {"n_train": 240, "n_test": 80, "size": 32, "split": "subject", "split_seed": 1}
+    assert data.load(DataSpec("phantom", {**opts, "splits": 13})).split["grouping"]["groups"] == 13
+    message = ("[data] splits = 14: more repeated subject splits than the data has scan groups (13); set splits to "
+               "at most 13")
+    with pytest.raises(DataError) as e:
+        data.load(DataSpec("phantom", {**opts, "splits": 14}))
+    assert str(e.value) == message
+    with pytest.raises(DataError, match=r"splits = 500: .* \(200\); set splits to at most 200"):
+        splits.check_repeats(500, 200)
+    splits.check_repeats(200, 200)
+    # A grid of 14 splits stops at its first run with that message, before training anything.
+    g = tmp_path / "g.toml"
+    g.write_text(f'name = "k"\nresults = "{tmp_path / "res"}"\nmodels = ["cnn"]\nscenarios = ["1"]\n'
+                 'augmentations = ["none"]\nseeds = 1\n\n[data]\nsource = "phantom"\nn_train = 240\nn_test = 80\n'
+                 'size = 32\nsplit = "subject"\nsplits = 14\nsplit_seed = 1\n\n[model.cnn]\nepochs = 1\n'
+                 'resolution = 32\n')
+    r = CliRunner().invoke(app, ["grid", str(g)])
+    assert r.exit_code != 0 and "splits = 14: more repeated subject splits" in " ".join(r.output.split()), r.output
+    assert not list((tmp_path / "res").glob("*.json"))
