@@ -146,9 +146,27 @@ def load(path: str | Path, dataset: Dataset, *, verify_hashes: bool = True) -> P
     return _memory[key]
 
 
+def synth_command(path: str | Path, dataset: Dataset) -> str:
+    """The `mriaug synth` command that makes a pool at `path` from exactly `dataset`'s training part: its source
+    and every data option (a pool's sources are rows of one split; a merge of classes is left out, as pools are
+    made for the source's own classes)."""
+    import shlex
+
+    src = dataset.source or {}
+    words = ["mriaug", "synth", "--out", str(path), "--data", str(src.get("source", data_mod.DEFAULT_SOURCE))]
+    for key, value in sorted((src.get("options") or {}).items()):
+        if key in data_mod.LABEL_OPTIONS:
+            continue
+        text = (json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict)
+                else str(value).lower() if isinstance(value, bool) else str(value))
+        words += ["-o", f"{key}={text}"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def _load(path: Path, dataset: Dataset, verify_hashes: bool) -> Pool:
     if not path.is_dir():
-        raise PoolError(f"pool {path}: no such folder; create it with `mriaug synth --out {path}`")
+        raise PoolError(f"pool {path}: no such folder; create it from this data with `{synth_command(path, dataset)}` "
+                        "(or, for a grid's pools, `mriaug synth --grid GRID`)")
     meta = read_meta(path)
     meta_file = path / META
     # Without the fingerprint the source rows could refer to another split: refuse rather than guess.

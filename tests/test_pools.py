@@ -110,3 +110,28 @@ def test_next_pool_writer_removes_leftover_temp_files(tmp_path: Path) -> None:
         f.write_bytes(b"half an image")
     synth.make_pool(ds, pool, "transform", classes=["Moderate_Demented"], progress_bar=False)
     assert not any(f.exists() for f in left)
+
+
+def test_a_missing_pools_message_gives_the_command_that_makes_exactly_it(tmp_path: Path) -> None:
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from mriaug.cli import app
+
+    # One of a grid's repeated subject splits, its classes merged: the command names the source and every option
+    # that shapes the training part (the merge left out: pools are made for the source's own classes).
+    spec = DataSpec("phantom", {"n_train": 160, "n_test": 80, "size": 32, "slices": 8, "split": "subject",
+                                "splits": 2, "split_seed": 11, "merge": {"Moderate_Demented": "Mild_Demented"}})
+    ds = data.load(spec)
+    missing = tmp_path / "pools" / "p" / "split-11"
+    command = (f"mriaug synth --out {missing} --data phantom -o n_test=80 -o n_train=160 -o seed=0 -o size=32 "
+               "-o slices=8 -o split=subject -o split_seed=11 -o splits=2 -o test_fraction=0.2 -o val_fraction=0.1")
+    with pytest.raises(PoolError) as e:
+        pools.load(missing, ds)
+    assert str(e.value) == (f"pool {missing}: no such folder; create it from this data with `{command}` (or, for a "
+                            "grid's pools, `mriaug synth --grid GRID`)")
+    # Run as given (classes limited, to be quick), it makes the pool this run's data loads.
+    r = CliRunner().invoke(app, [*shlex.split(command)[1:], "--classes", "Mild_Demented", "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert len(pools.load(missing, ds).labels) > 0
