@@ -15,13 +15,19 @@ from .errors import SettingError
 SEED_LIMIT = 2**31
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An int or a float, not a bool (which Python counts as an int)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_int(value: Any) -> bool:
+    """An int, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def whole(value: Any, what: str, *, lo: int | None = 0, hi: int | None = None) -> int:
     """A whole number (not a bool, not a float) within [lo, hi]."""
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not is_int(value):
         raise SettingError(f"{what} must be a whole number{_range(lo, hi)}, got {value!r}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise SettingError(f"{what} must be a whole number{_range(lo, hi)}, got {value!r}")
@@ -39,7 +45,7 @@ def seed(value: Any, what: str = "seed") -> int:
 def number(value: Any, what: str, *, lo: float | None = None, hi: float | None = None,
            lo_open: bool = False) -> float:
     """A finite number within [lo, hi] (or (lo, hi] with lo_open); NaN and infinities are refused."""
-    if not _is_number(value) or not math.isfinite(value):
+    if not is_number(value) or not math.isfinite(value):
         raise SettingError(f"{what} must be a finite number{_range(lo, hi, lo_open)}, got {value!r}")
     if (lo is not None and (value < lo or (lo_open and value == lo))) or (hi is not None and value > hi):
         raise SettingError(f"{what} must be a finite number{_range(lo, hi, lo_open)}, got {value!r}")

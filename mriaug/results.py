@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import atomic, locks
+from .checks import is_number
 from .errors import ResultError
 
 REQUIRED = {
@@ -347,10 +348,6 @@ def write(results_dir: str | Path, result: RunResult) -> Path:
     return path
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 def read(path: str | Path) -> RunResult:
     path = Path(path)
     try:
@@ -384,9 +381,9 @@ def _validate(obj: Any, path: Path) -> None:
         if key not in obj["metrics"]:
             continue
         v = obj["metrics"][key]
-        if not (_is_number(v) and math.isfinite(v)) and not (status == "diverged" and v is None):
+        if not (is_number(v) and math.isfinite(v)) and not (status == "diverged" and v is None):
             raise ResultError(f"{path}: 'metrics.{key}' is not a number ({v!r})")
-    if status == "diverged" and not (_is_number(obj.get("diverged_at_epoch")) and obj["diverged_at_epoch"] >= 1):
+    if status == "diverged" and not (is_number(obj.get("diverged_at_epoch")) and obj["diverged_at_epoch"] >= 1):
         raise ResultError(f"{path}: a diverged run without 'diverged_at_epoch'")
     spec = obj["spec"]
     spec_types: tuple[tuple[str, type], ...] = (("model", str), ("augmentation", str), ("seed", int),
@@ -406,13 +403,13 @@ def _validate(obj: Any, path: Path) -> None:
     if not isinstance(spec["scenario"]["name"], str | int) or isinstance(spec["scenario"]["name"], bool):
         raise ResultError(f"{path}: 'spec.scenario.name' is not a name ({spec['scenario']['name']!r})")
     epochs = spec["hparams"].get("epochs")
-    if epochs is not None and not _is_number(epochs):
+    if epochs is not None and not is_number(epochs):
         raise ResultError(f"{path}: 'spec.hparams.epochs' is not a number ({epochs!r})")
     for key in ("fingerprint", "pool_fingerprint"):
         if obj["data"].get(key) is not None and not isinstance(obj["data"][key], str):
             raise ResultError(f"{path}: 'data.{key}' is not a string")
     train_s = obj["timings"].get("train_s")
-    if train_s is not None and not _is_number(train_s):
+    if train_s is not None and not is_number(train_s):
         raise ResultError(f"{path}: 'timings.train_s' is not a number ({train_s!r})")
     if path.stem != obj["run_id"]:
         raise ResultError(f"{path}: file name does not match its run_id {obj['run_id']}")
