@@ -9,7 +9,9 @@ image tokens = (side / 32)^2, output image tokens = n times `OUTPUT_TOKENS[quali
 header `openai-model` names the model that answered (`answered` maps a model asked for to another
 name, e.g. a dated snapshot), `x-request-id` the request.
 
-`models` (None: any) is what it serves and lists; a model not among them is refused as OpenAI does:
+`models` (None: any) is what it serves and lists; `shutdown` gives a model's `shutdown_date` (YYYY-MM-DD) in
+`/v1/models` and `/v1/models/{model}`, as OpenAI reports a deprecated model (null for the others). A model not
+among `models` is refused as OpenAI does:
 404 `model_not_found`, or with `refuse_as="400"` a 400 invalid value of `model`. `list_models=False`
 makes `/v1/models` a 404, like a server that does not list its models.
 
@@ -42,7 +44,7 @@ OUTPUT_TOKENS = {"low": 196, "medium": 1056, "high": 4160, "auto": 1056}
 class FakeImageAPI:
     def __init__(self, key: str, faults: list[str] | None = None, slow_s: float = 2.0, retry_after: str = "1",
                  models: list[str] | None = None, refuse_as: str = "404", answered: dict[str, str] | None = None,
-                 list_models: bool = True):
+                 list_models: bool = True, shutdown: dict[str, str] | None = None):
         self.key = key
         self.faults = list(faults or [])
         self.slow_s = slow_s
@@ -51,6 +53,7 @@ class FakeImageAPI:
         self.refuse_as = refuse_as
         self.answered = dict(answered or {})
         self.list_models = list_models
+        self.shutdown = dict(shutdown or {})
         self.requests: list[dict[str, Any]] = []
         self.made: dict[str, int] = {}  # images made per upload (by its sha256)
         self.lock = threading.Lock()
@@ -108,13 +111,23 @@ class FakeImageAPI:
                     api.requests.append(rec)
                 if not rec["auth_ok"]:
                     return self._error(rec, 401, "bad key")
-                if self.path.rstrip("/") != "/v1/models" or not api.list_models:
+                path = self.path.rstrip("/")
+                if not path.startswith("/v1/models") or not api.list_models:
                     return self._error(rec, 404, "no such endpoint")
                 ids = api.models if api.models is not None else ["gpt-image-2", "dall-e-2"]
+
+                def model(m: str) -> dict[str, Any]:
+                    return {"id": m, "object": "model", "created": 0, "owned_by": "fake",
+                            "shutdown_date": api.shutdown.get(m)}
+
+                if path != "/v1/models":  # GET /v1/models/{model}
+                    name = path.removeprefix("/v1/models/")
+                    if name not in ids:
+                        return self._error(rec, 404, f"The model `{name}` does not exist", code="model_not_found")
+                    rec.update(status=200, billed=False)
+                    return self._send(200, json.dumps(model(name)).encode())
                 rec.update(status=200, billed=False)
-                body = {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "fake"}
-                                                   for m in ids]}
-                self._send(200, json.dumps(body).encode())
+                self._send(200, json.dumps({"object": "list", "data": [model(m) for m in ids]}).encode())
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 length = int(self.headers.get("Content-Length", 0))

@@ -700,3 +700,70 @@ def test_defaults_and_messages_by_hand() -> None:
     raw, resp = _answer(None, 1)
     g._take(bare, raw, SimpleNamespace(usage=None, data=resp.data), [0], 1, 8, Ledger(), 0.02)  # type: ignore[attr-defined]
     assert bare.made[0].request["model_answered"] == "gpt-image-2"
+
+
+# Today's models (issue 26): what GET /v1/models listed on 2026-11-26, with the prices OpenAI publishes for them
+# written out here by hand (None: not published).
+TODAY = {
+    "gpt-image-2": GPT_IMAGE_2_PER_1M,
+    "gpt-image-2.5-flare": {"input_text": 5.0, "input_image": 8.0, "output_image": 30.0, "output_text": None},
+    "gpt-image-2.5-sunburst": {"input_text": 5.0, "input_image": 8.0, "output_image": 30.0, "output_text": None},
+    "gpt-image-2.6-flare": {"input_text": 5.0, "input_image": 8.0, "output_image": 30.0, "output_text": None},
+    "gpt-image-2.6-sunburst": {"input_text": 5.0, "input_image": 8.0, "output_image": 30.0, "output_text": None},
+    "gpt-image-1-mini": {"input_text": 2.0, "input_image": 2.5, "output_image": 8.0, "output_text": None},
+    "gpt-image-1.5": None,
+}
+
+
+def test_every_model_listed_today_has_a_price() -> None:
+    from mriaug.generators.openai_api import OpenAIGenerator, token_cost
+
+    for model, per_1m in TODAY.items():
+        g = OpenAIGenerator(model=model)  # a per-image estimate for the default size and quality, no setting
+        assert g.price > 0 and g.token_prices == per_1m, model
+    assert OpenAIGenerator(model="gpt-image-2.5-flare").price == 0.02  # gpt-image-2's estimate stands in
+    assert OpenAIGenerator(model="gpt-image-1-mini").price == 0.005 and OpenAIGenerator(model="gpt-image-1.5").price
+    # Usage of a kind without a published price is not priced (the request counts at the estimate); kinds
+    # without tokens do not need one: 1000 text + 1024 image input + 272 output image tokens at 5 / 8 / 30.
+    flare = TODAY["gpt-image-2.5-flare"]
+    assert token_cost({"input_text": 1000, "input_image": 1024, "output_image": 272}, flare) == pytest.approx(
+        (1000 * 5 + 1024 * 8 + 272 * 30) / 1e6)
+    assert token_cost({"output_image": 272, "output_text": 5}, flare) is None
+    # An override fills an unknown price.
+    assert OpenAIGenerator(model="gpt-image-1.5", token_prices={"input_text": 5, "input_image": 8, "output_image": 32,
+                                                                 "output_text": 10}).token_prices["output_image"] == 32
+
+
+def test_a_model_with_a_shutdown_date_is_warned_about(tmp_path: Path, env: pytest.MonkeyPatch) -> None:
+    import datetime
+
+    from mriaug.generators.openai_api import OpenAIGenerator, shutdown_warning
+
+    listed = ["gpt-image-2", "gpt-image-2.5-flare", "gpt-image-1.5", "gpt-image-1-mini"]
+    with FakeImageAPI(KEY, models=listed, shutdown={"gpt-image-1.5": "2026-12-01", "gpt-image-1-mini": "2026-12-01",
+                                                    "gpt-image-2": "2027-06-30"}) as api:
+        env.setenv("OPENAI_BASE_URL", api.base_url)
+        # The server's date: for a model the published table has no date for, too.
+        assert OpenAIGenerator(model="gpt-image-2").shutdown_date() == "2027-06-30"
+        assert OpenAIGenerator(model="gpt-image-1.5").shutdown_date() == "2026-12-01"
+        assert OpenAIGenerator(model="gpt-image-2.5-flare").shutdown_date() is None
+        assert "/v1/models/gpt-image-2.5-flare" in [q["path"] for q in api.requests]
+        r = _synth(tmp_path / "pool", "-s", "model=gpt-image-1.5", "--dry-run")
+        assert r.exit_code == 0, r.output
+        assert "warning: OpenAI model 'gpt-image-1.5' shut" in r.output and "2026-12-01" in r.output
+        r = _synth(tmp_path / "pool", "-s", "model=gpt-image-2.5-flare", "--dry-run")
+        assert r.exit_code == 0 and "shuts down" not in r.output and "$0.0200 per image" in r.output
+        assert not [q for q in api.requests if q["path"] != "/v1/models" and not q["path"].startswith("/v1/models/")]
+    # Without a key (or a server): the dates OpenAI's deprecations page announced.
+    env.delenv("OPENAI_API_KEY")
+    assert OpenAIGenerator(model="gpt-image-1-mini").shutdown_date() == "2026-12-01"
+    assert OpenAIGenerator(model="gpt-image-2").shutdown_date() is None
+    r = _synth(tmp_path / "pool", "-s", "model=gpt-image-1-mini", "--dry-run")
+    assert "warning: OpenAI model 'gpt-image-1-mini' shut" in r.output and "2026-12-01" in r.output
+    # The text by hand: days left, or past.
+    day = datetime.date(2026, 11, 26)
+    assert shutdown_warning("m", "2026-12-01", day) == (
+        "warning: OpenAI model 'm' shuts down on 2026-12-01 (5 days from now): requests to it fail from then on, and "
+        "a pool cannot be extended with it; choose a current model with -s model=NAME (GET /v1/models lists them)")
+    assert "'m' shut down on 2026-11-01: requests to it fail, and" in str(shutdown_warning("m", "2026-11-01", day))
+    assert shutdown_warning("m", None, day) is None

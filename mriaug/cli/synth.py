@@ -142,6 +142,8 @@ def _make_one(ds: Any, out: Path, generator: str, options: dict[str, object],
                             kept_for=kept)
     if dry_run:
         typer.echo(f"dry run, pool {out}: {s['done']} image(s) already made; {s['text']}")
+        if s.get("warning"):  # e.g. the model has a shutdown date
+            typer.secho(s["warning"], fg="yellow", err=True)
         return False
     line = f"pool {out}: {s['pool_size']} images ({s['generated']} new)"
     if "spend_usd" in s:

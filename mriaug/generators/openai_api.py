@@ -86,18 +86,53 @@ PRICES_USD: dict[tuple[str, str, str | None], float] = {
     ("gpt-image-2", "1024x1024", "low"): 0.02,
     ("gpt-image-2", "1024x1024", "medium"): 0.07,
     ("gpt-image-2", "1024x1024", "high"): 0.19,
+    # The 2.5 and 2.6 models bill the same token prices as gpt-image-2 and OpenAI publishes no per-image figure
+    # for them (their tokens per image differ by quality); gpt-image-2's estimates stand in, which resellers say
+    # are above what 2.5 costs per image, so the estimate errs high. `price_usd` overrides.
+    **{(f"gpt-image-{v}-{tier}", "1024x1024", q): p for v in ("2.5", "2.6") for tier in ("flare", "sunburst")
+       for q, p in (("low", 0.02), ("medium", 0.07), ("high", 0.19))},
 }
 
-# USD per 1M tokens of `usage`, by the model asked for. Checked 2026-11-26: gpt-image-2 (and its snapshot)
-# text input $5, image input $8, image output $30, text output $10, as OpenAI's pricing page lists them
-# (quoted by xairouter.com and llmreference.com, 2026-11). `-s token_prices='{"input_image": 8, ...}'`
-# overrides single entries, or gives the prices of a model not listed here.
+# USD per 1M tokens of `usage`, by the model asked for; None where OpenAI publishes no price for that kind
+# (a request with tokens of that kind then counts at the per-image estimate, and the run says so). Checked
+# 2026-11-26 against the models GET /v1/models lists then:
+# - gpt-image-2 (and its snapshot): text input $5, image input $8, image output $30, text output $10, as OpenAI's
+#   pricing page lists them (quoted by xairouter.com and llmreference.com, 2026-11).
+# - gpt-image-2.5-flare / -sunburst (snapshots -2026-09-08): text input $5, image input $8, image output $30,
+#   "item for item the same as gpt-image-2" (OpenAI's pricing page as quoted by apifox.com and docs.apiyi.com,
+#   2026-09-09); a text output price is not published for them: unknown.
+# - gpt-image-2.6-flare / -sunburst (2026-11-05): the same text and image prices as 2.5 (docs.laozhang.ai,
+#   "token prices match OpenAI and GPT Image 2.5", 2026-11-05); text output unknown.
+# - gpt-image-1-mini: text input $2, image input $2.50, image output $8 (OpenAI's model page,
+#   developers.openai.com/api/docs/models/gpt-image-1-mini); text output not listed: unknown.
+# - gpt-image-1.5 (and -2025-12-16) and chatgpt-image-latest: no token prices found on OpenAI's pages: unknown
+#   (their usage counts at the per-image estimate).
+# `-s token_prices='{"input_image": 8, ...}'` overrides single entries (an unknown one too), or gives the prices
+# of a model not listed here.
 TOKEN_PRICES_DATE = "2026-11-26"
 TOKEN_KINDS = ("input_text", "input_image", "output_image", "output_text")
-_GPT_IMAGE_2 = {"input_text": 5.0, "input_image": 8.0, "output_image": 30.0, "output_text": 10.0}
-TOKEN_PRICES_USD_PER_1M: dict[str, dict[str, float]] = {
+Prices = dict[str, float | None]
+_GPT_IMAGE_2: Prices = {"input_text": 5.0, "input_image": 8.0, "output_image": 30.0, "output_text": 10.0}
+_GPT_IMAGE_25: Prices = {"input_text": 5.0, "input_image": 8.0, "output_image": 30.0, "output_text": None}
+_UNKNOWN: dict[str, float | None] = dict.fromkeys(TOKEN_KINDS)
+TOKEN_PRICES_USD_PER_1M: dict[str, dict[str, float | None]] = {
     "gpt-image-2": _GPT_IMAGE_2,
     "gpt-image-2-2026-04-21": _GPT_IMAGE_2,
+    **{f"gpt-image-{v}-{tier}{snap}": _GPT_IMAGE_25 for v in ("2.5", "2.6") for tier in ("flare", "sunburst")
+       for snap in ("", "-2026-09-08" if v == "2.5" else "")},
+    "gpt-image-1-mini": {"input_text": 2.0, "input_image": 2.5, "output_image": 8.0, "output_text": None},
+    "gpt-image-1.5": _UNKNOWN,
+    "gpt-image-1.5-2025-12-16": _UNKNOWN,
+    "chatgpt-image-latest": _UNKNOWN,
+}
+# Shutdown dates OpenAI's deprecations page announces (developers.openai.com/api/docs/deprecations, checked
+# 2026-11-26): warned about by `synth --dry-run` and `mriaug doctor` even without a key. The server's own
+# answer (the `shutdown_date` of GET /v1/models/{model}) takes precedence when it can be asked.
+SHUTDOWN_DATES = {
+    "gpt-image-1-mini": "2026-12-01",
+    "gpt-image-1.5": "2026-12-01",
+    "gpt-image-1.5-2025-12-16": "2026-12-01",
+    "chatgpt-image-latest": "2026-12-01",
 }
 
 DEFAULT_ENDPOINT = "edit"
@@ -149,8 +184,27 @@ def tokens_of(usage: Any) -> dict[str, int] | None:
     return t
 
 
-def token_cost(tokens: dict[str, int], prices: dict[str, float]) -> float:
-    return sum(tokens.get(k, 0) * prices[k] for k in TOKEN_KINDS) / 1e6
+def token_cost(tokens: dict[str, int], prices: dict[str, float | None]) -> float | None:
+    """USD of these tokens; None when some kind with tokens has no known price."""
+    if any(tokens.get(k, 0) and prices.get(k) is None for k in TOKEN_KINDS):
+        return None
+    return sum(tokens.get(k, 0) * (prices.get(k) or 0.0) for k in TOKEN_KINDS) / 1e6
+
+
+def shutdown_warning(model: str, date: str | None, today: datetime.date | None = None) -> str | None:
+    """The warning for a model with a shutdown date (None without one): how long it is left, or that it is past."""
+    if not date:
+        return None
+    today = today or datetime.date.today()
+    try:
+        left = (datetime.date.fromisoformat(str(date)[:10]) - today).days
+    except ValueError:
+        left = None
+    when = (f"shut down on {date}: requests to it fail" if left is not None and left < 0 else
+            f"shuts down on {date}" + (f" ({left} days from now)" if left is not None else "")
+            + ": requests to it fail from then on")
+    return (f"warning: OpenAI model {model!r} {when}, and a pool cannot be extended with it; choose a current "
+            "model with -s model=NAME (GET /v1/models lists them)")
 
 
 @dataclass
@@ -289,9 +343,10 @@ class OpenAIGenerator:
         self.token_prices = self._token_prices(token_prices)
         self.last_summary: dict[str, Any] = {}
 
-    def _token_prices(self, override: Any) -> dict[str, float] | None:
-        """USD per 1M tokens by kind for this model: the table's, with `override` on top; None when some
-        kind has no price (usage is then counted at the estimate, and the run says so)."""
+    def _token_prices(self, override: Any) -> dict[str, float | None] | None:
+        """USD per 1M tokens by kind for this model: the table's, with `override` on top; None when no kind has
+        a price, and None for a kind whose price is not published (usage of such a kind is counted at the
+        estimate, and the run says so)."""
         base = dict(TOKEN_PRICES_USD_PER_1M.get(self.model, {}))
         if override is not None:
             if not isinstance(override, dict):
@@ -304,7 +359,7 @@ class OpenAIGenerator:
                                    f"known: {', '.join(TOKEN_KINDS)}")
             for k, v in override.items():
                 base[k] = checks.non_negative(v, f"openai generator: token_prices {k}")
-        if not base:
+        if not base or all(v is None for v in base.values()):
             return None
         missing = [k for k in TOKEN_KINDS if k not in base]
         if missing:
@@ -338,7 +393,27 @@ class OpenAIGenerator:
                 f"${self.price:.4f} per image: about ${cost:.2f}; pool spend so far ${spent:.2f}")
         if self.max_cost_usd is not None:
             text += f"; --max-cost ${self.max_cost_usd:.2f}"
-        return {"requests": requests, "images": images, "price_usd": self.price, "cost_usd": cost, "text": text}
+        out = {"requests": requests, "images": images, "price_usd": self.price, "cost_usd": cost, "text": text}
+        warning = shutdown_warning(self.model, self.shutdown_date())
+        if warning:
+            out["warning"] = warning
+        return out
+
+    def shutdown_date(self) -> str | None:
+        """The model's shutdown date: the server's `shutdown_date` (GET /v1/models/{model}) when a key is set and
+        the server answers, else the date OpenAI's deprecations page announced (`SHUTDOWN_DATES`), else None."""
+        if os.environ.get("OPENAI_API_KEY"):
+            try:
+                import openai
+
+                client = openai.OpenAI(base_url=self.base_url, max_retries=0, timeout=min(self.timeout_s, 15.0))
+                m = client.models.retrieve(self.model)
+                date = getattr(m, "shutdown_date", None) or (m.model_extra or {}).get("shutdown_date")
+                if date or "shutdown_date" in (m.model_extra or {}) or hasattr(m, "shutdown_date"):
+                    return str(date) if date else None
+            except Exception:  # noqa: BLE001 - unreachable, refused or unlisted: fall back to the published dates
+                pass
+        return SHUTDOWN_DATES.get(self.model)
 
     # --- one request ---------------------------------------------------------------------------
 
@@ -502,10 +577,8 @@ class OpenAIGenerator:
         tokens = tokens_of(getattr(resp, "usage", None))
         usage = None
         if tokens is not None:
-            if self.token_prices is not None:
-                usage = token_cost(tokens, self.token_prices)
-            else:
-                out.unpriced_usage = True
+            usage = token_cost(tokens, self.token_prices) if self.token_prices is not None else None
+            out.unpriced_usage = usage is None
         images, bad = [], 0
         for item in list(getattr(resp, "data", None) or [])[: len(want)]:
             try:
@@ -640,7 +713,8 @@ class OpenAIGenerator:
             "stopped_at_budget": budget_hit,
         }
         if unpriced:
-            summary["warning"] = (f"the server reported token usage, but no token prices are known for {self.model!r}: "
+            summary["warning"] = (f"the server reported token usage, but no token prices are known for {self.model!r} "
+                                  "(for every kind it used): "
                                   "those requests count at the per-image estimate; pass -s token_prices='{...}'")
         if budget_hit:
             summary["message"] = (
