@@ -350,3 +350,47 @@ def test_gpus_the_partition_does_not_have_fail_on_the_resources_line(cluster: Pa
     assert problems[0].startswith("PROBLEM resources default: Slurm refuses partition=debug gpus=1 cpus=1 "), output
     assert problems[1].startswith("PROBLEM job: not submitted"), output
     assert "ok      resources collector: Slurm accepts partition=debug gpus=0" in output
+
+
+def test_an_openai_pools_model_with_a_shutdown_date_is_warned_about(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime
+    import json
+
+    from tests.fake_openai_server import FakeImageAPI
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    grid = write_grid(tmp_path / "g.toml", tmp_path / "res", scenarios=["1", "3"])
+    made, fresh = tmp_path / "pools" / "made", tmp_path / "pools" / "fresh"
+    grid.write_text(grid.read_text() + f'\n[pool]\nopenai = "{fresh}"\nold = "{made}"\n')
+    made.mkdir(parents=True)
+    (made / "pool.json").write_text(json.dumps({"generator": "openai", "generator_params": {"model": "gpt-image-1.5"}}))
+    g = grid_mod.load(grid)
+    day = datetime.date(2026, 11, 26)
+    # Without a key: the dates OpenAI's deprecations page announced. The made pool's model (pool.json) shuts down
+    # in 5 days: ok, with the warning; the pool named openai, not made yet, gets the default model (no date).
+    checks = doctor.openai_checks(g, today=day)
+    assert [c.line() for c in checks] == [
+        "ok      openai model: gpt-image-1.5 (pool old): warning: OpenAI model 'gpt-image-1.5' shuts down on "
+        "2026-12-01 (5 days from now): requests to it fail from then on, and a pool cannot be extended with it; "
+        "choose a current model with -s model=NAME (GET /v1/models lists them)",
+        "ok      openai model: gpt-image-2 (pool openai) has no shutdown date"]
+    # After the date: a problem.
+    late = doctor.openai_checks(g, today=datetime.date(2026, 12, 6))[0]
+    assert not late.ok and "gpt-image-1.5 (pool old): OpenAI model 'gpt-image-1.5' shut down on 2026-12-01" in \
+        late.detail and "remake the pool with a current model" in late.fix
+    # With a key, the server's shutdown_date (GET /v1/models/{model}) decides.
+    with FakeImageAPI("sk-doctor-0000000000", shutdown={"gpt-image-2": "2027-01-15"}) as api:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-doctor-0000000000")
+        monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+        lines = [c.line() for c in doctor.openai_checks(g, today=day)]
+        assert "ok      openai model: gpt-image-2 (pool openai): warning: OpenAI model 'gpt-image-2' shuts down on " \
+               "2027-01-15 (50 days from now)" in lines[1]
+    # A grid without an openai pool has no such line; the doctor prints it among its login checks.
+    assert doctor.openai_checks(grid_mod.load(write_grid(tmp_path / "h.toml", tmp_path / "res2")), today=day) == []
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(doctor, "run_command", lambda *a, **k: None)
+    r = runner.invoke(app, ["doctor", "--profile", str(LOCAL), "--grid", str(grid)])
+    assert "openai model: gpt-image-1.5 (pool old)" in r.output
+    assert "openai model: gpt-image-2 (pool openai)" in r.output

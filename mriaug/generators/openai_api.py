@@ -191,6 +191,23 @@ def token_cost(tokens: dict[str, int], prices: dict[str, float | None]) -> float
     return sum(tokens.get(k, 0) * (prices.get(k) or 0.0) for k in TOKEN_KINDS) / 1e6
 
 
+def shutdown_date(model: str, base_url: str | None = None, timeout_s: float = 15.0) -> str | None:
+    """A model's shutdown date: the server's `shutdown_date` (GET /v1/models/{model}) when a key is set and the
+    server answers, else the date OpenAI's deprecations page announced (`SHUTDOWN_DATES`), else None."""
+    if os.environ.get("OPENAI_API_KEY"):
+        try:
+            import openai
+
+            m = openai.OpenAI(base_url=base_url, max_retries=0, timeout=timeout_s).models.retrieve(model)
+            extra = m.model_extra or {}
+            if "shutdown_date" in extra or getattr(m, "shutdown_date", None):
+                date = getattr(m, "shutdown_date", None) or extra.get("shutdown_date")
+                return str(date) if date else None
+        except Exception:  # noqa: BLE001 - unreachable, refused or unlisted: fall back to the published dates
+            pass
+    return SHUTDOWN_DATES.get(model)
+
+
 def shutdown_warning(model: str, date: str | None, today: datetime.date | None = None) -> str | None:
     """The warning for a model with a shutdown date (None without one): how long it is left, or that it is past."""
     if not date:
@@ -400,20 +417,8 @@ class OpenAIGenerator:
         return out
 
     def shutdown_date(self) -> str | None:
-        """The model's shutdown date: the server's `shutdown_date` (GET /v1/models/{model}) when a key is set and
-        the server answers, else the date OpenAI's deprecations page announced (`SHUTDOWN_DATES`), else None."""
-        if os.environ.get("OPENAI_API_KEY"):
-            try:
-                import openai
-
-                client = openai.OpenAI(base_url=self.base_url, max_retries=0, timeout=min(self.timeout_s, 15.0))
-                m = client.models.retrieve(self.model)
-                date = getattr(m, "shutdown_date", None) or (m.model_extra or {}).get("shutdown_date")
-                if date or "shutdown_date" in (m.model_extra or {}) or hasattr(m, "shutdown_date"):
-                    return str(date) if date else None
-            except Exception:  # noqa: BLE001 - unreachable, refused or unlisted: fall back to the published dates
-                pass
-        return SHUTDOWN_DATES.get(self.model)
+        """This model's shutdown date (`shutdown_date`)."""
+        return shutdown_date(self.model, self.base_url, min(self.timeout_s, 15.0))
 
     # --- one request ---------------------------------------------------------------------------
 

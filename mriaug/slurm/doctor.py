@@ -413,6 +413,47 @@ def array_check(profile: Profile, grid: Grid | None, limit: int | None) -> Check
     return _ok("array size", f"MaxArraySize {limit} (arrays of up to {cap} tasks): {', '.join(parts)}")
 
 
+def openai_checks(grid: Grid | None, today: Any = None) -> list[Check]:
+    """The OpenAI model of each of the grid's pools made (or to be made) by the `openai` generator: the model its
+    pool.json records, else the generator's default for a pool named `openai` not made yet. A model past its
+    shutdown date is a problem; one with a date ahead is ok with the warning (`synth --dry-run` says it too)."""
+    import json
+
+    from ..generators import openai_api
+
+    if grid is None:
+        return []
+    models: dict[str, list[str]] = {}
+    for label, folder in grid.pools.items():
+        for _, split_folder in grid.pool_dirs(folder):
+            meta_file = Path(split_folder) / "pool.json"
+            try:
+                meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+            except (OSError, ValueError):
+                meta = {}
+            if meta.get("generator") == "openai":
+                params = meta.get("generator_params") or {}
+                model = params.get("model") or openai_api.DEFAULT_MODEL.get(params.get("endpoint", "edit"), "")
+            elif not meta and label == "openai":
+                model = openai_api.DEFAULT_MODEL[openai_api.DEFAULT_ENDPOINT]
+            else:
+                continue
+            models.setdefault(str(model), []).append(label)
+    out = []
+    for model, labels in sorted(models.items()):
+        date = openai_api.shutdown_date(model)
+        warning = openai_api.shutdown_warning(model, date, today)
+        where = f"pool {', '.join(dict.fromkeys(labels))}"
+        if warning is None:
+            out.append(_ok("openai model", f"{model} ({where}) has no shutdown date"))
+        elif "shut down on" in warning:
+            out.append(_problem("openai model", f"{model} ({where}): {warning.removeprefix('warning: ')}",
+                                "extend or remake the pool with a current model (-s model=NAME)"))
+        else:
+            out.append(_ok("openai model", f"{model} ({where}): {warning}"))
+    return out
+
+
 def login_checks(profile: Profile, grid: Grid | None, results: Path, pools: list[Path],
                  min_free_gb: float, made: list[Path] | None = None) -> list[Check]:
     """The checks on this login node; folders they create are added to `made`."""
@@ -444,6 +485,7 @@ def login_checks(profile: Profile, grid: Grid | None, results: Path, pools: list
         checks.append(writable("pool (login)", pool, "from this login node",
                                "make the pool folder writable, or point the grid's `pool` elsewhere", made))
     checks.append(free_space("free space (login)", results, "from this login node", min_free_gb))
+    checks += openai_checks(grid)
     return checks
 
 
