@@ -106,3 +106,106 @@ def test_two_grid_workers_train_each_run_once(tmp_path: Path) -> None:
     assert min(sum("training images" in ln for ln in se.splitlines()) for _, _, se in outs) >= 1, "one worker idle"
     assert results.done_ids(res) == {r.run_id for r in runs}
     assert not list((res / ".locks").glob("*.lock"))
+
+
+# --- the local scheduler `mriaug grid` runs (`mriaug.local`), against a fake engine --------------------------
+
+class _Seen:
+    """A `local.Progress` that records what a worker tells it."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def starting(self, unit) -> None:
+        self.events.append(f"start {unit[0].seed}")
+
+    def trained(self, unit) -> None:
+        self.events.append(f"trained {len(unit)}")
+
+    def waiting(self, busy: int) -> None:
+        self.events.append(f"waiting {busy}")
+
+
+def _specs(phantom_spec: data.DataSpec, n: int) -> list:
+    from mriaug import hparams
+    from mriaug.scenarios import SCENARIOS
+
+    return [grid.make_spec("cnn", SCENARIOS["1"], "none", s, hparams.thesis("cnn"), phantom_spec) for s in range(n)]
+
+
+def test_a_worker_comes_back_to_units_other_workers_held(tmp_path: Path, phantom_spec: data.DataSpec,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriaug import local, locks, runtime
+
+    a, b, c = _specs(phantom_spec, 3)
+    held_once = {b.run_id}
+    threads: list[int] = []
+    sleeps: list[float] = []
+
+    def train_unit(unit, results_dir, *, wait, **kw):
+        assert wait is False  # a worker never waits on a run another holds: it goes on with the next
+        if unit[0].run_id in held_once:
+            held_once.discard(unit[0].run_id)
+            raise locks.Busy(Path("x.lock"), {"host": "other", "pid": 1})
+        return []
+
+    monkeypatch.setattr(local, "train_unit", train_unit)
+    monkeypatch.setattr(runtime, "use_cpu_threads", threads.append)
+    monkeypatch.setattr(local.time, "sleep", sleeps.append)
+    seen = _Seen()
+    local.Worker(tmp_path, progress=seen, poll_s=0.25).run([[a], [b, c]])
+    assert seen.events == ["start 0", "trained 1", "start 1", "waiting 1", "start 1", "trained 2"]
+    assert sleeps == []  # a round that trained something goes straight to the next
+    assert threads == [1, 1, 1]  # this worker alone on the machine: its lock is the only live one
+    assert not list((tmp_path / ".workers").glob("*.lock"))  # its lock is gone when it ends
+
+
+def test_a_worker_whose_units_are_all_held_sleeps_between_visits(tmp_path: Path, phantom_spec: data.DataSpec,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriaug import local, locks
+
+    (a,) = _specs(phantom_spec, 1)
+    tries = iter([True, True, False])
+    sleeps: list[float] = []
+
+    def train_unit(unit, results_dir, **kw):
+        if next(tries):
+            raise locks.Busy(Path("x.lock"), {"host": "other", "pid": 1})
+        return []
+
+    monkeypatch.setattr(local, "train_unit", train_unit)
+    monkeypatch.setattr(local.time, "sleep", sleeps.append)
+    seen = _Seen()
+    local.Worker(tmp_path, progress=seen, poll_s=0.25).run([[a]])
+    assert sleeps == [0.25, 0.25]
+    assert seen.events.count("waiting 1") == 1 and seen.events[-1] == "trained 1"
+
+
+def test_a_failing_unit_is_named_in_the_error(tmp_path: Path, phantom_spec: data.DataSpec,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriaug import local
+
+    a, b = _specs(phantom_spec, 2)
+
+    def train_unit(unit, results_dir, **kw):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(local, "train_unit", train_unit)
+    with pytest.raises(RuntimeError, match="out of memory") as err:
+        local.Worker(tmp_path).run([[a, b]])
+    assert err.value.__notes__ == [f"while training {a.label}, {b.label} [{a.run_id}]"]
+
+
+def test_one_door_sends_a_run_and_a_seed_pack_to_their_engine(tmp_path: Path, phantom_spec: data.DataSpec,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriaug import local, seedpack, train
+
+    a, b = _specs(phantom_spec, 2)
+    calls: list[tuple[str, list[int], bool]] = []
+    monkeypatch.setattr(train, "execute", lambda spec, d, *, wait, **kw: calls.append(("run", [spec.seed], wait)))
+    monkeypatch.setattr(seedpack, "execute", lambda specs, d, *, wait, **kw: calls.append(
+        ("pack", [s.seed for s in specs], wait)) or ["r0", "r1"])
+    assert local.train_unit([a], tmp_path, wait=False) == [None]
+    assert local.train_unit([a, b], tmp_path) == ["r0", "r1"]
+    assert calls == [("run", [0], False), ("pack", [0, 1], True)]
+    assert local.describe([a]) == a.label and local.describe([a, b]) == f"{a.label} +1 seeds"

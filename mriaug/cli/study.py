@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
-import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,6 +21,10 @@ from .options import (
     data_spec,
     load_grid,
 )
+
+if TYPE_CHECKING:
+    from ..grid import Grid
+    from ..spec import RunSpec
 
 
 def data_show(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None) -> None:
@@ -153,10 +154,9 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
     from tqdm import tqdm
 
     from .. import grid as grid_mod
-    from .. import locks, pools, results, runtime, seedpack
+    from .. import local, results
     from ..analysis.collect import collect
     from ..errors import PoolError
-    from ..train import execute
 
     g = load_grid(file)
     if results_dir is not None:
@@ -167,57 +167,53 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
             raise SettingError(f"{file}: no run id starts with {', '.join(only)}")
     done = results.done_ids(g.results)
     todo = [r for r in g.runs if r.run_id not in done]
+    counts = f"grid {g.name}: {len(g.runs)} runs, {len(g.runs) - len(todo)} done, {len(todo)} to run -> {g.results}"
     if dry_run:
-        for s in g.settings():
-            hp = ", ".join(f"{k}={v}" for k, v in s["hparams"].items() if v is not None)
-            opts = ", ".join(f"{k}={v}" for k, v in s["options"].items())
-            typer.echo(f"{s['model']}: {s['runs']} runs; {hp}")
-            packing = f"packs of {s['pack_seeds']} seeds" if s["pack_seeds"] > 1 else "one run per task"
-            typer.echo(f"  data {s['data']}" + (f" ({opts})" if opts else "") + f"; budget {s['budget']}, select "
-                       f"{s['select']}; pools {', '.join(s['pools']) or 'none'}; {packing}")
-        typer.echo(f"grid {g.name}: {len(g.runs)} runs, {len(g.runs) - len(todo)} done, {len(todo)} to run -> "
-                   f"{g.results} (dry run: nothing trained)")
+        _print_settings(g)
+        typer.echo(f"{counts} (dry run: nothing trained)")
         return
     try:
         grid_mod.check_pools(todo)
     except PoolError as e:
         raise PoolError(f"{file}: {e}") from e
-    typer.echo(f"grid {g.name}: {len(g.runs)} runs, {len(g.runs) - len(todo)} done, {len(todo)} to run -> {g.results}")
+    typer.echo(counts)
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if verbose else (lambda m: None)
-    # Several workers (this command started twice, or beside Slurm tasks) split the runs: a run another live
-    # process holds the lock of is skipped, and visited again once the others are done. A unit is one run, or a
-    # pack of seeds trained together ([model.NAME] pack_seeds).
-    pending, told = g.units(todo), False
-    # This worker is known by a lock in the results folder; the workers on this machine split its cores.
-    workers = Path(g.results) / ".workers"
-    me = workers / f"{socket.gethostname()}-{os.getpid()}.lock"
-    with (tqdm(total=len(todo), unit="run", file=sys.stderr) as bar, pools.cached_in_process(),
-          locks.held(me, wait=False)):
-        while pending:
-            busy = []
-            for unit in pending:
-                runtime.use_cpu_threads(len(locks.live_holders(workers, socket.gethostname())))
-                bar.set_postfix_str(unit[0].label + (f" +{len(unit) - 1} seeds" if len(unit) > 1 else ""))
-                try:
-                    if len(unit) == 1:
-                        execute(unit[0], g.results, device=device, save_weights=g.save_weights, log=log, wait=False)
-                    else:
-                        seedpack.execute(unit, g.results, device=device, save_weights=g.save_weights, log=log,
-                                         wait=False)
-                except locks.Busy:
-                    busy.append(unit)
-                    continue
-                except Exception as e:
-                    e.add_note(f"while training {', '.join(s.label for s in unit)} [{unit[0].run_id}]")
-                    raise
-                bar.update(len(unit))
-            if busy and not told:
-                tqdm.write(f"{len(busy)} run(s) being trained by other workers; waiting for them", file=sys.stderr)
-                told = True
-            if len(busy) == len(pending):
-                time.sleep(2.0)
-            pending = busy
+    with tqdm(total=len(todo), unit="run", file=sys.stderr) as bar:
+        worker = local.Worker(Path(g.results), device=device, save_weights=g.save_weights, log=log,
+                              progress=_Bar(bar))
+        worker.run(g.units(todo))
     collect(g.results, g.results / "tables", run_ids={r.run_id for r in g.runs}, echo=typer.echo, warn=_warn)
+
+
+def _print_settings(g: Grid) -> None:
+    """What `grid --dry-run` shows of each setting the grid trains."""
+    for s in g.settings():
+        hp = ", ".join(f"{k}={v}" for k, v in s["hparams"].items() if v is not None)
+        opts = ", ".join(f"{k}={v}" for k, v in s["options"].items())
+        typer.echo(f"{s['model']}: {s['runs']} runs; {hp}")
+        packing = f"packs of {s['pack_seeds']} seeds" if s["pack_seeds"] > 1 else "one run per task"
+        typer.echo(f"  data {s['data']}" + (f" ({opts})" if opts else "") + f"; budget {s['budget']}, select "
+                   f"{s['select']}; pools {', '.join(s['pools']) or 'none'}; {packing}")
+
+
+class _Bar:
+    """The local scheduler's progress on a tqdm bar (`mriaug.local.Progress`)."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def starting(self, unit: list[RunSpec]) -> None:
+        from .. import local
+
+        self.bar.set_postfix_str(local.describe(unit))
+
+    def trained(self, unit: list[RunSpec]) -> None:
+        self.bar.update(len(unit))
+
+    def waiting(self, busy: int) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"{busy} run(s) being trained by other workers; waiting for them", file=sys.stderr)
 
 
 def _warn(msg: str) -> None:

@@ -4,8 +4,8 @@
 - `planning`: a grid's missing runs as arrays per model, packed into tasks, split to the cluster's
   MaxArraySize, pools checked.
 - `submit`: the arrays and a collector job through submitit, recorded under RESULTS/.slurm/.
-- `tasks`: what runs on the node (one run per array task or `runs_per_task` packed, a one-off command, the
-  collector).
+- `tasks`: what runs on the node (an array task's units, one run or `runs_per_task` packed, a one-off command,
+  the collector).
 - `status`: every run's state from the results folder, squeue and the records (no accounting needed).
 - `queue`: squeue and `scontrol show config`, parsed by pure functions.
 
@@ -19,10 +19,11 @@ from .profile import COMMAND_JOBS, Container, Profile, Resources, load_profile, 
 from .queue import STATES
 from .status import GridStatus, RunState, grid_status, render_status, wait
 from .submit import Submitted, executor, submit, submit_command
-from .tasks import CommandTask, PackTask, RunTask, collect_task
+from .tasks import CommandTask, PackTask, RunTask, TrainTask, collect_task
 
 __all__ = [
     "COMMAND_JOBS", "STATES", "Array", "CommandTask", "Container", "GridStatus", "PackTask", "Plan", "Profile",
-    "ProfileError", "Resources", "RunState", "RunTask", "SlurmError", "Submitted", "collect_task", "executor",
+    "ProfileError", "Resources", "RunState", "RunTask", "SlurmError", "Submitted", "TrainTask", "collect_task",
+    "executor",
     "grid_status", "load_profile", "parse_time", "plan", "render_status", "submit", "submit_command", "wait",
 ]

@@ -38,8 +38,8 @@ class Array:
 
     @property
     def packed(self) -> bool:
-        """Whether any task holds more than one run (then tasks run `PackTask`, else `RunTask`)."""
-        return any(len(task) > 1 or len(task[0]) > 1 for task in self.tasks)
+        """Whether any task holds more than one run (the submission then records each task's units)."""
+        return any(sum(map(len, task)) > 1 for task in self.tasks)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Submission through submitit: each array (one task per run, `RunTask`, or several, `PackTask`), then one
+"""Submission through submitit: each array (`TrainTask`s of one run each, or several), then one
 collector job with an `afterany` dependency on every array; what went in is recorded under
 RESULTS/.slurm/submissions/."""
 
@@ -21,7 +21,7 @@ from ..runtime import git_commit
 from .paths import failure_path, slurm_dir
 from .planning import Array, Plan
 from .profile import COMMAND_JOBS, Profile, Resources, check_image
-from .tasks import CommandTask, PackTask, RunTask, collect_task
+from .tasks import CommandTask, TrainTask, collect_task
 
 # Always set in jobs: compute nodes read the caches `mriaug prefetch` filled and never reach the hub.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -121,10 +121,7 @@ def submit(p: Plan) -> Submitted:
         n = len(a.tasks)
         jobs: list[submitit.Job[Any]]
         try:
-            if a.packed:  # several runs per task (runs_per_task, pack_seeds)
-                jobs = ex.map_array(PackTask(), a.tasks, [str(p.results_dir)] * n, [p.grid.save_weights] * n)
-            else:
-                jobs = ex.map_array(RunTask(), a.runs, [str(p.results_dir)] * n, [p.grid.save_weights] * n)
+            jobs = ex.map_array(TrainTask(), a.tasks, [str(p.results_dir)] * n, [p.grid.save_weights] * n)
         except Exception as e:
             went_in = ", ".join(f"{x['model']} (job {x['job_id']})" for x in doc["arrays"]) or "none"
             raise SlurmError(f"submitting the {a.model} array ({len(a.runs)} runs in {n} tasks, "

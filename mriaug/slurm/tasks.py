@@ -1,7 +1,9 @@
-"""What runs inside a job: one run per array task (or several, packed), a one-off command, the collector.
+"""What runs inside a job: the units of an array task (one run, or several packed), a one-off command, the
+collector.
 
 These are pickled by submitit at submission and unpickled on the node, so their names are public
-(`mriaug.slurm.RunTask`, ...) and stay importable from `mriaug.slurm` across versions.
+(`mriaug.slurm.TrainTask`, ...) and stay importable from `mriaug.slurm` across versions (`RunTask` and
+`PackTask`, the two task classes of earlier versions, are names of `TrainTask`).
 """
 
 from __future__ import annotations
@@ -31,23 +33,67 @@ def job_log_paths() -> tuple[str | None, str | None, str | None]:
         return None, None, None
 
 
-class RunTask(submitit.helpers.Checkpointable):
-    """One array task: train one run. submitit requeues it on the time-limit signal (Checkpointable);
-    every restart, whatever caused it, resumes from the checkpoint `train.execute` keeps on disk."""
+class TrainTask(submitit.helpers.Checkpointable):
+    """One array task: its units (each a run, or a pack of seeds trained together) one after another in one
+    process, so Python, torch, the device and the data start once (`runs_per_task` runs, or one).
+    submitit requeues it on the time-limit signal (Checkpointable).
 
-    def __call__(self, spec: RunSpec, results_dir: str, save_weights: bool = False) -> dict[str, Any]:
-        from .. import train
+    Everything stays per run: a unit with a result is skipped (a requeued task restarts here, skips the
+    finished runs and resumes the interrupted one from its checkpoint), a failing unit writes the failure
+    record of each of its runs and the task goes on with the next unit; the task fails at the end if any did."""
 
-        spec = upgrade_spec(spec)
-        print(f"mriaug task {spec.label} [{spec.run_id}] on {os.uname().nodename}, "
+    def __call__(self, units: list[list[RunSpec]] | RunSpec, results_dir: str, save_weights: bool = False
+                 ) -> list[dict[str, Any]]:
+        from .. import pools
+
+        if isinstance(units, RunSpec):  # an array submitted as `RunTask`s by an earlier mriaug: one run per task
+            units = [[units]]
+        units = [[upgrade_spec(s) for s in unit] for unit in units]
+        n_runs = sum(map(len, units))
+        print(f"mriaug task: {n_runs} runs in {len(units)} unit(s) on {os.uname().nodename}, "
               f"attempt {int(os.environ.get('SLURM_RESTART_COUNT', 0)) + 1}", file=sys.stderr, flush=True)
-        try:
-            r = train.execute(spec, results_dir, save_weights=save_weights)
-        except Exception as e:
+        done: list[dict[str, Any]] = []
+        failed: list[str] = []
+        with pools.cached_in_process():  # the dataset and pools are read once for all the task's runs
+            for unit in units:
+                failed += _train(unit, results_dir, save_weights, done)
+        if failed:
+            raise SlurmError(f"{len(failed)} of the task's {n_runs} runs failed ({', '.join(failed)}); their errors "
+                             f"are in {failure_path(results_dir, '').parent}/RUN_ID.json and `mriaug status`")
+        return done
+
+
+# The names arrays were submitted under before there was one task class: a queued job's pickle names its class.
+PackTask = TrainTask
+RunTask = TrainTask
+
+
+def _train(unit: list[RunSpec], results_dir: str, save_weights: bool, done: list[dict[str, Any]]) -> list[str]:
+    """Train a unit's runs without a result; append what they got to `done` and return the labels of those
+    that failed (each with its failure record)."""
+    from .. import results
+    from ..local import train_unit
+
+    todo = []
+    for spec in unit:
+        if spec.run_id in results.done_ids_of(results_dir, [spec.run_id]):
+            print(f"[{spec.run_id}] {spec.label}: already done, skipped", file=sys.stderr, flush=True)
+        else:
+            todo.append(spec)
+    if not todo:
+        return []
+    print(f"mriaug task: {', '.join(s.label for s in todo)}", file=sys.stderr, flush=True)
+    try:
+        out = train_unit(todo, results_dir, save_weights=save_weights)
+    except Exception as e:
+        traceback.print_exc()
+        for spec in todo:
             record_failure(results_dir, spec, e)
-            raise
+        return [s.label for s in todo]
+    for spec, r in zip(todo, out, strict=True):
         failure_path(results_dir, spec.run_id).unlink(missing_ok=True)
-        return {"run_id": r.run_id, "test_ce": r.metrics.test_ce}
+        done.append({"run_id": r.run_id, "test_ce": r.metrics.test_ce})
+    return []
 
 
 def record_failure(results_dir: str, spec: RunSpec, e: BaseException) -> None:
@@ -58,56 +104,6 @@ def record_failure(results_dir: str, spec: RunSpec, e: BaseException) -> None:
         "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
         "host": os.uname().nodename, "time": datetime.now(UTC).isoformat(timespec="seconds"),
     })
-
-
-class PackTask(submitit.helpers.Checkpointable):
-    """One array task training several runs of a grid one after another in one process (`runs_per_task`),
-    so Python, torch, the device and the data start once. Each unit is one run (`train.execute`) or a pack
-    of seeds trained together (`seedpack.execute`).
-
-    Everything stays per run: a unit with a result is skipped (a requeued task restarts here, skips the
-    finished runs and resumes the interrupted one from its checkpoint), a failing unit writes the failure
-    record of each of its runs and the task goes on with the next unit; the task fails at the end if any did."""
-
-    def __call__(self, units: list[list[RunSpec]], results_dir: str, save_weights: bool = False
-                 ) -> list[dict[str, Any]]:
-        from .. import pools, results, seedpack, train
-
-        units = [[upgrade_spec(s) for s in unit] for unit in units]
-        n_runs = sum(map(len, units))
-        print(f"mriaug task: {n_runs} runs in {len(units)} unit(s) on {os.uname().nodename}, "
-              f"attempt {int(os.environ.get('SLURM_RESTART_COUNT', 0)) + 1}", file=sys.stderr, flush=True)
-        done: list[dict[str, Any]] = []
-        failed: list[str] = []
-        with pools.cached_in_process():  # the dataset and pools are read once for all the task's runs
-            for unit in units:
-                todo = []
-                for spec in unit:
-                    if spec.run_id in results.done_ids_of(results_dir, [spec.run_id]):
-                        print(f"[{spec.run_id}] {spec.label}: already done, skipped", file=sys.stderr, flush=True)
-                    else:
-                        todo.append(spec)
-                if not todo:
-                    continue
-                print(f"mriaug task: {', '.join(s.label for s in todo)}", file=sys.stderr, flush=True)
-                try:
-                    if len(todo) == 1:
-                        out = [train.execute(todo[0], results_dir, save_weights=save_weights)]
-                    else:
-                        out = seedpack.execute(todo, results_dir, save_weights=save_weights)
-                except Exception as e:
-                    traceback.print_exc()
-                    for spec in todo:
-                        record_failure(results_dir, spec, e)
-                    failed += [s.label for s in todo]
-                    continue
-                for spec, r in zip(todo, out, strict=True):
-                    failure_path(results_dir, spec.run_id).unlink(missing_ok=True)
-                    done.append({"run_id": r.run_id, "test_ce": r.metrics.test_ce})
-        if failed:
-            raise SlurmError(f"{len(failed)} of the task's {n_runs} runs failed ({', '.join(failed)}); their errors "
-                             f"are in {failure_path(results_dir, '').parent}/RUN_ID.json and `mriaug status`")
-        return done
 
 
 class CommandTask(submitit.helpers.Checkpointable):
