@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from . import ids
+
 
 def _umask() -> int:
     mask = os.umask(0o022)
@@ -69,7 +71,5 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def stable_hash(obj: Any, length: int = 16) -> str:
-    """Hash of a JSON-able object that does not depend on key order."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
+# Ids are made in `mriaug.ids`; this name stays for the modules that have not moved to it yet.
+stable_hash = ids.content_hash

@@ -42,6 +42,26 @@ def seed(value: Any, what: str = "seed") -> int:
     return whole(value, what, lo=0, hi=SEED_LIMIT - 1)
 
 
+def seed_list(value: Any, what: str) -> list[int]:
+    """A grid's seeds: a count (20: seeds 0-19), a list of seeds ([0, 1]) or a table {start = 0, count = 20}."""
+    def ok(v: Any, lo: int) -> bool:
+        return is_int(v) and v >= lo
+
+    if ok(value, 1):
+        return list(range(value))
+    if isinstance(value, list) and value and all(ok(v, 0) for v in value):
+        return list(value)
+    if isinstance(value, dict) and set(value) == {"start", "count"} and ok(value["start"], 0) and ok(value["count"], 1):
+        return list(range(value["start"], value["start"] + value["count"]))
+    raise SettingError(f"{what} must be a count (20), a list of seeds >= 0 ([0, 1]) or {{start = 0, count = 20}}, "
+                       f"got {value!r}")
+
+
+def repeated(values: list[Any]) -> list[str]:
+    """The values listed more than once, as sorted strings."""
+    return sorted({str(v) for v in values if values.count(v) > 1})
+
+
 def number(value: Any, what: str, *, lo: float | None = None, hi: float | None = None,
            lo_open: bool = False) -> float:
     """A finite number within [lo, hi] (or (lo, hi] with lo_open); NaN and infinities are refused."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import atomic, augment, checks, hparams, pools, scenarios, splits
+from . import augment, checks, hparams, ids, pools, scenarios, splits
 from .data import DataSpec
 from .errors import DataError, GridError, PoolError, SettingError
 from .hparams import HParamError, HParams
@@ -60,7 +60,7 @@ class Grid:
         for r in self.runs:
             data = r.data.describe()
             opts = {k: v for k, v in data["options"].items() if not (k == "split_seed" and len(self.split_data) > 1)}
-            key = atomic.stable_hash([r.model, r.hparams.to_dict(), opts, data["source"], r.budget, r.select])
+            key = ids.content_hash([r.model, r.hparams.to_dict(), opts, data["source"], r.budget, r.select])
             s = out.setdefault(key, {"model": r.model, "hparams": r.hparams.to_dict(), "data": data["source"],
                                      "options": opts, "splits": len(self.split_data) or 1, "budget": r.budget,
                                      "select": r.select, "pack_seeds": self.pack_seeds.get(r.model, 1),
@@ -118,9 +118,7 @@ def seed_packs(runs: list[RunSpec], sizes: dict[str, int]) -> list[list[RunSpec]
         if size <= 1:
             units.append([r])
             continue
-        d = r.to_dict()
-        d.pop("seed")
-        key = atomic.stable_hash(d)
+        key = ids.content_hash(r.cell)
         pack = open_pack.get(key)
         if pack is None or len(pack) >= size:
             pack = open_pack[key] = []
@@ -172,38 +170,78 @@ def check_pools(runs: list[RunSpec]) -> None:
             raise GridError(f"{r.label}: {e}") from e
 
 
-def _seeds(value: Any) -> list[int]:
-    def ok(v: Any, lo: int) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-    if ok(value, 1):
-        return list(range(value))
-    if isinstance(value, list) and value and all(ok(v, 0) for v in value):
-        return list(value)
-    if isinstance(value, dict) and set(value) == {"start", "count"} and ok(value["start"], 0) and ok(value["count"], 1):
-        return list(range(value["start"], value["start"] + value["count"]))
-    raise SettingError(f"must be a count (20), a list of seeds >= 0 ([0, 1]) or {{start = 0, count = 20}}, "
-                       f"got {value!r}")
-
-
 def load(path: str | Path) -> Grid:
+    """A grid file, checked section by section (errors name the file, the key and its line), then expanded
+    into its runs."""
     path = Path(path)
     if not path.is_file():
         raise GridError(f"grid file {path} does not exist")
     r = _Reader(path)
+    r.check_keys("", r.doc, TOP_KEYS)
+    data = _data(r)
+    scens, scen_names = _scenarios(r)
+    model_names, hps, pack = _models(r)
+    augs = _augmentations(r)
+    seeds = _seeds(r)
+    pool_table = _pools(r)
+    budget, select = _training(r, data)
+    _plain_keys(r)
+    if not pool_table and any(s.needs_pool for s in scens):
+        need = [s.name for s in scens if s.needs_pool]
+        raise r.fail("", "scenarios", f"scenario(s) {', '.join(need)} add synthetic images but the grid sets no pool")
+    for key, values in (("models", model_names), ("scenarios", scen_names), ("augmentations", augs),
+                        ("seeds", seeds)):
+        if dup := checks.repeated(values):  # the same run twice would be trained twice at once on a cluster
+            raise r.fail("", key, f"listed more than once: {', '.join(dup)}")
+    # Repeated subject splits (`[data] splits = K`): seed s uses split number s mod K and that split's pools.
+    split_opts = splits.options(data.options)
+    n_splits, first = int(split_opts["splits"]), int(split_opts["split_seed"])
+    split_data = [split_spec(data, first + j) if n_splits > 1 else data for j in range(n_splits)]
+    runs = expand(model_names, hps, scens, augs, seeds, split_data, pool_table, budget, select)
     doc = r.doc
-    for key in doc:
-        if key not in TOP_KEYS:
-            raise r.fail("", key, f"unknown key; known: {', '.join(sorted(TOP_KEYS))}")
+    return Grid(path=path, name=str(doc.get("name", path.stem)),
+                results=Path(str(doc.get("results", f"results/{path.stem}"))), data=data,
+                pool=next(iter(pool_table.values()), None), save_weights=bool(doc.get("save_weights", False)),
+                hparams=hps, runs=runs, pools=pool_table, budget=budget, select=select,
+                pack_seeds={m: n for m, n in pack.items() if n > 1}, split_data=split_data)
 
-    def get_list(key: str, default: list[Any]) -> list[str]:
-        v = doc.get(key, default)
-        if not isinstance(v, list) or not v:
-            raise r.fail("", key, "must be a non-empty list")
-        return [str(x) for x in v]
 
-    # Data source: a string, or a table with `source` and the source's options.
-    data_doc = doc.get("data", {})
+def expand(models: list[str], hps: dict[str, HParams], scens: list[scenarios.Scenario], augs: list[str],
+           seeds: list[int], split_data: list[DataSpec], pool_table: dict[str, str], budget: str, select: str
+           ) -> list[RunSpec]:
+    """The runs of a grid, in the order they train: every model x scenario x (pool, for a scenario that adds
+    synthetic images) x augmentation x seed; seed s on split s mod K."""
+    n_splits = len(split_data)
+    # Each pool's content is read once, now: every run of this plan records the same fingerprint.
+    fingerprints = {(label, j): pools.manifest_fingerprint(pool_dir(p, d, n_splits))
+                    for label, p in pool_table.items() for j, d in enumerate(split_data)}
+    # A run that adds synthetic images runs once per pool; the others once (they draw from none).
+    choices: list[tuple[str | None, str | None]] = list(pool_table.items()) or [(None, None)]
+    named = len(pool_table) > 1 or n_splits > 1  # a per-split folder is not the pool's name in the tables
+    runs = []
+    for m in models:
+        for scen in scens:
+            for label, p in (choices if scen.needs_pool else [(None, None)]):
+                for a in augs:
+                    for seed in seeds:
+                        d = split_data[seed % n_splits]
+                        folder = pool_dir(p, d, n_splits) if scen.needs_pool and label and p else None
+                        runs.append(RunSpec(m, scen, a, seed, hps[m], d, folder,
+                                            fingerprints[(label, seed % n_splits)] if folder and label else None,
+                                            budget, select, label if folder and named else None))
+    return runs
+
+
+def _list(r: _Reader, key: str, default: list[Any]) -> list[str]:
+    v = r.doc.get(key, default)
+    if not isinstance(v, list) or not v:
+        raise r.fail("", key, "must be a non-empty list")
+    return [str(x) for x in v]
+
+
+def _data(r: _Reader) -> DataSpec:
+    """`data`: a source's name, or a table with `source` and the source's options."""
+    data_doc = r.doc.get("data", {})
     if isinstance(data_doc, str):
         data = DataSpec(data_doc)
     elif isinstance(data_doc, dict):
@@ -218,9 +256,13 @@ def load(path: str | Path) -> Grid:
         raise r.fail(table, key, str(e)) from e
     for option, problem in problems:
         raise r.fail("data", option, problem)
+    return data
 
+
+def _scenarios(r: _Reader) -> tuple[list[scenarios.Scenario], list[str]]:
+    """`[scenario.NAME]` tables, then `scenarios`: presets or those; returns them with their names as listed."""
     custom: dict[str, scenarios.Scenario] = {}
-    for name, table in r.table("", "scenario", doc.get("scenario", {})).items():
+    for name, table in r.table("", "scenario", r.doc.get("scenario", {})).items():
         if not isinstance(table, dict):
             raise r.fail("scenario", name, "must be a table")
         if name in scenarios.SCENARIOS:
@@ -230,103 +272,87 @@ def load(path: str | Path) -> Grid:
             custom[name] = scenarios.custom(name, **table)
         except SettingError as e:
             raise r.fail(f"scenario.{name}", None, str(e)) from e
-    scen_names = get_list("scenarios", ["1", "2", "3", "4"])
+    names = _list(r, "scenarios", ["1", "2", "3", "4"])
     scens = []
-    for s in scen_names:
-        if s in custom:
-            scens.append(custom[s])
-        elif s in scenarios.SCENARIOS:
-            scens.append(scenarios.SCENARIOS[s])
-        else:
+    for s in names:
+        if s not in custom and s not in scenarios.SCENARIOS:
             raise r.fail("", "scenarios", f"unknown scenario {s!r}; presets {', '.join(scenarios.SCENARIOS)} "
                          "or one defined under [scenario.NAME]")
+        scens.append(custom[s] if s in custom else scenarios.SCENARIOS[s])
+    return scens, names
 
-    model_names = get_list("models", list(hparams.MODELS))
-    hps: dict[str, HParams] = {}
-    model_tables = r.table("", "model", doc.get("model", {}))
-    for name, table in model_tables.items():
+
+def _models(r: _Reader) -> tuple[list[str], dict[str, HParams], dict[str, int]]:
+    """`models` and their `[model.NAME]` tables: the names, each one's hyper-parameters and pack size."""
+    names = _list(r, "models", list(hparams.MODELS))
+    tables = r.table("", "model", r.doc.get("model", {}))
+    for name, table in tables.items():
         if name not in hparams.MODELS:
             raise r.fail(f"model.{name}", None, f"unknown model; known: {', '.join(hparams.MODELS)}")
         r.table("model", name, table)
+    hps: dict[str, HParams] = {}
     pack: dict[str, int] = {}
-    for name in model_names:
+    for name in names:
         if name not in hparams.MODELS:
             raise r.fail("", "models", f"unknown model {name!r}; known: {', '.join(hparams.MODELS)}")
-        table_values = dict(model_tables.get(name, {}))
-        pack[name] = _pack_seeds(r, name, table_values)
+        values = dict(tables.get(name, {}))
+        pack[name] = _pack_seeds(r, name, values)
         try:
-            hps[name] = hparams.resolve(name, table_values)
+            hps[name] = hparams.resolve(name, values)
         except HParamError as e:
             raise r.fail(f"model.{name}", e.key, e.problem) from e
+    return names, hps, pack
 
-    augs = get_list("augmentations", list(augment.AUGMENTATIONS))
+
+def _augmentations(r: _Reader) -> list[str]:
+    augs = _list(r, "augmentations", list(augment.AUGMENTATIONS))
     for a in augs:
         if a not in augment.AUGMENTATIONS:
             raise r.fail("", "augmentations", f"unknown augmentation {a!r}; known: {', '.join(augment.AUGMENTATIONS)}")
+    return augs
+
+
+def _seeds(r: _Reader) -> list[int]:
     try:
-        seeds = _seeds(doc.get("seeds", 20))
+        return checks.seed_list(r.doc.get("seeds", 20), "value")
     except SettingError as e:
-        raise r.fail("", "seeds", str(e)) from e
-    pool_doc = doc.get("pool")
+        raise r.fail("", "seeds", str(e).removeprefix("value ")) from e
+
+
+def _pools(r: _Reader) -> dict[str, str]:
+    """`pool`: a folder, a list of folders, or a table of name = folder; every pool by its name in the tables."""
+    pool_doc = r.doc.get("pool")
     if pool_doc is None:
-        pool_table: dict[str, str] = {}
-    elif isinstance(pool_doc, str):
-        pool_table = {Path(pool_doc).name: pool_doc}
-    elif isinstance(pool_doc, list) and pool_doc and all(isinstance(p, str) for p in pool_doc):
-        pool_table = {Path(p).name: p for p in pool_doc}
-        if len(pool_table) < len(pool_doc):
+        return {}
+    if isinstance(pool_doc, str):
+        return {Path(pool_doc).name: pool_doc}
+    if isinstance(pool_doc, list) and pool_doc and all(isinstance(p, str) for p in pool_doc):
+        table = {Path(p).name: p for p in pool_doc}
+        if len(table) < len(pool_doc):
             raise r.fail("", "pool", "two pools end in the same folder name; name them in a [pool] table")
-    elif isinstance(pool_doc, dict) and pool_doc and all(isinstance(p, str) for p in pool_doc.values()):
-        pool_table = dict(pool_doc)
-    else:
-        raise r.fail("", "pool", "must be a path string, a list of paths, or a table of name = path")
-    pool = next(iter(pool_table.values()), None)
-    budget, select = doc.get("budget", "epochs"), doc.get("select", "last")
+        return table
+    if isinstance(pool_doc, dict) and pool_doc and all(isinstance(p, str) for p in pool_doc.values()):
+        return dict(pool_doc)
+    raise r.fail("", "pool", "must be a path string, a list of paths, or a table of name = path")
+
+
+def _training(r: _Reader, data: DataSpec) -> tuple[Any, Any]:
+    """`budget` and `select`, each checked on its own so the error names the key at fault."""
+    budget, select = r.doc.get("budget", "epochs"), r.doc.get("select", "last")
     for key in ("budget", "select"):
         try:
             check_training(budget if key == "budget" else "epochs", select if key == "select" else "last", data)
         except SettingError as e:
             raise r.fail("", key, str(e)) from e
+    return budget, select
+
+
+def _plain_keys(r: _Reader) -> None:
+    """`name`, `results` and `save_weights`: of their type when given."""
     for key, typ, what in (("name", str, "a string"), ("results", str, "a folder path string"),
                            ("save_weights", bool, "true or false")):
-        if key in doc and not isinstance(doc[key], typ):
-            raise r.fail("", key, f"must be {what}, got {doc[key]!r}")
-    if pool is None and any(s.needs_pool for s in scens):
-        need = [s.name for s in scens if s.needs_pool]
-        raise r.fail("", "scenarios", f"scenario(s) {', '.join(need)} add synthetic images but the grid sets no pool")
-
-    listed: tuple[tuple[str, list[Any]], ...] = (("models", model_names), ("scenarios", scen_names),
-                                                 ("augmentations", augs), ("seeds", seeds))
-    for key, values in listed:
-        dup = sorted({str(v) for v in values if values.count(v) > 1})
-        if dup:  # the same run twice would be trained twice at once on a cluster
-            raise r.fail("", key, f"listed more than once: {', '.join(dup)}")
-    # Repeated subject splits (`[data] splits = K`): seed s uses split number s mod K and that split's pools.
-    split_opts = splits.options(data.options)
-    n_splits, first = int(split_opts["splits"]), int(split_opts["split_seed"])
-    split_data = [split_spec(data, first + j) if n_splits > 1 else data for j in range(n_splits)]
-    # Each pool's content is read once, now: every run of this plan records the same fingerprint.
-    fingerprints = {(label, j): pools.manifest_fingerprint(pool_dir(p, d, n_splits))
-                    for label, p in pool_table.items() for j, d in enumerate(split_data)}
-    # A run that adds synthetic images runs once per pool; the others once (they draw from none).
-    choices: list[tuple[str | None, str | None]] = list(pool_table.items()) or [(None, None)]
-    named = len(pool_table) > 1 or n_splits > 1  # a per-split folder is not the pool's name in the tables
-    runs = []
-    for m in model_names:
-        for scen in scens:
-            for label, p in (choices if scen.needs_pool else [(None, None)]):
-                for a in augs:
-                    for seed in seeds:
-                        d = split_data[seed % n_splits]
-                        folder = pool_dir(p, d, n_splits) if scen.needs_pool and label and p else None
-                        runs.append(RunSpec(m, scen, a, seed, hps[m], d, folder,
-                                            fingerprints[(label, seed % n_splits)] if folder and label else None,
-                                            budget, select, label if folder and named else None))
-    return Grid(path=path, name=str(doc.get("name", path.stem)),
-                results=Path(str(doc.get("results", f"results/{path.stem}"))), data=data, pool=pool,
-                save_weights=bool(doc.get("save_weights", False)), hparams=hps, runs=runs, pools=pool_table,
-                budget=budget, select=select, pack_seeds={m: n for m, n in pack.items() if n > 1},
-                split_data=split_data)
+        if key in r.doc and not isinstance(r.doc[key], typ):
+            raise r.fail("", key, f"must be {what}, got {r.doc[key]!r}")
 
 
 def split_spec(data: DataSpec, split_seed: int) -> DataSpec:

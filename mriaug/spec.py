@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import atomic
+from . import ids
 from .data import DataSpec
 from .hparams import HParams
 from .scenarios import Scenario
@@ -61,7 +61,15 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        return atomic.stable_hash(self.to_dict())
+        return ids.run_id(self.to_dict())
+
+    @property
+    def cell(self) -> dict[str, Any]:
+        """The description of the run without its seed: what the runs of one cell (one setting, several seeds)
+        share, so those runs can train together as a seed pack."""
+        d = self.to_dict()
+        d.pop("seed")
+        return d
 
     @property
     def label(self) -> str:

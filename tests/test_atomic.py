@@ -23,3 +23,14 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
         raise RuntimeError("crash")
     assert (tmp_path / "t.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
+
+
+def test_ids_are_a_hash_of_the_content_whatever_the_key_order() -> None:
+    from mriaug import ids
+
+    # Known answers: the SHA-256 of '{"a":"x","b":[1,2]}'; changing how ids are made would retrain every run.
+    assert ids.content_hash({"b": [1, 2], "a": "x"}) == "721ef82f2d6c0997"
+    assert ids.content_hash({"a": "x", "b": [1, 2]}, 24) == "721ef82f2d6c0997bffb7a8a"
+    assert ids.run_id({"a": "x", "b": [1, 2]}) == "721ef82f2d6c0997"
+    assert ids.content_hash({"path": Path("p")}) == ids.content_hash({"path": "p"})  # what is not JSON, as text
+    assert atomic.stable_hash is ids.content_hash  # the old name, for the modules that still use it

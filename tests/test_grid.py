@@ -269,3 +269,14 @@ def test_subject_grid_is_the_thesis_grid_on_a_subject_split() -> None:
     assert {r.pool_label for r in g.runs if r.scenario.needs_pool} == {"openai", "copy"}
     assert all(r.to_dict()["budget"] == "steps" for r in g.runs)
 
+
+
+def test_run_ids_and_cells_of_the_published_grids_stay_as_they_are() -> None:
+    smoke = grid.load(ROOT / "jobs" / "smoke.toml").runs
+    # Known answers: the ids of runs already trained (results/smoke's runs.csv, the thesis's first run).
+    assert [r.run_id for r in smoke[:2]] == ["e7cd9d65218aec9c", "6cca1b22163efb58"]
+    assert grid.load(ROOT / "jobs" / "thesis.toml").runs[0].run_id == "815ac755006389f1"
+    # A cell is the run without its seed: the two seeds share it, the next augmentation does not.
+    assert smoke[0].seed != smoke[1].seed and smoke[0].cell == smoke[1].cell
+    assert "seed" not in smoke[0].cell and smoke[2].cell != smoke[0].cell
+    assert {**smoke[0].cell, "seed": smoke[0].seed} == smoke[0].to_dict()
