@@ -21,10 +21,10 @@ the environment so a Slurm profile's `[env]` table sets them for every job:
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from .checkpoints import Schedule
 from .errors import SettingError
 
 if TYPE_CHECKING:
@@ -63,23 +63,8 @@ def settings() -> Speed:
                  deterministic=_choice("MRIAUG_DETERMINISTIC", ("1", "0"), "1") == "1")
 
 
-class CheckpointPacer:
-    """When the next resume checkpoint is due (`MRIAUG_CHECKPOINT`): every epoch, or (auto) after the first
-    epoch and then once ten times the last save's duration has passed since it ended."""
-
-    OVERHEAD = 0.1
-
-    def __init__(self, policy: str = "auto") -> None:
-        self.every_epoch = policy == "epoch"
-        self.cost: float | None = None
-        self.last = time.perf_counter()
-
-    def due(self) -> bool:
-        return self.every_epoch or self.cost is None or time.perf_counter() - self.last >= self.cost / self.OVERHEAD
-
-    def saved(self, started: float) -> None:
-        self.last = time.perf_counter()
-        self.cost = self.last - started
+# The old name of `checkpoints.Schedule` (checkpoint timing is no speed setting), for train.py until it moves.
+CheckpointPacer = Schedule
 
 
 def compiled(model: torch.nn.Module) -> Any:

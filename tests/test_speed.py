@@ -50,10 +50,12 @@ def test_checkpoint_and_determinism_settings(monkeypatch: pytest.MonkeyPatch) ->
         speed.settings()
 
 
-def test_checkpoint_pacer_keeps_saves_to_a_tenth_of_the_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoint_schedule_keeps_saves_to_a_tenth_of_the_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriaug import checkpoints
+
     clock = [100.0]
-    monkeypatch.setattr(speed.time, "perf_counter", lambda: clock[0])
-    p = speed.CheckpointPacer("auto")
+    monkeypatch.setattr(checkpoints.time, "perf_counter", lambda: clock[0])
+    p = checkpoints.Schedule("auto")
     assert p.due()  # the first epoch always saves: its cost is not known yet
     started = clock[0]
     clock[0] += 2.0  # a save that took 2 s
@@ -62,6 +64,7 @@ def test_checkpoint_pacer_keeps_saves_to_a_tenth_of_the_time(monkeypatch: pytest
     assert not p.due()  # 19 s of training after a 2 s save: a save now would cost more than a tenth
     clock[0] += 1.0
     assert p.due()
-    every = speed.CheckpointPacer("epoch")
+    every = checkpoints.Schedule("epoch")
     every.saved(clock[0] - 5.0)
     assert every.due()
+    assert speed.CheckpointPacer is checkpoints.Schedule  # the old name, which train.py still uses
