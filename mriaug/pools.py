@@ -45,7 +45,7 @@ from . import atomic, locks
 from . import data as data_mod
 from .data import Dataset, decode_image
 from .errors import PoolError, UnknownClassError
-from .kept import KeptFor
+from .kept_for import KeptFor
 
 FORMAT = 1
 MANIFEST = "manifest.jsonl"

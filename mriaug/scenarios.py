@@ -16,7 +16,7 @@ import numpy as np
 from .classes import CLASSES, NUM_CLASSES, class_index
 from .data import Dataset
 from .errors import PoolError, SettingError
-from .kept import KeptFor
+from .kept_for import KeptFor
 from .pools import Pool, saw_validation, training_conflicts
 
 MILD_MODERATE = ("Mild_Demented", "Moderate_Demented")

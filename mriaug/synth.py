@@ -16,7 +16,7 @@ from . import checks, generators, locks, pools
 from .classes import CLASSES, class_index
 from .data import Dataset
 from .errors import PoolError, SettingError
-from .kept import KeptFor
+from .kept_for import KeptFor
 from .pools import PoolWriter
 from .scenarios import kept_for_rows
 

@@ -16,7 +16,7 @@ from mriaug.errors import MriaugError
 from mriaug.generators import diffusion
 from mriaug.grid import make_spec
 from mriaug.hparams import resolve as model_hparams
-from mriaug.kept import KeptFor
+from mriaug.kept_for import KeptFor
 from mriaug.train import execute
 
 SPEC = data.DataSpec("phantom", {"n_train": 160, "n_test": 80, "size": 32})

@@ -17,7 +17,7 @@ from mriaug.cli import app
 from mriaug.errors import MriaugError
 from mriaug.generators import seed_for
 from mriaug.generators.transform import TransformGenerator
-from mriaug.kept import KeptFor
+from mriaug.kept_for import KeptFor
 
 SMALL = data.DataSpec("phantom", {"n_train": 160, "n_test": 80, "size": 32})
 # Big enough that scenario 4 drops a Moderate image (6 of them, 5 kept) and needs one synthetic.

@@ -21,7 +21,7 @@ from mriaug.classes import CLASSES
 from mriaug.data import Dataset, DataSpec
 from mriaug.errors import MriaugError, PoolError, SettingError
 from mriaug.grid import make_spec
-from mriaug.kept import KeptFor
+from mriaug.kept_for import KeptFor
 from mriaug.pools import Pool
 from mriaug.train import execute
 from tests.conftest import REAL_DATA, require_real_data, tiny_hparams

@@ -93,7 +93,7 @@ def synth(ctx: typer.Context,
     if ctx.invoked_subcommand:
         return
     from .. import data as data_mod
-    from ..kept import KeptFor
+    from ..kept_for import KeptFor
 
     spec = data_spec(data, data_option)
     targets: list[tuple[DataSpec, Path]] = []
@@ -192,7 +192,7 @@ def train_diffusion(
     from .. import checks
     from .. import data as data_mod
     from ..generators import diffusion
-    from ..kept import KeptFor
+    from ..kept_for import KeptFor
 
     # Checked before a job is submitted or a step is taken: NaN or a negative rate would fail late.
     checks.positive(lr, "--lr")

@@ -37,7 +37,7 @@ from .. import atomic, checks
 from ..classes import CLASSES, NUM_CLASSES, class_index
 from ..data import Dataset
 from ..errors import PoolError
-from ..kept import KeptFor
+from ..kept_for import KeptFor
 from ..pools import PoolWriter
 from ..runtime import pick_device
 from ..scenarios import kept_for_rows
