@@ -45,9 +45,10 @@ app = typer.Typer(cls=_Boundary, help="The synthetic-augmentation MRI study as r
 
 
 def _register() -> None:
-    from . import cluster, report, study, synth
+    from . import cluster, data, report, runs, synth
 
-    study.register(app)
+    data.register(app)
+    runs.register(app)
     synth.register(app)
     cluster.register(app)
     report.register(app)

@@ -1,4 +1,5 @@
-"""`mriaug data`, `prefetch`, `run`, `grid`, `collect`: the study on this machine."""
+"""`mriaug run`, `grid`, `collect`: runs trained on this machine (one, or every run of a grid through the local
+scheduler, `mriaug.local`) and the tables of their results."""
 
 from __future__ import annotations
 
@@ -10,78 +11,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import SettingError
-from .options import (
-    DEFAULT_SOURCE,
-    DataOpt,
-    DataOptions,
-    DeviceOpt,
-    GridArg,
-    HelpCommand,
-    HelpGroup,
-    data_spec,
-    load_grid,
-)
+from .options import DEFAULT_SOURCE, DataOpt, DataOptions, DeviceOpt, GridArg, HelpCommand, data_spec, load_grid
 
 if TYPE_CHECKING:
     from ..grid import Grid
+    from ..results import RunResult
     from ..spec import RunSpec
-
-
-def data_show(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None) -> None:
-    """Per-class image counts of each split (thesis Table 2.1)."""
-    from .. import data as data_mod
-
-    ds = data_mod.load(data_spec(data, data_option))
-    tr, te = ds.counts("train"), ds.counts("test")
-    res = f"{ds.resolution}x{ds.resolution}"
-    typer.echo(f"source: {ds.source['source']}  fingerprint: {ds.fingerprint}  resolution: {res}")
-    typer.echo(f"{'class':<22}{'train':>8}{'test':>8}")
-    for name in tr:
-        typer.echo(f"{name:<22}{tr[name]:>8}{te[name]:>8}")
-    typer.echo(f"{'total':<22}{sum(tr.values()):>8}{sum(te.values()):>8}")
-
-
-def data_audit(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
-               as_json: Annotated[bool, typer.Option("--json", help="print the audit as one JSON object")] = False,
-               ) -> None:
-    """Recover the scan groups from the images and check how independent the test split is of training."""
-    from .. import audit
-    from .. import data as data_mod
-
-    ds = data_mod.load(data_spec(data, data_option))
-    r = audit.audit(ds, data_mod.cache_root() / "groups")
-    typer.echo(json.dumps(r) if as_json else audit.format_text(r))
-
-
-def data_prepare(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None) -> None:
-    """Decode a source into the uint8 array cache that runs read."""
-    from .. import data as data_mod
-
-    ds = data_mod.load(data_spec(data, data_option))
-    typer.echo(f"cached {len(ds.train_y)} train + {len(ds.test_y)} test images, fingerprint {ds.fingerprint}")
-
-
-def prefetch(grid: Annotated[Path | None, typer.Option(metavar="GRID", help="warm what every run of this grid "
-                                                       "needs (dataset and pretrained weights)")] = None,
-             data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
-             model: Annotated[list[str] | None, typer.Option(
-                 metavar="MODEL", help="a model whose pretrained weights to fetch (repeatable): cnn | resnet18 | vit")]
-             = None) -> None:
-    """Download the dataset and pretrained weights into the caches runs read (needs internet)."""
-    from .. import data as data_mod
-    from .. import hparams, models
-
-    if grid:
-        g = load_grid(grid)
-        spec, archs = g.data, {hp.arch for hp in g.hparams.values() if hp.pretrained and not hp.weights}
-    else:
-        spec = data_spec(data, data_option)
-        archs = {hparams.resolve(m).arch for m in (model or []) if hparams.card(m).pretrained_by_default}
-    ds = data_mod.load(spec)
-    typer.echo(f"dataset {spec.source}: {len(ds.train_y)} train / {len(ds.test_y)} test, fingerprint {ds.fingerprint}")
-    for arch in sorted(archs):
-        models.prefetch(arch)
-        typer.echo(f"weights {arch}: cached")
 
 
 def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18 | vit")],
@@ -114,8 +49,7 @@ def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18
         ) -> None:
     """Train and evaluate one run (hyper-parameters default to the thesis's); write its JSON result."""
     from .. import grid as grid_mod
-    from .. import hparams, results, scenarios
-    from ..train import execute
+    from .. import hparams, local, results, scenarios
 
     base = grid_mod.model_hparams(model, grid)
     hp = hparams.resolve(model, base.to_dict(), dict(epochs=epochs, lr=lr, batch_size=batch_size,
@@ -129,16 +63,18 @@ def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18
         typer.echo(f"run {spec.run_id} is already done: {done} (delete it to train again)", err=True)
         if save_weights and not results.weights_for(out, spec.run_id).exists():
             typer.secho("warning: it was trained without --save-weights; no weights to write", fg="yellow", err=True)
-    r = execute(spec, out, device=device, save_weights=save_weights)
+    (r,) = local.train_unit([spec], out, device=device, save_weights=save_weights)
+    typer.echo(json.dumps(_summary(r, results.path_for(out, r.run_id))))
+
+
+def _summary(r: RunResult, path: Path) -> dict[str, Any]:
+    """What `mriaug run` prints of a run's result: its metrics rounded, or that it diverged."""
     if r.diverged:
-        typer.echo(json.dumps({"run_id": r.run_id, "status": "diverged", "epoch": r.diverged_at_epoch,
-                               "result": str(results.path_for(out, r.run_id))}))
-        return
+        return {"run_id": r.run_id, "status": "diverged", "epoch": r.diverged_at_epoch, "result": str(path)}
     m = r.metrics
     assert m.test_ce is not None and m.accuracy is not None and m.balanced_accuracy is not None  # read checked them
-    typer.echo(json.dumps({"run_id": r.run_id, "test_ce": round(m.test_ce, 4), "accuracy": round(m.accuracy, 4),
-                           "balanced_accuracy": round(m.balanced_accuracy, 4),
-                           "result": str(results.path_for(out, r.run_id))}))
+    return {"run_id": r.run_id, "test_ce": round(m.test_ce, 4), "accuracy": round(m.accuracy, 4),
+            "balanced_accuracy": round(m.balanced_accuracy, 4), "result": str(path)}
 
 
 def grid_cmd(file: GridArg, device: DeviceOpt = None,
@@ -251,12 +187,6 @@ def collect_cmd(results_dir: Annotated[Path, typer.Argument(metavar="RESULTS_DIR
 
 
 def register(app: typer.Typer) -> None:
-    data_app = typer.Typer(cls=HelpGroup, help="Inspect and prepare the dataset.", no_args_is_help=True)
-    data_app.command("show", cls=HelpCommand)(data_show)
-    data_app.command("prepare", cls=HelpCommand)(data_prepare)
-    data_app.command("audit", cls=HelpCommand)(data_audit)
-    app.add_typer(data_app, name="data")
-    app.command(cls=HelpCommand)(prefetch)
     app.command(cls=HelpCommand)(run)
     app.command("grid", cls=HelpCommand)(grid_cmd)
     app.command("collect", cls=HelpCommand)(collect_cmd)
