@@ -89,6 +89,10 @@ def _cnn(hp: HParams, num_classes: int = NUM_CLASSES) -> nn.Module:
     return BasicCNN(hp.resolution, num_classes=num_classes)
 
 
+def _vit(hp: HParams, num_classes: int = NUM_CLASSES) -> nn.Module:
+    return _timm(hp, num_classes, img_size=hp.resolution)
+
+
 def vit_token_grid(model: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """A ViT block's tokens (B, prefix + H*W, C) -> (B, C, H, W) on the model's own patch grid (16x16 for
     16-pixel patches at 256 px; pytorch-grad-cam's examples assume 14x14, the grid of 224 px)."""
@@ -107,10 +111,8 @@ def vit_token_grid(model: Any) -> Callable[[torch.Tensor], torch.Tensor]:
 # Keyed by the names of grid files and tables, the same keys as `hparams.MODELS`.
 MODELS: dict[str, ModelEntry] = {
     "cnn": ModelEntry("cnn", _cnn, lambda m: m.features[3]),
-    "resnet18": ModelEntry("resnet18", lambda hp, n=NUM_CLASSES: _timm(hp, n), lambda m: m.layer4[-1]),
-    "vit": ModelEntry("vit", lambda hp, n=NUM_CLASSES: _timm(hp, n, img_size=hp.resolution),
-                      lambda m: m.blocks[-1].norm1,
-                      vit_token_grid),
+    "resnet18": ModelEntry("resnet18", _timm, lambda m: m.layer4[-1]),
+    "vit": ModelEntry("vit", _vit, lambda m: m.blocks[-1].norm1, vit_token_grid),
 }
 assert MODELS.keys() == CARDS.keys(), "every model card needs a builder"
 

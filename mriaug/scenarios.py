@@ -38,7 +38,8 @@ class Scenario:
         fractions its source classes share (refused where they differ: the mix would be ambiguous)."""
         if dataset.classes == CLASSES:
             return self
-        real, syn = [], []
+        real: list[float] = []
+        syn: list[float] = []
         for j, name in enumerate(dataset.classes):
             members = [k for k, n in enumerate(dataset.class_map) if n == j]
             for what, values, out in (("real_fraction", self.real_fraction, real),

@@ -158,8 +158,8 @@ def test_stats_csv_metric_option_and_results_without_ece(results_dir: Path, tmp_
     assert {"n_failed", "ci_coverage"} <= set(statistics.COLUMNS)
     # One row per cell (2 scenarios x 2 augmentations of cnn) and metric.
     assert len(stats) == 4 * len(statistics.all_metrics())
-    assert set(stats["metric"]) == {"test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece",
-                                    *(f"recall:{c}" for c in CLASSES)}
+    assert set(stats["metric"]) == {"test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece", "scan_accuracy",
+                                    "scan_balanced_accuracy", "scan_ce", *(f"recall:{c}" for c in CLASSES)}
     one = stats[(stats.scenario == "1") & (stats.metric == "ece")]
     assert (one[["diff_median", "p_wilcoxon", "p_holm", "prob_improvement"]] == "").all().all()
     two = stats[(stats.scenario == "2") & (stats.metric == "ece")]

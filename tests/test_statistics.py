@@ -344,7 +344,7 @@ def test_paired_defaults_and_edges() -> None:
     assert one["n"] == 1 and one["diff_median"] == pytest.approx(-0.25)
     empty = st.paired({0: 0.5}, {1: 0.25}, higher_is_better=False)
     assert empty["n"] == 0 and set(empty) == {"n", "diff_median", "diff_ci_low", "diff_ci_high", "p_wilcoxon",
-                                              "prob_improvement"}
+                                              "prob_improvement", "diff_sd"}
     assert all(math.isnan(v) for k, v in empty.items() if k != "n")
 
 

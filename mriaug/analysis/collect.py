@@ -82,10 +82,21 @@ class Collected:
     # Per run: its file and class counts (`train`: the real images it trained on, `val`, `test`).
     counts: list[dict[str, Any]] = field(default_factory=list)
     _stats: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    # Classes runs took from a data option `merge` beyond the four ("Demented"): their recall columns follow.
+    extra_classes: tuple[str, ...] = ()
+
+    def metric(self, metric: str) -> str:
+        """The canonical name of a metric, knowing this collection's classes."""
+        return st.metric_name(metric, self.extra_classes)
+
+    def metrics(self) -> list[str]:
+        """Every metric some run of this collection has (stats.csv's): no per-scan rows for results from before
+        them, no recall of a class a merge removed."""
+        return [m for m in st.all_metrics(self.extra_classes) if self.runs[m].notna().any()]
 
     def stats(self, metric: str = "test_ce") -> pd.DataFrame:
         """`statistics.stats_table` of every cell for one metric (computed once)."""
-        m = st.metric_name(metric)
+        m = self.metric(metric)
         if m not in self._stats:
             self._stats[m] = st.stats_table(self.runs, m)
         return self._stats[m]
@@ -144,7 +155,7 @@ class Collected:
     def cell_texts(self, name: str, metric: str = "test_ce") -> dict[tuple[str, str, str], str]:
         """The text of every cell of one table by (scenario, pool, augmentation): what the table and the
         report print."""
-        m = st.metric_name(metric)
+        m = self.metric(metric)
         return {k: cell_text(r, m) for k, r in self._cells(name, m).items()}
 
     def diverged(self, name: str) -> dict[tuple[str, str, str], int]:
@@ -158,7 +169,7 @@ class Collected:
         """Median and number of runs per (scenario, augmentation) of one table (pools pooled per row label), every
         cell present: the plain numbers behind the table. A diverged run counts at its metric's worst value (test
         CE +inf, accuracy 0), as in the tables' statistics; a run without the metric (NaN) is left out."""
-        m = st.metric_name(metric)
+        m = self.metric(metric)
         df = self.runs[self.runs["table"] == name]
         scens = _scenario_order(set(df["scenario"]))
         idx = pd.MultiIndex.from_product([scens, list(augment.AUGMENTATIONS)], names=["scenario", "augmentation"])
@@ -167,7 +178,7 @@ class Collected:
 
     def caption(self, name: str, metric: str = "test_ce") -> str:  # pragma: no mutate block
         info = self.tables[name]
-        m = st.metric_name(metric)
+        m = self.metric(metric)
         where = f" [{info.setting}]" if info.setting else ""
         pool = f"; pool {info.pools[0]}" if len(info.pools) == 1 else ""
         better = "higher" if st.higher_is_better(m) else "lower"
@@ -179,9 +190,13 @@ class Collected:
         s = self.stats(metric)
         mine = s[s["table"] == name]
         info = self.tables[name]
-        text = (f"Intervals: distribution-free (order statistics of the seeds' values; n = 20: the 6th and 15th "
-                f"smallest); they cover {info.variation}. A failed (diverged) run counts as the worst value "
-                f"({_fmt(st.worst(metric))}).")
+        per_scan = ("Per scan: a test scan's prediction is the mean of its slices' probabilities (on the given split "
+                    "scans have slices on both sides, so a scan score there measures recognition of seen patients). "
+                    if self.metric(metric) in st.PER_SCAN else "")
+        text = per_scan + (
+            f"Intervals: distribution-free (order statistics of the seeds' values; n = 20: the 6th and 15th "
+            f"smallest); they cover {info.variation}. A failed (diverged) run counts as the worst value "
+            f"({_fmt(st.worst(metric))}).")
         short = mine[mine["ci_coverage"] < st.LEVEL]
         if len(short):
             text += (f" Cells marked 'range' have too few seeds for a 95% interval: they show the range, which "
@@ -198,6 +213,13 @@ class Collected:
             text += (f" With {int(pairs.max())} paired seeds no difference can reach p < {SIGNIFICANT} after Holm "
                      f"over {k} comparisons (the smallest possible is {min(1.0, k * 2 / 2 ** int(pairs.max())):.4g}); "
                      f"that takes at least {need} seeds.")
+        found = [float(v) for v in mine["mde"] if math.isfinite(float(v))]
+        if len(found):
+            low, high = min(found), max(found)
+            text += (f" Minimum detectable effect (the smallest median paired difference this design detects with "
+                     f"{st.POWER:.0%} power, Wilcoxon under Holm at {st.ALPHA}; stats.csv `mde`): "
+                     + (f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g} to {high:.3g}")
+                     + f" in {st.describe(metric)}; a smaller effect could not have been seen.")
         return text + " stats.csv: paired differences, raw and Holm p, IQM, probability of improvement."
 
     def versus_thesis(self, name: str) -> pd.DataFrame:  # pragma: no mutate block
@@ -220,7 +242,7 @@ class Collected:
         """Every run's value per (scenario, pool, augmentation) of one table, sorted: what a box plot draws. A
         diverged run is there at its metric's worst value (test CE +inf, accuracy 0), as in `medians` and the
         statistics; a run without the metric (NaN) is left out."""
-        m = st.metric_name(metric)
+        m = self.metric(metric)
         df = self.runs[(self.runs["table"] == name) & self.runs[m].notna()]
         return {(str(k[0]), str(k[1]), str(k[2])): sorted(float(v) for v in g)
                 for k, g in df.groupby(["scenario", "pool", "augmentation"])[m]}
@@ -244,7 +266,7 @@ class Collected:
         """Box plot of a metric per cell (seeds as points): the spread the medians hide. Diverged runs are in the
         boxes at the metric's worst value, as in the tables; a test CE of +inf is drawn on a dotted line above
         the finite values, marked x with the count beside it."""
-        m = st.metric_name(metric)
+        m = self.metric(metric)
         df = self.runs[self.runs["table"] == name]
         if df.empty or df[m].isna().all():
             return False
@@ -341,6 +363,8 @@ def _why_not_thesis(r: results.RunResult) -> str:
     split, the thesis's test counts); else why it is not."""
     source = r.data.source or {}
     pinned = HUB_REVISIONS[THESIS_SOURCE.removeprefix("hf:")]
+    if r.data.split.get("merge"):  # first: whatever the data, a merged task is not the thesis's question
+        return "its classes are merged (data option merge): the thesis's tables are over the four classes"
     if source.get("source") != THESIS_SOURCE:
         return f"its data is {source.get('source')!r}, not the thesis's {THESIS_SOURCE} from the hub"
     if source.get("revision") != pinned:
@@ -469,7 +493,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
             "run_id": r.run_id, "model": r.model, "scenario": r.scenario, "augmentation": r.augmentation,
             "pool": data.pool_label or "", "seed": r.seed,
             **{m: _number(met.value(m)) for m in st.METRICS},
-            **{st.RECALL + c: _number(met.recall(c)) for c in CLASSES},
+            **{st.RECALL + c: _number(met.recall(c)) for c in dict.fromkeys([*CLASSES, *(met.per_class or {})])},
             "n_real": sum(r.counts.real.values()), "n_synthetic": sum(r.counts.synthetic.values()),
             "epochs": r.hparams.get("epochs"), "data_fingerprint": data.fingerprint, "split": data.split_kind,
             "split_index": split_index(r),
@@ -514,8 +538,12 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
         mixed = envlock.mixed_locks(envs[i] for i in mine)
         if mixed:
             warnings.append(f"{name}: {mixed.removeprefix('warning: ')}")
-    df = pd.DataFrame(rows, columns=LONG_COLUMNS)
-    for m in METRIC_COLUMNS:  # a failed run is the worst value of every metric (statistics.WORST)
+    extra = tuple(dict.fromkeys(k.removeprefix(st.RECALL) for row in rows for k in row
+                                if k.startswith(st.RECALL) and k.removeprefix(st.RECALL) not in CLASSES))
+    first_recall = LONG_COLUMNS.index(st.RECALL + CLASSES[-1]) + 1
+    columns = [*LONG_COLUMNS[:first_recall], *(st.RECALL + c for c in extra), *LONG_COLUMNS[first_recall:]]
+    df = pd.DataFrame(rows, columns=columns)
+    for m in st.all_metrics(extra):  # a failed run is the worst value of every metric (statistics.WORST)
         df.loc[df["status"] == "diverged", m] = st.worst(m)
     # Several runs of one setting for one cell and seed (files copied in by hand, a run id scheme changed):
     # the statistics refuse them, so say so while gathering.
@@ -525,7 +553,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
         warnings.append(f"{len(dup[dup > 1])} cell(s) have several runs for the same seed (e.g. "
                         f"{model}/{scen}/{aug}/{seed}): results of different settings are mixed; "
                         "collect with --grid to keep one grid's runs")
-    return Collected(df, errors, warnings, tables, counts=counts)
+    return Collected(df, errors, warnings, tables, counts=counts, extra_classes=extra)
 
 
 def _latex_escape(text: str) -> str:  # pragma: no mutate block
@@ -545,8 +573,8 @@ def _latex(table: pd.DataFrame, caption: str, legend: str) -> str:  # pragma: no
 
 
 def _stem(name: str, metric: str) -> str:  # pragma: no mutate block
-    m = st.metric_name(metric)
-    return name if m == "test_ce" else f"{name}_{m.replace(':', '-')}"
+    """A table's file stem; `metric` canonical (`Collected.metric`)."""
+    return name if metric == "test_ce" else f"{name}_{metric.replace(':', '-')}"
 
 
 def write(c: Collected, out_dir: str | Path, metric: str = "test_ce") -> list[Path]:  # pragma: no mutate block
@@ -556,8 +584,7 @@ def write(c: Collected, out_dir: str | Path, metric: str = "test_ce") -> list[Pa
     written = []
     atomic.write_text(out / "runs.csv", c.runs.to_csv(index=False))
     written.append(out / "runs.csv")
-    stats = pd.concat([c.stats(m) for m in dict.fromkeys([*METRIC_COLUMNS, st.metric_name(metric)])],
-                      ignore_index=True)
+    stats = pd.concat([c.stats(m) for m in dict.fromkeys([*c.metrics(), c.metric(metric)])], ignore_index=True)
     atomic.write_text(out / "stats.csv", stats.to_csv(index=False))
     written.append(out / "stats.csv")
     for name in c.table_names():
@@ -600,8 +627,8 @@ def collect(
         metric: str = "test_ce", echo: Callable[[str], None] = print, warn: Callable[[str], None] = print
 ) -> Collected:
     """`mriaug collect` and the Slurm collector job: gather, print the tables, write them to `out`."""
-    m = st.metric_name(metric)
     c = gather(results_dir, run_ids)
+    m = c.metric(metric)
     missing = int(c.runs[m].isna().sum())
     if missing:
         c.warnings.append(f"{missing} of {len(c.runs)} runs have no {m} (results written before mriaug recorded it); "

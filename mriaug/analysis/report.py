@@ -30,7 +30,10 @@ from .plots import png, pyplot
 HTML = "report.html"
 MARKDOWN = "report.md"
 METRICS = {"test_ce": "test cross-entropy (lower is better)", "accuracy": "accuracy",
-           "balanced_accuracy": "balanced accuracy", "macro_f1": "macro F1"}
+           "balanced_accuracy": "balanced accuracy", "macro_f1": "macro F1",
+           # per whole test scan (a scan's prediction: the mean of its slices' probabilities), beside the per-image
+           "scan_ce": "cross-entropy per scan (lower is better)", "scan_accuracy": "accuracy per scan",
+           "scan_balanced_accuracy": "balanced accuracy per scan"}
 Log = Callable[[str], None]
 
 
@@ -96,7 +99,7 @@ def _f(v: Any, digits: int = 3) -> str:
 # --- tables with intervals and forest plots --------------------------------------------------------------
 
 
-DIFF_METRICS = ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece")
+DIFF_METRICS = ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece", "scan_ce", "scan_balanced_accuracy")
 
 
 def _label(scen: str, pool: str, aug: str) -> str:
@@ -121,6 +124,8 @@ def _stats_sections(c: collect.Collected) -> tuple[Section, Section]:
         info = c.tables[name]
         where = f" [{info.setting}]" if info.setting else ""
         for metric, label in METRICS.items():
+            if c.runs.loc[c.runs["table"] == name, metric].isna().all():
+                continue  # results from before per-scan scores
             t = c.table(name, metric)
             tables.tables.append(Table(f"{name}{where}: median {label}", ["scenario", *t.columns],
                                        [[str(i), *map(str, r)] for i, r in zip(t.index, t.values, strict=True)]))
@@ -146,7 +151,8 @@ def _stats_sections(c: collect.Collected) -> tuple[Section, Section]:
                 first = d
             rows += [[_label(str(r["scenario"]), str(r["pool"]), str(r["augmentation"])), metric,
                       _f(r["diff_median"]), f"[{_f(r['diff_ci_low'])}, {_f(r['diff_ci_high'])}]",
-                      str(r["n_pairs"]), _f(r["p_wilcoxon"], 4), _f(r["p_holm"], 4), _f(r["prob_improvement"], 2)]
+                      str(r["n_pairs"]), _f(r["p_wilcoxon"], 4), _f(r["p_holm"], 4), _f(r["prob_improvement"], 2),
+                      _f(r["mde"])]
                      for _, r in d.iterrows()]
         if first is not None:
             fig = _forest(first, name)
@@ -155,22 +161,30 @@ def _stats_sections(c: collect.Collected) -> tuple[Section, Section]:
         if rows:
             forest.tables.append(Table(f"{name}: paired differences from scenario 1 (other minus scenario 1)",
                                        ["comparison", "metric", "median diff", "95% interval", "pairs", "p",
-                                        "p (Holm)", "P(improvement)"], rows))
+                                        "p (Holm)", "P(improvement)", "detectable (80%)"], rows))
     return tables, forest
+
+
+def _classes(c: collect.Collected, name: str) -> list[str]:
+    """The classes of a table's runs (after a data option `merge`, fewer than the four), from their test counts."""
+    files = set(c.runs.loc[c.runs["table"] == name, "file"])
+    found = dict.fromkeys(k for r in c.counts if r["file"] in files for k in r["test"])
+    return list(found) or list(CLASSES)
 
 
 def _recall_table(c: collect.Collected, name: str) -> Table | None:
     """Median recall of each class per cell: whether a model finds the rare classes at all."""
     rows = []
+    classes = _classes(c, name)
     for label, scen, pool in c.rows(name):
         for aug in c.augmentations(name):
             cells = []
-            for cls in CLASSES:
+            for cls in classes:
                 s = c.stats(statistics.RECALL + cls)
                 r = s[(s["table"] == name) & (s["scenario"] == scen) & (s["pool"] == pool) & (s["augmentation"] == aug)]
                 cells.append(_f(r.iloc[0]["median"]) if len(r) else "—")
             rows.append([f"{label} · {augment.LABELS.get(aug, aug)}", *cells])
-    return Table(f"{name}: median recall per class", ["cell", *CLASSES], rows) if rows else None
+    return Table(f"{name}: median recall per class", ["cell", *classes], rows) if rows else None
 
 
 def _baselines(c: collect.Collected, name: str) -> Table | None:
@@ -182,9 +196,10 @@ def _baselines(c: collect.Collected, name: str) -> Table | None:
     if not counts:
         return None
     acc_major, ce_prior = [], []
+    classes = _classes(c, name)
     for r in counts:
-        test = np.array([r["test"].get(k, 0) for k in CLASSES], dtype=float)
-        train = np.array([r["train"].get(k, 0) for k in CLASSES], dtype=float)
+        test = np.array([r["test"].get(k, 0) for k in classes], dtype=float)
+        train = np.array([r["train"].get(k, 0) for k in classes], dtype=float)
         if test.sum() == 0 or train.sum() == 0:
             continue
         prior = train / train.sum()
@@ -193,10 +208,10 @@ def _baselines(c: collect.Collected, name: str) -> Table | None:
             ce_prior.append(float(-(test / test.sum() * np.log(prior)).sum()))
     if not acc_major:
         return None
-    k = len(CLASSES)
+    k = len(classes)
     return Table(f"{name}: baselines on the same test images", ["baseline", "test CE", "accuracy",
                                                                  "balanced accuracy", "macro F1"],
-                 [["chance (uniform over 4 classes)", _f(math.log(k)), _f(1 / k), _f(1 / k), "—"],
+                 [[f"chance (uniform over {k} classes)", _f(math.log(k)), _f(1 / k), _f(1 / k), "—"],
                   ["majority class of the training part (its class priors for CE)", _f(float(np.median(ce_prior))),
                    _f(float(np.median(acc_major))), _f(1 / k),
                    _f(float(np.median([2 * a / (1 + a) / k for a in acc_major])))]])
@@ -324,8 +339,8 @@ def _data_sections(datasets: Datasets, seed: int) -> tuple[Section, Section]:
     plt = pyplot()
     for key, d in datasets.items():
         ds, spec = d.ds, d.spec
-        fit = {name: int(((ds.train_y == k) & ds.fit_mask).sum()) for k, name in enumerate(CLASSES)}
-        val = {name: int((ds.train_y[ds.val_rows] == k).sum()) for k, name in enumerate(CLASSES)}
+        fit = {name: int(((ds.train_y == k) & ds.fit_mask).sum()) for k, name in enumerate(ds.classes)}
+        val = {name: int((ds.train_y[ds.val_rows] == k).sum()) for k, name in enumerate(ds.classes)}
         te = ds.counts("test")
         s.tables.append(Table(f"Images per class and part ({spec['source']}, {d.name})",
                               ["class", "train", "validation", "test"],
@@ -372,8 +387,9 @@ def _data_sections(datasets: Datasets, seed: int) -> tuple[Section, Section]:
 def _examples(ds: data_mod.Dataset, seed: int, title: str = "", per_class: int = 6) -> bytes:
     plt = pyplot()
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(1.4 * per_class, 1.5 * len(CLASSES)), squeeze=False)
-    for k, name in enumerate(CLASSES):
+    fig, axes = plt.subplots(len(ds.classes), per_class, figsize=(1.4 * per_class, 1.5 * len(ds.classes)),
+                             squeeze=False)
+    for k, name in enumerate(ds.classes):
         rows = np.flatnonzero(ds.train_y == k)
         pick = rng.choice(rows, min(per_class, len(rows)), replace=False) if len(rows) else rows
         for j in range(per_class):
@@ -404,7 +420,7 @@ def _augment_section(datasets: Datasets, seed: int, used: Sequence[str]) -> Sect
     for key, d in list(datasets.items())[:1]:
         ds = d.ds
         rng = np.random.default_rng(seed)
-        picks = [int(rng.choice(np.flatnonzero(ds.train_y == k))) for k in range(len(CLASSES))
+        picks = [int(rng.choice(np.flatnonzero(ds.train_y == k))) for k in range(len(ds.classes))
                  if (ds.train_y == k).any()]
         x = torch.from_numpy(ds.train_x[picks])[:, None]
         cols = [("original", x)]
@@ -422,7 +438,7 @@ def _augment_section(datasets: Datasets, seed: int, used: Sequence[str]) -> Sect
                     axes[i, j].set_title(title, fontsize=6)
         fig.tight_layout()
         s.figures.append(Figure(f"augmentations_{key}.png", f"{d.name[0].upper()}{d.name[1:]}; rows: classes " +
-                                ", ".join(CLASSES[int(ds.train_y[p])] for p in picks), png(fig)))
+                                ", ".join(ds.classes[int(ds.train_y[p])] for p in picks), png(fig)))
     if not datasets:
         s.paragraphs.append("No dataset is named by the runs in this folder.")
     return s

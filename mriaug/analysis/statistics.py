@@ -34,23 +34,30 @@ from scipy import stats
 
 from .. import augment
 from ..classes import CLASSES, class_index
-from ..errors import SettingError
+from ..errors import SettingError, UnknownClassError
 
 # The metrics `mriaug collect --metric` takes; `recall:CLASS` besides (one class's recall).
-METRICS = ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece")
-LOWER_IS_BETTER = frozenset({"test_ce", "ece"})
+METRICS = ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece", "scan_accuracy",
+           "scan_balanced_accuracy", "scan_ce")
+LOWER_IS_BETTER = frozenset({"test_ce", "ece", "scan_ce"})
 RECALL = "recall:"
 LABELS = {"test_ce": "test cross-entropy", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
-          "macro_f1": "macro F1", "ece": "expected calibration error (15 bins)"}
+          "macro_f1": "macro F1", "ece": "expected calibration error (15 bins)",
+          "scan_accuracy": "accuracy per scan", "scan_balanced_accuracy": "balanced accuracy per scan",
+          "scan_ce": "cross-entropy per scan"}
+# Whole-scan metrics: a scan's prediction is the mean of its slices' probabilities (`mriaug.metrics.scan_metrics`).
+PER_SCAN = frozenset({"scan_accuracy", "scan_balanced_accuracy", "scan_ce"})
 DEFAULT_BOOT = 10_000
 CELL = ("model", "augmentation", "pool", "scenario")
 COLUMNS = ["model", "augmentation", "pool", "scenario", "metric", "n", "n_failed", "median", "iqm", "ci_low",
            "ci_high", "ci_coverage", "diff_median", "diff_ci_low", "diff_ci_high", "p_wilcoxon", "p_holm",
-           "prob_improvement"]
+           "prob_improvement", "mde"]
 BASELINE = "1"
 LEVEL = 0.95
 # The worst value of each metric: what a failed (diverged) run scores. recall:CLASS is 0 as well.
-WORST = {"test_ce": math.inf, "ece": 1.0, "accuracy": 0.0, "balanced_accuracy": 0.0, "macro_f1": 0.0}
+WORST = {"test_ce": math.inf, "ece": 1.0, "accuracy": 0.0, "balanced_accuracy": 0.0, "macro_f1": 0.0,
+         "scan_ce": math.inf, "scan_accuracy": 0.0, "scan_balanced_accuracy": 0.0}
+ALPHA, POWER = 0.05, 0.80  # the minimum detectable effect's test level and power (`mde`)
 
 
 def worst(metric: str) -> float:
@@ -58,13 +65,15 @@ def worst(metric: str) -> float:
     return WORST.get(metric_name(metric), 0.0)
 
 
-def all_metrics() -> list[str]:
-    """Every metric a run records: the five of METRICS and the recall of each class."""
-    return [*METRICS, *(RECALL + c for c in CLASSES)]
+def all_metrics(extra_classes: Iterable[str] = ()) -> list[str]:
+    """Every metric a run records: those of METRICS and the recall of each class (the four, then any class a
+    data option `merge` named anew, e.g. "Demented")."""
+    return [*METRICS, *(RECALL + c for c in dict.fromkeys([*CLASSES, *extra_classes]))]
 
 
-def metric_name(text: str) -> str:
-    """The canonical name of a metric as a user wrote it (`recall:moderate` -> `recall:Moderate_Demented`)."""
+def metric_name(text: str, extra_classes: Iterable[str] = ()) -> str:
+    """The canonical name of a metric as a user wrote it (`recall:moderate` -> `recall:Moderate_Demented`);
+    `extra_classes`: class names runs took from a data option `merge`, beyond the four."""
     t = text.strip()
     if t in METRICS:
         return t
@@ -72,7 +81,12 @@ def metric_name(text: str) -> str:
         cls = t[len(RECALL):].strip()
         if not cls:
             raise SettingError(f"--metric {text!r}: name the class, e.g. recall:{CLASSES[1]}")
-        return RECALL + CLASSES[class_index(cls)]
+        try:
+            return RECALL + CLASSES[class_index(cls)]
+        except UnknownClassError:
+            if cls in extra_classes:  # a class a data option `merge` named anew ("Demented"), as runs spell it
+                return RECALL + cls
+            raise
     raise SettingError(f"--metric {text!r}: unknown metric; known: {', '.join(METRICS)}, recall:CLASS "
                        f"(CLASS one of {', '.join(CLASSES)})")
 
@@ -203,11 +217,13 @@ def paired(baseline: Mapping[Any, float], other: Mapping[Any, float], *, higher_
     d = np.array([difference(float(other[k]), float(baseline[k])) for k in seeds], dtype=np.float64)
     if len(d) == 0:
         return {"n": 0, "diff_median": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan,
-                "p_wilcoxon": math.nan, "prob_improvement": math.nan}
+                "p_wilcoxon": math.nan, "prob_improvement": math.nan, "diff_sd": math.nan}
     lo, hi, _ = median_ci(d)
     better = d > 0 if higher_is_better else d < 0
+    finite = d[np.isfinite(d)]  # a failed run's infinite difference says nothing of the spread
     return {"n": len(d), "diff_median": float(np.median(d)), "diff_ci_low": lo, "diff_ci_high": hi,
-            "p_wilcoxon": wilcoxon_p(d), "prob_improvement": float((better.sum() + 0.5 * (d == 0).sum()) / len(d))}
+            "p_wilcoxon": wilcoxon_p(d), "prob_improvement": float((better.sum() + 0.5 * (d == 0).sum()) / len(d)),
+            "diff_sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan}
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -221,6 +237,59 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[i]))
         out[i] = running
     return [float(v) for v in out]
+
+
+@functools.lru_cache(maxsize=64)
+def signed_rank_cdf(n: int) -> np.ndarray:
+    """P(W+ <= w), w = 0 .. n(n+1)/2: the exact null distribution of the Wilcoxon signed-rank statistic of n
+    untied nonzero differences (each rank's sign a fair coin), by counting subsets of {1..n} per sum."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for r in range(1, n + 1):
+        counts[r:] = counts[r:] + counts[:-r].copy()
+    return np.cumsum(counts) / 2.0**n
+
+
+def signed_rank_p(d: np.ndarray) -> np.ndarray:
+    """Exact two-sided signed-rank p of each row of d (rows of untied nonzero differences), as scipy's
+    `wilcoxon` computes it for n <= 50 without ties."""
+    n = d.shape[1]
+    ranks = np.argsort(np.argsort(np.abs(d), axis=1), axis=1) + 1
+    w = (ranks * (d > 0)).sum(axis=1)
+    cdf = signed_rank_cdf(n)
+    low = cdf[np.minimum(w, n * (n + 1) // 2 - w)]  # symmetric: P(W+ <= min(w, total - w))
+    return np.minimum(1.0, 2.0 * low)
+
+
+def power(effect: float, sd: float, n: int, comparisons: int, *, alpha: float = ALPHA, sims: int = 4000,
+          seed: int = 0) -> float:
+    """Probability that n paired differences drawn from Normal(effect, sd) give a two-sided signed-rank p at or
+    under alpha / comparisons (Holm's first step: a lone true effect among null comparisons needs that)."""
+    z = np.random.default_rng(seed).standard_normal((sims, n))  # common draws for every effect: power rises with it
+    return float((signed_rank_p(effect + sd * z) <= alpha / comparisons).mean())
+
+
+def mde(sd: float, n: int, comparisons: int, *, alpha: float = ALPHA, target: float = POWER,
+        sims: int = 4000) -> float:
+    """The minimum detectable effect of a paired comparison: the smallest median paired difference (in the
+    metric's units, either sign) that the table's test (two-sided Wilcoxon signed-rank, Holm over `comparisons`
+    at `alpha`) detects with probability `target`, for n pairs whose differences spread like the observed ones
+    (a normal shift model with their standard deviation `sd`). inf where n pairs can never reach the level; 0
+    where the observed differences do not vary. docs/statistics.md states the method; tests/test_statistics.py
+    checks it by simulating whole studies."""
+    if n < 1 or comparisons < 1 or math.isnan(sd):
+        return math.nan
+    if 2.0 / 2.0**n > alpha / comparisons:  # the smallest p n pairs can give
+        return math.inf
+    if sd == 0:
+        return 0.0
+    lo, hi = 0.0, sd
+    while power(hi, sd, n, comparisons, alpha=alpha, sims=sims) < target:
+        lo, hi = hi, 2 * hi
+    for _ in range(16):  # bisection to a relative precision (1e-5) far below what the table prints
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if power(mid, sd, n, comparisons, alpha=alpha, sims=sims) >= target else (mid, hi)
+    return hi
 
 
 def scenario_key(name: str) -> tuple[int, float, str]:
@@ -276,20 +345,25 @@ def stats_table(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
                 base = cells.get((table, model, aug, "", BASELINE))
             if base is not None:
                 pr = paired(by_seed(base), by_seed(g), higher_is_better=hib)
-                row.update({k: v for k, v in pr.items() if k != "n"}, n_pairs=pr["n"])
+                row.update({k: v for k, v in pr.items() if k not in ("n", "diff_sd")}, n_pairs=pr["n"],
+                           _sd=pr["diff_sd"])
         else:
             by_seed(g)  # scenario 1 must hold one run per seed too
         row.update(table=table, n_missing=int(g["_v"].isna().sum()))
         rows.append(row)
     extra = ["table", "n_missing", "n_pairs"]
-    out = pd.DataFrame(rows, columns=[*COLUMNS, *extra])
+    out = pd.DataFrame(rows, columns=[*COLUMNS, *extra, "_sd"])
     if out.empty:
-        return out
+        return out.drop(columns="_sd")
     out["n_pairs"] = out["n_pairs"].astype("Int64")
     for col in ("diff_median", "diff_ci_low", "diff_ci_high", "p_wilcoxon", "prob_improvement", "p_holm"):
         out[col] = out[col].astype(float)
     for _, idx in out.groupby("table", sort=False).groups.items():
         out.loc[idx, "p_holm"] = holm(out.loc[idx, "p_wilcoxon"].tolist())
+        tested = int(out.loc[idx, "p_wilcoxon"].notna().sum())  # the comparisons Holm corrects over
+        out.loc[idx, "mde"] = [mde(float(sd), int(k), tested) if pd.notna(k) else math.nan
+                               for sd, k in zip(out.loc[idx, "_sd"], out.loc[idx, "n_pairs"], strict=True)]
+    out = out.drop(columns="_sd")
     aug_order = {a: i for i, a in enumerate(augment.AUGMENTATIONS)}
     sort_keys = [(str(t), aug_order.get(str(a), 99), str(a), scenario_key(str(s)), str(p))
                  for t, a, s, p in zip(out["table"], out["augmentation"], out["scenario"], out["pool"], strict=True)]
