@@ -103,3 +103,25 @@ def test_submit_dry_run_and_status_load_no_torch(tmp_path: Path) -> None:
     assert "dry run: nothing submitted" in out and out.strip().endswith("NO_TORCH"), out
     out = _no_torch_after(f"from mriaug.cli import run\nrc = run(['status', '{grid}'])\nassert rc == 0, rc", env)
     assert "unsubmitted" in out and out.strip().endswith("NO_TORCH"), out
+
+
+def test_architecture_page_holds_its_tables_as_generated() -> None:
+    """docs/architecture.md carries its layer and module tables in the file (the repository page shows them), and
+    they are what docs/gen_architecture.py writes now: a new module or layer fails here until it is rerun."""
+    import importlib.util
+
+    docs = PKG.parent / "docs"
+    spec = importlib.util.spec_from_file_location("gen_architecture", docs / "gen_architecture.py")
+    assert spec and spec.loader
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    page = (docs / "architecture.md").read_text()
+    assert gen.render(page, gen.tables()) == page, "docs/architecture.md is out of date: run " \
+        "`python docs/gen_architecture.py`"
+    assert "<!-- begin generated: layers -->\n| layer |" in page and "| 1 | `cli` |" in page
+    assert all(f"`{_module_name(p)}`" in page for p in PKG.rglob("*.py"))
+    # A changed table is written between the markers, the text around them kept.
+    text = "intro\n<!-- begin generated: modules -->\nold\n<!-- end generated: modules -->\nafter\n"
+    assert gen.render(text, {"modules": "new"}) == text.replace("old", "new")
+    assert gen.render("<!-- generated: modules -->\n", {"modules": "T"}) == (
+        "<!-- begin generated: modules -->\nT\n<!-- end generated: modules -->\n")
