@@ -11,7 +11,9 @@ MRIAUG=${MRIAUG:-.venv/bin/mriaug}
 NAME=$(basename "$GRID" .toml)
 MODEL_DIR=${MODEL_DIR:-models/$NAME-diffusion}
 CLASSES=Mild_Demented,Moderate_Demented      # scenario 3 adds synthetic images of these two classes
-SOURCES=${SOURCES:-160}                      # sources per class and split (scenario 3 needs about 100 Mild)
+SOURCES=${SOURCES:-200}                      # sources per class and split (scenario 3 needs about 100 Mild)
+PER_SOURCE=${PER_SOURCE:-2}                  # variations per source (the 50% arm needs about 340 Mild images)
+STOP_AFTER=${STOP_AFTER:-}                   # "pools": stop once the generators and pools are made
 : "${DIFFUSION_STEPS:=800}" "${DIFFUSION_BATCH:=16}" "${DIFFUSION_CHANNELS:=16,32,64}" "${DIFFUSION_RES:=64}"
 : "${DIFFUSION_ATTENTION:=--no-attention}" "${SAMPLE_STEPS:=20}" "${STRENGTH:=0.5}" "${PRECISION:=fp32}"
 
@@ -22,9 +24,11 @@ stamp "diffusion models ($DIFFUSION_STEPS steps x $DIFFUSION_BATCH, channels $DI
   --layers-per-block 1 $DIFFUSION_ATTENTION --classes "$CLASSES" --precision "$PRECISION" --checkpoint-every 100
 stamp "pools"
 "$MRIAUG" synth --grid "$GRID" --generator diffusion -s checkpoint="$MODEL_DIR" -s strength="$STRENGTH" \
-  -s steps="$SAMPLE_STEPS" --classes "$CLASSES" --max-sources "$SOURCES"
-"$MRIAUG" synth --grid "$GRID" --generator copy --classes "$CLASSES" --max-sources "$SOURCES"
-"$MRIAUG" synth --grid "$GRID" --generator transform --classes "$CLASSES" --max-sources "$SOURCES"
+  -s steps="$SAMPLE_STEPS" --classes "$CLASSES" --max-sources "$SOURCES" --per-source "$PER_SOURCE"
+"$MRIAUG" synth --grid "$GRID" --generator copy --classes "$CLASSES" --max-sources "$SOURCES" --per-source "$PER_SOURCE"
+"$MRIAUG" synth --grid "$GRID" --generator transform --classes "$CLASSES" --max-sources "$SOURCES" \
+  --per-source "$PER_SOURCE"
+[ "$STOP_AFTER" = pools ] && { stamp "stopped after the pools (STOP_AFTER=pools)"; exit 0; }
 stamp "runs"
 "$MRIAUG" grid "$GRID"
 stamp "tables, pool reports and report"
