@@ -31,10 +31,14 @@ stamp "pools"
 [ "$STOP_AFTER" = pools ] && { stamp "stopped after the pools (STOP_AFTER=pools)"; exit 0; }
 stamp "runs"
 "$MRIAUG" grid "$GRID"
+EXTRA=${EXTRA:-$(ls "${GRID%.toml}-50.toml" 2>/dev/null || true)}  # the 50% arm: same results folder and table
+for g in $EXTRA; do "$MRIAUG" grid "$g"; done
 stamp "tables, pool reports and report"
 mkdir -p "$OUT"
 cp "$GRID" "$OUT/grid.toml"
-"$MRIAUG" collect "results/$NAME" --grid "$GRID" --out "$OUT"            # runs.csv, stats.csv, tables, box plot
+for g in $EXTRA; do cp "$g" "$OUT/$(basename "$g")"; done
+# runs.csv, stats.csv, tables, box plot: every run in the study's results folder (its grids share it)
+"$MRIAUG" collect "results/$NAME" --out "$OUT"
 for pool in diffusion copy transform; do                                  # pool quality per split, pictures of one
   for d in "pools/$NAME-$pool"/split-*; do
     mkdir -p "$OUT/pools/$pool/$(basename "$d")"

@@ -1,0 +1,71 @@
+"""jobs/study-cpu.toml from the search's choice (issue 29): `python jobs/study_grid.py docs/study/tuning.csv`.
+
+The study keeps what the search chose (the `chosen` row of tuning.csv, made from validation numbers only: its
+grid file in jobs/study-tune/ gives the [data] and [model.cnn] tables, the augmentation and `select` verbatim)
+and adds what the study asks: 20 seeds, scenario 1 against scenario 3 (+20% synthetic Mild and Moderate) with
+the three pools per split (diffusion, copy, transform), and, in jobs/study-cpu-50.toml (the same tables and
+results folder, so one table), scenario 7 (+50%) with the diffusion pool.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+HEAD = '''# The study's answer on these 2-core CPUs (issues 21 and 29; published in docs/study/, remade with `make study`;
+# written by `python jobs/study_grid.py docs/study/tuning.csv` from the search's choice, {config}).
+# The basic CNN on subject splits of the real data, scenario 1 (100% real) against scenario 3 (plus 20% synthetic
+# Mild and Moderate images) from the on-site diffusion model and its two controls (`copy`: duplicates of kept
+# real images, `transform`: a fixed-image transform), 20 seeds per cell. Seed s is tested on its own patients: split number s mod 5 (`[data] splits = 5`), each with its own pools and diffusion
+# model trained on that split's training part only. Every scenario trains the optimizer steps scenario 1 takes
+# (budget = "steps").
+# {arm}.
+name = "{name}"
+results = "results/study-cpu"
+models = ["cnn"]
+scenarios = {scenarios}
+augmentations = {augmentations}
+seeds = 20
+budget = "steps"
+select = "{select}"
+
+[pool]                 # one folder per split below each (split-0 ... split-4); see `make study`
+{pools}
+
+[scenario.7]           # the larger synthetic share: 100% real + 50% synthetic Mild and Moderate
+real_fraction = 1.0
+synthetic_fraction = {{Mild_Demented = 0.5, Moderate_Demented = 0.5}}
+description = "100% real + 50% synthetic for Mild and Moderate"
+
+'''
+
+
+def main(tuning: str, out: str = "jobs/study-cpu.toml") -> None:
+    table = pd.read_csv(tuning)
+    chosen = table[table["chosen"]]
+    if len(chosen) != 1:
+        raise SystemExit(f"{tuning}: {len(chosen)} rows are chosen, expected exactly one")
+    config = str(chosen.iloc[0]["config"])
+    text = (Path("jobs/study-tune") / f"{config}.toml").read_text()
+    import tomllib
+
+    grid = tomllib.loads(text)
+    tables = text[text.index("[data]"):]  # the [data] and [model.cnn] tables, as the search ran them
+    pools = {"diffusion": "pools/study-cpu-diffusion", "copy": "pools/study-cpu-copy",
+             "transform": "pools/study-cpu-transform"}
+    arms = ((out, "study-cpu", ["1", "3"], pools,
+             "the 50% arm, scenario 7 with the diffusion pool, is jobs/study-cpu-50.toml"),
+            (out.replace(".toml", "-50.toml"), "study-cpu-50", ["7"], {"diffusion": pools["diffusion"]},
+             "this file: the 50% arm, scenario 7 with the diffusion pool; scenario 1 is jobs/study-cpu.toml's"))
+    for path, name, scens, pool, arm in arms:
+        head = HEAD.format(config=config, augmentations=str(grid["augmentations"]).replace("'", '"'),
+                           select=grid.get("select", "last"), name=name, scenarios=str(scens).replace("'", '"'),
+                           pools="\n".join(f'{k} = "{v}"' for k, v in pool.items()), arm=arm)
+        Path(path).write_text(head + tables)
+        print(f"{path}: the study with configuration {config}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
