@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-HEAD = '''# The study's answer on these 2-core CPUs (issues 21 and 29; published in docs/study/, remade with `make study`;
-# written by `python jobs/study_grid.py docs/study/tuning.csv` from the search's choice, {config}).
+HEAD = '''# The study's answer on these 2-core CPUs (issues 21 and 29; published in docs/study/, remade with
+# `make study`; written by `python jobs/study_grid.py docs/study/tuning.csv` from the search's choice, {config}).
 # The basic CNN on subject splits of the real data, scenario 1 (100% real) against scenario 3 (plus 20% synthetic
 # Mild and Moderate images) from the on-site diffusion model and its two controls (`copy`: duplicates of kept
-# real images, `transform`: a fixed-image transform), 20 seeds per cell. Seed s is tested on its own patients: split number s mod 5 (`[data] splits = 5`), each with its own pools and diffusion
-# model trained on that split's training part only. Every scenario trains the optimizer steps scenario 1 takes
-# (budget = "steps").
+# real images, `transform`: a fixed-image transform), 20 seeds per cell. Seed s is tested on its own patients:
+# split number s mod 5 (`[data] splits = 5`), each with its own pools and diffusion model trained on that
+# split's training part only. Every scenario trains the optimizer steps scenario 1 takes (budget = "steps").
 # {arm}.
 name = "{name}"
 results = "results/study-cpu"
