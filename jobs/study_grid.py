@@ -1,7 +1,8 @@
 """jobs/study-cpu.toml from the search's choice (issue 29): `python jobs/study_grid.py docs/study/tuning.csv`.
 
 The study keeps what the search chose (the `chosen` row of tuning.csv, made from validation numbers only: its
-grid file in jobs/study-tune/ gives the [data] and [model.cnn] tables, the augmentation and `select` verbatim)
+grid file in jobs/study-tune/ gives the [data] and [model.cnn] tables and the augmentation verbatim, the row its
+`select`)
 and adds what the study asks: 20 seeds, scenario 1 against scenario 3 (+20% synthetic Mild and Moderate) with
 the three pools per split (diffusion, copy, transform), and, in jobs/study-cpu-50.toml (the same tables and
 results folder, so one table), scenario 7 (+50%) with the diffusion pool.
@@ -48,7 +49,7 @@ def main(tuning: str, out: str = "jobs/study-cpu.toml") -> None:
     if len(chosen) != 1:
         raise SystemExit(f"{tuning}: {len(chosen)} rows are chosen, expected exactly one")
     config = str(chosen.iloc[0]["config"])
-    text = (Path("jobs/study-tune") / f"{config}.toml").read_text()
+    text = (Path("jobs/study-tune") / f"{config.split('+')[0]}.toml").read_text()
     import tomllib
 
     grid = tomllib.loads(text)
@@ -61,7 +62,7 @@ def main(tuning: str, out: str = "jobs/study-cpu.toml") -> None:
              "this file: the 50% arm, scenario 7 with the diffusion pool; scenario 1 is jobs/study-cpu.toml's"))
     for path, name, scens, pool, arm in arms:
         head = HEAD.format(config=config, augmentations=str(grid["augmentations"]).replace("'", '"'),
-                           select=grid.get("select", "last"), name=name, scenarios=str(scens).replace("'", '"'),
+                           select=chosen.iloc[0]["select"], name=name, scenarios=str(scens).replace("'", '"'),
                            pools="\n".join(f'{k} = "{v}"' for k, v in pool.items()), arm=arm)
         Path(path).write_text(head + tables)
         print(f"{path}: the study with configuration {config}")
