@@ -16,7 +16,7 @@ from mriaug.analysis import statistics as st
 
 STUDY = Path(__file__).resolve().parents[1] / "docs" / "study"
 NUMERIC = ["n", "n_failed", "median", "iqm", "ci_low", "ci_high", "ci_coverage", "diff_median", "diff_ci_low",
-           "diff_ci_high", "p_wilcoxon", "p_holm", "prob_improvement"]
+           "diff_ci_high", "p_wilcoxon", "p_holm", "prob_improvement", "mde"]
 
 
 def _read(name: str) -> pd.DataFrame:
@@ -46,6 +46,32 @@ def test_the_study_covers_what_the_issue_asks() -> None:
     assert (cells >= 20).all(), cells
     stats = _read("stats.csv")
     assert set(stats.loc[stats["scenario"] == "3", "pool"]) == {"diffusion", "copy", "transform"}
+    # a larger synthetic share than the thesis's 20% (scenario 7: +50% Mild and Moderate)
+    assert set(stats.loc[stats["scenario"] == "7", "pool"]) == {"diffusion"}
+    # per-scan scores in every run, and a minimum detectable effect for every paired comparison
+    for col in ("scan_accuracy", "scan_balanced_accuracy", "scan_ce"):
+        assert runs[col].notna().all(), col
+    compared = stats[stats["scenario"] != "1"]
+    assert len(compared) and compared["mde"].notna().all()
+
+
+def test_the_search_chose_on_validation_and_the_study_is_its_choice(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    tuning = pd.read_csv(STUDY / "tuning.csv")
+    assert len(tuning) >= 4 and int(tuning["chosen"].sum()) == 1
+    assert not [c for c in tuning.columns if c.startswith("test")]  # no test number in the search
+    assert {"val_balanced_accuracy", "val_ce", "minutes_per_run", "seeds", "splits"} <= set(tuning.columns)
+    assert (tuning["resolution"] == 128).any() and (tuning["class_weight"] == "balanced").any()
+    assert (tuning["classes"] == 3).any()  # Moderate merged into Mild
+    # docs/study/grid.toml is what jobs/study_grid.py writes from the chosen row
+    root = STUDY.parents[1]
+    out = tmp_path / "study-cpu.toml"
+    subprocess.run([sys.executable, str(root / "jobs" / "study_grid.py"), str(STUDY / "tuning.csv"), str(out)],
+                   cwd=root, check=True, capture_output=True)
+    assert out.read_text() == (STUDY / "grid.toml").read_text()
+    assert (tmp_path / "study-cpu-50.toml").read_text() == (STUDY / "study-cpu-50.toml").read_text()
 
 
 def test_the_readme_numbers_are_the_published_ones() -> None:
