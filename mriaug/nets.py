@@ -1,4 +1,4 @@
-"""The networks one training unit holds: S >= 1 seeds of one grid cell (`train.train_unit`).
+"""The networks one training unit holds: S >= 1 seeds of one grid cell (`train.run_unit`).
 
 One seed is a plain module (`Single`): exactly the arithmetic of a run trained alone, so resume and the CPU
 thread count keep their bit-for-bit promises. Several seeds are stacked with `torch.func.stack_module_state`
@@ -10,6 +10,12 @@ one its separate run would compute, in another summation order.
 
 Both give the engine the same few operations, on batches shaped (S, B, ...): training losses per seed,
 predictions per seed, a seed's weights (to select and to save), and a state to checkpoint.
+
+Randomness inside a network (dropout, drop-path) draws from torch's generator, which the engine seeds per epoch
+from (seed, epoch) for a run of its own. Under vmap the S seeds would share that one generator's draws (torch has
+no per-seed generator for a vmapped dropout), so a seed would not draw what its separate run draws: `build`
+refuses to stack a network with such a layer, naming it. No packable model has one today (the cnn has no
+dropout; the ViT's rates are 0), so this refuses nothing the study trains.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from . import hparams, models, speed
 from .classes import NUM_CLASSES
+from .errors import SettingError
 from .hparams import HParams
 
 Weights = dict[str, torch.Tensor]
@@ -155,14 +162,32 @@ class Stacked:
                     mine[k].copy_(v)
 
 
+def stochastic_layers(net: torch.nn.Module) -> list[str]:
+    """The layers of `net` that draw random numbers in training: dropout of any kind with a rate above 0, and
+    timm's drop-path (stochastic depth) with one above 0."""
+    out = []
+    for name, layer in net.named_modules():
+        rate = layer.p if isinstance(layer, torch.nn.modules.dropout._DropoutNd) else getattr(layer, "drop_prob", 0)
+        if isinstance(rate, int | float) and rate > 0:
+            out.append(f"{name} ({type(layer).__name__} {rate:g})")
+    return out
+
+
 def build(model: str, hp: HParams, seeds: list[int], dev: torch.device, fast: speed.Speed,
           num_classes: int = NUM_CLASSES) -> Nets:
-    """The unit's networks, each initialised right after `torch.manual_seed(seed)` as its separate run is."""
+    """The unit's networks, each initialised right after `torch.manual_seed(seed)` as its separate run is.
+    Several seeds are stacked unless the network draws inside itself (see the module's docstring)."""
     nets = []
     for seed in seeds:
         torch.manual_seed(seed)
         nets.append(models.build(model, hp, num_classes).to(dev))
     if len(nets) > 1:
+        drawing = stochastic_layers(nets[0])
+        if drawing:
+            raise SettingError(f"model {model}: seeds that draw inside the network cannot train together (their "
+                               f"draws would not be their separate runs'): {', '.join(drawing[:3])}"
+                               f"{' ...' if len(drawing) > 3 else ''}; set its rates to 0 or train without "
+                               "pack_seeds")
         return Stacked(nets)
     net = nets[0]
     if fast.channels_last_for(dev.type, hparams.MODELS[model].channels_last):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mriaug import models, nets, speed
+from mriaug.errors import SettingError
 from tests.conftest import tiny_hparams
 
 S, N, CLASSES = 3, 7, 4
@@ -297,3 +298,28 @@ def test_build_compiles_the_forward_only_when_asked() -> None:
     one = nets.build("cnn", tiny_hparams("cnn"), [0], torch.device("cpu"), speed.Speed(compile=True))
     assert isinstance(one, nets.Single) and one.forward is not one.model
     assert getattr(one.forward, "_orig_mod", None) is one.model  # the compiled callable wraps the same module
+
+
+# --- networks that draw inside themselves (issue 27) -----------------------------------------------------------
+
+
+def test_stochastic_layers_names_every_layer_that_draws_and_only_those() -> None:
+    from timm.layers import DropPath
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.0), torch.nn.Dropout2d(0.25),
+                              torch.nn.Sequential(DropPath(0.1), DropPath(0.0)), torch.nn.AlphaDropout(0.5))
+    assert nets.stochastic_layers(net) == ["2 (Dropout2d 0.25)", "3.0 (DropPath 0.1)", "4 (AlphaDropout 0.5)"]
+    # The packable models draw nothing inside (the ViT's dropout and drop-path rates are 0).
+    assert nets.stochastic_layers(models.build("cnn", tiny_hparams("cnn"))) == []
+    assert nets.stochastic_layers(models.build("vit", tiny_hparams("vit"))) == []
+
+
+def test_build_refuses_to_stack_a_network_that_draws_but_builds_it_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under vmap the seeds would share one generator's dropout draws, not each its separate run's: refused, named.
+    monkeypatch.setattr(models, "build", lambda model, hp, classes: _with_buffers(0))
+    hp, cpu, plain = tiny_hparams("cnn"), torch.device("cpu"), speed.Speed(channels_last="0")
+    with pytest.raises(SettingError, match=r"^model cnn: seeds that draw inside the network cannot train together "
+                                           r"\(their draws would not be their separate runs'\): 3 \(Dropout 0.5\); set "
+                                           "its rates to 0 or train without pack_seeds$"):
+        nets.build("cnn", hp, [0, 1], cpu, plain)
+    assert isinstance(nets.build("cnn", hp, [0], cpu, plain), nets.Single)  # a run alone draws from its own seed
