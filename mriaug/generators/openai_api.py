@@ -312,6 +312,17 @@ class Outcome:
         return [v for v in self.variations if v not in done]
 
 
+@dataclass
+class Tally:
+    """A run's running count, shared by the loop that sends requests and the booking of their outcomes."""
+    failures: dict[str, Any]
+    generated: int = 0
+    since_flush: int = 0
+    budget_hit: bool = False
+    unpriced: bool = False
+    fatal: Outcome | None = None  # the first outcome that stops the whole run
+
+
 class OpenAIGenerator:
     name = "openai"
 
@@ -627,106 +638,127 @@ class OpenAIGenerator:
         before = spend_before(meta)
         ledger = Ledger(before_estimate=before["spend_estimate_usd"], before_usage=before["spend_usd"],
                         max_cost=self.max_cost_usd)
-        failures: dict[str, Any] = dict(meta.get("failures", {}))
+        tally = Tally(failures=dict(meta.get("failures", {})))
         stop = threading.Event()
-        resolution = writer.dataset.resolution
-        generated, budget_hit, since_flush, unpriced = 0, False, 0, False
 
         def record() -> None:
             # This run's spend, added to pool.json's figures as they are on disk, under the pool lock.
             writer.set_run_spend(ledger.run_spend())
-            meta["failures"] = failures
+            meta["failures"] = tally.failures
             writer.flush()
 
-        pending: dict[Future[Outcome], tuple[int, list[int]]] = {}
-        it = iter(self.requests_for(todo))
-        fatal: Outcome | None = None
         try:
-            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai") as pool:
-                while True:
-                    while not budget_hit and fatal is None and len(pending) < self.concurrency:
-                        nxt = next(it, None)
-                        if nxt is None:
-                            break
-                        src, variations = nxt
-                        fut = pool.submit(self._one, client, ledger, writer.dataset.train_x[src], src, variations,
-                                          resolution, stop, key)
-                        pending[fut] = nxt
-                    if not pending:
-                        break
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        src, _vars = pending.pop(fut)
-                        o = fut.result()
-                        unpriced = unpriced or o.unpriced_usage
-                        share = len(o.made) or len(o.missing) or 1
-                        for m in o.made:
-                            params = {**self.params(), "variation": m.variation, "attempts": o.attempts,
-                                      "request": m.request, "model_answered": m.request["model_answered"],
-                                      "cost_usd": round(o.cost / share, 6),
-                                      "cost_estimate_usd": round(o.cost_estimate / share, 6)}
-                            writer.add(m.image, src, m.variation, self.name, params)
-                            failures.pop(f"{src}:{m.variation}", None)
-                            generated += 1
-                            since_flush += 1
-                            progress(1)
-                        # Made images carry the cost; a source with none made leaves it on its failures.
-                        left_cost = 0.0 if o.made else o.cost / share
-                        for var in o.missing:
-                            tag = f"{src}:{var}"
-                            if o.fatal:
-                                continue
-                            if o.budget:
-                                budget_hit = True
-                                if left_cost:
-                                    failures[tag] = {"error": "stopped at the budget", "cost_usd": round(left_cost, 6)}
-                            else:
-                                failures[tag] = {"error": o.error, "attempts": o.attempts,
-                                                 "cost_usd": round(left_cost, 6)}
-                                progress(1)
-                        if o.fatal and fatal is None:
-                            fatal = o
-                    if since_flush >= self.flush_every:
-                        record()
-                        since_flush = 0
+            self._request_all(client, ledger, writer, todo, stop, key, tally, record, progress)
         except BaseException:
             stop.set()  # wakes retry sleeps; in-flight requests end within their timeout
             raise
         finally:
             record()  # after the pool has shut down, so the spend of in-flight requests is counted
-        if fatal is not None:
-            base = self.base_url or os.environ.get("OPENAI_BASE_URL") or "api.openai.com"
-            if fatal.model_refused:
-                raise GeneratorError(
-                    f"openai generator: the server at {base} refused model {self.model!r} ({fatal.error}); "
-                    f"{redact(self._offered(client), key)}. Choose one with -s model=NAME (with -s price_usd=... "
-                    f"if it has no known price). {generated} image(s) made before it; a rerun continues.")
-            raise GeneratorError(f"openai generator: stopped, the server at {base} would fail every request the same "
-                                 f"way ({fatal.error}); check OPENAI_API_KEY, OPENAI_BASE_URL / base_url and the "
-                                 f"model ({self.model}). {generated} image(s) made before it; a rerun continues.")
+        if tally.fatal is not None:
+            raise self._stopped(tally.fatal, client, key, tally.generated)
+        summary = self._summary(writer, todo, ledger, tally)
+        self.last_summary = summary
+        return summary
+
+    def _request_all(self, client: Any, ledger: Ledger, writer: PoolWriter, todo: list[tuple[int, int]],
+                     stop: threading.Event, key: str | None, tally: Tally, record: Callable[[], None],
+                     progress: Callable[[int], None]) -> None:
+        """Every source's request on `concurrency` threads, booking each outcome as it comes; no new request
+        after the budget is hit or a fatal answer."""
+        resolution = writer.dataset.resolution
+        pending: dict[Future[Outcome], tuple[int, list[int]]] = {}
+        it = iter(self.requests_for(todo))
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai") as pool:
+            while True:
+                while not tally.budget_hit and tally.fatal is None and len(pending) < self.concurrency:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        break
+                    src, variations = nxt
+                    fut = pool.submit(self._one, client, ledger, writer.dataset.train_x[src], src, variations,
+                                      resolution, stop, key)
+                    pending[fut] = nxt
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    src, _vars = pending.pop(fut)
+                    self._book(fut.result(), src, writer, tally, progress)
+                if tally.since_flush >= self.flush_every:
+                    record()
+                    tally.since_flush = 0
+
+    def _book(self, o: Outcome, src: int, writer: PoolWriter, tally: Tally, progress: Callable[[int], None]) -> None:
+        """One source's outcome into the pool: its made images (each with its share of the cost) and its
+        failures."""
+        failures = tally.failures
+        tally.unpriced = tally.unpriced or o.unpriced_usage
+        share = len(o.made) or len(o.missing) or 1
+        for m in o.made:
+            params = {**self.params(), "variation": m.variation, "attempts": o.attempts,
+                      "request": m.request, "model_answered": m.request["model_answered"],
+                      "cost_usd": round(o.cost / share, 6),
+                      "cost_estimate_usd": round(o.cost_estimate / share, 6)}
+            writer.add(m.image, src, m.variation, self.name, params)
+            failures.pop(f"{src}:{m.variation}", None)
+            tally.generated += 1
+            tally.since_flush += 1
+            progress(1)
+        # Made images carry the cost; a source with none made leaves it on its failures.
+        left_cost = 0.0 if o.made else o.cost / share
+        for var in o.missing:
+            tag = f"{src}:{var}"
+            if o.fatal:
+                continue
+            if o.budget:
+                tally.budget_hit = True
+                if left_cost:
+                    failures[tag] = {"error": "stopped at the budget", "cost_usd": round(left_cost, 6)}
+            else:
+                failures[tag] = {"error": o.error, "attempts": o.attempts,
+                                 "cost_usd": round(left_cost, 6)}
+                progress(1)
+        if o.fatal and tally.fatal is None:
+            tally.fatal = o
+
+    def _stopped(self, fatal: Outcome, client: Any, key: str | None, generated: int) -> GeneratorError:
+        """The error that ends a run whose server would fail every request the same way."""
+        base = self.base_url or os.environ.get("OPENAI_BASE_URL") or "api.openai.com"
+        if fatal.model_refused:
+            return GeneratorError(
+                f"openai generator: the server at {base} refused model {self.model!r} ({fatal.error}); "
+                f"{redact(self._offered(client), key)}. Choose one with -s model=NAME (with -s price_usd=... "
+                f"if it has no known price). {generated} image(s) made before it; a rerun continues.")
+        return GeneratorError(f"openai generator: stopped, the server at {base} would fail every request the same "
+                              f"way ({fatal.error}); check OPENAI_API_KEY, OPENAI_BASE_URL / base_url and the "
+                              f"model ({self.model}). {generated} image(s) made before it; a rerun continues.")
+
+    def _summary(self, writer: PoolWriter, todo: list[tuple[int, int]], ledger: Ledger,
+                 tally: Tally) -> dict[str, Any]:
+        """What the run made, failed and spent, with the budget's message when it stopped there."""
+        meta, failures = writer.meta, tally.failures
         done = writer.done()
         left = sum(1 for t in todo if t not in done and f"{t[0]}:{t[1]}" not in failures)
         run = ledger.run_spend()
         summary: dict[str, Any] = {
-            "generated": generated,
+            "generated": tally.generated,
             "failed": {k: v["error"] for k, v in failures.items()},
             "spend_usd": meta["spend_usd"],
             "spend_estimate_usd": meta["spend_estimate_usd"],
             "run_spend_usd": round(run["spend_usd"], 6),
             "run_spend_estimate_usd": round(run["spend_estimate_usd"], 6),
             "requests": meta["requests"],
-            "stopped_at_budget": budget_hit,
+            "stopped_at_budget": tally.budget_hit,
         }
-        if unpriced:
+        if tally.unpriced:
             summary["warning"] = (f"the server reported token usage, but no token prices are known for {self.model!r} "
                                   "(for every kind it used): "
                                   "those requests count at the per-image estimate; pass -s token_prices='{...}'")
-        if budget_hit:
+        if tally.budget_hit:
             summary["message"] = (
                 f"stopped at the budget: pool spend ${ledger.spent():.4f} (the larger of usage-based "
                 f"${meta['spend_usd']:.4f} and estimate ${meta['spend_estimate_usd']:.4f}) of --max-cost "
                 f"${self.max_cost_usd:.4f} (the next request reserves up to ${self.n * self.price:.4f}); "
                 f"{max(left, 0)} image(s) not made. Rerun with a higher --max-cost to continue where this run stopped."
             )
-        self.last_summary = summary
         return summary
