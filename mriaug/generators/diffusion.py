@@ -106,16 +106,8 @@ def training_rows(dataset: Dataset, classes: list[str] | None = None,
     return rows
 
 
-def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 64, lr: float = 2e-4,
-          resolution: int | None = None, channels: tuple[int, ...] = DEFAULT_CHANNELS, layers_per_block: int = 2,
-          attention: bool = True, classes: list[str] | None = None, kept_for: KeptFor | None = None,
-          seed: int = 0, checkpoint_every: int = 500, ema_decay: float = 0.999, precision: str = "bf16",
-          device: str | None = None, progress_bar: bool = True, log: Callable[[str], None] = print,
-          stop_after: int | None = None) -> dict[str, Any]:
-    """Train (or resume training) to `steps` steps; returns the info written to `diffusion.json`."""
-    from diffusers import DDPMScheduler, UNet2DModel
-    from tqdm import tqdm
-
+def _check_settings(steps: int, batch_size: int, checkpoint_every: int, seed: int, ema_decay: float,
+                    precision: str) -> None:
     for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DiffusionError(f"diffusion: {name} must be a whole number of at least 1, got {value!r}")
@@ -125,16 +117,11 @@ def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 64
         raise DiffusionError(f"diffusion: ema_decay {ema_decay} must be in [0, 1)")
     if precision not in ("fp32", "bf16"):
         raise DiffusionError(f"diffusion: precision {precision!r} must be fp32 or bf16")
-    out = Path(out)
-    dev = pick_device(device)
-    res = int(resolution or dataset.resolution)
-    rows = training_rows(dataset, classes, kept_for)
-    config = unet_config(res, tuple(channels), layers_per_block, attention)
-    ident = {"data_fingerprint": dataset.fingerprint, "data_source": dataset.source, "unet": config,
-             "rows_sha256": atomic.sha256_bytes(rows.astype(np.int64).tobytes()), "n_rows": int(len(rows)),
-             "classes": classes, "kept_for": kept_for.pair() if kept_for else None, "seed": seed,
-             "trained_part": TRAINED_PART,
-             "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "precision": precision}
+
+
+def _build(config: dict[str, Any], seed: int, lr: float, dev: torch.device) -> tuple[Any, Any, torch.optim.Optimizer]:
+    """The model (seeded), its EMA copy and the optimiser."""
+    from diffusers import UNet2DModel
 
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
         torch.manual_seed(seed)
@@ -143,68 +130,133 @@ def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 64
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    return model, ema, opt
+
+
+def _resume(ckpt_path: Path, ident: dict[str, Any], model: Any, ema: Any, opt: torch.optim.Optimizer,
+            dev: torch.device, steps: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """The info to go on from: the checkpoint's at `ckpt_path` (its weights and optimiser loaded), or a fresh
+    one when there is none. A checkpoint trained with other settings is refused."""
+    if not ckpt_path.exists():
+        return {**ident, "step": 0, "history": [], "train_seconds": 0.0}
+    ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
+    old = json.loads(ck["ident"])
+    for k, v in ident.items():
+        if json.dumps(old.get(k), sort_keys=True) != json.dumps(v, sort_keys=True):
+            raise DiffusionError(f"{ckpt_path}: was trained with {k}={old.get(k)!r}, this run asks for {v!r}; "
+                                 "use another --out or the same settings to resume")
+    model.load_state_dict(ck["model"])
+    ema.load_state_dict(ck["ema"])
+    opt.load_state_dict(ck["optimizer"])
+    info: dict[str, Any] = json.loads(ck["info"])
+    log(f"diffusion: resumed {ckpt_path} at step {info['step']}/{steps}")
+    return info
+
+
+def _train_step(model: Any, ema: Any, opt: torch.optim.Optimizer, sched: Any, x_all: torch.Tensor,
+                y_all: torch.Tensor, dev: torch.device, *, step: int, seed: int, batch_size: int, res: int,
+                precision: str, ema_decay: float) -> torch.Tensor:
+    """One DDPM step on a batch, noise and timesteps drawn from a generator seeded by (seed, step), then the
+    EMA update; returns the loss."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    idx = torch.randint(0, len(x_all), (batch_size,), generator=g).to(dev)
+    x0 = _to_model_range(x_all[idx], res)
+    noise = torch.randn(x0.shape, generator=g).to(dev)
+    t = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), generator=g).to(dev)
+    xt = sched.add_noise(x0, noise, t)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        pred = model(xt, t, class_labels=y_all[idx]).sample
+    loss = F.mse_loss(pred.float(), noise)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        # EMA warm-up: early on the average would be mostly the random initialisation.
+        d = min(ema_decay, (1 + step) / (10 + step))
+        for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+            pe.lerp_(pm, 1 - d)
+    return loss
+
+
+def _rows_ident(rows: np.ndarray, classes: list[str] | None, kept_for: KeptFor | None) -> dict[str, Any]:
+    """The identity keys of the images a model learns from."""
+    return {"rows_sha256": atomic.sha256_bytes(rows.astype(np.int64).tobytes()), "n_rows": int(len(rows)),
+            "classes": classes, "kept_for": kept_for.pair() if kept_for else None}
+
+
+def _save(out: Path, model: Any, ema: Any, opt: torch.optim.Optimizer, ident: dict[str, Any], info: dict[str, Any],
+          config: dict[str, Any]) -> None:
+    """The checkpoint (weights, EMA weights, optimiser, identity, info) and diffusion.json, each atomically."""
+    blob = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+            "ident": json.dumps(ident), "info": json.dumps(info), "unet": json.dumps(config)}
+    with atomic.atomic_path(out / CHECKPOINT) as tmp:
+        torch.save(blob, tmp)
+    atomic.write_json(out / INFO, info)
+
+
+class _Window:
+    """The loss and speed of the steps since the last checkpoint."""
+
+    def __init__(self) -> None:
+        self.t0, self.loss, self.n = time.perf_counter(), 0.0, 0
+
+    def add(self, loss: float) -> None:
+        self.loss += loss
+        self.n += 1
+
+    def close(self, info: dict[str, Any], step: int, batch_size: int) -> None:
+        """Book the window in `info` (its time, mean loss and images per second) and start the next one."""
+        dt = time.perf_counter() - self.t0
+        info["train_seconds"] += dt
+        info["history"].append({"step": step, "loss": self.loss / self.n,
+                                "images_per_s": self.n * batch_size / dt if dt else None})
+        self.t0, self.loss, self.n = time.perf_counter(), 0.0, 0
+
+
+def train(dataset: Dataset, out: str | Path, *, steps: int, batch_size: int = 64, lr: float = 2e-4,
+          resolution: int | None = None, channels: tuple[int, ...] = DEFAULT_CHANNELS, layers_per_block: int = 2,
+          attention: bool = True, classes: list[str] | None = None, kept_for: KeptFor | None = None,
+          seed: int = 0, checkpoint_every: int = 500, ema_decay: float = 0.999, precision: str = "bf16",
+          device: str | None = None, progress_bar: bool = True, log: Callable[[str], None] = print,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Train (or resume training) to `steps` steps; returns the info written to `diffusion.json`."""
+    from diffusers import DDPMScheduler
+    from tqdm import tqdm
+
+    _check_settings(steps, batch_size, checkpoint_every, seed, ema_decay, precision)
+    out = Path(out)
+    dev = pick_device(device)
+    res = int(resolution or dataset.resolution)
+    rows = training_rows(dataset, classes, kept_for)
+    config = unet_config(res, tuple(channels), layers_per_block, attention)
+    ident = {"data_fingerprint": dataset.fingerprint, "data_source": dataset.source, "unet": config,
+             **_rows_ident(rows, classes, kept_for), "seed": seed, "trained_part": TRAINED_PART,
+             "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "precision": precision}
+
+    model, ema, opt = _build(config, seed, lr, dev)
     sched = DDPMScheduler(num_train_timesteps=1000)
-    info: dict[str, Any] = {**ident, "step": 0, "history": [], "train_seconds": 0.0}
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        old = json.loads(ck["ident"])
-        for k, v in ident.items():
-            if json.dumps(old.get(k), sort_keys=True) != json.dumps(v, sort_keys=True):
-                raise DiffusionError(f"{ckpt_path}: was trained with {k}={old.get(k)!r}, this run asks for {v!r}; "
-                                     "use another --out or the same settings to resume")
-        model.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["optimizer"])
-        info = json.loads(ck["info"])
-        log(f"diffusion: resumed {ckpt_path} at step {info['step']}/{steps}")
+    info = _resume(ckpt_path, ident, model, ema, opt, dev, steps, log)
 
     x_all = torch.from_numpy(dataset.train_x[rows]).to(dev)
     y_all = torch.from_numpy(dataset.train_y[rows].astype(np.int64)).to(dev)
 
-    def save() -> None:
-        blob = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                "ident": json.dumps(ident), "info": json.dumps(info), "unet": json.dumps(config)}
-        with atomic.atomic_path(ckpt_path) as tmp:
-            torch.save(blob, tmp)
-        atomic.write_json(out / INFO, info)
-
     start = int(info["step"])
     model.train()
-    t0, window_loss, window_n = time.perf_counter(), 0.0, 0
+    window = _Window()
     with tqdm(total=steps, initial=start, desc="train-diffusion", unit="step", disable=not progress_bar) as bar:
         for step in range(start, steps):
-            g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-            idx = torch.randint(0, len(rows), (batch_size,), generator=g).to(dev)
-            x0 = _to_model_range(x_all[idx], res)
-            noise = torch.randn(x0.shape, generator=g).to(dev)
-            t = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), generator=g).to(dev)
-            xt = sched.add_noise(x0, noise, t)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                pred = model(xt, t, class_labels=y_all[idx]).sample
-            loss = F.mse_loss(pred.float(), noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            with torch.no_grad():
-                # EMA warm-up: early on the average would be mostly the random initialisation.
-                d = min(ema_decay, (1 + step) / (10 + step))
-                for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                    pe.lerp_(pm, 1 - d)
-            window_loss += float(loss.detach())
-            window_n += 1
+            loss = _train_step(model, ema, opt, sched, x_all, y_all, dev, step=step, seed=seed,
+                               batch_size=batch_size, res=res, precision=precision, ema_decay=ema_decay)
+            window.add(float(loss.detach()))
             info["step"] = step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             last = step + 1 == steps
             if (step + 1) % checkpoint_every == 0 or last or (stop_after is not None and step + 1 >= stop_after):
-                dt = time.perf_counter() - t0
-                info["train_seconds"] += dt
-                info["history"].append({"step": step + 1, "loss": window_loss / window_n,
-                                        "images_per_s": window_n * batch_size / dt if dt else None})
-                t0, window_loss, window_n = time.perf_counter(), 0.0, 0
-                save()
+                window.close(info, step + 1, batch_size)
+                _save(out, model, ema, opt, ident, info, config)
                 if stop_after is not None and step + 1 >= stop_after and not last:
                     return info
     if start >= steps:
