@@ -285,15 +285,13 @@ def _num(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
 
-def run_cam(result_files: Sequence[str | Path], pool_path: str | Path, out: str | Path, *, method: str = "gradcam",
-            classes: Sequence[str] | None = None, target: str | None = None, pairs: int = 8, panel_pairs: int = 4,
-            road_images: int = 4, seed: int = 0, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    """`mriaug cam`: maps, panels (PNG) and DIR/cam.json for each run over the pool's pairs."""
+def _load_inputs(result_files: Sequence[str | Path], pool_path: str | Path, method: str,
+                 classes: Sequence[str] | None) -> tuple[list[Run], data_mod.Dataset, pools.Pool, list[int]]:
+    """The runs (of one dataset), their dataset, the pool and the asked classes it holds variations of."""
     if method not in METHODS:
         raise SettingError(f"--method {method!r}: unknown; choose one of {', '.join(METHODS)}")
     if not result_files:
         raise SettingError("give at least one run result (RESULT_JSON)")
-    out = Path(out)
     datasets: dict[str, data_mod.Dataset] = {}
     runs = [load_run(p, datasets) for p in result_files]
     fps = {r.dataset.fingerprint for r in runs}
@@ -308,6 +306,87 @@ def run_cam(result_files: Sequence[str | Path], pool_path: str | Path, out: str 
     if not present:
         raise PoolError(f"--pool {pool_path}: no variations of {', '.join(CLASSES[k] for k in labels)}; choose "
                         f"--classes among those it holds ({', '.join(CLASSES[k] for k in sorted(set(pool.labels)))})")
+    return runs, dataset, pool, present
+
+
+@dataclass
+class _Agreement:
+    """One run's maps of one class's pairs, and how far the real and synthetic maps agree."""
+
+    real: np.ndarray  # the real images' maps
+    synthetic: np.ndarray  # their variations'
+    pearson: list[float]
+    iou: list[float]
+    road: np.ndarray  # ROAD of the first `n_road` real images, then of as many variations
+    n_road: int
+    p_real: np.ndarray  # the target's probability on each real image
+    p_synthetic: np.ndarray
+
+
+def _agreement(cm: CamModel, p: Pairs, tk: list[int], method: str, road_images: int) -> _Agreement:
+    mr, ms = maps(cm, p.real, tk, method), maps(cm, p.synthetic, tk, method)
+    pr = [pearson(a, b) for a, b in zip(mr, ms, strict=True)]
+    io_ = [iou(a, b) for a, b in zip(mr, ms, strict=True)]
+    nr = min(road_images, len(p.sources))
+    rd = np.concatenate([road(cm, p.real[:nr], mr[:nr], tk[:nr]), road(cm, p.synthetic[:nr], ms[:nr], tk[:nr])])
+    prob_r = cm.probabilities(p.real)[:, tk[0]] if len(p.real) else np.zeros(0)
+    prob_s = cm.probabilities(p.synthetic)[:, tk[0]] if len(p.synthetic) else np.zeros(0)
+    return _Agreement(mr, ms, pr, io_, rd, nr, prob_r, prob_s)
+
+
+def _write_panel(out: Path, run: Run, name: str, tname: str, method: str, pool_path: str | Path, p: Pairs,
+                 a: _Agreement, panel_pairs: int) -> dict[str, Any]:
+    """The PNG of the first `panel_pairs` pairs of one class, with its entry in cam.json's `panels`."""
+    png_name = f"panels/{run.run_id}_{name}.png"
+    np_ = min(panel_pairs, len(p.sources))
+    notes = [f"#{int(s)}  r={r:.2f} IoU={i:.2f}" for s, r, i in zip(p.sources[:np_], a.pearson, a.iou, strict=False)]
+    atomic.write_bytes(out / png_name, panel(
+        p.real[:np_], a.real[:np_], p.synthetic[:np_], a.synthetic[:np_],
+        f"{run.label}: {method}, target {tname}; {name} sources from {Path(pool_path).name}", notes))
+    return {"run_id": run.run_id, "class": name, "file": png_name, "pairs": np_}
+
+
+def _class_entry(p: Pairs, a: _Agreement, tname: str) -> dict[str, Any]:
+    """One run's numbers for one class in cam.json."""
+    pr, io_, rd, nr = a.pearson, a.iou, a.road, a.n_road
+    return {
+        "pairs": len(p.sources), "target": tname,
+        "pearson": _summary(pr)["mean"], "pearson_median": _summary(pr)["median"],
+        "pearson_sd": _summary(pr)["sd"],
+        "iou": _summary(io_)["mean"], "iou_median": _summary(io_)["median"], "iou_sd": _summary(io_)["sd"],
+        "flat_maps": int(sum(flat(m) for m in a.real) + sum(flat(m) for m in a.synthetic)),
+        "road": _summary(rd.tolist())["mean"], "road_real": _summary(rd[:nr].tolist())["mean"],
+        "road_synthetic": _summary(rd[nr:].tolist())["mean"], "road_images": int(len(rd)),
+        "p_target_real": _summary(a.p_real.tolist())["mean"],
+        "p_target_synthetic": _summary(a.p_synthetic.tolist())["mean"],
+        "sources": [int(s) for s in p.sources], "pool_rows": [int(r) for r in p.rows],
+        "pearson_per_pair": [_num(v) for v in pr], "iou_per_pair": [_num(v) for v in io_],
+    }
+
+
+def _all_runs(pooled: dict[int, dict[str, list[float]]], chosen: dict[int, Pairs], n_runs: int,
+              per_run: dict[str, Any]) -> dict[str, Any]:
+    """Per class, the numbers of every run's pairs together, and the flat maps of all runs."""
+    per_class_all = {CLASSES[k]: {"pairs": len(chosen[k].sources), "runs": n_runs,
+                                  "pearson": _summary(v["pearson"])["mean"], "pearson_sd": _summary(v["pearson"])["sd"],
+                                  "iou": _summary(v["iou"])["mean"], "iou_sd": _summary(v["iou"])["sd"],
+                                  "road": _summary(v["road"])["mean"]}
+                     for k, v in pooled.items()}
+    flat_total: dict[str, int] = {}
+    for v in per_run.values():
+        for name, c in v["per_class"].items():
+            flat_total[name] = flat_total.get(name, 0) + c["flat_maps"]
+    for name, c in per_class_all.items():
+        c["flat_maps"] = flat_total.get(name, 0)
+    return per_class_all
+
+
+def run_cam(result_files: Sequence[str | Path], pool_path: str | Path, out: str | Path, *, method: str = "gradcam",
+            classes: Sequence[str] | None = None, target: str | None = None, pairs: int = 8, panel_pairs: int = 4,
+            road_images: int = 4, seed: int = 0, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """`mriaug cam`: maps, panels (PNG) and DIR/cam.json for each run over the pool's pairs."""
+    runs, dataset, pool, present = _load_inputs(result_files, pool_path, method, classes)
+    out = Path(out)
     target_k = class_index(target) if target else None
     chosen = {k: pick_pairs(pool, dataset, k, pairs, seed) for k in present}
 
@@ -322,59 +401,24 @@ def run_cam(result_files: Sequence[str | Path], pool_path: str | Path, out: str 
         real_maps[run.run_id] = {}
         for k, p in chosen.items():
             tk = [target_k if target_k is not None else k] * len(p.sources)
-            mr, ms = maps(cm, p.real, tk, method), maps(cm, p.synthetic, tk, method)
-            real_maps[run.run_id][k] = mr
-            pr = [pearson(a, b) for a, b in zip(mr, ms, strict=True)]
-            io_ = [iou(a, b) for a, b in zip(mr, ms, strict=True)]
-            nr = min(road_images, len(p.sources))
-            rd = np.concatenate([road(cm, p.real[:nr], mr[:nr], tk[:nr]), road(cm, p.synthetic[:nr], ms[:nr], tk[:nr])])
-            prob_r = cm.probabilities(p.real)[:, tk[0]] if len(p.real) else np.zeros(0)
-            prob_s = cm.probabilities(p.synthetic)[:, tk[0]] if len(p.synthetic) else np.zeros(0)
-            pooled[k]["pearson"] += pr
-            pooled[k]["iou"] += io_
-            pooled[k]["road"] += rd.tolist()
+            a = _agreement(cm, p, tk, method, road_images)
+            real_maps[run.run_id][k] = a.real
+            pooled[k]["pearson"] += a.pearson
+            pooled[k]["iou"] += a.iou
+            pooled[k]["road"] += a.road.tolist()
             name = CLASSES[k]
-            png_name = f"panels/{run.run_id}_{name}.png"
-            np_ = min(panel_pairs, len(p.sources))
-            notes = [f"#{int(s)}  r={a:.2f} IoU={b:.2f}" for s, a, b in zip(p.sources[:np_], pr, io_, strict=False)]
             tname = CLASSES[target_k] if target_k is not None else name
-            atomic.write_bytes(out / png_name, panel(
-                p.real[:np_], mr[:np_], p.synthetic[:np_], ms[:np_],
-                f"{run.label}: {method}, target {tname}; {name} sources from {Path(pool_path).name}", notes))
-            panels.append({"run_id": run.run_id, "class": name, "file": png_name, "pairs": np_})
-            per_class[name] = {
-                "pairs": len(p.sources), "target": tname,
-                "pearson": _summary(pr)["mean"], "pearson_median": _summary(pr)["median"],
-                "pearson_sd": _summary(pr)["sd"],
-                "iou": _summary(io_)["mean"], "iou_median": _summary(io_)["median"], "iou_sd": _summary(io_)["sd"],
-                "flat_maps": int(sum(flat(m) for m in mr) + sum(flat(m) for m in ms)),
-                "road": _summary(rd.tolist())["mean"], "road_real": _summary(rd[:nr].tolist())["mean"],
-                "road_synthetic": _summary(rd[nr:].tolist())["mean"], "road_images": int(len(rd)),
-                "p_target_real": _summary(prob_r.tolist())["mean"],
-                "p_target_synthetic": _summary(prob_s.tolist())["mean"],
-                "sources": [int(s) for s in p.sources], "pool_rows": [int(r) for r in p.rows],
-                "pearson_per_pair": [_num(v) for v in pr], "iou_per_pair": [_num(v) for v in io_],
-            }
+            panels.append(_write_panel(out, run, name, tname, method, pool_path, p, a, panel_pairs))
+            per_class[name] = _class_entry(p, a, tname)
         per_run[run.run_id] = {"label": run.label, "result": str(run.path), "per_class": per_class}
 
-    per_class_all = {CLASSES[k]: {"pairs": len(chosen[k].sources), "runs": len(runs),
-                                  "pearson": _summary(v["pearson"])["mean"], "pearson_sd": _summary(v["pearson"])["sd"],
-                                  "iou": _summary(v["iou"])["mean"], "iou_sd": _summary(v["iou"])["sd"],
-                                  "road": _summary(v["road"])["mean"]}
-                     for k, v in pooled.items()}
     report = {
         "method": method, "target": target or "true class", "top_fraction": TOP_FRACTION,
         "pool": str(pool_path), "pool_fingerprint": pool.fingerprint, "data_fingerprint": dataset.fingerprint,
         "runs": [{"run_id": r.run_id, "label": r.label, "result": str(r.path)} for r in runs],
-        "per_class": per_class_all, "per_run": per_run, "seed_stability": seed_stability(runs, real_maps),
-        "panels": panels,
+        "per_class": _all_runs(pooled, chosen, len(runs), per_run), "per_run": per_run,
+        "seed_stability": seed_stability(runs, real_maps), "panels": panels,
     }
-    flat_total: dict[str, int] = {}
-    for v in per_run.values():
-        for name, c in v["per_class"].items():
-            flat_total[name] = flat_total.get(name, 0) + c["flat_maps"]
-    for name, c in per_class_all.items():
-        c["flat_maps"] = flat_total.get(name, 0)
     atomic.write_json(out / CAM_JSON, report)
     return report
 
