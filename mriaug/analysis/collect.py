@@ -262,6 +262,41 @@ class Collected:
                 "whislo": float(drawn.min()), "whishi": float(drawn.max()), "n": len(raw),
                 "failed": int(np.isinf(raw).sum())}
 
+    def _draw_box(self, ax: Any, vals: list[float], pos: float, width: float, color: str,
+                  ceiling: float) -> bool:  # pragma: no mutate block
+        """One cell's box with its finite runs as points and its diverged ones as an x at `ceiling`, their count
+        beside it; True when some diverged."""
+        b = self.box_stats(vals, ceiling)
+        bp = ax.bxp([{**b, "fliers": []}], positions=[pos], widths=width * 0.9, patch_artist=True,
+                    showfliers=False, medianprops={"color": "black", "gid": "median"})
+        for patch in bp["boxes"]:
+            patch.set_facecolor(color)
+            patch.set_alpha(0.5)
+        fin = [v for v in vals if math.isfinite(v)]
+        ax.plot([pos] * len(fin), fin, ".", color=color, ms=3)
+        if b["failed"]:
+            ax.plot([pos], [ceiling], "x", color=color, ms=6)
+            ax.annotate(f"{b['failed']}", (pos, ceiling), textcoords="offset points", xytext=(4, 2),
+                        fontsize=7, color=color)
+        return bool(b["failed"])
+
+    @staticmethod
+    def _label_axes(ax: Any, name: str, m: str, rows: list[tuple[str, str, str]], failed: list[int],
+                    ceiling: float | None) -> None:  # pragma: no mutate block
+        """The dotted line of diverged runs (at `ceiling`, when some are drawn), the rows' ticks with their failed
+        counts, the metric, the title and the legend."""
+        if ceiling is not None:
+            ax.axhline(ceiling, color="grey", lw=0.6, ls=":")
+            ax.text(1.0, ceiling, " diverged\n (∞)", transform=ax.get_yaxis_transform(), fontsize=7, va="center",
+                    color="grey")
+        ax.set_xticks(range(len(rows)), [label + (f"\n{k} failed" if k else "")
+                                         for (label, _, _), k in zip(rows, failed, strict=True)], fontsize=7)
+        ax.set_ylabel(st.describe(m))
+        note = (f"; n includes {sum(failed)} diverged at the worst value ({_fmt(st.worst(m))})" if sum(failed)
+                else "")
+        ax.set_title(f"{name}: {st.describe(m)} per run{note}", fontsize=9)
+        ax.legend(fontsize=7)
+
     def figure(self, name: str, path: Path, metric: str = "test_ce") -> bool:  # pragma: no mutate block
         """Box plot of a metric per cell (seeds as points): the spread the medians hide. Diverged runs are in the
         boxes at the metric's worst value, as in the tables; a test CE of +inf is drawn on a dotted line above
@@ -289,33 +324,12 @@ class Collected:
                 if not vals:
                     continue
                 pos = i + (j - (len(augs) - 1) / 2) * width
-                b = self.box_stats(vals, ceiling)
-                bp = ax.bxp([{**b, "fliers": []}], positions=[pos], widths=width * 0.9, patch_artist=True,
-                            showfliers=False, medianprops={"color": "black", "gid": "median"})
-                for patch in bp["boxes"]:
-                    patch.set_facecolor(f"C{j}")
-                    patch.set_alpha(0.5)
-                fin = [v for v in vals if math.isfinite(v)]
-                ax.plot([pos] * len(fin), fin, ".", color=f"C{j}", ms=3)
-                if b["failed"]:
+                if self._draw_box(ax, vals, pos, width, f"C{j}", ceiling):
                     any_inf = True
-                    ax.plot([pos], [ceiling], "x", color=f"C{j}", ms=6)
-                    ax.annotate(f"{b['failed']}", (pos, ceiling), textcoords="offset points", xytext=(4, 2),
-                                fontsize=7, color=f"C{j}")
             ax.plot([], [], "s", color=f"C{j}", alpha=0.5, label=augment.LABELS.get(aug, aug))
         failed = [int(((df.scenario == scen) & (df.pool == pool) & (df.status == "diverged")).sum())
                   for _, scen, pool in rows]
-        if any_inf:
-            ax.axhline(ceiling, color="grey", lw=0.6, ls=":")
-            ax.text(1.0, ceiling, " diverged\n (∞)", transform=ax.get_yaxis_transform(), fontsize=7, va="center",
-                    color="grey")
-        ax.set_xticks(range(len(rows)), [label + (f"\n{k} failed" if k else "")
-                                         for (label, _, _), k in zip(rows, failed, strict=True)], fontsize=7)
-        ax.set_ylabel(st.describe(m))
-        note = (f"; n includes {sum(failed)} diverged at the worst value ({_fmt(st.worst(m))})" if sum(failed)
-                else "")
-        ax.set_title(f"{name}: {st.describe(m)} per run{note}", fontsize=9)
-        ax.legend(fontsize=7)
+        self._label_axes(ax, name, m, rows, failed, ceiling if any_inf else None)
         fig.tight_layout()
         atomic.write_bytes(path, png(fig, dpi=120))
         return True
@@ -472,6 +486,77 @@ def _assign_tables(rows: list[dict[str, Any]], settings: list[str]) -> tuple[dic
     return tables, warnings
 
 
+def _row(path: Path, r: results.RunResult) -> dict[str, Any]:
+    """One run's line of the long table."""
+    met, data = r.metrics, r.data
+    return {
+        "run_id": r.run_id, "model": r.model, "scenario": r.scenario, "augmentation": r.augmentation,
+        "pool": data.pool_label or "", "seed": r.seed,
+        **{m: _number(met.value(m)) for m in st.METRICS},
+        **{st.RECALL + c: _number(met.recall(c)) for c in dict.fromkeys([*CLASSES, *(met.per_class or {})])},
+        "n_real": sum(r.counts.real.values()), "n_synthetic": sum(r.counts.synthetic.values()),
+        "epochs": r.hparams.get("epochs"), "data_fingerprint": data.fingerprint, "split": data.split_kind,
+        "split_index": split_index(r),
+        "pool_fingerprint": data.pool_fingerprint, "train_s": r.timings.get("train_s"), "file": path.name,
+        "status": r.status,
+    }
+
+
+def _split_pool_contents(rows: list[dict[str, Any]], warnings: list[str]) -> None:
+    """One pool name for two contents (a pool re-made in place): rows per content, never one cell.
+    (Repeated splits have a pool folder per split: one content per split is one pool.)"""
+    contents: dict[tuple[str, str, str], set[str]] = {}
+    for row in rows:
+        if row["pool"]:
+            contents.setdefault((row["table"], row["pool"], row["data_fingerprint"]), set()).add(
+                str(row["pool_fingerprint"]))
+    for (name, pool, _), fps in sorted(contents.items()):
+        if len(fps) > 1:
+            warnings.append(f"{name}: pool {pool} has {len(fps)} contents (manifests "
+                            f"{', '.join(sorted(f[:8] for f in fps))}); each gets its own rows")
+    for row in rows:
+        if len(contents.get((row["table"], row["pool"], row["data_fingerprint"]), ())) > 1:
+            row["pool"] = f"{row['pool']}@{str(row['pool_fingerprint'])[:8]}"
+
+
+def _describe_tables(tables: dict[str, TableInfo], rows: list[dict[str, Any]], not_thesis: list[str],
+                     repeats: list[int], envs: list[Any], warnings: list[str]) -> None:
+    """Each table's thesis-data verdict, pools, splits and repeats from its runs; mixed environments warned."""
+    for name, info in tables.items():
+        mine = [i for i, row in enumerate(rows) if row["table"] == name]
+        reasons = [not_thesis[i] for i in mine if not_thesis[i]]
+        info.thesis_data, info.why_not_thesis = not reasons, reasons[0] if reasons else ""
+        info.pools = sorted({rows[i]["pool"] for i in mine} - {""})
+        info.splits = len({rows[i]["data_fingerprint"] for i in mine})
+        info.repeats = max(repeats[i] for i in mine)
+        mixed = envlock.mixed_locks(envs[i] for i in mine)
+        if mixed:
+            warnings.append(f"{name}: {mixed.removeprefix('warning: ')}")
+
+
+def _frame(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The long table (recall columns of classes beyond the four after the four's) and those extra classes."""
+    extra = tuple(dict.fromkeys(k.removeprefix(st.RECALL) for row in rows for k in row
+                                if k.startswith(st.RECALL) and k.removeprefix(st.RECALL) not in CLASSES))
+    first_recall = LONG_COLUMNS.index(st.RECALL + CLASSES[-1]) + 1
+    columns = [*LONG_COLUMNS[:first_recall], *(st.RECALL + c for c in extra), *LONG_COLUMNS[first_recall:]]
+    df = pd.DataFrame(rows, columns=columns)
+    for m in st.all_metrics(extra):  # a failed run is the worst value of every metric (statistics.WORST)
+        df.loc[df["status"] == "diverged", m] = st.worst(m)
+    return df, extra
+
+
+def _same_seed_twice(df: pd.DataFrame, warnings: list[str]) -> None:
+    """Several runs of one setting for one cell and seed (files copied in by hand, a run id scheme changed):
+    the statistics refuse them, so say so while gathering."""
+    dup = df.groupby(["table", "model", "scenario", "pool", "augmentation", "seed"]).size()
+    if (dup > 1).any():
+        _, model, scen, _, aug, seed = dup[dup > 1].index[0]
+        warnings.append(f"{len(dup[dup > 1])} cell(s) have several runs for the same seed (e.g. "
+                        f"{model}/{scen}/{aug}/{seed}): results of different settings are mixed; "
+                        "collect with --grid to keep one grid's runs")
+
+
 def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collected:
     """Every valid result in a folder (only `run_ids` when given); invalid files are named in `errors`."""
     rows: list[dict[str, Any]] = []
@@ -488,18 +573,7 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
             continue
         if run_ids is not None and path.stem not in run_ids:
             continue
-        met, data = r.metrics, r.data
-        row: dict[str, Any] = {
-            "run_id": r.run_id, "model": r.model, "scenario": r.scenario, "augmentation": r.augmentation,
-            "pool": data.pool_label or "", "seed": r.seed,
-            **{m: _number(met.value(m)) for m in st.METRICS},
-            **{st.RECALL + c: _number(met.recall(c)) for c in dict.fromkeys([*CLASSES, *(met.per_class or {})])},
-            "n_real": sum(r.counts.real.values()), "n_synthetic": sum(r.counts.synthetic.values()),
-            "epochs": r.hparams.get("epochs"), "data_fingerprint": data.fingerprint, "split": data.split_kind,
-            "split_index": split_index(r),
-            "pool_fingerprint": data.pool_fingerprint, "train_s": r.timings.get("train_s"), "file": path.name,
-            "status": r.status,
-        }
+        row = _row(path, r)
         setting = json.dumps(_setting(r), sort_keys=True, default=str)
         definition = json.dumps(r.spec["scenario"], sort_keys=True)
         first = scenario_defs.setdefault((setting, row["scenario"]), (definition, path.name))
@@ -512,47 +586,12 @@ def gather(results_dir: str | Path, run_ids: set[str] | None = None) -> Collecte
         settings.append(setting)
         envs.append(r.env)
         not_thesis.append(_why_not_thesis(r))
-        repeats.append(int(data.split.get("splits", 1)))
+        repeats.append(int(r.data.split.get("splits", 1)))
     tables, warnings = _assign_tables(rows, settings)
-    # One pool name for two contents (a pool re-made in place): rows per content, never one cell.
-    # (Repeated splits have a pool folder per split: one content per split is one pool.)
-    contents: dict[tuple[str, str, str], set[str]] = {}
-    for row in rows:
-        if row["pool"]:
-            contents.setdefault((row["table"], row["pool"], row["data_fingerprint"]), set()).add(
-                str(row["pool_fingerprint"]))
-    for (name, pool, _), fps in sorted(contents.items()):
-        if len(fps) > 1:
-            warnings.append(f"{name}: pool {pool} has {len(fps)} contents (manifests "
-                            f"{', '.join(sorted(f[:8] for f in fps))}); each gets its own rows")
-    for row in rows:
-        if len(contents.get((row["table"], row["pool"], row["data_fingerprint"]), ())) > 1:
-            row["pool"] = f"{row['pool']}@{str(row['pool_fingerprint'])[:8]}"
-    for name, info in tables.items():
-        mine = [i for i, row in enumerate(rows) if row["table"] == name]
-        reasons = [not_thesis[i] for i in mine if not_thesis[i]]
-        info.thesis_data, info.why_not_thesis = not reasons, reasons[0] if reasons else ""
-        info.pools = sorted({rows[i]["pool"] for i in mine} - {""})
-        info.splits = len({rows[i]["data_fingerprint"] for i in mine})
-        info.repeats = max(repeats[i] for i in mine)
-        mixed = envlock.mixed_locks(envs[i] for i in mine)
-        if mixed:
-            warnings.append(f"{name}: {mixed.removeprefix('warning: ')}")
-    extra = tuple(dict.fromkeys(k.removeprefix(st.RECALL) for row in rows for k in row
-                                if k.startswith(st.RECALL) and k.removeprefix(st.RECALL) not in CLASSES))
-    first_recall = LONG_COLUMNS.index(st.RECALL + CLASSES[-1]) + 1
-    columns = [*LONG_COLUMNS[:first_recall], *(st.RECALL + c for c in extra), *LONG_COLUMNS[first_recall:]]
-    df = pd.DataFrame(rows, columns=columns)
-    for m in st.all_metrics(extra):  # a failed run is the worst value of every metric (statistics.WORST)
-        df.loc[df["status"] == "diverged", m] = st.worst(m)
-    # Several runs of one setting for one cell and seed (files copied in by hand, a run id scheme changed):
-    # the statistics refuse them, so say so while gathering.
-    dup = df.groupby(["table", "model", "scenario", "pool", "augmentation", "seed"]).size()
-    if (dup > 1).any():
-        _, model, scen, _, aug, seed = dup[dup > 1].index[0]
-        warnings.append(f"{len(dup[dup > 1])} cell(s) have several runs for the same seed (e.g. "
-                        f"{model}/{scen}/{aug}/{seed}): results of different settings are mixed; "
-                        "collect with --grid to keep one grid's runs")
+    _split_pool_contents(rows, warnings)
+    _describe_tables(tables, rows, not_thesis, repeats, envs, warnings)
+    df, extra = _frame(rows)
+    _same_seed_twice(df, warnings)
     return Collected(df, errors, warnings, tables, counts=counts, extra_classes=extra)
 
 
