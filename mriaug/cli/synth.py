@@ -95,11 +95,33 @@ def synth(ctx: typer.Context,
     from .. import data as data_mod
     from ..kept_for import KeptFor
 
-    spec = data_spec(data, data_option)
+    targets = _pool_targets(grid, out, generator, data_spec(data, data_option))
+    if profile and not dry_run:
+        return _submit_self(profile, "synth", targets[0][1] if len(targets) == 1 else Path(str(targets[0][1])).parent)
+    options = _settings(setting)
+    kept = KeptFor.parse(kept_for)
+    failed = False
+    for d, folder in targets:
+        opts = dict(options)
+        if len(targets) > 1:
+            typer.echo(f"split {d.options.get('split_seed')}: pool {folder}")
+            if "checkpoint" in opts:  # a diffusion model per split, trained with `train-diffusion --grid`
+                from ..grid import pool_dir
+
+                opts["checkpoint"] = pool_dir(str(opts["checkpoint"]), d, len(targets))
+        # Pools (and diffusion models) are made for the source's own classes; a merged task maps their labels.
+        ds = data_mod.load(d.unmerged())
+        failed |= _make_one(ds, folder, generator, opts, classes, per_source, max_sources,
+                            seed, dry_run, max_cost, kept, report)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _pool_targets(grid: Path | None, out: Path | None, generator: str,
+                  spec: DataSpec) -> list[tuple[DataSpec, Path]]:
+    """The pool folders to make, each with its data: --out, or the grid's pool for `generator`."""
     targets: list[tuple[DataSpec, Path]] = []
     if grid:
-        from ..grid import pool_dir
-
         g = load_grid(grid)
         pool = g.pool_for(generator)
         if out is None and pool:
@@ -112,23 +134,7 @@ def synth(ctx: typer.Context,
         if out is None:
             raise SettingError("--out is required (or a --grid that sets pool); see `mriaug synth --help`")
         targets = [(spec, out)]
-    if profile and not dry_run:
-        return _submit_self(profile, "synth", targets[0][1] if len(targets) == 1 else Path(str(targets[0][1])).parent)
-    options = _settings(setting)
-    kept = KeptFor.parse(kept_for)
-    failed = False
-    for d, folder in targets:
-        opts = dict(options)
-        if len(targets) > 1:
-            typer.echo(f"split {d.options.get('split_seed')}: pool {folder}")
-            if "checkpoint" in opts:  # a diffusion model per split, trained with `train-diffusion --grid`
-                opts["checkpoint"] = pool_dir(str(opts["checkpoint"]), d, len(targets))
-        # Pools (and diffusion models) are made for the source's own classes; a merged task maps their labels.
-        ds = data_mod.load(d.unmerged())
-        failed |= _make_one(ds, folder, generator, opts, classes, per_source, max_sources,
-                            seed, dry_run, max_cost, kept, report)
-    if failed:
-        raise typer.Exit(1)
+    return targets
 
 
 def _make_one(ds: Any, out: Path, generator: str, options: dict[str, object],
@@ -168,6 +174,21 @@ def _make_one(ds: Any, out: Path, generator: str, options: dict[str, object],
     return bool(s.get("failed"))
 
 
+def _channels(channels: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(c) for c in channels.split(","))
+    except ValueError as e:
+        raise SettingError(f"--channels {channels!r}: expected comma-separated integers") from e
+
+
+def _trained(folder: str, info: dict[str, Any], steps: int) -> str:
+    """One line on a trained (or resumed) model: its step, images, last loss and speed."""
+    h = info["history"][-1] if info["history"] else {}
+    ips = h.get("images_per_s")
+    return (f"diffusion model {folder}: step {info['step']}/{steps}, {info['n_rows']} training images, "
+            f"last loss {h.get('loss', float('nan')):.4f}" + (f", {ips:.1f} images/s" if ips else ""))
+
+
 def train_diffusion(
         out: Annotated[Path, typer.Option(metavar="DIR", help="checkpoint folder (resumed when it exists)")],
         data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
@@ -203,10 +224,7 @@ def train_diffusion(
     if profile:
         return _submit_self(profile, "diffusion", out)
     kept = KeptFor.parse(kept_for)
-    try:
-        ch = tuple(int(c) for c in channels.split(","))
-    except ValueError as e:
-        raise SettingError(f"--channels {channels!r}: expected comma-separated integers") from e
+    ch = _channels(channels)
     # A grid of K repeated subject splits trains a model per split, each on its own training part (DIR/split-SEED).
     targets = load_grid(grid).pool_dirs(str(out)) if grid else [(data_spec(data, data_option), str(out))]
     for spec, folder in targets:
@@ -218,10 +236,7 @@ def train_diffusion(
                                classes=classes_list(classes), kept_for=kept, seed=seed,
                                checkpoint_every=checkpoint_every, precision=precision, device=device,
                                log=lambda m: typer.echo(m, err=True))
-        h = info["history"][-1] if info["history"] else {}
-        ips = h.get("images_per_s")
-        typer.echo(f"diffusion model {folder}: step {info['step']}/{steps}, {info['n_rows']} training images, "
-                   f"last loss {h.get('loss', float('nan')):.4f}" + (f", {ips:.1f} images/s" if ips else ""))
+        typer.echo(_trained(folder, info, steps))
     typer.echo(f"use it: mriaug synth --generator diffusion -s checkpoint={out} -s strength=0.5 "
                + (f"--grid {grid}" if grid else "--out POOL ..."))
 
