@@ -338,19 +338,10 @@ def _job_resources(profile: Profile, grid: Grid | None) -> tuple[str, Resources]
     return name, replace(res[name], time_min=min(JOB_TIME_MIN, res[name].time_min), runs_per_task=1)
 
 
-def slurm_checks(profile: Profile, grid: Grid | None) -> tuple[list[Check], bool]:
-    """Slurm reachable, partitions, resources accepted, array size. The bool: a job can be submitted."""
+def _partition_checks(profile: Profile, resources: dict[str, Resources], parts: dict[str, str],
+                      default: str | None) -> tuple[list[Check], set[str | None]]:
+    """Each partition the resources name (None: the cluster's default) exists and is up; the bad ones."""
     checks: list[Check] = []
-    ping = run_command(["scontrol", "ping"], timeout=20)
-    if ping is None or ping.returncode != 0:
-        why = "scontrol not found" if ping is None else slurm_error(ping.stdout + ping.stderr)
-        fix = "run the doctor on a login node of the cluster (module load slurm, if the site needs it)"
-        return [_problem("slurm", f"the controller does not answer ({why})", fix)], False
-    checks.append(_ok("slurm", ping.stdout.strip().splitlines()[-1] if ping.stdout.strip() else "controller answers"))
-    sinfo = run_command(["sinfo", "-h", "-o", "%P|%a"], timeout=20)
-    sinfo_text = sinfo.stdout if sinfo and sinfo.returncode == 0 else ""
-    parts, default = parse_partitions(sinfo_text), default_partition(sinfo_text)
-    resources = _grid_resources(profile, grid)
     users: dict[str | None, list[str]] = {}
     for job, res in resources.items():
         for p in (res.partition.split(",") if res.partition else [None]):
@@ -375,6 +366,13 @@ def slurm_checks(profile: Profile, grid: Grid | None) -> tuple[list[Check], bool
                                    "wait until it is up, or use another partition"))
         else:
             checks.append(_ok("partition", f"{part} is up (resources: {', '.join(jobs)})"))
+    return checks, bad_partitions
+
+
+def _resource_checks(profile: Profile, resources: dict[str, Resources],
+                     bad_partitions: set[str | None]) -> list[Check]:
+    """`sbatch --test-only` of each distinct resources table whose partitions are good."""
+    checks: list[Check] = []
     seen: dict[Resources, str] = {}
     for job, res in resources.items():
         if res in seen or (set(res.partition.split(",")) if res.partition else {None}) & bad_partitions:
@@ -391,6 +389,25 @@ def slurm_checks(profile: Profile, grid: Grid | None) -> tuple[list[Check], bool
                                    f"fix partition / account / qos / gpus / mem / time in {profile.path} {table}"))
         else:
             checks.append(_ok(f"resources {job}", f"Slurm accepts {res.describe()}"))
+    return checks
+
+
+def slurm_checks(profile: Profile, grid: Grid | None) -> tuple[list[Check], bool]:
+    """Slurm reachable, partitions, resources accepted, array size. The bool: a job can be submitted."""
+    checks: list[Check] = []
+    ping = run_command(["scontrol", "ping"], timeout=20)
+    if ping is None or ping.returncode != 0:
+        why = "scontrol not found" if ping is None else slurm_error(ping.stdout + ping.stderr)
+        fix = "run the doctor on a login node of the cluster (module load slurm, if the site needs it)"
+        return [_problem("slurm", f"the controller does not answer ({why})", fix)], False
+    checks.append(_ok("slurm", ping.stdout.strip().splitlines()[-1] if ping.stdout.strip() else "controller answers"))
+    sinfo = run_command(["sinfo", "-h", "-o", "%P|%a"], timeout=20)
+    sinfo_text = sinfo.stdout if sinfo and sinfo.returncode == 0 else ""
+    parts, default = parse_partitions(sinfo_text), default_partition(sinfo_text)
+    resources = _grid_resources(profile, grid)
+    part_checks, bad_partitions = _partition_checks(profile, resources, parts, default)
+    checks += part_checks
+    checks += _resource_checks(profile, resources, bad_partitions)
     config = run_command(["scontrol", "show", "config"], timeout=20)
     limit = parse_max_array_size(config.stdout) if config and config.returncode == 0 else None
     checks.append(array_check(profile, grid, limit))
@@ -527,10 +544,7 @@ def _run_doctor(profile: Profile, grid: Grid | None, timeout_s: float, min_free_
         return checks
     job_name, res = _job_resources(profile, grid)
     folder = workdir / ".mriaug-doctor" / time.strftime("%Y%m%dT%H%M%S")
-    req = NodeRequest(gpus=res.gpus, results=str(results), pools=[str(p) for p in pools],
-                      data=grid.data if grid else None,
-                      models={m: grid.hparams[m] for m in dict.fromkeys(s.model for s in grid.runs)} if grid else {},
-                      min_free_gb=min_free_gb, grid=str(grid.path) if grid else None)
+    req = _node_request(grid, res, results, pools, min_free_gb)
     ex = executor(profile, res, folder=folder, workdir=workdir, results_dir=results, name="mriaug-doctor")
     try:
         job = ex.submit(NodeProbe(), req)
@@ -545,18 +559,32 @@ def _run_doctor(profile: Profile, grid: Grid | None, timeout_s: float, min_free_
         add([result])
         return checks
     add(result["checks"])
-    try:
-        if result["skew"] is None:
-            raise OSError("the node could not write there")
-        add([clock_check(fs_skew(results), result["skew"], locks.timeout_s(), result["host"])])
-    except OSError as e:
-        add([_problem("clock", f"not measured: it needs a file in the results folder ({e})",
-                      "make the results folder writable (see above), then run the doctor again")])
+    add([_clock(results, result)])
     if all(c.ok for c in checks):  # the job's logs are kept only when something is wrong
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             folder.parent.rmdir()  # only when no earlier run's logs are left there
     return checks
+
+
+def _node_request(grid: Grid | None, res: Resources, results: Path, pools: list[Path],
+                  min_free_gb: float) -> NodeRequest:
+    """What the job on the node checks: its GPUs, folders, data and models."""
+    return NodeRequest(gpus=res.gpus, results=str(results), pools=[str(p) for p in pools],
+                       data=grid.data if grid else None,
+                       models={m: grid.hparams[m] for m in dict.fromkeys(s.model for s in grid.runs)} if grid else {},
+                       min_free_gb=min_free_gb, grid=str(grid.path) if grid else None)
+
+
+def _clock(results: Path, result: dict[str, Any]) -> Check:
+    """The login node's and the node's clocks, each against the results folder's filesystem."""
+    try:
+        if result["skew"] is None:
+            raise OSError("the node could not write there")
+        return clock_check(fs_skew(results), result["skew"], locks.timeout_s(), result["host"])
+    except OSError as e:
+        return _problem("clock", f"not measured: it needs a file in the results folder ({e})",
+                        "make the results folder writable (see above), then run the doctor again")
 
 
 def _in_queue(job_id: str) -> bool | None:
