@@ -63,12 +63,12 @@ def main() -> None:
     run = make_spec("cnn", scenarios.custom("check", real_fraction=0.5), "autoaugment", 0, hp, spec)
     quiet = lambda m: None  # noqa: E731
     with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
-        whole = train.execute(run, d1, device=a.device, log=quiet)
+        (whole,) = train.run_unit([run], d1, device=a.device, log=quiet)
         try:
-            train.execute(run, d2, device=a.device, log=quiet, stop_after=1)
+            train.run_unit([run], d2, device=a.device, log=quiet, stop_after=1)
         except train.Interrupted:
             pass
-        resumed = train.execute(run, d2, device=a.device, log=quiet)
+        (resumed,) = train.run_unit([run], d2, device=a.device, log=quiet)
     same = whole.metrics == resumed.metrics
     print(
         f"3. resume on the GPU: metrics {'identical' if same else 'DIFFERENT'} "

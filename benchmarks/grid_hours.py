@@ -1,10 +1,10 @@
 """The thesis grid's and the subject grid's device-hours, MEASURED on this machine (the GPU when there is one).
 
 For each model at the thesis settings (`hparams.THESIS`; weights randomly initialised, which costs the same as
-pretrained ones) it trains real runs of scenario 1 with `train.execute`, as a packed Slurm task does (one
+pretrained ones) it trains real runs of scenario 1 with `train.run_unit`, as a packed Slurm task does (one
 process, the dataset kept in memory), with and without AutoAugment, and for the basic CNN also `pack_seeds`
-seeds together (`seedpack.execute`). It samples the GPU's utilisation (NVML) while each run trains. From the
-measured seconds per run (data to device, model, every epoch, the test pass) it projects both grids:
+seeds together (the same entry, a unit of several seeds). It samples the GPU's utilisation (NVML) while each run
+trains. From the measured seconds per run (data to device, model, every epoch, the test pass) it projects both grids:
 
 - thesis grid (`jobs/thesis.toml`): 3 models x scenarios 1-4 x 3 augmentations x 20 seeds = 720 runs; a run's
   training time scales with its scenario's training images (hflip costs what `none` costs: one `where`);
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from mriaug import data, hparams, scenarios, seedpack, train  # noqa: E402
+from mriaug import data, hparams, scenarios, train  # noqa: E402
 from mriaug.grid import make_spec  # noqa: E402
 
 N_TRAIN = 5120  # the dataset's training split; scenario sizes below are the thesis's
@@ -95,7 +95,7 @@ def measure_runs(
             run = make_spec(model, scen, aug, seed, hp, spec)
             t0 = time.perf_counter()
             with util:
-                r = train.execute(run, d, log=lambda m: None)
+                (r,) = train.run_unit([run], d, log=lambda m: None)
             wall = time.perf_counter() - t0
             n = sum(r.counts.real.values())
             epochs = [h["seconds"] for h in r.history]
@@ -129,11 +129,11 @@ def measure_pack(aug: str, seeds: int, spec: data.DataSpec, util: Utilisation, e
     scen = scenarios.custom("bench", real_fraction=1.0)
     specs = [make_spec("cnn", scen, aug, s, hp, spec) for s in range(seeds)]
     with tempfile.TemporaryDirectory() as d, data.cached_in_process():
-        seedpack.execute(specs[:2], d, log=lambda m: None)  # warm-up pack (kernels for the vmapped shapes)
+        train.run_unit(specs[:2], d, log=lambda m: None)  # warm-up pack (kernels for the vmapped shapes)
     with tempfile.TemporaryDirectory() as d, data.cached_in_process():
         t0 = time.perf_counter()
         with util:
-            rs = seedpack.execute(specs, d, log=lambda m: None)
+            rs = train.run_unit(specs, d, log=lambda m: None)
         wall = time.perf_counter() - t0
     scale = hparams.thesis("cnn").epochs / hp.epochs
     return {

@@ -47,18 +47,18 @@ def _specs(a: argparse.Namespace) -> list:
 
 def child(a: argparse.Namespace) -> None:
     """One measurement: a warm-up run (imports, caches), then the separate run or the pack; prints JSON."""
-    from mriaug import seedpack, train
+    from mriaug import train
 
     specs = _specs(a)
     quiet = lambda m: None  # noqa: E731
     with tempfile.TemporaryDirectory() as d:
-        train.execute(_specs(argparse.Namespace(**{**vars(a), "seeds": 1, "epochs": 1}))[0], d, log=quiet)
+        train.run_unit(_specs(argparse.Namespace(**{**vars(a), "seeds": 1, "epochs": 1}))[:1], d, log=quiet)
     with tempfile.TemporaryDirectory() as d:
         if a.child == "separate":
-            r = train.execute(specs[0], d, log=quiet)
+            (r,) = train.run_unit(specs[:1], d, log=quiet)
             rate = r.timings["train_images_per_s"]
         else:
-            rs = seedpack.execute(specs, d, log=quiet)
+            rs = train.run_unit(specs, d, log=quiet)
             r, rate = rs[0], rs[0].timings["pack_images_per_s"]
     print(json.dumps({"rate": rate, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "images": sum(r.counts.real.values()), "threads": r.env.get("threads"),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The child: the steps `PackTask` / `train.execute` take before the first optimizer step, timed one by one.
+# The child: the steps `TrainTask` / `train.run_unit` take before the first optimizer step, timed one by one.
 CHILD = r"""
 import json, sys, time
 t = {"start": time.time()}

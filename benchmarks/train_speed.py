@@ -1,7 +1,7 @@
 """Training throughput of mriaug's run path against a plain PyTorch reference, in one process.
 
 Reference: the textbook loop — a map-style Dataset that turns each PIL image into a float tensor
-(AutoAugment on PIL, ToTensor, Normalize), a DataLoader, fp32. mriaug: `train.execute` (uint8 tensors
+(AutoAugment on PIL, ToTensor, Normalize), a DataLoader, fp32. mriaug: `train.run_unit` (uint8 tensors
 on the device, batched augmentation on the device keyed per image, bf16 autocast, channels_last on the CPU,
 one host sync per epoch; `MRIAUG_COMPILE=1` / `MRIAUG_CHANNELS_LAST=0|1` in the environment try the speed
 settings of `mriaug.speed`).
@@ -26,7 +26,7 @@ from mriaug import data, models, scenarios
 from mriaug.grid import make_spec
 from mriaug.hparams import HParams
 from mriaug.hparams import resolve as model_hparams
-from mriaug.train import execute
+from mriaug.train import run_unit
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -66,7 +66,7 @@ def ours(spec: data.DataSpec, n_frac: float, model_name: str, hp: HParams, aug: 
     scen = scenarios.custom("bench", n_frac, 0.0)
     run = make_spec(model_name, scen, aug, 0, replace(hp, epochs=1), spec)
     with tempfile.TemporaryDirectory() as d:
-        r = execute(run, d, log=lambda m: None)
+        (r,) = run_unit([run], d, log=lambda m: None)
     return r.timings["train_images_per_s"]
 
 

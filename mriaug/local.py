@@ -35,13 +35,10 @@ def train_unit(unit: Unit, results_dir: str | Path, *, device: str | None = None
     """Train a unit under its run locks and return its runs' results in order (read back where they exist).
     A run another live process holds is waited for, or with wait=False raises `locks.Busy`. The one call
     the local scheduler and the Slurm tasks make into the engine (torch is imported here, not before)."""
-    from . import seedpack, train
+    from . import train
 
-    log = log or train.log_to_stderr
-    # one door: replaced by the engine's single entry (issue 27.1)
-    if len(unit) == 1:
-        return [train.execute(unit[0], results_dir, device=device, save_weights=save_weights, log=log, wait=wait)]
-    return seedpack.execute(unit, results_dir, device=device, save_weights=save_weights, log=log, wait=wait)
+    return train.run_unit(unit, results_dir, device=device, save_weights=save_weights, log=log or train.log_to_stderr,
+                          wait=wait)
 
 
 def describe(unit: Unit) -> str:

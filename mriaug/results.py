@@ -1,8 +1,10 @@
 """Run results: one JSON file per run id, written atomically, validated on read.
 
 This module is the only writer and the only reader of result files. `RunResult` is a result with typed
-parts; `read` validates a file and upgrades older layouts to today's in one place (`RunResult.from_dict`),
-so the rest of mriaug reads fields and never guesses at keys. The JSON keys are the ones results have
+parts, which the engine builds directly (`train.write_result`); `read` validates a file and upgrades older
+layouts to today's in one place (`RunResult.from_dict`, for reading only), so the rest of mriaug reads fields
+and never guesses at keys. History entries, validation, selection, env and timings stay JSON objects: their
+readers (tables, tests) take them whole or by key, and the engine writes them as they are. The JSON keys are the ones results have
 always had:
 
 - schema 0 (no `schema` key): may lack `metrics.ece`, `data.split` (the dataset's given split),
@@ -237,7 +239,8 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, obj: Any, path: str | Path) -> RunResult:
-        """A result from its JSON object, validated (errors name `path`) and upgraded to today's layout."""
+        """A result from a file's JSON object (`read`), validated (errors name `path`) and upgraded to today's
+        layout. The engine builds its results from their parts instead."""
         _validate(obj, Path(path))
         data = dict(obj["data"])
         pool_name = data.pop("pool_name", None)  # schema 0's name of pool_label
@@ -343,7 +346,7 @@ def write(results_dir: str | Path, result: RunResult) -> Path:
     """Write a result, checked as `read` checks it (so a result that could not be read back is never written)."""
     path = path_for(results_dir, result.run_id)
     obj = finite(result.to_dict())
-    RunResult.from_dict(obj, path)  # NaN metrics of a done run become null, which read would refuse
+    _validate(obj, path)  # NaN metrics of a done run become null, which read would refuse
     atomic.write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
 

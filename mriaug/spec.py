@@ -31,7 +31,7 @@ class RunSpec:
     data: DataSpec = field(default_factory=DataSpec)
     pool: str | None = None
     # The pool's content when the run was planned, so a pool extended while runs wait in a queue does
-    # not change their ids (train.execute refuses a pool that changed since).
+    # not change their ids (train.prepare refuses a pool that changed since).
     pool_fingerprint: str | None = None
     budget: str = "epochs"
     select: str = "last"

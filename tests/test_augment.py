@@ -21,8 +21,8 @@ from mriaug import augment, batches, data, scenarios
 from mriaug.data import DataSpec, load
 from mriaug.errors import SettingError
 from mriaug.grid import make_spec
-from mriaug.train import execute
 from tests.conftest import tiny_hparams
+from tests.engine_helpers import train_one as execute
 
 
 @pytest.fixture(autouse=True)

@@ -52,7 +52,7 @@ def test_an_image_shared_by_two_scenarios_is_drawn_alike() -> None:
         x = torch.from_numpy(x_np).unsqueeze(1)
         epochs = []
         for epoch in range(2):
-            keys = batches.image_keys(seed, epoch, ids)  # what train.execute does, batch by batch
+            keys = batches.image_keys(seed, epoch, ids)  # what train.train_epoch does, batch by batch
             perm = batches.order(keys)
             out = {}
             order = []

@@ -15,8 +15,9 @@ from mriaug.data import DataSpec
 from mriaug.errors import SettingError
 from mriaug.grid import make_spec
 from mriaug.metrics import weighted_ce
-from mriaug.train import class_weights, execute
+from mriaug.train import class_weights
 from tests.conftest import tiny_hparams
+from tests.engine_helpers import train_one as execute
 
 
 def test_balanced_weights_by_hand() -> None:

@@ -196,16 +196,15 @@ def test_a_failing_unit_is_named_in_the_error(tmp_path: Path, phantom_spec: data
     assert err.value.__notes__ == [f"while training {a.label}, {b.label} [{a.run_id}]"]
 
 
-def test_one_door_sends_a_run_and_a_seed_pack_to_their_engine(tmp_path: Path, phantom_spec: data.DataSpec,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from mriaug import local, seedpack, train
+def test_one_door_sends_a_run_and_a_seed_pack_to_the_engine(tmp_path: Path, phantom_spec: data.DataSpec,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriaug import local, train
 
     a, b = _specs(phantom_spec, 2)
-    calls: list[tuple[str, list[int], bool]] = []
-    monkeypatch.setattr(train, "execute", lambda spec, d, *, wait, **kw: calls.append(("run", [spec.seed], wait)))
-    monkeypatch.setattr(seedpack, "execute", lambda specs, d, *, wait, **kw: calls.append(
-        ("pack", [s.seed for s in specs], wait)) or ["r0", "r1"])
-    assert local.train_unit([a], tmp_path, wait=False) == [None]
+    calls: list[tuple[list[int], bool]] = []
+    monkeypatch.setattr(train, "run_unit", lambda specs, d, *, wait, **kw: calls.append(
+        ([s.seed for s in specs], wait)) or [f"r{s.seed}" for s in specs])
+    assert local.train_unit([a], tmp_path, wait=False) == ["r0"]
     assert local.train_unit([a, b], tmp_path) == ["r0", "r1"]
-    assert calls == [("run", [0], False), ("pack", [0, 1], True)]
+    assert calls == [([0], False), ([0, 1], True)]
     assert local.describe([a]) == a.label and local.describe([a, b]) == f"{a.label} +1 seeds"

@@ -19,8 +19,8 @@ from mriaug.classes import CLASSES
 from mriaug.cli import app
 from mriaug.data import HUB_REVISIONS, DataSpec
 from mriaug.grid import make_spec
-from mriaug.train import execute
 from tests.conftest import strict_json, tiny_hparams
+from tests.engine_helpers import train_one as execute
 
 
 @pytest.fixture(scope="module")

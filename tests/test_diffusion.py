@@ -17,7 +17,7 @@ from mriaug.generators import diffusion
 from mriaug.grid import make_spec
 from mriaug.hparams import resolve as model_hparams
 from mriaug.kept_for import KeptFor
-from mriaug.train import execute
+from tests.engine_helpers import train_one as execute
 
 SPEC = data.DataSpec("phantom", {"n_train": 160, "n_test": 80, "size": 32})
 TINY = {"batch_size": 8, "channels": (16, 32), "layers_per_block": 1, "attention": False,

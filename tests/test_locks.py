@@ -339,14 +339,14 @@ def test_a_run_held_by_a_live_worker_is_skipped_and_leftovers_go(tmp_path: Path)
     spec = g.runs[0]
     with results.run_lock(g.results, spec.run_id):
         with pytest.raises(locks.Busy):
-            train.execute(spec, g.results, wait=False, log=lambda m: None)
+            train.run_unit([spec], g.results, wait=False, log=lambda m: None)
     # A checkpoint write killed half-way left its temporary file; the next holder of the lock removes it.
     tmp = results.checkpoint_for(g.results, spec.run_id).with_name(f".{spec.run_id}.pt.abc123.tmp")
     tmp.parent.mkdir(parents=True)
     tmp.write_bytes(b"\0" * 1000)
     other = tmp.with_name(".someotherrun.pt.abc123.tmp")
     other.write_bytes(b"\0")
-    train.execute(spec, g.results, log=lambda m: None)
+    train.run_unit([spec], g.results, log=lambda m: None)
     assert not tmp.exists() and other.exists()
     assert results.path_for(g.results, spec.run_id).is_file()
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mriaug import scenarios, seedpack
+from mriaug import scenarios, train
 from mriaug.data import DataSpec
 from mriaug.grid import make_spec
-from mriaug.train import execute
 from tests.conftest import tiny_hparams
+from tests.engine_helpers import train_one as execute
 
 # A quarter of the training images held out for validation; lr 5e-3 makes the seeds select different epochs
 # (measured: 3, 1, 1), each at least 0.03 of validation CE from its runner-up.
@@ -29,7 +29,7 @@ def test_each_packed_seed_validates_selects_and_tests_as_its_separate_run(tmp_pa
     hps = tiny_hparams("cnn", epochs=4, lr=5e-3, precision="fp32", class_weight=class_weight)
     specs = [make_spec("cnn", scenarios.SCENARIOS["1"], "none", s, hps, VAL_DATA, select="best_val")
              for s in range(3)]
-    packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
+    packed = train.run_unit(specs, tmp_path / "packed", log=lambda m: None)
     separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
     assert all(p.packed is not None and p.packed.size == 3 for p in packed)
     for p, s in zip(packed, separate, strict=True):

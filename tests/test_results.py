@@ -73,7 +73,7 @@ def test_write_then_read_back(tmp_path: Path) -> None:
 
 
 def _full(run_id: str = "abc123") -> dict[str, Any]:
-    """A result as train.execute writes it today (schema 2), every part present."""
+    """A result as train.run_unit writes it today (schema 2), every part present."""
     return {
         "schema": 2, "run_id": run_id,
         "spec": {"model": "cnn", "augmentation": "hflip", "seed": 3, "scenario": {"name": "3", "real": 1.0},

@@ -23,8 +23,8 @@ from mriaug.errors import MriaugError, PoolError, SettingError
 from mriaug.grid import make_spec
 from mriaug.kept_for import KeptFor
 from mriaug.pools import Pool
-from mriaug.train import execute
 from tests.conftest import REAL_DATA, require_real_data, tiny_hparams
+from tests.engine_helpers import train_one as execute
 
 N = {"Mild_Demented": 5, "Moderate_Demented": 3, "Non_Demented": 12, "Very_Mild_Demented": 7}
 LABELS = np.repeat(np.arange(4), [5, 3, 12, 7])  # rows 0-4 Mild, 5-7 Moderate, 8-19 Non, 20-26 Very mild

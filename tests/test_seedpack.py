@@ -14,8 +14,9 @@ from mriaug.data import DataSpec
 from mriaug.errors import GridError, SettingError
 from mriaug.grid import make_spec
 from mriaug.spec import RunSpec
-from mriaug.train import Interrupted, execute
+from mriaug.train import Interrupted
 from tests.conftest import tiny_hparams
+from tests.engine_helpers import train_one
 from tests.slurm_helpers import write_grid
 
 
@@ -26,8 +27,8 @@ def _specs(phantom_spec: DataSpec, seeds: range, aug: str = "hflip", **hp: objec
 
 def test_eight_seeds_together_match_eight_separate_runs(phantom_spec: DataSpec, tmp_path: Path) -> None:
     specs = _specs(phantom_spec, range(8))
-    packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
-    separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
+    packed = train.run_unit(specs, tmp_path / "packed", log=lambda m: None)
+    separate = [train_one(s, tmp_path / "separate", log=lambda m: None) for s in specs]
     # The same runs: ids of the separate runs, each its own result file, saying how it was trained.
     assert [r.run_id for r in packed] == [s.run_id for s in specs] == [r.run_id for r in separate]
     for r in packed:
@@ -51,19 +52,19 @@ def test_eight_seeds_together_match_eight_separate_runs(phantom_spec: DataSpec, 
 
 def test_interrupted_pack_resumes_to_the_same_metrics(phantom_spec: DataSpec, tmp_path: Path) -> None:
     specs = _specs(phantom_spec, range(3), epochs=3)
-    whole = seedpack.execute(specs, tmp_path / "whole", log=lambda m: None)
+    whole = train.run_unit(specs, tmp_path / "whole", log=lambda m: None)
     with pytest.raises(Interrupted):
-        seedpack.execute(specs, tmp_path / "cut", log=lambda m: None, stop_after=1)
+        train.run_unit(specs, tmp_path / "cut", log=lambda m: None, stop_after=1)
     assert not results.done_ids(tmp_path / "cut")
     lines: list[str] = []
-    resumed = seedpack.execute(specs, tmp_path / "cut", log=lines.append)
+    resumed = train.run_unit(specs, tmp_path / "cut", log=lines.append)
     assert any("resumed from checkpoint at epoch 1/3" in line for line in lines), lines
     assert [r.metrics for r in resumed] == [r.metrics for r in whole]
     assert all(r.timings["resumed_from_epoch"] == 1 for r in resumed)
     # Finished seeds are read back, not trained again; a pack of the rest trains only those.
     results.path_for(tmp_path / "cut", specs[1].run_id).unlink()
     lines.clear()
-    again = seedpack.execute(specs, tmp_path / "cut", log=lines.append)
+    again = train.run_unit(specs, tmp_path / "cut", log=lines.append)
     assert [r.run_id for r in again] == [s.run_id for s in specs]
     assert again[0] == resumed[0] and again[2] == resumed[2]
     assert again[1].metrics.test_ce > 0 and again[1].packed is None  # one left: a plain run
@@ -148,8 +149,8 @@ def test_a_pack_that_does_not_learn_gives_each_seeds_untrained_network(phantom_s
     # separate run draws it). Its numbers are then the separate run's, up to the arithmetic (grouped convolutions):
     # test metrics, and every epoch's training loss over the same batches.
     specs = _specs(phantom_spec, range(3), aug="none", epochs=2, lr=1e-12)
-    packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
-    separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
+    packed = train.run_unit(specs, tmp_path / "packed", log=lambda m: None)
+    separate = [train_one(s, tmp_path / "separate", log=lambda m: None) for s in specs]
     for p, s in zip(packed, separate, strict=True):
         assert p.metrics.test_ce == pytest.approx(s.metrics.test_ce, abs=1e-4)
         assert p.metrics.confusion == s.metrics.confusion
@@ -179,8 +180,8 @@ def test_a_pack_draws_from_its_pool_as_separate_runs_do(phantom_spec: DataSpec, 
     hps = tiny_hparams("cnn", epochs=1, lr=1e-12)
     specs = [make_spec("cnn", scenarios.SCENARIOS["3"], "none", s, hps, phantom_spec, str(tmp_path / "pool"))
              for s in (0, 1)]
-    packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
-    separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
+    packed = train.run_unit(specs, tmp_path / "packed", log=lambda m: None)
+    separate = [train_one(s, tmp_path / "separate", log=lambda m: None) for s in specs]
     for p, s in zip(packed, separate, strict=True):
         assert p.selection == s.selection and len(p.selection["pool_rows"]) > 0
         assert p.counts == s.counts and p.data == s.data and p.data.pool_fingerprint
@@ -191,7 +192,7 @@ def test_a_pack_draws_from_its_pool_as_separate_runs_do(phantom_spec: DataSpec, 
     new = pools.load(tmp_path / "pool", ds).fingerprint
     with pytest.raises(pools.PoolError, match=rf"^pool {tmp_path / 'pool'} changed since run cnn/s3/none/seed0 was "
                        rf"planned \(manifest {new}, planned {specs[0].pool_fingerprint}\)"):
-        seedpack.execute(specs, tmp_path / "again", log=lambda m: None)
+        train.run_unit(specs, tmp_path / "again", log=lambda m: None)
 
 
 def test_a_packs_saved_weights_are_each_seeds_network(phantom_spec: DataSpec, tmp_path: Path) -> None:
@@ -204,7 +205,7 @@ def test_a_packs_saved_weights_are_each_seeds_network(phantom_spec: DataSpec, tm
     from mriaug.train import to_device_uint8
 
     specs = _specs(phantom_spec, range(2), aug="none", epochs=1)
-    packed = seedpack.execute(specs, tmp_path, save_weights=True, log=lambda m: None)
+    packed = train.run_unit(specs, tmp_path, save_weights=True, log=lambda m: None)
     ds = data_mod.load(phantom_spec)
     x = to_device_uint8(ds.test_x, 32, torch.device("cpu"))
     for spec, r in zip(specs, packed, strict=True):
@@ -222,7 +223,7 @@ def test_a_diverging_pack_writes_each_seed_as_diverged_and_a_rerun_trains_nothin
     data = DataSpec("phantom", {"n_train": 480, "n_test": 160, "size": 32, "slices": 8, "split": split})
     specs = _specs(data if split == "subject" else phantom_spec, range(2), lr=1e9)
     lines: list[str] = []
-    out = seedpack.execute(specs, tmp_path, log=lines.append)
+    out = train.run_unit(specs, tmp_path, log=lines.append)
     assert [r.status for r in out] == ["diverged", "diverged"]
     assert [r.run_id for r in out] == [s.run_id for s in specs]
     for r in out:
@@ -230,7 +231,7 @@ def test_a_diverging_pack_writes_each_seed_as_diverged_and_a_rerun_trains_nothin
     assert not results.checkpoint_for(tmp_path, train.unit_id(specs)).exists()  # nothing left to resume
     assert results.done_ids(tmp_path) == {s.run_id for s in specs}
     lines.clear()
-    again = seedpack.execute(specs, tmp_path, log=lines.append)
+    again = train.run_unit(specs, tmp_path, log=lines.append)
     assert again == out and not lines  # read back, not trained again
 
 
@@ -239,8 +240,8 @@ def test_a_pack_of_the_honest_settings_selects_per_seed_and_matches_separate_run
     hps = tiny_hparams("cnn", epochs=3, weight_decay=0.05)
     s2 = scenarios.SCENARIOS["2"]  # keeps 80% of the real images: the steps budget gives it scenario 1's steps
     specs = [make_spec("cnn", s2, "hflip", s, hps, spec, budget="steps", select="best_val") for s in range(4)]
-    packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
-    separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
+    packed = train.run_unit(specs, tmp_path / "packed", log=lambda m: None)
+    separate = [train_one(s, tmp_path / "separate", log=lambda m: None) for s in specs]
     for p, r in zip(packed, separate, strict=True):
         assert p.packed.size == 4 and r.packed is None
         for key in ("budget", "epochs", "steps", "select", "optimizer", "weight_decay"):
@@ -278,8 +279,8 @@ def test_an_untrained_pack_matches_its_separate_runs_closely(phantom_spec: DataS
     # arithmetic (grouped convolutions, another summation order): far closer than any change of the inputs'
     # scaling (measured: 1e-8 apart; a 255 -> 256 slip in the pack fails).
     specs = _specs(phantom_spec, range(2), aug="none", epochs=1, lr=1e-12, precision="fp32")
-    packed = seedpack.execute(specs, tmp_path / "packed", log=lambda m: None)
-    separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
+    packed = train.run_unit(specs, tmp_path / "packed", log=lambda m: None)
+    separate = [train_one(s, tmp_path / "separate", log=lambda m: None) for s in specs]
     for p, s in zip(packed, separate, strict=True):
         assert p.metrics.test_ce == pytest.approx(s.metrics.test_ce, abs=2e-6)
         assert p.history[0]["train_loss"] == pytest.approx(s.history[0]["train_loss"], abs=2e-6)
@@ -308,10 +309,10 @@ def test_a_pack_resumed_after_a_seed_diverged_resumes_whole(phantom_spec: DataSp
     specs = _specs(phantom_spec, range(2), aug="none", epochs=4)
     _seed_1_diverges_from_epoch_2(monkeypatch)
     with pytest.raises(Interrupted):
-        seedpack.execute(specs, tmp_path, log=lambda m: None, stop_after=3)
+        train.run_unit(specs, tmp_path, log=lambda m: None, stop_after=3)
     assert results.read(results.path_for(tmp_path, specs[1].run_id)).diverged_at_epoch == 2
     lines: list[str] = []
-    out = seedpack.execute(specs, tmp_path, log=lines.append)
+    out = train.run_unit(specs, tmp_path, log=lines.append)
     # the survivor goes on from the pack's checkpoint, not afresh as a unit of its own
     assert any("resumed from checkpoint at epoch 3/4" in line for line in lines), lines
     assert out[0].timings["resumed_from_epoch"] == 3 and [h["epoch"] for h in out[0].history] == [1, 2, 3, 4]
@@ -320,7 +321,7 @@ def test_a_pack_resumed_after_a_seed_diverged_resumes_whole(phantom_spec: DataSp
 
 def test_an_epoch_in_which_every_seed_diverged_leaves_no_checkpoint(phantom_spec: DataSpec, tmp_path: Path) -> None:
     specs = _specs(phantom_spec, range(2), aug="none", epochs=3, lr=1e9)
-    out = seedpack.execute(specs, tmp_path, log=lambda m: None, stop_after=1)  # not interrupted: nothing to resume
+    out = train.run_unit(specs, tmp_path, log=lambda m: None, stop_after=1)  # not interrupted: nothing to resume
     assert all(r.diverged for r in out) and not list((tmp_path / ".checkpoints").glob("*"))
 
 
@@ -329,7 +330,7 @@ def test_a_pack_with_a_busy_run_is_skipped_without_waiting(phantom_spec: DataSpe
 
     specs = _specs(phantom_spec, range(2), aug="none", epochs=1)
     with results.run_lock(tmp_path, specs[1].run_id), pytest.raises(locks.Busy):
-        seedpack.execute(specs, tmp_path, log=lambda m: None, wait=False)
+        train.run_unit(specs, tmp_path, log=lambda m: None, wait=False)
     # the lock of the run it took first is given back
     assert not results.lock_for(tmp_path, specs[0].run_id).exists()
     assert not list(tmp_path.glob("*.json"))
@@ -338,11 +339,13 @@ def test_a_pack_with_a_busy_run_is_skipped_without_waiting(phantom_spec: DataSpe
 def test_check_pack_names_the_runs_by_hand(phantom_spec: DataSpec) -> None:
     with pytest.raises(SettingError, match="^a seed pack needs at least one run$"):
         seedpack.check_pack([])
-    # One run is a pack of one (a cell's last seed left): nothing to compare, its model is checked.
+    # One run is a unit of one (a run of its own, or a cell's last seed left): any model, nothing to compare.
     seedpack.check_pack(_specs(phantom_spec, range(1)))
     s1 = scenarios.SCENARIOS["1"]
+    seedpack.check_pack([make_spec("resnet18", s1, "none", 0, tiny_hparams("resnet18"), phantom_spec)])
     with pytest.raises(SettingError, match="^model resnet18: only cnn, vit can train seeds together$"):
-        seedpack.check_pack([make_spec("resnet18", s1, "none", 0, tiny_hparams("resnet18"), phantom_spec)])
+        seedpack.check_pack([make_spec("resnet18", s1, "none", s, tiny_hparams("resnet18"), phantom_spec)
+                             for s in (0, 1)])
     # Two runs, the second of another cell: the message names it and the pack's first run.
     a, b = _specs(phantom_spec, range(1)), _specs(phantom_spec, range(1, 2), aug="none")
     with pytest.raises(SettingError, match=r"^cnn/s2/none/seed1 cannot train in one pack with cnn/s2/hflip/seed0: "
@@ -371,20 +374,24 @@ def test_a_pack_waits_for_a_live_holder_by_default_and_clears_its_leftovers(phan
     ours.parent.mkdir()
     ours.write_bytes(b"cut")
     theirs.write_bytes(b"cut")
-    told: list[dict[str, object]] = []
+    told: list[str] = []
+    held_by = locks.read_holder(holder.path)
+    assert held_by is not None and held_by["pid"] == os.getpid() and held_by["token"] == holder.token
 
-    def on_wait(h: dict[str, object]) -> None:  # the live holder finishes while the pack waits
-        told.append(h)
-        holder.release()
+    def log(line: str) -> None:  # the live holder finishes while the pack waits
+        if "waiting" in line:
+            told.append(line)
+            holder.release()
 
-    # Should the pack not call on_wait, the holder still finishes (and `told` stays empty): no test hangs.
+    # Should the pack not say it waits, the holder still finishes (and `told` stays empty): no test hangs.
     late = threading.Timer(10, holder.release)
     late.start()
     try:
-        out = seedpack.execute(specs, tmp_path, device="cpu", log=lambda m: None, on_wait=on_wait)  # waits: default
+        out = train.run_unit(specs, tmp_path, device="cpu", log=log)  # waits: the default
     finally:
         late.cancel()
-    assert len(told) == 1 and told[0]["pid"] == os.getpid() and told[0]["token"] == holder.token
+    assert told == [f"[{specs[1].run_id}] {specs[1].label}: being trained by {locks.describe(held_by)}; waiting for "
+                    "its result"]
     assert [r.run_id for r in out] == [s.run_id for s in specs] and all(r.metrics.test_ce > 0 for r in out)
     assert not ours.exists() and theirs.exists() and asked == ["cpu"]
     assert not results.lock_for(tmp_path, specs[0].run_id).exists()

@@ -29,8 +29,9 @@ from mriaug.data import DataSpec
 from mriaug.grid import make_spec
 from mriaug.metrics import classification_metrics
 from mriaug.spec import RunSpec
-from mriaug.train import Interrupted, epoch_batches, execute, make_optimizer
+from mriaug.train import Interrupted, make_optimizer, steps_per_epoch
 from tests.conftest import tiny_hparams
+from tests.engine_helpers import train_one
 
 
 def _spec(phantom_spec: DataSpec, model: str = "cnn", scenario: str = "1", aug: str = "hflip", seed: int = 0,
@@ -39,7 +40,7 @@ def _spec(phantom_spec: DataSpec, model: str = "cnn", scenario: str = "1", aug: 
 
 
 def test_result_has_the_documented_keys(phantom_spec: DataSpec, tmp_path: Path) -> None:
-    r = execute(_spec(phantom_spec), tmp_path, log=lambda m: None)
+    r = train_one(_spec(phantom_spec), tmp_path, log=lambda m: None)
     on_disk = results.read(results.path_for(tmp_path, r.run_id))
     assert on_disk == r
     m = r.metrics
@@ -66,26 +67,26 @@ def test_result_has_the_documented_keys(phantom_spec: DataSpec, tmp_path: Path) 
 
 def test_same_seed_same_metrics_and_rerun_is_skipped(phantom_spec: DataSpec, tmp_path: Path) -> None:
     spec = _spec(phantom_spec, aug="autoaugment")
-    a = execute(spec, tmp_path / "a", log=lambda m: None)
-    b = execute(spec, tmp_path / "b", log=lambda m: None)
+    a = train_one(spec, tmp_path / "a", log=lambda m: None)
+    b = train_one(spec, tmp_path / "b", log=lambda m: None)
     assert a.metrics == b.metrics
-    c = execute(_spec(phantom_spec, aug="autoaugment", seed=1), tmp_path / "a", log=lambda m: None)
+    c = train_one(_spec(phantom_spec, aug="autoaugment", seed=1), tmp_path / "a", log=lambda m: None)
     assert c.metrics.test_ce != a.metrics.test_ce
     lines: list[str] = []
-    again = execute(spec, tmp_path / "a", log=lines.append)
+    again = train_one(spec, tmp_path / "a", log=lines.append)
     assert again == a and lines == []
 
 
 @pytest.mark.parametrize("model", ["cnn", "resnet18", "vit"])
 def test_resume_after_interruption_gives_identical_metrics(phantom_spec: DataSpec, tmp_path: Path, model: str) -> None:
     spec = _spec(phantom_spec, model=model, aug="autoaugment", epochs=3)
-    whole = execute(spec, tmp_path / "whole", log=lambda m: None)
+    whole = train_one(spec, tmp_path / "whole", log=lambda m: None)
     with pytest.raises(Interrupted):
-        execute(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
+        train_one(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
     assert results.checkpoint_for(tmp_path / "cut", spec.run_id).exists()
     assert not results.path_for(tmp_path / "cut", spec.run_id).exists()
     lines: list[str] = []
-    resumed = execute(spec, tmp_path / "cut", log=lines.append)
+    resumed = train_one(spec, tmp_path / "cut", log=lines.append)
     assert any("resumed from checkpoint at epoch 1/3" in line for line in lines)
     assert resumed.metrics == whole.metrics
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
@@ -107,11 +108,11 @@ def test_augmenting_several_batches_per_call_on_the_cpu_changes_nothing(phantom_
 
     monkeypatch.setattr(augment, "ahead", counted)
     monkeypatch.setattr(augment, "CPU_CALL_PIXELS", 3 * 32 * 32 * 32 + 5)  # three batches of 32 at 32 px
-    three = execute(spec, tmp_path / "three", log=lambda m: None)
+    three = train_one(spec, tmp_path / "three", log=lambda m: None)
     assert calls == [96, 96, 48] * 2  # 240 images per epoch, 2 epochs: the last call takes what is left
     calls.clear()
     monkeypatch.setattr(augment, "CPU_CALL_PIXELS", 1)  # at least one batch per call
-    one = execute(spec, tmp_path / "one", log=lambda m: None)
+    one = train_one(spec, tmp_path / "one", log=lambda m: None)
     assert calls == ([32] * 7 + [16]) * 2
     assert one.metrics == three.metrics
     assert [h["train_loss"] for h in one.history] == [h["train_loss"] for h in three.history]
@@ -121,7 +122,7 @@ def test_scenario3_run_with_transform_pool(phantom_spec: DataSpec, tmp_path: Pat
     ds = data_mod.load(phantom_spec)
     synth.make_pool(ds, tmp_path / "pool", "transform", classes=["Mild_Demented", "Moderate_Demented"],
                     progress_bar=False)
-    r = execute(_spec(phantom_spec, scenario="3", pool=str(tmp_path / "pool")), tmp_path / "res", log=lambda m: None)
+    r = train_one(_spec(phantom_spec, scenario="3", pool=str(tmp_path / "pool")), tmp_path / "res", log=lambda m: None)
     n_mild = ds.counts("train")["Mild_Demented"]
     assert r.counts.synthetic["Mild_Demented"] == scenarios.round_half_up(0.2 * n_mild)
     assert r.counts.synthetic["Non_Demented"] == 0
@@ -140,7 +141,7 @@ def test_saved_weights_reload_to_the_same_predictions(phantom_spec: DataSpec, tm
     from mriaug.train import to_device_uint8
 
     spec = _spec(phantom_spec, epochs=1)
-    r = execute(spec, tmp_path, save_weights=True, log=lambda m: None)
+    r = train_one(spec, tmp_path, save_weights=True, log=lambda m: None)
     model = models.build("cnn", spec.hparams)
     model.load_state_dict(load_file(r.weights))
     ds = data_mod.load(phantom_spec)
@@ -189,11 +190,11 @@ def test_run_id_changes_with_every_part_of_the_spec(phantom_spec: DataSpec) -> N
 
 def test_unreadable_result_is_set_aside_and_run_again(phantom_spec: DataSpec, tmp_path: Path) -> None:
     spec = _spec(phantom_spec, epochs=1)
-    first = execute(spec, tmp_path, log=lambda m: None)
+    first = train_one(spec, tmp_path, log=lambda m: None)
     path = results.path_for(tmp_path, spec.run_id)
     path.write_text(path.read_text()[:100])
     lines: list[str] = []
-    again = execute(spec, tmp_path, log=lines.append)
+    again = train_one(spec, tmp_path, log=lines.append)
     assert any(line.startswith(f"{path}: ") and "not valid JSON" in line
                and line.endswith(f"; moved to {path.name}.bad, starting this run afresh") for line in lines)
     assert (tmp_path / f"{spec.run_id}.json.bad").exists()
@@ -202,26 +203,26 @@ def test_unreadable_result_is_set_aside_and_run_again(phantom_spec: DataSpec, tm
 
 def test_bad_or_foreign_checkpoint_is_not_resumed(phantom_spec: DataSpec, tmp_path: Path) -> None:
     spec = _spec(phantom_spec, epochs=3)
-    whole = execute(spec, tmp_path / "whole", log=lambda m: None)
+    whole = train_one(spec, tmp_path / "whole", log=lambda m: None)
     ckpt = results.checkpoint_for(tmp_path / "cut", spec.run_id)
     # A checkpoint cut short: set aside, the run starts afresh and still matches.
     with pytest.raises(Interrupted):
-        execute(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
+        train_one(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
     ckpt.write_bytes(ckpt.read_bytes()[:200])
     lines: list[str] = []
-    assert execute(spec, tmp_path / "cut", log=lines.append).metrics == whole.metrics
+    assert train_one(spec, tmp_path / "cut", log=lines.append).metrics == whole.metrics
     bad = [line for line in lines if "unreadable checkpoint" in line]
     assert len(bad) == 1 and bad[0].startswith(f"{ckpt}: unreadable checkpoint (") and "(NoneType:" not in bad[0]
     assert bad[0].endswith(f"; moved to {ckpt.name}.bad, starting this run afresh")
     # A checkpoint of the same run id made from other data (the selection differs): not resumed.
     results.path_for(tmp_path / "cut", spec.run_id).unlink()
     with pytest.raises(Interrupted):
-        execute(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
+        train_one(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
     state = torch.load(ckpt, weights_only=True)
     state["data_fingerprint"] = "0" * 16
     torch.save(state, ckpt)
     lines.clear()
-    assert execute(spec, tmp_path / "cut", log=lines.append).metrics == whole.metrics
+    assert train_one(spec, tmp_path / "cut", log=lines.append).metrics == whole.metrics
     assert (f"{ckpt}: checkpoint made with another data_fingerprint ({'0' * 16} != {whole.data.fingerprint}); "
             f"moved to {ckpt.name}.bad, starting this run afresh") in lines
     assert not any("resumed" in line for line in lines)
@@ -233,10 +234,10 @@ def test_resume_uses_the_thread_count_the_run_started_with(phantom_spec: DataSpe
     try:
         torch.set_num_threads(1)
         with pytest.raises(Interrupted):
-            execute(spec, tmp_path, log=lambda m: None, stop_after=1)
+            train_one(spec, tmp_path, log=lambda m: None, stop_after=1)
         torch.set_num_threads(2)
         lines: list[str] = []
-        r = execute(spec, tmp_path, log=lines.append)
+        r = train_one(spec, tmp_path, log=lines.append)
         assert any("resuming with 1 threads" in line for line in lines)
         assert r.env["threads"] == 1
     finally:
@@ -252,7 +253,7 @@ def test_pool_changed_after_planning_keeps_the_id_and_is_refused(phantom_spec: D
     synth.make_pool(ds, tmp_path / "p", "transform", classes=["Non_Demented"], max_sources=3, progress_bar=False)
     assert planned.run_id == run_id
     with pytest.raises(pools.PoolError, match=r"changed since run cnn/s3/hflip/seed0 was planned"):
-        execute(planned, tmp_path / "res", log=lambda m: None)
+        train_one(planned, tmp_path / "res", log=lambda m: None)
     assert not list((tmp_path / "res").glob("*.json"))
 
 
@@ -265,7 +266,7 @@ def test_the_cnn_learns_the_phantom(phantom_spec: DataSpec, tmp_path: Path) -> N
 
     ds = data_mod.load(phantom_spec)
     majority = np.bincount(ds.test_y).max() / len(ds.test_y)
-    r = execute(_spec(phantom_spec, aug="none", epochs=6, batch_size=16), tmp_path, log=lambda m: None)
+    r = train_one(_spec(phantom_spec, aug="none", epochs=6, batch_size=16), tmp_path, log=lambda m: None)
     m = r.metrics
     assert m.accuracy >= majority + 0.2, (m.accuracy, majority)
     assert m.balanced_accuracy >= 0.45  # chance is 0.25
@@ -279,14 +280,14 @@ def test_checkpoint_of_another_identity_is_set_aside(phantom_spec: DataSpec, tmp
     # README: "a checkpoint made from other data or another selection of images is set aside, never resumed".
     spec = _spec(phantom_spec, epochs=2)
     with pytest.raises(Interrupted):
-        execute(spec, tmp_path, log=lambda m: None, stop_after=1)
+        train_one(spec, tmp_path, log=lambda m: None, stop_after=1)
     ckpt = results.checkpoint_for(tmp_path, spec.run_id)
     state = torch.load(ckpt, weights_only=True)
     assert key in state
     state[key] = "0" * 16
     torch.save(state, ckpt)
     lines: list[str] = []
-    r = execute(spec, tmp_path, log=lines.append)
+    r = train_one(spec, tmp_path, log=lines.append)
     assert any(f"checkpoint made with another {key}" in line for line in lines), lines
     assert not any("resumed" in line for line in lines)
     assert r.timings["resumed_from_epoch"] == 0 and len(r.history) == 2
@@ -334,11 +335,11 @@ def test_best_val_tests_the_weights_of_the_selected_epoch(tmp_path: Path, monkey
     # Validation losses 0.9, 0.5, 0.5, 0.7: epoch 2 is best (the tie of epoch 3 does not replace it). Its weights
     # are those a 2-epoch run ends with (every epoch reseeds from (seed, epoch)), so the test numbers must be that
     # run's, and not the 4-epoch run's last weights.
-    two = execute(_val_spec(2, select="last"), tmp_path / "two", log=lambda m: None)
-    four = execute(_val_spec(4, select="last"), tmp_path / "four", log=lambda m: None)
+    two = train_one(_val_spec(2, select="last"), tmp_path / "two", log=lambda m: None)
+    four = train_one(_val_spec(4, select="last"), tmp_path / "four", log=lambda m: None)
     assert two.metrics.test_ce != four.metrics.test_ce  # the weights differ, and so do the numbers
     calls = _scripted_validation(monkeypatch, [0.9, 0.5, 0.5, 0.7])
-    best = execute(_val_spec(4), tmp_path / "best", log=lambda m: None)
+    best = train_one(_val_spec(4), tmp_path / "best", log=lambda m: None)
     assert calls == [64, 64, 64, 64, 80]  # validation once per epoch, the test set once at the end
     assert best.training.selected_epoch == 2 and best.training.select == "best_val"
     assert best.metrics == two.metrics
@@ -352,25 +353,25 @@ def test_best_val_tests_the_weights_of_the_selected_epoch(tmp_path: Path, monkey
 
 
 def test_best_val_when_the_first_or_the_last_epoch_is_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    one = execute(_val_spec(1, select="last"), tmp_path / "one", log=lambda m: None)
-    three = execute(_val_spec(3, select="last"), tmp_path / "three", log=lambda m: None)
+    one = train_one(_val_spec(1, select="last"), tmp_path / "one", log=lambda m: None)
+    three = train_one(_val_spec(3, select="last"), tmp_path / "three", log=lambda m: None)
     _scripted_validation(monkeypatch, [0.4, 0.6, 0.5])
-    first = execute(_val_spec(3), tmp_path / "first", log=lambda m: None)
+    first = train_one(_val_spec(3), tmp_path / "first", log=lambda m: None)
     assert first.training.selected_epoch == 1 and first.metrics == one.metrics
     _scripted_validation(monkeypatch, [0.7, 0.6, 0.5])
-    last = execute(_val_spec(3), tmp_path / "last", log=lambda m: None)
+    last = train_one(_val_spec(3), tmp_path / "last", log=lambda m: None)
     assert last.training.selected_epoch == 3 and last.metrics == three.metrics
     assert last.validation["val_ce"] == 0.5
 
 
 def test_a_resumed_best_val_run_keeps_the_best_epoch_of_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Epochs 1-2 before the interruption (0.9, 0.5), epochs 3-4 after it (0.6, 0.7): epoch 2 stays the best.
-    two = execute(_val_spec(2, select="last"), tmp_path / "two", log=lambda m: None)
+    two = train_one(_val_spec(2, select="last"), tmp_path / "two", log=lambda m: None)
     _scripted_validation(monkeypatch, [0.9, 0.5])
     with pytest.raises(Interrupted):
-        execute(_val_spec(4), tmp_path / "cut", log=lambda m: None, stop_after=2)
+        train_one(_val_spec(4), tmp_path / "cut", log=lambda m: None, stop_after=2)
     _scripted_validation(monkeypatch, [0.6, 0.7])
-    r = execute(_val_spec(4), tmp_path / "cut", log=lambda m: None)
+    r = train_one(_val_spec(4), tmp_path / "cut", log=lambda m: None)
     assert r.training.selected_epoch == 2 and r.metrics == two.metrics
     assert [h["val_ce"] for h in r.history] == [0.9, 0.5, 0.6, 0.7]
     assert r.timings["resumed_from_epoch"] == 2
@@ -395,11 +396,11 @@ def test_steps_budget_is_counted_on_the_part_that_trains(tmp_path: Path, monkeyp
     # (not the 16 of all 240 train rows). Scenario 2 keeps 80% of each class's 18 / 2 / 92 / 64 rows, half up:
     # 14 + 2 + 74 + 51 = 141 images, 5 steps a pass (4 of 32 and one of 13): 12 steps = passes of 5, 5, 2.
     sizes = _counted_steps(monkeypatch)
-    s1 = execute(_val_spec(2, select="last", budget="steps"), tmp_path, log=lambda m: None)
+    s1 = train_one(_val_spec(2, select="last", budget="steps"), tmp_path, log=lambda m: None)
     assert sizes == ([32] * 5 + [16]) * 2
     assert s1.training.steps == 12 and s1.training.epochs == 2
     sizes.clear()
-    s2 = execute(_val_spec(2, select="last", scenario="2", budget="steps"), tmp_path, log=lambda m: None)
+    s2 = train_one(_val_spec(2, select="last", scenario="2", budget="steps"), tmp_path, log=lambda m: None)
     assert sum(s2.counts.real.values()) == 141
     assert sizes == [32, 32, 32, 32, 13] * 2 + [32, 32]
     assert s2.training.steps == 12 and s2.training.epochs == 3
@@ -409,7 +410,7 @@ def test_steps_budget_is_counted_on_the_part_that_trains(tmp_path: Path, monkeyp
     assert t["train_images_per_s"] * t["train_s"] == pytest.approx(346)
     # The epochs budget: 2 full passes over the 141 images, 10 steps.
     sizes.clear()
-    e2 = execute(_val_spec(2, select="last", scenario="2"), tmp_path, log=lambda m: None)
+    e2 = train_one(_val_spec(2, select="last", scenario="2"), tmp_path, log=lambda m: None)
     assert sizes == [32, 32, 32, 32, 13] * 2 and e2.training.steps == 10
 
 
@@ -417,14 +418,14 @@ def test_a_diverged_run_stops_in_its_epoch_and_is_recorded(tmp_path: Path, monke
     # 240 images, batches of 32: 8 steps an epoch. Interrupted after epoch 1, resumed, and the loss of the
     # 2nd step of epoch 2 (the 10th step) is infinite: the run stops at the end of epoch 2, diverged there.
     spec = _spec(DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32}), aug="none", epochs=3)
-    whole = execute(spec, tmp_path / "whole", log=lambda m: None)
+    whole = train_one(spec, tmp_path / "whole", log=lambda m: None)
     with pytest.raises(Interrupted, match="^stopped after epoch 1 as asked$"):
-        execute(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
+        train_one(spec, tmp_path / "cut", log=lambda m: None, stop_after=1)
     ckpt = results.checkpoint_for(tmp_path / "cut", spec.run_id)
     assert ckpt.exists()
     sizes = _counted_steps(monkeypatch, diverge_at=2)  # counted from the resumed epoch 2
     lines: list[str] = []
-    r = execute(spec, tmp_path / "cut", log=lines.append)
+    r = train_one(spec, tmp_path / "cut", log=lines.append)
     assert sizes == [32] * 7 + [16]  # epoch 2's steps, then nothing more
     assert r.status == "diverged" and r.diverged_at_epoch == 2 and r.training is None and r.validation is None
     assert all(getattr(r.metrics, key) is None for key in results.REQUIRED_METRICS)
@@ -437,27 +438,27 @@ def test_a_diverged_run_stops_in_its_epoch_and_is_recorded(tmp_path: Path, monke
     assert any("diverged" in line and "epoch 2" in line for line in lines)
     # Recorded, not trained again.
     sizes.clear()
-    assert execute(spec, tmp_path / "cut", log=lambda m: None) == r and sizes == []
+    assert train_one(spec, tmp_path / "cut", log=lambda m: None) == r and sizes == []
 
 
 def test_a_resumed_run_counts_the_images_it_trained(tmp_path: Path) -> None:
     spec = _spec(DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32}), aug="none", epochs=3)
     with pytest.raises(Interrupted):
-        execute(spec, tmp_path, log=lambda m: None, stop_after=1)
-    r = execute(spec, tmp_path, log=lambda m: None)
+        train_one(spec, tmp_path, log=lambda m: None, stop_after=1)
+    r = train_one(spec, tmp_path, log=lambda m: None)
     t = r.timings
     assert t["resumed_from_epoch"] == 1 and t["train_images_per_s"] * t["train_s"] == pytest.approx(480)
     assert [h["epoch"] for h in r.history] == [1, 2, 3] and [h["steps"] for h in r.history] == [8, 16, 24]
 
 
-def test_epoch_batches_by_hand() -> None:
+def test_steps_per_epoch_by_hand() -> None:
     # epochs budget: ceil(n / batch) every epoch, whatever scenario 1 has.
-    assert train.epoch_batches(100, 32, 3, "epochs", 999) == [4, 4, 4]
-    assert train.epoch_batches(96, 32, 2, "epochs", 1) == [3, 3]
+    assert train.steps_per_epoch(100, 32, 3, "epochs", 999) == [4, 4, 4]
+    assert train.steps_per_epoch(96, 32, 2, "epochs", 1) == [3, 3]
     # steps: epochs x ceil(n1 / batch) steps in passes of ceil(n / batch): 3 x 2 = 6 in passes of 4 -> 4, 2.
-    assert train.epoch_batches(100, 32, 3, "steps", 60) == [4, 2]
-    assert train.epoch_batches(64, 32, 3, "steps", 64) == [2, 2, 2]  # whole passes: no short pass at the end
-    assert train.epoch_batches(33, 32, 1, "steps", 95) == [2, 1]  # 3 steps in passes of 2
+    assert train.steps_per_epoch(100, 32, 3, "steps", 60) == [4, 2]
+    assert train.steps_per_epoch(64, 32, 3, "steps", 64) == [2, 2, 2]  # whole passes: no short pass at the end
+    assert train.steps_per_epoch(33, 32, 1, "steps", 95) == [2, 1]  # 3 steps in passes of 2
 
 
 def test_predict_in_batches_and_to_device_in_chunks() -> None:
@@ -500,7 +501,7 @@ def test_an_untrained_runs_numbers_by_hand(phantom_spec: DataSpec, tmp_path: Pat
     from mriaug import models
 
     spec = _spec(phantom_spec, aug="none", epochs=2, lr=1e-12, precision="fp32")
-    r = execute(spec, tmp_path, log=lambda m: None)
+    r = train_one(spec, tmp_path, log=lambda m: None)
     ds = data_mod.load(phantom_spec)
     torch.manual_seed(0)
     net = models.build("cnn", spec.hparams)
@@ -524,14 +525,14 @@ def test_best_val_without_a_validation_part_is_refused_at_run_time(phantom_spec:
     spec = dataclasses.replace(_spec(phantom_spec, epochs=1), select="best_val")  # planned around the check
     with pytest.raises(SettingError, match=r"^cnn/s1/hflip/seed0: select = 'best_val' needs a validation part; set "
                        r"the data option val_fraction \(e\.g\. -o val_fraction=0\.1\) or select = 'last'$"):
-        execute(spec, tmp_path, log=lambda m: None)
+        train_one(spec, tmp_path, log=lambda m: None)
     assert not list(tmp_path.glob("*.json"))
 
 
 def test_a_run_diverging_before_any_checkpoint(phantom_spec: DataSpec, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     sizes = _counted_steps(monkeypatch, diverge_at=1)
-    r = execute(_spec(phantom_spec, aug="none", epochs=2), tmp_path, log=lambda m: None)
+    r = train_one(_spec(phantom_spec, aug="none", epochs=2), tmp_path, log=lambda m: None)
     assert r.diverged_at_epoch == 1 and len(sizes) == 8  # the first epoch's 8 steps, no checkpoint ever made
     assert not results.checkpoint_for(tmp_path, r.run_id).exists()
 
@@ -542,7 +543,7 @@ def test_a_run_held_by_a_live_worker_is_not_trained_twice(phantom_spec: DataSpec
     spec = _spec(phantom_spec, epochs=1)
     with results.run_lock(tmp_path, spec.run_id, wait=False):
         with pytest.raises(locks.Busy):
-            execute(spec, tmp_path, log=lambda m: None, wait=False)
+            train_one(spec, tmp_path, log=lambda m: None, wait=False)
     assert not results.path_for(tmp_path, spec.run_id).exists()
 
 
@@ -559,10 +560,10 @@ def test_optimizer_and_result_data_by_hand() -> None:
                          train_x=torch.zeros(1, 32, 32))
     spec = SimpleNamespace(pool_label="copy pool")
     pool = SimpleNamespace(fingerprint="p1", path=Path("pools/p"))
-    assert train.result_data(spec, ds, pool) == {  # type: ignore[arg-type]
+    assert train.result_data(spec, ds, pool).to_dict() == {  # type: ignore[arg-type]
         "fingerprint": "d1", "source": {"source": "phantom"}, "resolution": 32, "pool_fingerprint": "p1",
         "pool_path": "pools/p", "pool_label": "copy pool", "split": {"kind": "given"}}
-    assert train.result_data(spec, ds, None) == {  # type: ignore[arg-type]
+    assert train.result_data(spec, ds, None).to_dict() == {  # type: ignore[arg-type]
         "fingerprint": "d1", "source": {"source": "phantom"}, "resolution": 32, "pool_fingerprint": None,
         "pool_path": None, "pool_label": None, "split": {"kind": "given"}}
 
@@ -571,15 +572,15 @@ def test_optimizer_and_result_data_by_hand() -> None:
 QUIET = {"log": lambda m: None}
 
 
-def test_epoch_batches_match_scenario1_steps() -> None:
-    assert epoch_batches(240, 32, 3, "epochs", 240) == [8, 8, 8]
+def test_steps_per_epoch_match_scenario1_steps() -> None:
+    assert steps_per_epoch(240, 32, 3, "epochs", 240) == [8, 8, 8]
     # 80% of the images: the same 24 steps as scenario 1, the last pass cut short.
-    assert epoch_batches(192, 32, 3, "steps", 240) == [6, 6, 6, 6]
-    assert epoch_batches(200, 32, 3, "steps", 240) == [7, 7, 7, 3]
+    assert steps_per_epoch(192, 32, 3, "steps", 240) == [6, 6, 6, 6]
+    assert steps_per_epoch(200, 32, 3, "steps", 240) == [7, 7, 7, 3]
     # More images (synthetic added): fewer passes, the same number of updates.
-    assert epoch_batches(290, 32, 3, "steps", 240) == [10, 10, 4]
+    assert steps_per_epoch(290, 32, 3, "steps", 240) == [10, 10, 4]
     for n in (150, 192, 240, 290, 400):
-        assert sum(epoch_batches(n, 32, 3, "steps", 240)) == 24
+        assert sum(steps_per_epoch(n, 32, 3, "steps", 240)) == 24
 
 
 def test_steps_budget_gives_every_scenario_scenario1s_updates(phantom_spec: DataSpec, tmp_path: Path) -> None:
@@ -589,7 +590,7 @@ def test_steps_budget_gives_every_scenario_scenario1s_updates(phantom_spec: Data
     for name in ("1", "2", "3"):
         spec = grid.make_spec("cnn", scenarios.SCENARIOS[name], "none", 0, tiny_hparams(epochs=2), phantom_spec,
                              str(pool), budget="steps")
-        out[name] = execute(spec, tmp_path / "r", **QUIET)
+        out[name] = train_one(spec, tmp_path / "r", **QUIET)
     training = {k: r.training for k, r in out.items() if r.training is not None}
     assert {k: t.steps for k, t in training.items()} == {"1": 16, "2": 16, "3": 16}
     assert [r.history[-1]["steps"] for r in out.values()] == [16, 16, 16]
@@ -598,7 +599,7 @@ def test_steps_budget_gives_every_scenario_scenario1s_updates(phantom_spec: Data
     assert all(t.budget == "steps" for t in training.values())
     epochs_run = grid.make_spec("cnn", scenarios.SCENARIOS["2"], "none", 0, tiny_hparams(epochs=2), phantom_spec)
     assert "budget" not in epochs_run.to_dict()  # the thesis's run ids do not move
-    epochs_training = execute(epochs_run, tmp_path / "e", **QUIET).training
+    epochs_training = train_one(epochs_run, tmp_path / "e", **QUIET).training
     assert epochs_training is not None and epochs_training.steps == 12
 
 
@@ -609,7 +610,7 @@ def test_validation_history_and_best_val_selection(tmp_path: Path) -> None:
     for select in ("last", "best_val"):
         spec = grid.make_spec("cnn", scenarios.SCENARIOS["1"], "none", 0, tiny_hparams(epochs=4, lr=1e-2), spec_data,
                              select=select)
-        runs[select] = execute(spec, tmp_path, **QUIET)
+        runs[select] = train_one(spec, tmp_path, **QUIET)
     last, best = runs["last"], runs["best_val"]
     assert [h["train_loss"] for h in last.history] == [h["train_loss"] for h in best.history]
     assert all({"val_ce", "val_accuracy"} <= set(h) and "test_ce" not in h for h in best.history)
@@ -648,11 +649,11 @@ def test_a_run_killed_in_epoch_2_resumes_from_the_checkpoint_of_epoch_1(phantom_
 
     monkeypatch.setattr(train, "train_epoch", killed_in_epoch_2)
     with pytest.raises(RuntimeError, match="killed"):
-        execute(spec, tmp_path, log=lambda m: None)
+        train_one(spec, tmp_path, log=lambda m: None)
     ckpt = torch.load(results.checkpoint_for(tmp_path, spec.run_id), weights_only=True)
     assert ckpt["epoch"] == 1 and [h["epoch"] for h in ckpt["histories"][0]] == [1]
     monkeypatch.setattr(train, "train_epoch", original)
-    r = execute(spec, tmp_path, log=lambda m: None)
+    r = train_one(spec, tmp_path, log=lambda m: None)
     assert r.timings["resumed_from_epoch"] == 1 and [h["epoch"] for h in r.history] == [1, 2, 3]
 
 
@@ -662,16 +663,16 @@ def test_every_epoch_reseeds_torch_from_the_seed_and_the_epoch(phantom_spec: Dat
     # epoch draws what it drew uninterrupted.
     drawn: list[int] = []
     monkeypatch.setattr(train, "_seed_everything", drawn.append)
-    execute(_spec(phantom_spec, aug="none", seed=3, epochs=2), tmp_path, log=lambda m: None)
+    train_one(_spec(phantom_spec, aug="none", seed=3, epochs=2), tmp_path, log=lambda m: None)
     assert drawn == [300_010, 300_011]
 
 
 def test_a_two_seed_unit_and_a_plain_runs_records_by_hand(phantom_spec: DataSpec, tmp_path: Path) -> None:
     specs = [_spec(phantom_spec, scenario="2", aug="none", seed=s, epochs=1, precision="fp32") for s in (0, 1)]
     t0 = time.perf_counter()
-    pair = train.train_unit(specs, tmp_path / "pair", log=lambda m: None)
+    pair = train.run_unit(specs, tmp_path / "pair", log=lambda m: None)
     took = time.perf_counter() - t0
-    plain = train.train_unit(specs[:1], tmp_path / "plain", log=lambda m: None)[0]
+    plain = train.run_unit(specs[:1], tmp_path / "plain", log=lambda m: None)[0]
     assert plain.packed is None and pair[0].packed is not None
     for r in pair:
         assert r.packed.to_dict() == {"how": "torch.func vmap (mriaug.nets)", "pack": train.unit_id(specs), "size": 2,
@@ -694,7 +695,7 @@ def test_prepare_lays_out_each_seeds_real_rows_then_pool_lines(phantom_spec: Dat
     u = train.prepare(specs, device="cpu", t_start=time.perf_counter())
     pool = pools.load(specs[0].pool, ds)
     for k, m in enumerate(u.mixes):
-        assert len(m.synthetic_index) > 0 and u.n == len(m.real_index) + len(m.synthetic_index)
+        assert len(m.synthetic_index) > 0 and u.n_train == len(m.real_index) + len(m.synthetic_index)
         rows = u.rows[k].numpy()
         want_x = np.concatenate([ds.train_x[m.real_index], pool.images[m.synthetic_index]])
         want_y = np.concatenate([ds.train_y[m.real_index], pool.labels[m.synthetic_index]])
@@ -721,7 +722,7 @@ def test_a_pack_whose_first_seed_diverges_records_every_epoch_of_the_others(phan
 
     monkeypatch.setattr(nets.Stacked, "losses", losses)
     specs = [_spec(phantom_spec, scenario="2", aug="none", seed=s, epochs=3) for s in (0, 1)]
-    first, second = train.train_unit(specs, tmp_path, log=lambda m: None)
+    first, second = train.run_unit(specs, tmp_path, log=lambda m: None)
     assert first.diverged and first.diverged_at_epoch == 2
     assert [h["epoch"] for h in second.history] == [1, 2, 3] and second.metrics.test_ce > 0 and not second.diverged
 
@@ -734,7 +735,7 @@ def test_train_s_is_the_sum_of_every_epochs_training_time(phantom_spec: DataSpec
         return [0.5] * len(u.specs)
 
     monkeypatch.setattr(train, "train_epoch", slow)
-    r = execute(_spec(phantom_spec, aug="none", epochs=3), tmp_path, log=lambda m: None)
+    r = train_one(_spec(phantom_spec, aug="none", epochs=3), tmp_path, log=lambda m: None)
     t = r.timings
     assert 0.6 <= t["train_s"] < r.timings["total_s"] and [h["train_loss"] for h in r.history] == [0.5] * 3
     assert t["train_images_per_s"] == pytest.approx(3 * 240 / t["train_s"])  # scenario 1: all 240 images an epoch
@@ -759,12 +760,30 @@ def test_a_run_held_elsewhere_is_waited_for_by_default_and_refused_without_waiti
     assert held.wait(30)
     try:
         with pytest.raises(locks.Busy):
-            execute(spec, tmp_path, log=lambda m: None, wait=False)
+            train_one(spec, tmp_path, log=lambda m: None, wait=False)
         lines: list[str] = []
         threading.Timer(0.5, release.set).start()  # the holder lets go while the run waits
-        r = execute(spec, tmp_path, log=lines.append)  # waits by default, then trains
+        r = train_one(spec, tmp_path, log=lines.append)  # waits by default, then trains
     finally:
         release.set()
         t.join()
     assert r.run_id == spec.run_id and results.read(results.path_for(tmp_path, spec.run_id)) == r
     assert any("being trained by" in line and "waiting for its result" in line for line in lines), lines
+
+
+def test_the_one_door_locks_in_run_id_order_and_asks_once_whether_each_run_is_done(
+        phantom_spec: DataSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = [_spec(phantom_spec, scenario="2", aug="none", seed=s, epochs=1) for s in (0, 1, 2)]
+    (done,) = train.run_unit([specs[1]], tmp_path, log=lambda m: None)  # one of the three finished before
+    locked: list[str] = []
+    asked: list[str] = []
+    real_lock, real_finished = results.run_lock, train.read_finished
+    monkeypatch.setattr(results, "run_lock", lambda d, rid, **kw: locked.append(rid) or real_lock(d, rid, **kw))
+    monkeypatch.setattr(train, "read_finished", lambda s, d, log: asked.append(s.run_id) or real_finished(s, d, log))
+    given = sorted(specs, key=lambda s: s.run_id, reverse=True)
+    out = train.run_unit(given, tmp_path, log=lambda m: None)
+    assert locked == sorted(s.run_id for s in specs)  # one order for every worker: no two wait on each other
+    assert asked == [s.run_id for s in given]  # once per run
+    assert [r.run_id for r in out] == [s.run_id for s in given]
+    assert out[given.index(specs[1])] == done and done.packed is None  # read back, not trained again
+    assert [r.packed.size for r in out if r.run_id != done.run_id] == [2, 2]  # the other two as a pack of two

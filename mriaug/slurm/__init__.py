@@ -10,7 +10,7 @@
 - `queue`: squeue and `scontrol show config`, parsed by pure functions.
 
 A task that is requeued (time-limit signal, preemption, `scontrol requeue`, node failure) starts again
-and `train.execute` resumes from the checkpoint on disk, so the resume never depends on a signal.
+and `train.run_unit` resumes from the checkpoint on disk, so the resume never depends on a signal.
 """
 
 from ..errors import ProfileError, SlurmError
