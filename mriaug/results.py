@@ -4,8 +4,8 @@ This module is the only writer and the only reader of result files. `RunResult` 
 parts, which the engine builds directly (`train.write_result`); `read` validates a file and upgrades older
 layouts to today's in one place (`RunResult.from_dict`, for reading only), so the rest of mriaug reads fields
 and never guesses at keys. History entries, validation, selection, env and timings stay JSON objects: their
-readers (tables, tests) take them whole or by key, and the engine writes them as they are. The JSON keys are the ones results have
-always had:
+readers (tables, tests) take them whole or by key, and the engine writes them as they are. The JSON keys are
+the ones results have always had:
 
 - schema 0 (no `schema` key): may lack `metrics.ece`, `data.split` (the dataset's given split),
   `data.pool_label` (older results wrote `data.pool_name`, or only the spec's pool table or the pool's
@@ -396,13 +396,7 @@ def _validate(obj: Any, path: Path) -> None:
             raise ResultError(f"{path}: missing or malformed key 'spec.{key}'")
     if "name" not in spec["scenario"]:
         raise ResultError(f"{path}: missing key 'spec.scenario.name'")
-    for key in ("real", "synthetic"):
-        counts = obj["counts"].get(key)
-        if not isinstance(counts, dict):
-            raise ResultError(f"{path}: missing or malformed key 'counts.{key}'")
-        for name, n in counts.items():
-            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise ResultError(f"{path}: 'counts.{key}.{name}' is not a count ({n!r})")
+    _validate_counts(obj["counts"], path)
     if not isinstance(spec["scenario"]["name"], str | int) or isinstance(spec["scenario"]["name"], bool):
         raise ResultError(f"{path}: 'spec.scenario.name' is not a name ({spec['scenario']['name']!r})")
     epochs = spec["hparams"].get("epochs")
@@ -416,6 +410,17 @@ def _validate(obj: Any, path: Path) -> None:
         raise ResultError(f"{path}: 'timings.train_s' is not a number ({train_s!r})")
     if path.stem != obj["run_id"]:
         raise ResultError(f"{path}: file name does not match its run_id {obj['run_id']}")
+
+
+def _validate_counts(counts: dict[str, Any], path: Path) -> None:
+    """The real and synthetic training images per class: counts, each a whole number >= 0."""
+    for key in ("real", "synthetic"):
+        per_class = counts.get(key)
+        if not isinstance(per_class, dict):
+            raise ResultError(f"{path}: missing or malformed key 'counts.{key}'")
+        for name, n in per_class.items():
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ResultError(f"{path}: 'counts.{key}.{name}' is not a count ({n!r})")
 
 
 def _no_constant(name: str) -> Any:
