@@ -23,8 +23,8 @@ from collections import defaultdict
 from pathlib import Path
 
 GOAL = 0.90
-RENDERING = {"mriaug.analysis.collect": {"table", "versus_thesis", "figure", "caption", "legend", "_latex",
-                                         "_latex_escape", "_stem", "write", "render", "collect"}}
+RENDERING = {"mriaug.analysis.collect": {"table", "versus_thesis", "figure", "_draw_box", "_label_axes", "caption",
+                                         "legend", "_latex", "_latex_escape", "_stem", "write", "render", "collect"}}
 # Where only part of a module computes numbers: the scored functions ("Class.method" for methods).
 SCOPE = {
     "mriaug.analysis.cam": {"flat", "_one_flat", "pearson", "top_region", "iou", "mass_in", "_summary", "_num",
@@ -41,8 +41,8 @@ SCOPE = {
                                     "provenance"},
     # The report's numbers: the paired-difference rows, recalls, baselines and selected epochs, the leakage numbers
     # and their formatting; not its figures, words and page (they show these numbers).
-    "mriaug.analysis.report": {"_f", "_label", "_stats_sections", "_recall_table", "_baselines", "_methods_section",
-                               "nearest_neighbour_leakage"},
+    "mriaug.analysis.report": {"_f", "_label", "_stats_sections", "_table_block", "_differences_block",
+                               "_recall_table", "_baselines", "_methods_section", "nearest_neighbour_leakage"},
 }
 # Log lines only (their numbers are in the result files the tests read).
 NOT_SCORED = {"mriaug.train": {"_stderr"}, "mriaug.seedpack": {"_stderr"}}

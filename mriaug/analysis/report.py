@@ -121,48 +121,59 @@ def _stats_sections(c: collect.Collected) -> tuple[Section, Section]:
         "over seeds, its distribution-free 95% interval, the number of seeds n and the failed (diverged) runs "
         "among them; * marks a Holm-corrected Wilcoxon signed-rank p < 0.05 against scenario 1 of the column.")
     for name in c.table_names():
-        info = c.tables[name]
-        where = f" [{info.setting}]" if info.setting else ""
-        for metric, label in METRICS.items():
-            if c.runs.loc[c.runs["table"] == name, metric].isna().all():
-                continue  # results from before per-scan scores
-            t = c.table(name, metric)
-            tables.tables.append(Table(f"{name}{where}: median {label}", ["scenario", *t.columns],
-                                       [[str(i), *map(str, r)] for i, r in zip(t.index, t.values, strict=True)]))
-        tables.paragraphs.append(f"{name}: {c.legend(name)}")
-        recall = _recall_table(c, name)
-        if recall is not None:
-            tables.tables.append(recall)
-        baselines = _baselines(c, name)
-        if baselines is not None:
-            tables.tables.append(baselines)
+        _table_block(c, name, tables)
     forest.paragraphs.append(
         "Per table, each scenario's paired difference from scenario 1 (same seed, same augmentation and, with "
         "repeated splits, the same test patients): the median difference and its distribution-free 95% interval, "
         "for every metric, with the raw and the Holm-corrected Wilcoxon p. For test cross-entropy and ECE, left of "
         "zero is better; for the others, right of zero.")
     for name in c.table_names():
-        rows = []
-        first: pd.DataFrame | None = None
-        for metric in DIFF_METRICS:
-            d = c.stats(metric)
-            d = d[(d["table"] == name) & (d["scenario"] != statistics.BASELINE)].dropna(subset=["diff_median"])
-            if metric == "test_ce":
-                first = d
-            rows += [[_label(str(r["scenario"]), str(r["pool"]), str(r["augmentation"])), metric,
-                      _f(r["diff_median"]), f"[{_f(r['diff_ci_low'])}, {_f(r['diff_ci_high'])}]",
-                      str(r["n_pairs"]), _f(r["p_wilcoxon"], 4), _f(r["p_holm"], 4), _f(r["prob_improvement"], 2),
-                      _f(r["mde"])]
-                     for _, r in d.iterrows()]
-        if first is not None:
-            fig = _forest(first, name)
-            if fig is not None:
-                forest.figures.append(fig)
-        if rows:
-            forest.tables.append(Table(f"{name}: paired differences from scenario 1 (other minus scenario 1)",
-                                       ["comparison", "metric", "median diff", "95% interval", "pairs", "p",
-                                        "p (Holm)", "P(improvement)", "detectable (80%)"], rows))
+        _differences_block(c, name, forest)
     return tables, forest
+
+
+def _table_block(c: collect.Collected, name: str, tables: Section) -> None:
+    """One collect table in `tables`: its cells per metric, its legend, its recalls and its baselines."""
+    info = c.tables[name]
+    where = f" [{info.setting}]" if info.setting else ""
+    for metric, label in METRICS.items():
+        if c.runs.loc[c.runs["table"] == name, metric].isna().all():
+            continue  # results from before per-scan scores
+        t = c.table(name, metric)
+        tables.tables.append(Table(f"{name}{where}: median {label}", ["scenario", *t.columns],
+                                   [[str(i), *map(str, r)] for i, r in zip(t.index, t.values, strict=True)]))
+    tables.paragraphs.append(f"{name}: {c.legend(name)}")
+    recall = _recall_table(c, name)
+    if recall is not None:
+        tables.tables.append(recall)
+    baselines = _baselines(c, name)
+    if baselines is not None:
+        tables.tables.append(baselines)
+
+
+def _differences_block(c: collect.Collected, name: str, forest: Section) -> None:
+    """One table's paired differences from scenario 1 in `forest`: the forest plot of test CE and the rows of
+    every metric."""
+    rows = []
+    first: pd.DataFrame | None = None
+    for metric in DIFF_METRICS:
+        d = c.stats(metric)
+        d = d[(d["table"] == name) & (d["scenario"] != statistics.BASELINE)].dropna(subset=["diff_median"])
+        if metric == "test_ce":
+            first = d
+        rows += [[_label(str(r["scenario"]), str(r["pool"]), str(r["augmentation"])), metric,
+                  _f(r["diff_median"]), f"[{_f(r['diff_ci_low'])}, {_f(r['diff_ci_high'])}]",
+                  str(r["n_pairs"]), _f(r["p_wilcoxon"], 4), _f(r["p_holm"], 4), _f(r["prob_improvement"], 2),
+                  _f(r["mde"])]
+                 for _, r in d.iterrows()]
+    if first is not None:
+        fig = _forest(first, name)
+        if fig is not None:
+            forest.figures.append(fig)
+    if rows:
+        forest.tables.append(Table(f"{name}: paired differences from scenario 1 (other minus scenario 1)",
+                                   ["comparison", "metric", "median diff", "95% interval", "pairs", "p",
+                                    "p (Holm)", "P(improvement)", "detectable (80%)"], rows))
 
 
 def _classes(c: collect.Collected, name: str) -> list[str]:
@@ -328,6 +339,44 @@ def _test_name(d: Loaded) -> str:
     return f"{d.name}; the runs with seed mod {d.splits} = {d.split}"
 
 
+def _counts_table(d: Loaded) -> Table:
+    """Images per class in the training, validation and test parts of one dataset."""
+    ds, spec = d.ds, d.spec
+    fit = {name: int(((ds.train_y == k) & ds.fit_mask).sum()) for k, name in enumerate(ds.classes)}
+    val = {name: int((ds.train_y[ds.val_rows] == k).sum()) for k, name in enumerate(ds.classes)}
+    te = ds.counts("test")
+    return Table(f"Images per class and part ({spec['source']}, {d.name})",
+                 ["class", "train", "validation", "test"],
+                 [[k, str(fit[k]), str(val[k]), str(te[k])] for k in fit] +
+                 [["total", str(sum(fit.values())), str(sum(val.values())), str(sum(te.values()))]])
+
+
+def _leakage_table(d: Loaded, split: str, leak: dict[str, Any]) -> Table:
+    return Table(f"Leakage check, {d.name} (the numbers of mriaug data audit): nearest training image "
+                 "of every test image, 32x32 pixels",
+                 ["split", "test images", "1-NN accuracy", "median distance test→train",
+                  "median distance train→other train"],
+                 [[split if d.split is None else f"{d.split} ({split})", str(leak["test_images"]),
+                   _f(leak["nn_accuracy"]), _f(leak["median_nn_distance_test"], 1),
+                   _f(leak["median_nn_distance_train"], 1)]])
+
+
+def _leakage_figure(key: str, d: Loaded, leak: dict[str, Any], where: str) -> Figure:
+    """Histograms of the test images' and the training images' distances to their nearest training image."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 2.8))
+    bins = np.linspace(0, max(max(leak["distances_test"]), max(leak["distances_train"])) + 1e-9, 40)
+    ax.hist(leak["distances_train"], bins=bins, alpha=0.6, label="train → nearest other train image")
+    ax.hist(leak["distances_test"], bins=bins, alpha=0.6, label="test → nearest train image")
+    ax.set_xlabel("Euclidean pixel distance (32x32, 0-255 scale, as mriaug data audit)")
+    ax.set_ylabel("images")
+    ax.legend(fontsize=7)
+    ax.set_title(f"Leakage{where}: how close test images are to training images", fontsize=9)
+    fig.tight_layout()
+    return Figure(f"leakage_{key}.png", f"Nearest-neighbour distances, {_test_name(d)}; test images "
+                  "as close to training images as training images to each other signal shared scans", png(fig))
+
+
 def _data_sections(datasets: Datasets, seed: int) -> tuple[Section, Section]:
     """Per dataset (per split, in split order): class counts, the leakage check and its histogram, examples;
     each named by its split number and the data fingerprint runs.csv holds."""
@@ -336,26 +385,13 @@ def _data_sections(datasets: Datasets, seed: int) -> tuple[Section, Section]:
     if not datasets:
         s.paragraphs.append("No dataset is named by the runs in this folder.")
         return s, ex
-    plt = pyplot()
     for key, d in datasets.items():
         ds, spec = d.ds, d.spec
-        fit = {name: int(((ds.train_y == k) & ds.fit_mask).sum()) for k, name in enumerate(ds.classes)}
-        val = {name: int((ds.train_y[ds.val_rows] == k).sum()) for k, name in enumerate(ds.classes)}
-        te = ds.counts("test")
-        s.tables.append(Table(f"Images per class and part ({spec['source']}, {d.name})",
-                              ["class", "train", "validation", "test"],
-                              [[k, str(fit[k]), str(val[k]), str(te[k])] for k in fit] +
-                              [["total", str(sum(fit.values())), str(sum(val.values())), str(sum(te.values()))]]))
+        s.tables.append(_counts_table(d))
         split = str(ds.split.get("kind", "given"))
         s.paragraphs.append(f"{d.name[0].upper()}{d.name[1:]}: {_split_words(ds)}.")
         leak = nearest_neighbour_leakage(ds)
-        s.tables.append(Table(f"Leakage check, {d.name} (the numbers of mriaug data audit): nearest training image "
-                              "of every test image, 32x32 pixels",
-                              ["split", "test images", "1-NN accuracy", "median distance test→train",
-                               "median distance train→other train"],
-                              [[split if d.split is None else f"{d.split} ({split})", str(leak["test_images"]),
-                                _f(leak["nn_accuracy"]), _f(leak["median_nn_distance_test"], 1),
-                                _f(leak["median_nn_distance_train"], 1)]]))
+        s.tables.append(_leakage_table(d, split, leak))
         if split != "subject":
             s.warnings.append(
                 f"The train/test split of {spec['source']} is not by subject (split = {split!r}). MRI slices of one "
@@ -363,19 +399,8 @@ def _data_sections(datasets: Datasets, seed: int) -> tuple[Section, Section]:
                 f"the nearest training image alone labels {leak['nn_accuracy']:.0%} of the probed test images "
                 "correctly. Test scores then measure recognition of patients already seen in training, not "
                 "generalisation to new patients; draw conclusions about synthetic images from a split by subject.")
-        fig, ax = plt.subplots(figsize=(6.0, 2.8))
-        bins = np.linspace(0, max(max(leak["distances_test"]), max(leak["distances_train"])) + 1e-9, 40)
-        ax.hist(leak["distances_train"], bins=bins, alpha=0.6, label="train → nearest other train image")
-        ax.hist(leak["distances_test"], bins=bins, alpha=0.6, label="test → nearest train image")
-        ax.set_xlabel("Euclidean pixel distance (32x32, 0-255 scale, as mriaug data audit)")
-        ax.set_ylabel("images")
-        ax.legend(fontsize=7)
         where = "" if d.split is None else f", split {d.split} of {d.splits}"
-        ax.set_title(f"Leakage{where}: how close test images are to training images", fontsize=9)
-        fig.tight_layout()
-        s.figures.append(Figure(f"leakage_{key}.png", f"Nearest-neighbour distances, {_test_name(d)}; test images "
-                                "as close to training images as training images to each other signal shared scans",
-                                png(fig)))
+        s.figures.append(_leakage_figure(key, d, leak, where))
         ex.figures.append(Figure(f"examples_{key}.png", f"Training images per class ({spec['source']}, "
                                  f"{_test_name(d)})", _examples(ds, seed, where[2:])))
     s.paragraphs.append("Image counts per class of each split (thesis Table 2.1), and a leakage check: a "
