@@ -94,6 +94,49 @@ def _current_unit(task: dict[str, Any], done: set[str], results_dir: Path) -> li
     return None
 
 
+def _results(results_dir: Path) -> tuple[set[str], list[str]]:
+    """The run ids with a valid result, and the result files that are not valid (why, each)."""
+    done, skipped = set(), []
+    for path, r in results.scan(results_dir) if results_dir.is_dir() else ():
+        if isinstance(r, results.ResultError):
+            skipped.append(str(r))
+        else:
+            done.add(path.stem)
+    return done, skipped
+
+
+def _run_state(spec: RunSpec, latest: dict[str, dict[str, Any]], done: set[str],
+               queue: dict[str, str] | None, results_dir: Path) -> RunState:
+    """One run's state: its result, else its latest task's Slurm state, failure record and log."""
+    rid, task = spec.run_id, latest.get(spec.run_id)
+    if rid in done:
+        return RunState(spec, "done", task["job_id"] if task else None)
+    if task is None:
+        return RunState(spec, "unsubmitted")
+    slurm_state = (queue or {}).get(task["job_id"])
+    fail = _read_failure(results_dir, rid)
+    current = _current_unit(task, done, results_dir) if task.get("pack") else None
+    if slurm_state in RUNNING_STATES and fail and fail.get("job_id") == task["job_id"] and task.get("pack"):
+        # A packed task goes on after a failed run: that run has failed while the task still runs.
+        return RunState(spec, "failed", task["job_id"], fail.get("stderr") or task["stderr"], fail["error"])
+    if slurm_state in RUNNING_STATES:
+        # In a packed task only the unit in training runs; the units after it wait in the task.
+        in_training = not task.get("pack") or rid in (current or [])
+        return RunState(spec, "running" if in_training else "queued", task["job_id"], task["stderr"])
+    if slurm_state is not None or queue is None:
+        # Unknown without squeue: not done yet is all we can say, so count it as queued.
+        return RunState(spec, "queued", task["job_id"], task["stderr"])
+    error: str
+    if fail:
+        error = fail["error"]
+    elif current is not None and rid not in current:
+        labels = ", ".join(latest[r]["label"] for r in current if r in latest)
+        error = f"not started: its packed task ended without a result while training {labels}"
+    else:
+        error = _last_error_line(task["stderr"]) or "ended without a result"
+    return RunState(spec, "failed", task["job_id"], (fail or {}).get("stderr") or task["stderr"], error)
+
+
 def grid_status(grid: Grid) -> GridStatus:
     """Every run's state from the results folder, squeue and the submission records."""
     results_dir = grid.results.resolve()
@@ -105,44 +148,8 @@ def grid_status(grid: Grid) -> GridStatus:
     wanted = {t["job_id"] for t in latest.values()} | ({collector["job_id"]} if collector else set())
     # squeue before the results: a task finishing in between then reads as done, never as failed.
     queue = squeue_states(wanted)
-    done, skipped = set(), []
-    for path, r in results.scan(results_dir) if results_dir.is_dir() else ():
-        if isinstance(r, results.ResultError):
-            skipped.append(str(r))
-        else:
-            done.add(path.stem)
-    runs = []
-    for spec in grid.runs:
-        rid, task = spec.run_id, latest.get(spec.run_id)
-        if rid in done:
-            runs.append(RunState(spec, "done", task["job_id"] if task else None))
-            continue
-        if task is None:
-            runs.append(RunState(spec, "unsubmitted"))
-            continue
-        slurm_state = (queue or {}).get(task["job_id"])
-        fail = _read_failure(results_dir, rid)
-        current = _current_unit(task, done, results_dir) if task.get("pack") else None
-        if slurm_state in RUNNING_STATES and fail and fail.get("job_id") == task["job_id"] and task.get("pack"):
-            # A packed task goes on after a failed run: that run has failed while the task still runs.
-            runs.append(RunState(spec, "failed", task["job_id"], fail.get("stderr") or task["stderr"], fail["error"]))
-        elif slurm_state in RUNNING_STATES:
-            # In a packed task only the unit in training runs; the units after it wait in the task.
-            in_training = not task.get("pack") or rid in (current or [])
-            runs.append(RunState(spec, "running" if in_training else "queued", task["job_id"], task["stderr"]))
-        elif slurm_state is not None or queue is None:
-            # Unknown without squeue: not done yet is all we can say, so count it as queued.
-            runs.append(RunState(spec, "queued", task["job_id"], task["stderr"]))
-        else:
-            error: str
-            if fail:
-                error = fail["error"]
-            elif current is not None and rid not in current:
-                labels = ", ".join(latest[r]["label"] for r in current if r in latest)
-                error = f"not started: its packed task ended without a result while training {labels}"
-            else:
-                error = _last_error_line(task["stderr"]) or "ended without a result"
-            runs.append(RunState(spec, "failed", task["job_id"], (fail or {}).get("stderr") or task["stderr"], error))
+    done, skipped = _results(results_dir)
+    runs = [_run_state(spec, latest, done, queue, results_dir) for spec in grid.runs]
     if collector:
         state = (queue or {}).get(collector["job_id"])
         collector["state"] = state or ("unknown" if queue is None else "ended")
