@@ -156,6 +156,37 @@ class _ProfileReader(TomlFile):
                 raise self.fail(table, "time", str(e)) from e
         return Resources(**values)
 
+    def resource_tables(self, res_doc: Any) -> tuple[Resources | None, dict[str, Resources]]:
+        """[resources.default] (None when absent) and every table of [resources], each model's or command job's
+        starting from the default's values."""
+        if not isinstance(res_doc, dict):
+            raise self.fail("", "resources", "must be a table of [resources.MODEL] tables")
+        default = (self.resources("resources.default", res_doc["default"], Resources()) if "default" in res_doc
+                   else None)
+        resources = {"default": default} if default else {}
+        for name, table in res_doc.items():
+            if name == "default":
+                continue
+            if name not in hparams.MODELS and name not in COMMAND_JOBS:
+                known = ", ".join(["default", *hparams.MODELS, *COMMAND_JOBS])
+                raise self.fail(f"resources.{name}", None, f"unknown model or job; known: {known}")
+            start = (replace(default or Resources(), runs_per_task=1) if name in COMMAND_JOBS
+                     else default or Resources())
+            resources[name] = self.resources(f"resources.{name}", table, start, runs=name not in COMMAND_JOBS)
+        return default, resources
+
+    def pass_env(self, doc: Any, export: str) -> list[str]:
+        """The environment variables `pass_env` names, which sbatch's `export` must let through."""
+        pass_env = self.string_list("", "pass_env", doc)
+        for name in pass_env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise self.fail("", "pass_env", f"{name!r} is not an environment variable name")
+        if pass_env and not export.upper().startswith("ALL"):
+            # pass_env values travel in the environment sbatch exports; NONE or a list would drop them.
+            raise self.fail("sbatch", "export", f"{export!r} would not pass {', '.join(pass_env)} (pass_env) to the "
+                            "jobs; leave export out (ALL) or start it with ALL,")
+        return pass_env
+
     def container(self, doc: Any) -> Container:
         if not isinstance(doc, dict):
             raise self.fail("container", None, "must be a table")
@@ -184,19 +215,7 @@ def load_profile(path: str | Path) -> Profile:
     r = _ProfileReader(path)
     doc = r.doc
     r.check_keys("", doc, TOP_KEYS)
-    res_doc = doc.get("resources", {})
-    if not isinstance(res_doc, dict):
-        raise r.fail("", "resources", "must be a table of [resources.MODEL] tables")
-    default = r.resources("resources.default", res_doc["default"], Resources()) if "default" in res_doc else None
-    resources = {"default": default} if default else {}
-    for name, table in res_doc.items():
-        if name == "default":
-            continue
-        if name not in hparams.MODELS and name not in COMMAND_JOBS:
-            known = ", ".join(["default", *hparams.MODELS, *COMMAND_JOBS])
-            raise r.fail(f"resources.{name}", None, f"unknown model or job; known: {known}")
-        start = replace(default or Resources(), runs_per_task=1) if name in COMMAND_JOBS else default or Resources()
-        resources[name] = r.resources(f"resources.{name}", table, start, runs=name not in COMMAND_JOBS)
+    default, resources = r.resource_tables(doc.get("resources", {}))
     base = default or Resources()
     collector = Resources(partition=base.partition, account=base.account, qos=base.qos, cpus=1, time_min=30)
     if "collector" in doc:
@@ -208,14 +227,7 @@ def load_profile(path: str | Path) -> Profile:
     if not isinstance(sbatch, dict):
         raise r.fail("", "sbatch", "must be a table of sbatch options (e.g. mail-type = \"FAIL\")")
     export = str(sbatch.get("export", "ALL"))
-    pass_env = r.string_list("", "pass_env", doc.get("pass_env", []))
-    for name in pass_env:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise r.fail("", "pass_env", f"{name!r} is not an environment variable name")
-    if pass_env and not export.upper().startswith("ALL"):
-        # pass_env values travel in the environment sbatch exports; NONE or a list would drop them.
-        raise r.fail("sbatch", "export", f"{export!r} would not pass {', '.join(pass_env)} (pass_env) to the jobs; "
-                     "leave export out (ALL) or start it with ALL,")
+    pass_env = r.pass_env(doc.get("pass_env", []), export)
     p = Profile(
         path=path, name=str(doc.get("name", path.stem)), resources=resources, collector=collector,
         setup=r.string_list("", "setup", doc.get("setup", [])),
