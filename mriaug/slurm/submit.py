@@ -100,6 +100,28 @@ class Submitted:
     collector_id: str
 
 
+def _record_tasks(a: Array, jobs: list[submitit.Job[Any]], tasks: dict[str, dict[str, Any]]) -> None:
+    """Each run of the array's tasks in `tasks`: its task's job id, label and logs."""
+    for task, job in zip(a.tasks, jobs, strict=True):
+        # A packed task's runs share its job id; "pack" (the task's units, in the order they train) lets
+        # `mriaug status` tell the unit in training from those still waiting in the task.
+        pack = [[s.run_id for s in unit] for unit in task] if a.packed else None
+        for spec in (s for unit in task for s in unit):
+            tasks[spec.run_id] = {"job_id": job.job_id, "label": spec.label, "stdout": str(job.paths.stdout),
+                                  "stderr": str(job.paths.stderr), **({"pack": pack} if pack else {})}
+
+
+def _submit_collector(p: Plan, folder: Path, workdir: Path, dependency: str, record: Path) -> submitit.Job[Any]:
+    """The job that collects the grid's tables once every array has ended."""
+    cex = executor(p.profile, p.profile.collector, folder=folder, workdir=workdir, results_dir=p.results_dir,
+                   name=f"mriaug-{p.grid.name}-collect", dependency=dependency)
+    try:
+        return cex.submit(collect_task, str(p.results_dir), [s.run_id for s in p.grid.runs])
+    except Exception as e:
+        raise SlurmError(f"submitting the collector failed: {e}; every array went in (recorded in {record}); "
+                         "collect by hand with `mriaug collect` when they end") from e
+
+
 def submit(p: Plan) -> Submitted:
     """Submit the planned arrays and the collector. The submission record is rewritten after every
     array, so tasks that went in before a failure are tracked (status sees them, resubmits skip them)."""
@@ -129,24 +151,12 @@ def submit(p: Plan) -> Submitted:
                              f"arrays already submitted: {went_in} (recorded in {record}); fix the profile "
                              "and run the same command again to submit the rest") from e
         a.job_id = jobs[0].job_id.split("_")[0]
-        for task, job in zip(a.tasks, jobs, strict=True):
-            # A packed task's runs share its job id; "pack" (the task's units, in the order they train) lets
-            # `mriaug status` tell the unit in training from those still waiting in the task.
-            pack = [[s.run_id for s in unit] for unit in task] if a.packed else None
-            for spec in (s for unit in task for s in unit):
-                tasks[spec.run_id] = {"job_id": job.job_id, "label": spec.label, "stdout": str(job.paths.stdout),
-                                      "stderr": str(job.paths.stderr), **({"pack": pack} if pack else {})}
+        _record_tasks(a, jobs, tasks)
         doc["arrays"].append({"job_id": a.job_id, "model": a.model, "runs": len(a.runs), "tasks": n,
                               "throttle": a.throttle, "resources": asdict(a.resources)})
         atomic.write_json(record, doc)
     dependency = "afterany:" + ":".join(a.job_id for a in p.arrays if a.job_id)
-    cex = executor(p.profile, p.profile.collector, folder=folder, workdir=workdir, results_dir=p.results_dir,
-                   name=f"mriaug-{p.grid.name}-collect", dependency=dependency)
-    try:
-        cjob = cex.submit(collect_task, str(p.results_dir), [s.run_id for s in p.grid.runs])
-    except Exception as e:
-        raise SlurmError(f"submitting the collector failed: {e}; every array went in (recorded in {record}); "
-                         "collect by hand with `mriaug collect` when they end") from e
+    cjob = _submit_collector(p, folder, workdir, dependency, record)
     doc["collector"] = {"job_id": cjob.job_id, "dependency": dependency, "stdout": str(cjob.paths.stdout),
                        "stderr": str(cjob.paths.stderr), "tables": str(p.results_dir / "tables")}
     atomic.write_json(record, doc)
