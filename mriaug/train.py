@@ -232,10 +232,11 @@ def record_epoch(unit: Unit, seeds: list[SeedState], epoch: int, train_loss: lis
 def _validate(unit: Unit, index: int, logits: np.ndarray, entry: dict[str, Any]) -> float:
     """Seed `index`'s validation numbers into its history `entry`; returns the loss selection scores: the
     loss that is trained, class-weighted where the training loss is."""
-    vm = classification_metrics(logits, unit.y_val, unit.ds.classes)
-    entry.update(val_ce=vm["test_ce"], val_accuracy=vm["accuracy"], val_balanced_accuracy=vm["balanced_accuracy"])
+    scores = classification_metrics(logits, unit.y_val, unit.ds.classes)
+    entry.update(val_ce=scores["test_ce"], val_accuracy=scores["accuracy"],
+                 val_balanced_accuracy=scores["balanced_accuracy"])
     if unit.class_weight is None:
-        return float(vm["test_ce"])
+        return float(scores["test_ce"])
     entry["val_loss"] = weighted_ce(logits, unit.y_val, unit.class_weight[index].cpu().numpy())
     return float(entry["val_loss"])
 
@@ -464,14 +465,14 @@ def train_epoch(unit: Unit, epoch: int, alive: torch.Tensor) -> list[float]:
     augmented = unit.images[:0]
     total = torch.zeros(n_seeds, dtype=torch.float64, device=unit.dev)  # summed on the device: no sync per step
     seen = 0
-    for i in range(0, images_this_epoch, batch_size):
-        batch_rows = rows[:, i : i + batch_size]
-        if span and i % span == 0:
-            chunk = slice(i, min(i + span, images_this_epoch))
+    for start in range(0, images_this_epoch, batch_size):
+        batch_rows, batch_keys = rows[:, start : start + batch_size], keys[:, start : start + batch_size]
+        if span and start % span == 0:
+            chunk = slice(start, min(start + span, images_this_epoch))
             augmented = augment.ahead(aug, unit.images, rows[:, chunk].flatten(), keys[:, chunk].flatten())
             augmented = augmented.view(n_seeds, -1, *image_shape)
-        xb = (augmented[:, i % span : i % span + batch_size] if span
-              else aug(unit.images.index_select(0, batch_rows.flatten()), keys[:, i : i + batch_size].flatten()))
+        xb = (augmented[:, start % span : start % span + batch_size] if span
+              else aug(unit.images.index_select(0, batch_rows.flatten()), batch_keys.flatten()))
         losses = unit.nets.losses(xb.view(*batch_rows.shape, *image_shape), unit.labels[batch_rows], unit.bf16,
                                   unit.class_weight)
         unit.optimizer.zero_grad(set_to_none=True)
