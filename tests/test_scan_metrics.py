@@ -14,7 +14,8 @@ def test_a_scan_score_from_three_hand_made_slices() -> None:
     # Scan 7 (class 0) has two slices with probabilities (0.9, 0.1) and (0.3, 0.7): mean (0.6, 0.4), right.
     # Scan 3 (class 1) has one slice (0.8, 0.2): wrong. Per image 1 of 3 right; per scan 1 of 2.
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.8, 0.2]])
-    logits = np.log(probs)
+    # Logits are log-probabilities up to a constant per image: the scores must come from softmax probabilities.
+    logits = np.log(probs) + np.array([[4.0], [-3.0], [1.0]])
     y = np.array([0, 0, 1])
     groups = np.array([7, 7, 3])
     m = scan_metrics(logits, y, groups)
