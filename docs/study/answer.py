@@ -1,6 +1,7 @@
-"""The numbers of docs/study/README.md, from the published files only (runs.csv, stats.csv, pools/*/report.json),
-through the statistics `mriaug collect` uses: `python docs/study/answer.py` prints the block the README holds between
-its `answer:start` / `answer:end` markers, and tests/test_study_published.py checks that the two agree."""
+"""The numbers of docs/study/README.md, from the published files only (runs.csv, stats.csv, tuning.csv,
+pools/*/report.json), through the statistics `mriaug collect` uses: `python docs/study/answer.py` prints the block
+the README holds between its `answer:start` / `answer:end` markers, and tests/test_study_published.py checks that
+the two agree."""
 
 from __future__ import annotations
 
@@ -16,51 +17,71 @@ from mriaug.analysis import statistics as st
 
 HERE = Path(__file__).resolve().parent
 POOLS = ("diffusion", "copy", "transform")
+# What the README reports per cell and per comparison: per image, then per whole scan.
+COMPARED = ("test_ce", "balanced_accuracy", "scan_balanced_accuracy")
 
 
 def _f(v: float, digits: int = 3) -> str:
     return "∞" if v == math.inf else "—" if v != v else f"{v:.{digits}f}"
 
 
+def _name(scenario: str, pool: str) -> str:
+    return f"scenario {scenario}" + (f" · {pool}" if pool else "")
+
+
+def _interval(r: pd.Series) -> str:
+    return f"{_f(r['median'])} [{_f(r['ci_low'])}, {_f(r['ci_high'])}]"
+
+
+def _classes(stats: pd.DataFrame) -> list[str]:
+    """The classes the runs were scored over (recall columns with values)."""
+    rec = stats[stats["metric"].str.startswith(st.RECALL) & (stats["n"] > 0)]
+    return [m.removeprefix(st.RECALL) for m in dict.fromkeys(rec["metric"])]
+
+
 def _cell_rows(stats: pd.DataFrame) -> list[str]:
+    classes = _classes(stats)
     out = ["| cell | n (failed) | median test CE [95% interval] | median balanced accuracy [95% interval] | "
-           "median Moderate recall |", "|---|---|---|---|---|"]
+           "median balanced accuracy per scan [95% interval] | " + " | ".join(f"median {c} recall" for c in classes)
+           + " |", "|---|---|---|---|---|" + "---|" * len(classes)]
     for _, r in stats[stats["metric"] == "test_ce"].iterrows():
         key = (stats["scenario"] == r["scenario"]) & (stats["pool"] == r["pool"])
-        ba = stats[key & (stats["metric"] == "balanced_accuracy")].iloc[0]
-        mod = stats[key & (stats["metric"] == "recall:Moderate_Demented")].iloc[0]
-        name = f"scenario {r['scenario']}" + (f" · {r['pool']}" if r["pool"] == r["pool"] and r["pool"] else "")
-        out.append(f"| {name} | {int(r['n'])} ({int(r['n_failed'])}) | {_f(r['median'])} [{_f(r['ci_low'])}, "
-                   f"{_f(r['ci_high'])}] | {_f(ba['median'])} [{_f(ba['ci_low'])}, {_f(ba['ci_high'])}] | "
-                   f"{_f(mod['median'])} |")
+
+        def one(metric: str, key: pd.Series = key) -> pd.Series:
+            return stats[key & (stats["metric"] == metric)].iloc[0]
+
+        out.append(f"| {_name(r['scenario'], r['pool'])} | {int(r['n'])} ({int(r['n_failed'])}) | {_interval(r)} | "
+                   f"{_interval(one('balanced_accuracy'))} | {_interval(one('scan_balanced_accuracy'))} | "
+                   + " | ".join(_f(one(st.RECALL + c)["median"]) for c in classes) + " |")
     return out
 
 
 def _versus_scenario_1(stats: pd.DataFrame) -> list[str]:
-    out = ["| scenario 3 pool | metric | median paired difference [95% interval] | p | p (Holm) | P(improvement) |",
-           "|---|---|---|---|---|---|"]
-    for metric in ("test_ce", "balanced_accuracy"):
-        s = stats[(stats["metric"] == metric) & (stats["scenario"] != "1")]
+    out = ["| cell | metric | median paired difference [95% interval] | p | p (Holm) | P(improvement) | "
+           "smallest detectable (80% power) |", "|---|---|---|---|---|---|---|"]
+    for metric in COMPARED:
+        s = stats[(stats["metric"] == metric) & (stats["scenario"] != st.BASELINE)]
         for _, r in s.iterrows():
-            out.append(f"| {r['pool']} | {metric} | {_f(r['diff_median'])} [{_f(r['diff_ci_low'])}, "
-                       f"{_f(r['diff_ci_high'])}] | {_f(r['p_wilcoxon'], 4)} | {_f(r['p_holm'], 4)} | "
-                       f"{_f(r['prob_improvement'], 2)} |")
+            out.append(f"| {_name(r['scenario'], r['pool'])} | {metric} | {_f(r['diff_median'])} "
+                       f"[{_f(r['diff_ci_low'])}, {_f(r['diff_ci_high'])}] | {_f(r['p_wilcoxon'], 4)} | "
+                       f"{_f(r['p_holm'], 4)} | {_f(r['prob_improvement'], 2)} | {_f(r['mde'])} |")
     return out
 
 
-def _values(runs: pd.DataFrame, pool: str, metric: str) -> dict[int, float]:
-    g = runs[(runs["scenario"].astype(str) == "3") & (runs["pool"] == pool)]
+def _values(runs: pd.DataFrame, scenario: str, pool: str, metric: str) -> dict[int, float]:
+    g = runs[(runs["scenario"].astype(str) == scenario) & (runs["pool"] == pool)]
     v = g[metric].astype(float).where(g["status"] != "diverged", st.worst(metric))
     return dict(zip(g["seed"].astype(int), v, strict=True))
 
 
-def diffusion_versus_controls(runs: pd.DataFrame) -> list[dict]:
-    """Scenario 3 with the diffusion pool against the same seeds with each control pool (test CE), Holm over the
-    two comparisons."""
-    rows = [{"control": c, **st.paired(_values(runs, c, "test_ce"), _values(runs, "diffusion", "test_ce"),
-                                       higher_is_better=False)} for c in ("copy", "transform")]
+def diffusion_versus_controls(runs: pd.DataFrame, metric: str = "test_ce") -> list[dict]:
+    """Scenario 3 with the diffusion pool against the same seeds with each control pool, Holm over the two
+    comparisons, each with its minimum detectable effect under that Holm."""
+    rows = [{"control": c, **st.paired(_values(runs, "3", c, metric), _values(runs, "3", "diffusion", metric),
+                                       higher_is_better=st.higher_is_better(metric))} for c in ("copy", "transform")]
     for r, p in zip(rows, st.holm([r["p_wilcoxon"] for r in rows]), strict=True):
         r["p_holm"] = p
+        r["mde"] = st.mde(r["diff_sd"], r["n"], len(rows))
     return rows
 
 
@@ -69,8 +90,6 @@ def _pool_quality() -> list[str]:
            "(classifier's recall on real held-out images) |", "|---|---|---|---|---|"]
     for pool in POOLS:
         reports = [json.loads(p.read_text()) for p in sorted((HERE / "pools" / pool).glob("split-*/report.json"))]
-        if not reports:
-            continue
         for cls in ("Mild_Demented", "Moderate_Demented"):
             per = [r["per_class"][cls] for r in reports if cls in r["per_class"]]
 
@@ -84,24 +103,42 @@ def _pool_quality() -> list[str]:
     return out
 
 
+def _tuning() -> list[str]:
+    t = pd.read_csv(HERE / "tuning.csv")
+    out = ["| configuration | runs | median validation balanced accuracy [95% interval] | median validation CE | "
+           "median selected epoch | minutes per run | chosen |", "|---|---|---|---|---|---|---|"]
+    for _, r in t.iterrows():
+        out.append(f"| {r['config']} | {int(r['runs'])} | {_f(r['val_balanced_accuracy'])} "
+                   f"[{_f(r['val_balanced_accuracy_ci_low'])}, {_f(r['val_balanced_accuracy_ci_high'])}] | "
+                   f"{_f(r['val_ce'])} | {_f(r['selected_epoch_median'], 1)} | {_f(r['minutes_per_run'], 2)} | "
+                   f"{'**yes**' if r['chosen'] else ''} |")
+    return out
+
+
+def _read(name: str) -> pd.DataFrame:
+    df = pd.read_csv(HERE / name, dtype={"scenario": str, "pool": str}, keep_default_na=False, na_values=[""])
+    df["pool"] = df["pool"].fillna("")
+    return df
+
+
 def block() -> str:
-    stats = pd.read_csv(HERE / "stats.csv", dtype={"scenario": str, "pool": str}, keep_default_na=False,
-                        na_values=[""])
-    stats["pool"] = stats["pool"].fillna("")
-    runs = pd.read_csv(HERE / "runs.csv", dtype={"scenario": str, "pool": str}, keep_default_na=False,
-                       na_values=[""])
-    runs["pool"] = runs["pool"].fillna("")
-    for col in ("median", "ci_low", "ci_high", "diff_median", "diff_ci_low", "diff_ci_high"):
+    stats, runs = _read("stats.csv"), _read("runs.csv")
+    for col in ("median", "ci_low", "ci_high", "diff_median", "diff_ci_low", "diff_ci_high", "mde"):
         stats[col] = stats[col].replace({"inf": math.inf}).astype(float)
-    lines = ["Cells (20 seeds each; seed s tested on subject split s mod 5):", "", *_cell_rows(stats), "",
-             "Scenario 3 against scenario 1, paired by seed (negative test CE / positive balanced accuracy is "
-             "better; Holm over the table's comparisons of that metric):", "", *_versus_scenario_1(stats), "",
+    k = len(_classes(stats))
+    lines = ["The search (validation parts only; `tuning.csv`):", "", *_tuning(), "",
+             f"Cells (20 seeds each; seed s tested on subject split s mod 5; {k} classes, so chance balanced "
+             f"accuracy is {_f(1 / k)}, and so is a majority-class guess's):", "", *_cell_rows(stats), "",
+             "Each cell against scenario 1, paired by seed (negative test CE / positive balanced accuracy is better; "
+             "Holm over the table's comparisons of that metric; the last column is the minimum detectable effect, "
+             "`mde` in stats.csv):", "", *_versus_scenario_1(stats), "",
              "Diffusion against each control, scenario 3, paired by seed (test CE, diffusion minus control; Holm over "
              "the two):", "", "| control | median paired difference [95% interval] | p | p (Holm) | "
-             "P(diffusion better) |", "|---|---|---|---|---|"]
+             "P(diffusion better) | smallest detectable (80% power) |", "|---|---|---|---|---|---|"]
     for r in diffusion_versus_controls(runs):
         lines.append(f"| {r['control']} | {_f(r['diff_median'])} [{_f(r['diff_ci_low'])}, {_f(r['diff_ci_high'])}] | "
-                     f"{_f(r['p_wilcoxon'], 4)} | {_f(r['p_holm'], 4)} | {_f(r['prob_improvement'], 2)} |")
+                     f"{_f(r['p_wilcoxon'], 4)} | {_f(r['p_holm'], 4)} | {_f(r['prob_improvement'], 2)} | "
+                     f"{_f(r['mde'])} |")
     lines += ["", "Pool quality (median over the 5 splits; `mriaug synth report`):", "", *_pool_quality()]
     return "\n".join(lines) + "\n"
 
