@@ -11,6 +11,7 @@ results folder, so one table), scenario 7 (+50%) with the diffusion pool.
 from __future__ import annotations
 
 import sys
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -50,8 +51,6 @@ def main(tuning: str, out: str = "jobs/study-cpu.toml") -> None:
         raise SystemExit(f"{tuning}: {len(chosen)} rows are chosen, expected exactly one")
     config = str(chosen.iloc[0]["config"])
     text = (Path("jobs/study-tune") / f"{config.split('+')[0]}.toml").read_text()
-    import tomllib
-
     grid = tomllib.loads(text)
     tables = text[text.index("[data]"):]  # the [data] and [model.cnn] tables, as the search ran them
     pools = {"diffusion": "pools/study-cpu-diffusion", "copy": "pools/study-cpu-copy",
