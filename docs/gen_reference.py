@@ -85,7 +85,7 @@ GRID_MEANING = {
 
 
 def grid_keys() -> dict[str, Key]:
-    from mriaug import augment, data, grid, hparams, spec
+    from mriaug import augmentations, data, grid, hparams, spec
 
     _check("grid keys", GRID_MEANING, set(grid.TOP_KEYS))
     fields = _defaults(grid.Grid)
@@ -96,7 +96,7 @@ def grid_keys() -> dict[str, Key]:
         "seeds": ("integer, list or table", "`20`"),
         "models": ("list of strings", f"`{toml(list(hparams.MODELS))}`"),
         "scenarios": ("list of strings", "`[\"1\", \"2\", \"3\", \"4\"]`"),
-        "augmentations": ("list of strings", f"`{toml(list(augment.AUGMENTATIONS))}`"),
+        "augmentations": ("list of strings", f"`{toml(list(augmentations.NAMES))}`"),
         "pool": ("string, list or table", "(none)"),
         "save_weights": ("boolean", "`false`"),
         "data": ("string or table", f"`{toml(data.DEFAULT_SOURCE)}`"),

@@ -36,8 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import batches
-from .errors import SettingError
+from . import augmentations, batches
 
 if TYPE_CHECKING:
     import torch
@@ -548,8 +547,8 @@ def _autoaug(x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 AUGMENTATIONS: dict[str, Augment] = {"none": _none, "hflip": _hflip, "autoaugment": _autoaug}
-# Column headers of the thesis tables.
-LABELS = {"none": "No Augmentation", "hflip": "Random Horizontal Augment", "autoaugment": "AutoAugment"}
+# The plan names the policies (`augmentations.NAMES`); every name has its implementation here, in that order.
+assert tuple(AUGMENTATIONS) == augmentations.NAMES, "augment.AUGMENTATIONS and augmentations.NAMES differ"
 
 
 # Pixels per call when a whole epoch is augmented ahead of its steps: large enough that the per-call cost of the
@@ -604,7 +603,4 @@ def clear_caches() -> None:
 
 
 def get(name: str) -> Augment:
-    try:
-        return AUGMENTATIONS[name]
-    except KeyError:
-        raise SettingError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENTATIONS)}") from None
+    return AUGMENTATIONS[augmentations.check(name)]

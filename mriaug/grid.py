@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import augment, checks, hparams, ids, pools, scenarios, splits
+from . import augmentations, checks, hparams, ids, pools, scenarios, splits
 from .data import DataSpec
 from .errors import DataError, GridError, PoolError, SettingError
 from .hparams import HParamError, HParams
@@ -95,7 +95,7 @@ def make_spec(model: str, scenario: scenarios.Scenario, augmentation: str, seed:
              data: DataSpec | None = None, pool: str | None = None, *, budget: str = "epochs",
              select: str = "last", pool_label: str | None = None) -> RunSpec:
     """A run as planned now: a run that draws from a pool records what the pool holds at this moment."""
-    augment.get(augmentation)
+    augmentations.check(augmentation)
     checks.seed(seed, "seed")
     data = data or DataSpec()
     check_training(budget, select, data, "--")
@@ -305,10 +305,10 @@ def _models(r: _Reader) -> tuple[list[str], dict[str, HParams], dict[str, int]]:
 
 
 def _augmentations(r: _Reader) -> list[str]:
-    augs = _list(r, "augmentations", list(augment.AUGMENTATIONS))
+    augs = _list(r, "augmentations", list(augmentations.NAMES))
     for a in augs:
-        if a not in augment.AUGMENTATIONS:
-            raise r.fail("", "augmentations", f"unknown augmentation {a!r}; known: {', '.join(augment.AUGMENTATIONS)}")
+        if a not in augmentations.NAMES:
+            raise r.fail("", "augmentations", f"unknown augmentation {a!r}; known: {', '.join(augmentations.NAMES)}")
     return augs
 
 

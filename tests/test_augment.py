@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from mriaug import augment, batches, data, scenarios
+from mriaug import augment, augmentations, batches, data, scenarios
 from mriaug.data import DataSpec, load
 from mriaug.errors import SettingError
 from mriaug.grid import make_spec
@@ -498,7 +498,7 @@ def test_autoaugment_differs_per_image(phantom_images: torch.Tensor) -> None:
 def test_unknown_augmentation_is_named() -> None:
     with pytest.raises(SettingError, match=r"unknown augmentation 'vflip'; known: none, hflip, autoaugment"):
         augment.get("vflip")
-    assert set(augment.LABELS) == set(augment.AUGMENTATIONS)
+    assert set(augmentations.LABELS) == set(augmentations.NAMES) == set(augment.AUGMENTATIONS)
 
 
 def _digest(img: np.ndarray) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import atomic, augment, envlock, hparams, results, splits
+from .. import atomic, augmentations, envlock, hparams, results, splits
 from ..classes import CLASSES
 from ..data import HUB_REVISIONS
 from ..errors import ResultError
@@ -131,7 +131,7 @@ class Collected:
     def augmentations(self, name: str) -> list[str]:
         """The augmentations a table has runs of, in the thesis's order."""
         present = set(self.runs.loc[self.runs["table"] == name, "augmentation"])
-        return [a for a in augment.AUGMENTATIONS if a in present] + sorted(present - set(augment.AUGMENTATIONS))
+        return [a for a in augmentations.NAMES if a in present] + sorted(present - set(augmentations.NAMES))
 
     def _cells(self, name: str, metric: str) -> dict[tuple[str, str, str], dict[str, Any]]:
         s = self.stats(metric)
@@ -144,7 +144,7 @@ class Collected:
         augs = self.augmentations(name)
         data = [[texts.get((scen, pool, aug), empty) for aug in augs] for _, scen, pool in self.rows(name)]
         t = pd.DataFrame(data, index=[label for label, _, _ in self.rows(name)],
-                         columns=[augment.LABELS.get(a, a) for a in augs])
+                         columns=[augmentations.LABELS.get(a, a) for a in augs])
         t.index.name = "scenario"
         return t
 
@@ -172,7 +172,7 @@ class Collected:
         m = self.metric(metric)
         df = self.runs[self.runs["table"] == name]
         scens = _scenario_order(set(df["scenario"]))
-        idx = pd.MultiIndex.from_product([scens, list(augment.AUGMENTATIONS)], names=["scenario", "augmentation"])
+        idx = pd.MultiIndex.from_product([scens, list(augmentations.NAMES)], names=["scenario", "augmentation"])
         g = df.groupby(["scenario", "augmentation"])[m].agg(["median", "count"])
         return g.reindex(idx).fillna({"count": 0}).astype({"count": int})
 
@@ -235,7 +235,7 @@ class Collected:
         for (scen, pool, aug), r in self._cells(name, "test_ce").items():
             texts[(scen, pool, aug)] = f"{fmt(r['median'])} / {fmt(th.get((scen, aug)))} (n={r['n']})"
         empty = {(scen, pool, aug): f"— / {fmt(th.get((scen, aug)))} (n=0)"
-                 for _, scen, pool in self.rows(name) for aug in augment.AUGMENTATIONS}
+                 for _, scen, pool in self.rows(name) for aug in augmentations.NAMES}
         return self._shape(name, {**empty, **texts}, "— / — (n=0)")
 
     def box_values(self, name: str, metric: str = "test_ce") -> dict[tuple[str, str, str], list[float]]:
@@ -326,7 +326,7 @@ class Collected:
                 pos = i + (j - (len(augs) - 1) / 2) * width
                 if self._draw_box(ax, vals, pos, width, f"C{j}", ceiling):
                     any_inf = True
-            ax.plot([], [], "s", color=f"C{j}", alpha=0.5, label=augment.LABELS.get(aug, aug))
+            ax.plot([], [], "s", color=f"C{j}", alpha=0.5, label=augmentations.LABELS.get(aug, aug))
         failed = [int(((df.scenario == scen) & (df.pool == pool) & (df.status == "diverged")).sum())
                   for _, scen, pool in rows]
         self._label_axes(ax, name, m, rows, failed, ceiling if any_inf else None)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import atomic, audit, augment, batches, pools, results
+from .. import atomic, audit, augment, augmentations, batches, pools, results
 from .. import data as data_mod
 from ..classes import CLASSES, class_index
 from . import collect, statistics
@@ -104,7 +104,7 @@ DIFF_METRICS = ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece", "
 
 def _label(scen: str, pool: str, aug: str) -> str:
     """A comparison's name as the tables name its row and column: scenario, pool, augmentation."""
-    return " · ".join([f"Scenario {scen}", *([pool] if pool else []), augment.LABELS.get(aug, aug)])
+    return " · ".join([f"Scenario {scen}", *([pool] if pool else []), augmentations.LABELS.get(aug, aug)])
 
 
 def _stats_sections(c: collect.Collected) -> tuple[Section, Section]:
@@ -194,7 +194,7 @@ def _recall_table(c: collect.Collected, name: str) -> Table | None:
                 s = c.stats(statistics.RECALL + cls)
                 r = s[(s["table"] == name) & (s["scenario"] == scen) & (s["pool"] == pool) & (s["augmentation"] == aug)]
                 cells.append(_f(r.iloc[0]["median"]) if len(r) else "—")
-            rows.append([f"{label} · {augment.LABELS.get(aug, aug)}", *cells])
+            rows.append([f"{label} · {augmentations.LABELS.get(aug, aug)}", *cells])
     return Table(f"{name}: median recall per class", ["cell", *classes], rows) if rows else None
 
 
@@ -235,7 +235,7 @@ def _forest(d: pd.DataFrame, name: str) -> Figure | None:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.32 * len(d)))
-    augs = list(augment.AUGMENTATIONS)
+    augs = list(augmentations.NAMES)
     labels = []
     for i, (_, r) in enumerate(d.iterrows()):
         y = len(d) - 1 - i  # the first row of the table at the top
@@ -435,7 +435,7 @@ def _augment_section(datasets: Datasets, seed: int, used: Sequence[str]) -> Sect
     import torch
 
     s = Section("augmentations", "Augmentation examples")
-    policies = [a for a in augment.AUGMENTATIONS if a != "none" and a in set(used)]
+    policies = [a for a in augmentations.NAMES if a != "none" and a in set(used)]
     if datasets and not policies:
         s.paragraphs.append("The runs in this folder use no augmentation policy (none): nothing to show.")
         return s

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .. import augment
+from .. import augmentations
 from ..classes import CLASSES, class_index
 from ..errors import SettingError, UnknownClassError
 
@@ -364,7 +364,7 @@ def stats_table(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
         out.loc[idx, "mde"] = [mde(float(sd), int(k), tested) if pd.notna(k) else math.nan
                                for sd, k in zip(out.loc[idx, "_sd"], out.loc[idx, "n_pairs"], strict=True)]
     out = out.drop(columns="_sd")
-    aug_order = {a: i for i, a in enumerate(augment.AUGMENTATIONS)}
+    aug_order = {a: i for i, a in enumerate(augmentations.NAMES)}
     sort_keys = [(str(t), aug_order.get(str(a), 99), str(a), scenario_key(str(s)), str(p))
                  for t, a, s, p in zip(out["table"], out["augmentation"], out["scenario"], out["pool"], strict=True)]
     order = sorted(range(len(out)), key=sort_keys.__getitem__)
