@@ -21,8 +21,9 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import v2
 
-from mriaug import augment, batches, data
-from mriaug.train import to_device_uint8
+from mriaug.data import sources as data
+from mriaug.engine import augment, batches
+from mriaug.engine.train import to_device_uint8
 
 
 def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

@@ -10,7 +10,7 @@ import os
 import tempfile
 import time
 
-from mriaug import data
+from mriaug.data import sources as data
 
 
 def main() -> None:

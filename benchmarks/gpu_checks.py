@@ -19,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from mriaug import augment, batches, data, hparams, scenarios, train  # noqa: E402
-from mriaug.grid import make_spec  # noqa: E402
+from mriaug.data import sources as data
+from mriaug.engine import augment, batches, train
+from mriaug.plan import hparams, scenarios
+from mriaug.plan.grid import make_spec
 
 
 def kernels(fn: object, *args: torch.Tensor) -> int:

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from mriaug import hparams, models  # noqa: E402
+from mriaug.engine import models
+from mriaug.plan import hparams
 
 H100_BF16_DENSE = 989e12  # FLOP/s, H100 SXM, dense bf16 tensor cores (NVIDIA data sheet)
 N_TRAIN, N_TEST = 5120, 1280

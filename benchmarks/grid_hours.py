@@ -33,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from mriaug import data, hparams, scenarios, train  # noqa: E402
-from mriaug.grid import make_spec  # noqa: E402
+from mriaug.data import sources as data
+from mriaug.engine import train
+from mriaug.plan import hparams, scenarios
+from mriaug.plan.grid import make_spec
 
 N_TRAIN = 5120  # the dataset's training split; scenario sizes below are the thesis's
 SCENARIO_IMAGES = {"1": 5120, "2": 4096, "3": 5120 + 145 + 10, "4": 4096 + 145 + 10}

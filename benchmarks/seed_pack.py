@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _specs(a: argparse.Namespace) -> list:
-    from mriaug import hparams, scenarios
-    from mriaug.data import DataSpec
-    from mriaug.grid import make_spec
+    from mriaug.data.sources import DataSpec
+    from mriaug.plan import hparams, scenarios
+    from mriaug.plan.grid import make_spec
 
     opts: dict = {"n_train": 5120, "n_test": 256, "size": a.size} if a.data == "phantom" else {"size": a.size}
     if a.subject:
@@ -47,7 +47,7 @@ def _specs(a: argparse.Namespace) -> list:
 
 def child(a: argparse.Namespace) -> None:
     """One measurement: a warm-up run (imports, caches), then the separate run or the pack; prints JSON."""
-    from mriaug import train
+    from mriaug.engine import train
 
     specs = _specs(a)
     quiet = lambda m: None  # noqa: E731

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from mriaug import results
+from mriaug.store import results
 
 METRICS = ("test_ce", "accuracy", "balanced_accuracy")
 RESAMPLES = 10_000

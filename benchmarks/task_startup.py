@@ -26,7 +26,7 @@ import json, sys, time
 t = {"start": time.time()}
 import torch
 from mriaug import data as data_mod, models, pools, train, hparams
-from mriaug.runtime import pick_device
+from mriaug.engine.runtime import pick_device
 t["import"] = time.time()
 dev = pick_device(None)
 torch.zeros(1, device=dev).sum().item()

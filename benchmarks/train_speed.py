@@ -4,7 +4,7 @@ Reference: the textbook loop — a map-style Dataset that turns each PIL image i
 (AutoAugment on PIL, ToTensor, Normalize), a DataLoader, fp32. mriaug: `train.run_unit` (uint8 tensors
 on the device, batched augmentation on the device keyed per image, bf16 autocast, channels_last on the CPU,
 one host sync per epoch; `MRIAUG_COMPILE=1` / `MRIAUG_CHANNELS_LAST=0|1` in the environment try the speed
-settings of `mriaug.speed`).
+settings of `mriaug.engine.speed`).
 
     .venv/bin/python benchmarks/train_speed.py [--data ../shared/data/alzheimer_mri] [--models cnn,resnet18]
 """
@@ -22,11 +22,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from mriaug import data, models, scenarios
-from mriaug.grid import make_spec
-from mriaug.hparams import HParams
-from mriaug.hparams import resolve as model_hparams
-from mriaug.train import run_unit
+from mriaug.data import sources as data
+from mriaug.engine import models
+from mriaug.engine.train import run_unit
+from mriaug.plan import scenarios
+from mriaug.plan.grid import make_spec
+from mriaug.plan.hparams import HParams
+from mriaug.plan.hparams import resolve as model_hparams
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -87,7 +89,7 @@ def main() -> None:
     n = int(sum(scenarios.round_half_up(frac * c) for c in ds.counts("train").values()))
     print(f"data {args.data}: {n} training images/measurement, aug={args.aug}, threads={torch.get_num_threads()}, "
           f"device={'cuda' if torch.cuda.is_available() else 'cpu'}")
-    from mriaug.runtime import autocast_bf16, cpu_bf16_native
+    from mriaug.engine.runtime import autocast_bf16, cpu_bf16_native
 
     name_line = next((ln for ln in open("/proc/cpuinfo").read().splitlines() if ln.startswith("model name")), "?")
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")

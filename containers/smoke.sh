@@ -5,7 +5,7 @@
 set -eu
 SRC="${1:-/opt/mriaug}"
 PY=/opt/venv/bin/python
-$PY -c "import mriaug, mriaug.slurm, mriaug.train, mriaug.synth, submitit, timm, torch, torchvision, datasets, cv2
+$PY -c "import mriaug, mriaug.slurm, mriaug.engine.train, mriaug.generators.synth, submitit, timm, torch, torchvision, datasets, cv2
 print('mriaug', mriaug.__version__, 'torch', torch.__version__, 'CUDA', torch.version.cuda)"
 /opt/venv/bin/mriaug --help > /dev/null
 $PY -m mriaug.envlock check "$SRC/requirements/runtime.txt"

@@ -59,7 +59,7 @@ def _check(what: str, meanings: dict[str, Any], accepted: set[str]) -> None:
                          f"{sorted(missing)}; meanings here for keys it does not accept: {sorted(extra)}")
 
 
-# --- grid files (mriaug/grid.py) -------------------------------------------------------------------------------
+# --- grid files (mriaug/plan/grid.py) -------------------------------------------------------------------------------
 
 GRID_MEANING = {
     "name": "the grid's name in messages and tables",
@@ -85,7 +85,8 @@ GRID_MEANING = {
 
 
 def grid_keys() -> dict[str, Key]:
-    from mriaug import augmentations, data, grid, hparams, spec
+    from mriaug.data import sources as data
+    from mriaug.plan import augmentations, grid, hparams, spec
 
     _check("grid keys", GRID_MEANING, set(grid.TOP_KEYS))
     fields = _defaults(grid.Grid)
@@ -129,7 +130,7 @@ HPARAM_MEANING = {
 
 
 def model_keys() -> list[list[str]]:
-    from mriaug import grid, hparams
+    from mriaug.plan import grid, hparams
 
     accepted = set(hparams.KEYS) | {"pack_seeds"}
     _check("[model.NAME] keys", HPARAM_MEANING, accepted)
@@ -158,7 +159,7 @@ DATA_MEANING = {
     "size": "side of the images in pixels (the phantom draws them at it; other sources are resized to it)",
     "seed": "the phantom's seed",
     "slices": "consecutive slices per phantom subject (its scans)",
-    "revision": "the hub commit, branch or tag to read (default: the pin in `mriaug/data.py: HUB_REVISIONS`)",
+    "revision": "the hub commit, branch or tag to read (default: the pin in `mriaug/data/sources.py: HUB_REVISIONS`)",
     "classes": "the class names the source holds, when it holds fewer than the four",
     "class_map": "`{\"FOLDER\" = \"CLASS\"}` for image folders whose names are not a known spelling",
     "split": "`\"given\"`: the source's own train/test split (the thesis's); `\"subject\"`: scan groups "
@@ -178,7 +179,8 @@ DATA_MEANING = {
 
 
 def data_keys() -> list[list[str]]:
-    from mriaug import data, splits
+    from mriaug.data import sources as data
+    from mriaug.data import splits
 
     accepted = set().union(*data.OPTIONS.values()) | {"source"}
     _check("[data] options", DATA_MEANING, accepted)
@@ -210,7 +212,7 @@ SCENARIO_MEANING = {
 
 
 def scenario_keys() -> list[list[str]]:
-    from mriaug import scenarios
+    from mriaug.plan import scenarios
 
     params = inspect.signature(scenarios.custom).parameters
     accepted = {p for p in params if p != "name"}
@@ -220,8 +222,8 @@ def scenario_keys() -> list[list[str]]:
 
 
 def scenario_presets() -> list[list[str]]:
-    from mriaug import scenarios
-    from mriaug.classes import CLASSES
+    from mriaug.data.classes import CLASSES
+    from mriaug.plan import scenarios
 
     def per_class(fractions: tuple[float, ...]) -> str:
         if len(set(fractions)) == 1:
@@ -308,7 +310,7 @@ def resource_keys() -> list[list[str]]:
 
 
 def resource_tables() -> list[list[str]]:
-    from mriaug import hparams
+    from mriaug.plan import hparams
     from mriaug.slurm import profile
 
     rows = [["`[resources.default]`", "every model and job without a table of its own"]]
@@ -413,7 +415,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def render(name: str) -> str:
-    from mriaug import hparams
+    from mriaug.plan import hparams
 
     if name == "grid":
         return table(["key", "type", "default", "meaning"],

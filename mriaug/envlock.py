@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import atomic
+from .store import atomic
 
 STAMP_NAME = "mriaug-lock.json"
 # Installed but never in a lock: the installer itself, and mriaug (installed from the checkout, --no-deps).

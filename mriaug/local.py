@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from . import locks, runtime
-from .spec import RunSpec
+from .engine import runtime
+from .plan.spec import RunSpec
+from .store import locks
 
 if TYPE_CHECKING:
-    from .results import RunResult
+    from .store.results import RunResult
 
 Log = Callable[[str], None]
 Unit = list[RunSpec]
@@ -35,7 +36,7 @@ def train_unit(unit: Unit, results_dir: str | Path, *, device: str | None = None
     """Train a unit under its run locks and return its runs' results in order (read back where they exist).
     A run another live process holds is waited for, or with wait=False raises `locks.Busy`. The one call
     the local scheduler and the Slurm tasks make into the engine (torch is imported here, not before)."""
-    from . import train
+    from .engine import train
 
     return train.run_unit(unit, results_dir, device=device, save_weights=save_weights, log=log or train.log_to_stderr,
                           wait=wait)
@@ -89,7 +90,7 @@ class Worker:
     def run(self, units: list[Unit]) -> None:
         """Train every unit that no other worker trains, then wait for those the others hold (their results
         are then read back, or trained here if a worker died with them)."""
-        from . import pools
+        from .data import pools
 
         me = self.workers / f"{socket.gethostname()}-{os.getpid()}.lock"
         pending, told = list(units), False

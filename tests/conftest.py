@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mriaug import data, synth
-from mriaug.data import DataSpec
-from mriaug.hparams import resolve as model_hparams
+from mriaug.data import sources as data
+from mriaug.data.sources import DataSpec
+from mriaug.generators import synth
+from mriaug.plan.hparams import resolve as model_hparams
 from tests.slurm_helpers import ROOT
 
 # The real dataset beside the checkout (../shared/data); MRIAUG_REAL_DATA points elsewhere (the test of the

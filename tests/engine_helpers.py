@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mriaug import results, train
-from mriaug.spec import RunSpec
+from mriaug.engine import train
+from mriaug.plan.spec import RunSpec
+from mriaug.store import results
 
 
 def train_one(spec: RunSpec, results_dir: str | Path, **kw: Any) -> results.RunResult:

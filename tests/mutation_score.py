@@ -45,7 +45,7 @@ SCOPE = {
                                "_recall_table", "_baselines", "_methods_section", "nearest_neighbour_leakage"},
 }
 # Log lines only (their numbers are in the result files the tests read).
-NOT_SCORED = {"mriaug.train": {"_stderr"}, "mriaug.seedpack": {"_stderr"}}
+NOT_SCORED = {"mriaug.engine.train": {"_stderr"}, "mriaug.engine.seedpack": {"_stderr"}}
 KILLED = {"killed", "timeout", "caught by type check"}
 NOT_RUN = {"not checked"}
 NAME = re.compile(r"^(?P<module>[\w.]+?)\.x(?:_|ǁ(?P<cls>\w+)ǁ)(?P<function>\w+?)__mutmut_\d+$")
@@ -55,25 +55,25 @@ NAME = re.compile(r"^(?P<module>[\w.]+?)\.x(?:_|ǁ(?P<cls>\w+)ǁ)(?P<function>\w
 NOT_NETWORKS = "not (test_resume_after_interruption_gives_identical_metrics and (resnet18 or vit))"
 BY_HAND = "by_hand or token_details or spend_before or per_token or booked or settings or defaults"
 MODULES: dict[str, tuple[list[str], list[str]]] = {
-    "train": (["mriaug/train.py"], ["tests/test_train.py", "-k", NOT_NETWORKS]),
-    "seedpack": (["mriaug/seedpack.py"], ["tests/test_seedpack.py"]),
-    "batches": (["mriaug/batches.py"], ["tests/test_batches.py"]),
-    "audit": (["mriaug/audit.py"], ["tests/test_audit.py"]),
-    "locks": (["mriaug/locks.py", "mriaug/results.py"], ["tests/test_locks.py", "tests/test_results.py"]),
+    "train": (["mriaug/engine/train.py"], ["tests/test_train.py", "-k", NOT_NETWORKS]),
+    "seedpack": (["mriaug/engine/seedpack.py"], ["tests/test_seedpack.py"]),
+    "batches": (["mriaug/engine/batches.py"], ["tests/test_batches.py"]),
+    "audit": (["mriaug/data/audit.py"], ["tests/test_audit.py"]),
+    "locks": (["mriaug/store/locks.py", "mriaug/store/results.py"], ["tests/test_locks.py", "tests/test_results.py"]),
     "cam": (["mriaug/analysis/cam.py"], ["tests/test_cam.py"]),
     "openai": (["mriaug/generators/openai_api.py"], ["tests/test_openai_api.py", "-k", BY_HAND]),
     "statistics": (["mriaug/analysis/statistics.py"], ["tests/test_statistics.py"]),
     "collect": (["mriaug/analysis/collect.py"], ["tests/test_collect.py", "-k",
                                                  "not test_written_long_table_holds_the_numbers"]),
     # Without the real data's audit, a trained feature CNN on the phantom, or a study (minutes per mutant).
-    "splits": (["mriaug/splits.py"], ["tests/test_splits.py", "-k", "not real_data_audit"]),
+    "splits": (["mriaug/data/splits.py"], ["tests/test_splits.py", "-k", "not real_data_audit"]),
     "fidelity": (["mriaug/analysis/fidelity.py"], ["tests/test_fidelity.py", "-k",
                                                    "not (kid_sees or feature_net_is_cached)"]),
     "pool_report": (["mriaug/analysis/pool_report.py"], ["tests/test_pool_report.py", "-k", "by_hand or ssim"]),
     "report": (["mriaug/analysis/report.py"], ["tests/test_report.py", "-k", "by_hand"]),
     # Its tests by hand, the seed packs (Stacked) and the one-seed runs that predict in batches, save weights,
     # select by validation and resume (Single), without the real networks' resume.
-    "nets": (["mriaug/nets.py"], ["tests/test_nets.py", "tests/test_seedpack.py", "tests/test_train.py", "-k",
+    "nets": (["mriaug/engine/nets.py"], ["tests/test_nets.py", "tests/test_seedpack.py", "tests/test_train.py", "-k",
                                   "test_nets or test_seedpack or ((predict_in_batches or saved_weights or best_val"
                                   f" or resume) and {NOT_NETWORKS})"]),
 }

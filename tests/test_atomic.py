@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mriaug import atomic
+from mriaug.store import atomic
 
 
 def test_written_files_follow_the_umask_not_owner_only(tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 def test_ids_are_a_hash_of_the_content_whatever_the_key_order() -> None:
-    from mriaug import ids
+    from mriaug.store import ids
 
     # Known answers: the SHA-256 of '{"a":"x","b":[1,2]}'; changing how ids are made would retrain every run.
     assert ids.content_hash({"b": [1, 2], "a": "x"}) == "721ef82f2d6c0997"

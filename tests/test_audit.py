@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mriaug import audit
-from mriaug.data import Dataset
+from mriaug.data import audit
+from mriaug.data.sources import Dataset
 
 # 1x2-pixel images: the pixels are the features. Train rows 1 and 4 are validation.
 TRAIN_X = np.array([[[0, 0]], [[0, 3]], [[10, 0]], [[10, 4]], [[20, 0]], [[30, 0]]], np.uint8)

@@ -1,4 +1,4 @@
-"""`mriaug/augment.py`: batched AutoAugment against torchvision's per-image AutoAugment(IMAGENET), the fixed op
+"""`mriaug/engine/augment.py`: batched AutoAugment against torchvision's per-image AutoAugment(IMAGENET), the fixed op
 count, and augmentation by behaviour (hflip, AutoAugment, never the test set)."""
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from mriaug import augment, augmentations, batches, data, scenarios
-from mriaug.data import DataSpec, load
+from mriaug.data import sources as data
+from mriaug.data.sources import DataSpec, load
+from mriaug.engine import augment, batches
 from mriaug.errors import SettingError
-from mriaug.grid import make_spec
+from mriaug.plan import augmentations, scenarios
+from mriaug.plan.grid import make_spec
 from tests.conftest import tiny_hparams
 from tests.engine_helpers import train_one as execute
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mriaug import augment, batches, scenarios
-from mriaug import data as data_mod
-from mriaug.data import DataSpec
+from mriaug.data import sources as data_mod
+from mriaug.data.sources import DataSpec
+from mriaug.engine import augment, batches
+from mriaug.plan import scenarios
 
 
 def test_tensor_hash_is_splitmix64() -> None:

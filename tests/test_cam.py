@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from mriaug import models, results
 from mriaug.analysis import cam
 from mriaug.cli import app
-from mriaug.hparams import resolve
+from mriaug.engine import models
+from mriaug.plan.hparams import resolve
+from mriaug.store import results
 
 SIDE = 32
 REGION = (slice(2, 14), slice(2, 14))  # the top-left 12x12 square holds every class's signal

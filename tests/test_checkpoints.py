@@ -1,4 +1,4 @@
-"""`mriaug.checkpoints.Store` by hand: a unit's one checkpoint file saved when due (or when told to stop), loaded
+"""`mriaug.engine.checkpoints.Store` by hand: a unit's one checkpoint file saved when due (or when told to stop), loaded
 only when made from the same identity, set aside otherwise; the CPU thread count it started with restored."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mriaug import checkpoints
+from mriaug.engine import checkpoints
 
 CPU = torch.device("cpu")
 

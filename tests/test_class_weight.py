@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mriaug import hparams, nets, scenarios, speed
-from mriaug.data import DataSpec
+from mriaug.data.sources import DataSpec
+from mriaug.engine import nets, speed
+from mriaug.engine.metrics import weighted_ce
+from mriaug.engine.train import class_weights
 from mriaug.errors import SettingError
-from mriaug.grid import make_spec
-from mriaug.metrics import weighted_ce
-from mriaug.train import class_weights
+from mriaug.plan import hparams, scenarios
+from mriaug.plan.grid import make_spec
 from tests.conftest import tiny_hparams
 from tests.engine_helpers import train_one as execute
 

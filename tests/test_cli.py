@@ -9,9 +9,10 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from mriaug import data, grid
 from mriaug.cli import app
+from mriaug.data import sources as data
 from mriaug.errors import EXIT_BUG, EXIT_USER
+from mriaug.plan import grid
 from tests.slurm_helpers import write_grid
 
 runner = CliRunner()

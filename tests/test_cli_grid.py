@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import data, grid, results
 from mriaug.cli import app
+from mriaug.data import sources as data
+from mriaug.plan import grid
+from mriaug.store import results
 from tests.conftest import finish, mriaug_process
 from tests.slurm_helpers import write_grid
 
@@ -127,15 +129,17 @@ class _Seen:
 
 
 def _specs(phantom_spec: data.DataSpec, n: int) -> list:
-    from mriaug import hparams
-    from mriaug.scenarios import SCENARIOS
+    from mriaug.plan import hparams
+    from mriaug.plan.scenarios import SCENARIOS
 
     return [grid.make_spec("cnn", SCENARIOS["1"], "none", s, hparams.thesis("cnn"), phantom_spec) for s in range(n)]
 
 
 def test_a_worker_comes_back_to_units_other_workers_held(tmp_path: Path, phantom_spec: data.DataSpec,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from mriaug import local, locks, runtime
+    from mriaug import local
+    from mriaug.engine import runtime
+    from mriaug.store import locks
 
     a, b, c = _specs(phantom_spec, 3)
     held_once = {b.run_id}
@@ -162,7 +166,8 @@ def test_a_worker_comes_back_to_units_other_workers_held(tmp_path: Path, phantom
 
 def test_a_worker_whose_units_are_all_held_sleeps_between_visits(tmp_path: Path, phantom_spec: data.DataSpec,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from mriaug import local, locks
+    from mriaug import local
+    from mriaug.store import locks
 
     (a,) = _specs(phantom_spec, 1)
     tries = iter([True, True, False])
@@ -198,7 +203,8 @@ def test_a_failing_unit_is_named_in_the_error(tmp_path: Path, phantom_spec: data
 
 def test_one_door_sends_a_run_and_a_seed_pack_to_the_engine(tmp_path: Path, phantom_spec: data.DataSpec,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from mriaug import local, train
+    from mriaug import local
+    from mriaug.engine import train
 
     a, b = _specs(phantom_spec, 2)
     calls: list[tuple[list[int], bool]] = []

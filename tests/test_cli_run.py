@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import results
 from mriaug.cli import app
+from mriaug.store import results
 from tests.conftest import strict_json
 
 runner = CliRunner()

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import grid as grid_mod
-from mriaug import results, slurm
+from mriaug import slurm
 from mriaug.cli import app
+from mriaug.plan import grid as grid_mod
+from mriaug.store import results
 from tests.slurm_helpers import ROOT, diagnostics, ensure_cluster, squeue, wait_for, write_grid
 
 pytestmark = pytest.mark.slurm
@@ -187,8 +188,8 @@ def test_pool_generation_and_diffusion_training_as_slurm_jobs(tmp_path: Path) ->
         wait_for(lambda j=job_id: not re.search(rf"^{j}\b", squeue(), re.MULTILINE), 240, f"job {job_id}", out)
         log = (out / ".slurm" / "logs" / f"{job_id}_0_log.err").read_text()
         assert "mriaug job: mriaug synth" in log and "attempt 1" in log, log
-    from mriaug import data as data_mod
-    from mriaug import pools
+    from mriaug.data import pools
+    from mriaug.data import sources as data_mod
 
     ds = data_mod.load(data_mod.DataSpec("phantom", {"n_train": 160, "n_test": 64, "size": 32}))
     p = pools.load(pool, ds)

@@ -1,4 +1,4 @@
-"""`mriaug synth` (the command; `mriaug.synth` has test_synth.py): its options checked before anything runs.
+"""`mriaug synth` (the command; `mriaug.generators.synth` has test_synth.py): its options checked before anything runs.
 (Until issue 23 in test_robustness.py.)"""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import data, pools
 from mriaug.cli import app
+from mriaug.data import pools
+from mriaug.data import sources as data
 from tests.conftest import finish, mriaug_env, mriaug_process
 from tests.fake_openai_server import FakeImageAPI
 

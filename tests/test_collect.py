@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import atomic, results, scenarios
 from mriaug.analysis import collect, statistics
-from mriaug.classes import CLASSES
 from mriaug.cli import app
-from mriaug.data import HUB_REVISIONS, DataSpec
-from mriaug.grid import make_spec
+from mriaug.data.classes import CLASSES
+from mriaug.data.sources import HUB_REVISIONS, DataSpec
+from mriaug.plan import scenarios
+from mriaug.plan.grid import make_spec
+from mriaug.store import atomic, results
 from tests.conftest import strict_json, tiny_hparams
 from tests.engine_helpers import train_one as execute
 
@@ -763,7 +764,7 @@ def diverged_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     loss of the diverging seeds is made non-finite, as an unstable seed's would become."""
     import torch.nn.functional as F
 
-    import mriaug.train
+    import mriaug.engine.train
 
     out = tmp_path_factory.mktemp("diverged")
     hp = tiny_hparams("cnn", epochs=3)
@@ -771,7 +772,7 @@ def diverged_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for scen, seed, diverge in (("1", 0, False), ("1", 1, False), ("1", 2, True), ("2", 0, True)):
         with pytest.MonkeyPatch.context() as mp:
             if diverge:
-                mp.setattr(mriaug.train.F, "cross_entropy", lambda *a, **k: ce(*a, **k) * float("inf"))
+                mp.setattr(mriaug.engine.train.F, "cross_entropy", lambda *a, **k: ce(*a, **k) * float("inf"))
             execute(make_spec("cnn", scenarios.SCENARIOS[scen], "none", seed, hp, SPEC), out, log=lambda m: None)
     return out
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mriaug import data, pools, synth
+from mriaug.data import pools
+from mriaug.data import sources as data
+from mriaug.generators import synth
 
 
 def test_copy_pool_holds_exact_copies(ds: data.Dataset, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""`mriaug.data`, `mriaug.phantom`, `mriaug.classes`: sources (folders, parquet, the hub at its pinned commit),
-the phantom, class spellings, the cache."""
+"""`mriaug.data.sources`, `mriaug.data.phantom`, `mriaug.data.classes`: sources (folders, parquet, the hub at its
+pinned commit), the phantom, class spellings, the cache."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mriaug import data, phantom
-from mriaug.classes import CLASSES, UnknownClassError, class_index
-from mriaug.data import DataError, DataSpec
+from mriaug.data import phantom
+from mriaug.data import sources as data
+from mriaug.data.classes import CLASSES, UnknownClassError, class_index
+from mriaug.data.sources import DataError, DataSpec
 
 
 def test_class_spellings() -> None:

@@ -10,13 +10,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mriaug import data, pools, scenarios, synth
 from mriaug.cli import app
+from mriaug.data import pools
+from mriaug.data import sources as data
+from mriaug.data.kept_for import KeptFor
 from mriaug.errors import MriaugError
-from mriaug.generators import diffusion
-from mriaug.grid import make_spec
-from mriaug.hparams import resolve as model_hparams
-from mriaug.kept_for import KeptFor
+from mriaug.generators import diffusion, synth
+from mriaug.plan import scenarios
+from mriaug.plan.grid import make_spec
+from mriaug.plan.hparams import resolve as model_hparams
 from tests.engine_helpers import train_one as execute
 
 SPEC = data.DataSpec("phantom", {"n_train": 160, "n_test": 80, "size": 32})
@@ -170,7 +172,7 @@ def test_noise_is_seeded_per_source_and_variation_without_collisions() -> None:
 
 def test_device_choice_is_the_training_runs(monkeypatch: pytest.MonkeyPatch, dataset: data.Dataset,
                                             tmp_path: Path) -> None:
-    import mriaug.train
+    import mriaug.engine.train
 
     asked: list[str | None] = []
 
@@ -178,8 +180,8 @@ def test_device_choice_is_the_training_runs(monkeypatch: pytest.MonkeyPatch, dat
         asked.append(requested)
         return torch.device("cpu")
 
-    # One function decides for both (mriaug.runtime); the generator calls it with the requested device.
-    assert diffusion.pick_device is mriaug.train.pick_device
+    # One function decides for both (mriaug.engine.runtime); the generator calls it with the requested device.
+    assert diffusion.pick_device is mriaug.engine.train.pick_device
     monkeypatch.setattr(diffusion, "pick_device", pick)
     diffusion.train(dataset, tmp_path, steps=1, **{**TINY, "classes": ["Moderate_Demented"]}, device="cpu")
     assert asked == ["cpu"]

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mriaug import data, grid, hparams, scenarios, splits
+from mriaug.data import sources as data
+from mriaug.data import splits
+from mriaug.plan import grid, hparams, scenarios
 from mriaug.slurm import profile
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import grid as grid_mod
 from mriaug.cli import app
+from mriaug.plan import grid as grid_mod
 from mriaug.slurm import Resources, doctor, load_profile
 from mriaug.slurm.status import GridStatus, RunState, doctor_hint, render_status
 from tests.slurm_helpers import ROOT, ensure_cluster, write_grid

@@ -154,7 +154,7 @@ def test_the_locks_satisfy_pyproject() -> None:
 def test_a_result_records_the_lock_hash() -> None:
     import torch
 
-    from mriaug import runtime
+    from mriaug.engine import runtime
 
     want = envlock.pins_hash(envlock.read_pins(RUNTIME.read_text()))
     assert runtime.environment(torch.device("cpu"))["lock"] == want

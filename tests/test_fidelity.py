@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mriaug import data
 from mriaug.analysis import fidelity, pool_report
+from mriaug.data import sources as data
 
 
 def test_ssim_in_batches_equals_one_batch() -> None:

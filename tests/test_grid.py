@@ -1,4 +1,4 @@
-"""`mriaug.grid`: grid files, seeds, custom scenarios, splits, several pools, errors with file and line."""
+"""`mriaug.plan.grid`: grid files, seeds, custom scenarios, splits, several pools, errors with file and line."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import grid, scenarios
 from mriaug.cli import app
-from mriaug.data import DataSpec
+from mriaug.data.sources import DataSpec
 from mriaug.errors import SettingError
-from mriaug.grid import GridError
+from mriaug.plan import grid, scenarios
+from mriaug.plan.grid import GridError
 from tests.conftest import tiny_hparams
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,11 +1,11 @@
-"""`mriaug.hparams`: a model's settings are its defaults, then the grid's table, then the overrides. (Until issue
+"""`mriaug.plan.hparams`: a model's settings are its defaults, then the grid's table, then the overrides. (Until issue
 23 in test_layout.py.)"""
 
 from __future__ import annotations
 
 import pytest
 
-from mriaug import hparams
+from mriaug.plan import hparams
 
 
 def test_hparams_resolve_defaults_then_table_then_overrides() -> None:

@@ -1,4 +1,4 @@
-"""The run and pool lock (`mriaug.locks`) by hand: who counts as a live holder, the timeout setting, what a
+"""The run and pool lock (`mriaug.store.locks`) by hand: who counts as a live holder, the timeout setting, what a
 lock file holds, and that a live holder's lock is never taken (issue 18); then in use: a second holder waits,
 stale locks are taken over, a run held by a live worker is skipped."""
 
@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mriaug import grid, locks, results, train
+from mriaug.engine import train
 from mriaug.errors import SettingError
+from mriaug.plan import grid
+from mriaug.store import locks, results
 from tests.slurm_helpers import write_grid
 
 HOST = socket.gethostname()

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import classes, data, scenarios
 from mriaug.cli import app
-from mriaug.data import DataSpec
+from mriaug.data import classes
+from mriaug.data import sources as data
+from mriaug.data.sources import DataSpec
 from mriaug.errors import DataError, SettingError
+from mriaug.plan import scenarios
 
 BASE = {"n_train": 480, "n_test": 160, "size": 32, "split": "subject", "val_fraction": 0.2}
 MERGE = {"Moderate_Demented": "Mild_Demented"}

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from mriaug.classes import CLASSES
-from mriaug.metrics import classification_metrics
+from mriaug.data.classes import CLASSES
+from mriaug.engine.metrics import classification_metrics
 
 LN2 = math.log(2)
 H, Q, E = 0.5, 0.25, 0.125
@@ -125,7 +125,7 @@ def test_perfect_and_certain_predictions() -> None:
 
 
 def test_expected_calibration_error_by_hand() -> None:
-    from mriaug.metrics import expected_calibration_error as ece
+    from mriaug.engine.metrics import expected_calibration_error as ece
 
     # One image, confidence 0.8, right: |1 - 0.8| = 0.2.
     assert ece(np.array([[0.8, 0.1, 0.05, 0.05]]), np.array([0])) == pytest.approx(0.2)
@@ -142,7 +142,7 @@ def test_expected_calibration_error_by_hand() -> None:
 
 
 def test_ece_fifteen_bins_and_an_edge_by_hand() -> None:
-    from mriaug.metrics import expected_calibration_error as ece
+    from mriaug.engine.metrics import expected_calibration_error as ece
 
     # Five images, top-class confidence and whether it is right. 15 bins, bin k = (k/15, (k+1)/15]:
     #   0.40 right: exactly on the edge 6/15, so bin 5 = (1/3, 2/5], with 0.34 wrong;

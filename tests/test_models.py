@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mriaug import models
+from mriaug.engine import models
 from mriaug.errors import MriaugError
 from tests.conftest import tiny_hparams
 

@@ -1,5 +1,5 @@
-"""`mriaug.nets` by hand on tiny torch models: the losses, predictions, weights, selection and checkpoint state of one
-seed in a plain module (`Single`) and of S seeds stacked under vmap (`Stacked`), and `build`'s seeding."""
+"""`mriaug.engine.nets` by hand on tiny torch models: the losses, predictions, weights, selection and checkpoint state
+of one seed in a plain module (`Single`) and of S seeds stacked under vmap (`Stacked`), and `build`'s seeding."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mriaug import models, nets, speed
+from mriaug.engine import models, nets, speed
 from mriaug.errors import SettingError
 from tests.conftest import tiny_hparams
 

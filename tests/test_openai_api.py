@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import data, pools, synth
 from mriaug.cli import app
+from mriaug.data import pools
+from mriaug.data import sources as data
+from mriaug.generators import synth
 from tests.fake_openai_server import FakeImageAPI
 
 KEY = "sk-test-DoNotLeak-9f8e7d6c5b4a3210"

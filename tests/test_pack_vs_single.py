@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mriaug import scenarios, train
-from mriaug.data import DataSpec
-from mriaug.grid import make_spec
+from mriaug.data.sources import DataSpec
+from mriaug.engine import train
+from mriaug.plan import scenarios
+from mriaug.plan.grid import make_spec
 from tests.conftest import tiny_hparams
 from tests.engine_helpers import train_one as execute
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import grid as grid_mod
 from mriaug import slurm
 from mriaug.cli import app
+from mriaug.plan import grid as grid_mod
 from tests.slurm_helpers import packing_profile, write_grid
 
 runner = CliRunner()

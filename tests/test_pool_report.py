@@ -11,13 +11,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mriaug import data, pools, scenarios, synth
 from mriaug.analysis import fidelity, pool_report
 from mriaug.cli import app
+from mriaug.data import pools
+from mriaug.data import sources as data
+from mriaug.data.kept_for import KeptFor
 from mriaug.errors import MriaugError
-from mriaug.generators import seed_for
+from mriaug.generators import seed_for, synth
 from mriaug.generators.transform import TransformGenerator
-from mriaug.kept_for import KeptFor
+from mriaug.plan import scenarios
 
 SMALL = data.DataSpec("phantom", {"n_train": 160, "n_test": 80, "size": 32})
 # Big enough that scenario 4 drops a Moderate image (6 of them, 5 kept) and needs one synthetic.

@@ -1,4 +1,4 @@
-"""`mriaug.pools`: a pool's manifest checked line by line, a cut or missing pool, a pool of another dataset.
+"""`mriaug.data.pools`: a pool's manifest checked line by line, a cut or missing pool, a pool of another dataset.
 (Until issue 23 in test_pools_scenarios.py.)"""
 
 from __future__ import annotations
@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mriaug import data, pools, results, synth
-from mriaug.data import DataSpec
-from mriaug.pools import PoolError
+from mriaug.data import pools
+from mriaug.data import sources as data
+from mriaug.data.pools import PoolError
+from mriaug.data.sources import DataSpec
+from mriaug.generators import synth
+from mriaug.store import results
 
 SPEC = DataSpec("phantom", {"n_train": 80, "n_test": 40, "size": 32})
 

@@ -208,8 +208,8 @@ def _hand_result(folder: Path, run_id: str, scenario: str, seed: int, ce: float,
                  recall: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
                  test: dict[str, int] | None = None, train: dict[str, int] | None = None,
                  training: dict | None = None, model: str = "cnn", hp: dict | None = None, pool: str = "") -> None:
-    from mriaug import results
-    from mriaug.classes import CLASSES
+    from mriaug.data.classes import CLASSES
+    from mriaug.store import results
 
     per = {c: {"recall": r, "precision": 0.0, "f1": 0.0, "support": 0} for c, r in zip(CLASSES, recall, strict=True)}
     doc = {"schema": results.SCHEMA, "run_id": run_id,
@@ -231,7 +231,7 @@ def _hand_result(folder: Path, run_id: str, scenario: str, seed: int, ce: float,
 
 def _raw(folder: Path) -> list:
     """The results as `report.build` reads them."""
-    from mriaug import results
+    from mriaug.store import results
 
     return [r for _, r in results.scan(folder) if not isinstance(r, results.ResultError)]
 
@@ -429,8 +429,9 @@ def test_numbers_format_and_labels_by_hand() -> None:
 
 
 def test_leakage_numbers_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mriaug import audit, data
     from mriaug.analysis import report
+    from mriaug.data import audit
+    from mriaug.data import sources as data
 
     x = np.zeros((4, 8, 8), np.uint8)
     ds = data.Dataset(x, np.arange(4), x[:3].copy(), np.arange(3), {"source": "hand", "options": {}}, "fp")
@@ -443,8 +444,8 @@ def test_leakage_numbers_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_repeated_splits_are_named_by_number_in_order_with_runs_csv_fingerprints(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mriaug import augment
     from mriaug.analysis import collect, report
+    from mriaug.engine import augment
 
     # Three subject splits (split seeds 10, 11, 12: the grid's first is 10), seeds 0-5: seed s is tested on split
     # s mod 3. Run ids sort as splits 2, 0, 1, so the folder's order is not the splits'.

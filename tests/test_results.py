@@ -1,4 +1,4 @@
-"""Result files (`mriaug.results`) by hand: what a valid result holds, every way one is refused, non-finite
+"""Result files (`mriaug.store.results`) by hand: what a valid result holds, every way one is refused, non-finite
 numbers, diverged runs, and the folder readers (issue 18); `RunResult`'s fields, its round trip and the
 upgrade of older layouts (issue 19)."""
 
@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import grid, results, slurm
+from mriaug import slurm
 from mriaug.cli import app
 from mriaug.errors import ResultError
+from mriaug.plan import grid
+from mriaug.store import results
 from tests.slurm_helpers import write_grid
 
 

@@ -1,11 +1,11 @@
-"""`mriaug.runtime`: which precision a run gets on which device."""
+"""`mriaug.engine.runtime`: which precision a run gets on which device."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mriaug import runtime
+from mriaug.engine import runtime
 
 AMD_WITHOUT = "processor\t: 0\nflags\t\t: fpu vme sse sse2 avx avx2 avx512f avx512bw\nmodel name\t: AMD EPYC\n"
 AMD_WITH = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512bw\n"

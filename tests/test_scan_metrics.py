@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mriaug.metrics import scan_metrics
+from mriaug.engine.metrics import scan_metrics
 
 
 def test_a_scan_score_from_three_hand_made_slices() -> None:

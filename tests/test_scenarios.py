@@ -1,4 +1,4 @@
-"""`mriaug.scenarios`: known answers for the mixing policies on a hand-made dataset of 27 training images
+"""`mriaug.plan.scenarios`: known answers for the mixing policies on a hand-made dataset of 27 training images
 (then on the phantom with copy and transform pools, and on the real dataset).
 
 Class counts 5 / 3 / 12 / 7 (Mild, Moderate, Non, Very mild). Every expected count below is written
@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mriaug import data, pools, scenarios, synth
-from mriaug.classes import CLASSES
-from mriaug.data import Dataset, DataSpec
+from mriaug.data import pools
+from mriaug.data import sources as data
+from mriaug.data.classes import CLASSES
+from mriaug.data.kept_for import KeptFor
+from mriaug.data.pools import Pool
+from mriaug.data.sources import Dataset, DataSpec
 from mriaug.errors import MriaugError, PoolError, SettingError
-from mriaug.grid import make_spec
-from mriaug.kept_for import KeptFor
-from mriaug.pools import Pool
+from mriaug.generators import synth
+from mriaug.plan import scenarios
+from mriaug.plan.grid import make_spec
 from tests.conftest import REAL_DATA, require_real_data, tiny_hparams
 from tests.engine_helpers import train_one as execute
 

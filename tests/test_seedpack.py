@@ -1,4 +1,5 @@
-"""Seeds trained together (`pack_seeds`, mriaug.seedpack): the same runs as separate trainings, in distribution."""
+"""Seeds trained together (`pack_seeds`, mriaug.engine.seedpack): the same runs as separate trainings, in
+distribution."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from mriaug import grid as grid_mod
-from mriaug import results, scenarios, seedpack, train
-from mriaug.data import DataSpec
+from mriaug.data.sources import DataSpec
+from mriaug.engine import seedpack, train
+from mriaug.engine.train import Interrupted
 from mriaug.errors import GridError, SettingError
-from mriaug.grid import make_spec
-from mriaug.spec import RunSpec
-from mriaug.train import Interrupted
+from mriaug.plan import grid as grid_mod
+from mriaug.plan import scenarios
+from mriaug.plan.grid import make_spec
+from mriaug.plan.spec import RunSpec
+from mriaug.store import results
 from tests.conftest import tiny_hparams
 from tests.engine_helpers import train_one
 from tests.slurm_helpers import write_grid
@@ -171,8 +174,9 @@ def test_a_pack_that_does_not_learn_gives_each_seeds_untrained_network(phantom_s
 
 
 def test_a_pack_draws_from_its_pool_as_separate_runs_do(phantom_spec: DataSpec, tmp_path: Path) -> None:
-    from mriaug import data as data_mod
-    from mriaug import pools, synth
+    from mriaug.data import pools
+    from mriaug.data import sources as data_mod
+    from mriaug.generators import synth
 
     ds = data_mod.load(phantom_spec)
     synth.make_pool(ds, tmp_path / "pool", "transform", classes=["Mild_Demented", "Moderate_Demented"],
@@ -199,10 +203,10 @@ def test_a_packs_saved_weights_are_each_seeds_network(phantom_spec: DataSpec, tm
     import torch
     from safetensors.torch import load_file
 
-    from mriaug import data as data_mod
-    from mriaug import models, nets, runtime
-    from mriaug.metrics import classification_metrics
-    from mriaug.train import to_device_uint8
+    from mriaug.data import sources as data_mod
+    from mriaug.engine import models, nets, runtime
+    from mriaug.engine.metrics import classification_metrics
+    from mriaug.engine.train import to_device_uint8
 
     specs = _specs(phantom_spec, range(2), aug="none", epochs=1)
     packed = train.run_unit(specs, tmp_path, save_weights=True, log=lambda m: None)
@@ -291,7 +295,7 @@ def _seed_1_diverges_from_epoch_2(monkeypatch: pytest.MonkeyPatch) -> None:
     """Seed 1's training loss becomes +inf from the pack's 9th step on (epoch 2 of 8 steps per epoch)."""
     import torch
 
-    from mriaug import nets
+    from mriaug.engine import nets
 
     real, steps = nets.Stacked.losses, [0]
 
@@ -326,7 +330,7 @@ def test_an_epoch_in_which_every_seed_diverged_leaves_no_checkpoint(phantom_spec
 
 
 def test_a_pack_with_a_busy_run_is_skipped_without_waiting(phantom_spec: DataSpec, tmp_path: Path) -> None:
-    from mriaug import locks
+    from mriaug.store import locks
 
     specs = _specs(phantom_spec, range(2), aug="none", epochs=1)
     with results.run_lock(tmp_path, specs[1].run_id), pytest.raises(locks.Busy):
@@ -361,7 +365,8 @@ def test_a_pack_waits_for_a_live_holder_by_default_and_clears_its_leftovers(phan
     import os
     import threading
 
-    from mriaug import locks, runtime
+    from mriaug.engine import runtime
+    from mriaug.store import locks
 
     asked: list[str | None] = []  # the device the pack was told reaches the engine (a GPU's index, say)
     monkeypatch.setattr(train, "pick_device", lambda d: asked.append(d) or runtime.pick_device("cpu"))

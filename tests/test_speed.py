@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from mriaug import speed
+from mriaug.engine import speed
 from mriaug.errors import SettingError
-from mriaug.hparams import MODELS
+from mriaug.plan.hparams import MODELS
 
 
 def conv(model: str) -> bool:
@@ -51,7 +51,7 @@ def test_checkpoint_and_determinism_settings(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_checkpoint_schedule_keeps_saves_to_a_tenth_of_the_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mriaug import checkpoints
+    from mriaug.engine import checkpoints
 
     clock = [100.0]
     monkeypatch.setattr(checkpoints.time, "perf_counter", lambda: clock[0])

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mriaug import pools, results
 from mriaug.cli import app
+from mriaug.data import pools
+from mriaug.store import results
 
 GRID = """name = "kpool"
 results = "{results}"

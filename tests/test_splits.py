@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import audit, data, phantom, splits
-from mriaug.classes import CLASSES
 from mriaug.cli import app
-from mriaug.data import DataSpec
+from mriaug.data import audit, phantom, splits
+from mriaug.data import sources as data
+from mriaug.data.classes import CLASSES
+from mriaug.data.sources import DataSpec
 from mriaug.errors import DataError
 from tests.conftest import REAL_DATA
 
@@ -271,7 +272,7 @@ def test_group_images_by_hand() -> None:
 
 
 def test_cached_groups_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mriaug import atomic
+    from mriaug.store import atomic
 
     x = np.stack([_slice(0, 0.0), _slice(0, 0.1), _slice(1, 0.0), _slice(1, 0.1)])
     y = np.array([0, 0, 0, 0])

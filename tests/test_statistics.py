@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from mriaug.analysis import statistics as st
+from mriaug.engine.metrics import classification_metrics, expected_calibration_error
 from mriaug.errors import SettingError
-from mriaug.metrics import classification_metrics, expected_calibration_error
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mriaug import grid as grid_mod
 from mriaug import slurm
 from mriaug.cli import app
+from mriaug.plan import grid as grid_mod
 from tests.slurm_helpers import packing_profile, write_grid
 
 runner = CliRunner()
@@ -40,8 +40,8 @@ def test_status_of_a_packed_task_is_per_run(fake_slurm: Path, tmp_path: Path, mo
     assert record["arrays"][0]["runs"] == 4 and record["arrays"][0]["tasks"] == 2
     first, second, third = g.runs[:3]
     # The first run failed (the task went on), the second trains, the third waits in the task.
-    from mriaug import atomic
     from mriaug.slurm.paths import failure_path
+    from mriaug.store import atomic
 
     atomic.write_json(failure_path(res, first.run_id), {"run_id": first.run_id, "job_id": "4241_0",
                                                         "error": "PoolError: its own error", "stderr": "x.err"})

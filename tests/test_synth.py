@@ -1,4 +1,4 @@
-"""`mriaug.synth`: making a pool, resuming it, and extending it only with the same generator and settings.
+"""`mriaug.generators.synth`: making a pool, resuming it, and extending it only with the same generator and settings.
 (Until issue 23 in test_pools_scenarios.py.)"""
 
 from __future__ import annotations
@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mriaug import data, pools, synth
+from mriaug.data import pools
+from mriaug.data import sources as data
+from mriaug.data.pools import PoolError
 from mriaug.errors import MriaugError
-from mriaug.pools import PoolError
+from mriaug.generators import synth
 
 
 def test_transform_pool_is_valid_and_resumable(ds: data.Dataset, pool_dir: Path) -> None:

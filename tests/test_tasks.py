@@ -7,13 +7,14 @@ from dataclasses import replace
 
 import pytest
 
-from mriaug import data, hparams
+from mriaug.data import sources as data
 from mriaug.errors import SlurmError
+from mriaug.plan import hparams
 
 
 def test_jobs_queued_before_the_move_still_run_or_say_resubmit(phantom_spec: data.DataSpec) -> None:
-    from mriaug.grid import make_spec
-    from mriaug.scenarios import SCENARIOS
+    from mriaug.plan.grid import make_spec
+    from mriaug.plan.scenarios import SCENARIOS
     from mriaug.slurm import CommandTask
     from mriaug.slurm.tasks import upgrade_spec
 
@@ -47,8 +48,8 @@ def test_one_task_class_runs_the_arrays_of_both_earlier_ones(phantom_spec: data.
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import pickle
 
-    from mriaug.grid import make_spec
-    from mriaug.scenarios import SCENARIOS
+    from mriaug.plan.grid import make_spec
+    from mriaug.plan.scenarios import SCENARIOS
     from mriaug.slurm import PackTask, RunTask, TrainTask
 
     calls = _fake_engine(monkeypatch)
@@ -68,8 +69,8 @@ def test_a_failing_unit_is_recorded_and_the_task_goes_on(phantom_spec: data.Data
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from mriaug.grid import make_spec
-    from mriaug.scenarios import SCENARIOS
+    from mriaug.plan.grid import make_spec
+    from mriaug.plan.scenarios import SCENARIOS
     from mriaug.slurm import TrainTask
     from mriaug.slurm.paths import failure_path
 

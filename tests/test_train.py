@@ -7,29 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from mriaug import (
-    atomic,
-    augment,
-    batches,
-    data,
-    grid,
-    hparams,
-    nets,
-    pools,
-    results,
-    runtime,
-    scenarios,
-    speed,
-    synth,
-    train,
-)
-from mriaug import data as data_mod
-from mriaug.classes import CLASSES
-from mriaug.data import DataSpec
-from mriaug.grid import make_spec
-from mriaug.metrics import classification_metrics
-from mriaug.spec import RunSpec
-from mriaug.train import Interrupted, make_optimizer, steps_per_epoch
+from mriaug.data import pools
+from mriaug.data import sources as data
+from mriaug.data import sources as data_mod
+from mriaug.data.classes import CLASSES
+from mriaug.data.sources import DataSpec
+from mriaug.engine import augment, batches, nets, runtime, speed, train
+from mriaug.engine.metrics import classification_metrics
+from mriaug.engine.train import Interrupted, make_optimizer, steps_per_epoch
+from mriaug.generators import synth
+from mriaug.plan import grid, hparams, scenarios
+from mriaug.plan.grid import make_spec
+from mriaug.plan.spec import RunSpec
+from mriaug.store import atomic, results
 from tests.conftest import tiny_hparams
 from tests.engine_helpers import train_one
 
@@ -137,8 +127,8 @@ def test_scenario3_run_with_transform_pool(phantom_spec: DataSpec, tmp_path: Pat
 def test_saved_weights_reload_to_the_same_predictions(phantom_spec: DataSpec, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from mriaug import models
-    from mriaug.train import to_device_uint8
+    from mriaug.engine import models
+    from mriaug.engine.train import to_device_uint8
 
     spec = _spec(phantom_spec, epochs=1)
     r = train_one(spec, tmp_path, save_weights=True, log=lambda m: None)
@@ -147,7 +137,7 @@ def test_saved_weights_reload_to_the_same_predictions(phantom_spec: DataSpec, tm
     ds = data_mod.load(phantom_spec)
     x = to_device_uint8(ds.test_x, 32, torch.device("cpu"))
     logits = nets.Single(model, model).predict(x, runtime.autocast_bf16(spec.hparams.precision, x.device))[0]
-    from mriaug.metrics import classification_metrics
+    from mriaug.engine.metrics import classification_metrics
 
     assert classification_metrics(logits, ds.test_y)["test_ce"] == pytest.approx(r.metrics.test_ce, abs=1e-6)
 
@@ -498,7 +488,7 @@ def test_an_untrained_runs_numbers_by_hand(phantom_spec: DataSpec, tmp_path: Pat
     # 240 training images, and the test numbers are its numbers on the 80 test images, worked out here directly.
     import torch.nn.functional as F
 
-    from mriaug import models
+    from mriaug.engine import models
 
     spec = _spec(phantom_spec, aug="none", epochs=2, lr=1e-12, precision="fp32")
     r = train_one(spec, tmp_path, log=lambda m: None)
@@ -538,7 +528,7 @@ def test_a_run_diverging_before_any_checkpoint(phantom_spec: DataSpec, tmp_path:
 
 
 def test_a_run_held_by_a_live_worker_is_not_trained_twice(phantom_spec: DataSpec, tmp_path: Path) -> None:
-    from mriaug import locks
+    from mriaug.store import locks
 
     spec = _spec(phantom_spec, epochs=1)
     with results.run_lock(tmp_path, spec.run_id, wait=False):
@@ -675,8 +665,8 @@ def test_a_two_seed_unit_and_a_plain_runs_records_by_hand(phantom_spec: DataSpec
     plain = train.run_unit(specs[:1], tmp_path / "plain", log=lambda m: None)[0]
     assert plain.packed is None and pair[0].packed is not None
     for r in pair:
-        assert r.packed.to_dict() == {"how": "torch.func vmap (mriaug.nets)", "pack": train.unit_id(specs), "size": 2,
-                                      "seeds": [0, 1], "run_ids": [s.run_id for s in specs]}
+        assert r.packed.to_dict() == {"how": "torch.func vmap (mriaug.engine.nets)", "pack": train.unit_id(specs),
+                                      "size": 2, "seeds": [0, 1], "run_ids": [s.run_id for s in specs]}
         assert r.training.precision == "fp32"  # asked for, whatever the CPU has
         assert set(r.selection) == {"real_train_rows", "pool_rows", "pool_sampling"}
         assert 0 < r.timings["total_s"] <= took and r.timings["speed"] == speed.settings().to_dict()
@@ -745,7 +735,7 @@ def test_a_run_held_elsewhere_is_waited_for_by_default_and_refused_without_waiti
                                                                                    tmp_path: Path) -> None:
     import threading
 
-    from mriaug import locks
+    from mriaug.store import locks
 
     spec = _spec(phantom_spec, epochs=1)
     held, release = threading.Event(), threading.Event()

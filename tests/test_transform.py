@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mriaug import data, pools
+from mriaug.data import pools
+from mriaug.data import sources as data
 
 
 def test_transform_variations_are_near_their_own_source_and_never_copies(ds: data.Dataset, pool_dir: Path) -> None:

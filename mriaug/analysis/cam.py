@@ -1,7 +1,7 @@
 """Grad-CAM of real images beside their synthetic variations (thesis ch. 3, Figs 3.1-3.4), with numbers.
 
 Maps come from `pytorch-grad-cam` on a run's trained weights (kept with `--save-weights`); the layer and,
-for the ViT, the token-to-grid reshape come from the model registry (`mriaug.models`). Per class, over
+for the ViT, the token-to-grid reshape come from the model registry (`mriaug.engine.models`). Per class, over
 the pairs (real source, its variation in the pool):
 
 - `pearson`: correlation of the two maps (same pixel grid), 1 = the model looks at the same places;
@@ -25,10 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import atomic, hparams, models, pools, results
-from .. import data as data_mod
-from ..classes import CLASSES, class_index
+from ..data import pools
+from ..data import sources as data_mod
+from ..data.classes import CLASSES, class_index
+from ..engine import models
 from ..errors import PoolError, ResultError, SettingError, WeightsError
+from ..plan import hparams
+from ..store import atomic, results
 
 CAM_JSON = "cam.json"
 DEFAULT_CLASSES = ("Moderate_Demented", "Non_Demented")
@@ -63,7 +66,7 @@ class CamModel:
 
     def inputs(self, images: np.ndarray) -> torch.Tensor:
         """(N, H, W) uint8 -> the normalised (N, 1, R, R) float batch the network was trained on."""
-        from ..train import to_device_uint8
+        from ..engine.train import to_device_uint8
 
         x = to_device_uint8(np.ascontiguousarray(images), self.resolution, torch.device("cpu"))
         return (x.float() / 255.0 - self.norm[0]) / self.norm[1]
@@ -236,7 +239,7 @@ def pick_pairs(pool: pools.Pool, dataset: data_mod.Dataset, label: int, n: int, 
 
 
 def _resize(images: np.ndarray, side: int) -> np.ndarray:
-    from ..train import to_device_uint8
+    from ..engine.train import to_device_uint8
 
     return to_device_uint8(np.ascontiguousarray(images), side, torch.device("cpu"))[:, 0].numpy()
 

@@ -22,10 +22,13 @@ from typing import Any
 
 import pandas as pd
 
-from .. import atomic, augmentations, envlock, hparams, results, splits
-from ..classes import CLASSES
-from ..data import HUB_REVISIONS
+from .. import envlock
+from ..data import splits
+from ..data.classes import CLASSES
+from ..data.sources import HUB_REVISIONS
 from ..errors import ResultError
+from ..plan import augmentations, hparams
+from ..store import atomic, results
 from . import statistics as st
 
 BASE_SCENARIOS = ["1", "2", "3", "4"]
@@ -392,7 +395,7 @@ def _why_not_thesis(r: results.RunResult) -> str:
 
 def split_index(r: results.RunResult) -> int:
     """Which of the grid's K repeated splits (`[data] splits = K`) the run was tested on: seed s on split s mod K
-    (`mriaug.grid`); 0 for a run of one split."""
+    (`mriaug.plan.grid`); 0 for a run of one split."""
     return r.seed % max(1, int(r.data.split.get("splits", 1) or 1))
 
 

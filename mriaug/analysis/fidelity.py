@@ -17,7 +17,7 @@ activations before the output layer.
 **Memorisation**: every image's distance to its nearest training image (fit part), in the space of
 32x32 box-downsampled pixels made zero-mean and unit-norm (`pixel_features`). Why this space: it needs
 no training and no download, a copy sits at exactly 0, a brightness or contrast change (which does not
-anonymise a scan) drops out, and it is the space in which `mriaug.splits` finds the slices of one scan,
+anonymise a scan) drops out, and it is the space in which `mriaug.data.splits` finds the slices of one scan,
 so "near" means "as close as slices of the same scan are". A trained network's features would call
 two patients' similar slices near (they are built to ignore what makes an image individual). In this
 space the squared distance is 2(1 - r), r the correlation of the two images' pixels (0 = same picture,
@@ -35,10 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import atomic, splits
-from .. import data as data_mod
-from ..classes import CLASSES
-from ..models import BasicCNN
+from ..data import sources as data_mod
+from ..data import splits
+from ..data.classes import CLASSES
+from ..engine.models import BasicCNN
+from ..store import atomic
 
 SIDE = 64
 EPOCHS = 5
@@ -58,7 +59,7 @@ class Features(nn.Module):
 
     @staticmethod
     def prepare(images: np.ndarray) -> torch.Tensor:
-        from ..train import to_device_uint8
+        from ..engine.train import to_device_uint8
 
         x = to_device_uint8(np.ascontiguousarray(images), SIDE, torch.device("cpu"))
         return (x.float() / 255.0 - 0.5) / 0.5

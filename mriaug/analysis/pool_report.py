@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import atomic, pools
-from .. import data as data_mod
-from ..classes import CLASSES
+from ..data import pools
+from ..data import sources as data_mod
+from ..data.classes import CLASSES
 from ..errors import PoolError
+from ..store import atomic
 
 REPORT_PNG = "report.png"
 REPORT_JSON = "report.json"

@@ -21,9 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import atomic, audit, augment, augmentations, batches, pools, results
-from .. import data as data_mod
-from ..classes import CLASSES, class_index
+from ..data import audit, pools
+from ..data import sources as data_mod
+from ..data.classes import CLASSES, class_index
+from ..engine import augment, batches
+from ..plan import augmentations
+from ..store import atomic, results
 from . import collect, statistics
 from .plots import png, pyplot
 

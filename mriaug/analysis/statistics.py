@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .. import augmentations
-from ..classes import CLASSES, class_index
+from ..data.classes import CLASSES, class_index
 from ..errors import SettingError, UnknownClassError
+from ..plan import augmentations
 
 # The metrics `mriaug collect --metric` takes; `recall:CLASS` besides (one class's recall).
 METRICS = ("test_ce", "accuracy", "balanced_accuracy", "macro_f1", "ece", "scan_accuracy",
@@ -45,7 +45,8 @@ LABELS = {"test_ce": "test cross-entropy", "accuracy": "accuracy", "balanced_acc
           "macro_f1": "macro F1", "ece": "expected calibration error (15 bins)",
           "scan_accuracy": "accuracy per scan", "scan_balanced_accuracy": "balanced accuracy per scan",
           "scan_ce": "cross-entropy per scan"}
-# Whole-scan metrics: a scan's prediction is the mean of its slices' probabilities (`mriaug.metrics.scan_metrics`).
+# Whole-scan metrics: a scan's prediction is the mean of its slices' probabilities
+# (`mriaug.engine.metrics.scan_metrics`).
 PER_SCAN = frozenset({"scan_accuracy", "scan_balanced_accuracy", "scan_ce"})
 DEFAULT_BOOT = 10_000
 CELL = ("model", "augmentation", "pool", "scenario")

@@ -14,7 +14,7 @@ from .options import DEFAULT_SOURCE, DataOpt, DataOptions, HelpCommand, HelpGrou
 
 def data_show(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None) -> None:
     """Per-class image counts of each split (thesis Table 2.1)."""
-    from .. import data as data_mod
+    from ..data import sources as data_mod
 
     ds = data_mod.load(data_spec(data, data_option))
     tr, te = ds.counts("train"), ds.counts("test")
@@ -30,8 +30,8 @@ def data_audit(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
                as_json: Annotated[bool, typer.Option("--json", help="print the audit as one JSON object")] = False,
                ) -> None:
     """Recover the scan groups from the images and check how independent the test split is of training."""
-    from .. import audit
-    from .. import data as data_mod
+    from ..data import audit
+    from ..data import sources as data_mod
 
     ds = data_mod.load(data_spec(data, data_option))
     r = audit.audit(ds, data_mod.cache_root() / "groups")
@@ -40,7 +40,7 @@ def data_audit(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
 
 def data_prepare(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None) -> None:
     """Decode a source into the uint8 array cache that runs read."""
-    from .. import data as data_mod
+    from ..data import sources as data_mod
 
     ds = data_mod.load(data_spec(data, data_option))
     typer.echo(f"cached {len(ds.train_y)} train + {len(ds.test_y)} test images, fingerprint {ds.fingerprint}")
@@ -53,8 +53,9 @@ def prefetch(grid: Annotated[Path | None, typer.Option(metavar="GRID", help="war
                  metavar="MODEL", help="a model whose pretrained weights to fetch (repeatable): cnn | resnet18 | vit")]
              = None) -> None:
     """Download the dataset and pretrained weights into the caches runs read (needs internet)."""
-    from .. import data as data_mod
-    from .. import hparams, models
+    from ..data import sources as data_mod
+    from ..engine import models
+    from ..plan import hparams
 
     if grid:
         g = load_grid(grid)

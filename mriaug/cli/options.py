@@ -13,8 +13,8 @@ from typer.core import TyperCommand, TyperGroup
 from ..errors import SettingError
 
 if TYPE_CHECKING:
-    from ..data import DataSpec
-    from ..grid import Grid
+    from ..data.sources import DataSpec
+    from ..plan.grid import Grid
 
 # typer labels every value with its type ("--seed <int>", "GRID <path>") and required arguments with braces
 # ("{GRID}"); our metavars and help already say what goes there.
@@ -98,13 +98,13 @@ def pairs(items: list[str] | None, flag: str, keep_str: tuple[str, ...] = ()) ->
 
 
 def data_spec(source: str, options: list[str] | None) -> DataSpec:
-    from ..data import DataSpec
+    from ..data.sources import DataSpec
 
     return DataSpec(source, pairs(options, "--data-option"))
 
 
 def load_grid(path: Path) -> Grid:
-    from ..grid import load
+    from ..plan.grid import load
 
     return load(path)
 

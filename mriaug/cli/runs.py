@@ -14,9 +14,9 @@ from ..errors import SettingError
 from .options import DEFAULT_SOURCE, DataOpt, DataOptions, DeviceOpt, GridArg, HelpCommand, data_spec, load_grid
 
 if TYPE_CHECKING:
-    from ..grid import Grid
-    from ..results import RunResult
-    from ..spec import RunSpec
+    from ..plan.grid import Grid
+    from ..plan.spec import RunSpec
+    from ..store.results import RunResult
 
 
 def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18 | vit")],
@@ -48,8 +48,10 @@ def run(model: Annotated[str, typer.Option(metavar="MODEL", help="cnn | resnet18
             "-o val_fraction > 0, the default on -o split=subject)")] = "last",
         ) -> None:
     """Train and evaluate one run (hyper-parameters default to the thesis's); write its JSON result."""
-    from .. import grid as grid_mod
-    from .. import hparams, local, results, scenarios
+    from .. import local
+    from ..plan import grid as grid_mod
+    from ..plan import hparams, scenarios
+    from ..store import results
 
     base = grid_mod.model_hparams(model, grid)
     hp = hparams.resolve(model, base.to_dict(), dict(epochs=epochs, lr=lr, batch_size=batch_size,
@@ -89,10 +91,11 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
     """Run every run of a grid on this machine, skipping finished ones, then print the tables."""
     from tqdm import tqdm
 
-    from .. import grid as grid_mod
-    from .. import local, results
+    from .. import local
     from ..analysis.collect import collect
     from ..errors import PoolError
+    from ..plan import grid as grid_mod
+    from ..store import results
 
     g = load_grid(file)
     if results_dir is not None:

@@ -23,7 +23,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..data import DataSpec
+    from ..data.sources import DataSpec
 
 HELP = """Make synthetic pools, train the local diffusion model, report on pools.
 
@@ -92,8 +92,8 @@ def synth(ctx: typer.Context,
     """Make or extend a synthetic pool from training images (resumable: done sources are skipped)."""
     if ctx.invoked_subcommand:
         return
-    from .. import data as data_mod
-    from ..kept_for import KeptFor
+    from ..data import sources as data_mod
+    from ..data.kept_for import KeptFor
 
     targets = _pool_targets(grid, out, generator, data_spec(data, data_option))
     if profile and not dry_run:
@@ -106,7 +106,7 @@ def synth(ctx: typer.Context,
         if len(targets) > 1:
             typer.echo(f"split {d.options.get('split_seed')}: pool {folder}")
             if "checkpoint" in opts:  # a diffusion model per split, trained with `train-diffusion --grid`
-                from ..grid import pool_dir
+                from ..plan.grid import pool_dir
 
                 opts["checkpoint"] = pool_dir(str(opts["checkpoint"]), d, len(targets))
         # Pools (and diffusion models) are made for the source's own classes; a merged task maps their labels.
@@ -141,7 +141,7 @@ def _make_one(ds: Any, out: Path, generator: str, options: dict[str, object],
               classes: str | None, per_source: int, max_sources: int | None, seed: int, dry_run: bool,
               max_cost: float | None, kept: Any, report: bool) -> bool:
     """Make one pool folder; True when some source failed (a rerun retries it)."""
-    from .. import synth as synth_mod
+    from ..generators import synth as synth_mod
 
     s = synth_mod.make_pool(ds, out, generator, classes=classes_list(classes), per_source=per_source,
                             max_sources=max_sources, seed=seed, options=options, dry_run=dry_run, max_cost=max_cost,
@@ -211,9 +211,9 @@ def train_diffusion(
         profile: Profile = None) -> None:
     """Train the class-conditional diffusion model of the `diffusion` generator (checkpointed, resumable)."""
     from .. import checks
-    from .. import data as data_mod
+    from ..data import sources as data_mod
+    from ..data.kept_for import KeptFor
     from ..generators import diffusion
-    from ..kept_for import KeptFor
 
     # Checked before a job is submitted or a step is taken: NaN or a negative rate would fail late.
     checks.positive(lr, "--lr")
@@ -250,7 +250,7 @@ def report_cmd(pool: Annotated[Path, typer.Argument(metavar="POOL", help="pool f
     histogram distance to the source, KID beside its real-vs-real floor, the share of near-copies of
     training images, class fidelity beside the classifier's recall on real held-out images); print the
     table, a plain-words verdict per number with its threshold, and how the images were made."""
-    from .. import data as data_mod
+    from ..data import sources as data_mod
 
     ds = data_mod.load(data_spec(data, data_option)) if data else None
     _report(pool, ds, per_class)

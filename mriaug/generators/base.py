@@ -7,8 +7,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..data.pools import PoolWriter
 from ..errors import SettingError
-from ..pools import PoolWriter
 
 Todo = Iterable[tuple[int, int]]  # (train row, variation) pairs still to make
 

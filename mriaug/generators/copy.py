@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import checks
-from ..pools import PoolWriter
+from ..data.pools import PoolWriter
 from .base import run_locally
 
 

@@ -33,14 +33,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import atomic, checks
-from ..classes import CLASSES, NUM_CLASSES, class_index
-from ..data import Dataset
+from .. import checks
+from ..data.classes import CLASSES, NUM_CLASSES, class_index
+from ..data.kept_for import KeptFor
+from ..data.pools import PoolWriter
+from ..data.sources import Dataset
+from ..engine.runtime import pick_device
 from ..errors import PoolError
-from ..kept_for import KeptFor
-from ..pools import PoolWriter
-from ..runtime import pick_device
-from ..scenarios import kept_for_rows
+from ..plan.scenarios import kept_for_rows
+from ..store import atomic
 from .base import seed_for
 
 CHECKPOINT = "checkpoint.pt"

@@ -59,8 +59,8 @@ import numpy as np
 from PIL import Image
 
 from .. import checks
+from ..data.pools import PoolWriter
 from ..errors import GeneratorError, SettingError
-from ..pools import PoolWriter
 
 # Price in USD per output image, by (model, size, quality); quality None for DALL-E. The estimate of
 # `--dry-run` and the reservation against `--max-cost`; the spend recorded comes from `usage` when the

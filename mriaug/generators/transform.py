@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checks
-from ..pools import PoolWriter
+from ..data.pools import PoolWriter
 from .base import run_locally, seed_for
 
 

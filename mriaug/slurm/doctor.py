@@ -30,9 +30,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .. import envlock, locks
+from .. import envlock
 from ..errors import MriaugError
-from ..grid import Grid
+from ..plan.grid import Grid
+from ..store import locks
 from .profile import Profile, Resources
 from .queue import parse_max_array_size, run_command
 
@@ -237,7 +238,6 @@ class NodeProbe:
         import torch
 
         import mriaug
-        from mriaug import train  # noqa: F401  (the module tasks run; imports timm, torchvision, the data code)
 
         lock = envlock.installed_hash()
         detail = (f"{sys.executable} on {host}: mriaug {mriaug.__version__}, torch {torch.__version__} "
@@ -282,7 +282,8 @@ class NodeProbe:
 
     @staticmethod
     def caches(req: NodeRequest, host: str) -> list[Check]:
-        from .. import data, models
+        from ..data import sources as data
+        from ..engine import models
 
         if req.data is None:
             return [_ok("cache", "no --grid: the dataset and weights caches are not checked")]

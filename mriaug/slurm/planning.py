@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import DataError, PoolError
-from ..grid import Grid, check_pools
-from ..spec import RunSpec
+from ..plan.grid import Grid, check_pools
+from ..plan.spec import RunSpec
 from .profile import Profile, Resources, check_profile_for
 from .queue import cluster_max_array_size
 from .status import grid_status

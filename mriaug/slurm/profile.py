@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .. import hparams
 from ..errors import ProfileError
-from ..grid import Grid
-from ..tomlfile import TomlFile
+from ..plan import hparams
+from ..plan.grid import Grid
+from ..store.tomlfile import TomlFile
 
 # One-off jobs besides the runs, with their own [resources.NAME] table (else [resources.default]).
 COMMAND_JOBS = {"synth": "pool generation (`mriaug synth --profile`)",

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import results
-from ..grid import Grid
-from ..spec import RunSpec
+from ..plan.grid import Grid
+from ..plan.spec import RunSpec
+from ..store import results
 from .paths import failure_path, slurm_dir
 from .queue import QUEUED_STATES, RUNNING_STATES, STATES, squeue_states
 

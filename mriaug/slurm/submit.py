@@ -15,9 +15,9 @@ from typing import Any
 
 import submitit
 
-from .. import atomic
+from ..engine.runtime import git_commit
 from ..errors import SlurmError
-from ..runtime import git_commit
+from ..store import atomic
 from .paths import failure_path, slurm_dir
 from .planning import Array, Plan
 from .profile import COMMAND_JOBS, Profile, Resources, check_image

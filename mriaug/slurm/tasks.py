@@ -19,9 +19,10 @@ from typing import Any
 
 import submitit
 
-from .. import atomic, hparams
 from ..errors import SlurmError
-from ..spec import RunSpec
+from ..plan import hparams
+from ..plan.spec import RunSpec
+from ..store import atomic
 from .paths import failure_path
 
 
@@ -44,7 +45,7 @@ class TrainTask(submitit.helpers.Checkpointable):
 
     def __call__(self, units: list[list[RunSpec]] | RunSpec, results_dir: str, save_weights: bool = False
                  ) -> list[dict[str, Any]]:
-        from .. import pools
+        from ..data import pools
 
         if isinstance(units, RunSpec):  # an array submitted as `RunTask`s by an earlier mriaug: one run per task
             units = [[units]]
@@ -71,8 +72,8 @@ RunTask = TrainTask
 def _train(unit: list[RunSpec], results_dir: str, save_weights: bool, done: list[dict[str, Any]]) -> list[str]:
     """Train a unit's runs without a result; append what they got to `done` and return the labels of those
     that failed (each with its failure record)."""
-    from .. import results
     from ..local import train_unit
+    from ..store import results
 
     todo = []
     for spec in unit:
