@@ -34,6 +34,31 @@ def test_merged_classes_and_their_problems() -> None:
         data.load(DataSpec("phantom", {**BASE, "merge": {c: "All" for c in classes.CLASSES}}))
 
 
+def test_a_merge_target_is_a_class_or_a_shared_new_name_never_a_near_miss_nor_the_class_itself() -> None:
+    """Issue 32: a typo in a target made a class of its own; a class merged into itself changed the fingerprint."""
+    typo = classes.merge_problem({"Moderate_Demented": "Mild_Demeted"})
+    assert typo is not None and "'Mild_Demeted' is no class but resembles Mild_Demented" in typo
+    # A near-miss is refused even where it would be a shared new name.
+    shared_typo = {"Moderate_Demented": "Non_Dementd", "Very_Mild_Demented": "Non_Dementd"}
+    assert "resembles Non_Demented" in str(classes.merge_problem(shared_typo))
+    # A new name is for several classes merged into one, not for renaming one.
+    lone = classes.merge_problem({"Moderate_Demented": "Demented"})
+    assert lone is not None and "'Demented' is not one of the source's classes" in lone
+    assert classes.merge_problem({"Mild_Demented": "Demented", "Moderate_Demented": "Demented"}) is None
+    assert classes.merge_problem({"Mild_Demented": "Dementia", "Moderate": "Dementia", "very mild": "Dementia"}) is None
+    for itself in ({"Mild_Demented": "Mild_Demented"}, {"mild": "Mild_Demented"},
+                   {"Moderate_Demented": "Mild_Demented", "Mild_Demented": "mild demented"}):
+        assert "merges a class into itself" in str(classes.merge_problem(itself)), itself
+    # A source class misspelt is named with the class it resembles; a chain is found through any spelling.
+    assert "unknown class 'Moderate_Demeted' (did you mean Moderate_Demented?)" in str(
+        classes.merge_problem({"Moderate_Demeted": "Mild_Demented"}))
+    chain = {"Moderate": "Mild_Demented", "Mild": "Demented", "Very_Mild": "Demented"}
+    assert classes.merge_problem(chain) == (
+        "Moderate joins Mild_Demented, which itself joins Demented: name the final class directly")
+    with pytest.raises(DataError, match="option merge: Moderate_Demented = 'Mild_Demeted'"):
+        data.load(DataSpec("phantom", {**BASE, "merge": {"Moderate_Demented": "Mild_Demeted"}}))
+
+
 def test_a_merge_relabels_the_same_split_and_its_counts_add_up() -> None:
     plain = data.load(DataSpec("phantom", BASE))
     merged = data.load(DataSpec("phantom", {**BASE, "merge": MERGE}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 
 from ..errors import UnknownClassError
@@ -36,14 +37,39 @@ def class_index(name: str | int, class_map: dict[str, str] | None = None) -> int
         return CLASSES.index(name)
     alias = _ALIASES.get(_norm(name))
     if alias is None:
-        raise UnknownClassError(
-            f"unknown class {name!r}: expected one of {', '.join(CLASSES)} (or a common spelling of one)"
-        )
+        raise UnknownClassError(_unknown(name))
     return alias
 
 
+def _spelling(name: str) -> str:
+    return re.sub(r"[^a-z]+", "_", name.lower()).strip("_")
+
+
+# How alike a name and a class name must be (difflib's ratio of their lowercase spellings) to be taken for a
+# misspelling of it: "Mild_Demeted" is 0.96 like Mild_Demented, "Mildly_Demented" 0.93; "Demented", a fair new
+# name for the demented classes merged, is 0.80 like Non_Demented.
+NEAR_MISS = 0.85
+
+
+def resembles(name: str) -> str | None:
+    """The class that `name`, which is none of them in any spelling, looks like a misspelling of; None if none."""
+    spelt = {_spelling(c): c for c in CLASSES}
+    close = difflib.get_close_matches(_spelling(name), list(spelt), n=1, cutoff=NEAR_MISS)
+    return spelt[close[0]] if close else None
+
+
+def _unknown(name: str) -> str:
+    """An unknown class name, with the class it resembles when it looks like a misspelling."""
+    near = resembles(name)
+    return f"unknown class {name!r}" + (f" (did you mean {near}?)" if near else "") + \
+        f": expected one of {', '.join(CLASSES)} (or a common spelling of one)"
+
+
 def merge_problem(merge: object) -> str | None:
-    """Why a `merge` data option ({class = new or existing class name}) is unusable; None when it is fine."""
+    """Why a `merge` data option ({class = class it joins}) is unusable; None when it is fine. A target is one of
+    the source's classes, or a new name shared by several classes merged into one; a near-miss of a class name is
+    refused either way (a typo would make a class of its own), and so is a class merged into itself (a no-op
+    that would still change the data's fingerprint, and with it every run id of the same task)."""
     if not isinstance(merge, dict) or not merge:
         return "must be a table of class = class it joins, e.g. {Moderate_Demented = \"Mild_Demented\"}"
     try:
@@ -52,12 +78,30 @@ def merge_problem(merge: object) -> str | None:
         return str(e)
     if len(set(sources)) != len(sources):
         return "names one class twice"
-    targets = [v for v in merge.values()]
-    if not all(isinstance(v, str) and v.strip() for v in targets):
+    if not all(isinstance(v, str) and v.strip() for v in merge.values()):
         return "every class must map to a class name (a string)"
+    joined: dict[int, int | None] = {}  # each source class -> the class it joins (None: a new name)
     for k, v in merge.items():
-        if v in merge and CLASSES[class_index(v)] != CLASSES[class_index(k)]:
-            return f"{k} joins {v}, which itself joins {merge[v]}: name the final class directly"
+        try:
+            joined[class_index(k)] = class_index(v)
+        except UnknownClassError:
+            joined[class_index(k)] = None
+        if joined[class_index(k)] == class_index(k):
+            return (f"{k} = {v!r} merges a class into itself: leave it out (it changes nothing but the data's "
+                    "fingerprint, so the same task would get new run ids)")
+    for k, v in merge.items():
+        to = joined[class_index(k)]
+        if to is None:
+            if (near := resembles(v)) is not None:
+                return (f"{k} = {v!r}: {v!r} is no class but resembles {near}; write {near} to merge into it (a "
+                        "new name must not be a near-miss of a class name)")
+            if sum(w == v for w in merge.values()) < 2:
+                return (f"{k} = {v!r}: {v!r} is not one of the source's classes ({', '.join(CLASSES)}); a new "
+                        f"name is for several classes merged into one (e.g. {{Mild_Demented = \"{v}\", "
+                        f"Moderate_Demented = \"{v}\"}})")
+        elif to in joined:
+            joins = next(w for m, w in merge.items() if class_index(m) == to)
+            return f"{k} joins {v}, which itself joins {joins}: name the final class directly"
     names, _ = merged_classes(merge)
     if len(names) < 2:
         return "leaves fewer than two classes"
