@@ -12,7 +12,7 @@ from mriaug.cli import app
 from mriaug.data import sources as data
 from mriaug.plan import grid
 from mriaug.store import results
-from tests.conftest import finish, mriaug_process
+from tests.conftest import REAL_DATA, finish, mriaug_process, require_real_data
 from tests.slurm_helpers import write_grid
 
 runner = CliRunner()
@@ -86,6 +86,53 @@ def test_a_run_without_images_of_a_class_is_refused_at_planning(tmp_path: Path) 
     g.write_text(g.read_text().replace("{default = 0.0}", "{default = 1.0, Moderate_Demented = 0.0}"))
     r = runner.invoke(app, ["grid", str(g)])
     assert r.exit_code == 2 and "no training images of class Moderate_Demented" in r.output, r.output
+
+
+DRY = """name = "dry"
+results = "{results}"
+models = ["cnn"]
+scenarios = ["1"]
+augmentations = ["none"]
+seeds = 2
+
+[data]
+source = "{source}"
+split = "subject"
+{extra}
+
+[model.cnn]
+epochs = 1
+resolution = 32
+"""
+PHANTOM = "n_train = 480\nn_test = 160\nsize = 32\n"  # its scan groups, recovered from the images: 22
+
+
+@pytest.mark.parametrize("extra, words", [
+    ('merge = {Moderate_Demented = "Mild_Demeted"}', "data.merge: Moderate_Demented = 'Mild_Demeted': "
+                                                     "'Mild_Demeted' is no class but resembles Mild_Demented"),
+    ('merge = {Mild_Demented = "Mild_Demented"}', "data.merge: Mild_Demented = 'Mild_Demented' merges a class into "
+                                                  "itself"),
+    ("splits = 23", "[data] splits = 23: more repeated subject splits than the data has scan groups (22)"),
+])
+def test_a_dry_run_refuses_what_grid_would(tmp_path: Path, extra: str, words: str) -> None:
+    """Issue 32: `splits` beyond the data's scan groups passed the dry run ("2 to run"); only loading the data
+    under the split finds it, as `grid` and `synth --grid` do."""
+    g = tmp_path / "grid.toml"
+    g.write_text(DRY.format(results=tmp_path / "res", source="phantom", extra=PHANTOM + extra))
+    for args in (["grid", str(g), "--dry-run"], ["grid", str(g)]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and words in r.output and str(g) in r.output, (args, r.output)
+    assert not (tmp_path / "res").exists()
+
+
+def test_a_dry_run_refuses_1000_splits_of_the_real_data(tmp_path: Path) -> None:
+    require_real_data()
+    g = tmp_path / "grid.toml"
+    g.write_text(DRY.format(results=tmp_path / "res", source=REAL_DATA, extra="splits = 1000"))
+    r = runner.invoke(app, ["grid", str(g), "--dry-run"])
+    assert r.exit_code == 2, r.output
+    assert "[data] splits = 1000: more repeated subject splits than the data has scan groups (200)" in r.output
+    assert not (tmp_path / "res").exists()
 
 
 # Two `mriaug grid` workers on one results folder. (Until issue 23 in test_concurrency.py.)

@@ -101,20 +101,31 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
     if results_dir is not None:
         g.results = results_dir
     if only:
-        g.runs = [r for r in g.runs if any(r.run_id.startswith(p) for p in only)]
-        if not g.runs:
+        chosen = [r for r in g.runs if any(r.run_id.startswith(p) for p in only)]
+        if not chosen:
+            # A run's id holds its pool's content: until the pool is made here, a published id matches no run.
+            missing = _missing_pools(file, [r for r in g.runs if r.pool in grid_mod.missing_pools(g.runs)])
+            _list_missing(missing)
+            if missing:
+                raise PoolError(f"{file}: no run id starts with {', '.join(only)}, and {len(missing)} of the grid's "
+                                "pool folders are not made yet (above, each with the command that makes it); a run "
+                                "that adds synthetic images has its id only once its pool exists: make the pool of "
+                                "the run's split (seed s uses split s mod K) and try again")
             raise SettingError(f"{file}: no run id starts with {', '.join(only)}")
+        g.runs = chosen
     done = results.done_ids(g.results)
     todo = [r for r in g.runs if r.run_id not in done]
     counts = f"grid {g.name}: {len(g.runs)} runs, {len(g.runs) - len(todo)} done, {len(todo)} to run -> {g.results}"
     if dry_run:
+        # What `grid` would refuse is refused here too (the data under every split, each pool against it);
+        # a pool not made yet is listed with the command that makes it.
+        missing = _missing_pools(file, todo)
         _print_settings(g)
-        typer.echo(f"{counts} (dry run: nothing trained)")
+        _list_missing(missing)
+        typer.echo(f"{counts} (dry run: nothing trained" + (f"; {len(missing)} pool folder(s) to make first, "
+                                                            "above)" if missing else ")"))
         return
-    try:
-        grid_mod.check_pools(todo)
-    except PoolError as e:
-        raise PoolError(f"{file}: {e}") from e
+    _check_pools(file, todo)
     typer.echo(counts)
     log = (lambda m: tqdm.write(m, file=sys.stderr)) if verbose else (lambda m: None)
     with tqdm(total=len(todo), unit="run", file=sys.stderr) as bar:
@@ -122,6 +133,32 @@ def grid_cmd(file: GridArg, device: DeviceOpt = None,
                               progress=_Bar(bar))
         worker.run(g.units(todo))
     collect(g.results, g.results / "tables", run_ids={r.run_id for r in g.runs}, echo=typer.echo, warn=_warn)
+
+
+def _check_pools(file: Path, runs: list[RunSpec], missing: dict[str, str] | None = None) -> None:
+    """`grid_mod.check_pools` with the grid file named in its error."""
+    from ..errors import DataError
+    from ..plan import grid as grid_mod
+
+    try:
+        grid_mod.check_pools(runs, missing)
+    except DataError as e:  # the data under a split, or a pool (PoolError is one)
+        raise type(e)(f"{file}: {e}") from e
+
+
+def _missing_pools(file: Path, runs: list[RunSpec]) -> dict[str, str]:
+    """Check the runs as `grid` would, but collect each pool folder not made yet (with the command that makes it)
+    instead of stopping at the first."""
+    missing: dict[str, str] = {}
+    _check_pools(file, runs, missing)
+    return missing
+
+
+def _list_missing(missing: dict[str, str]) -> None:
+    if missing:
+        typer.echo(f"{len(missing)} pool folder(s) not made yet:", err=True)
+        for why in missing.values():
+            typer.echo(f"  {why}", err=True)
 
 
 def _print_settings(g: Grid) -> None:

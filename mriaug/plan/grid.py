@@ -142,14 +142,16 @@ def _pack_seeds(r: _Reader, model: str, table: dict[str, Any]) -> int:
     return n
 
 
-def check_pools(runs: list[RunSpec]) -> None:
+def check_pools(runs: list[RunSpec], missing: dict[str, str] | None = None) -> None:
     """Before any training: every run that adds synthetic images finds enough in its pool (and the pool is
     valid for the data), and every run has training images of every class. Mixing only builds indices, so
-    checking every (scenario, seed) is cheap."""
+    checking every (scenario, seed) is cheap. With `missing` (a dry run), a pool folder that does not exist yet
+    is recorded there (folder -> how to make it) instead of stopping the check; the runs that draw from it are
+    checked as far as they can be without it."""
     from ..data import sources as data_mod
 
     datasets: dict[str, data_mod.Dataset] = {}
-    loaded: dict[tuple[str, str], pools.Pool] = {}
+    loaded: dict[tuple[str, str], pools.Pool | None] = {}
     checked: set[tuple[str, str | None, str, int]] = set()
     for r in runs:
         if r.scenario.needs_pool and r.pool is None:
@@ -165,12 +167,39 @@ def check_pools(runs: list[RunSpec]) -> None:
         pool = None
         if pool_path is not None:
             if (dkey, pool_path) not in loaded:
-                loaded[dkey, pool_path] = pools.load(pool_path, datasets[dkey])
+                try:
+                    loaded[dkey, pool_path] = pools.load(pool_path, datasets[dkey])
+                except PoolError as e:
+                    if Path(pool_path).is_dir():
+                        raise
+                    made = _not_made(e, r)
+                    if missing is None:
+                        raise made from e
+                    missing[pool_path] = str(made)
+                    loaded[dkey, pool_path] = None
             pool = loaded[dkey, pool_path]
+            if pool is None:  # not made yet (dry run): the rest of the check needs its images
+                continue
         try:
             scenarios.mix(datasets[dkey], r.scenario, r.seed, pool)
         except SettingError as e:
             raise GridError(f"{r.label}: {e}") from e
+
+
+def _not_made(e: PoolError, r: RunSpec) -> PoolError:
+    """A missing pool's error, naming the one split of a grid's K whose pool it is (`synth --grid --split`)."""
+    k = int(splits.options(r.data.options)["splits"])
+    if k <= 1:
+        return e
+    return PoolError(f"{e}; it is split {r.seed % k} of the grid's {k} (`--split {r.seed % k}` on `mriaug synth "
+                     "--grid GRID` makes that split's pool alone)")
+
+
+def missing_pools(runs: list[RunSpec]) -> list[str]:
+    """The pool folders the runs draw from that hold no pool yet (a run's id holds its pool's content, so until
+    the pool is made the run has another id than the one it will train under)."""
+    return list(dict.fromkeys(r.pool for r in runs if r.scenario.needs_pool and r.pool
+                              and pools.manifest_fingerprint(r.pool) is None))
 
 
 def load(path: str | Path) -> Grid:
