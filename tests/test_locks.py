@@ -1,6 +1,7 @@
 """The run and pool lock (`mriaug.store.locks`) by hand: who counts as a live holder, the timeout setting, what a
 lock file holds, and that a live holder's lock is never taken (issue 18); then in use: a second holder waits,
-stale locks are taken over, a run held by a live worker is skipped."""
+stale locks are taken over, a run held by a live worker is skipped, a worker beside another live one takes half
+the cores."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from mriaug.engine import train
+from mriaug import local
+from mriaug.engine import runtime, train
 from mriaug.errors import SettingError
 from mriaug.plan import grid
 from mriaug.store import locks, results
@@ -363,3 +366,22 @@ def test_live_holders_count_the_live_workers_of_a_folder(tmp_path: Path) -> None
         (folder / "c.lock").write_text(json.dumps({"pid": 2**22 + 1, "host": socket.gethostname(), "token": "x"}))
         assert len(locks.live_holders(folder)) == 2
     assert locks.live_holders(folder) == []
+
+
+def test_a_worker_beside_another_live_worker_trains_on_its_share_of_the_cores(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two workers of one results folder on one machine split its cores (each taking them all would make both
+    # slower than one alone); what a run trained with is in its result (env.threads).
+    g = grid.load(write_grid(tmp_path / "g.toml", tmp_path / "res", seeds=2, n_train=160))
+    a, b = g.runs[:2]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # else the user's thread count wins over the share
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 4)  # a 4-core machine, whatever this one has
+    before = torch.get_num_threads()
+    try:
+        with locks.held(Path(g.results) / ".workers" / "another-worker.lock", wait=False):
+            local.Worker(Path(g.results), log=lambda m: None).run([[a]])
+        local.Worker(Path(g.results), log=lambda m: None).run([[b]])  # alone again: every core
+    finally:
+        torch.set_num_threads(before)
+    assert results.read(results.path_for(g.results, a.run_id)).env["threads"] == 2
+    assert results.read(results.path_for(g.results, b.run_id)).env["threads"] == 4

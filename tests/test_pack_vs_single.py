@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from mriaug.data import sources as data_mod
 from mriaug.data.sources import DataSpec
 from mriaug.engine import train
 from mriaug.plan import scenarios
@@ -61,3 +63,28 @@ def test_each_packed_seed_validates_selects_and_tests_as_its_separate_run(tmp_pa
     assert len({s.training.selected_epoch for s in separate if s.training}) > 1
     ce = sorted(s.metrics.test_ce for s in separate)
     assert min(b - a for a, b in zip(ce[:-1], ce[1:], strict=True)) > 10 * TOL
+
+
+def test_a_class_weighted_pack_on_a_subsampling_scenario_weighs_each_seed_by_its_own_kept_images(
+        tmp_path: Path) -> None:
+    """Scenario 2 keeps 80% of each class per seed, so the unit's images (every seed's kept rows together) are
+    not any seed's: weights taken from them differ from the seed's own (measured: Moderate, 2 images either way,
+    weighs 17.6 among a seed's 141 kept images and 22.0 among the union's 176), and the pack would train and
+    select on another loss than the single run. Scenario 1 cannot show this: there every seed keeps every row."""
+    hps = tiny_hparams("cnn", epochs=3, lr=5e-3, precision="fp32", class_weight="balanced")
+    specs = [make_spec("cnn", scenarios.SCENARIOS["2"], "none", s, hps, VAL_DATA, select="best_val")
+             for s in range(3)]
+    ds = data_mod.load(VAL_DATA)
+    mixes = [scenarios.mix(ds, s.scenario, s.seed, None) for s in specs]
+    own = [train.class_weights(ds.train_y[m.real_index], len(ds.classes)) for m in mixes]
+    union = train.class_weights(ds.train_y[np.unique(np.concatenate([m.real_index for m in mixes]))],
+                                len(ds.classes))
+    assert all(np.abs(w - union).max() > 0.1 for w in own)  # the union's weights are not a seed's: a slip shows
+    packed = train.run_unit(specs, tmp_path / "packed", log=lambda m: None)
+    separate = [execute(s, tmp_path / "separate", log=lambda m: None) for s in specs]
+    for p, s, w in zip(packed, separate, own, strict=True):
+        assert p.packed is not None and p.training is not None and s.training is not None
+        assert p.training.class_weights == pytest.approx(dict(zip(ds.classes, w.tolist(), strict=True)), abs=1e-6)
+        assert p.training.class_weights == pytest.approx(s.training.class_weights, abs=1e-6)
+        assert [h["val_loss"] for h in p.history] == pytest.approx([h["val_loss"] for h in s.history], abs=TOL)
+        assert p.metrics.test_ce == pytest.approx(s.metrics.test_ce, abs=TOL)

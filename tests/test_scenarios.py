@@ -155,6 +155,30 @@ def test_a_pool_from_a_model_that_saw_dropped_rows_is_refused_only_when_rows_are
     assert scenarios.mix(ds, scenarios.SCENARIOS["3"], 1, pool).counts_synthetic == _counts(1, 1, 0, 0)
 
 
+class _AvailableInverted(Pool):
+    """A pool whose `available` has the slip mix's last guard is there for: it offers the sources NOT kept."""
+
+    def available(self, label: int, kept: np.ndarray) -> np.ndarray:
+        return np.flatnonzero((self.labels == label) & ~np.isin(self.sources, kept))
+
+
+def test_a_synthetic_image_of_a_dropped_source_is_refused_by_mix_itself() -> None:
+    # One variation of each Mild and Moderate row; scenario 4 (seed 0) keeps Mild rows 0, 1, 2, 4 and adds 1
+    # synthetic Mild image, which this pool can only offer from the dropped row 3. The Mild variations are stored
+    # in reverse, so row 3's sits at pool row 1, a kept row number: a guard that looked at pool rows instead of
+    # their sources would let it through.
+    ds = _dataset()
+    good = _pool(np.array([4, 3, 2, 1, 0, 5, 6, 7]))
+    bad = _AvailableInverted(**{f.name: getattr(good, f.name) for f in dataclasses.fields(good)})
+    kept = scenarios.kept_class_rows(ds, scenarios.SCENARIOS["4"], 0, 0)
+    assert kept.tolist() == [0, 1, 2, 4] and bad.available(0, kept).tolist() == [1]
+    with pytest.raises(PoolError, match=r"internal: synthetic image of a dropped or held-out source selected "
+                                        r"\(Mild_Demented\)"):
+        scenarios.mix(ds, scenarios.SCENARIOS["4"], 0, bad)
+    m = scenarios.mix(ds, scenarios.SCENARIOS["4"], 0, good)  # the same pool, read right: a kept source
+    assert np.isin(good.sources[m.synthetic_index], m.real_index).all()
+
+
 def test_needs_pool_and_to_dict() -> None:
     assert [s.needs_pool for s in scenarios.SCENARIOS.values()] == [False, False, True, True, True, True]
     assert not scenarios.custom("x", 0.5, 0).needs_pool
