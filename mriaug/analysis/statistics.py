@@ -251,12 +251,20 @@ def signed_rank_cdf(n: int) -> np.ndarray:
     return np.cumsum(counts) / 2.0**n
 
 
+# scipy's `wilcoxon` (method "auto", what the tables call) is exact up to 50 pairs and uses the normal
+# approximation beyond.
+EXACT_PAIRS = 50
+
+
 def signed_rank_p(d: np.ndarray) -> np.ndarray:
-    """Exact two-sided signed-rank p of each row of d (rows of untied nonzero differences), as scipy's
-    `wilcoxon` computes it for n <= 50 without ties."""
+    """Two-sided signed-rank p of each row of d (rows of untied nonzero differences), as scipy's `wilcoxon`
+    computes it: exact up to EXACT_PAIRS pairs, by the normal approximation (no continuity correction) beyond."""
     n = d.shape[1]
     ranks = np.argsort(np.argsort(np.abs(d), axis=1), axis=1) + 1
     w = (ranks * (d > 0)).sum(axis=1)
+    if n > EXACT_PAIRS:
+        z = (w - n * (n + 1) / 4) / math.sqrt(n * (n + 1) * (2 * n + 1) / 24)
+        return np.minimum(1.0, 2.0 * stats.norm.sf(np.abs(z)))
     cdf = signed_rank_cdf(n)
     low = cdf[np.minimum(w, n * (n + 1) // 2 - w)]  # symmetric: P(W+ <= min(w, total - w))
     return np.minimum(1.0, 2.0 * low)

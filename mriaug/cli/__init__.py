@@ -45,13 +45,14 @@ app = typer.Typer(cls=_Boundary, help="The synthetic-augmentation MRI study as r
 
 
 def _register() -> None:
-    from . import cluster, data, report, runs, synth
+    from . import cluster, data, plan, report, runs, synth
 
     data.register(app)
     runs.register(app)
     synth.register(app)
     cluster.register(app)
     report.register(app)
+    plan.register(app)
 
 
 _register()

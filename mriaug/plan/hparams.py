@@ -46,6 +46,18 @@ MAX_RESOLUTION = 1024
 
 
 @dataclass(frozen=True)
+class Throughput:
+    """A model's training speed as measured on one device, with where it was measured: what `mriaug plan`
+    estimates device-hours from (an estimate: the figure holds for the setting it names)."""
+
+    images_per_s: float
+    device: str
+    resolution: int
+    precision: str
+    source: str
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What a model name means before any network is built: its defaults and input constraints."""
 
@@ -57,10 +69,18 @@ class ModelCard:
     packs: bool = False
     no_pack_reason: str = ""
     channels_last: bool = False  # whether channels-last memory pays (convolutions; `speed.Speed.channels_last_for`)
+    gpu: Throughput | None = None  # measured GPU training throughput, where one was measured
 
     @property
     def pretrained_by_default(self) -> bool:
         return self.defaults.pretrained
+
+
+def _h200(images_per_s: float, resolution: int) -> Throughput:
+    """A figure of the one GPU measurement so far: the real data, no augmentation, one run at the thesis's epochs
+    trained the way a Slurm task trains it."""
+    return Throughput(images_per_s, "NVIDIA H200", resolution, "bf16", "benchmarks/README.md (issue 12, \"Per model "
+                      "at the thesis settings\"): benchmarks/grid_hours.py, 2026-11-26")
 
 
 # The cards' defaults are the thesis's settings (ch. 5): a grid without a [model.NAME] table and `mriaug run`
@@ -70,15 +90,16 @@ MODELS: dict[str, ModelCard] = {
     for c in (
         # Thesis basic CNN, from scratch, 128x128 grayscale; two 2x2 poolings.
         ModelCard("cnn", HParams("basic-cnn", 128, epochs=10, batch_size=64, lr=1e-3), 4, takes_weights=False,
-                  packs=True, channels_last=True),
+                  packs=True, channels_last=True, gpu=_h200(13854, 128)),
         # ImageNet-1k ResNet-18, every layer fine-tuned.
         ModelCard("resnet18", HParams("resnet18.tv_in1k", 256, epochs=8, batch_size=64, lr=1e-4, pretrained=True),
                   no_pack_reason="its batch norm updates running statistics in place, which vmap over stacked "
-                  "per-seed buffers does not do", channels_last=True),
+                  "per-seed buffers does not do", channels_last=True, gpu=_h200(3938, 256)),
         # ViT-B/16, every layer fine-tuned, AdamW (decoupled weight decay), position embeddings resized to the
         # input; 16x16 patches.
         ModelCard("vit", HParams("vit_base_patch16_224.augreg2_in21k_ft_in1k", 256, epochs=8, batch_size=64,
-                                 lr=3e-5, weight_decay=0.05, pretrained=True), 16, packs=True),
+                                 lr=3e-5, weight_decay=0.05, pretrained=True), 16, packs=True,
+                  gpu=_h200(1204, 256)),
     )
 }
 

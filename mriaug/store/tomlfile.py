@@ -3,6 +3,8 @@ line and the key at fault."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -74,3 +76,54 @@ class TomlFile:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.fail(table, key, "must be a list of strings")
         return list(value)
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key(k: str) -> str:
+    return k if _BARE_KEY.fullmatch(k) else json.dumps(k)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"no TOML for {type(v).__name__} {v!r}")
+
+
+def dumps(doc: dict[str, Any], head: str = "") -> str:
+    """TOML text of a parsed document (the values a grid or profile holds: strings, numbers, booleans, lists and
+    tables), `head` as comment lines on top; checked to parse back to `doc`. Tables of tables become [a.b]
+    sections, tables inside them inline ({...})."""
+    lines = [f"# {line}".rstrip() for line in head.splitlines()]
+    lines += [f"{_key(k)} = {_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
+
+    def section(path: list[str], table: dict[str, Any]) -> None:
+        plain = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        subs = {k: v for k, v in table.items() if isinstance(v, dict)}
+        if plain or not subs:
+            lines.extend(["", f"[{'.'.join(map(_key, path))}]"])
+            lines.extend(f"{_key(k)} = {_value(v)}" for k, v in plain.items())
+        for k, v in subs.items():
+            if plain:  # a table below one with keys of its own stays inline, beside them
+                lines.append(f"{_key(k)} = {_value(v)}")
+            else:
+                section([*path, k], v)
+
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            section([k], v)
+    text = "\n".join(lines).lstrip("\n") + "\n"
+    if tomllib.loads(text) != doc:
+        raise ValueError("internal: the TOML written does not read back as the document")
+    return text
