@@ -140,6 +140,23 @@ def test_train_diffusion_cli(tmp_path: Path) -> None:
                         options=opts, progress_bar=False)
 
 
+def test_train_diffusion_grid_split_trains_that_splits_model_alone(tmp_path: Path) -> None:
+    """Issue 32: `--grid` trained a model for every one of the grid's K splits; `--split K` trains split K's."""
+    g = tmp_path / "g.toml"
+    g.write_text('models = ["cnn"]\nscenarios = ["1"]\n\n[data]\nsource = "phantom"\nn_train = 240\nn_test = 80\n'
+                 'size = 32\nsplit = "subject"\nsplits = 2\nsplit_seed = 10\n')
+    out = tmp_path / "model"
+    args = ["synth", "train-diffusion", "--grid", str(g), "--out", str(out), "--steps", "1", "--batch-size", "4",
+            "--channels", "16,32", "--layers-per-block", "1", "--no-attention", "--classes", "Moderate_Demented"]
+    r = CliRunner().invoke(app, [*args, "--split", "1"])
+    assert r.exit_code == 0, r.output
+    assert (out / "split-11" / diffusion.INFO).exists() and not (out / "split-10").exists()
+    assert f"--grid {g} --split 1" in r.output  # the synth command that uses it makes that split's pool only
+    r = CliRunner().invoke(app, [*args, "--split", "2"])
+    assert r.exit_code == 2 and "--split 2: the grid" in r.output and "numbered 0..1" in r.output, r.output
+    assert not (out / "split-10").exists()
+
+
 def test_legacy_pool_json_trained_on_comes_from_the_manifest(tmp_path: Path, dataset: data.Dataset,
                                                              trained: Path) -> None:
     pool = tmp_path / "pool"

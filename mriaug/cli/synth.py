@@ -38,6 +38,10 @@ A rerun resumes: sources already in the pool are skipped. Generators: transform 
 openai (any OpenAI-compatible server; key from OPENAI_API_KEY), diffusion (a local model trained with
 `mriaug synth train-diffusion`; no image leaves the site)."""
 
+SplitOpt = Annotated[int | None, typer.Option(
+    metavar="K", help="with --grid of `[data] splits = N`: only split K (0..N-1; seed s is tested on split s mod N), "
+    "not all N")]
+
 Settings = Annotated[list[str] | None, typer.Option(
     "--setting", "-s", metavar="KEY=VALUE", help="generator setting, repeatable: e.g. -s model=gpt-image-2 "
     "-s n=10 -s concurrency=8 or -s endpoint=variation (openai), -s checkpoint=DIR -s strength=0.5 (diffusion), "
@@ -73,6 +77,7 @@ def synth(ctx: typer.Context,
           out: Annotated[Path | None, typer.Option(metavar="POOL", help="pool folder to create or extend")] = None,
           grid: Annotated[Path | None, typer.Option(metavar="GRID",
                                                     help="take data source and pool folder from a grid")] = None,
+          split: SplitOpt = None,
           generator: Annotated[str, typer.Option(metavar="NAME", help="transform | copy | openai | diffusion")]
           = "transform",
           setting: Settings = None,
@@ -95,7 +100,7 @@ def synth(ctx: typer.Context,
     from ..data import sources as data_mod
     from ..data.kept_for import KeptFor
 
-    targets = _pool_targets(grid, out, generator, data_spec(data, data_option))
+    targets, n_splits = _pool_targets(grid, out, generator, data_spec(data, data_option), split)
     if profile and not dry_run:
         return _submit_self(profile, "synth", targets[0][1] if len(targets) == 1 else Path(str(targets[0][1])).parent)
     options = _settings(setting)
@@ -103,12 +108,12 @@ def synth(ctx: typer.Context,
     failed = False
     for d, folder in targets:
         opts = dict(options)
-        if len(targets) > 1:
+        if n_splits > 1:
             typer.echo(f"split {d.options.get('split_seed')}: pool {folder}")
             if "checkpoint" in opts:  # a diffusion model per split, trained with `train-diffusion --grid`
                 from ..plan.grid import pool_dir
 
-                opts["checkpoint"] = pool_dir(str(opts["checkpoint"]), d, len(targets))
+                opts["checkpoint"] = pool_dir(str(opts["checkpoint"]), d, n_splits)
         # Pools (and diffusion models) are made for the source's own classes; a merged task maps their labels.
         ds = data_mod.load(d.unmerged())
         failed |= _make_one(ds, folder, generator, opts, classes, per_source, max_sources,
@@ -117,24 +122,36 @@ def synth(ctx: typer.Context,
         raise typer.Exit(1)
 
 
-def _pool_targets(grid: Path | None, out: Path | None, generator: str,
-                  spec: DataSpec) -> list[tuple[DataSpec, Path]]:
-    """The pool folders to make, each with its data: --out, or the grid's pool for `generator`."""
-    targets: list[tuple[DataSpec, Path]] = []
-    if grid:
-        g = load_grid(grid)
-        pool = g.pool_for(generator)
-        if out is None and pool:
-            # A grid of K repeated subject splits has a pool folder per split (sources from that split).
-            targets = [(d, Path(folder)) for d, folder in g.pool_dirs(pool)]
-        spec = g.data
-        if out is None and not targets:
-            raise SettingError(f"{grid}: the grid sets no pool; pass --out POOL")
-    if not targets:
+def _pool_targets(grid: Path | None, out: Path | None, generator: str, spec: DataSpec,
+                  split: int | None = None) -> tuple[list[tuple[DataSpec, Path]], int]:
+    """The pool folders to make, each with its data: --out, or the grid's pool for `generator` (all its splits'
+    folders, or split `split`'s); and the number of splits the grid has (1 without a grid)."""
+    if grid is None:
+        if split is not None:
+            raise SettingError(f"--split {split}: picks one of a grid's repeated splits; pass --grid GRID too")
         if out is None:
             raise SettingError("--out is required (or a --grid that sets pool); see `mriaug synth --help`")
-        targets = [(spec, out)]
-    return targets
+        return [(spec, out)], 1
+    g = load_grid(grid)
+    data = _grid_split(g, grid, split)
+    if out is not None:  # this folder, from the grid's data (split `split`'s with --split)
+        return [(data[0] if split is not None else g.data, out)], 1
+    pool = g.pool_for(generator)
+    if not pool:
+        raise SettingError(f"{grid}: the grid sets no pool; pass --out POOL")
+    # A grid of K repeated subject splits has a pool folder per split (sources from that split).
+    return [(d, Path(folder)) for d, folder in g.pool_dirs(pool) if d in data], len(g.split_data) or 1
+
+
+def _grid_split(g: Any, grid: Path, split: int | None) -> list[DataSpec]:
+    """The data of every split of the grid, or of split `split` alone (refused outside 0..K-1)."""
+    every = g.split_data or [g.data]
+    if split is None:
+        return list(every)
+    if isinstance(split, bool) or not 0 <= split < len(every):
+        raise SettingError(f"--split {split}: the grid {grid} has {len(every)} split(s) ([data] splits = "
+                           f"{len(every)}), numbered 0..{len(every) - 1}")
+    return [every[split]]
 
 
 def _make_one(ds: Any, out: Path, generator: str, options: dict[str, object],
@@ -193,6 +210,7 @@ def train_diffusion(
         out: Annotated[Path, typer.Option(metavar="DIR", help="checkpoint folder (resumed when it exists)")],
         data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
         grid: Annotated[Path | None, typer.Option(metavar="GRID", help="take the data source from a grid")] = None,
+        split: SplitOpt = None,
         steps: Annotated[int, typer.Option(help="total training steps")] = 20000,
         batch_size: Annotated[int, typer.Option(help="images per training step")] = 64,
         lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
@@ -221,14 +239,23 @@ def train_diffusion(
                         (layers_per_block, "--layers-per-block")):
         checks.positive_int(value, name)
     checks.seed(seed, "--seed")
+    # A grid of K repeated subject splits trains a model per split, each on its own training part (DIR/split-SEED);
+    # --split K only split K's.
+    n_splits = 1
+    if grid is None:
+        if split is not None:
+            raise SettingError(f"--split {split}: picks one of a grid's repeated splits; pass --grid GRID too")
+        targets = [(data_spec(data, data_option), str(out))]
+    else:
+        g = load_grid(grid)
+        chosen, n_splits = _grid_split(g, grid, split), len(g.split_data) or 1
+        targets = [(d, folder) for d, folder in g.pool_dirs(str(out)) if d in chosen]
     if profile:
         return _submit_self(profile, "diffusion", out)
     kept = KeptFor.parse(kept_for)
     ch = _channels(channels)
-    # A grid of K repeated subject splits trains a model per split, each on its own training part (DIR/split-SEED).
-    targets = load_grid(grid).pool_dirs(str(out)) if grid else [(data_spec(data, data_option), str(out))]
     for spec, folder in targets:
-        if len(targets) > 1:
+        if n_splits > 1:
             typer.echo(f"split {spec.options.get('split_seed')}: model {folder}", err=True)
         ds = data_mod.load(spec.unmerged())
         info = diffusion.train(ds, folder, steps=steps, batch_size=batch_size, lr=lr, resolution=resolution,
@@ -238,7 +265,7 @@ def train_diffusion(
                                log=lambda m: typer.echo(m, err=True))
         typer.echo(_trained(folder, info, steps))
     typer.echo(f"use it: mriaug synth --generator diffusion -s checkpoint={out} -s strength=0.5 "
-               + (f"--grid {grid}" if grid else "--out POOL ..."))
+               + (f"--grid {grid}" + (f" --split {split}" if split is not None else "") if grid else "--out POOL ..."))
 
 
 def report_cmd(pool: Annotated[Path, typer.Argument(metavar="POOL", help="pool folder")],
