@@ -868,3 +868,11 @@ def test_runs_csv_names_the_split_each_run_was_tested_on(tmp_path: Path) -> None
     assert [runs.loc[f"k{s}", "split_index"] for s in range(5)] == [0, 1, 2, 0, 1]
     assert set(runs["split"]) == {"subject"}  # the kind, kept
     assert collect.gather(tmp_path / "one").runs["split_index"].tolist() == [0]
+
+
+def test_collect_help_names_every_metric_and_the_interval_it_prints() -> None:
+    """Issue 32: `--metric`'s help left out the per-scan metrics and called the intervals bootstrap ones."""
+    text = " ".join(CliRunner().invoke(app, ["collect", "--help"], env={"COLUMNS": "200"}).output.split())
+    for metric in statistics.METRICS:
+        assert f" {metric}," in text or f" {metric} " in text, metric
+    assert "recall:CLASS" in text and "bootstrap" not in text and "distribution-free 95% interval" in text

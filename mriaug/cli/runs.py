@@ -206,10 +206,12 @@ def collect_cmd(results_dir: Annotated[Path, typer.Argument(metavar="RESULTS_DIR
                 = None,
                 metric: Annotated[str, typer.Option(
                     metavar="METRIC",
-                    help="what the tables show: test_ce, accuracy, balanced_accuracy, macro_f1, ece or recall:CLASS "
-                         "(stats.csv holds them all)")] = "test_ce") -> None:
-    """Print the thesis tables (per cell the median with its bootstrap 95% interval, n, and a mark where
-    a scenario differs from scenario 1, paired by seed) and write CSV, Markdown, LaTeX, stats.csv and a figure."""
+                    help="what the tables show: test_ce, accuracy, balanced_accuracy, macro_f1, ece, recall:CLASS, "
+                         "or per scan (a test scan scored by the mean of its slices' probabilities) scan_ce, "
+                         "scan_accuracy, scan_balanced_accuracy (stats.csv holds them all)")] = "test_ce") -> None:
+    """Print the thesis tables and write CSV, Markdown, LaTeX, stats.csv and a figure. Per cell: the median, its
+    distribution-free 95% interval (order statistics of the seeds' values), n, and a mark where a scenario differs
+    from scenario 1 (paired by seed)."""
     from ..analysis import statistics
     from ..analysis.collect import collect
 
