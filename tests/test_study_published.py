@@ -96,3 +96,18 @@ def test_pool_quality_is_published_per_split(pool: str) -> None:
         assert all(s == 1.0 for s in shares)  # duplicates of training images: every one a near-copy
     else:
         assert all(0.0 <= s < 1.0 for s in shares) and not math.isnan(sum(shares))
+
+
+def test_the_search_table_says_what_each_configuration_changes() -> None:
+    # tuning.csv's `what` is each grid file's own description (after the search's shared first sentence), so the
+    # configurations' rows read differently; tuning.py is what wrote it.
+    spec = importlib.util.spec_from_file_location("study_tuning", STUDY / "tuning.py")
+    assert spec is not None and spec.loader is not None
+    tuning_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tuning_py)
+    table = pd.read_csv(STUDY / "tuning.csv")
+    grids = STUDY.parents[1] / "jobs" / "study-tune"
+    for config, what in zip(table["config"], table["what"], strict=True):
+        assert what == tuning_py.what((grids / f"{config.split('+')[0]}.toml").read_text()), config
+    firsts = {str(w).split()[0] for w in table.drop_duplicates("what")["what"]}
+    assert table["what"].nunique() == len({c.split("+")[0] for c in table["config"]}) == len(firsts)

@@ -11,7 +11,7 @@ interval `mriaug collect` prints), minutes per run, and `chosen`.
 It reads only the settings, the validation entry, the selected epoch and the timings of each result: never a key
 under `metrics` (the test set), so nothing here can choose by a test number.
 
-The rule, fixed before any validation number was read (docs/study/tuning.md):
+The rule (the second: the first, a limit on minutes per run, and when it was rewritten are in docs/study/tuning.md):
 1. eligible: every run of the configuration finished, at 64 px: the study's generator and pools are made at 64 px
    on these 2 CPU cores, and its 100 runs at 128 px (about 4x a 64 px run) do not fit a session; the 128 px
    configuration is searched to say what resolution buys on validation;
@@ -58,16 +58,28 @@ def _interval(values: list[float]) -> tuple[float, float, float]:
     return float(np.median(values)), lo, hi
 
 
+def what(grid_text: str) -> str:
+    """What a configuration changes, from its grid file's opening comment: every file's first sentence is the
+    search's shared header ("A configuration of the study's classifier search ... split only."), the rest is
+    the configuration's own."""
+    lines = []
+    for line in grid_text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").strip())
+    header, _, own = " ".join(lines).partition(". ")
+    return own.strip() or header.strip()
+
+
 def row(grid_file: Path, results: Path, select: str) -> dict[str, Any]:
     g = tomllib.loads(grid_file.read_text())
     model, data = g["model"]["cnn"], g["data"]
     runs = _runs(results / grid_file.stem, select)
     ba, ce = (_interval([r[k] for r in runs]) if runs else (np.nan,) * 3
               for k in ("val_balanced_accuracy", "val_ce"))
-    first = grid_file.read_text().splitlines()[1].lstrip("# ").strip()
     return {
         "config": grid_file.stem + ("" if select == g.get("select", "last") else f"+{select}"),
-        "what": first, "resolution": model["resolution"], "epochs": model["epochs"],
+        "what": what(grid_file.read_text()), "resolution": model["resolution"], "epochs": model["epochs"],
         "lr": model["lr"], "weight_decay": model.get("weight_decay", 0.0),
         "augmentation": "+".join(g["augmentations"]), "class_weight": model.get("class_weight", "none"),
         "classes": 3 if data.get("merge") else 4,
