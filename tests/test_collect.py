@@ -553,7 +553,7 @@ def test_rows_pools_and_diverged_runs_per_cell(tmp_path: Path) -> None:
     assert t.loc["Scenario 1", "No Augmentation"] == "failed [range 0.200, ∞: covers 50%] (n=2, 1 failed)"
     assert t.loc["Scenario 3", "No Augmentation"] == "failed [range 0.400, ∞: covers 75%] (n=3, 2 failed)"
     # A lone failed run: one value never brackets the median (coverage 1 - 2 * 1/2 = 0).
-    assert c.table("resnet18").loc["Scenario 2", "No Augmentation"] == "failed [range ∞, ∞: covers 0%] (n=1, 1 failed)"
+    assert c.table("resnet18").loc["Scenario 2", "No Augmentation"] == "failed [one run: no interval] (n=1, 1 failed)"
     # Pairs with scenario 1 (its runs without a pool): seed 0 0.4 - 0.2, seed 1 both failed (a tie, 0); seed 2
     # has no scenario 1 run.
     s = c.stats().set_index(["table", "scenario"]).loc[("cnn", "3")]
@@ -784,7 +784,7 @@ def test_tables_count_diverged_runs_in_their_cell(diverged_dir: Path, tmp_path: 
     t = c.table("cnn")
     # A diverged run is a failure at the worst value (test CE +inf): in its cell, counted as failed.
     assert t.loc["Scenario 1", "No Augmentation"].endswith("(n=3, 1 failed)")
-    assert t.loc["Scenario 2", "No Augmentation"] == "failed [range ∞, ∞: covers 0%] (n=1, 1 failed)"
+    assert t.loc["Scenario 2", "No Augmentation"] == "failed [one run: no interval] (n=1, 1 failed)"
     assert "Scenario 3" not in t.index  # no run of scenario 3: no row
     assert (c.runs["status"] == "diverged").sum() == 2
     assert "1 failed" in (tmp_path / "t" / "cnn.md").read_text()
@@ -876,3 +876,21 @@ def test_collect_help_names_every_metric_and_the_interval_it_prints() -> None:
     for metric in statistics.METRICS:
         assert f" {metric}," in text or f" {metric} " in text, metric
     assert "recall:CLASS" in text and "bootstrap" not in text and "distribution-free 95% interval" in text
+
+
+def test_a_table_of_one_run_per_cell_claims_no_interval(tmp_path: Path) -> None:
+    """Issue 32: one run per cell printed '[range 0.300, 0.300: covers 0%]' and a legend on 'n = 20: the 6th and
+    15th smallest' and a range that 'covers 0% at least'."""
+    _write(tmp_path, "a01", "cnn", "1", "none", 0, 0.3)
+    _write(tmp_path, "a02", "cnn", "3", "none", 0, 0.4)
+    c = collect.gather(tmp_path)
+    assert c.table("cnn").loc["Scenario 1", "No Augmentation"] == "0.300 [one run: no interval] (n=1)"
+    legend = c.legend("cnn")
+    assert "A cell of one run has no interval" in legend and "(order statistics of the seeds' values)" in legend
+    assert "6th" not in legend and "covers the median" not in legend and "0%" not in legend
+    assert "Holm over the table's 1 comparison," in legend and "With 1 paired seed no" in legend
+    # Cells of 7 runs: the example is theirs (the 1st and 7th smallest cover 98.4%), and n = 1 is still named.
+    for seed in range(1, 7):
+        _write(tmp_path, f"b{seed}", "cnn", "1", "none", seed, 0.3 + seed / 100)
+    legend = collect.gather(tmp_path).legend("cnn")
+    assert "n = 7: the 1st and 7th smallest" in legend and "A cell of one run has no interval" in legend

@@ -196,26 +196,34 @@ class Collected:
         per_scan = ("Per scan: a test scan's prediction is the mean of its slices' probabilities (on the given split "
                     "scans have slices on both sides, so a scan score there measures recognition of seen patients). "
                     if self.metric(metric) in st.PER_SCAN else "")
+        # The ranks the table's largest cell that reaches 95% uses, as the example (not a fixed n = 20).
+        full = [n for n in sorted({int(v) for v in mine["n"].dropna()}, reverse=True)
+                if n >= 2 and st.median_ci_ranks(n)[2] >= st.LEVEL]
+        ranks = ""
+        if full:
+            lo, hi, _ = st.median_ci_ranks(full[0])
+            ranks = f"; n = {full[0]}: the {_ordinal(lo)} and {_ordinal(hi)} smallest"
         text = per_scan + (
-            f"Intervals: distribution-free (order statistics of the seeds' values; n = 20: the 6th and 15th "
-            f"smallest); they cover {info.variation}. A failed (diverged) run counts as the worst value "
-            f"({_fmt(st.worst(metric))}).")
-        short = mine[mine["ci_coverage"] < st.LEVEL]
+            f"Intervals: distribution-free (order statistics of the seeds' values{ranks}); they cover "
+            f"{info.variation}. A failed (diverged) run counts as the worst value ({_fmt(st.worst(metric))}).")
+        short = mine[(mine["ci_coverage"] < st.LEVEL) & (mine["n"] >= 2)]
         if len(short):
             text += (f" Cells marked 'range' have too few seeds for a 95% interval: they show the range, which "
                      f"covers the median with the probability given ({float(short['ci_coverage'].min()):.0%} "
                      "at least).")
+        if (mine["n"] == 1).any():
+            text += " A cell of one run has no interval: one value says nothing of how the runs spread."
         k = int(mine["p_wilcoxon"].notna().sum())
         if k == 0:
             return text
         text += (f" {MARK} = differs from scenario 1 of its column (paired by seed, Wilcoxon signed-rank, Holm over "
-                 f"the table's {k} comparisons, p < {SIGNIFICANT}).")
+                 f"the table's {_count(k, 'comparison')}, p < {SIGNIFICANT}).")
         pairs = mine["n_pairs"].dropna()
         need = st.seeds_needed(k, SIGNIFICANT)
         if len(pairs) and int(pairs.max()) < need:
-            text += (f" With {int(pairs.max())} paired seeds no difference can reach p < {SIGNIFICANT} after Holm "
-                     f"over {k} comparisons (the smallest possible is {min(1.0, k * 2 / 2 ** int(pairs.max())):.4g}); "
-                     f"that takes at least {need} seeds.")
+            text += (f" With {_count(int(pairs.max()), 'paired seed')} no difference can reach p < {SIGNIFICANT} "
+                     f"after Holm over {_count(k, 'comparison')} (the smallest possible is "
+                     f"{min(1.0, k * 2 / 2 ** int(pairs.max())):.4g}); that takes at least {need} seeds.")
         found = [float(v) for v in mine["mde"] if math.isfinite(float(v))]
         if len(found):
             low, high = min(found), max(found)
@@ -342,9 +350,18 @@ def _fmt(v: float) -> str:
     return "∞" if v == math.inf else f"{v:.3f}"
 
 
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
+
+
+def _count(k: int, noun: str) -> str:
+    return f"{k} {noun}{'' if k == 1 else 's'}"
+
+
 def cell_text(r: dict[str, Any], metric: str) -> str:
     """One cell: 'median [low, high] (n=k, f failed)', 'failed' where the median run failed, the interval as
-    'range ... covers P' where too few seeds give a 95% one, and the mark where scenario 1 differs."""
+    'range ... covers P' where too few seeds give a 95% one (none for one run), and the mark where scenario 1
+    differs."""
     failed, missing = int(r.get("n_failed", 0) or 0), int(r.get("n_missing", 0) or 0)
     n = f"n={r['n']}" + (f", {failed} failed" if failed else "")
     if r["n"] == 0:
@@ -353,7 +370,9 @@ def cell_text(r: dict[str, Any], metric: str) -> str:
     median = "failed" if failed and (2 * failed > int(r["n"]) or math.isinf(r["median"])) else _fmt(r["median"])
     cov = r.get("ci_coverage", st.LEVEL)
     interval = f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
-    if cov == cov and cov < st.LEVEL:  # cov == cov: not NaN
+    if int(r["n"]) == 1:  # one value brackets the median with probability 0: no interval to give
+        interval = "[one run: no interval]"
+    elif cov == cov and cov < st.LEVEL:  # cov == cov: not NaN
         interval = f"[range {_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}: covers {cov:.0%}]"
     text = f"{median} {interval} ({n})"
     if missing:
