@@ -71,7 +71,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # The single-node Slurm test cluster (munged + slurmctld + slurmd on this host; needs root). Idempotent.
-.PHONY: slurm-up slurm-down submit-grid container container-check
+.PHONY: slurm-up slurm-down submit-grid container container-test container-check
 slurm-up:
 	slurm/cluster.sh up
 
@@ -84,9 +84,16 @@ slurm-down:
 submit-grid: $(STAMP)
 	$(BIN)/mriaug submit $(GRID) --profile $(PROFILE)
 
-# The Apptainer image the GPU profiles run tasks in (needs apptainer; see containers/README.md).
+# The Apptainer image tasks run in: containers/mriaug.sif from containers/mriaug.def, with the host's apptainer,
+# else (as root) Debian's in a builder root cached under ~/.cache/mriaug/apptainer (containers/apptainer.sh) and a
+# local Debian 12 base instead of Docker Hub's. One build at a time, niced; containers/README.md has the times.
 container:
-	apptainer build containers/mriaug.sif containers/mriaug.def
+	containers/build.sh containers/mriaug.sif
+
+# The image's own smoke check (the recipe's %test: imports, CLI, lock, a one-epoch phantom run, env.container).
+container-test:
+	test -f containers/mriaug.sif || { echo "containers/mriaug.sif is not built: run 'make container'" >&2; exit 1; }
+	nice -n 19 containers/apptainer.sh test containers/mriaug.sif
 
 # The recipe checked where Apptainer is missing: its %files, %post and %test in a clean Debian root filesystem
 # (root, mmdebstrap; about 9 minutes and 7 GB of disk, so not part of `make test` or CI). containers/README.md

@@ -22,7 +22,9 @@ if ! command -v mmdebstrap >/dev/null; then
     say "installing mmdebstrap"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
 fi
+# The base the recipe names by default (%arguments' from=, or a literal From:).
 from="$(awk '$1 == "From:" { print $2 }' "$DEF")"
+[[ "$from" == "{{" ]] && from="$(section arguments | sed -n 's/^ *from=//p')"
 [[ "$from" =~ ^debian:([a-z]+)(-slim)?$ ]] || die "$DEF: From: $from is not a debian:SUITE[-slim] image"
 suite="${BASH_REMATCH[1]}"
 

@@ -5,6 +5,13 @@
 set -eu
 SRC="${1:-/opt/mriaug}"
 LOCK="$SRC/requirements/runtime.txt"
+# The image's identity: a digest of everything %files brought in (the recipe, the lock, the code), taken before
+# anything is built from it. Where Apptainer builds, it becomes the label mriaug.image.id, which every result
+# records (env.container); `make container-check` (a chroot) has no labels and only prints it.
+find "$SRC" -name __pycache__ -prune -exec rm -rf {} +
+id="sha256:$(cd "$SRC" && find . -type f | LC_ALL=C sort | xargs -d '\n' sha256sum | sha256sum | cut -c1-64)"
+echo "install: image id $id"
+if [ -n "${APPTAINER_LABELS:-}" ]; then echo "mriaug.image.id $id" >> "$APPTAINER_LABELS"; fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends python3 python3-venv ca-certificates

@@ -39,6 +39,10 @@ from mriaug import envlock
 r = json.loads(next(Path(sys.argv[1]).glob("*.json")).read_text())
 want = envlock.pins_hash(envlock.read_pins(Path(sys.argv[2]).read_text()))
 assert r["env"]["lock"] == want, (r["env"].get("lock"), want)
-print("smoke: one-epoch phantom run, test_ce", round(r["metrics"]["test_ce"], 4), "lock", want)
+# The image the run ran in (Apptainer names it in APPTAINER_CONTAINER; a chroot has none): env.container.
+import os
+image, c = os.environ.get("APPTAINER_CONTAINER"), r["env"].get("container")
+assert (c is not None and c["image"] == image) if image else c is None, (c, image)
+print("smoke: one-epoch phantom run, test_ce", round(r["metrics"]["test_ce"], 4), "lock", want, "container", c)
 PY
 echo "smoke: ok"

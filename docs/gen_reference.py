@@ -275,7 +275,8 @@ CONTAINER_MEANING = {
     "binds": "absolute `SRC[:DST[:ro]]` paths bound into the container (the submit directory and the results "
              "folder are bound anyway)",
     "nv": "pass `--nv` (the host's NVIDIA driver)",
-    "apptainer": "the apptainer command",
+    "apptainer": "the apptainer command: a name on the job's PATH, or a path (from the submit directory; it must "
+                 "exist), e.g. `containers/apptainer.sh` where the host has no apptainer",
     "options": "extra `apptainer exec` options",
     "python": "the python inside the image",
 }

@@ -624,7 +624,8 @@ def _provenance(results_dir: Path, c: collect.Collected, raw: list[results.RunRe
                                    for r in raw})) or "—"],
         ["pool fingerprints", ", ".join(sorted({str(x) for x in df["pool_fingerprint"].dropna()})) or "—"],
         ["pools", ", ".join(str(p) for p in pool_paths) or "—"],
-        ["mriaug", values("mriaug")], ["git commit", values("git_commit")], ["torch", values("torch")],
+        ["mriaug", values("mriaug")], ["git commit", values("git_commit")],
+        ["container images", _container_images(raw)], ["torch", values("torch")],
         ["timm", values("timm")], ["python", values("python")], ["devices", values("device")],
         ["report written", datetime.now(UTC).isoformat(timespec="seconds")],
     ]
@@ -637,6 +638,16 @@ def _provenance(results_dir: Path, c: collect.Collected, raw: list[results.RunRe
             s.warnings.append(f"failed: {f.stem} (record unreadable)")
     s.warnings += [f"unreadable result: {e}" for e in c.errors[:20]] + [f"warning: {w}" for w in c.warnings]
     return s
+
+
+def _container_images(raw: list[results.RunResult]) -> str:
+    """Each Apptainer image the runs ran in (path and identity); "none" for runs outside one, "not recorded"
+    for results written before `env.container` existed."""
+    seen = set()
+    for r in raw:
+        c = r.env.get("container", "not recorded")
+        seen.add(c if isinstance(c, str) else "none" if c is None else f"{c['image']} ({c.get('id') or 'no id'})")
+    return ", ".join(sorted(seen)) or "—"
 
 
 # --- assembly ---------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ torch is imported inside the functions, so modules that only need `git_commit` s
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -117,8 +118,32 @@ def autocast_bf16(precision: str, device: torch.device, cpuinfo: str | None = No
     return True
 
 
+# Apptainer's own record of an image's labels, at this path inside every image it runs.
+IMAGE_LABELS = Path("/.singularity.d/labels.json")
+# The label `make container` stamps (containers/install.sh): a digest of the recipe, the lock and the code.
+IMAGE_ID_LABEL = "mriaug.image.id"
+
+
+def container(environ: dict[str, str] | None = None, labels: Path = IMAGE_LABELS) -> dict[str, Any] | None:
+    """The Apptainer image this process runs in (Apptainer sets APPTAINER_CONTAINER to its path): the path,
+    its identity (the label `make container` stamps; None for an image built otherwise) and when it was built.
+    None outside an image."""
+    env = os.environ if environ is None else environ
+    image = env.get("APPTAINER_CONTAINER") or env.get("SINGULARITY_CONTAINER")
+    if not image:
+        return None
+    try:
+        found = json.loads(labels.read_text())
+    except (OSError, ValueError):  # an image without labels: still the path
+        found = {}
+    if not isinstance(found, dict):
+        found = {}
+    return {"image": image, "id": found.get(IMAGE_ID_LABEL), "built": found.get("org.label-schema.build-date")}
+
+
 def environment(device: torch.device) -> dict[str, Any]:
-    """Versions, device, threads, host, commit, lock hash and Slurm ids: the provenance part of a result."""
+    """Versions, device, threads, host, commit, lock hash, the container image and Slurm ids: the provenance
+    part of a result."""
     import numpy as np
     import timm
     import torch
@@ -130,5 +155,6 @@ def environment(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(), "host": socket.gethostname(), "git_commit": git_commit(),
         # The lock the environment was installed from (`make venv`, the container); None: not from a lock.
         "lock": envlock.installed_hash(),
+        "container": container(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
     }

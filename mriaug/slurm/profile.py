@@ -193,7 +193,9 @@ class _ProfileReader(TomlFile):
         self.check_keys("container", doc, CONTAINER_KEYS)
         if not isinstance(doc.get("image"), str) or not doc["image"]:
             raise self.fail("container", "image", "must name the Apptainer image (.sif) the tasks run in")
-        binds = self.string_list("container", "binds", doc.get("binds", []))
+        # Expanded first: "$HOME/.cache" is an absolute path once $HOME is.
+        binds = [self.expand("container", "binds", b) for b in self.string_list("container", "binds",
+                                                                                doc.get("binds", []))]
         for b in binds:
             if not b.startswith("/"):
                 raise self.fail("container", "binds", f"bind {b!r} must be an absolute path (SRC[:DST[:ro]])")
@@ -201,10 +203,15 @@ class _ProfileReader(TomlFile):
         nv = doc.get("nv", True)
         if not isinstance(nv, bool):
             raise self.fail("container", "nv", "must be true or false")
+        apptainer = doc.get("apptainer", "apptainer")
+        if not isinstance(apptainer, str) or not apptainer.strip():
+            raise self.fail("container", "apptainer", "must name the apptainer command (on PATH, or a path)")
+        apptainer = os.path.expanduser(self.expand("container", "apptainer", apptainer))
+        if "/" in apptainer:  # a path (containers/apptainer.sh): from where you submit, as the image is
+            apptainer = str(Path(apptainer).absolute())
         return Container(image=Path(self.expand("container", "image", doc["image"])).expanduser(),
-                         binds=tuple(self.expand("container", "binds", b) for b in binds), nv=nv,
-                         apptainer=str(doc.get("apptainer", "apptainer")), options=tuple(options),
-                         python=str(doc.get("python", "python")))
+                         binds=tuple(binds), nv=nv,
+                         apptainer=apptainer, options=tuple(options), python=str(doc.get("python", "python")))
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -245,15 +252,19 @@ def load_profile(path: str | Path) -> Profile:
 
 
 def check_image(profile: Profile, *, need_image: bool = True) -> list[str]:
-    """A missing container image stops a submission (raised) or only warns a dry run (returned)."""
+    """A missing container image (or apptainer command given as a path) stops a submission (raised) or only warns
+    a dry run (returned)."""
     c = profile.container
+    problems = []
     if c and not c.image.is_file():
-        msg = (f"{profile.path}: container.image: {c.image} does not exist; build it with `make container` "
-               "(on a machine with Apptainer) and copy it to the cluster")
-        if need_image:
-            raise ProfileError(msg)
-        return [msg]
-    return []
+        problems.append(f"{profile.path}: container.image: {c.image} does not exist; build it with `make container` "
+                        "and copy it where the compute nodes see it")
+    # A command given as a path must be there; one looked up on PATH may appear only in the job (`setup`).
+    if c and "/" in c.apptainer and not os.access(c.apptainer, os.X_OK):
+        problems.append(f"{profile.path}: container.apptainer: {c.apptainer} is not an executable file")
+    if problems and need_image:
+        raise ProfileError("; ".join(problems))
+    return problems
 
 
 def check_profile_for(profile: Profile, grid: Grid, *, need_image: bool) -> list[str]:

@@ -13,6 +13,10 @@ the ones results have always had:
 - schema 1: every key written today.
 - schema 2: the keys of schema 1, written from a `RunResult`: `data.split` is always there, and
   `data.pool_label` names the pool of every run that used one.
+
+Any schema may lack `env.container` (results written before it existed); where present it is null (the run was
+not in a container) or the Apptainer image the run ran in: `image` (its path), `id` (the identity `make
+container` stamps, null for an image built otherwise) and `built`.
 """
 
 from __future__ import annotations
@@ -405,11 +409,23 @@ def _validate(obj: Any, path: Path) -> None:
     for key in ("fingerprint", "pool_fingerprint"):
         if obj["data"].get(key) is not None and not isinstance(obj["data"][key], str):
             raise ResultError(f"{path}: 'data.{key}' is not a string")
+    _validate_container(obj["env"].get("container"), path)
     train_s = obj["timings"].get("train_s")
     if train_s is not None and not is_number(train_s):
         raise ResultError(f"{path}: 'timings.train_s' is not a number ({train_s!r})")
     if path.stem != obj["run_id"]:
         raise ResultError(f"{path}: file name does not match its run_id {obj['run_id']}")
+
+
+def _validate_container(c: Any, path: Path) -> None:
+    """`env.container`: null outside an image, else the image's path and its identity (a string or null)."""
+    if c is None:
+        return
+    if not isinstance(c, dict) or not isinstance(c.get("image"), str) or not c["image"]:
+        raise ResultError(f"{path}: 'env.container' is neither null nor an image ({c!r})")
+    for key in ("id", "built"):
+        if c.get(key) is not None and not isinstance(c[key], str):
+            raise ResultError(f"{path}: 'env.container.{key}' is not a string ({c[key]!r})")
 
 
 def _validate_counts(counts: dict[str, Any], path: Path) -> None:
