@@ -72,12 +72,18 @@ class Example:
 SMOKE = ["mriaug synth --grid jobs/smoke.toml --generator transform --classes Mild_Demented,Moderate_Demented",
          "mriaug grid jobs/smoke.toml"]
 
+COHORT = "mriaug data phantom-bids cohort --participants 24 --longitudinal 2"
+
 EXAMPLES: dict[str, Example] = {
     "data-show": Example(["mriaug data show --data phantom -o n_train=480 -o n_test=160 -o size=32"], fast=True),
     # `status` reads a grid without importing torch: the check stays fast on a busy machine
     "grid-error": Example(["mriaug status jobs/bad.toml"], fast=True, files={"jobs/bad.toml": BAD_GRID},
                           exit_codes=(2,)),
     "status-new": Example(["mriaug status jobs/smoke.toml"], fast=True, trim={0: head_tail(4, 3)}),
+    "own-cohort": Example([COHORT, "mriaug data show --data cohort -o split=subject -o size=32 --subjects split.tsv",
+                           "head -4 split.tsv"], fast=True),
+    "own-cohort-run": Example([COHORT, "mriaug run --model cnn --scenario 1 --aug none --seed 0 --epochs 1 "
+                               "--data cohort -o split=subject -o size=32"]),
     "synth-smoke": Example(SMOKE[:1]),
     "smoke": Example(SMOKE, trim={0: head_tail(1, 0), 1: first_table}),
 }

@@ -158,12 +158,17 @@ DATA_MEANING = {
     "n_test": "phantom test images",
     "size": "side of the images in pixels (the phantom draws them at it; other sources are resized to it)",
     "seed": "the phantom's seed",
-    "slices": "consecutive slices per phantom subject (its scans)",
+    "slices": "consecutive slices per phantom subject (its scans); of a BIDS volume, the middle axial slices taken",
+    "label_column": "the column of `participants.tsv` with the labels: OASIS's CDR (0, 0.5, 1, 2 -> Non, Very "
+                    "mild, Mild, Moderate) or class names",
+    "skip_unlabelled": "leave out participants without a usable label (no row, an empty cell, a CDR of 3, a class "
+                       "`classes` leaves out) and print their count, instead of stopping with an error",
     "revision": "the hub commit, branch or tag to read (default: the pin in `mriaug/data/sources.py: HUB_REVISIONS`)",
     "classes": "the class names the source holds, when it holds fewer than the four",
     "class_map": "`{\"FOLDER\" = \"CLASS\"}` for image folders whose names are not a known spelling",
     "split": "`\"given\"`: the source's own train/test split (the thesis's); `\"subject\"`: scan groups "
-             "recovered from the images, whole groups to train / validation / test, stratified by class",
+             "recovered from the images (a BIDS folder's participants, known), whole groups to train / "
+             "validation / test, stratified by class",
     "test_fraction": "share of each class's groups that go to test (`split = \"subject\"`, or an image folder "
                      "without a test folder)",
     "val_fraction": "share of each class's training groups held out for validation",
@@ -179,12 +184,15 @@ DATA_MEANING = {
 
 
 def data_keys() -> list[list[str]]:
+    from mriaug.data import bids, splits
     from mriaug.data import sources as data
-    from mriaug.data import splits
 
     accepted = set().union(*data.OPTIONS.values()) | {"source"}
     _check("[data] options", DATA_MEANING, accepted)
     defaults: dict[str, str] = {k: f"`{toml(v)}` (phantom)" for k, v in data.PHANTOM_DEFAULTS.items()}
+    for k, v in bids.DEFAULTS.items():
+        same = data.PHANTOM_DEFAULTS.get(k) == v
+        defaults[k] = f"`{toml(v)}` (phantom, bids)" if same else f"`{toml(v)}` (bids)"
     defaults |= {k: f"`{toml(v)}`" for k, v in splits.SUBJECT_DEFAULTS.items()}
     defaults["val_fraction"] = (f"`{toml(splits.SUBJECT_DEFAULTS['val_fraction'])}` on `subject`, "
                                 f"`{toml(splits.GIVEN_VAL_FRACTION)}` on `given`")

@@ -1,5 +1,5 @@
-"""`mriaug data show|prepare|audit` and `mriaug prefetch`: the dataset and pretrained weights made ready on this
-machine."""
+"""`mriaug data show|prepare|audit|phantom-bids` and `mriaug prefetch`: the dataset and pretrained weights made
+ready on this machine."""
 
 from __future__ import annotations
 
@@ -9,14 +9,22 @@ from typing import Annotated
 
 import typer
 
+from ..errors import SettingError
 from .options import DEFAULT_SOURCE, DataOpt, DataOptions, HelpCommand, HelpGroup, data_spec, load_grid
 
 
-def data_show(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None) -> None:
+def data_show(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
+              subjects: Annotated[Path | None, typer.Option(
+                  metavar="FILE", help="a BIDS source: write its split as a TSV, one row per scan (participant_id, "
+                  "session, part; with -o splits=K also split)")] = None) -> None:
     """Per-class image counts of each split (thesis Table 2.1)."""
     from ..data import sources as data_mod
 
-    ds = data_mod.load(data_spec(data, data_option))
+    spec = data_spec(data, data_option)
+    if subjects is not None and spec.kind != "bids":
+        raise SettingError(f"--subjects: {data} is not a BIDS folder (dataset_description.json); only a BIDS source "
+                           "knows the participant of each scan")
+    ds = data_mod.load(spec)
     tr, te = ds.counts("train"), ds.counts("test")
     res = f"{ds.resolution}x{ds.resolution}"
     typer.echo(f"source: {ds.source['source']}  fingerprint: {ds.fingerprint}  resolution: {res}")
@@ -24,6 +32,27 @@ def data_show(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None) -
     for name in tr:
         typer.echo(f"{name:<22}{tr[name]:>8}{te[name]:>8}")
     typer.echo(f"{'total':<22}{sum(tr.values()):>8}{sum(te.values()):>8}")
+    if subjects is not None:
+        from ..data import bids
+
+        rows = bids.subject_rows(spec.source, spec.options, data_mod.cache_root() / "datasets")
+        bids.write_subjects(subjects, rows)
+        typer.echo(f"wrote {subjects}: {len(rows)} rows, {len({r['participant_id'] for r in rows})} participants")
+
+
+def data_phantom_bids(
+        out: Annotated[Path, typer.Argument(metavar="DIR", help="the folder to write (new, or empty)")],
+        participants: Annotated[int, typer.Option(help="participants, cycling through the four classes")] = 12,
+        longitudinal: Annotated[int, typer.Option(help="of them, how many have a second session")] = 2,
+        size: Annotated[int, typer.Option(min=16, help="voxels per side of an axial slice")] = 64,
+        depth: Annotated[int, typer.Option(min=2, help="axial slices per volume")] = 48,
+        seed: Annotated[int, typer.Option(min=0, help="fixes the participants' anatomy and pose")] = 0) -> None:
+    """Write the phantom as a BIDS folder of NIfTI volumes (a cohort to try `--data DIR` on)."""
+    from ..data import bids
+
+    scans = bids.write_phantom(out, participants, longitudinal, size, depth, seed)
+    typer.echo(f"wrote {out}: {participants} participants, {len(scans)} scans of {size}x{size}x{depth} voxels, "
+               "participants.tsv with cdr")
 
 
 def data_audit(data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
@@ -75,5 +104,6 @@ def register(app: typer.Typer) -> None:
     data_app.command("show", cls=HelpCommand)(data_show)
     data_app.command("prepare", cls=HelpCommand)(data_prepare)
     data_app.command("audit", cls=HelpCommand)(data_audit)
+    data_app.command("phantom-bids", cls=HelpCommand)(data_phantom_bids)
     app.add_typer(data_app, name="data")
     app.command(cls=HelpCommand)(prefetch)

@@ -60,7 +60,8 @@ class HelpGroup(TyperGroup):
 DEFAULT_SOURCE = "hf:Falah/Alzheimer_MRI"
 
 DataOpt = Annotated[str, typer.Option(
-    "--data", metavar="SOURCE", help="dataset: phantom | hf:REPO | a parquet folder | an image-folder tree")]
+    "--data", metavar="SOURCE",
+    help="dataset: phantom | hf:REPO | a parquet folder | an image-folder tree | a BIDS folder")]
 DataOptions = Annotated[list[str] | None, typer.Option(
     "--data-option", "-o", metavar="KEY=VALUE",
     help="source option, repeatable (e.g. -o size=64 -o n_train=400 -o test_fraction=0.2)")]

@@ -1,4 +1,4 @@
-"""The images and who they come from: the sources (`sources`: hub parquet, image folders, the phantom),
+"""The images and who they come from: the sources (`sources`: hub parquet, image folders, the phantom; `bids`),
 classes and merges, scan groups and splits, the audit, synthetic pools and the real images they were kept for.
 
 `mriaug.data` was one module before subpackages (issue 33); a job pickled then names `mriaug.data.DataSpec`, so

@@ -3,7 +3,8 @@
 It recovers the scan groups from the images (`mriaug.data.splits`), counts the groups that have images on both
 sides of the split in use, and fits a 1-nearest-neighbour classifier on 32x32 downsampled pixels of the
 train split to label the test split: near-perfect accuracy means the test images have near-copies
-(neighbouring slices of the same scans) in training.
+(neighbouring slices of the same scans) in training. Where the source knows its scans (a BIDS folder), it also
+says how the recovered groups compare with them: a check of the recovery method itself.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import splits
+from . import bids, splits
 from .classes import CLASSES
 from .sources import Dataset
 
@@ -43,6 +44,28 @@ def pixel_leakage(ds: Dataset) -> tuple[float, np.ndarray, np.ndarray]:
     return acc, test_dist, train_dist
 
 
+def compare_groups(recovered: np.ndarray, known: np.ndarray) -> dict[str, Any]:
+    """How a recovered grouping matches the known one (one id per image in each): known scans recovered exactly
+    (one group holding all of the scan's images and nothing else), scans spread over several groups, groups joining
+    several scans, and the adjusted Rand index (1 identical, about 0 for a grouping no better than chance)."""
+    _, r = np.unique(recovered, return_inverse=True)
+    _, k = np.unique(known, return_inverse=True)
+    table = np.zeros((r.max() + 1, k.max() + 1), np.int64)
+    np.add.at(table, (r, k), 1)
+    nz = table > 0
+    exact = int(((nz.sum(0) == 1) & (nz.sum(1) == 1)[nz.argmax(0)]).sum())  # in one group, which holds it alone
+
+    def pairs(n: np.ndarray) -> float:
+        return float((n * (n - 1) // 2).sum())
+
+    both, a, b, total = pairs(table), pairs(table.sum(1)), pairs(table.sum(0)), pairs(np.array([len(r)]))
+    expected = a * b / total if total else 0.0
+    top = (a + b) / 2 - expected
+    return {"scans": int(table.shape[1]), "recovered_groups": int(table.shape[0]), "recovered_exactly": exact,
+            "scans_split": int((nz.sum(0) > 1).sum()), "groups_joining_scans": int((nz.sum(1) > 1).sum()),
+            "adjusted_rand": (both - expected) / top if top else 1.0}
+
+
 def audit(ds: Dataset, cache_dir: Path | None) -> dict[str, Any]:
     """The audit of one dataset under its split; the keys `mriaug data audit --json` prints."""
     x = np.concatenate([ds.train_x, ds.test_x])
@@ -68,6 +91,10 @@ def audit(ds: Dataset, cache_dir: Path | None) -> dict[str, Any]:
     in_test = np.zeros(len(sizes), bool)
     in_test[groups[n_tr:]] = True
     acc, test_dist, train_dist = pixel_leakage(ds)
+    known = None  # the scans a BIDS source knows (its groups are its sessions, not recovered)
+    if (ds.split.get("grouping") or {}).get("method") == bids.METHOD and ds.train_groups is not None \
+            and ds.test_groups is not None:
+        known = compare_groups(groups, np.concatenate([ds.train_groups, ds.test_groups]))
     per_class = {name: {"groups": int((glab == k).sum()),
                         "train": int(((part == splits.TRAIN) & (y == k)).sum()),
                         "val": int(((part == splits.VAL) & (y == k)).sum()),
@@ -92,6 +119,7 @@ def audit(ds: Dataset, cache_dir: Path | None) -> dict[str, Any]:
         # each other (half of the train split against the other half): equal medians mean near-copies.
         "nn_distance_median": {"test_to_train": float(np.median(test_dist)),
                                "train_to_train": float(np.median(train_dist))},
+        **({"known_scans": known} if known is not None else {}),
     }
 
 
@@ -112,4 +140,10 @@ def format_text(r: dict[str, Any]) -> str:
     lines.append(f"1-NN on 32x32 pixels, train -> test accuracy: {r['nn_accuracy']['train_to_test']:.3f}; "
                  f"median distance test -> nearest train {d['test_to_train']:.1f}, train -> nearest other train "
                  f"{d['train_to_train']:.1f}")
+    if "known_scans" in r:
+        k = r["known_scans"]
+        lines.append(f"against the {k['scans']} scans the source knows: {k['recovered_groups']} groups recovered, "
+                     f"{k['recovered_exactly']} scans exactly, {k['scans_split']} split over several groups, "
+                     f"{k['groups_joining_scans']} groups joining several scans; adjusted Rand index "
+                     f"{k['adjusted_rand']:.3f}")
     return "\n".join(lines)

@@ -132,3 +132,30 @@ def generate_subjects(train_counts: list[int], test_counts: list[int], size: int
         train[rng.choice(np.flatnonzero(y == k), a, replace=False)] = True
     tr, te = rng.permutation(np.flatnonzero(train)), rng.permutation(np.flatnonzero(~train))
     return Subjects(images[tr], y[tr], subj[tr], images[te], y[te], subj[te])
+
+
+def volumes(labels: list[int], participant: list[int], size: int, depth: int, seed: int) -> np.ndarray:
+    """One (depth, size, size) uint8 volume per scan, axial slices bottom to top, for `mriaug.data.bids` to write
+    as a BIDS folder: scan i shows participant `participant[i]` with class `labels[i]`. A participant's scans
+    share the head's anatomy and pose, each a little moved (the head repositioned in the scanner) and its
+    atrophy a little further on (a later visit); slices are `SLICE_STEP` apart, as in the slice phantom."""
+    rng = np.random.default_rng([seed, 0xB1D5])
+    ids = sorted(set(participant))
+    n = len(ids)
+    cls = {p: k for p, k in zip(participant, labels, strict=True)}
+    sev_p = np.clip(np.asarray([SEVERITY[cls[p]] for p in ids], np.float32) + rng.normal(0, 0.08, n), 0.0, 1.2)
+    pose_p = np.stack([rng.uniform(-0.2, 0.2, n), rng.uniform(0.9, 1.05, n), rng.uniform(-0.05, 0.05, n),
+                       rng.uniform(-0.05, 0.05, n), rng.uniform(0, 2 * np.pi, n), rng.uniform(0.85, 1.15, n),
+                       rng.integers(10, 19, n), rng.uniform(-0.3, 0.3, n), rng.uniform(-0.3, 0.3, n)], axis=1)
+    z = (SLICE_STEP * (np.arange(depth) - (depth - 1) / 2)).astype(np.float32)
+    out = np.zeros((len(labels), depth, size, size), np.uint8)
+    visit = dict.fromkeys(ids, 0)
+    for i, p in enumerate(participant):
+        j = ids.index(p)
+        pose = pose_p[j].copy()
+        if visit[p]:  # a later session: moved by a little, atrophy a little further on
+            pose[:4] += rng.normal(0, [0.03, 0.01, 0.01, 0.01])
+        sev = np.full(depth, sev_p[j] + 0.05 * visit[p], np.float32)
+        out[i] = _render(sev, np.repeat(pose[None], depth, axis=0), z, rng, size)
+        visit[p] += 1
+    return out

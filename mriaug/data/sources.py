@@ -1,7 +1,8 @@
 """Data sources decoded once into uint8 arrays and cached on disk under a content fingerprint.
 
 Sources: `phantom` (built in), a Hugging Face hub dataset (`hf:Falah/Alzheimer_MRI`, the default),
-a local folder in the hub's parquet layout, or an image-folder tree (one folder per class).
+a local folder in the hub's parquet layout, an image-folder tree (one folder per class), or a BIDS folder of
+NIfTI volumes (`mriaug.data.bids`, which decodes, caches and splits it by participant).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ LABEL_OPTIONS = {"merge"}
 OPTIONS = {"phantom": set(PHANTOM_DEFAULTS) | SPLIT_OPTIONS | LABEL_OPTIONS,
            "hub": {"size", "revision", "classes"} | SPLIT_OPTIONS | LABEL_OPTIONS,
            "parquet": {"size", "classes"} | SPLIT_OPTIONS | LABEL_OPTIONS,
-           "imagefolder": {"size", "class_map", "classes"} | SPLIT_OPTIONS | LABEL_OPTIONS}
+           "imagefolder": {"size", "class_map", "classes"} | SPLIT_OPTIONS | LABEL_OPTIONS,
+           "bids": {"size", "slices", "label_column", "skip_unlabelled", "classes"} | SPLIT_OPTIONS | LABEL_OPTIONS}
 
 
 def cache_root() -> Path:
@@ -69,6 +71,8 @@ class DataSpec:
         if not path.exists():
             raise DataError(f"data source {self.source!r}: no such folder (for a Hugging Face hub dataset write "
                             f"hf:OWNER/NAME, for the built-in one 'phantom')")
+        if (path / "dataset_description.json").is_file():  # BIDS's mark (`mriaug.data.bids`)
+            return "bids"
         if any(path.glob("*.parquet")) or any(path.glob("*/*.parquet")):
             return "parquet"
         return "imagefolder"
@@ -92,6 +96,10 @@ class DataSpec:
         count("split_seed", 0)
         count("slices", 2)
         bad += splits.problems(o)
+        if self.kind == "bids":
+            from . import bids
+
+            bad += bids.problems(o)
         if "test_fraction" in o and o.get("split", "given") == "given" and self.kind != "imagefolder":
             bad.append(("test_fraction", "applies to split = 'subject' (or an image folder without a test "
                                          "folder); this source's own test split is used as it is"))
@@ -234,6 +242,12 @@ def load(spec: DataSpec, *, use_cache: bool = True) -> Dataset:
 
 
 def _load_split(spec: DataSpec, use_cache: bool) -> Dataset:
+    if spec.kind == "bids":  # split by its known participants, not by recovered scan groups
+        from . import bids
+
+        cache = cache_root() / "datasets" if use_cache else None
+        return apply_merge(Dataset(**bids.load_split(spec.source, spec.options, spec.describe(), cache)),
+                           spec.options.get("merge"))
     base = _load_decoded(spec.decoding(), use_cache)
     return apply_merge(apply_split(base, spec, cache_root() / "groups" if use_cache else None),
                        spec.options.get("merge"))
