@@ -96,3 +96,34 @@ def test_non_finite_settings_are_refused(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "contrast" in r.output
     r = runner.invoke(app, ["synth", "train-diffusion", *D, "--out", str(tmp_path / "dm"), "--lr", "nan"])
     assert r.exit_code == 2 and "--lr must be a finite number above 0, got nan" in r.output, r.output
+
+
+def test_a_library_first_imported_in_a_command_logs_to_stderr_after_it(tmp_path: Path) -> None:
+    """Issue 32: huggingface_hub, first imported inside a command run by click's CliRunner, gave its logger a
+    handler on that command's stderr, closed when the command returned; its next message, in a later command (a
+    tests/test_splits.py audit after tests/test_merge.py), printed a "Logging error" traceback into that command's
+    JSON. Checked in a fresh interpreter, where the library is not imported yet."""
+    import subprocess
+    import sys
+
+    from tests.conftest import mriaug_env
+    from tests.slurm_helpers import ROOT
+    from tests.test_data import _write_parquet_dataset
+
+    _write_parquet_dataset(tmp_path / "pq", 8)
+    script = f"""
+import logging, sys
+from typer.testing import CliRunner
+from mriaug.cli import app
+assert "huggingface_hub" not in sys.modules
+r = CliRunner().invoke(app, ["data", "show", "--data", {str(tmp_path / "pq")!r}])
+assert r.exit_code == 0 and "huggingface_hub" in sys.modules, r.output
+logging.getLogger("huggingface_hub.repocard").warning("a later message of the library")
+r = CliRunner().invoke(app, ["data", "show", "--data", "phantom", "-o", "n_train=80", "-o", "n_test=40"])
+logging.getLogger("huggingface_hub").warning("one during no command")
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env=mriaug_env(MRIAUG_CACHE=str(tmp_path / "cache")))
+    assert done.returncode == 0, done.stderr
+    assert "Logging error" not in done.stderr and "ValueError: I/O operation on closed file" not in done.stderr
+    assert "a later message of the library" in done.stderr and "one during no command" in done.stderr

@@ -127,6 +127,28 @@ def test_parquet_layout_like_the_hub(tmp_path: Path) -> None:
         data.load(DataSpec(str(tmp_path / "bad")))
 
 
+def test_a_parquet_folder_with_a_plain_readme_loads_without_the_card_warning(tmp_path: Path) -> None:
+    """Issue 32: every command that read the local parquet folder printed huggingface_hub's "Repo card metadata
+    block was not found"; that one message is dropped where the folder is read, the hub's other messages are not."""
+    import logging
+
+    _write_parquet_dataset(tmp_path / "ok", 8)
+    (tmp_path / "ok" / "README.md").write_text("# A local copy\n\nPlain text, no metadata block.\n")
+    seen: list[str] = []
+    hub = logging.getLogger("huggingface_hub")
+    catch = logging.Handler()
+    catch.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    hub.addHandler(catch)
+    try:
+        assert data.load(DataSpec(str(tmp_path / "ok")), use_cache=False).counts("train") == dict.fromkeys(CLASSES, 2)
+        with data._no_card_warning():
+            logging.getLogger("huggingface_hub.repocard").warning("another warning of the card's")
+    finally:
+        hub.removeHandler(catch)
+    assert seen == ["another warning of the card's"], seen
+    assert not logging.getLogger("huggingface_hub.repocard").filters
+
+
 def test_hub_source_offline_with_cold_cache_names_prefetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

@@ -6,6 +6,7 @@ Commands import the layers they need when they run, so `mriaug --help`, `mriaug 
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from typing import Any
@@ -15,12 +16,56 @@ import typer
 from ..errors import EXIT_BUG, MriaugError
 from .options import HelpGroup
 
+# Libraries that give their top logger a StreamHandler on sys.stderr as it is when they are first imported. The
+# commands import them lazily, so under a caller that swaps stderr for one command (click's CliRunner, as in the
+# tests) that handler kept a stream closed when the command returned, and the library's next message, in a later
+# command, printed a "Logging error" traceback into that command's output instead.
+_LIBRARY_LOGGERS = ("huggingface_hub", "datasets", "diffusers")
+
+
+class _Stderr(logging.StreamHandler):
+    """A StreamHandler that writes to sys.stderr as it is at each record."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler sets it; the current stderr is always taken
+        pass
+
+
+def _follow_stderr() -> None:
+    """Each library logger's default handler on stderr replaced by one that follows sys.stderr (level, format and
+    filters kept); handlers of other streams, and other loggers, are left as they are."""
+    for name in _LIBRARY_LOGGERS:
+        lib = logging.getLogger(name)
+        for h in list(lib.handlers):
+            if type(h) is logging.StreamHandler and getattr(h.stream, "name", None) == "<stderr>":
+                new = _Stderr()
+                new.setLevel(h.level)
+                new.setFormatter(h.formatter)
+                for f in h.filters:
+                    new.addFilter(f)
+                lib.removeHandler(h)
+                lib.addHandler(new)
+
 
 class _Boundary(HelpGroup):
     """Every command runs inside this group's `invoke`: a `MriaugError` becomes one line on stderr and its
-    exit code; any other exception is a bug and keeps its traceback, plus a line that says so."""
+    exit code; any other exception is a bug and keeps its traceback, plus a line that says so. Libraries
+    imported during the command log to stderr as it is at each message afterwards (`_follow_stderr`)."""
 
     def invoke(self, ctx: Any) -> Any:
+        try:
+            return self._invoke(ctx)
+        finally:
+            _follow_stderr()
+
+    def _invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except (typer.TyperException, typer.Exit, typer.Abort):  # usage errors and exits: the parser's own

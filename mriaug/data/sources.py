@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import sys
@@ -470,11 +471,31 @@ def _from_hf(dsd: Any, where: str, size: int | None, classes: list[str] | None =
     return out[0], out[1], out[2], out[3]
 
 
+class _NoCardWarning(logging.Filter):
+    """Drops huggingface_hub's warning that a dataset's README has no metadata block: `datasets` reads the card of
+    every folder it loads, a local parquet folder's README is plain text, and the warning came on every command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Repo card metadata block was not found")
+
+
+@contextlib.contextmanager
+def _no_card_warning() -> Iterator[None]:
+    """Within the block, that one warning is dropped (at its own logger: every other message passes)."""
+    card, drop = logging.getLogger("huggingface_hub.repocard"), _NoCardWarning()
+    card.addFilter(drop)
+    try:
+        yield
+    finally:
+        card.removeFilter(drop)
+
+
 def _load_parquet(spec: DataSpec) -> Arrays:
     import datasets
 
     try:
-        dsd = datasets.load_dataset(str(Path(spec.source).resolve()))
+        with _no_card_warning():
+            dsd = datasets.load_dataset(str(Path(spec.source).resolve()))
     except Exception as e:  # datasets raises many types for a malformed folder
         raise DataError(f"{spec.source}: cannot read as a parquet dataset folder ({e})") from e
     return _from_hf(dsd, spec.source, spec.options.get("size"), spec.options.get("classes"))
@@ -486,9 +507,10 @@ def _load_hub(spec: DataSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     repo = spec.source.removeprefix("hf:")
     asked = hub_revision(spec)
     try:
-        builder = datasets.load_dataset_builder(repo, revision=asked)
-        builder.download_and_prepare()
-        dsd = builder.as_dataset()
+        with _no_card_warning():
+            builder = datasets.load_dataset_builder(repo, revision=asked)
+            builder.download_and_prepare()
+            dsd = builder.as_dataset()
     except Exception as e:
         raise DataError(
             f"dataset {repo!r} (revision {asked or 'main'}) is not in the local cache and cannot be downloaded "
