@@ -13,7 +13,6 @@ pilot's spread is read, never which scenario came out better: the effect to dete
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -379,15 +378,26 @@ def epoch_images(data: sources.Dataset, scenario: scenarios.Scenario, budget: st
     return total
 
 
+def run_key(r: RunSpec) -> tuple[str, str]:
+    """A planned run's key: its id and pool folder (runs of pools not made yet share ids: no content to hash)."""
+    return r.run_id, r.pool or ""
+
+
 @dataclass
 class RunSeconds:
     """Each planned run's training seconds: measured (`cpu`, the pilot's own, on the machine it ran on) and
     estimated (`gpu`, from the model card's measured GPU throughput); None where there is no figure."""
 
-    cpu: dict[str, float | None]
-    gpu: dict[str, float | None]
+    cpu: dict[tuple[str, str], float | None]  # by `run_key`
+    gpu: dict[tuple[str, str], float | None]
     gpu_source: dict[str, str]  # model -> the throughput figure the estimate used, and where it was measured
     notes: list[str] = field(default_factory=list)
+
+    def cpu_s(self, r: RunSpec) -> float | None:
+        return self.cpu.get(run_key(r))
+
+    def gpu_s(self, r: RunSpec) -> float | None:
+        return self.gpu.get(run_key(r))
 
 
 def gpu_rate(model: str, resolution: int) -> float | None:
@@ -421,15 +431,9 @@ def run_seconds(runs: list[RunSpec], pilot: Pilot | None, data: Data) -> RunSeco
         cell: Cell = (r.model, r.augmentation, r.scenario.name, r.pool_label or "")
         if cell not in measured:
             measured[cell] = pilot.seconds(cell) if pilot is not None else None
-        out.cpu[r.run_id] = measured[cell]
+        out.cpu[run_key(r)] = measured[cell]
         rate = gpu_rate(r.model, r.hparams.resolution)
         ds = None if isinstance(data, str) else data.get(repr(r.data))
-        out.gpu[r.run_id] = (r.hparams.epochs * epoch_images(ds, r.scenario, r.budget) / rate
+        out.gpu[run_key(r)] = (r.hparams.epochs * epoch_images(ds, r.scenario, r.budget) / rate
                              if rate and ds is not None else None)
     return out
-
-
-def hours(seconds: Mapping[str, float | None]) -> float | None:
-    """Total hours of runs' seconds; None if any run has no figure."""
-    values = list(seconds.values())
-    return None if any(v is None for v in values) else sum(v for v in values if v is not None) / 3600

@@ -58,7 +58,7 @@ def _cost(g: Grid, profile: Profile | None, secs: RunSeconds) -> Cost:
     from ..analysis import power as pw
     from ..slurm.cost import cost
 
-    return cost(g, profile, secs.cpu, secs.gpu, pw.GPU_TASK_STARTUP_S)
+    return cost(g, profile, secs.cpu_s, secs.gpu_s, pw.GPU_TASK_STARTUP_S)
 
 
 def _cost_dict(c: Cost, secs: RunSeconds, profile: Profile | None) -> dict[str, Any]:

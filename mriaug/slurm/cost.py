@@ -5,14 +5,15 @@ hours summed from each run's seconds, and with a profile the wall time at its ar
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..plan.grid import Grid
+from ..plan.spec import RunSpec
 from .planning import Array, Task, chunks, pack_tasks
 from .profile import Profile, Resources
 
-Seconds = Mapping[str, float | None]  # run id -> seconds, None where there is no figure
+Seconds = Callable[[RunSpec], float | None]  # a run's seconds, None where there is no figure
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def makespan(durations: list[float], slots: int | None) -> float:
 
 
 def _task_seconds(task: Task, seconds: Seconds, startup_s: float) -> float | None:
-    values = [seconds.get(r.run_id) for unit in task for r in unit]
+    values = [seconds(r) for unit in task for r in unit]
     return None if any(v is None for v in values) else sum(v for v in values if v is not None) + startup_s
 
 
@@ -67,7 +68,7 @@ def cost(g: Grid, profile: Profile | None, cpu: Seconds, gpu: Seconds, gpu_task_
     tasks taking GPU seconds where its resources ask for a GPU and `cpu` seconds where they do not."""
     arrays = arrays_of(g, profile)
     tasks = [t for a in arrays for t in a.tasks]
-    cpu_hours = _total([cpu.get(r.run_id) for r in g.runs])
+    cpu_hours = _total([cpu(r) for r in g.runs])
     gpu_hours = _total([_task_seconds(t, gpu, gpu_task_startup_s) for t in tasks])
     wall: float | None = None
     basis: dict[str, str] = {}
