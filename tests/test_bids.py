@@ -151,6 +151,23 @@ def test_a_participant_without_a_usable_label_is_refused_naming_participants_tsv
     assert int(total[1]) + int(total[2]) == 16 * 32
 
 
+def test_a_class_without_participants_or_with_one_is_refused(cohort: Path, tmp_path: Path) -> None:
+    root = tmp_path / "cohort"
+    shutil.copytree(cohort, root)
+    tsv = root / "participants.tsv"
+    original = tsv.read_text()
+    tsv.write_text(original.replace("\t2\n", "\t1\n"))  # nobody Moderate
+    r = runner.invoke(app, ["data", "show", "--data", str(root), *SUBJECT])
+    assert r.exit_code == 2, r.output
+    assert f"{tsv}: no participant with scans of class(es) Moderate_Demented" in r.output
+    lines = original.splitlines()
+    tsv.write_text("\n".join(ln.replace("\t2", "\t1") if ln.startswith(("sub-OAS013", "sub-OAS014")) else ln
+                             for ln in lines) + "\n")  # one Moderate participant: in train or in test, not both
+    r = runner.invoke(app, ["data", "show", "--data", str(root), *SUBJECT])
+    assert r.exit_code == 2, r.output
+    assert "class Moderate_Demented has 1 participant (sub-OAS015); a subject split needs two" in r.output
+
+
 def test_a_column_of_class_names_and_the_classes_option(tmp_path: Path) -> None:
     names = {"0": "CN", "0.5": "very mild", "1": "Mild_Demented", "2": "moderate"}
     root = tmp_path / "names"

@@ -256,10 +256,10 @@ def decode(source: str, opts: dict[str, Any]) -> Cohort:
         raise DataError(f"{root / 'participants.tsv'}: no participant with scans has a usable label")
     size, slices = int(o["size"]), int(o["slices"])
     participants = sorted({s.participant for s in scans})
-    x = np.concatenate([read_volume(s.path, size, slices) for s in scans])
     y = np.repeat([labels[s.participant] for s in scans], slices).astype(np.int64)
+    _check_classes(y, root / "participants.tsv", o.get("classes"))  # before the volumes: reading them takes time
+    x = np.concatenate([read_volume(s.path, size, slices) for s in scans])
     pidx = np.repeat([participants.index(s.participant) for s in scans], slices).astype(np.int64)
-    _check_classes(y, root / "participants.tsv", o.get("classes"))
     fp = atomic.stable_hash({"decoder": DECODER_VERSION, "options": o,
                              "files": [(str(s.path.relative_to(root)), atomic.sha256_file(s.path)) for s in scans],
                              "labels": {p: labels[p] for p in participants}})
