@@ -1,12 +1,17 @@
-"""docs/architecture.md's tables of layers and modules, written into the page itself so that it reads the same on
-the repository page as on the site (the other pages' tables are filled in at build time by gen_reference.py).
+"""The generated tables written into the pages themselves, so that they read the same on the repository page as on
+the site: docs/architecture.md's layers and modules, docs/reference.md's keys of grid files and cluster profiles,
+docs/study-design.md's scenario presets (`PAGES`). The tables are made by gen_reference.py from mriaug's own
+definitions; docs/testing.md's test map, which changes with every test's imports, stays a marker that only the site
+build fills in (gen_reference.py, the MkDocs hook).
 
-    python docs/gen_architecture.py           # rewrite the tables from pyproject.toml's layers and the modules
-    python docs/gen_architecture.py --check   # exit 1 if the page differs from what this would write
+    python docs/gen_architecture.py           # rewrite the tables from the code
+    python docs/gen_architecture.py --check   # exit 1 if a page differs from what this would write
 
-Run it after adding, moving or renaming a module, changing a module docstring's first sentence or the import
-layers; tests/test_layout.py fails until the page matches. A table sits between `<!-- begin generated: NAME -->`
-and `<!-- end generated: NAME -->` lines (a bare `<!-- generated: NAME -->` line becomes such a block).
+Run it after adding, moving or renaming a module, changing a module docstring's first sentence, the import layers,
+a key a grid or profile reader accepts or its meaning in gen_reference.py, or a scenario preset;
+tests/test_layout.py (architecture.md) and tests/test_docs.py (the others) fail until the pages match. A table
+sits between `<!-- begin generated: NAME -->` and `<!-- end generated: NAME -->` lines (a bare
+`<!-- generated: NAME -->` line becomes such a block).
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 PAGE = DOCS / "architecture.md"
+# The pages whose generated tables live in the file, and the tables each holds.
+PAGES = {"architecture.md": ("layers", "modules"),
+         "reference.md": ("grid", "data", "model", "scenario", "profile", "resource-tables", "resources", "container"),
+         "study-design.md": ("presets",)}
 BEGIN, END, BARE = "<!-- begin generated: ", "<!-- end generated: ", "<!-- generated: "
 
 
@@ -29,11 +38,10 @@ def _reference():  # docs/gen_reference.py, which makes the tables (docs/ is no 
     return module
 
 
-def tables() -> dict[str, str]:
+def tables(page: str = "architecture.md") -> dict[str, str]:
+    """The generated tables of one of `PAGES`, by name."""
     ref = _reference()
-    return {"layers": ref.table(["layer", "modules (a module imports only from layers below its own)"], ref.layers()),
-            "modules": ref.table(["layer", "module", "what it does (its docstring's first sentence)"],
-                                 ref.module_rows())}
+    return {name: ref.render(name) for name in PAGES[page]}
 
 
 def _name(line: str, marker: str) -> str | None:
@@ -59,22 +67,26 @@ def render(text: str, made: dict[str, str]) -> str:
         else:
             out.append(line)
     if skipping is not None:
-        raise SystemExit(f"{PAGE}: `{BEGIN}{skipping} -->` has no `{END}{skipping} -->` line")
+        raise SystemExit(f"`{BEGIN}{skipping} -->` has no `{END}{skipping} -->` line")
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str]) -> int:
-    text = PAGE.read_text()
-    new = render(text, tables())
-    if "--check" in argv:
-        if new != text:
-            print(f"{PAGE} is out of date: run `python docs/gen_architecture.py`", file=sys.stderr)
-            return 1
-        return 0
-    if new != text:
-        PAGE.write_text(new)
-        print(f"wrote {PAGE}")
-    return 0
+    stale = []
+    for name in PAGES:
+        page = DOCS / name
+        text = page.read_text()
+        new = render(text, tables(name))
+        if new == text:
+            continue
+        if "--check" in argv:
+            stale.append(page)
+        else:
+            page.write_text(new)
+            print(f"wrote {page}")
+    for page in stale:
+        print(f"{page} is out of date: run `python docs/gen_architecture.py`", file=sys.stderr)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
