@@ -211,3 +211,29 @@ def test_without_a_pilot_the_pilot_grid_and_its_cost(tmp_path: Path) -> None:
     g.write_text(g.read_text().replace("splits = 2\n", ""))
     out = _plan(str(g))
     assert out["pilot_grid"]["results"] == f"{tmp_path / 'res'}-pilot" and not out["pilot_grid"]["reused"]
+
+
+def test_a_results_folder_is_a_pilot(tmp_path: Path) -> None:
+    """Result files written out (as tests/test_collect.py's): the pilot of hand_grid with 4 seeds."""
+    g = hand_grid(tmp_path)
+    fp = data.load(grid_mod.load(g).data).fingerprint
+    res = tmp_path / "res"
+    res.mkdir()
+    for scen in ("1", "3"):
+        for seed in range(4):
+            run_id = f"{scen}{seed:015d}"
+            per = {c: {"recall": 0.5, "precision": 0.5, "f1": 0.5, "support": 10} for c in st.CLASSES}
+            ce = 0.5 + 0.01 * seed + (0 if scen == "1" else 0.05 if seed % 2 else -0.03)
+            (res / f"{run_id}.json").write_text(json.dumps({
+                "schema": 2, "run_id": run_id,
+                "spec": {"model": "cnn", "scenario": {"name": scen}, "augmentation": "none", "seed": seed,
+                         "hparams": {"epochs": 2}},
+                "metrics": {"test_ce": ce, "accuracy": 0.5, "balanced_accuracy": 0.5, "macro_f1": 0.5,
+                            "per_class": per, "confusion": [[0] * 4] * 4},
+                "history": [], "counts": {"real": {"Mild_Demented": 150, "Non_Demented": 10}, "synthetic": {}},
+                "data": {"fingerprint": fp}, "env": {}, "timings": {"train_s": 10.0 if scen == "1" else 30.0}}))
+    out = _plan(str(g), "--pilot", str(res), "--detect", "0.05")
+    (c,) = out["comparisons"]
+    sd = float(np.std([0.05 if s % 2 else -0.03 for s in range(4)], ddof=1))
+    assert (c["cell"], c["against"], c["pairs"], c["sd"]) == ("cnn/none/3", "cnn/none/1", 4, pytest.approx(sd))
+    assert out["pilot_runs"] == 8 and out["cost"]["cpu_hours"] == pytest.approx(out["seeds"] * 40 / 3600)
