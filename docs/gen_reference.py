@@ -216,7 +216,12 @@ SCENARIO_MEANING = {
     "synthetic_fraction": "synthetic images added per class, as a share Y of the class's training images; "
                           "their sources are among the kept images",
     "description": "free text shown with the scenario",
+    "pretrain": "train on synthetic images only first: `{pool = \"NAME\", images = N, epochs = E}`, N images of "
+                "the grid's pool NAME (a `[pool]` table name) over every class in proportion to its training "
+                "images, E passes over them; then the scenario's own training from those weights with a fresh "
+                "optimizer ([study design](study-design.md#pretraining-on-synthetic-images))",
 }
+SCENARIO_TYPES = {"description": "string", "pretrain": "table"}  # the others: a number or a table of classes
 
 
 def scenario_keys() -> list[list[str]]:
@@ -225,8 +230,9 @@ def scenario_keys() -> list[list[str]]:
     params = inspect.signature(scenarios.custom).parameters
     accepted = {p for p in params if p != "name"}
     _check("[scenario.NAME] keys", SCENARIO_MEANING, accepted)
-    return [[f"`{k}`", "number or table" if k != "description" else "string", f"`{toml(params[k].default)}`",
-             SCENARIO_MEANING[k]] for k in SCENARIO_MEANING]
+    return [[f"`{k}`", SCENARIO_TYPES.get(k, "number or table"),
+             "(none)" if params[k].default is None else f"`{toml(params[k].default)}`", SCENARIO_MEANING[k]]
+            for k in SCENARIO_MEANING]
 
 
 def scenario_presets() -> list[list[str]]:

@@ -69,7 +69,7 @@ def test_grid_reference_lists_every_key_the_grid_reader_accepts() -> None:
 def test_table_references_list_every_key_their_readers_accept() -> None:
     assert _keys(gen.model_keys()) == set(hparams.KEYS) | {"pack_seeds"}
     assert _keys(gen.data_keys()) == set().union(*data.OPTIONS.values()) | {"source"}
-    assert _keys(gen.scenario_keys()) == {"real_fraction", "synthetic_fraction", "description"}
+    assert _keys(gen.scenario_keys()) == grid.SCENARIO_KEYS
     assert _keys(gen.profile_keys()) == profile.TOP_KEYS
     assert _keys(gen.resource_keys()) == profile.RESOURCE_KEYS
     assert _keys(gen.container_keys()) == profile.CONTAINER_KEYS

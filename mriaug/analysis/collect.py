@@ -33,7 +33,7 @@ from . import statistics as st
 
 BASE_SCENARIOS = ["1", "2", "3", "4"]
 METRIC_COLUMNS = st.all_metrics()
-LONG_COLUMNS = ["run_id", "table", "model", "scenario", "augmentation", "pool", "seed", *METRIC_COLUMNS,
+LONG_COLUMNS = ["run_id", "table", "model", "scenario", "augmentation", "pool", "pretrain", "seed", *METRIC_COLUMNS,
                 "n_real", "n_synthetic", "epochs", "data_fingerprint", "split", "split_index", "pool_fingerprint",
                 "train_s", "file", "status"]
 # The test split of Falah/Alzheimer_MRI as the thesis used it: a table compares with the thesis only when every
@@ -42,7 +42,8 @@ LONG_COLUMNS = ["run_id", "table", "model", "scenario", "augmentation", "pool", 
 THESIS_SOURCE = "hf:Falah/Alzheimer_MRI"
 THESIS_TEST_COUNTS = {"Mild_Demented": 172, "Moderate_Demented": 15, "Non_Demented": 634, "Very_Mild_Demented": 459}
 # The keys of a run spec that vary inside one table; everything else in it is the table's setting.
-CELL_KEYS = ("model", "scenario", "augmentation", "seed", "pool")
+# A scenario's pretraining (`pretrain`, its own scenario name) is a row of its model's table, beside scenario 1.
+CELL_KEYS = ("model", "scenario", "augmentation", "seed", "pool", "pretrain")
 SIGNIFICANT = 0.05
 MARK = "*"
 
@@ -513,7 +514,7 @@ def _row(path: Path, r: results.RunResult) -> dict[str, Any]:
     met, data = r.metrics, r.data
     return {
         "run_id": r.run_id, "model": r.model, "scenario": r.scenario, "augmentation": r.augmentation,
-        "pool": data.pool_label or "", "seed": r.seed,
+        "pool": data.pool_label or "", "pretrain": r.pretraining.pool if r.pretraining else "", "seed": r.seed,
         **{m: _number(met.value(m)) for m in st.METRICS},
         **{st.RECALL + c: _number(met.recall(c)) for c in dict.fromkeys([*CLASSES, *(met.per_class or {})])},
         "n_real": sum(r.counts.real.values()), "n_synthetic": sum(r.counts.synthetic.values()),

@@ -111,4 +111,9 @@ def load_grid(path: Path) -> Grid:
 
 
 def classes_list(classes: str | None) -> list[str] | None:
+    """`--classes A,B` as a list; `all` names every class of the source (None: the command's default)."""
+    if classes is not None and classes.strip().lower() == "all":
+        from ..data.classes import CLASSES
+
+        return list(CLASSES)
     return [c.strip() for c in classes.split(",")] if classes else None

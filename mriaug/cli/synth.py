@@ -82,7 +82,7 @@ def synth(ctx: typer.Context,
           = "transform",
           setting: Settings = None,
           data: DataOpt = DEFAULT_SOURCE, data_option: DataOptions = None,
-          classes: Annotated[str | None, typer.Option(metavar="A,B", help="comma-separated classes (default: all)")]
+          classes: Annotated[str | None, typer.Option(metavar="A,B", help="comma-separated, or all (default)")]
           = None,
           per_source: Annotated[int, typer.Option(help="variations per source image")] = 1,
           max_sources: Annotated[int | None, typer.Option(help="at most this many sources per class")] = None,
@@ -160,7 +160,7 @@ def _make_one(ds: Any, out: Path, generator: str, options: dict[str, object],
     """Make one pool folder; True when some source failed (a rerun retries it)."""
     from ..generators import synth as synth_mod
 
-    s = synth_mod.make_pool(ds, out, generator, classes=classes_list(classes), per_source=per_source,
+    s = synth_mod.make_pool(ds, out, generator, classes=pool_classes(classes), per_source=per_source,
                             max_sources=max_sources, seed=seed, options=options, dry_run=dry_run, max_cost=max_cost,
                             kept_for=kept)
     if dry_run:
@@ -191,6 +191,11 @@ def _make_one(ds: Any, out: Path, generator: str, options: dict[str, object],
     return bool(s.get("failed"))
 
 
+def pool_classes(classes: str | None) -> list[str] | None:
+    """`--classes`: `all` is the default (None), so a pool or model made with it is the one made without it."""
+    return None if classes is not None and classes.strip().lower() == "all" else classes_list(classes)
+
+
 def _channels(channels: str) -> tuple[int, ...]:
     try:
         return tuple(int(c) for c in channels.split(","))
@@ -218,7 +223,7 @@ def train_diffusion(
         channels: Annotated[str, typer.Option(metavar="C1,C2,...", help="UNet channels per level")] = "32,64,128,256",
         layers_per_block: Annotated[int, typer.Option(help="ResNet layers per UNet level")] = 2,
         attention: Annotated[bool, typer.Option(help="self-attention on the coarsest level")] = True,
-        classes: Annotated[str | None, typer.Option(metavar="A,B", help="comma-separated classes (default: all)")]
+        classes: Annotated[str | None, typer.Option(metavar="A,B", help="comma-separated, or all (default)")]
         = None,
         kept_for: Annotated[str | None, typer.Option(
             metavar="SCENARIO:SEED", help="train only on the real images run SCENARIO:SEED keeps (e.g. 4:0)")] = None,
@@ -260,7 +265,7 @@ def train_diffusion(
         ds = data_mod.load(spec.unmerged())
         info = diffusion.train(ds, folder, steps=steps, batch_size=batch_size, lr=lr, resolution=resolution,
                                channels=ch, layers_per_block=layers_per_block, attention=attention,
-                               classes=classes_list(classes), kept_for=kept, seed=seed,
+                               classes=pool_classes(classes), kept_for=kept, seed=seed,
                                checkpoint_every=checkpoint_every, precision=precision, device=device,
                                log=lambda m: typer.echo(m, err=True))
         typer.echo(_trained(folder, info, steps))

@@ -132,11 +132,13 @@ class SeedState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: Best | None = None
     alive: bool = True
+    pretrain_history: list[dict[str, Any]] = field(default_factory=list)  # a scenario with `pretrain`: its epochs
 
     @property
     def diverged_at(self) -> int | None:
-        """The epoch in which the seed's training loss stopped being finite (its history's last entry)."""
-        last = self.history[-1] if self.history else {}
+        """The epoch in which the seed's training loss stopped being finite (its history's last entry; an epoch
+        of the pretraining where it diverged there, which the result's pretraining history shows)."""
+        last = (self.history or self.pretrain_history or [{}])[-1]
         return int(last["epoch"]) if last.get("diverged") else None
 
 
@@ -145,7 +147,10 @@ def fit(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, devi
     """Train the unit `specs` (resuming from its checkpoint), validate every epoch, record a diverged seed as
     diverged while the others go on, test once, and write one result per run not in `finished_ids`."""
     unit = prepare(specs, device=device, t_start=t_start)
-    epochs = len(unit.steps_per_epoch)
+    # Epochs are counted over both phases: a scenario with `pretrain` first trains P epochs on its synthetic images
+    # (`pretrain_epoch`), then its own; a checkpoint's epoch is one of this count, so either phase resumes.
+    pre_epochs = unit.pre_epochs
+    epochs = pre_epochs + len(unit.steps_per_epoch)
     store = checkpoints.Store(results.checkpoint_for(results_dir, unit.name), unit.identity,
                               "run" if len(specs) == 1 else "pack",  # pragma: no mutate (the log's word)
                               checkpoints.Schedule(speed.settings().checkpoint))
@@ -154,19 +159,34 @@ def fit(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, devi
     _log_start(unit, log)
     written: dict[str, results.RunResult] = {}
     t_train = 0.0
-    for epoch in range(start_epoch, epochs):
+    for step_epoch in range(start_epoch, epochs):
         if not any(s.alive for s in seeds):
             break
         t0 = time.perf_counter()
-        train_loss = train_epoch(unit, epoch, torch.tensor([s.alive for s in seeds], device=unit.dev))
-        t_train += time.perf_counter() - t0
-        for index in record_epoch(unit, seeds, epoch, train_loss, t0):
+        alive = torch.tensor([s.alive for s in seeds], device=unit.dev)
+        if step_epoch < pre_epochs:
+            pre_loss = pretrain_epoch(unit, step_epoch, alive)
+            t_train += time.perf_counter() - t0
+            diverged = record_pretrain_epoch(unit, seeds, step_epoch, pre_loss, t0)
+            _log_epoch(unit, step_epoch, seeds, log, pretraining=True)
+        else:
+            epoch = step_epoch - pre_epochs
+            if epoch == 0 and pre_epochs:
+                # Fine-tuning starts from the pretrained weights with a fresh optimizer: Adam's moments describe
+                # the synthetic images' gradients, and a fresh start is what a run resumed here would rebuild.
+                unit.optimizer, _ = make_optimizer(unit.nets.parameters(), unit.first.hparams.lr,
+                                                   unit.first.hparams.weight_decay)
+            train_loss = train_epoch(unit, epoch, alive)
+            t_train += time.perf_counter() - t0
+            diverged = record_epoch(unit, seeds, epoch, train_loss, t0)
+            _log_epoch(unit, epoch, seeds, log)
+        for index in diverged:
             written[specs[index].run_id] = write_result(unit, index, seeds[index], results_dir, env, t_start)
-            log(f"[{specs[index].run_id}] diverged: non-finite training loss in epoch {epoch + 1}; recorded as "
+            log(f"[{specs[index].run_id}] diverged: non-finite training loss in epoch {step_epoch + 1}; recorded as "
                 "diverged")  # pragma: no mutate
-        _log_epoch(unit, epoch, seeds, log)
         if any(s.alive for s in seeds):  # a unit whose every seed diverged has nothing to resume
-            store.after_epoch(epoch + 1, epochs, stop_after, partial(checkpoint_state, unit, seeds, epoch + 1))
+            store.after_epoch(step_epoch + 1, epochs, stop_after,
+                              partial(checkpoint_state, unit, seeds, step_epoch + 1))
     written.update(test_and_write(unit, seeds, results_dir, env, t_start, save_weights=save_weights, log=log,
                                   timings=_timings(unit, start_epoch, t_train)))
     store.remove()
@@ -184,14 +204,16 @@ def resume(unit: Unit, store: checkpoints.Store, finished_ids: set[str], log: Lo
         unit.nets.load_state(ckpt["nets"])
         unit.optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = ckpt["epoch"]
-        seeds = [SeedState(history, Best(**best) if best is not None else None)
-                 for history, best in zip(ckpt["histories"], ckpt["best"], strict=True)]
+        pre = ckpt.get("pretrain_histories") or [[] for _ in unit.specs]
+        seeds = [SeedState(history, Best(**best) if best is not None else None, pretrain_history=pre_history)
+                 for history, best, pre_history in zip(ckpt["histories"], ckpt["best"], pre, strict=True)]
         # pragma: no mutate start (log text)
         log(f"[{unit.name}] {_label(unit.specs)}: resumed from checkpoint at epoch {start_epoch}/"
-            f"{len(unit.steps_per_epoch)}")
+            f"{unit.pre_epochs + len(unit.steps_per_epoch)}")
         # pragma: no mutate end
     for spec, seed in zip(unit.specs, seeds, strict=True):
-        seed.alive = spec.run_id not in finished_ids and not any(h.get("diverged") for h in seed.history)
+        seed.alive = spec.run_id not in finished_ids and not any(h.get("diverged")
+                                                                 for h in (*seed.pretrain_history, *seed.history))
     return seeds, start_epoch
 
 
@@ -202,7 +224,8 @@ def checkpoint_state(unit: Unit, seeds: list[SeedState], done: int) -> dict[str,
             "histories": [s.history for s in seeds],
             "best": [None if s.best is None else {"epoch": s.best.epoch, "val_loss": s.best.val_loss,
                                                   "weights": s.best.weights} for s in seeds],
-            "threads": torch.get_num_threads(), "device": unit.dev.type, "hparams": unit.first.hparams.to_dict()}
+            "threads": torch.get_num_threads(), "device": unit.dev.type, "hparams": unit.first.hparams.to_dict(),
+            **({"pretrain_histories": [s.pretrain_history for s in seeds]} if unit.pretraining else {})}
 
 
 def record_epoch(unit: Unit, seeds: list[SeedState], epoch: int, train_loss: list[float], t0: float) -> list[int]:
@@ -229,6 +252,32 @@ def record_epoch(unit: Unit, seeds: list[SeedState], epoch: int, train_loss: lis
                 seed.best = Best(epoch + 1, loss, unit.nets.weights(index))
         entry["seconds"] = time.perf_counter() - t0
         seed.history.append(entry)
+    return diverged
+
+
+def record_pretrain_epoch(unit: Unit, seeds: list[SeedState], epoch: int, train_loss: list[float], t0: float
+                          ) -> list[int]:
+    """`record_epoch` for an epoch of the pretraining: each live seed's pretraining history, with validation
+    numbers where there is a validation part (to see what the synthetic images taught; nothing is selected on
+    them: the tested weights are always fine-tuned ones). Returns the seeds that diverged."""
+    assert unit.pretraining is not None
+    left = any(s.alive and math.isfinite(v) for s, v in zip(seeds, train_loss, strict=True))
+    val_logits = unit.nets.predict(unit.x_val, unit.bf16) if unit.x_val is not None and left else None
+    diverged = []
+    for index, seed in enumerate(seeds):
+        if not seed.alive:
+            continue
+        entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss[index]}
+        if not math.isfinite(train_loss[index]):
+            seed.pretrain_history.append({**entry, "train_loss": None, "diverged": True})
+            seed.alive = False
+            diverged.append(index)
+            continue
+        entry["steps"] = sum(unit.pretraining.steps_per_epoch[: epoch + 1])
+        if val_logits is not None:
+            _validate(unit, index, val_logits[index], entry)
+        entry["seconds"] = time.perf_counter() - t0
+        seed.pretrain_history.append(entry)
     return diverged
 
 
@@ -280,7 +329,10 @@ def test_metrics(unit: Unit, logits: np.ndarray) -> results.Metrics:
 
 def _timings(unit: Unit, start_epoch: int, t_train: float) -> dict[str, Any]:
     """The training's share of a result's timings (the same for every seed of the unit)."""
-    trained = sum(min(unit.n_train, b * unit.first.hparams.batch_size) for b in unit.steps_per_epoch[start_epoch:])
+    batch, pre = unit.first.hparams.batch_size, unit.pretraining
+    trained = sum(min(unit.n_train, b * batch) for b in unit.steps_per_epoch[max(0, start_epoch - unit.pre_epochs):])
+    if pre is not None:  # start_epoch counts the pretraining's epochs first (`fit`)
+        trained += sum(min(pre.n_train, b * batch) for b in pre.steps_per_epoch[start_epoch:])
     packed = len(unit.specs) > 1
     return {"train_s": t_train, "train_images_per_s": trained / t_train if t_train else None,
             **({"pack_images_per_s": len(unit.specs) * trained / t_train if t_train else None} if packed else {}),
@@ -290,10 +342,42 @@ def _timings(unit: Unit, start_epoch: int, t_train: float) -> dict[str, Any]:
 # --- the unit: data, networks and optimizer, set up once ---------------------------------------------------
 
 
+# Pretraining epochs draw their batch order and augmentation under epoch keys of their own (`batches.image_keys`):
+# a pool image also in the scenario's mix is not drawn alike in epoch e of both phases.
+PRETRAIN_KEYS = 1 << 20
+
+
+@dataclass
+class Phase:
+    """What one phase of a unit trains on: its images on the device, each seed's rows of them and their
+    identities, the steps of each epoch, the loss weights; `keys` offsets the epoch its draws are keyed by."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    rows: torch.Tensor  # (S, n)
+    ids: torch.Tensor  # (S, n)
+    steps_per_epoch: list[int]
+    class_weight: torch.Tensor | None
+    keys: int = 0
+
+    @property
+    def n_train(self) -> int:
+        return int(self.rows.shape[1])
+
+
+@dataclass
+class Pretraining(Phase):
+    """The pretraining phase of a scenario with `pretrain`: its pool and each seed's draw from it."""
+
+    pool: pools.Pool | None = None
+    mixes: list[scenarios.Mix] = field(default_factory=list)
+
+
 @dataclass
 class Unit:
     """What a unit of S seeds trains on and with, set up once: the data on the device, each seed's rows of it
-    and image identities, the networks and their optimizer."""
+    and image identities, the networks and their optimizer (and, for a scenario with `pretrain`, its pretraining's
+    images)."""
 
     specs: list[RunSpec]
     name: str  # in logs and the checkpoint's file name (`unit_id`)
@@ -316,10 +400,20 @@ class Unit:
     class_weight: torch.Tensor | None  # (S, classes): each seed's loss weights under class_weight = "balanced"
     identity: dict[str, Any]  # what a checkpoint must have been made from to resume this unit
     data_seconds: float
+    pretraining: Pretraining | None = None
 
     @property
     def first(self) -> RunSpec:
         return self.specs[0]
+
+    @property
+    def pre_epochs(self) -> int:
+        return len(self.pretraining.steps_per_epoch) if self.pretraining else 0
+
+    @property
+    def main(self) -> Phase:
+        """The scenario's own training as a phase (references to the unit's tensors)."""
+        return Phase(self.images, self.labels, self.rows, self.ids, self.steps_per_epoch, self.class_weight)
 
     @property
     def n_train(self) -> int:
@@ -350,6 +444,7 @@ def prepare(specs: list[RunSpec], *, device: str | None, t_start: float) -> Unit
     nets = nets_mod.build(first.model, hp, [s.seed for s in specs], dev, speed_settings, len(ds.classes))
     optimizer, optimizer_name = make_optimizer(nets.parameters(), hp.lr, hp.weight_decay)
     weights = [class_weights(y_np[r], len(ds.classes)) for r in rows_np] if hp.class_weight == "balanced" else None
+    pre = prepare_pretraining(specs, ds, dev)
     return Unit(
         specs=specs, name=unit_id(specs), dev=dev, ds=ds, pool=pool, mixes=mixes, images=images, labels=labels,
         rows=torch.from_numpy(np.stack(rows_np)).to(dev), ids=torch.from_numpy(ids).to(dev),
@@ -358,8 +453,35 @@ def prepare(specs: list[RunSpec], *, device: str | None, t_start: float) -> Unit
                                         int(ds.fit_mask.sum())),
         nets=nets, optimizer=optimizer, optimizer_name=optimizer_name, bf16=autocast_bf16(hp.precision, dev),
         class_weight=None if weights is None else torch.tensor(np.stack(weights), dtype=torch.float32, device=dev),
-        identity=checkpoint_identity(specs, ds, pool, mixes), data_seconds=data_seconds,
+        identity=checkpoint_identity(specs, ds, pool, mixes, pre), data_seconds=data_seconds, pretraining=pre,
     )
+
+
+def prepare_pretraining(specs: list[RunSpec], ds: data_mod.Dataset, dev: torch.device) -> Pretraining | None:
+    """The pretraining of a scenario with `pretrain`: each seed's synthetic images (`scenarios.pretrain_mix`) on
+    the device, E passes of ceil(N / batch) steps, each seed's loss weights from its own pretraining labels."""
+    first, hp = specs[0], specs[0].hparams
+    pre = first.scenario.pretrain
+    if pre is None:
+        return None
+    if first.pretrain_pool is None:
+        raise SettingError(f"{first.label}: scenario {first.scenario.name} pretrains but the run names no pool folder "
+                           "to pretrain on (plan it from a grid whose [pool] table names it)")
+    pool = pools.load(first.pretrain_pool, ds)
+    if pool.fingerprint != first.pretrain_fingerprint:
+        raise PoolError(f"pretraining pool {first.pretrain_pool} changed since run {first.label} was planned "
+                        f"(manifest {pool.fingerprint}, planned {first.pretrain_fingerprint}); plan it again "
+                        "(`mriaug grid` / `mriaug submit`) to pretrain on the new pool")
+    mixes = [scenarios.pretrain_mix(ds, s.scenario, s.seed, pool) for s in specs]
+    x_np, y_np, rows_np = training_rows(first, ds, pool, mixes)
+    ids = np.stack([batches.identities(m.real_index, m.synthetic_index) for m in mixes])
+    weights = [class_weights(y_np[r], len(ds.classes)) for r in rows_np] if hp.class_weight == "balanced" else None
+    return Pretraining(
+        images=to_device_uint8(x_np, hp.resolution, dev), labels=torch.from_numpy(y_np).to(dev),
+        rows=torch.from_numpy(np.stack(rows_np)).to(dev), ids=torch.from_numpy(ids).to(dev),
+        steps_per_epoch=[math.ceil(pre.images / hp.batch_size)] * pre.epochs,
+        class_weight=None if weights is None else torch.tensor(np.stack(weights), dtype=torch.float32, device=dev),
+        keys=PRETRAIN_KEYS, pool=pool, mixes=mixes)
 
 
 def training_rows(first: RunSpec, ds: data_mod.Dataset, pool: pools.Pool | None, mixes: list[scenarios.Mix]
@@ -380,11 +502,16 @@ def training_rows(first: RunSpec, ds: data_mod.Dataset, pool: pools.Pool | None,
 
 
 def checkpoint_identity(specs: list[RunSpec], ds: data_mod.Dataset, pool: pools.Pool | None,
-                        mixes: list[scenarios.Mix]) -> dict[str, Any]:
-    """What a unit's checkpoint must have been made from to be resumed: the layout, runs, data, pool and rows."""
-    return {"layout": CHECKPOINT_LAYOUT, "run_ids": [s.run_id for s in specs], "data_fingerprint": ds.fingerprint,
-            "pool_fingerprint": pool.fingerprint if pool else None,
-            "selection": atomic.stable_hash([[m.real_index.tolist(), m.synthetic_index.tolist()] for m in mixes])}
+                        mixes: list[scenarios.Mix], pre: Pretraining | None = None) -> dict[str, Any]:
+    """What a unit's checkpoint must have been made from to be resumed: the layout, runs, data, pool and rows (and
+    a pretraining's pool and lines, only where there is one: other checkpoints keep their identity)."""
+    out = {"layout": CHECKPOINT_LAYOUT, "run_ids": [s.run_id for s in specs], "data_fingerprint": ds.fingerprint,
+           "pool_fingerprint": pool.fingerprint if pool else None,
+           "selection": atomic.stable_hash([[m.real_index.tolist(), m.synthetic_index.tolist()] for m in mixes])}
+    if pre is not None and pre.pool is not None:
+        out["pretrain"] = {"pool_fingerprint": pre.pool.fingerprint,
+                           "selection": atomic.stable_hash([m.synthetic_index.tolist() for m in pre.mixes])}
+    return out
 
 
 def to_device_uint8(x: np.ndarray, resolution: int, device: torch.device) -> torch.Tensor:
@@ -448,36 +575,49 @@ def _seed_everything(seed: int) -> None:
 
 
 def train_epoch(unit: Unit, epoch: int, alive: torch.Tensor) -> list[float]:
-    """One epoch of every seed: its own batch order and augmentation draws, keyed by (seed, epoch, image), as its
-    separate run draws them. Returns each seed's mean training loss (non-finite: it diverged)."""
+    """One epoch of every seed on its scenario's training set (`train_pass`)."""
+    return train_pass(unit, unit.main, epoch, alive)
+
+
+def pretrain_epoch(unit: Unit, epoch: int, alive: torch.Tensor) -> list[float]:
+    """One epoch of every seed on its pretraining images (`train_pass`)."""
+    assert unit.pretraining is not None
+    return train_pass(unit, unit.pretraining, epoch, alive)
+
+
+def train_pass(unit: Unit, phase: Phase, epoch: int, alive: torch.Tensor) -> list[float]:
+    """One epoch of every seed on `phase`: its own batch order and augmentation draws, keyed by (seed, epoch,
+    image), as its separate run draws them. Returns each seed's mean training loss (non-finite: it diverged)."""
     first, batch_size, n_seeds = unit.first, unit.first.hparams.batch_size, len(unit.specs)
-    _seed_everything(first.seed * 100_003 + epoch + 1)
+    key_epoch = phase.keys + epoch
+    _seed_everything(first.seed * 100_003 + key_epoch + 1)
     unit.nets.train()
-    keys = torch.stack([batches.image_keys(s.seed, epoch, unit.ids[index]) for index, s in enumerate(unit.specs)])
+    keys = torch.stack([batches.image_keys(s.seed, key_epoch, phase.ids[index])
+                        for index, s in enumerate(unit.specs)])
     perm = torch.stack([batches.order(keys[index]) for index in range(n_seeds)])
-    images_this_epoch = min(unit.n_train, unit.steps_per_epoch[epoch] * batch_size)  # a steps budget may cut it
-    rows = torch.gather(unit.rows, 1, perm)[:, :images_this_epoch]  # (S, m): rows of `images` in batch order
+    images_this_epoch = min(phase.n_train, phase.steps_per_epoch[epoch] * batch_size)  # a steps budget may cut it
+    rows = torch.gather(phase.rows, 1, perm)[:, :images_this_epoch]  # (S, m): rows of `images` in batch order
     keys = torch.gather(keys, 1, perm)[:, :images_this_epoch]
     aug = augment.get(first.augmentation)
-    image_shape = unit.images.shape[1:]
+    image_shape = phase.images.shape[1:]
     # Augmentation runs ahead of the steps, `span` images per seed at a time (the whole epoch on a GPU: a handful
     # of launches instead of a few hundred per step; a few batches on the CPU): the same images, as each depends
     # only on its key.
     span = augment.ahead_images(unit.dev, first.augmentation, batch_size, image_shape[-2] * image_shape[-1],
                                 images_this_epoch)
-    augmented = unit.images[:0]
+    augmented = phase.images[:0]
     total = torch.zeros(n_seeds, dtype=torch.float64, device=unit.dev)  # summed on the device: no sync per step
     seen = 0
     for start in range(0, images_this_epoch, batch_size):
         batch_rows, batch_keys = rows[:, start : start + batch_size], keys[:, start : start + batch_size]
         if span and start % span == 0:
             chunk = slice(start, min(start + span, images_this_epoch))
-            augmented = augment.ahead(aug, unit.images, rows[:, chunk].flatten(), keys[:, chunk].flatten())
+            augmented = augment.ahead(aug, phase.images, rows[:, chunk].flatten(), keys[:, chunk].flatten())
             augmented = augmented.view(n_seeds, -1, *image_shape)
         xb = (augmented[:, start % span : start % span + batch_size] if span
-              else aug(unit.images.index_select(0, batch_rows.flatten()), batch_keys.flatten()))
-        losses = unit.nets.losses(xb.view(*batch_rows.shape, *image_shape), unit.labels[batch_rows], unit.bf16,
-                                  unit.class_weight)
+              else aug(phase.images.index_select(0, batch_rows.flatten()), batch_keys.flatten()))
+        losses = unit.nets.losses(xb.view(*batch_rows.shape, *image_shape), phase.labels[batch_rows], unit.bf16,
+                                  phase.class_weight)
         unit.optimizer.zero_grad(set_to_none=True)
         # Seeds share no parameter: each gets its own run's gradient, a diverged seed none.
         torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
@@ -512,6 +652,7 @@ def write_result(unit: Unit, index: int, seed: SeedState, results_dir: Path, env
                    "pool_sampling": mix.pool_sampling},
         packed=result_packed(unit),
         weights=str(results.weights_for(results_dir, spec.run_id)) if save_weights else None,
+        pretraining=result_pretraining(unit, index, seed),
     )
     results.write(results_dir, result)
     return result
@@ -526,6 +667,19 @@ def result_training(unit: Unit, index: int, selected: int) -> results.Training:
         precision="bf16" if unit.bf16 else "fp32",
         class_weights=(None if unit.class_weight is None
                        else dict(zip(unit.ds.classes, unit.class_weight[index].tolist(), strict=True))))
+
+
+def result_pretraining(unit: Unit, index: int, seed: SeedState) -> results.Pretraining | None:
+    """A seed's pretraining record: which pool (name, folder, content), how many images and steps, its draw."""
+    pre, spec = unit.pretraining, unit.specs[index]
+    if pre is None or pre.pool is None or spec.scenario.pretrain is None:
+        return None
+    mix = pre.mixes[index]
+    return results.Pretraining(
+        pool=spec.scenario.pretrain.pool, pool_path=str(pre.pool.path), pool_fingerprint=pre.pool.fingerprint,
+        images=pre.n_train, epochs=len(pre.steps_per_epoch), steps=sum(pre.steps_per_epoch),
+        counts=mix.counts_synthetic, pool_rows=mix.synthetic_index.tolist(), pool_sampling=mix.pool_sampling,
+        history=seed.pretrain_history)
 
 
 def result_packed(unit: Unit) -> results.Packed | None:
@@ -562,13 +716,22 @@ def _log_start(unit: Unit, log: Log) -> None:
     epochs, steps = len(unit.steps_per_epoch), sum(unit.steps_per_epoch)
     log(f"[{unit.name}] {_label(unit.specs)}: {unit.n_train} training images "
         f"({sum(unit.mixes[0].counts_synthetic.values())} synthetic), {len(unit.ds.val_rows)} validation, {epochs} "
-        f"epochs ({steps} steps, budget {unit.first.budget}) on {unit.dev}")
+        f"epochs ({steps} steps, budget {unit.first.budget}) on {unit.dev}"
+        + (f", after {unit.pre_epochs} pretraining epochs on {unit.pretraining.n_train} synthetic images"
+           if unit.pretraining else ""))
 
 
-def _log_epoch(unit: Unit, epoch: int, seeds: list[SeedState], log: Log) -> None:
+def _log_epoch(unit: Unit, epoch: int, seeds: list[SeedState], log: Log, *, pretraining: bool = False) -> None:
     """One progress line per epoch (a Slurm log's view of the run): a run's numbers, or a pack's medians."""
-    now = [s.history[-1] for s in seeds if s.alive and s.history and s.history[-1]["epoch"] == epoch + 1]
+    histories = [s.pretrain_history if pretraining else s.history for s in seeds if s.alive]
+    now = [h[-1] for h in histories if h and h[-1]["epoch"] == epoch + 1]
     if not now:
+        return
+    if pretraining:
+        assert unit.pretraining is not None
+        log(f"[{unit.name}] pretraining epoch {epoch + 1}/{unit.pre_epochs} train_loss"
+            f"{'' if len(seeds) == 1 else ' median'}={float(np.median([e['train_loss'] for e in now])):.4f} "
+            f"({now[0]['seconds']:.1f}s)")
         return
     what = "" if len(seeds) == 1 else " median"
     shown = f" train_loss{what}={float(np.median([e['train_loss'] for e in now])):.4f}"

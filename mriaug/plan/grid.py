@@ -19,6 +19,7 @@ from .spec import BUDGETS, SELECTS, RunSpec
 
 TOP_KEYS = {"name", "results", "seeds", "models", "scenarios", "augmentations", "pool", "save_weights",
             "data", "model", "scenario", "budget", "select"}
+SCENARIO_KEYS = {"real_fraction", "synthetic_fraction", "description", "pretrain"}  # of a [scenario.NAME] table
 
 
 @dataclass
@@ -96,14 +97,19 @@ def check_training(budget: Any, select: Any, data: DataSpec, what: str = "") -> 
 
 def make_spec(model: str, scenario: scenarios.Scenario, augmentation: str, seed: int, hp: HParams,
              data: DataSpec | None = None, pool: str | None = None, *, budget: str = "epochs",
-             select: str = "last", pool_label: str | None = None) -> RunSpec:
-    """A run as planned now: a run that draws from a pool records what the pool holds at this moment."""
+             select: str = "last", pool_label: str | None = None, pretrain_pool: str | None = None) -> RunSpec:
+    """A run as planned now: a run that draws from a pool (or pretrains on one) records what the pool holds at
+    this moment."""
     augmentations.check(augmentation)
     checks.seed(seed, "seed")
     data = data or DataSpec()
     check_training(budget, select, data, "--")
+    if (scenario.pretrain is None) != (pretrain_pool is None):
+        raise SettingError(f"scenario {scenario.name}: a pretraining pool goes with a scenario that sets pretrain, "
+                           "and only with one")
     fingerprint = pools.manifest_fingerprint(pool) if scenario.needs_pool else None
-    return RunSpec(model, scenario, augmentation, seed, hp, data, pool, fingerprint, budget, select, pool_label)
+    return RunSpec(model, scenario, augmentation, seed, hp, data, pool, fingerprint, budget, select, pool_label,
+                   pretrain_pool, pools.manifest_fingerprint(pretrain_pool) if pretrain_pool else None)
 
 
 # Models whose seeds can train together in one model (their cards say so: torch.func over a network without batch norm).
@@ -166,24 +172,34 @@ def check_pools(runs: list[RunSpec], missing: dict[str, str] | None = None) -> N
             datasets[dkey] = data_mod.load(r.data)
         pool = None
         if pool_path is not None:
-            if (dkey, pool_path) not in loaded:
-                try:
-                    loaded[dkey, pool_path] = pools.load(pool_path, datasets[dkey])
-                except PoolError as e:
-                    if Path(pool_path).is_dir():
-                        raise
-                    made = _not_made(e, r)
-                    if missing is None:
-                        raise made from e
-                    missing[pool_path] = str(made)
-                    loaded[dkey, pool_path] = None
-            pool = loaded[dkey, pool_path]
+            pool = _load_pool(loaded, datasets[dkey], dkey, pool_path, r, missing)
             if pool is None:  # not made yet (dry run): the rest of the check needs its images
                 continue
         try:
             scenarios.mix(datasets[dkey], r.scenario, r.seed, pool)
         except SettingError as e:
             raise GridError(f"{r.label}: {e}") from e
+        if r.pretrain_pool is not None:
+            pre = _load_pool(loaded, datasets[dkey], dkey, r.pretrain_pool, r, missing)
+            if pre is not None:
+                scenarios.pretrain_mix(datasets[dkey], r.scenario, r.seed, pre)
+
+
+def _load_pool(loaded: dict[tuple[str, str], pools.Pool | None], dataset: Any, dkey: str, pool_path: str,
+               r: RunSpec, missing: dict[str, str] | None) -> pools.Pool | None:
+    """A pool as `check_pools` loads it (once per data and folder); None for one not made yet in a dry run."""
+    if (dkey, pool_path) not in loaded:
+        try:
+            loaded[dkey, pool_path] = pools.load(pool_path, dataset)
+        except PoolError as e:
+            if Path(pool_path).is_dir():
+                raise
+            made = _not_made(e, r)
+            if missing is None:
+                raise made from e
+            missing[pool_path] = str(made)
+            loaded[dkey, pool_path] = None
+    return loaded[dkey, pool_path]
 
 
 def _not_made(e: PoolError, r: RunSpec) -> PoolError:
@@ -198,8 +214,8 @@ def _not_made(e: PoolError, r: RunSpec) -> PoolError:
 def missing_pools(runs: list[RunSpec]) -> list[str]:
     """The pool folders the runs draw from that hold no pool yet (a run's id holds its pool's content, so until
     the pool is made the run has another id than the one it will train under)."""
-    return list(dict.fromkeys(r.pool for r in runs if r.scenario.needs_pool and r.pool
-                              and pools.manifest_fingerprint(r.pool) is None))
+    folders = [p for r in runs for p in ((r.pool if r.scenario.needs_pool else None), r.pretrain_pool) if p]
+    return list(dict.fromkeys(p for p in folders if pools.manifest_fingerprint(p) is None))
 
 
 def load(path: str | Path) -> Grid:
@@ -211,11 +227,11 @@ def load(path: str | Path) -> Grid:
     r = _Reader(path)
     r.check_keys("", r.doc, TOP_KEYS)
     data = _data(r)
-    scens, scen_names = _scenarios(r)
+    pool_table = _pools(r)
+    scens, scen_names = _scenarios(r, pool_table)
     model_names, hps, pack = _models(r)
     augs = _augmentations(r)
     seeds = _seeds(r)
-    pool_table = _pools(r)
     budget, select = _training(r, data)
     _plain_keys(r)
     if not pool_table and any(s.needs_pool for s in scens):
@@ -258,9 +274,12 @@ def expand(models: list[str], hps: dict[str, HParams], scens: list[scenarios.Sce
                     for seed in seeds:
                         d = split_data[seed % n_splits]
                         folder = pool_dir(p, d, n_splits) if scen.needs_pool and label and p else None
+                        pre = scen.pretrain.pool if scen.pretrain else None  # a name in the [pool] table
                         runs.append(RunSpec(m, scen, a, seed, hps[m], d, folder,
                                             fingerprints[(label, seed % n_splits)] if folder and label else None,
-                                            budget, select, label if folder and named else None))
+                                            budget, select, label if folder and named else None,
+                                            pool_dir(pool_table[pre], d, n_splits) if pre else None,
+                                            fingerprints[(pre, seed % n_splits)] if pre else None))
     return runs
 
 
@@ -291,15 +310,26 @@ def _data(r: _Reader) -> DataSpec:
     return data
 
 
-def _scenarios(r: _Reader) -> tuple[list[scenarios.Scenario], list[str]]:
-    """`[scenario.NAME]` tables, then `scenarios`: presets or those; returns them with their names as listed."""
+def _scenarios(r: _Reader, pool_table: dict[str, str]) -> tuple[list[scenarios.Scenario], list[str]]:
+    """`[scenario.NAME]` tables, then `scenarios`: presets or those; returns them with their names as listed. A
+    `pretrain` names a pool of the grid's `pool_table`."""
     custom: dict[str, scenarios.Scenario] = {}
     for name, table in r.table("", "scenario", r.doc.get("scenario", {})).items():
         if not isinstance(table, dict):
             raise r.fail("scenario", name, "must be a table")
         if name in scenarios.SCENARIOS:
             raise r.fail(f"scenario.{name}", None, f"'{name}' is a preset scenario (1-6); give yours another name")
-        r.check_keys(f"scenario.{name}", table, {"real_fraction", "synthetic_fraction", "description"})
+        r.check_keys(f"scenario.{name}", table, SCENARIO_KEYS)
+        if "pretrain" in table:
+            try:
+                pre = scenarios.parse_pretrain(table["pretrain"])
+            except SettingError as e:
+                raise r.fail(f"scenario.{name}", "pretrain", str(e)) from e
+            if pre.pool not in pool_table:
+                why = (f"is not one of the grid's pools ({', '.join(pool_table)})" if pool_table else
+                       "is not a pool of the grid, which sets none")
+                raise r.fail(f"scenario.{name}", "pretrain", f"pool {pre.pool!r} {why}; name it in a [pool] "
+                             "table (NAME = \"DIR\")")
         try:
             custom[name] = scenarios.custom(name, **table)
         except SettingError as e:

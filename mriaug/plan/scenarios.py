@@ -20,6 +20,40 @@ from ..data.sources import Dataset
 from ..errors import PoolError, SettingError
 
 MILD_MODERATE = ("Mild_Demented", "Moderate_Demented")
+PRETRAIN_KEYS = ("pool", "images", "epochs")
+
+
+@dataclass(frozen=True)
+class Pretrain:
+    """Training on synthetic images only before a scenario's own training (`[scenario.NAME] pretrain = {pool =
+    "NAME", images = N, epochs = E}`): N images of the grid's pool NAME over every class, E passes over them."""
+
+    pool: str  # the pool's name in the grid's `[pool]` table; which folder and content is the run's (`RunSpec`)
+    images: int
+    epochs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        # The pool's name is no part of it: a run depends on the pool's content (`RunSpec.to_dict`), not its name.
+        return {"images": self.images, "epochs": self.epochs}
+
+
+def parse_pretrain(value: Any) -> Pretrain:
+    """A `pretrain` setting from its table; errors name the key of the table at fault (the caller names
+    `pretrain`)."""
+    if not isinstance(value, dict):
+        raise SettingError("must be a table {pool = \"NAME\", images = N, epochs = E}, got " + repr(value))
+    unknown = sorted(set(value) - set(PRETRAIN_KEYS))
+    missing = [k for k in PRETRAIN_KEYS if k not in value]
+    if unknown or missing:
+        raise SettingError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(PRETRAIN_KEYS)}" if unknown
+                           else f"missing {', '.join(missing)} (give pool, images and epochs)")
+    if not isinstance(value["pool"], str) or not value["pool"]:
+        raise SettingError(f"pool must be a pool's name in the grid's [pool] table, got {value['pool']!r}")
+    for key in ("images", "epochs"):
+        v = value[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise SettingError(f"{key} must be a whole number above 0, got {v!r}")
+    return Pretrain(value["pool"], value["images"], value["epochs"])
 
 
 @dataclass(frozen=True)
@@ -28,6 +62,7 @@ class Scenario:
     real_fraction: tuple[float, ...]
     synthetic_fraction: tuple[float, ...]
     description: str = ""
+    pretrain: Pretrain | None = None
 
     @property
     def needs_pool(self) -> bool:
@@ -49,9 +84,10 @@ class Scenario:
                         f"scenario {self.name}: {what} differs among the classes merged into {name} ("
                         + ", ".join(f"{CLASSES[k]} {values[k]:g}" for k in members) + "); give them one value")
                 out.append(values[members[0]])
-        return Scenario(self.name, tuple(real), tuple(syn), self.description)
+        return Scenario(self.name, tuple(real), tuple(syn), self.description, self.pretrain)
 
     def to_dict(self) -> dict[str, Any]:
+        # Without `pretrain`: the run spec holds it with its pool's content, and presets' run ids stay as they were.
         return {"name": self.name,
                 "real_fraction": dict(zip(CLASSES, self.real_fraction, strict=True)),
                 "synthetic_fraction": dict(zip(CLASSES, self.synthetic_fraction, strict=True))}
@@ -99,9 +135,16 @@ def _fractions(value: Any, what: str) -> tuple[float, ...]:
     return tuple(out)
 
 
-def custom(name: str, real_fraction: Any = 1.0, synthetic_fraction: Any = 0.0, description: str = "") -> Scenario:
+def custom(name: str, real_fraction: Any = 1.0, synthetic_fraction: Any = 0.0, description: str = "",
+           pretrain: Any = None) -> Scenario:
+    pre = None
+    if pretrain is not None:
+        try:
+            pre = parse_pretrain(pretrain)
+        except SettingError as e:
+            raise SettingError(f"pretrain: {e}") from e
     return Scenario(name, _fractions(real_fraction, "real_fraction"),
-                    _fractions(synthetic_fraction, "synthetic_fraction"), description)
+                    _fractions(synthetic_fraction, "synthetic_fraction"), description, pre)
 
 
 def round_half_up(x: float) -> int:
@@ -214,6 +257,66 @@ def check_generator_validation(dataset: Dataset, pool: Pool) -> None:
                         "train-diffusion`, which leaves validation and test out) and re-make the pool")
 
 
+def _draw(pool: Pool, c: int, name: str, kept: np.ndarray, m: int, refused: np.ndarray | None,
+          rng: np.random.Generator, who: str) -> tuple[np.ndarray, dict[str, int]]:
+    """m pool lines of class c whose sources are kept real rows and not refused (`sources_first`), with their
+    sampling record; too few such lines: a PoolError saying how many there are."""
+    avail = pool.available(c, kept)
+    n_refused = int(refused[avail].sum()) if refused is not None else 0
+    if refused is not None:
+        avail = avail[~refused[avail]]
+    if len(avail) < m:
+        why = (f"; {n_refused} more were refused: their source shares a scan group with a validation or "
+               "test image" if n_refused else "")
+        raise PoolError(
+            f"{who}: needs {m} synthetic {name} images whose sources are among the {len(kept)} kept real ones; "
+            f"pool {pool.path} has {len(avail)} such ({int((pool.labels == c).sum())} {name} images in all){why}"
+        )
+    chosen, reused = sources_first(avail, pool.sources[avail], m, rng)
+    # The guard the study rests on: never a variation of a dropped, validation or test image, nor of an
+    # image that shares a scan with one held out.
+    if not np.isin(pool.sources[chosen], kept).all() or (refused is not None and refused[chosen].any()):
+        raise PoolError(f"internal: synthetic image of a dropped or held-out source selected ({name})")
+    return chosen, {"images": int(m), "sources": len(np.unique(pool.sources[chosen])),
+                    "sources_available": len(np.unique(pool.sources[avail])), "reused": reused}
+
+
+def pretrain_counts(dataset: Dataset, images: int) -> list[int]:
+    """How many of a pretraining's `images` each class gets: in proportion to the class's training images (so
+    the synthetic set is as imbalanced as the real one and `class_weight` weighs it alike), by largest remainder
+    so that they sum to `images` exactly; ties go to the lower class index."""
+    n = np.array([int(((dataset.train_y == c) & dataset.fit_mask).sum()) for c in range(len(dataset.classes))])
+    share = images * n / max(int(n.sum()), 1)
+    out = np.floor(share).astype(np.int64)
+    order = np.lexsort((np.arange(len(n)), -(share - out)))
+    out[order[: images - int(out.sum())]] += 1
+    return out.tolist()
+
+
+def pretrain_mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool) -> Mix:
+    """The synthetic images run (scenario, seed) pretrains on, as a `Mix` without real rows: `pretrain_counts`
+    per class, from the pool's lines whose sources the run keeps (and never a held-out one), as `mix` draws
+    them, on a stream of their own so the scenario's own mix does not depend on them."""
+    pre = scenario.pretrain
+    if pre is None:
+        raise SettingError(f"scenario {scenario.name} has no pretrain setting")
+    scenario = scenario.over(dataset)
+    check_generator_training(scenario, seed, pool)
+    check_generator_validation(dataset, pool)
+    refused = refused_sources(dataset, pool)
+    chosen, counts, sampling = [], {}, {}
+    for c, (name, m) in enumerate(zip(dataset.classes, pretrain_counts(dataset, pre.images),
+                                      strict=True)):
+        counts[name] = int(m)
+        if m:
+            lines, sampling[name] = _draw(pool, c, name, kept_class_rows(dataset, scenario, seed, c), m, refused,
+                                          _rng(seed, c, 2), f"scenario {scenario.name}, seed {seed}, pretraining")
+            chosen.append(lines)
+    empty = np.zeros(0, np.int64)
+    return Mix(empty, np.concatenate(chosen) if chosen else empty, dict.fromkeys(dataset.classes, 0), counts,
+               sampling)
+
+
 def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> Mix:
     scenario = scenario.over(dataset)
     if pool is not None and scenario.needs_pool:
@@ -231,25 +334,8 @@ def mix(dataset: Dataset, scenario: Scenario, seed: int, pool: Pool | None) -> M
         if m:
             if pool is None:
                 raise PoolError(f"scenario {scenario.name} needs {m} synthetic {name} images but no pool was given")
-            avail = pool.available(c, kept)
-            n_refused = int(refused[avail].sum()) if refused is not None else 0
-            if refused is not None:
-                avail = avail[~refused[avail]]
-            if len(avail) < m:
-                why = (f"; {n_refused} more were refused: their source shares a scan group with a validation or "
-                       "test image" if n_refused else "")
-                raise PoolError(
-                    f"scenario {scenario.name}, seed {seed}: needs {m} synthetic {name} images whose sources are "
-                    f"among the {len(kept)} kept real ones; pool {pool.path} has {len(avail)} such "
-                    f"({int((pool.labels == c).sum())} {name} images in all){why}"
-                )
-            chosen, reused = sources_first(avail, pool.sources[avail], m, _rng(seed, c, 1))
-            sampling[name] = {"images": int(m), "sources": len(np.unique(pool.sources[chosen])),
-                              "sources_available": len(np.unique(pool.sources[avail])), "reused": reused}
-            # The guard the study rests on: never a variation of a dropped, validation or test image, nor of an
-            # image that shares a scan with one held out.
-            if not np.isin(pool.sources[chosen], kept).all() or (refused is not None and refused[chosen].any()):
-                raise PoolError(f"internal: synthetic image of a dropped or held-out source selected ({name})")
+            chosen, sampling[name] = _draw(pool, c, name, kept, m, refused, _rng(seed, c, 1),
+                                           f"scenario {scenario.name}, seed {seed}")
         real_idx.append(kept)
         syn_idx.append(chosen)
         counts_real[name] = len(kept)

@@ -37,6 +37,9 @@ class RunSpec:
     select: str = "last"
     # The name of the pool in a grid's tables (a grid may name several); not part of the run id.
     pool_label: str | None = None
+    # The folder of the pool a scenario with `pretrain` pretrains on (this split's) and its content when planned.
+    pretrain_pool: str | None = None
+    pretrain_fingerprint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -57,6 +60,8 @@ class RunSpec:
             d["select"] = self.select
         if self.hparams.weight_decay > 0:  # decoupled decay (AdamW) since issue 9: not the runs made with Adam
             d["optimizer"] = "adamw"
+        if self.scenario.pretrain is not None:  # like `pool`: by the pretraining pool's content, not its place
+            d["pretrain"] = {**self.scenario.pretrain.to_dict(), "pool": {"fingerprint": self.pretrain_fingerprint}}
         return d
 
     @property

@@ -14,6 +14,10 @@ the ones results have always had:
 - schema 2: the keys of schema 1, written from a `RunResult`: `data.split` is always there, and
   `data.pool_label` names the pool of every run that used one.
 
+Any schema may hold `pretraining` (runs of a scenario with `pretrain`, since issue 37; absent otherwise): the pool
+the run pretrained on (`pool`, `pool_path`, `pool_fingerprint`), `images`, `epochs`, `steps`, images per class
+(`counts`), the pool lines drawn (`pool_rows`, `pool_sampling`) and one `history` entry per pretraining epoch.
+
 Any schema may lack `env.container` (results written before it existed); where present it is null (the run was
 not in a container) or the Apptainer image the run ran in: `image` (its path), `id` (the identity `make
 container` stamps, null for an image built otherwise) and `built`.
@@ -178,6 +182,26 @@ class Packed:
         return _dump(self)
 
 
+@dataclass
+class Pretraining:
+    """How a run pretrained on synthetic images before its scenario's training (`[scenario.NAME] pretrain`)."""
+
+    pool: str | None = None  # the pool's name in the grid
+    pool_path: str | None = None
+    pool_fingerprint: str | None = None
+    images: int | None = None
+    epochs: int | None = None
+    steps: int | None = None  # optimizer steps of the pretraining (not counted in `training.steps`)
+    counts: dict[str, int] = field(default_factory=dict)
+    pool_rows: list[int] = field(default_factory=list)
+    pool_sampling: dict[str, dict[str, int]] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dump(self)
+
+
 @dataclass(eq=False)
 class RunResult:
     """One run's result. `spec` is the run's spec as `RunSpec.to_dict` wrote it (its hash is the run id).
@@ -198,6 +222,7 @@ class RunResult:
     selection: dict[str, Any] | None = None  # the training rows and pool rows the run drew
     packed: Packed | None = None
     weights: str | None = None
+    pretraining: Pretraining | None = None
     schema: int = SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -264,7 +289,7 @@ class RunResult:
         for key in ("test", "val"):
             if not isinstance(counts.get(key), dict):
                 counts[key] = None
-        training, packed = obj.get("training"), obj.get("packed")
+        training, packed, pretraining = obj.get("training"), obj.get("packed"), obj.get("pretraining")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(
             run_id=obj["run_id"], spec=obj["spec"], metrics=_part(Metrics, metrics), data=_part(DataInfo, data),
@@ -273,6 +298,7 @@ class RunResult:
             training=_part(Training, training) if isinstance(training, dict) else None,
             validation=obj.get("validation"), selection=obj.get("selection"),
             packed=_part(Packed, packed) if isinstance(packed, dict) else None,
+            pretraining=_part(Pretraining, pretraining) if isinstance(pretraining, dict) else None,
             weights=obj.get("weights"), schema=obj.get("schema", 0),
             extra={k: v for k, v in obj.items() if k not in known},
         )
@@ -298,6 +324,8 @@ class RunResult:
             out["selection"] = self.selection
         if self.packed is not None:
             out["packed"] = self.packed.to_dict()
+        if self.pretraining is not None:
+            out["pretraining"] = self.pretraining.to_dict()
         return {**out, **self.extra}
 
     def __eq__(self, other: object) -> bool:
@@ -410,6 +438,7 @@ def _validate(obj: Any, path: Path) -> None:
         if obj["data"].get(key) is not None and not isinstance(obj["data"][key], str):
             raise ResultError(f"{path}: 'data.{key}' is not a string")
     _validate_container(obj["env"].get("container"), path)
+    _validate_pretraining(obj, path)
     train_s = obj["timings"].get("train_s")
     if train_s is not None and not is_number(train_s):
         raise ResultError(f"{path}: 'timings.train_s' is not a number ({train_s!r})")
@@ -426,6 +455,24 @@ def _validate_container(c: Any, path: Path) -> None:
     for key in ("id", "built"):
         if c.get(key) is not None and not isinstance(c[key], str):
             raise ResultError(f"{path}: 'env.container.{key}' is not a string ({c[key]!r})")
+
+
+def _validate_pretraining(obj: dict[str, Any], path: Path) -> None:
+    """A pretraining record names its pool's content and its positive sizes, and goes with a spec that asks for it."""
+    pre, asked = obj.get("pretraining"), obj["spec"].get("pretrain")
+    if pre is None and asked is None:
+        return
+    if pre is None or asked is None:
+        which = "'spec.pretrain' without 'pretraining'" if pre is None else "'pretraining' without 'spec.pretrain'"
+        raise ResultError(f"{path}: {which}")
+    if not isinstance(pre, dict):
+        raise ResultError(f"{path}: 'pretraining' is not an object")
+    if not isinstance(pre.get("pool_fingerprint"), str):
+        raise ResultError(f"{path}: 'pretraining.pool_fingerprint' is not a string ({pre.get('pool_fingerprint')!r})")
+    for key in ("images", "epochs", "steps"):
+        v = pre.get(key)
+        if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+            raise ResultError(f"{path}: 'pretraining.{key}' is not a whole number above 0 ({v!r})")
 
 
 def _validate_counts(counts: dict[str, Any], path: Path) -> None:
