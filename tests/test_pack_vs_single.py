@@ -1,10 +1,12 @@
 """A packed seed (`[model.cnn] pack_seeds = S`) against its separate run, number by number (issue 26): the same
 validation cross-entropy every epoch, the same selected epoch under select = "best_val", the same test
 cross-entropy. The pack's arithmetic differs from a single network's (grouped convolutions, another summation
-order), so the numbers agree to a tolerance, not bit for bit: measured 1e-9 to 4e-5 apart over four fp32 epochs on
-the CPU with one thread; with two, the two summation orders drift up to 0.003 apart by epoch 4 at this lr
-(measured 2026-12-06), so the test pins one thread; two seeds' numbers differ by 0.005 or more, so seed 0's logits
-or weights standing in for another seed's fail the test."""
+order), so the numbers agree to a tolerance, not bit for bit. With one thread: 1e-9 to 4e-5 apart over four fp32
+epochs on an AVX-512 CPU; on an AVX2 one (AMD EPYC without AVX-512, 2026-12-07) seeds 0 and 1 agree exactly and
+seed 2 drifts 0.0015 at epoch 3 and 0.0036 at epoch 4 (the validation CE climbs from 1.28 to 2.02 at this lr, and
+overfitting amplifies the last-bit differences of other kernels). With two threads the summation orders drift too,
+so the test pins one. Two seeds' validation CE differ at epoch 1 by 0.039 (unweighted) and 0.0136 (balanced), and at
+later epochs by up to 0.23, so seed 0's logits or weights standing in for another seed's fail at 5e-3."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from tests.engine_helpers import train_one as execute
 # A quarter of the training images held out for validation; lr 5e-3 makes the seeds select different epochs
 # (measured: 3, 1, 1), each at least 0.03 of validation CE from its runner-up.
 VAL_DATA = DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32, "val_fraction": 0.25})
-TOL = 1e-3
+TOL = 5e-3
 
 
 @pytest.fixture(autouse=True)
