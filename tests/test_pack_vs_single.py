@@ -6,7 +6,9 @@ epochs on an AVX-512 CPU; on an AVX2 one (AMD EPYC without AVX-512, 2026-12-07) 
 seed 2 drifts 0.0015 at epoch 3 and 0.0036 at epoch 4 (the validation CE climbs from 1.28 to 2.02 at this lr, and
 overfitting amplifies the last-bit differences of other kernels). With two threads the summation orders drift too,
 so the test pins one. Two seeds' validation CE differ at epoch 1 by 0.039 (unweighted) and 0.0136 (balanced), and at
-later epochs by up to 0.23, so seed 0's logits or weights standing in for another seed's fail at 5e-3."""
+later epochs by up to 0.23, so seed 0's logits or weights standing in for another seed's fail at 5e-3 there. The
+selected epoch's numbers (validation loss, test CE) agreed exactly on both CPUs and are held to 1e-3; the seeds'
+test CEs lie 0.0167 or more apart."""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ from tests.engine_helpers import train_one as execute
 # A quarter of the training images held out for validation; lr 5e-3 makes the seeds select different epochs
 # (measured: 3, 1, 1), each at least 0.03 of validation CE from its runner-up.
 VAL_DATA = DataSpec("phantom", {"n_train": 240, "n_test": 80, "size": 32, "val_fraction": 0.25})
-TOL = 5e-3
+TOL = 1e-3
+# Every epoch's validation CE, where overfitting amplifies kernel differences (the docstring's measurements).
+HISTORY_TOL = 5e-3
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +58,7 @@ def test_each_packed_seed_validates_selects_and_tests_as_its_separate_run(tmp_pa
         assert p.seed == s.seed and p.training is not None and s.training is not None
         assert len(p.history) == len(s.history) == 4
         # validation CE of every epoch: the seed's own network on the validation part
-        assert [h["val_ce"] for h in p.history] == pytest.approx([h["val_ce"] for h in s.history], abs=TOL)
+        assert [h["val_ce"] for h in p.history] == pytest.approx([h["val_ce"] for h in s.history], abs=HISTORY_TOL)
         # the epoch each selects, and the test CE of that epoch's weights
         assert p.training.selected_epoch == s.training.selected_epoch
         if class_weight == "balanced":
