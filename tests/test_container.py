@@ -193,6 +193,8 @@ def test_job_scripts_run_tasks_through_the_apptainer_command(fake_slurm: Path, t
                f"--bind={tmp_path} --bind={results_dir} --pwd={tmp_path} {image} python -u -m submitit" in line, line
         assert "--nv" not in line
         assert "export APPTAINERENV_HF_HUB_OFFLINE=1" in script
+        # the image's mriaug, not the one in the submit directory (the task's working directory)
+        assert "export APPTAINERENV_PYTHONSAFEPATH=1" in script
 
 
 def _as_nobody() -> list[str]:

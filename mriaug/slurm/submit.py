@@ -48,6 +48,10 @@ def setup_lines(profile: Profile, resources: Resources) -> list[str]:
             lines.append(f"export APPTAINERENV_{k}={shlex.quote(v)}")
     if profile.container:  # by name: the script holds "$NAME", the value comes from the job's environment
         lines += [f'export APPTAINERENV_{name}="${{{name}}}"' for name in profile.pass_env if name in os.environ]
+        # The task runs with the submit directory as its working directory, which `python -m` puts first on
+        # sys.path: from a checkout, its mriaug/ would shadow the image's installed code (and a half-edited file
+        # there would break every task). Python 3.11's safe path keeps the image's code in charge.
+        lines.append("export APPTAINERENV_PYTHONSAFEPATH=1")
     # One thread per allocated CPU, not per core of the node.
     lines.append(f"export OMP_NUM_THREADS=${{SLURM_CPUS_PER_TASK:-{resources.cpus}}}")
     return lines + profile.setup
