@@ -152,8 +152,9 @@ def model_keys() -> list[list[str]]:
 
 DATA_MEANING = {
     "source": "`phantom` (built in), `hf:OWNER/NAME` (a Hugging Face hub dataset), a folder in the hub's "
-              "parquet layout, or an image-folder tree (one folder per class, optionally under `train/` and "
-              "`test/`)",
+              "parquet layout, an image-folder tree (one folder per class, optionally under `train/` and "
+              "`test/`), or a BIDS folder of NIfTI volumes (`dataset_description.json`, `participants.tsv`, "
+              "`sub-*/[ses-*/]anat/*_T1w.nii[.gz]`; takes `split = \"subject\"`)",
     "n_train": "phantom training images",
     "n_test": "phantom test images",
     "size": "side of the images in pixels (the phantom draws them at it; other sources are resized to it)",
