@@ -24,6 +24,10 @@ die() { say "error: $*"; exit 1; }
 # --- inside the new mount namespace: bind, pivot, run ------------------------------------------------------
 if [[ "${1:-}" == --in-namespace ]]; then
     shift
+    PATH="$PATH:/usr/sbin:/sbin"  # pivot_root and mount, also from a job whose PATH lacks them
+    # Only as re-run by the code at the end of this script, in its own mount namespace: never mount on the host's.
+    [[ -n "${MRIAUG_BUILDER_BIND_LIST+set}" && "$(readlink /proc/self/ns/mnt)" != "$(readlink /proc/1/ns/mnt)" ]] \
+        || die "--in-namespace is this script's own step, not an option"
     cwd="$1"; shift
     IFS=$'\n' read -r -d '' -a binds < <(printf '%s\0' "$MRIAUG_BUILDER_BIND_LIST") || true
     unset MRIAUG_BUILDER_BIND_LIST
@@ -73,7 +77,7 @@ fi
 [[ $EUID -eq 0 ]] || die "there is no apptainer on this machine, and running Debian's in a builder root needs root \
 (mmdebstrap, unshare, mounts); run as root, or where apptainer is installed (a cluster's login node)"
 
-# --- the builder root: made once (about 4 minutes, 200 MB), then reused ----------------------------------------
+# --- the builder root: made once (under a minute to 4, 261 MB), then reused ------------------------------------
 make_builder_root() {
     local tmp="$BROOT.tmp.$$"
     command -v mmdebstrap >/dev/null || {
@@ -84,7 +88,8 @@ make_builder_root() {
     local start=$SECONDS
     rm -rf --one-file-system "$tmp"
     # The archive's sid Release file is past its Valid-Until date as served here.
-    nice -n 19 mmdebstrap --quiet --variant=apt --include=apptainer,squashfs-tools,fuse3,squashfuse,ca-certificates,libcap2-bin \
+    nice -n 19 mmdebstrap --quiet --variant=apt \
+        --include=apptainer,squashfs-tools,fuse3,squashfuse,ca-certificates,libcap2-bin \
         --aptopt='Acquire::Check-Valid-Until "false"' --aptopt='Acquire::Check-Date "false"' \
         sid "$tmp" "deb $MIRROR/debian sid main"
     # This sandbox withholds a capability; "full" would ask apptainer for all of them and fail.
@@ -99,7 +104,8 @@ make_builder_root() {
         cp /usr/local/share/ca-certificates/*.crt "$tmp/usr/local/share/ca-certificates/"
         chroot "$tmp" update-ca-certificates >/dev/null 2>&1
     fi
-    echo "$(chroot "$tmp" apptainer --version 2>/dev/null) made $(date -u +%FT%TZ) in $((SECONDS - start)) s" > "$tmp/.mriaug-builder"
+    echo "$(chroot "$tmp" apptainer --version 2>/dev/null) made $(date -u +%FT%TZ) in $((SECONDS - start)) s" \
+        > "$tmp/.mriaug-builder"
     mv "$tmp" "$BROOT"
     say "builder root made in $((SECONDS - start)) s: $(cat "$BROOT/.mriaug-builder")"
 }

@@ -242,8 +242,9 @@ def test_image_built_and_the_smoke_grid_run_in_it(tmp_path: Path, monkeypatch: p
     grid = tmp_path / "smoke.toml"
     grid.write_text(smoke)
     profile = tmp_path / "profile.toml"
+    # This test's folder and the session's data cache (MRIAUG_CACHE, passed to the jobs) bound in as well.
     profile.write_text((ROOT / "slurm" / "local-apptainer.toml").read_text().replace(
-        '"/work/shared",', f'"/work/shared",\n  "{tmp_path}",'))
+        '"/work/shared",', f'"/work/shared",\n  "{tmp_path}",\n  "{os.environ["MRIAUG_CACHE"]}",'))
     out = runner.invoke(app, ["synth", "--grid", str(grid), "--generator", "transform", "--classes",
                               "Mild_Demented,Moderate_Demented"])
     assert out.exit_code == 0, out.output
