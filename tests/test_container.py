@@ -2,7 +2,7 @@
 hashed runtime lock as CI installs the dev lock; every result records the image it ran in (`env.container`), the
 report shows it; profiles that run tasks through `containers/apptainer.sh`; that script's refusal without root and
 without apptainer. The real thing (build the image, `apptainer test`, the smoke grid on the local Slurm inside the
-image) is `test_image_built_and_the_smoke_grid_run_in_it`, run only with MRIAUG_CONTAINER_TESTS=1: about 30
+image) is `test_image_built_and_the_smoke_grid_run_in_it`, run only with MRIAUG_CONTAINER_TESTS=1: 27 to 45
 minutes on 2 cores, more than CI's budget allows (containers/README.md). (Until issue 23 in test_slurm.py.)"""
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def test_without_root_and_without_apptainer_it_says_what_it_needs(script: str) -
 
 @pytest.mark.container
 @pytest.mark.skipif(os.environ.get("MRIAUG_CONTAINER_TESTS") != "1",
-                    reason="builds the image and runs the smoke grid in it (about 30 minutes, root): "
+                    reason="builds the image and runs the smoke grid in it (27 to 45 minutes, root): "
                            "set MRIAUG_CONTAINER_TESTS=1")
 @pytest.mark.timeout(5400)
 def test_image_built_and_the_smoke_grid_run_in_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
