@@ -167,7 +167,7 @@ def fit(specs: list[RunSpec], finished_ids: set[str], results_dir: Path, *, devi
         if step_epoch < pre_epochs:
             pre_loss = pretrain_epoch(unit, step_epoch, alive)
             t_train += time.perf_counter() - t0
-            diverged = record_pretrain_epoch(unit, seeds, step_epoch, pre_loss, t0)
+            diverged = record_epoch(unit, seeds, step_epoch, pre_loss, t0, pretrain=True)
             _log_epoch(unit, step_epoch, seeds, log, pretraining=True)
         else:
             epoch = step_epoch - pre_epochs
@@ -228,56 +228,38 @@ def checkpoint_state(unit: Unit, seeds: list[SeedState], done: int) -> dict[str,
             **({"pretrain_histories": [s.pretrain_history for s in seeds]} if unit.pretraining else {})}
 
 
-def record_epoch(unit: Unit, seeds: list[SeedState], epoch: int, train_loss: list[float], t0: float) -> list[int]:
+def record_epoch(unit: Unit, seeds: list[SeedState], epoch: int, train_loss: list[float], t0: float, *,
+                 pretrain: bool = False) -> list[int]:
     """The bookkeeping after an epoch: each live seed's history entry (with its validation numbers, which come
     from the validation part only: the test set is looked at once, at the end) and best epoch. A seed whose
     training loss is not finite is marked diverged (its further epochs and metrics would mean nothing, so it
-    stops contributing; its history says so, so a resumed unit knows it). Returns the seeds that diverged."""
+    stops contributing; its history says so, so a resumed unit knows it). Returns the seeds that diverged.
+
+    `pretrain`: an epoch of the pretraining, into each seed's pretraining history, with validation numbers to see
+    what the synthetic images taught; nothing is selected on them (the tested weights are always fine-tuned ones)."""
+    if pretrain:
+        assert unit.pretraining is not None
+    steps_per_epoch = unit.pretraining.steps_per_epoch if unit.pretraining and pretrain else unit.steps_per_epoch
     left = any(s.alive and math.isfinite(v) for s, v in zip(seeds, train_loss, strict=True))
     val_logits = unit.nets.predict(unit.x_val, unit.bf16) if unit.x_val is not None and left else None
     diverged = []
     for index, seed in enumerate(seeds):
         if not seed.alive:
             continue
+        history = seed.pretrain_history if pretrain else seed.history
         if not math.isfinite(train_loss[index]):
-            seed.history.append({"epoch": epoch + 1, "train_loss": None, "diverged": True})
+            history.append({"epoch": epoch + 1, "train_loss": None, "diverged": True})
             seed.alive = False
             diverged.append(index)
             continue
-        entry: dict[str, Any] = {"epoch": epoch + 1, "steps": sum(unit.steps_per_epoch[: epoch + 1]),
+        entry: dict[str, Any] = {"epoch": epoch + 1, "steps": sum(steps_per_epoch[: epoch + 1]),
                                  "train_loss": train_loss[index]}
         if val_logits is not None:
             loss = _validate(unit, index, val_logits[index], entry)
-            if unit.first.select == "best_val" and (seed.best is None or loss < seed.best.val_loss):
+            if not pretrain and unit.first.select == "best_val" and (seed.best is None or loss < seed.best.val_loss):
                 seed.best = Best(epoch + 1, loss, unit.nets.weights(index))
         entry["seconds"] = time.perf_counter() - t0
-        seed.history.append(entry)
-    return diverged
-
-
-def record_pretrain_epoch(unit: Unit, seeds: list[SeedState], epoch: int, train_loss: list[float], t0: float
-                          ) -> list[int]:
-    """`record_epoch` for an epoch of the pretraining: each live seed's pretraining history, with validation
-    numbers where there is a validation part (to see what the synthetic images taught; nothing is selected on
-    them: the tested weights are always fine-tuned ones). Returns the seeds that diverged."""
-    assert unit.pretraining is not None
-    left = any(s.alive and math.isfinite(v) for s, v in zip(seeds, train_loss, strict=True))
-    val_logits = unit.nets.predict(unit.x_val, unit.bf16) if unit.x_val is not None and left else None
-    diverged = []
-    for index, seed in enumerate(seeds):
-        if not seed.alive:
-            continue
-        entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss[index]}
-        if not math.isfinite(train_loss[index]):
-            seed.pretrain_history.append({**entry, "train_loss": None, "diverged": True})
-            seed.alive = False
-            diverged.append(index)
-            continue
-        entry["steps"] = sum(unit.pretraining.steps_per_epoch[: epoch + 1])
-        if val_logits is not None:
-            _validate(unit, index, val_logits[index], entry)
-        entry["seconds"] = time.perf_counter() - t0
-        seed.pretrain_history.append(entry)
+        history.append(entry)
     return diverged
 
 
