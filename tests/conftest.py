@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,19 @@ def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["MRIAUG_CACHE"] = str(cache)
     os.environ["HF_HUB_OFFLINE"] = "1"
     return cache
+
+
+@pytest.fixture
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """One CPU thread, so a tolerance between a pack and its separate runs measures which seed's numbers are
+    used, not two summation orders (tests/test_pack_vs_single.py)."""
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -12,12 +12,10 @@ test CEs lie 0.0167 or more apart."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from mriaug.data import sources as data_mod
 from mriaug.data.sources import DataSpec
@@ -35,14 +33,7 @@ TOL = 1e-3
 HISTORY_TOL = 5e-3
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """One CPU thread, so the tolerance measures which seed's numbers are used, not two summation orders."""
-    before = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # class_weight = "balanced": the selection scores the class-weighted validation loss, a second path per seed.

@@ -7,12 +7,10 @@ grid's refusals. Phantom data at 32 px, a transform pool over all four classes, 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from mriaug.analysis import collect
@@ -38,13 +36,7 @@ PRE = {"pool": "transform", "images": 100, "epochs": 2}
 TOL = 1e-3  # a pack's summation order against a single network's (see test_pack_vs_single.py)
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    before = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
