@@ -72,3 +72,72 @@ def test_mriaug_plan_prints_the_cost_of_its_seeds(tmp_path: Path) -> None:
     assert out["cost"]["runs"] == 2 * n and out["cost"]["tasks"] == -(-2 * n // 3)
     assert out["cost"]["cpu_hours"] == pytest.approx(n * (10 + 35) / 3600)
     assert out["cost"]["profile"] == str(tmp_path / "p.toml") and out["cost"]["throttle"] == 2
+
+
+def _pretrain_grid(tmp_path: Path, pretrain: str = 'pretrain = {pool = "gen", images = 100, epochs = 3}') -> Path:
+    """The hand grid's phantom data and cnn, scenario 1 against P (all real, pretrained on the pool gen first)."""
+    tmp_path.mkdir(exist_ok=True)
+    g = tmp_path / "pre.toml"
+    g.write_text(f'name = "pre"\nresults = "{tmp_path / "res"}"\nmodels = ["cnn"]\nscenarios = ["1", "P"]\n'
+                 f'augmentations = ["none"]\nseeds = 6\n\n[pool]\ngen = "{tmp_path / "pool"}"\n\n'
+                 f'[scenario.P]\nreal_fraction = 1.0\n{pretrain}\n\n[data]\nsource = "phantom"\nn_train = 160\n'
+                 'n_test = 80\nsize = 32\n\n[model.cnn]\nepochs = 2\nbatch_size = 32\nresolution = 32\n')
+    return g
+
+
+def _pilot_of_p(tmp_path: Path) -> Path:
+    """The hand pilot with its scenario 3 runs as P's: P measured at a mean of 35 s a run, scenario 1 at 10 s."""
+    p = hand_pilot(tmp_path / "p.csv", hand_grid(tmp_path / "hand"))
+    p.write_text(p.read_text().replace(",cnn,3,", ",cnn,P,"))
+    return p
+
+
+def test_a_run_that_pretrains_counts_its_pretraining_steps(tmp_path: Path) -> None:
+    g = grid_mod.load(_pretrain_grid(tmp_path))
+    bare = grid_mod.load(_pretrain_grid(tmp_path, ""))
+    plain, pre = g.runs[0], g.runs[6]
+    assert (plain.scenario.name, pre.scenario.name) == ("1", "P")
+    ds = pw.load_splits(g)
+    # 3 passes of ceil(100 / 32) = 4 steps, on top of the run's own 2 epochs of ceil(160 / 32) = 5 steps
+    assert (pw.pretrain_steps(pre), pw.own_steps(ds[repr(pre.data)], pre), pw.pretrain_steps(plain)) == (12, 10, 0)
+    secs = pw.run_seconds(g.runs, None, ds)
+    assert secs.gpu_s(plain) == pytest.approx(2 * 160 / H200_CNN)
+    assert secs.gpu_s(pre) == pytest.approx((2 * 160 + 12 * 32) / H200_CNN)  # each step a full batch of 32
+    assert list(secs.pretraining) == ["P"]
+    with_pre = cost(g, None, secs.cpu_s, secs.gpu_s, 8.6)
+    without = pw.run_seconds(bare.runs, None, pw.load_splits(bare))
+    assert with_pre.gpu_hours == pytest.approx(cost(bare, None, without.cpu_s, without.gpu_s, 8.6).gpu_hours
+                                               + 6 * 12 * 32 / H200_CNN / 3600)
+    # Measured: a pilot's runs of the cell trained both phases (a result's train_s), so its mean is taken as is.
+    pilot = pw.read_pilot(_pilot_of_p(tmp_path))
+    secs = pw.run_seconds(g.runs, pilot, ds)
+    assert (secs.cpu_s(plain), secs.cpu_s(pre)) == (10.0, pytest.approx(35.0))
+    # A pilot without the cell: the model's mean (22.5 s over 12 runs) stands in; they did not pretrain, so the
+    # run's 12 pretraining steps are added at their seconds per step (10 own steps): 22.5 * (1 + 12 / 10).
+    secs = pw.run_seconds(g.runs, pw.read_pilot(hand_pilot(tmp_path / "h.csv", hand_grid(tmp_path / "h"))), ds)
+    assert secs.cpu_s(pre) == pytest.approx(22.5 * 2.2) and secs.cpu_s(plain) == 10.0
+    secs = pw.run_seconds(g.runs, pw.read_pilot(tmp_path / "h.csv"), "no data here")
+    assert secs.cpu_s(pre) is None and any("pretraining steps are not counted" in n for n in secs.notes)
+
+
+def test_mriaug_plan_counts_the_pretraining_and_says_so(tmp_path: Path) -> None:
+    pilot = str(_pilot_of_p(tmp_path))
+    outs = []
+    for g in (_pretrain_grid(tmp_path), _pretrain_grid(tmp_path / "bare", "")):
+        r = CliRunner().invoke(app, ["plan", str(g), "--pilot", pilot, "--detect", "0.05", "--format", "json"])
+        assert r.exit_code == 0, r.output
+        outs.append(json.loads(r.stdout))
+    (pre, bare), n = outs, outs[0]["seeds"]
+    assert bare["seeds"] == n and bare["cost"]["pretraining"] == []
+    assert pre["cost"]["pretraining"] == ["scenario P: 3 x ceil(100 / 32) = 12 pretraining steps of cnn per run, on "
+                                          "top of its own 10"]
+    assert pre["cost"]["gpu_hours"] == pytest.approx(bare["cost"]["gpu_hours"] + n * 12 * 32 / H200_CNN / 3600)
+    r = CliRunner().invoke(app, ["plan", str(_pretrain_grid(tmp_path)), "--pilot", pilot, "--detect", "0.05"])
+    assert r.exit_code == 0, r.output
+    assert "  pretraining counted: scenario P: 3 x ceil(100 / 32) = 12 pretraining steps" in r.stdout
+    # Without a pilot: the pilot grid keeps the pool P pretrains on, and its cost counts the pretraining.
+    r = CliRunner().invoke(app, ["plan", str(_pretrain_grid(tmp_path)), "--write", str(tmp_path / "pilot.toml")])
+    assert r.exit_code == 0, r.output
+    pilot_grid = grid_mod.load(tmp_path / "pilot.toml")
+    assert pilot_grid.pools == {"gen": str(tmp_path / "pool")}
+    assert {r.scenario.name for r in pilot_grid.runs} == {"1", "P"} and "pretraining counted" in r.stdout

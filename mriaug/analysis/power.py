@@ -193,15 +193,17 @@ class Pilot:
                             "holds one grid's runs (collect with --grid, or give that grid's results folder)")
         return {int(s): float(x) for s, x in zip(g["seed"], v, strict=True) if not math.isnan(x)}
 
-    def seconds(self, cell: Cell) -> float | None:
-        """The mean training seconds of the cell's finished runs; of the model's when the pilot lacks the cell."""
+    def seconds(self, cell: Cell, *, cell_only: bool = False) -> float | None:
+        """The mean training seconds of the cell's finished runs (both phases of a scenario with `pretrain`: a
+        result's train_s is the whole training); of the model's when the pilot lacks the cell, unless
+        `cell_only`."""
         if "train_s" not in self.runs.columns:
             return None
         df = self.runs
         done = df[df["status"] != "diverged"] if "status" in df.columns else df
         model = done[done["model"] == cell[0]]
-        for rows in (model[(model["augmentation"] == cell[1]) & (model["scenario"] == cell[2])
-                           & (model["pool"] == cell[3])], model):
+        same = model[(model["augmentation"] == cell[1]) & (model["scenario"] == cell[2]) & (model["pool"] == cell[3])]
+        for rows in (same,) if cell_only else (same, model):
             s = pd.to_numeric(rows["train_s"], errors="coerce").dropna()
             if len(s):
                 return float(s.mean())
@@ -360,10 +362,16 @@ def pilot_doc(doc: dict[str, Any], g: grid_mod.Grid, cells: tuple[Cell, Cell], s
     for key in ("model", "scenario"):
         if key in out and not out[key]:
             del out[key]
-    if not any(r.scenario.name == scen and r.scenario.needs_pool for r in g.runs):
-        out.pop("pool", None)
+    scens = {r.scenario.name: r.scenario for r in g.runs if r.scenario.name in (base, scen)}
+    # The pools a pilot scenario pretrains on stay, by their names in the [pool] table (`pretrain` names one).
+    pretrains = {s.pretrain.pool for s in scens.values() if s.pretrain is not None}
+    if not scens[scen].needs_pool:
+        if pretrains:
+            out["pool"] = {k: v for k, v in g.pools.items() if k in pretrains}
+        else:
+            out.pop("pool", None)
     elif pool:  # one of several named pools
-        out["pool"] = {pool: g.pools[pool]}
+        out["pool"] = {k: v for k, v in g.pools.items() if k == pool or k in pretrains}
     return out
 
 
@@ -376,6 +384,19 @@ def epoch_images(data: sources.Dataset, scenario: scenarios.Scenario, budget: st
         n = int(((data.train_y == c) & data.fit_mask).sum())
         total += scenarios.round_half_up(s.real_fraction[c] * n) + scenarios.round_half_up(s.synthetic_fraction[c] * n)
     return total
+
+
+def pretrain_steps(r: RunSpec) -> int:
+    """Optimizer steps of a run's pretraining, as the engine takes them: E passes of ceil(N / batch) steps of the
+    run's own network at its resolution; 0 for a run that does not pretrain."""
+    pre = r.scenario.pretrain
+    return 0 if pre is None else pre.epochs * math.ceil(pre.images / r.hparams.batch_size)
+
+
+def own_steps(data: sources.Dataset, r: RunSpec) -> int:
+    """Optimizer steps of a run's own training (after any pretraining): its epochs of ceil(images / batch) steps
+    (with budget "steps", scenario 1's images: the steps every run takes)."""
+    return r.hparams.epochs * math.ceil(epoch_images(data, r.scenario, r.budget) / r.hparams.batch_size)
 
 
 def run_key(r: RunSpec) -> tuple[str, str]:
@@ -392,6 +413,7 @@ class RunSeconds:
     gpu: dict[tuple[str, str], float | None]
     gpu_source: dict[str, str]  # model -> the throughput figure the estimate used, and where it was measured
     notes: list[str] = field(default_factory=list)
+    pretraining: dict[str, str] = field(default_factory=dict)  # scenario -> the pretraining steps its runs count
 
     def cpu_s(self, r: RunSpec) -> float | None:
         return self.cpu.get(run_key(r))
@@ -412,7 +434,9 @@ def gpu_rate(model: str, resolution: int) -> float | None:
 
 def run_seconds(runs: list[RunSpec], pilot: Pilot | None, data: Data) -> RunSeconds:
     """Training seconds of each run (by run id): the pilot's mean of the run's cell (its model's where the pilot
-    lacks the cell), and the GPU estimate: the run's training images over the card's GPU images per second."""
+    lacks the cell), and the GPU estimate: the run's training images over the card's GPU images per second. A run
+    with `pretrain` counts its pretraining steps on top of its own (`pretrain_steps`): in the estimate, and where
+    its measured seconds are the model's, not its cell's (a cell's own runs measured both phases)."""
     out = RunSeconds({}, {}, {})
     for model in dict.fromkeys(r.model for r in runs):
         tp = hparams.card(model).gpu
@@ -426,14 +450,34 @@ def run_seconds(runs: list[RunSpec], pilot: Pilot | None, data: Data) -> RunSeco
                                      + (f"; {rate:,.0f} at {hp.resolution} px" if rate != tp.images_per_s else ""))
     if isinstance(data, str):
         out.notes.append(f"no GPU estimate: the grid's data does not load here ({data})")
-    measured: dict[Cell, float | None] = {}
+    measured: dict[Cell, tuple[float | None, bool]] = {}  # seconds, and whether they are the cell's own
+    unscaled: list[Cell] = []
     for r in runs:
         cell: Cell = (r.model, r.augmentation, r.scenario.name, r.pool_label or "")
         if cell not in measured:
-            measured[cell] = pilot.seconds(cell) if pilot is not None else None
-        out.cpu[run_key(r)] = measured[cell]
-        rate = gpu_rate(r.model, r.hparams.resolution)
+            measured[cell] = ((pilot.seconds(cell), pilot.seconds(cell, cell_only=True) is not None)
+                              if pilot is not None else (None, False))
+        secs, own_cell = measured[cell]
         ds = None if isinstance(data, str) else data.get(repr(r.data))
-        out.gpu[run_key(r)] = (r.hparams.epochs * epoch_images(ds, r.scenario, r.budget) / rate
-                             if rate and ds is not None else None)
+        pre, steps = pretrain_steps(r), r.scenario.pretrain
+        if steps is not None and secs is not None and not own_cell:
+            # The model's runs stand in for a cell the pilot lacks; they did not pretrain as this run does: its
+            # pretraining steps at their seconds per step, taking them to have trained this run's own steps
+            # (with budget "steps" every run does).
+            secs = secs * (1 + pre / own_steps(ds, r)) if ds is not None else None
+            if ds is None and cell not in unscaled:
+                unscaled.append(cell)
+        out.cpu[run_key(r)] = secs
+        if steps is not None and r.scenario.name not in out.pretraining:
+            own = f" {own_steps(ds, r)}" if ds is not None else ""
+            out.pretraining[r.scenario.name] = (
+                f"scenario {r.scenario.name}: {steps.epochs} x ceil({steps.images} / {r.hparams.batch_size}) = {pre} "
+                f"pretraining steps of {r.model} per run, on top of its own{own}")
+        rate = gpu_rate(r.model, r.hparams.resolution)
+        # A pretraining step is a batch of the same network at the same resolution; counted as a full one (a
+        # pass's short last batch costs about a step on a GPU bound by per-step costs).
+        out.gpu[run_key(r)] = ((r.hparams.epochs * epoch_images(ds, r.scenario, r.budget) + pre * r.hparams.batch_size)
+                               / rate if rate and ds is not None else None)
+    out.notes += [f"no measured seconds of {cell_name(*c)}: the pilot lacks the cell, and its pretraining steps are "
+                  "not counted without the grid's data" for c in unscaled]
     return out

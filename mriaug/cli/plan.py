@@ -65,7 +65,7 @@ def _cost_dict(c: Cost, secs: RunSeconds, profile: Profile | None) -> dict[str, 
     return {"runs": c.runs, "tasks": c.tasks, "arrays": c.arrays, "runs_per_task": c.runs_per_task,
             "cpu_hours": c.cpu_hours, "gpu_hours": c.gpu_hours, "gpu_source": list(secs.gpu_source.values()),
             "profile": str(profile.path) if profile else None, "throttle": c.throttle, "wall_hours": c.wall_hours,
-            "wall_basis": c.wall_basis}
+            "wall_basis": c.wall_basis, "pretraining": list(secs.pretraining.values())}
 
 
 def _with_pilot(g: Grid, pilot: Path, metric: str, detect: float, target: float, holm_over: int | None,
@@ -151,6 +151,8 @@ def _cost_lines(c: dict[str, Any]) -> list[str]:
              f"  about {_h(c['gpu_hours'])} GPU-hours (an estimate: training images over the measured throughput, "
              "plus a start-up per task)"]
     lines += [f"    {s}" for s in c["gpu_source"]]
+    if c["pretraining"]:  # counted in both figures (measured: a pilot's run of the cell trained both phases)
+        lines.append("  pretraining counted: " + "; ".join(c["pretraining"]))
     if c["profile"]:
         basis = ", ".join(f"{m}: {b}" for m, b in c["wall_basis"].items())
         at = f"at most {c['throttle']} tasks of an array at once" if c["throttle"] else "no throttle"
