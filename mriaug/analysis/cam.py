@@ -11,6 +11,9 @@ the pairs (real source, its variation in the pool):
   removing what it leaves out;
 - `seed_stability` (given several runs of one cell): mean Pearson correlation of one real image's maps
   from runs of different seeds.
+
+Classes are the source's own (`--classes`): under a data option `merge` a Moderate source is still a Moderate
+source, drawn from the pool by its real image's class, and its maps show the task class it joined (Mild).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from ..data import pools
 from ..data import sources as data_mod
 from ..data.classes import CLASSES, class_index
 from ..engine import models
-from ..errors import PoolError, ResultError, SettingError, WeightsError
+from ..errors import PoolError, ResultError, SettingError, UnknownClassError, WeightsError
 from ..plan import hparams
 from ..store import atomic, results
 
@@ -178,6 +181,18 @@ class Run:
         return (atomic.stable_hash(spec),)
 
 
+def cell_name(r: results.RunResult) -> str:
+    """A cell as cam.json and the report name it: model/scenario/augmentation as run labels have it, then the
+    pool the scenario mixed in and the one it pretrained on (two grids may give one scenario name other pools)."""
+    parts = [f"{r.model}/s{r.scenario}/{r.augmentation}"]
+    if r.data.pool_label:
+        parts.append(f"pool {r.data.pool_label}")
+    if (pre := r.pretraining) is not None:
+        parts.append(f"pretrained on {pre.pool} ({pre.images} images, {pre.epochs} epoch"
+                     f"{'' if pre.epochs == 1 else 's'})")
+    return ", ".join(parts)
+
+
 def weights_file(path: Path, result: results.RunResult) -> Path:
     candidates = [Path(result.weights)] if result.weights else []
     # Results and their weights move together (a copied results folder): look beside the result too.
@@ -198,19 +213,21 @@ def load_run(path: str | Path, datasets: dict[str, data_mod.Dataset] | None = No
         raise ResultError(f"{path}: no such result file (give the run's JSON, e.g. results/runs/RUN_ID.json)")
     r = results.read(path)
     wfile = weights_file(path, r)
-    hp = hparams.from_dict(r.model, r.hparams)
-    # The kept weights replace any pretrained start: build the bare network (no cache or file needed).
-    net = models.build(r.model, dataclasses.replace(hp, pretrained=False, weights=None))
-    try:
-        net.load_state_dict(load_file(str(wfile)))
-    except Exception as e:  # a foreign or truncated file: safetensors and torch raise several types
-        raise WeightsError(f"{wfile}: cannot load into {r.model} of run {r.run_id} ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:200]})") from e
     ds_spec = data_mod.DataSpec(r.data_spec["source"], dict(r.data_spec.get("options") or {}))
     key = atomic.stable_hash(ds_spec.describe())
     cache = datasets if datasets is not None else {}
     if key not in cache:
         cache[key] = data_mod.load(ds_spec)
+    hp = hparams.from_dict(r.model, r.hparams)
+    # The kept weights replace any pretrained start: build the bare network (no cache or file needed), with one
+    # output per task class (fewer than four after a merge).
+    net = models.build(r.model, dataclasses.replace(hp, pretrained=False, weights=None), len(cache[key].classes))
+    try:
+        net.load_state_dict(load_file(str(wfile)))
+    except Exception as e:  # a foreign or truncated file: safetensors and torch raise several types
+        lines = str(e).strip().splitlines()
+        raise WeightsError(f"{wfile}: cannot load into {r.model} of run {r.run_id} ({type(e).__name__}: "
+                           f"{' '.join(x.strip() for x in lines[:3])[:300]})") from e
     return Run(path, r, CamModel.of(r.model, net, hp.resolution), cache[key])
 
 
@@ -225,8 +242,10 @@ class Pairs:
     synthetic: np.ndarray
 
 
-def pick_pairs(pool: pools.Pool, dataset: data_mod.Dataset, label: int, n: int, seed: int = 0) -> Pairs:
-    rows = np.flatnonzero(pool.labels == label)
+def pick_pairs(pool: pools.Pool, dataset: data_mod.Dataset, label: int, n: int, seed: int = 0,
+               among: np.ndarray | None = None) -> Pairs:
+    """Up to `n` pool rows of task label `label` (or the rows `among` marks), one per real source."""
+    rows = np.flatnonzero(pool.labels == label if among is None else among)
     _, first = np.unique(pool.sources[rows], return_index=True)  # one variation per source
     rows = rows[first]
     rng = np.random.default_rng(seed)
@@ -288,8 +307,51 @@ def _num(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
 
+def pool_name(path: str | Path) -> str:
+    """A pool as captions name it: its folder, with its grid pool's for a split's folder (split-0 alone says
+    nothing)."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.name.startswith("split-") else path.name
+
+
+def split_folder(pool_path: Path, dataset: data_mod.Dataset) -> Path:
+    """The pool folder for `dataset`'s split: the folder given, or, for a grid's pool that holds one folder per
+    split (POOL/split-SEED, see `mriaug.plan.grid.pool_dir`), the one of the runs' split."""
+    if (pool_path / pools.MANIFEST).exists() or not any(pool_path.glob("split-*")):
+        return pool_path
+    seed = dataset.split.get("seed")
+    folder = pool_path / f"split-{seed}"
+    if not folder.is_dir():
+        have = ", ".join(sorted(p.name for p in pool_path.glob("split-*")))
+        raise PoolError(f"--pool {pool_path}: holds one folder per split ({have}), none for the runs' split (split "
+                        f"seed {seed}); give the folder made from that split's training part")
+    return folder
+
+
+def source_classes(pool: pools.Pool, dataset: data_mod.Dataset, spec: data_mod.DataSpec) -> np.ndarray:
+    """The source's own class (an index into CLASSES) of each pool row's real image. Without a merge that is the
+    row's label; with one the label names only the task class, so the same split without the merge tells."""
+    if dataset.unmerged_fingerprint is None:
+        return pool.labels
+    plain = data_mod.load(spec.unmerged())
+    if plain.fingerprint != dataset.unmerged_fingerprint:
+        raise PoolError(f"the runs' data {dataset.fingerprint} without its merge is {plain.fingerprint}, not "
+                        f"{dataset.unmerged_fingerprint} as when they ran: the source changed since")
+    return plain.train_y[pool.sources]
+
+
+@dataclass
+class _Inputs:
+    runs: list[Run]
+    dataset: data_mod.Dataset
+    pool: pools.Pool
+    pool_path: Path  # the folder read (a grid's pool: its split's folder)
+    source: np.ndarray  # each pool row's source class (index into CLASSES)
+    present: list[int]  # the asked source classes the pool holds variations of
+
+
 def _load_inputs(result_files: Sequence[str | Path], pool_path: str | Path, method: str,
-                 classes: Sequence[str] | None) -> tuple[list[Run], data_mod.Dataset, pools.Pool, list[int]]:
+                 classes: Sequence[str] | None) -> _Inputs:
     """The runs (of one dataset), their dataset, the pool and the asked classes it holds variations of."""
     if method not in METHODS:
         raise SettingError(f"--method {method!r}: unknown; choose one of {', '.join(METHODS)}")
@@ -299,17 +361,24 @@ def _load_inputs(result_files: Sequence[str | Path], pool_path: str | Path, meth
     runs = [load_run(p, datasets) for p in result_files]
     fps = {r.dataset.fingerprint for r in runs}
     if len(fps) > 1:
-        raise SettingError(f"the runs use {len(fps)} different datasets; give runs of one dataset (its pool's)")
+        raise SettingError(f"the runs use {len(fps)} different datasets (with repeated splits: seeds of different "
+                           "splits); give runs of one dataset (its pool's)")
     dataset = runs[0].dataset
     if not Path(pool_path).is_dir():
         raise PoolError(f"--pool {pool_path}: no such pool folder (make one with `mriaug synth --out {pool_path}`)")
-    pool = pools.load(pool_path, dataset)
-    labels = [class_index(c) for c in (classes or DEFAULT_CLASSES)]
-    present = [k for k in labels if (pool.labels == k).any()]
+    folder = split_folder(Path(pool_path), dataset)
+    pool = pools.load(folder, dataset)
+    spec = runs[0].result.data_spec
+    source = source_classes(pool, dataset, data_mod.DataSpec(spec["source"], dict(spec.get("options") or {})))
+    try:
+        labels = [class_index(c) for c in (classes or DEFAULT_CLASSES)]
+    except UnknownClassError as e:
+        raise UnknownClassError(f"--classes: {e}; name the source's classes (a merged class by its members)") from e
+    present = [k for k in labels if (source == k).any()]
     if not present:
-        raise PoolError(f"--pool {pool_path}: no variations of {', '.join(CLASSES[k] for k in labels)}; choose "
-                        f"--classes among those it holds ({', '.join(CLASSES[k] for k in sorted(set(pool.labels)))})")
-    return runs, dataset, pool, present
+        raise PoolError(f"--pool {folder}: no variations of {', '.join(CLASSES[k] for k in labels)} sources; choose "
+                        f"--classes among those it holds ({', '.join(CLASSES[k] for k in sorted(set(source)))})")
+    return _Inputs(runs, dataset, pool, folder, source, present)
 
 
 @dataclass
@@ -345,7 +414,7 @@ def _write_panel(out: Path, run: Run, name: str, tname: str, method: str, pool_p
     notes = [f"#{int(s)}  r={r:.2f} IoU={i:.2f}" for s, r, i in zip(p.sources[:np_], a.pearson, a.iou, strict=False)]
     atomic.write_bytes(out / png_name, panel(
         p.real[:np_], a.real[:np_], p.synthetic[:np_], a.synthetic[:np_],
-        f"{run.label}: {method}, target {tname}; {name} sources from {Path(pool_path).name}", notes))
+        f"{run.label}: {method}, target {tname}; {name} sources from {pool_name(pool_path)}", notes))
     return {"run_id": run.run_id, "class": name, "file": png_name, "pairs": np_}
 
 
@@ -388,14 +457,17 @@ def run_cam(result_files: Sequence[str | Path], pool_path: str | Path, out: str 
             classes: Sequence[str] | None = None, target: str | None = None, pairs: int = 8, panel_pairs: int = 4,
             road_images: int = 4, seed: int = 0, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """`mriaug cam`: maps, panels (PNG) and DIR/cam.json for each run over the pool's pairs."""
-    runs, dataset, pool, present = _load_inputs(result_files, pool_path, method, classes)
+    inp = _load_inputs(result_files, pool_path, method, classes)
+    runs, dataset, pool = inp.runs, inp.dataset, inp.pool
     out = Path(out)
-    target_k = class_index(target) if target else None
-    chosen = {k: pick_pairs(pool, dataset, k, pairs, seed) for k in present}
+    target_k = dataset.label(target) if target else None
+    # Keyed by source class; each is drawn by its real image's class and scored on the task class it became.
+    task = {k: dataset.class_map[k] for k in inp.present}
+    chosen = {k: pick_pairs(pool, dataset, task[k], pairs, seed, among=inp.source == k) for k in inp.present}
 
     per_run: dict[str, Any] = {}
     real_maps: dict[str, dict[int, np.ndarray]] = {}
-    pooled: dict[int, dict[str, list[float]]] = {k: {"pearson": [], "iou": [], "road": []} for k in present}
+    pooled: dict[int, dict[str, list[float]]] = {k: {"pearson": [], "iou": [], "road": []} for k in inp.present}
     panels: list[dict[str, Any]] = []
     for run in runs:
         cm = run.cam_model
@@ -403,40 +475,69 @@ def run_cam(result_files: Sequence[str | Path], pool_path: str | Path, out: str 
         per_class: dict[str, Any] = {}
         real_maps[run.run_id] = {}
         for k, p in chosen.items():
-            tk = [target_k if target_k is not None else k] * len(p.sources)
+            tk = [target_k if target_k is not None else task[k]] * len(p.sources)
             a = _agreement(cm, p, tk, method, road_images)
             real_maps[run.run_id][k] = a.real
             pooled[k]["pearson"] += a.pearson
             pooled[k]["iou"] += a.iou
             pooled[k]["road"] += a.road.tolist()
             name = CLASSES[k]
-            tname = CLASSES[target_k] if target_k is not None else name
-            panels.append(_write_panel(out, run, name, tname, method, pool_path, p, a, panel_pairs))
-            per_class[name] = _class_entry(p, a, tname)
+            tname = dataset.classes[tk[0]]
+            panels.append(_write_panel(out, run, name, tname, method, inp.pool_path, p, a, panel_pairs))
+            per_class[name] = {**_class_entry(p, a, tname), "task_class": dataset.classes[task[k]]}
         per_run[run.run_id] = {"label": run.label, "result": str(run.path), "per_class": per_class}
 
+    per_class_all = _all_runs(pooled, chosen, len(runs), per_run)
+    for k in inp.present:
+        per_class_all[CLASSES[k]]["task_class"] = dataset.classes[task[k]]
     report = {
         "method": method, "target": target or "true class", "top_fraction": TOP_FRACTION,
-        "pool": str(pool_path), "pool_fingerprint": pool.fingerprint, "data_fingerprint": dataset.fingerprint,
-        "runs": [{"run_id": r.run_id, "label": r.label, "result": str(r.path)} for r in runs],
-        "per_class": _all_runs(pooled, chosen, len(runs), per_run), "per_run": per_run,
+        "pool": str(inp.pool_path), "pool_fingerprint": pool.fingerprint, "data_fingerprint": dataset.fingerprint,
+        "split": {k: dataset.split[k] for k in ("kind", "seed", "splits") if k in dataset.split},
+        "classes": list(dataset.classes),
+        "runs": [{"run_id": r.run_id, "label": r.label, "result": str(r.path), "seed": r.result.seed,
+                  "cell": cell_name(r.result)} for r in runs],
+        "cells": cells(runs, pool.fingerprint),
+        "per_class": per_class_all, "per_run": per_run,
         "seed_stability": seed_stability(runs, real_maps), "panels": panels,
     }
     atomic.write_json(out / CAM_JSON, report)
     return report
 
 
+def _groups(runs: Sequence[Run]) -> list[list[Run]]:
+    """The runs by cell, in the order first given."""
+    out: dict[tuple[Any, ...], list[Run]] = {}
+    for r in runs:
+        out.setdefault(r.cell, []).append(r)
+    return list(out.values())
+
+
+def cells(runs: Sequence[Run], pool_fingerprint: str) -> list[dict[str, Any]]:
+    """What each cell among the runs is (cam.json's `cells`): its name, scenario, the pool it mixed in and the
+    one it pretrained on, its seeds, and whether its runs trained on the very pool whose images the maps compare
+    (then the variations are no new images to them)."""
+    out = []
+    for group in _groups(runs):
+        r = group[0].result
+        pre = r.pretraining
+        seen = pool_fingerprint in {r.data.pool_fingerprint, pre.pool_fingerprint if pre else None}
+        out.append({"name": cell_name(r), "model": r.model, "scenario": r.scenario, "augmentation": r.augmentation,
+                    "pool": r.data.pool_label,
+                    "pretraining": None if pre is None else {"pool": pre.pool, "pool_path": pre.pool_path,
+                                                             "images": pre.images, "epochs": pre.epochs},
+                    "seeds": sorted(x.result.seed for x in group), "run_ids": [x.run_id for x in group],
+                    "trained_on_pool": seen})
+    return out
+
+
 def seed_stability(runs: Sequence[Run], real_maps: dict[str, dict[int, np.ndarray]]) -> dict[str, Any]:
     """Per cell with several runs, per class: mean Pearson correlation of a real image's maps across seeds."""
-    cells: dict[tuple[Any, ...], list[Run]] = {}
-    for r in runs:
-        cells.setdefault(r.cell, []).append(r)
     out: dict[str, Any] = {}
-    for group in cells.values():
+    for group in _groups(runs):
         if len(group) < 2:
             continue
-        first = group[0].result
-        cell = f"{first.model}/s{first.scenario}/{first.augmentation}"
+        cell = cell_name(group[0].result)
         per_class: dict[str, Any] = {}
         for k in real_maps[group[0].run_id]:
             vals = [pearson(a, b)

@@ -15,11 +15,14 @@ def cam(result_json: Annotated[list[Path], typer.Argument(
             metavar="RESULT_JSON", help="run results whose weights were kept (--save-weights); several runs of "
             "one cell (different seeds) also give the maps' stability across seeds")],
         pool: Annotated[Path, typer.Option(metavar="POOL", help="pool folder whose variations are paired with "
-                                                                "their real sources")],
+                                                                "their real sources (a grid's pool made per split: "
+                                                                "the folder of the runs' split is read)")],
         out: Annotated[Path, typer.Option(metavar="DIR", help="where panels/ and cam.json go")],
         method: Annotated[str, typer.Option(metavar="METHOD", help="gradcam | gradcam++ | eigencam")] = "gradcam",
         classes: Annotated[str | None, typer.Option(
-            metavar="NAMES", help="source classes, comma-separated (default Moderate_Demented,Non_Demented)")] = None,
+            metavar="NAMES", help="source classes, comma-separated (default Moderate_Demented,Non_Demented); "
+            "after a data option merge still the source's own (Moderate sources, mapped for the class it joined)")
+        ] = None,
         target: Annotated[str | None, typer.Option(
             metavar="CLASS", help="class whose evidence the maps show (default: each image's true class)")] = None,
         pairs: Annotated[int, typer.Option(min=1, metavar="N", help="real/variation pairs per class")] = 8,
@@ -39,10 +42,13 @@ def cam(result_json: Annotated[list[Path], typer.Argument(
     def f(v: float | None) -> str:
         return "—" if v is None else f"{v:.3f}"
 
-    typer.echo(f"{'class':<20}{'pairs':>6}{'pearson':>9}{'IoU top20%':>12}{'ROAD':>8}{'flat maps':>11}")
+    # The class a source's maps are scored on only where a merge makes it another than the source's own.
+    merged = any(name != v["task_class"] for name, v in r["per_class"].items())
+    typer.echo(f"{'class':<20}{'task class' if merged else '':<{20 if merged else 0}}{'pairs':>6}{'pearson':>9}"
+               f"{'IoU top20%':>12}{'ROAD':>8}{'flat maps':>11}")
     for name, v in r["per_class"].items():
-        typer.echo(f"{name:<20}{v['pairs']:>6}{f(v['pearson']):>9}{f(v['iou']):>12}{f(v['road']):>8}"
-                   f"{v['flat_maps']:>11}")
+        typer.echo(f"{name:<20}{v['task_class'] if merged else '':<{20 if merged else 0}}{v['pairs']:>6}"
+                   f"{f(v['pearson']):>9}{f(v['iou']):>12}{f(v['road']):>8}{v['flat_maps']:>11}")
     for cell, s in r["seed_stability"].items():
         parts = ", ".join(f"{k} {f(v['pearson'])}" for k, v in s["per_class"].items())
         typer.echo(f"seed stability {cell} (seeds {s['seeds']}): mean pearson of real maps across seeds: {parts}")
