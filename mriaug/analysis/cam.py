@@ -436,13 +436,19 @@ def _class_entry(p: Pairs, a: _Agreement, tname: str) -> dict[str, Any]:
     }
 
 
+# Means over every run's images beside the agreement: what ROAD and the model's confidence say of the real
+# images against their variations (a variation the model no longer sees as its class explains a low agreement).
+_POOLED_MEANS = ("road_real", "road_synthetic", "p_target_real", "p_target_synthetic")
+
+
 def _all_runs(pooled: dict[int, dict[str, list[float]]], chosen: dict[int, Pairs], n_runs: int,
               per_run: dict[str, Any]) -> dict[str, Any]:
     """Per class, the numbers of every run's pairs together, and the flat maps of all runs."""
     per_class_all = {CLASSES[k]: {"pairs": len(chosen[k].sources), "runs": n_runs,
                                   "pearson": _summary(v["pearson"])["mean"], "pearson_sd": _summary(v["pearson"])["sd"],
                                   "iou": _summary(v["iou"])["mean"], "iou_sd": _summary(v["iou"])["sd"],
-                                  "road": _summary(v["road"])["mean"]}
+                                  "road": _summary(v["road"])["mean"],
+                                  **{key: _summary(v[key])["mean"] for key in _POOLED_MEANS}}
                      for k, v in pooled.items()}
     flat_total: dict[str, int] = {}
     for v in per_run.values():
@@ -467,7 +473,8 @@ def run_cam(result_files: Sequence[str | Path], pool_path: str | Path, out: str 
 
     per_run: dict[str, Any] = {}
     real_maps: dict[str, dict[int, np.ndarray]] = {}
-    pooled: dict[int, dict[str, list[float]]] = {k: {"pearson": [], "iou": [], "road": []} for k in inp.present}
+    pooled: dict[int, dict[str, list[float]]] = {k: {key: [] for key in ("pearson", "iou", "road", *_POOLED_MEANS)}
+                                                 for k in inp.present}
     panels: list[dict[str, Any]] = []
     for run in runs:
         cm = run.cam_model
@@ -481,6 +488,10 @@ def run_cam(result_files: Sequence[str | Path], pool_path: str | Path, out: str 
             pooled[k]["pearson"] += a.pearson
             pooled[k]["iou"] += a.iou
             pooled[k]["road"] += a.road.tolist()
+            pooled[k]["road_real"] += a.road[: a.n_road].tolist()
+            pooled[k]["road_synthetic"] += a.road[a.n_road:].tolist()
+            pooled[k]["p_target_real"] += a.p_real.tolist()
+            pooled[k]["p_target_synthetic"] += a.p_synthetic.tolist()
             name = CLASSES[k]
             tname = dataset.classes[tk[0]]
             panels.append(_write_panel(out, run, name, tname, method, inp.pool_path, p, a, panel_pairs))

@@ -25,6 +25,7 @@ from ..data import audit, pools
 from ..data import sources as data_mod
 from ..data.classes import CLASSES, class_index
 from ..engine import augment, batches
+from ..errors import MriaugError, SettingError
 from ..plan import augmentations
 from ..store import atomic, results
 from . import collect, statistics
@@ -538,51 +539,159 @@ def _dataset_for_pool(path: Path, datasets: Datasets) -> data_mod.Dataset | None
 # --- Grad-CAM ---------------------------------------------------------------------------------------------------
 
 
+def cam_outputs(cam_dirs: Sequence[Path]) -> list[Path]:
+    """The `mriaug cam` outputs under each given folder (the folder itself, or one holding a cam output per cell,
+    e.g. docs/study/cam/), each once, in order; a folder with none is refused (a mistyped path)."""
+    from . import cam
+
+    found: list[Path] = []
+    for d in cam_dirs:
+        d = Path(d)
+        here = sorted({f.parent for f in d.rglob(cam.CAM_JSON)}) if d.is_dir() else []
+        if not here:
+            raise SettingError(f"--cam {d}: no {cam.CAM_JSON} in or below it; give a `mriaug cam --out` folder")
+        found += [f for f in here if f not in found]
+    return found
+
+
+def _auto_cam(results_dir: Path, out: Path, pool_paths: Sequence[Path], c: collect.Collected,
+              raw: Sequence[results.RunResult], datasets: Datasets, s: Section, log: Log) -> Path | None:
+    """A small cam output of the first run of each model that kept weights, where no cam.json is given; None
+    (and the reason in `s`) where there are no such runs or no pool of their data."""
+    from . import cam
+
+    has = [results.weights_for(results_dir, r).exists() for r in c.runs["run_id"]]
+    kept = c.runs[has] if len(c.runs) else c.runs
+    pool = None
+    if not kept.empty:
+        first = kept.sort_values(["model", "scenario", "augmentation", "seed"]).groupby("model").head(1)
+        pool = _pool_of(next(r for r in raw if r.run_id == first["run_id"].iloc[0]), pool_paths, datasets)
+    if kept.empty or pool is None:
+        why = "no run in this folder kept its weights" if kept.empty else "no pool to pair real images with"
+        s.paragraphs.append(f"No Grad-CAM maps: {why}. Train runs with `mriaug run ... --save-weights` (or "
+                            "`save_weights = true` in the grid), then `mriaug cam RESULT_JSON... --pool POOL "
+                            "--out DIR`; the report includes any `cam.json` under the results folder, or those "
+                            "given with `--cam DIR`.")
+        return None
+    have = _pool_classes(pool)
+    classes = [k for k in cam.DEFAULT_CLASSES if k in have] or have
+    target = out / "cam"
+    log(f"Grad-CAM of {len(first)} run(s) that kept weights, pool {pool}")
+    try:
+        cam.run_cam([results_dir / f for f in first["file"]], pool, target, classes=classes, pairs=4,
+                    panel_pairs=3, road_images=2)
+    except MriaugError as e:  # runs of several datasets, a pool moved: the report goes on without maps
+        s.warnings.append(f"No Grad-CAM maps made here: {e}")
+        return None
+    return target
+
+
+def _pool_of(r: results.RunResult, pool_paths: Sequence[Path], datasets: Datasets) -> Path | None:
+    """A pool whose sources are rows of run `r`'s data: the one it mixed in or pretrained on, else one made from
+    its split (a pool made for the source's classes serves a merge of them), else the first there is."""
+    for own in (r.data.pool_path, r.pretraining.pool_path if r.pretraining else None):
+        if own and Path(own).is_dir():
+            return Path(own)
+    d = datasets.get(str(r.data.fingerprint))
+    ok = {d.ds.fingerprint, d.ds.unmerged_fingerprint} - {None} if d else {r.data.fingerprint}
+    for p in pool_paths:
+        if pools.read_meta(p).get("data_fingerprint") in ok:
+            return p
+    return pool_paths[0] if pool_paths else None
+
+
 def _cam_section(results_dir: Path, out: Path, cam_dirs: Sequence[Path] | None, pool_paths: Sequence[Path],
-                 c: collect.Collected, log: Log) -> Section:
+                 c: collect.Collected, raw: Sequence[results.RunResult], datasets: Datasets, log: Log) -> Section:
     from . import cam
 
     s = Section("gradcam", "Grad-CAM: where the models look on real and synthetic images")
-    found = list(cam_dirs or []) or sorted({p.parent for p in results_dir.rglob(cam.CAM_JSON)})
+    found = cam_outputs(cam_dirs) if cam_dirs else sorted({p.parent for p in results_dir.rglob(cam.CAM_JSON)})
     if not found:
-        has = [results.weights_for(results_dir, r).exists() for r in c.runs["run_id"]]
-        kept = c.runs[has] if len(c.runs) else c.runs
-        if kept.empty or not pool_paths:
-            why = "no run in this folder kept its weights" if kept.empty else "no pool to pair real images with"
-            s.paragraphs.append(f"No Grad-CAM maps: {why}. Train runs with `mriaug run ... --save-weights` (or "
-                                "`save_weights = true` in the grid), then `mriaug cam RESULT_JSON... --pool POOL "
-                                "--out DIR`; the report includes any `cam.json` under the results folder.")
+        made = _auto_cam(results_dir, out, pool_paths, c, raw, datasets, s, log)
+        if made is None:
             return s
-        first = kept.sort_values(["model", "scenario", "augmentation", "seed"]).groupby("model").head(1)
-        pool = pool_paths[0]
-        have = _pool_classes(pool)
-        classes = [k for k in cam.DEFAULT_CLASSES if k in have] or have
-        target = out / "cam"
-        log(f"Grad-CAM of {len(first)} run(s) that kept weights, pool {pool}")
-        cam.run_cam([results_dir / f for f in first["file"]], pool, target, classes=classes, pairs=4,
-                    panel_pairs=3, road_images=2)
-        found = [target]
+        found = [made]
+    reps = [(d, json.loads((d / cam.CAM_JSON).read_text())) for d in found]
+    targets = sorted({str(rep.get("target", "true class")) for _, rep in reps})
     s.paragraphs.append(
-        "Maps for the image's true class on real images and their variations (thesis Figs 3.1-3.4). Per class: "
-        "Pearson correlation of a real image's map and its variation's, IoU of their top-20% regions (1 = the "
-        "model looks at the same places), and ROAD (combined; higher = the map marks what the prediction rests on).")
-    for d in found:
-        rep = json.loads((d / cam.CAM_JSON).read_text())
-        rows = [[name, str(v["pairs"]), str(v.get("runs", 1)), _f(v["pearson"]), _f(v["iou"]), _f(v["road"]),
-                 str(v.get("flat_maps", 0))] for name, v in rep["per_class"].items()]
-        s.tables.append(Table(f"{rep['method']} over {len(rep['runs'])} run(s), pool {Path(rep['pool']).name}",
-                              ["class", "pairs", "runs", "pearson", "IoU top 20%", "ROAD", "flat maps"], rows))
-        for cell, st in rep.get("seed_stability", {}).items():
-            s.tables.append(Table(f"Seed stability of real images' maps, {cell} (seeds {st['seeds']})",
-                                  ["class", "mean pearson across seeds", "images"],
-                                  [[k, _f(v["pearson"]), str(v["images"])] for k, v in st["per_class"].items()]))
-        labels = {r["run_id"]: r["label"] for r in rep["runs"]}
-        for p in rep["panels"][:12]:
-            f = d / p["file"]
-            if f.exists():
-                s.figures.append(Figure(f"cam_{Path(p['file']).name}", f"{labels.get(p['run_id'], p['run_id'])}: "
-                                        f"{p['class']} sources", f.read_bytes()))
+        f"Maps for {' / '.join(targets).replace('true class', 'the true class')} on real training images "
+        "beside their variations in a pool (thesis Figs 3.1-3.4), one `mriaug cam` output per cell. Per source "
+        "class, over every run's pairs: Pearson correlation of a real image's map and its variation's, IoU of their "
+        "top-20% regions (1 = the model looks at the same places), ROAD (combined; higher = the map marks what the "
+        "prediction rests on) on the real images and on the variations, the model's mean probability of the task "
+        "class on each, and the seed stability: the mean correlation of one real image's maps from runs of "
+        "different seeds. Under a merge a source keeps its own class and is scored on the task class it joined.")
+    rows: list[list[str]] = []
+    for i, (d, rep) in enumerate(reps):
+        cells = _cam_cells(rep)
+        s.paragraphs.append(_cam_words(d, rep, cells))
+        stability: dict[str, list[str]] = {}  # per class, one value per cell of several seeds
+        for st in rep.get("seed_stability", {}).values():
+            for k, v in st["per_class"].items():
+                stability.setdefault(k, []).append(_f(v["pearson"]))
+        name = "; ".join(f"{x['name']} (seeds {', '.join(map(str, x['seeds']))})" for x in cells)
+        for cls, v in rep["per_class"].items():
+            task = v.get("task_class", cls)
+            rows.append([name, cls if task == cls else f"{cls} (as {task})", str(v["pairs"]), str(v.get("runs", 1)),
+                         _f(v["pearson"]), _f(v["iou"]), _f(v.get("road_real")), _f(v.get("road_synthetic")),
+                         _f(v.get("p_target_real")), _f(v.get("p_target_synthetic")),
+                         " / ".join(stability.get(cls, ["—"])), str(v.get("flat_maps", 0))])
+        s.figures += _cam_figures(i, d, rep)
+    s.tables.append(Table("Grad-CAM per cell and source class (means over the cell's runs)",
+                          ["cell", "source class", "pairs", "runs", "pearson", "IoU top 20%", "ROAD real",
+                           "ROAD variation", "P(class) real", "P(class) variation", "seed stability", "flat maps"],
+                          rows))
     return s
+
+
+def _cam_cells(rep: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cells of a cam output as cam.json names them, or, in one written before it did, from its runs."""
+    if rep.get("cells"):
+        return list(rep["cells"])
+    by: dict[str, dict[str, Any]] = {}
+    for r in rep["runs"]:
+        label = str(r.get("label", r["run_id"]))
+        cell = by.setdefault(label.rsplit("/seed", 1)[0], {"name": label.rsplit("/seed", 1)[0], "seeds": []})
+        cell["seeds"].append(label.rsplit("/seed", 1)[1] if "/seed" in label else "?")
+    return list(by.values())
+
+
+def _cam_words(d: Path, rep: dict[str, Any], cells: Sequence[dict[str, Any]]) -> str:
+    """One cam output in words: its cells, seeds and runs, the pool and split, where its files are."""
+    from .cam import pool_name
+
+    split = rep.get("split") or {}
+    where = f", split {split['seed']} of {split.get('splits', 1)}" if split.get("kind") == "subject" else ""
+    parts = []
+    for x in cells:  # the name says scenario, mixing pool and pretraining (`cam.cell_name`)
+        text = (f"{x['name']}, seeds {', '.join(map(str, x['seeds']))}"
+                + (f" (runs {', '.join(x['run_ids'])})" if x.get("run_ids") else ""))
+        if x.get("trained_on_pool"):
+            text += "; these runs trained on this pool's images, so the variations are not new to them"
+        parts.append(text)
+    return (f"`{d}`: {rep['method']} over {len(rep['runs'])} run(s), variations from pool "
+            f"{pool_name(rep['pool'])} (`{rep['pool']}`, fingerprint {rep.get('pool_fingerprint', '?')}{where}). "
+            + "; ".join(parts) + f". Every panel is in `{d}/panels/`.")
+
+
+def _cam_figures(i: int, d: Path, rep: dict[str, Any]) -> list[Figure]:
+    """Per cam output, each source class's panel of its first run: the classes side by side, not every seed."""
+    from .cam import pool_name
+
+    runs = {r["run_id"]: r for r in rep["runs"]}
+    shown: set[str] = set()
+    out = []
+    for p in rep["panels"]:
+        f = d / p["file"]
+        if p["class"] in shown or not f.exists():
+            continue
+        shown.add(p["class"])
+        r = runs.get(p["run_id"], {})
+        cell = r.get("cell") or str(r.get("label", p["run_id"])).rsplit("/seed", 1)[0]
+        seed = r.get("seed", str(r.get("label", "")).rsplit("/seed", 1)[-1])
+        out.append(Figure(f"cam{i}_{Path(p['file']).name}", f"{cell}, seed {seed}: {p['class']} sources beside "
+                          f"their variations from {pool_name(rep['pool'])}", f.read_bytes()))
+    return out
 
 
 def _pool_classes(pool: Path) -> list[str]:
@@ -691,7 +800,7 @@ def build(results_dir: str | Path, out: str | Path, *, pools_: Sequence[Path] | 
     pool_paths: list[Path] = [Path(p) for p in pools_] if pools_ else sorted(
         {Path(r.data.pool_path) for r in raw if r.data.pool_path})
     if not pools_:  # pools a Grad-CAM output paired images from belong in the report too
-        cams = [Path(d) / "cam.json" for d in cam_dirs or []] + list(results_dir.rglob("cam.json"))
+        cams = [d / "cam.json" for d in cam_outputs(cam_dirs or [])] + list(results_dir.rglob("cam.json"))
         for f in cams:
             try:
                 pool_paths.append(Path(json.loads(f.read_text())["pool"]))
@@ -703,7 +812,7 @@ def build(results_dir: str | Path, out: str | Path, *, pools_: Sequence[Path] | 
     return [tables, forest, _box_section(c, out), _methods_section(c, raw), data_s, examples,
             _pool_section(pool_paths, datasets, log),
             _augment_section(datasets, seed, list(c.runs["augmentation"]) if len(c.runs) else []),
-            _cam_section(results_dir, out, cam_dirs, pool_paths, c, log),
+            _cam_section(results_dir, out, cam_dirs, pool_paths, c, raw, datasets, log),
             _provenance(results_dir, c, raw, pool_paths)]
 
 

@@ -60,8 +60,9 @@ def report(results_dir: Annotated[Path, typer.Argument(metavar="RESULTS_DIR", he
            pool: Annotated[list[Path] | None, typer.Option(
                metavar="POOL", help="a pool to show (repeatable; default: the pools the runs used)")] = None,
            cam_dir: Annotated[list[Path] | None, typer.Option(
-               "--cam", metavar="DIR", help="a `mriaug cam` output to include (repeatable; default: any "
-               "cam.json under RESULTS_DIR, else a small one made here from runs that kept weights)")] = None,
+               "--cam", metavar="DIR", help="a `mriaug cam` output to include, or a folder of several (one per "
+               "cell; repeatable; default: any cam.json under RESULTS_DIR, else a small one made here from runs "
+               "that kept weights)")] = None,
            seed: Annotated[int, typer.Option(min=0, help="which example images and augmentation draws are shown")] = 0,
            ) -> None:
     """One self-contained HTML report (and a Markdown twin) of a results folder: tables with intervals,
