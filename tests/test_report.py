@@ -491,3 +491,39 @@ def test_repeated_splits_are_named_by_number_in_order_with_runs_csv_fingerprints
     none = report._augment_section(datasets, 0, ["none", "none"])
     assert not none.figures and not drawn
     assert none.paragraphs == ["The runs in this folder use no augmentation policy (none): nothing to show."]
+
+
+def test_cam_outputs_and_a_cam_json_from_before_cells_by_hand(tmp_path: Path) -> None:
+    """`--cam` takes a cam output or a folder of several, each once and in order; a cam.json written before it
+    named cells, task classes and per-side numbers is still shown, its cell taken from its runs' labels."""
+    from mriaug.analysis import collect, report
+    from mriaug.errors import SettingError
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buf, format="PNG")
+    picture = buf.getvalue()
+    old = {"method": "gradcam", "target": "true class", "pool": "pools/p", "pool_fingerprint": "f" * 16,
+           "runs": [{"run_id": "a", "label": "cnn/s3/none/seed0"}, {"run_id": "b", "label": "cnn/s3/none/seed1"}],
+           "per_class": {"Non_Demented": {"pairs": 4, "runs": 2, "pearson": 0.5, "iou": 0.25, "road": 0.01,
+                                          "flat_maps": 1}},
+           "seed_stability": {"cnn/s3/none": {"seeds": [0, 1], "per_class": {"Non_Demented": {"pearson": 0.75}}}},
+           "panels": [{"run_id": "a", "class": "Non_Demented", "file": "panels/a_Non_Demented.png"},
+                      {"run_id": "b", "class": "Non_Demented", "file": "panels/b_Non_Demented.png"}]}
+    for cell in ("z", "a"):
+        (tmp_path / "cams" / cell / "panels").mkdir(parents=True)
+        (tmp_path / "cams" / cell / "cam.json").write_text(json.dumps(old))
+        for p in old["panels"]:
+            (tmp_path / "cams" / cell / p["file"]).write_bytes(picture)
+    (tmp_path / "none").mkdir()
+    outputs = report.cam_outputs([tmp_path / "cams", tmp_path / "cams" / "a"])
+    assert outputs == [tmp_path / "cams" / "a", tmp_path / "cams" / "z"]
+    with pytest.raises(SettingError, match="no cam.json"):
+        report.cam_outputs([tmp_path / "none"])
+    s = report._cam_section(tmp_path, tmp_path / "out", [tmp_path / "cams" / "z"], [], collect.gather(tmp_path),
+                            [], {}, lambda m: None)
+    (t,) = s.tables
+    assert t.rows == [["cnn/s3/none (seeds 0, 1)", "Non_Demented", "4", "2", "0.500", "0.250", "—", "—", "—", "—",
+                       "0.750", "1"]]
+    assert [f.caption for f in s.figures] == ["cnn/s3/none, seed 0: Non_Demented sources beside their variations "
+                                              "from p"]  # one panel per class, of the first run
+    assert any(p.startswith(f"`{tmp_path / 'cams' / 'z'}`: gradcam over 2 run(s)") for p in s.paragraphs)
