@@ -527,3 +527,20 @@ def test_cam_outputs_and_a_cam_json_from_before_cells_by_hand(tmp_path: Path) ->
     assert [f.caption for f in s.figures] == ["cnn/s3/none, seed 0: Non_Demented sources beside their variations "
                                               "from p"]  # one panel per class, of the first run
     assert any(p.startswith(f"`{tmp_path / 'cams' / 'z'}`: gradcam over 2 run(s)") for p in s.paragraphs)
+
+
+def test_split_words_name_a_bids_cohorts_participants_not_recovered_groups() -> None:
+    # A BIDS cohort's groups are its participants as written (data.bids.METHOD); only an image folder's groups
+    # are recovered from the pixels, and the report said so for both.
+    from types import SimpleNamespace
+
+    from mriaug.analysis.report import _split_words
+    from mriaug.data import bids
+
+    def words(method: str) -> str:
+        split = {"kind": "subject", "seed": 0, "grouping": {"method": method, "groups": 12},
+                 "groups_per_part": {"train": 8, "val": 2, "test": 2}}
+        return _split_words(SimpleNamespace(split=split, val_rows=[]))  # type: ignore[arg-type]
+
+    assert "12 participants" in words(bids.METHOD) and "recovered" not in words(bids.METHOD)
+    assert "12 scan groups recovered from the images" in words("near-duplicate-chains")

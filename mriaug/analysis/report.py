@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data import audit, pools
+from ..data import audit, bids, pools
 from ..data import sources as data_mod
 from ..data.classes import CLASSES, class_index
 from ..engine import augment, batches
@@ -328,8 +328,12 @@ def _split_words(ds: data_mod.Dataset) -> str:
     if sp.get("kind") != "subject":
         return (f"the source's given train/test split (validation: {len(ds.val_rows)} training images held out)")
     g = sp.get("groups_per_part") or {}
-    words = (f"a subject split (split seed {sp.get('seed')}): {(sp.get('grouping') or {}).get('groups', '?')} scan "
-             f"groups recovered from the images, whole groups to train / validation / test ({g.get('train', '?')} / "
+    grouping = sp.get("grouping") or {}
+    # A BIDS cohort's groups are its participants as written; only an image folder's are recovered from pixels.
+    groups = ("participants (as the cohort's folders name them)" if grouping.get("method") == bids.METHOD
+              else "scan groups recovered from the images")
+    words = (f"a subject split (split seed {sp.get('seed')}): {grouping.get('groups', '?')} {groups}, "
+             f"whole groups to train / validation / test ({g.get('train', '?')} / "
              f"{g.get('val', '?')} / {g.get('test', '?')}), so no scan has images on two sides")
     if int(sp.get("splits", 1)) > 1:
         words += f"; one of {sp['splits']} such splits the runs use (seed s on split s mod {sp['splits']})"
