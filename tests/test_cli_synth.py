@@ -77,3 +77,26 @@ def test_concurrent_openai_runs_add_up_their_spend(tmp_path: Path) -> None:
     assert meta["spend_usd"] == pytest.approx(billed * 0.016)
     assert meta["spend_estimate_usd"] == pytest.approx(billed * 0.016)
     assert len(pools.read_manifest(pool)) == 8
+
+
+def test_a_rerun_of_a_finished_pool_keeps_its_report_and_a_changed_pool_is_scored_again(tmp_path: Path) -> None:
+    # `make study` reruns every `synth` step; a pool with nothing new keeps its report (it took a minute per pool
+    # on the real data), and a pool whose images changed after its report gets a new one.
+    pool = tmp_path / "p"
+    args = ["synth", *D, "--out", str(pool), "--generator", "transform", "--max-sources", "4"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    report = pool / "report.json"
+    made = report.stat().st_mtime_ns
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "(0 new)" in again.output and "kept" in again.output
+    assert report.stat().st_mtime_ns == made
+    more = runner.invoke(app, [*args[:-1], "6"])  # two more sources: the pool changed after its report
+    assert more.exit_code == 0 and "(0 new)" not in more.output, more.output
+    assert report.stat().st_mtime_ns != made
+    made = report.stat().st_mtime_ns
+    report.write_text(report.read_text().replace('"pool_fingerprint"', '"pool_fingerprint_"'))  # not its pool's
+    third = runner.invoke(app, args)
+    assert third.exit_code == 0, third.output
+    assert "kept" not in third.output and report.stat().st_mtime_ns != made

@@ -179,7 +179,12 @@ def _make_one(ds: Any, out: Path, generator: str, options: dict[str, object],
     if s.get("warning"):
         typer.secho(s["warning"], fg="yellow", err=True)
     if report and s["pool_size"]:
-        _report(out, ds)
+        if s["generated"] == 0 and _report_is_current(out):
+            # A rerun of a finished pool (`make study` reruns every step) need not score it again: the report
+            # takes a minute per pool, and nothing it reads has changed.
+            typer.echo(f"report: {out} unchanged since its report.json (nothing new); kept")
+        else:
+            _report(out, ds)
     if s.get("failed"):
         typer.secho(f"{len(s['failed'])} source(s) failed (recorded in {Path(out) / 'pool.json'}; "
                     "a rerun retries them):", fg="yellow", err=True)
@@ -286,6 +291,24 @@ def report_cmd(pool: Annotated[Path, typer.Argument(metavar="POOL", help="pool f
 
     ds = data_mod.load(data_spec(data, data_option)) if data else None
     _report(pool, ds, per_class)
+
+
+def _report_is_current(pool: Path) -> bool:
+    """The pool's report.png and report.json exist and the report scored the images the pool holds now (its
+    `pool_fingerprint`, the manifest's content: a rerun rewrites pool.json and the manifest, so no mtime says)."""
+    import json
+
+    from ..analysis import pool_report
+    from ..data import pools
+
+    made = pool / pool_report.REPORT_JSON
+    if not (made.exists() and (pool / pool_report.REPORT_PNG).exists()):
+        return False
+    try:
+        scored = json.loads(made.read_text()).get("pool_fingerprint")
+    except (OSError, ValueError):
+        return False  # a report cut short is made again
+    return scored is not None and scored == pools.manifest_fingerprint(pool)
 
 
 def _report(pool: Path, ds: Any, per_class: int = 4) -> None:
