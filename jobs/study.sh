@@ -64,9 +64,13 @@ for f in rows.sort_values("seed")["file"]:
 PY
 )
   [ "${#kept[@]}" -gt 0 ] || continue
-  "$MRIAUG" cam "${kept[@]}" --pool "pools/$NAME-diffusion/split-0" --out "$OUT/cam/scenario-$cell" \
-    --classes Mild_Demented,Non_Demented
-  CAMS+=(--cam "$OUT/cam/scenario-$cell")
+  dest="$OUT/cam/scenario-$cell"
+  if [ -f "$dest/cam.json" ] && [ -z "$(find "${kept[@]}" -newer "$dest/cam.json")" ]; then
+    stamp "Grad-CAM of $cell: done ($dest/cam.json is newer than its runs)"
+  else
+    "$MRIAUG" cam "${kept[@]}" --pool "pools/$NAME-diffusion/split-0" --out "$dest" --classes Mild_Demented,Non_Demented
+  fi
+  CAMS+=(--cam "$dest")
 done
 "$MRIAUG" report "results/$NAME" --out "$OUT/report" "${CAMS[@]}"
 "${PYTHON:-.venv/bin/python}" docs/study/answer.py > "$OUT/answer.md"      # the README's numbers: paste between its answer markers

@@ -55,6 +55,45 @@ def test_the_study_covers_what_the_issue_asks() -> None:
     assert len(compared) and compared["mde"].notna().all()
 
 
+def test_the_pretraining_arm_is_published_against_scenario_1() -> None:
+    # issue 37: pretraining on synthetic images of every class, and its transform control, 20 seeds over the 5
+    # splits, each paired with scenario 1 and given its minimum detectable effect
+    runs, stats = _read("runs.csv"), _read("stats.csv")
+    pre = runs[runs["pretrain"].fillna("") != ""]
+    assert dict(pre.groupby("scenario")["pretrain"].first()) == {"pre-diffusion": "diffusion",
+                                                                 "pre-transform": "transform"}
+    for scenario in ("pre-diffusion", "pre-transform"):
+        cell = pre[pre["scenario"] == scenario]
+        assert cell["seed"].nunique() >= 20 and cell["split_index"].nunique() == 5, scenario
+        row = stats[(stats["scenario"] == scenario) & (stats["metric"] == "test_ce")]
+        assert len(row) == 1 and int(row["n_pairs"].iloc[0]) >= 20 and row["mde"].notna().all(), scenario
+    assert set(runs.loc[runs["pretrain"].fillna("") == "", "scenario"]) >= {"1"}
+
+
+@pytest.mark.parametrize("pool", ["diffusion", "copy", "transform"])
+def test_pools_hold_every_class_per_split(pool: str) -> None:
+    import json
+
+    reports = sorted((STUDY / "pools" / pool).glob("split-*/report.json"))
+    assert len(reports) == 5
+    for r in reports:
+        per = json.loads(r.read_text())["per_class"]
+        assert {"Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented"} <= set(per), r
+
+
+def test_grad_cam_is_published_for_a_mild_and_a_non_demented_source() -> None:
+    import json
+
+    cams = sorted((STUDY / "cam").glob("*/cam.json"))
+    assert len(cams) >= 2, cams
+    for path in cams:
+        rep = json.loads(path.read_text())
+        text = json.dumps(rep)
+        assert "Mild_Demented" in text and "Non_Demented" in text, path
+    report = (STUDY / "report" / "report.html").read_text()
+    assert "Grad-CAM" in report and "no run kept its weights" not in report
+
+
 def test_the_search_chose_on_validation_and_the_study_is_its_choice(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -72,6 +111,7 @@ def test_the_search_chose_on_validation_and_the_study_is_its_choice(tmp_path: Pa
                    cwd=root, check=True, capture_output=True)
     assert out.read_text() == (STUDY / "grid.toml").read_text()
     assert (tmp_path / "study-cpu-50.toml").read_text() == (STUDY / "study-cpu-50.toml").read_text()
+    assert (tmp_path / "study-cpu-pretrain.toml").read_text() == (STUDY / "study-cpu-pretrain.toml").read_text()
 
 
 def test_the_readme_numbers_are_the_published_ones() -> None:
