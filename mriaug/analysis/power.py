@@ -390,7 +390,7 @@ def pretrain_steps(r: RunSpec) -> int:
     """Optimizer steps of a run's pretraining, as the engine takes them: E passes of ceil(N / batch) steps of the
     run's own network at its resolution; 0 for a run that does not pretrain."""
     pre = r.scenario.pretrain
-    return 0 if pre is None else pre.epochs * math.ceil(pre.images / r.hparams.batch_size)
+    return 0 if pre is None else sum(pre.steps_per_epoch(r.hparams.batch_size))
 
 
 def own_steps(data: sources.Dataset, r: RunSpec) -> int:

@@ -461,7 +461,7 @@ def prepare_pretraining(specs: list[RunSpec], ds: data_mod.Dataset, dev: torch.d
     return Pretraining(
         images=to_device_uint8(x_np, hp.resolution, dev), labels=torch.from_numpy(y_np).to(dev),
         rows=torch.from_numpy(np.stack(rows_np)).to(dev), ids=torch.from_numpy(ids).to(dev),
-        steps_per_epoch=[math.ceil(pre.images / hp.batch_size)] * pre.epochs,
+        steps_per_epoch=pre.steps_per_epoch(hp.batch_size),
         class_weight=None if weights is None else torch.tensor(np.stack(weights), dtype=torch.float32, device=dev),
         keys=PRETRAIN_KEYS, pool=pool, mixes=mixes)
 

@@ -36,6 +36,11 @@ class Pretrain:
         # The pool's name is no part of it: a run depends on the pool's content (`RunSpec.to_dict`), not its name.
         return {"images": self.images, "epochs": self.epochs}
 
+    def steps_per_epoch(self, batch_size: int) -> list[int]:
+        """The optimizer steps of each pretraining epoch: E passes of ceil(N / batch); the engine trains them and
+        `mriaug plan` counts them."""
+        return [math.ceil(self.images / batch_size)] * self.epochs
+
 
 def parse_pretrain(value: Any) -> Pretrain:
     """A `pretrain` setting from its table; errors name the key of the table at fault (the caller names
